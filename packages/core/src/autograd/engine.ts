@@ -1,0 +1,146 @@
+import { AnomalyError, AutogradError, ShapeError, fmtShape } from "../errors.js";
+import { Tensor } from "../tensor/tensor.js";
+
+/**
+ * The node an op leaves on its output: which op, which inputs, and how to turn
+ * the output's gradient into one gradient per input (null where an input needs none).
+ * Backward closures may return the incoming gradient array itself (no copy);
+ * the engine never writes into an array it did not allocate.
+ */
+export interface GradFn {
+  op: string;
+  inputs: Tensor[];
+  backward: ((gradOut: Float32Array) => (Float32Array | null)[]) | null;
+}
+
+let gradEnabled = true;
+let anomalyMode = false;
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs `fn` without building a graph (inference, optimizer updates). */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+export function setGradEnabled(flag: boolean): void {
+  gradEnabled = flag;
+}
+
+/** Opt-in anomaly mode: every op checks its output (and backward its gradients) for NaN/Infinity. */
+export function setAnomalyDetection(flag: boolean): void {
+  anomalyMode = flag;
+}
+
+export function isAnomalyDetectionEnabled(): boolean {
+  return anomalyMode;
+}
+
+export function detectAnomaly<T>(fn: () => T): T {
+  const prev = anomalyMode;
+  anomalyMode = true;
+  try {
+    return fn();
+  } finally {
+    anomalyMode = prev;
+  }
+}
+
+export function checkFinite(op: string, what: string, data: Float32Array): void {
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i];
+    if (v !== v || v === Infinity || v === -Infinity) {
+      throw new AnomalyError(`anomaly: ${op} produced ${v} in its ${what} at flat index ${i}`);
+    }
+  }
+}
+
+/** Iterative topological order (inputs before outputs) of the graph above `root`. */
+function topoSort(root: Tensor): Tensor[] {
+  const order: Tensor[] = [];
+  const visited = new Set<Tensor>();
+  // Explicit stack of [tensor, nextInputIndex]: a 10,000-op chain must not overflow the JS stack.
+  const stack: [Tensor, number][] = [[root, 0]];
+  visited.add(root);
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1];
+    const [t, i] = top;
+    const inputs = t.gradFn?.inputs ?? [];
+    if (i < inputs.length) {
+      top[1] = i + 1;
+      const child = inputs[i];
+      if (child.requiresGrad && !visited.has(child)) {
+        visited.add(child);
+        stack.push([child, 0]);
+      }
+    } else {
+      stack.pop();
+      order.push(t);
+    }
+  }
+  return order;
+}
+
+export function runBackward(root: Tensor, rootGrad: Float32Array, retainGraph: boolean): void {
+  const order = topoSort(root);
+  const grads = new Map<Tensor, Float32Array>();
+  const owned = new Set<Float32Array>(); // arrays the engine allocated and may add into
+  grads.set(root, rootGrad);
+
+  for (let k = order.length - 1; k >= 0; k--) {
+    const t = order[k];
+    const g = grads.get(t);
+    if (g === undefined) continue;
+    grads.delete(t);
+    const fn = t.gradFn;
+    if (fn === null) {
+      accumulateLeaf(t, g);
+      continue;
+    }
+    if (fn.backward === null) {
+      throw new AutogradError(
+        `backward: trying to backward through the graph a second time (op ${fn.op}): its buffers were freed; pass { retainGraph: true } to the first backward`,
+      );
+    }
+    const inputGrads = fn.backward(g);
+    if (anomalyMode) for (const ig of inputGrads) if (ig) checkFinite(fn.op, "gradient", ig);
+    for (let i = 0; i < fn.inputs.length; i++) {
+      const input = fn.inputs[i];
+      const ig = inputGrads[i];
+      if (!input.requiresGrad || ig === null || ig === undefined) continue;
+      if (ig.length !== input.data.length) {
+        throw new ShapeError(`backward of ${fn.op}: gradient for input ${i} has ${ig.length} elements, input has shape ${fmtShape(input.shape)}`);
+      }
+      const prev = grads.get(input);
+      if (prev === undefined) {
+        grads.set(input, ig);
+      } else if (owned.has(prev)) {
+        for (let j = 0; j < prev.length; j++) prev[j] += ig[j];
+      } else {
+        const sum = new Float32Array(prev.length);
+        for (let j = 0; j < sum.length; j++) sum[j] = prev[j] + ig[j];
+        owned.add(sum);
+        grads.set(input, sum);
+      }
+    }
+    if (!retainGraph) fn.backward = null;
+  }
+}
+
+/** Adds into a leaf's `.grad` in place, so gradients bound to a flat (shared) buffer stay bound. */
+function accumulateLeaf(t: Tensor, g: Float32Array): void {
+  if (t.grad === null) {
+    t.grad = new Tensor(g.slice(), t.shape, false);
+    return;
+  }
+  const d = t.grad.data;
+  for (let j = 0; j < d.length; j++) d[j] += g[j];
+}

@@ -1,0 +1,158 @@
+import type { BinaryOp, UnaryOp } from "../kernels.js";
+
+const SQRT1_2 = Math.SQRT1_2;
+const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+const GELU_C = Math.sqrt(2 / Math.PI);
+
+/** erf with |error| < 1.2e-7 (Numerical Recipes' erfc Chebyshev fit), enough for float32. */
+export function erf(x: number): number {
+  const z = Math.abs(x);
+  const t = 1 / (1 + 0.5 * z);
+  const r =
+    t *
+    Math.exp(
+      -z * z - 1.26551223 +
+        t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 +
+        t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
+    );
+  return x >= 0 ? 1 - r : r - 1;
+}
+
+export function unary(op: UnaryOp, out: Float32Array, x: Float32Array): void {
+  const n = x.length;
+  switch (op) {
+    case "neg": for (let i = 0; i < n; i++) out[i] = -x[i]; break;
+    case "exp": for (let i = 0; i < n; i++) out[i] = Math.exp(x[i]); break;
+    case "log": for (let i = 0; i < n; i++) out[i] = Math.log(x[i]); break;
+    case "sqrt": for (let i = 0; i < n; i++) out[i] = Math.sqrt(x[i]); break;
+    case "abs": for (let i = 0; i < n; i++) out[i] = Math.abs(x[i]); break;
+    case "relu": for (let i = 0; i < n; i++) { const v = x[i]; out[i] = v > 0 ? v : v !== v ? v : 0; } break;
+    case "sigmoid": for (let i = 0; i < n; i++) out[i] = 1 / (1 + Math.exp(-x[i])); break;
+    case "tanh": for (let i = 0; i < n; i++) out[i] = Math.tanh(x[i]); break;
+    case "gelu": for (let i = 0; i < n; i++) { const v = x[i]; out[i] = 0.5 * v * (1 + erf(v * SQRT1_2)); } break;
+    case "geluTanh": for (let i = 0; i < n; i++) { const v = x[i]; out[i] = 0.5 * v * (1 + Math.tanh(GELU_C * (v + 0.044715 * v * v * v))); } break;
+  }
+}
+
+export function unaryBackward(op: UnaryOp, dx: Float32Array, dout: Float32Array, x: Float32Array, y: Float32Array): void {
+  const n = x.length;
+  switch (op) {
+    case "neg": for (let i = 0; i < n; i++) dx[i] = -dout[i]; break;
+    case "exp": for (let i = 0; i < n; i++) dx[i] = dout[i] * y[i]; break;
+    case "log": for (let i = 0; i < n; i++) dx[i] = dout[i] / x[i]; break;
+    case "sqrt": for (let i = 0; i < n; i++) dx[i] = dout[i] * 0.5 / y[i]; break;
+    case "abs": for (let i = 0; i < n; i++) dx[i] = dout[i] * Math.sign(x[i]); break;
+    case "relu": for (let i = 0; i < n; i++) dx[i] = x[i] > 0 ? dout[i] : 0; break;
+    case "sigmoid": for (let i = 0; i < n; i++) { const s = y[i]; dx[i] = dout[i] * s * (1 - s); } break;
+    case "tanh": for (let i = 0; i < n; i++) { const t = y[i]; dx[i] = dout[i] * (1 - t * t); } break;
+    case "gelu":
+      for (let i = 0; i < n; i++) {
+        const v = x[i];
+        const cdf = 0.5 * (1 + erf(v * SQRT1_2));
+        dx[i] = dout[i] * (cdf + v * INV_SQRT_2PI * Math.exp(-0.5 * v * v));
+      }
+      break;
+    case "geluTanh":
+      for (let i = 0; i < n; i++) {
+        const v = x[i];
+        const inner = GELU_C * (v + 0.044715 * v * v * v);
+        const t = Math.tanh(inner);
+        const dinner = GELU_C * (1 + 3 * 0.044715 * v * v);
+        dx[i] = dout[i] * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * dinner);
+      }
+      break;
+  }
+}
+
+function apply(op: BinaryOp, a: number, b: number): number {
+  switch (op) {
+    case "add": return a + b;
+    case "sub": return a - b;
+    case "mul": return a * b;
+    case "div": return a / b;
+  }
+}
+
+export function binary(
+  op: BinaryOp, out: Float32Array, outShape: readonly number[],
+  a: Float32Array, aStrides: readonly number[], b: Float32Array, bStrides: readonly number[],
+): void {
+  const n = out.length;
+  // Fast paths: same shape, and one side a scalar.
+  if (a.length === n && b.length === n) {
+    switch (op) {
+      case "add": for (let i = 0; i < n; i++) out[i] = a[i] + b[i]; return;
+      case "sub": for (let i = 0; i < n; i++) out[i] = a[i] - b[i]; return;
+      case "mul": for (let i = 0; i < n; i++) out[i] = a[i] * b[i]; return;
+      case "div": for (let i = 0; i < n; i++) out[i] = a[i] / b[i]; return;
+    }
+  }
+  if (b.length === 1 && a.length === n) {
+    const s = b[0];
+    switch (op) {
+      case "add": for (let i = 0; i < n; i++) out[i] = a[i] + s; return;
+      case "sub": for (let i = 0; i < n; i++) out[i] = a[i] - s; return;
+      case "mul": for (let i = 0; i < n; i++) out[i] = a[i] * s; return;
+      case "div": for (let i = 0; i < n; i++) out[i] = a[i] / s; return;
+    }
+  }
+  // General case: walk the output with an odometer over all but the last dim.
+  const nd = outShape.length;
+  const last = nd === 0 ? 1 : outShape[nd - 1];
+  const as = nd === 0 ? 0 : aStrides[nd - 1];
+  const bs = nd === 0 ? 0 : bStrides[nd - 1];
+  const idx = new Array<number>(Math.max(nd - 1, 0)).fill(0);
+  let ao = 0, bo = 0;
+  for (let o = 0; o < n; o += last) {
+    for (let j = 0; j < last; j++) out[o + j] = apply(op, a[ao + j * as], b[bo + j * bs]);
+    for (let d = nd - 2; d >= 0; d--) {
+      idx[d]++;
+      ao += aStrides[d];
+      bo += bStrides[d];
+      if (idx[d] < outShape[d]) break;
+      ao -= aStrides[d] * outShape[d];
+      bo -= bStrides[d] * outShape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+export function permute(out: Float32Array, x: Float32Array, shape: readonly number[], perm: readonly number[]): void {
+  const nd = shape.length;
+  const inStrides = new Array<number>(nd);
+  let acc = 1;
+  for (let i = nd - 1; i >= 0; i--) { inStrides[i] = acc; acc *= shape[i]; }
+  const outShape = perm.map((p) => shape[p]);
+  const srcStrides = perm.map((p) => inStrides[p]); // stride in x for each output dim
+  const n = out.length;
+  if (nd === 0) { out[0] = x[0]; return; }
+  const last = outShape[nd - 1];
+  const ls = srcStrides[nd - 1];
+  const idx = new Array<number>(nd).fill(0);
+  let src = 0;
+  for (let o = 0; o < n; o += last) {
+    for (let j = 0; j < last; j++) out[o + j] = x[src + j * ls];
+    for (let d = nd - 2; d >= 0; d--) {
+      idx[d]++;
+      src += srcStrides[d];
+      if (idx[d] < outShape[d]) break;
+      src -= srcStrides[d] * outShape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+export function addRowVector(out: Float32Array, bias: Float32Array, rows: number, cols: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    for (let c = 0; c < cols; c++) out[o + c] += bias[c];
+  }
+}
+
+export function sumRows(out: Float32Array, x: Float32Array, rows: number, cols: number): void {
+  out.fill(0, 0, cols);
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    for (let c = 0; c < cols; c++) out[c] += x[o + c];
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * The kernel interface: plain functions over Float32Arrays that know nothing
+ * about graphs. Ops (ops/*.ts) call them through `kernels()`, so a faster
+ * backend can replace any of them without touching autodiff.
+ * Kernels write (=) into their output unless their name says `Accumulate`.
+ */
+export type UnaryOp = "neg" | "exp" | "log" | "sqrt" | "abs" | "relu" | "sigmoid" | "tanh" | "gelu" | "geluTanh";
+export type BinaryOp = "add" | "sub" | "mul" | "div";
+
+export interface Kernels {
+  readonly name: string;
+
+  /** C = alpha * op(A) * op(B) + beta * C, row-major; op(X) = X or Xᵀ. A is M×K after op, B is K×N. */
+  gemm(
+    transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
+    A: Float32Array, aOff: number, lda: number,
+    B: Float32Array, bOff: number, ldb: number,
+    beta: number, C: Float32Array, cOff: number, ldc: number,
+  ): void;
+
+  /** `batch` independent GEMMs whose operands are `strideX` floats apart. */
+  gemmStridedBatched(
+    transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
+    A: Float32Array, aOff: number, lda: number, strideA: number,
+    B: Float32Array, bOff: number, ldb: number, strideB: number,
+    beta: number, C: Float32Array, cOff: number, ldc: number, strideC: number,
+    batch: number,
+  ): void;
+
+  /** out[i] = op(x[i]). */
+  unary(op: UnaryOp, out: Float32Array, x: Float32Array): void;
+  /** dx[i] = dout[i] * op'(x[i]) (y = op(x) is passed for ops whose derivative is cheaper from it). */
+  unaryBackward(op: UnaryOp, dx: Float32Array, dout: Float32Array, x: Float32Array, y: Float32Array): void;
+
+  /** Broadcast binary op; strides are 0 along broadcast dimensions. */
+  binary(op: BinaryOp, out: Float32Array, outShape: readonly number[], a: Float32Array, aStrides: readonly number[], b: Float32Array, bStrides: readonly number[]): void;
+
+  /** Sum over the middle axis of x viewed as (outer, n, inner) → out (outer, inner). */
+  sumAxis(out: Float32Array, x: Float32Array, outer: number, n: number, inner: number): void;
+  /** Max over the middle axis; argmax receives the index (0..n-1) of the first maximum. */
+  maxAxis(out: Float32Array, argmax: Int32Array, x: Float32Array, outer: number, n: number, inner: number): void;
+
+  /** Softmax over contiguous rows of length n. */
+  softmax(out: Float32Array, x: Float32Array, rows: number, n: number): void;
+  softmaxBackward(dx: Float32Array, dy: Float32Array, y: Float32Array, rows: number, n: number): void;
+  logSoftmax(out: Float32Array, x: Float32Array, rows: number, n: number): void;
+  logSoftmaxBackward(dx: Float32Array, dy: Float32Array, y: Float32Array, rows: number, n: number): void;
+
+  /** Reorders a contiguous tensor's axes: out has shape shape[perm[i]]. */
+  permute(out: Float32Array, x: Float32Array, shape: readonly number[], perm: readonly number[]): void;
+
+  /** LayerNorm over rows of length n; saves mean and reciprocal std per row for backward. */
+  layerNorm(out: Float32Array, mean: Float32Array, rstd: Float32Array, x: Float32Array, weight: Float32Array | null, bias: Float32Array | null, rows: number, n: number, eps: number): void;
+  layerNormBackward(dx: Float32Array | null, dweight: Float32Array | null, dbias: Float32Array | null, dout: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array, weight: Float32Array | null, rows: number, n: number): void;
+
+  /** Fused softmax + cross-entropy over rows: returns the summed loss; dlogits (if given) gets softmax - onehot (unscaled). Rows whose target is `ignoreIndex` count zero. */
+  crossEntropy(logits: Float32Array, targets: Int32Array, rows: number, classes: number, dlogits: Float32Array | null, ignoreIndex: number): number;
+
+  /** out (rows, cols) += bias (cols) broadcast over rows. */
+  addRowVector(out: Float32Array, bias: Float32Array, rows: number, cols: number): void;
+  /** out (cols) = Σ_rows x (rows, cols). */
+  sumRows(out: Float32Array, x: Float32Array, rows: number, cols: number): void;
+}
+
+let current: Kernels | null = null;
+let resolver: (() => Kernels) | null = null;
+
+/** The active backend (resolved on first use; see kernels/select.ts). */
+export function kernels(): Kernels {
+  if (current === null) {
+    if (resolver === null) throw new Error("kernels: no backend registered");
+    current = resolver();
+  }
+  return current;
+}
+
+export function setKernels(k: Kernels): void {
+  current = k;
+}
+
+export function setKernelResolver(fn: () => Kernels): void {
+  resolver = fn;
+}

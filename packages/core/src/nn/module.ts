@@ -1,0 +1,158 @@
+import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
+import { Tensor } from "../tensor/tensor.js";
+import type { Shape } from "../tensor/shape.js";
+import { sizeOf } from "../tensor/shape.js";
+
+/** A trainable tensor: a leaf that requires grad. */
+export class Parameter extends Tensor {
+  constructor(data: Float32Array | Tensor, shape?: Shape) {
+    if (data instanceof Tensor) super(data.data, data.shape, true);
+    else super(data, shape ?? [data.length], true);
+  }
+}
+
+export type StateDict = Record<string, Tensor>;
+
+export interface LoadReport {
+  missingKeys: string[];
+  unexpectedKeys: string[];
+}
+
+/**
+ * Base class of layers and models. Parameters and sub-modules assigned to
+ * fields (`this.fc = new Linear(...)`) are found in field order, like PyTorch's
+ * __setattr__ registration; buffers (running statistics) are registered explicitly.
+ */
+export abstract class Module {
+  training = true;
+  private readonly _buffers = new Map<string, Tensor>();
+
+  abstract forward(...args: any[]): Tensor;
+
+  /** Registers a non-trainable tensor that is part of the state dict. */
+  protected registerBuffer(name: string, t: Tensor): Tensor {
+    this._buffers.set(name, t);
+    return t;
+  }
+
+  /** Direct children: fields holding modules (in assignment order). */
+  namedChildren(): [string, Module][] {
+    const out: [string, Module][] = [];
+    for (const [k, v] of Object.entries(this)) {
+      if (k.startsWith("_")) continue;
+      if (v instanceof Module) out.push([k, v]);
+    }
+    return out;
+  }
+
+  children(): Module[] {
+    return this.namedChildren().map(([, m]) => m);
+  }
+
+  /** This module and all below it, depth first, with dotted names. */
+  namedModules(prefix = ""): [string, Module][] {
+    const out: [string, Module][] = [[prefix, this]];
+    for (const [k, m] of this.namedChildren()) out.push(...m.namedModules(prefix ? `${prefix}.${k}` : k));
+    return out;
+  }
+
+  /** Parameters of this module and its children, named like PyTorch (`layers.0.weight`). */
+  namedParameters(prefix = ""): [string, Parameter][] {
+    const out: [string, Parameter][] = [];
+    const seen = new Set<Parameter>();
+    for (const [mp, m] of this.namedModules(prefix)) {
+      for (const [k, v] of Object.entries(m)) {
+        if (k.startsWith("_") || !(v instanceof Parameter) || seen.has(v)) continue;
+        seen.add(v); // tied weights appear once
+        out.push([mp ? `${mp}.${k}` : k, v]);
+      }
+    }
+    return out;
+  }
+
+  parameters(): Parameter[] {
+    return this.namedParameters().map(([, p]) => p);
+  }
+
+  namedBuffers(): [string, Tensor][] {
+    const out: [string, Tensor][] = [];
+    for (const [mp, m] of this.namedModules()) for (const [k, b] of m._buffers) out.push([mp ? `${mp}.${k}` : k, b]);
+    return out;
+  }
+
+  /** Number of trainable scalars. */
+  numParameters(): number {
+    return this.parameters().reduce((n, p) => n + p.size, 0);
+  }
+
+  train(mode = true): this {
+    for (const [, m] of this.namedModules()) m.training = mode;
+    return this;
+  }
+
+  eval(): this {
+    return this.train(false);
+  }
+
+  /** Name → tensor for every parameter and buffer (sharing storage, not copies). */
+  stateDict(): StateDict {
+    const out: StateDict = {};
+    for (const [k, p] of this.namedParameters()) out[k] = p;
+    for (const [k, b] of this.namedBuffers()) out[k] = b;
+    return out;
+  }
+
+  /**
+   * Copies values in by name. strict (default) throws on missing or unexpected keys;
+   * either way a shape mismatch throws, naming the key, before anything is copied.
+   */
+  loadStateDict(dict: Record<string, Tensor | { data: ArrayLike<number>; shape: readonly number[] }>, opts: { strict?: boolean } = {}): LoadReport {
+    const strict = opts.strict ?? true;
+    const own = this.stateDict();
+    const missingKeys = Object.keys(own).filter((k) => !(k in dict));
+    const unexpectedKeys = Object.keys(dict).filter((k) => !(k in own));
+    if (strict && (missingKeys.length > 0 || unexpectedKeys.length > 0)) {
+      throw new ArgumentError(
+        `loadStateDict: missing keys [${missingKeys.join(", ")}], unexpected keys [${unexpectedKeys.join(", ")}]`,
+      );
+    }
+    for (const [k, t] of Object.entries(own)) {
+      const src = dict[k];
+      if (!src) continue;
+      if (src.shape.length !== t.shape.length || src.shape.some((d, i) => d !== t.shape[i])) {
+        throw new ShapeError(`loadStateDict: key '${k}' has shape ${fmtShape(src.shape)} in the state dict but ${fmtShape(t.shape)} in the model`);
+      }
+      if (src.data.length !== sizeOf(t.shape)) throw new ShapeError(`loadStateDict: key '${k}' has ${src.data.length} values, expected ${t.size}`);
+    }
+    for (const [k, t] of Object.entries(own)) {
+      const src = dict[k];
+      if (src) t.data.set(src.data as ArrayLike<number>);
+    }
+    return { missingKeys, unexpectedKeys };
+  }
+
+  /** Sets requiresGrad on every parameter (false freezes the module). */
+  requiresGrad_(flag = true): this {
+    for (const p of this.parameters()) p.requiresGrad = flag;
+    return this;
+  }
+
+  /** Applies `fn` to every module (e.g. custom init). */
+  apply(fn: (m: Module) => void): this {
+    for (const [, m] of this.namedModules()) fn(m);
+    return this;
+  }
+}
+
+/** Freezes (requiresGrad = false) every parameter whose name matches the pattern; returns the names frozen. */
+export function freeze(model: Module, pattern: RegExp | string): string[] {
+  const re = typeof pattern === "string" ? new RegExp(pattern) : pattern;
+  const names: string[] = [];
+  for (const [name, p] of model.namedParameters()) {
+    if (re.test(name)) {
+      p.requiresGrad = false;
+      names.push(name);
+    }
+  }
+  return names;
+}

@@ -1,0 +1,35 @@
+import { ShapeError, fmtShape } from "../errors.js";
+import { Tensor } from "../tensor/tensor.js";
+import { sizeOf } from "../tensor/shape.js";
+import { kernels } from "../kernels/kernels.js";
+import { result } from "./op.js";
+
+/** Layer normalisation over the trailing dims `normalizedShape`, with optional affine weight and bias. */
+export function layerNorm(x: Tensor, normalizedShape: readonly number[], weight: Tensor | null = null, bias: Tensor | null = null, eps = 1e-5): Tensor {
+  const nd = normalizedShape.length;
+  if (nd === 0 || nd > x.ndim || normalizedShape.some((d, i) => x.shape[x.ndim - nd + i] !== d)) {
+    throw new ShapeError(`layerNorm: input ${fmtShape(x.shape)} does not end with normalized shape ${fmtShape(normalizedShape)}`);
+  }
+  const n = sizeOf(normalizedShape);
+  for (const [name, t] of [["weight", weight], ["bias", bias]] as const) {
+    if (t && t.size !== n) throw new ShapeError(`layerNorm: ${name} ${fmtShape(t.shape)} does not match normalized shape ${fmtShape(normalizedShape)}`);
+  }
+  const k = kernels();
+  const rows = x.size / n;
+  const out = new Float32Array(x.size);
+  const mean = new Float32Array(rows), rstd = new Float32Array(rows);
+  k.layerNorm(out, mean, rstd, x.data, weight?.data ?? null, bias?.data ?? null, rows, n, eps);
+  const inputs = [x];
+  if (weight) inputs.push(weight);
+  if (bias) inputs.push(bias);
+  return result("layerNorm", out, x.shape, inputs, (g) => {
+    const dx = x.requiresGrad ? new Float32Array(x.size) : null;
+    const dw = weight?.requiresGrad ? new Float32Array(n) : null;
+    const db = bias?.requiresGrad ? new Float32Array(n) : null;
+    k.layerNormBackward(dx, dw, db, g, x.data, mean, rstd, weight?.data ?? null, rows, n);
+    const grads: (Float32Array | null)[] = [dx];
+    if (weight) grads.push(dw);
+    if (bias) grads.push(db);
+    return grads;
+  });
+}

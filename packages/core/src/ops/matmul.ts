@@ -1,0 +1,119 @@
+import { ShapeError, fmtShape } from "../errors.js";
+import { Tensor } from "../tensor/tensor.js";
+import { broadcastShapes, sizeOf, stridesOf } from "../tensor/shape.js";
+import { kernels } from "../kernels/kernels.js";
+import { result } from "./op.js";
+import { reshape } from "./shape.js";
+
+/**
+ * Matrix product with numpy semantics: 2-D × 2-D, batched N-D with broadcast
+ * batch dims, and 1-D operands promoted (and squeezed back) as in PyTorch.
+ */
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  if (a.ndim === 0 || b.ndim === 0) throw new ShapeError(`matmul: ${fmtShape(a.shape)} x ${fmtShape(b.shape)}: both operands need at least one dimension`);
+  if (a.ndim === 1 || b.ndim === 1) {
+    const a2 = a.ndim === 1 ? reshape(a, [1, a.shape[0]]) : a;
+    const b2 = b.ndim === 1 ? reshape(b, [b.shape[0], 1]) : b;
+    const out = matmul(a2, b2);
+    const shape = out.shape.slice();
+    if (b.ndim === 1) shape.splice(shape.length - 1, 1);
+    if (a.ndim === 1) shape.splice(shape.length - (b.ndim === 1 ? 1 : 2), 1);
+    return reshape(out, shape);
+  }
+  const M = a.shape[a.ndim - 2], K = a.shape[a.ndim - 1];
+  const K2 = b.shape[b.ndim - 2], N = b.shape[b.ndim - 1];
+  if (K !== K2) throw new ShapeError(`matmul: ${fmtShape(a.shape)} x ${fmtShape(b.shape)}: inner dimensions ${K} and ${K2} differ`);
+  const k = kernels();
+
+  // (..., M, K) @ (K, N): one GEMM over all rows of a.
+  if (b.ndim === 2) {
+    const rows = a.data.length / K;
+    const out = new Float32Array(rows * N);
+    k.gemm(false, false, rows, N, K, 1, a.data, 0, K, b.data, 0, N, 0, out, 0, N);
+    const shape = [...a.shape.slice(0, -1), N];
+    return result("matmul", out, shape, [a, b], (g) => {
+      let da: Float32Array | null = null, db: Float32Array | null = null;
+      if (a.requiresGrad) { da = new Float32Array(a.data.length); k.gemm(false, true, rows, K, N, 1, g, 0, N, b.data, 0, N, 0, da, 0, K); }
+      if (b.requiresGrad) { db = new Float32Array(b.data.length); k.gemm(true, false, K, N, rows, 1, a.data, 0, K, g, 0, N, 0, db, 0, N); }
+      return [da, db];
+    });
+  }
+
+  const aBatch = a.shape.slice(0, -2), bBatch = b.shape.slice(0, -2);
+  const batchShape = broadcastShapes(aBatch, bBatch, "matmul");
+  const batch = sizeOf(batchShape);
+  const outShape = [...batchShape, M, N];
+  const out = new Float32Array(batch * M * N);
+  const aOffs = batchOffsets(aBatch, batchShape, M * K);
+  const bOffs = batchOffsets(bBatch, batchShape, K * N);
+  const sameBatch = sizeOf(aBatch) === batch && sizeOf(bBatch) === batch;
+  if (sameBatch) {
+    k.gemmStridedBatched(false, false, M, N, K, 1, a.data, 0, K, M * K, b.data, 0, N, K * N, 0, out, 0, N, M * N, batch);
+  } else {
+    for (let p = 0; p < batch; p++) k.gemm(false, false, M, N, K, 1, a.data, aOffs[p], K, b.data, bOffs[p], N, 0, out, p * M * N, N);
+  }
+  return result("matmul", out, outShape, [a, b], (g) => {
+    let da: Float32Array | null = null, db: Float32Array | null = null;
+    if (a.requiresGrad) {
+      da = new Float32Array(a.data.length);
+      if (sameBatch) k.gemmStridedBatched(false, true, M, K, N, 1, g, 0, N, M * N, b.data, 0, N, K * N, 0, da, 0, K, M * K, batch);
+      // Broadcast batch: accumulate (beta = 1) into the shared slice.
+      else for (let p = 0; p < batch; p++) k.gemm(false, true, M, K, N, 1, g, p * M * N, N, b.data, bOffs[p], N, 1, da, aOffs[p], K);
+    }
+    if (b.requiresGrad) {
+      db = new Float32Array(b.data.length);
+      if (sameBatch) k.gemmStridedBatched(true, false, K, N, M, 1, a.data, 0, K, M * K, g, 0, N, M * N, 0, db, 0, N, K * N, batch);
+      else for (let p = 0; p < batch; p++) k.gemm(true, false, K, N, M, 1, a.data, aOffs[p], K, g, p * M * N, N, 1, db, bOffs[p], N);
+    }
+    return [da, db];
+  });
+}
+
+/** Offset (in floats) of each broadcast batch index's matrix inside an operand with batch shape `shape`. */
+function batchOffsets(shape: readonly number[], batchShape: readonly number[], matSize: number): Int32Array {
+  const batch = sizeOf(batchShape);
+  const offs = new Int32Array(batch);
+  const strides = stridesOf(shape);
+  const pad = batchShape.length - shape.length;
+  const bStrides = stridesOf(batchShape);
+  for (let p = 0; p < batch; p++) {
+    let off = 0;
+    for (let d = 0; d < shape.length; d++) {
+      const idx = Math.floor(p / bStrides[pad + d]) % batchShape[pad + d];
+      if (shape[d] !== 1) off += idx * strides[d];
+    }
+    offs[p] = off * matSize;
+  }
+  return offs;
+}
+
+/**
+ * Fused linear layer, PyTorch layout: y = x · Wᵀ + b with W (out, in), b (out).
+ * x may have any leading dims: (..., in) → (..., out). One GEMM forward, two backward.
+ */
+export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
+  if (weight.ndim !== 2) throw new ShapeError(`linear: weight must be 2-D (out, in), got ${fmtShape(weight.shape)}`);
+  const [outF, inF] = weight.shape;
+  if (x.ndim === 0 || x.shape[x.ndim - 1] !== inF) {
+    throw new ShapeError(`linear: input ${fmtShape(x.shape)} x weight ${fmtShape(weight.shape)}: last input dimension must be ${inF}`);
+  }
+  if (bias && (bias.ndim !== 1 || bias.shape[0] !== outF)) throw new ShapeError(`linear: bias ${fmtShape(bias.shape)} must be [${outF}]`);
+  const k = kernels();
+  const rows = x.data.length / inF;
+  const out = new Float32Array(rows * outF);
+  let beta = 0;
+  if (bias) {
+    for (let r = 0; r < rows; r++) out.set(bias.data, r * outF);
+    beta = 1;
+  }
+  k.gemm(false, true, rows, outF, inF, 1, x.data, 0, inF, weight.data, 0, inF, beta, out, 0, outF); // (rows, out)
+  const shape = [...x.shape.slice(0, -1), outF];
+  const inputs = bias ? [x, weight, bias] : [x, weight];
+  return result("linear", out, shape, inputs, (g) => {
+    let dx: Float32Array | null = null, dw: Float32Array | null = null, db: Float32Array | null = null;
+    if (x.requiresGrad) { dx = new Float32Array(x.data.length); k.gemm(false, false, rows, inF, outF, 1, g, 0, outF, weight.data, 0, inF, 0, dx, 0, inF); }
+    if (weight.requiresGrad) { dw = new Float32Array(weight.data.length); k.gemm(true, false, outF, inF, rows, 1, g, 0, outF, x.data, 0, inF, 0, dw, 0, inF); }
+    if (bias && bias.requiresGrad) { db = new Float32Array(outF); k.sumRows(db, g, rows, outF); }
+    return bias ? [dx, dw, db] : [dx, dw];
+  });
+}

@@ -1,0 +1,124 @@
+import { ArgumentError } from "../errors.js";
+import type { Parameter } from "../nn/module.js";
+import type { Tensor } from "../tensor/tensor.js";
+import { scaleInPlace, sumOfSquares } from "./rules.js";
+
+export interface ParamGroup<H> {
+  params: Parameter[];
+  hyper: H;
+}
+
+export type GroupSpec<H> = { params: Parameter[] } & Partial<H>;
+
+export interface OptimizerState {
+  type: string;
+  step: number;
+  groups: Record<string, number | boolean>[];
+  /** Per-parameter state, by index across groups: named buffers. */
+  state: Record<string, Record<string, number[]>>;
+}
+
+export function checkHyper(op: string, name: string, v: number, min = 0): void {
+  if (typeof v !== "number" || Number.isNaN(v) || v < min || !Number.isFinite(v)) {
+    throw new ArgumentError(`${op}: ${name} must be a finite number ≥ ${min}, got ${v}`);
+  }
+}
+
+/**
+ * Base optimizer: parameter groups with their own hyper-parameters (`lr`,
+ * ...), per-parameter state buffers, and state dicts. Subclasses implement
+ * `updateParam` by calling a pure rule from rules.ts.
+ */
+export abstract class Optimizer<H extends { lr: number }> {
+  readonly paramGroups: ParamGroup<H>[];
+  /** Number of steps taken. */
+  stepCount = 0;
+  protected readonly state = new Map<Parameter, Record<string, Float32Array>>();
+
+  constructor(params: Parameter[] | GroupSpec<H>[], defaults: H, readonly typeName: string) {
+    const specs = (params.length > 0 && !("params" in params[0]) ? [{ params: params as Parameter[] }] : params) as GroupSpec<H>[];
+    if (specs.length === 0) throw new ArgumentError(`${typeName}: no parameters given`);
+    this.paramGroups = specs.map(({ params: ps, ...rest }) => {
+      const hyper = { ...defaults, ...(rest as unknown as Partial<H>) } as H;
+      this.validate(hyper);
+      return { params: ps, hyper };
+    });
+  }
+
+  protected abstract validate(h: H): void;
+  protected abstract stateNames(h: H): string[];
+  /** `fresh` is true on a parameter's first update (its state was just created). */
+  protected abstract updateParam(p: Parameter, grad: Float32Array, state: Record<string, Float32Array>, h: H, step: number, fresh: boolean): void;
+
+  /** Learning rate of every group (schedules set these). */
+  setLr(lr: number): void {
+    checkHyper(this.typeName, "lr", lr);
+    for (const g of this.paramGroups) g.hyper.lr = lr;
+  }
+
+  zeroGrad(): void {
+    for (const g of this.paramGroups) for (const p of g.params) if (p.grad) p.grad.data.fill(0);
+  }
+
+  step(): void {
+    this.stepCount++;
+    for (const group of this.paramGroups) {
+      for (const p of group.params) {
+        if (!p.requiresGrad || p.grad === null) continue;
+        let st = this.state.get(p);
+        const fresh = st === undefined;
+        if (!st) {
+          st = {};
+          for (const n of this.stateNames(group.hyper)) st[n] = new Float32Array(p.size);
+          this.state.set(p, st);
+        }
+        this.updateParam(p, p.grad.data, st, group.hyper, this.stepCount, fresh);
+      }
+    }
+  }
+
+  stateDict(): OptimizerState {
+    const state: OptimizerState["state"] = {};
+    let idx = 0;
+    for (const g of this.paramGroups) {
+      for (const p of g.params) {
+        const st = this.state.get(p);
+        if (st) state[String(idx)] = Object.fromEntries(Object.entries(st).map(([k, v]) => [k, Array.from(v)]));
+        idx++;
+      }
+    }
+    return { type: this.typeName, step: this.stepCount, groups: this.paramGroups.map((g) => ({ ...(g.hyper as any) })), state };
+  }
+
+  loadStateDict(sd: OptimizerState): void {
+    if (sd.type !== this.typeName) throw new ArgumentError(`${this.typeName}.loadStateDict: state is for ${sd.type}`);
+    if (sd.groups.length !== this.paramGroups.length) {
+      throw new ArgumentError(`${this.typeName}.loadStateDict: state has ${sd.groups.length} parameter groups, optimizer has ${this.paramGroups.length}`);
+    }
+    const params = this.paramGroups.flatMap((g) => g.params);
+    for (const [k, st] of Object.entries(sd.state)) {
+      const p = params[Number(k)];
+      if (!p) throw new ArgumentError(`${this.typeName}.loadStateDict: state for parameter ${k}, but the optimizer has ${params.length}`);
+      for (const [name, arr] of Object.entries(st)) {
+        if (arr.length !== p.size) throw new ArgumentError(`${this.typeName}.loadStateDict: state '${name}' of parameter ${k} has ${arr.length} values, parameter has ${p.size}`);
+      }
+    }
+    this.stepCount = sd.step;
+    sd.groups.forEach((h, i) => Object.assign(this.paramGroups[i].hyper as any, h));
+    this.state.clear();
+    for (const [k, st] of Object.entries(sd.state)) {
+      this.state.set(params[Number(k)], Object.fromEntries(Object.entries(st).map(([n, arr]) => [n, Float32Array.from(arr)])));
+    }
+  }
+}
+
+/** Scales gradients so their global L2 norm is at most maxNorm; returns the norm before clipping. */
+export function clipGradNorm(params: Tensor[], maxNorm: number): number {
+  checkHyper("clipGradNorm", "maxNorm", maxNorm);
+  let total = 0;
+  for (const p of params) if (p.grad) total += sumOfSquares(p.grad.data);
+  const norm = Math.sqrt(total);
+  const coef = maxNorm / (norm + 1e-6);
+  if (coef < 1) for (const p of params) if (p.grad) scaleInPlace(p.grad.data, coef);
+  return norm;
+}

@@ -1,0 +1,74 @@
+/**
+ * Update rules as plain functions over flat Float32Arrays and a range [from, to),
+ * so the parallel package can run them on one worker's slice of the parameters.
+ * Each is a single pass (Adam reads p, g, m, v once and writes p, m, v once).
+ */
+
+export interface SgdHyper {
+  lr: number;
+  momentum: number;
+  dampening: number;
+  nesterov: boolean;
+  weightDecay: number;
+}
+
+/** PyTorch's SGD: g += wd·p; buf = μ·buf + (1-dampening)·g (buf = g at the first step); p -= lr·(nesterov ? g + μ·buf : buf). */
+export function sgdUpdate(
+  p: Float32Array, g: Float32Array, buf: Float32Array | null, from: number, to: number, h: SgdHyper, firstStep: boolean,
+): void {
+  const { lr, momentum, dampening, nesterov, weightDecay } = h;
+  if (momentum === 0 || buf === null) {
+    for (let i = from; i < to; i++) p[i] -= lr * (g[i] + weightDecay * p[i]);
+    return;
+  }
+  for (let i = from; i < to; i++) {
+    const gi = g[i] + weightDecay * p[i];
+    const b = firstStep ? gi : momentum * buf[i] + (1 - dampening) * gi;
+    buf[i] = b;
+    p[i] -= lr * (nesterov ? gi + momentum * b : b);
+  }
+}
+
+export interface AdamHyper {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** AdamW: decay the weights directly (p -= lr·wd·p) instead of adding wd·p to the gradient. */
+  decoupled: boolean;
+}
+
+/** One Adam/AdamW step (PyTorch's formulation, bias-corrected); `step` counts from 1. */
+export function adamUpdate(
+  p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, from: number, to: number, h: AdamHyper, step: number,
+): void {
+  const { lr, beta1, beta2, eps, weightDecay, decoupled } = h;
+  const bc1 = 1 - Math.pow(beta1, step);
+  const bc2 = 1 - Math.pow(beta2, step);
+  const stepSize = lr / bc1;
+  const invSqrtBc2 = 1 / Math.sqrt(bc2);
+  const decay = decoupled ? 1 - lr * weightDecay : 1;
+  const l2 = decoupled ? 0 : weightDecay;
+  const b1c = 1 - beta1, b2c = 1 - beta2;
+  for (let i = from; i < to; i++) {
+    const pi = p[i] * decay;
+    const gi = g[i] + l2 * pi;
+    const mi = beta1 * m[i] + b1c * gi;
+    const vi = beta2 * v[i] + b2c * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = pi - (stepSize * mi) / (Math.sqrt(vi) * invSqrtBc2 + eps);
+  }
+}
+
+/** Σ g² over [from, to), in float64 (for global-norm clipping). */
+export function sumOfSquares(g: Float32Array, from = 0, to = g.length): number {
+  let s = 0;
+  for (let i = from; i < to; i++) s += g[i] * g[i];
+  return s;
+}
+
+export function scaleInPlace(g: Float32Array, s: number, from = 0, to = g.length): void {
+  for (let i = from; i < to; i++) g[i] *= s;
+}
