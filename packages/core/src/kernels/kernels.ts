@@ -60,6 +60,43 @@ export interface Kernels {
   addRowVector(out: Float32Array, bias: Float32Array, rows: number, cols: number): void;
   /** out (cols) = Σ_rows x (rows, cols). */
   sumRows(out: Float32Array, x: Float32Array, rows: number, cols: number): void;
+
+  // Images, NCHW (kernels/js/conv.ts).
+  /** Unfolds one image (at xOff) into col rows (c·kh + i)·kw + j, `ldc` floats apart, columns oh·OW + ow; 0 outside the image. */
+  im2col(col: Float32Array, colOff: number, ldc: number, x: Float32Array, xOff: number, g: Conv2dGeometry): void;
+  /** Adjoint of im2col: writes (=) one image's C·H·W values at xOff, summing overlapping windows. */
+  col2im(dx: Float32Array, xOff: number, col: Float32Array, colOff: number, ldc: number, g: Conv2dGeometry): void;
+  /** Max pooling over `planes` H×W planes; argmax gets the in-plane flat index of each maximum. */
+  maxPool2d(out: Float32Array, argmax: Int32Array, x: Float32Array, planes: number, g: Pool2dGeometry): void;
+  maxPool2dBackward(dx: Float32Array, dout: Float32Array, argmax: Int32Array, planes: number, plane: number, oplane: number): void;
+  avgPool2d(out: Float32Array, x: Float32Array, planes: number, g: Pool2dGeometry, countIncludePad: boolean): void;
+  avgPool2dBackward(dx: Float32Array, dout: Float32Array, planes: number, g: Pool2dGeometry, countIncludePad: boolean): void;
+  adaptiveAvgPool2d(out: Float32Array, x: Float32Array, planes: number, H: number, W: number, OH: number, OW: number): void;
+  adaptiveAvgPool2dBackward(dx: Float32Array, dout: Float32Array, planes: number, H: number, W: number, OH: number, OW: number): void;
+  /** Per-channel mean and biased variance of x viewed as (N, C, HW). */
+  batchNormStats(mean: Float32Array, variance: Float32Array, x: Float32Array, N: number, C: number, HW: number): void;
+  /** out = (x - mean[c])·rstd[c]·weight[c] + bias[c]. */
+  batchNormApply(out: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array, weight: Float32Array | null, bias: Float32Array | null, N: number, C: number, HW: number): void;
+  /** training: mean/rstd are batch statistics (gradient flows through them); else constants. */
+  batchNormBackward(dx: Float32Array | null, dweight: Float32Array | null, dbias: Float32Array | null, dout: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array, weight: Float32Array | null, N: number, C: number, HW: number, training: boolean): void;
+  /** out (N, C, HW) += bias[c]. */
+  addChannelBias(out: Float32Array, bias: Float32Array, N: number, C: number, HW: number): void;
+  /** dbias[c] = Σ_{n, i} dout (N, C, HW). */
+  sumChannels(dbias: Float32Array, dout: Float32Array, N: number, C: number, HW: number): void;
+}
+
+/** One image's convolution geometry: C input channels (all groups), kernel, stride, padding, dilation, output size. */
+export interface Conv2dGeometry {
+  C: number; H: number; W: number;
+  kh: number; kw: number; sh: number; sw: number; ph: number; pw: number; dh: number; dw: number;
+  OH: number; OW: number;
+}
+
+/** A pooling window's geometry over H×W planes. */
+export interface Pool2dGeometry {
+  H: number; W: number;
+  kh: number; kw: number; sh: number; sw: number; ph: number; pw: number; dh: number; dw: number;
+  OH: number; OW: number;
 }
 
 let current: Kernels | null = null;

@@ -3,6 +3,7 @@ import { gemmStridedBatchedVia, jsGemm } from "./gemm.js";
 import { addRowVector, binary, permute, sumRows, unary, unaryBackward } from "./elementwise.js";
 import { maxAxis, sumAxis } from "./reduce.js";
 import { crossEntropy, layerNorm, layerNormBackward, logSoftmax, logSoftmaxBackward, softmax, softmaxBackward } from "./nn.js";
+import * as conv from "./conv.js";
 
 /** The reference backend: always available, pure TypeScript. */
 export const jsKernels: Kernels = {
@@ -24,4 +25,17 @@ export const jsKernels: Kernels = {
   crossEntropy,
   addRowVector,
   sumRows,
+  im2col: conv.im2col,
+  col2im: conv.col2im,
+  maxPool2d: conv.maxPool2d,
+  maxPool2dBackward: conv.maxPool2dBackward,
+  avgPool2d: conv.avgPool2d,
+  avgPool2dBackward: conv.avgPool2dBackward,
+  adaptiveAvgPool2d: conv.adaptiveAvgPool2d,
+  adaptiveAvgPool2dBackward: conv.adaptiveAvgPool2dBackward,
+  batchNormStats: conv.batchNormStats,
+  batchNormApply: conv.batchNormApply,
+  batchNormBackward: conv.batchNormBackward,
+  addChannelBias: conv.addChannelBias,
+  sumChannels: conv.sumChannels,
 };

@@ -1,0 +1,322 @@
+/**
+ * Image kernels (NCHW): im2col/col2im for GEMM-lowered convolution, pooling and
+ * batch-norm statistics. Plain loops over Float32Arrays; they know nothing about graphs.
+ * Geometry is passed as a `Conv2dGeometry` / `Pool2dGeometry` so call sites stay short.
+ */
+import type { Conv2dGeometry, Pool2dGeometry } from "../kernels.js";
+
+/** First and one-past-last output column whose input column ow*s - p + off lies inside [0, W). */
+function validRange(OW: number, W: number, s: number, p: number, off: number): [number, number] {
+  // iw = ow*s - p + off >= 0  ⇔  ow >= (p - off) / s
+  let lo = Math.ceil((p - off) / s);
+  if (lo < 0) lo = 0;
+  // iw <= W - 1  ⇔  ow <= (W - 1 + p - off) / s
+  let hi = Math.floor((W - 1 + p - off) / s) + 1;
+  if (hi > OW) hi = OW;
+  if (hi < lo) hi = lo;
+  return [lo, hi];
+}
+
+/**
+ * Unfolds one image x[xOff .. xOff + C·H·W) into columns: col row r = (c·kh + i)·kw + j,
+ * column oh·OW + ow, holds x[c, oh·sh - ph + i·dh, ow·sw - pw + j·dw] (0 outside the image).
+ * Rows are `ldc` floats apart starting at colOff, so several images can share one
+ * (C·kh·kw, N·OH·OW) matrix (image n at colOff = n·OH·OW, ldc = N·OH·OW).
+ */
+export function im2col(col: Float32Array, colOff: number, ldc: number, x: Float32Array, xOff: number, g: Conv2dGeometry): void {
+  const { C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW } = g;
+  const plane = H * W;
+  for (let c = 0; c < C; c++) {
+    const xc = xOff + c * plane;
+    for (let i = 0; i < kh; i++) {
+      for (let j = 0; j < kw; j++) {
+        const row = colOff + ((c * kh + i) * kw + j) * ldc;
+        const [lo, hi] = validRange(OW, W, sw, pw, j * dw);
+        const colShift = j * dw - pw; // iw = ow*sw + colShift
+        for (let oh = 0; oh < OH; oh++) {
+          const ih = oh * sh - ph + i * dh;
+          const dst = row + oh * OW;
+          if (ih < 0 || ih >= H) {
+            col.fill(0, dst, dst + OW);
+            continue;
+          }
+          for (let ow = 0; ow < lo; ow++) col[dst + ow] = 0;
+          const src = xc + ih * W + colShift;
+          if (sw === 1) {
+            for (let ow = lo; ow < hi; ow++) col[dst + ow] = x[src + ow];
+          } else {
+            for (let ow = lo; ow < hi; ow++) col[dst + ow] = x[src + ow * sw];
+          }
+          for (let ow = hi; ow < OW; ow++) col[dst + ow] = 0;
+        }
+      }
+    }
+  }
+}
+
+/**
+ * The adjoint of im2col: folds columns back into one image, summing where windows
+ * overlap. Writes (=) dx[xOff .. xOff + C·H·W).
+ */
+export function col2im(dx: Float32Array, xOff: number, col: Float32Array, colOff: number, ldc: number, g: Conv2dGeometry): void {
+  const { C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW } = g;
+  const plane = H * W;
+  dx.fill(0, xOff, xOff + C * plane);
+  for (let c = 0; c < C; c++) {
+    const xc = xOff + c * plane;
+    for (let i = 0; i < kh; i++) {
+      for (let j = 0; j < kw; j++) {
+        const row = colOff + ((c * kh + i) * kw + j) * ldc;
+        const [lo, hi] = validRange(OW, W, sw, pw, j * dw);
+        const colShift = j * dw - pw;
+        for (let oh = 0; oh < OH; oh++) {
+          const ih = oh * sh - ph + i * dh;
+          if (ih < 0 || ih >= H) continue;
+          const srcRow = row + oh * OW;
+          const dst = xc + ih * W + colShift;
+          if (sw === 1) {
+            for (let ow = lo; ow < hi; ow++) dx[dst + ow] += col[srcRow + ow];
+          } else {
+            for (let ow = lo; ow < hi; ow++) dx[dst + ow * sw] += col[srcRow + ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+/**
+ * Max pooling over `planes` planes (N·C). Padding counts as -Infinity. argmax gets the
+ * flat in-plane index (ih·W + iw) of the chosen element; NaN propagates like PyTorch.
+ */
+export function maxPool2d(out: Float32Array, argmax: Int32Array, x: Float32Array, planes: number, g: Pool2dGeometry): void {
+  const { H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW } = g;
+  const plane = H * W, oplane = OH * OW;
+  for (let p = 0; p < planes; p++) {
+    const xb = p * plane, ob = p * oplane;
+    for (let oh = 0; oh < OH; oh++) {
+      const h0 = oh * sh - ph;
+      for (let ow = 0; ow < OW; ow++) {
+        const w0 = ow * sw - pw;
+        let best = -Infinity, bi = -1;
+        for (let i = 0; i < kh; i++) {
+          const ih = h0 + i * dh;
+          if (ih < 0 || ih >= H) continue;
+          const rb = ih * W;
+          for (let j = 0; j < kw; j++) {
+            const iw = w0 + j * dw;
+            if (iw < 0 || iw >= W) continue;
+            const v = x[xb + rb + iw];
+            if (v > best || bi < 0 || (v !== v && best === best)) {
+              best = v;
+              bi = rb + iw;
+            }
+          }
+        }
+        out[ob + oh * OW + ow] = best;
+        argmax[ob + oh * OW + ow] = bi;
+      }
+    }
+  }
+}
+
+/** dx (=) scatter of dout to the argmax positions saved by maxPool2d. */
+export function maxPool2dBackward(dx: Float32Array, dout: Float32Array, argmax: Int32Array, planes: number, plane: number, oplane: number): void {
+  dx.fill(0);
+  for (let p = 0; p < planes; p++) {
+    const xb = p * plane, ob = p * oplane;
+    for (let o = 0; o < oplane; o++) {
+      const a = argmax[ob + o];
+      if (a >= 0) dx[xb + a] += dout[ob + o];
+    }
+  }
+}
+
+/** Average pooling window o along one axis: [start, end) clamped to the input, and PyTorch's divisor size. */
+function avgWindow(o: number, s: number, p: number, k: number, n: number): [number, number, number] {
+  let start = o * s - p;
+  let end = Math.min(start + k, n + p);
+  const padded = end - start;
+  if (start < 0) start = 0;
+  if (end > n) end = n;
+  return [start, end, padded];
+}
+
+/**
+ * Average pooling (no dilation). countIncludePad: divide by the window size including
+ * padding (PyTorch's default) rather than by the number of input elements covered.
+ */
+export function avgPool2d(out: Float32Array, x: Float32Array, planes: number, g: Pool2dGeometry, countIncludePad: boolean): void {
+  const { H, W, kh, kw, sh, sw, ph, pw, OH, OW } = g;
+  const plane = H * W, oplane = OH * OW;
+  for (let p = 0; p < planes; p++) {
+    const xb = p * plane, ob = p * oplane;
+    for (let oh = 0; oh < OH; oh++) {
+      const [h0, h1, hp] = avgWindow(oh, sh, ph, kh, H);
+      for (let ow = 0; ow < OW; ow++) {
+        const [w0, w1, wp] = avgWindow(ow, sw, pw, kw, W);
+        let s = 0;
+        for (let ih = h0; ih < h1; ih++) for (let iw = w0; iw < w1; iw++) s += x[xb + ih * W + iw];
+        const div = countIncludePad ? hp * wp : (h1 - h0) * (w1 - w0);
+        out[ob + oh * OW + ow] = s / div;
+      }
+    }
+  }
+}
+
+export function avgPool2dBackward(dx: Float32Array, dout: Float32Array, planes: number, g: Pool2dGeometry, countIncludePad: boolean): void {
+  const { H, W, kh, kw, sh, sw, ph, pw, OH, OW } = g;
+  const plane = H * W, oplane = OH * OW;
+  dx.fill(0);
+  for (let p = 0; p < planes; p++) {
+    const xb = p * plane, ob = p * oplane;
+    for (let oh = 0; oh < OH; oh++) {
+      const [h0, h1, hp] = avgWindow(oh, sh, ph, kh, H);
+      for (let ow = 0; ow < OW; ow++) {
+        const [w0, w1, wp] = avgWindow(ow, sw, pw, kw, W);
+        const div = countIncludePad ? hp * wp : (h1 - h0) * (w1 - w0);
+        const v = dout[ob + oh * OW + ow] / div;
+        for (let ih = h0; ih < h1; ih++) for (let iw = w0; iw < w1; iw++) dx[xb + ih * W + iw] += v;
+      }
+    }
+  }
+}
+
+/** Adaptive average pooling: output cell o covers input [floor(o·n/on), ceil((o+1)·n/on)). */
+export function adaptiveAvgPool2d(out: Float32Array, x: Float32Array, planes: number, H: number, W: number, OH: number, OW: number): void {
+  const plane = H * W, oplane = OH * OW;
+  for (let p = 0; p < planes; p++) {
+    const xb = p * plane, ob = p * oplane;
+    for (let oh = 0; oh < OH; oh++) {
+      const h0 = Math.floor((oh * H) / OH), h1 = Math.ceil(((oh + 1) * H) / OH);
+      for (let ow = 0; ow < OW; ow++) {
+        const w0 = Math.floor((ow * W) / OW), w1 = Math.ceil(((ow + 1) * W) / OW);
+        let s = 0;
+        for (let ih = h0; ih < h1; ih++) for (let iw = w0; iw < w1; iw++) s += x[xb + ih * W + iw];
+        out[ob + oh * OW + ow] = s / ((h1 - h0) * (w1 - w0));
+      }
+    }
+  }
+}
+
+export function adaptiveAvgPool2dBackward(dx: Float32Array, dout: Float32Array, planes: number, H: number, W: number, OH: number, OW: number): void {
+  const plane = H * W, oplane = OH * OW;
+  dx.fill(0);
+  for (let p = 0; p < planes; p++) {
+    const xb = p * plane, ob = p * oplane;
+    for (let oh = 0; oh < OH; oh++) {
+      const h0 = Math.floor((oh * H) / OH), h1 = Math.ceil(((oh + 1) * H) / OH);
+      for (let ow = 0; ow < OW; ow++) {
+        const w0 = Math.floor((ow * W) / OW), w1 = Math.ceil(((ow + 1) * W) / OW);
+        const v = dout[ob + oh * OW + ow] / ((h1 - h0) * (w1 - w0));
+        for (let ih = h0; ih < h1; ih++) for (let iw = w0; iw < w1; iw++) dx[xb + ih * W + iw] += v;
+      }
+    }
+  }
+}
+
+/**
+ * Per-channel mean and biased variance of x viewed as (N, C, HW), accumulated in
+ * float64 (two passes, so large means do not cancel the variance).
+ */
+export function batchNormStats(mean: Float32Array, variance: Float32Array, x: Float32Array, N: number, C: number, HW: number): void {
+  const count = N * HW;
+  for (let c = 0; c < C; c++) {
+    let s = 0;
+    for (let n = 0; n < N; n++) {
+      const b = (n * C + c) * HW;
+      for (let i = 0; i < HW; i++) s += x[b + i];
+    }
+    const m = s / count;
+    let v = 0;
+    for (let n = 0; n < N; n++) {
+      const b = (n * C + c) * HW;
+      for (let i = 0; i < HW; i++) {
+        const d = x[b + i] - m;
+        v += d * d;
+      }
+    }
+    mean[c] = m;
+    variance[c] = v / count;
+  }
+}
+
+/** out = (x - mean[c]) · rstd[c] · weight[c] + bias[c] over (N, C, HW); weight/bias null mean 1/0. */
+export function batchNormApply(
+  out: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array,
+  weight: Float32Array | null, bias: Float32Array | null, N: number, C: number, HW: number,
+): void {
+  for (let c = 0; c < C; c++) {
+    const scale = rstd[c] * (weight ? weight[c] : 1);
+    const shift = (bias ? bias[c] : 0) - mean[c] * scale;
+    for (let n = 0; n < N; n++) {
+      const b = (n * C + c) * HW;
+      for (let i = 0; i < HW; i++) out[b + i] = x[b + i] * scale + shift;
+    }
+  }
+}
+
+/**
+ * Backward of batchNormApply. training: mean and rstd came from this batch, so dx also
+ * flows through them: dx = w·rstd·(dy - mean(dy) - x̂·mean(dy·x̂)). Otherwise (running
+ * statistics, constants): dx = w·rstd·dy. Outputs that are null are skipped; all write (=).
+ */
+export function batchNormBackward(
+  dx: Float32Array | null, dweight: Float32Array | null, dbias: Float32Array | null,
+  dout: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array, weight: Float32Array | null,
+  N: number, C: number, HW: number, training: boolean,
+): void {
+  const count = N * HW;
+  for (let c = 0; c < C; c++) {
+    const m = mean[c], rs = rstd[c];
+    let sdy = 0, sdyx = 0; // Σ dy, Σ dy·x̂
+    for (let n = 0; n < N; n++) {
+      const b = (n * C + c) * HW;
+      for (let i = 0; i < HW; i++) {
+        const dy = dout[b + i];
+        sdy += dy;
+        sdyx += dy * (x[b + i] - m) * rs;
+      }
+    }
+    if (dweight) dweight[c] = sdyx;
+    if (dbias) dbias[c] = sdy;
+    if (!dx) continue;
+    const w = weight ? weight[c] : 1;
+    const k = w * rs;
+    if (training) {
+      const mdy = sdy / count, mdyx = sdyx / count;
+      for (let n = 0; n < N; n++) {
+        const b = (n * C + c) * HW;
+        for (let i = 0; i < HW; i++) dx[b + i] = k * (dout[b + i] - mdy - (x[b + i] - m) * rs * mdyx);
+      }
+    } else {
+      for (let n = 0; n < N; n++) {
+        const b = (n * C + c) * HW;
+        for (let i = 0; i < HW; i++) dx[b + i] = k * dout[b + i];
+      }
+    }
+  }
+}
+
+/** out (N, C, HW) += bias[c]. */
+export function addChannelBias(out: Float32Array, bias: Float32Array, N: number, C: number, HW: number): void {
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      const b = (n * C + c) * HW, v = bias[c];
+      for (let i = 0; i < HW; i++) out[b + i] += v;
+    }
+  }
+}
+
+/** dbias[c] (=) Σ over n and HW of dout (N, C, HW). */
+export function sumChannels(dbias: Float32Array, dout: Float32Array, N: number, C: number, HW: number): void {
+  dbias.fill(0);
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      const b = (n * C + c) * HW;
+      let s = 0;
+      for (let i = 0; i < HW; i++) s += dout[b + i];
+      dbias[c] += s;
+    }
+  }
+}
