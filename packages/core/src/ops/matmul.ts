@@ -40,7 +40,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   }
 
   const aBatch = a.shape.slice(0, -2), bBatch = b.shape.slice(0, -2);
-  const batchShape = broadcastShapes(aBatch, bBatch, "matmul");
+  const batchShape = broadcastShapes(aBatch, bBatch, `matmul: ${fmtShape(a.shape)} x ${fmtShape(b.shape)}: batch dimensions`);
   const batch = sizeOf(batchShape);
   const outShape = [...batchShape, M, N];
   const out = new Float32Array(batch * M * N);
