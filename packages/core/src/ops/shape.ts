@@ -145,6 +145,8 @@ export function stack(xs: readonly Tensor[], axis = 0): Tensor {
 export function split(x: Tensor, sizes: number | readonly number[], axis = 0): Tensor[] {
   const ax = normAxis(axis, x.ndim, "split");
   const n = x.shape[ax];
+  const bad = (typeof sizes === "number" ? [sizes] : sizes).find((d) => !Number.isInteger(d) || d < 0 || (typeof sizes === "number" && d === 0));
+  if (bad !== undefined) throw new ArgumentError(`split: sizes must be ${typeof sizes === "number" ? "a positive integer" : "non-negative integers"}, got ${bad}`);
   const list = typeof sizes === "number" ? Array.from({ length: Math.ceil(n / sizes) }, (_, i) => Math.min(sizes, n - i * sizes)) : [...sizes];
   if (list.reduce((p, c) => p + c, 0) !== n) throw new ShapeError(`split: sizes [${list.join(",")}] do not add up to dimension ${ax} of ${fmtShape(x.shape)}`);
   const out: Tensor[] = [];
