@@ -1,5 +1,7 @@
 import { type Kernels, setKernelResolver, setKernels } from "./kernels.js";
 import { jsKernels } from "./js/index.js";
+import { loadBlas, makeBlasKernels } from "./blas/index.js";
+import { ArgumentError, ChainruleError } from "../errors.js";
 
 export type BackendName = "js" | "blas";
 
@@ -10,17 +12,48 @@ export interface BackendReport {
 }
 
 let report: BackendReport = { name: "js", reason: "not yet resolved" };
+let blasKernels: Kernels | null = null;
 
-/** Picks the backend: CHAINRULE_BACKEND if set, else the best one available. */
+function blas(): { kernels: Kernels; line: string } | { kernels: null; line: string } {
+  const r = loadBlas();
+  if (!r.ok) return { kernels: null, line: r.tried.length > 0 ? `no BLAS with cblas_sgemm found (tried ${r.error})` : r.error };
+  blasKernels ??= makeBlasKernels(r.lib);
+  const threads = r.lib.threading ?? "thread count left to the library";
+  return { kernels: blasKernels, line: `cblas_sgemm from ${r.lib.path} [${r.lib.description}], ${threads}` };
+}
+
+/**
+ * Picks the backend: CHAINRULE_BACKEND=js|blas forces one; unset (or "auto")
+ * takes blas when a BLAS library is found, else js. Forcing blas when none is
+ * found throws, naming the libraries tried.
+ */
 export function selectBackend(requested: string | undefined = process.env.CHAINRULE_BACKEND): Kernels {
-  if (requested !== undefined && requested !== "" && requested !== "js" && requested !== "auto") {
-    throw new Error(`CHAINRULE_BACKEND=${requested}: unknown backend (expected js or auto)`);
+  const want = requested === undefined || requested === "" ? "auto" : requested;
+  if (want === "js") {
+    report = { name: "js", reason: "js: forced (CHAINRULE_BACKEND=js or useBackend('js')); TypeScript kernels" };
+    return jsKernels;
   }
-  report = { name: "js", reason: requested === "js" ? "forced by CHAINRULE_BACKEND=js" : "reference TypeScript kernels" };
+  if (want === "blas") {
+    const b = blas();
+    if (b.kernels === null) throw new ChainruleError(`backend blas was requested but is unavailable: ${b.line}`);
+    report = { name: "blas", reason: `blas: forced; ${b.line}` };
+    return b.kernels;
+  }
+  if (want !== "auto") throw new ArgumentError(`CHAINRULE_BACKEND=${requested}: unknown backend (expected js, blas or auto)`);
+  const b = blas();
+  if (b.kernels !== null) {
+    report = { name: "blas", reason: `blas: auto-detected; ${b.line}` };
+    return b.kernels;
+  }
+  report = { name: "js", reason: `js: auto, because ${b.line}` };
   return jsKernels;
 }
 
+/** What `kernels()` uses now, with a one-line reason (resolves the backend if nothing has yet). */
 export function backendReport(): BackendReport {
+  if (report.reason === "not yet resolved") {
+    setKernels(selectBackend());
+  }
   return report;
 }
 

@@ -1,0 +1,51 @@
+/**
+ * The `blas` backend: the js kernels, with gemm and gemmStridedBatched through
+ * the machine's `cblas_sgemm` (OpenBLAS, a cblas-exporting libblas, Accelerate).
+ * Operands with an offset are passed as `subarray` views, which koffi hands to C
+ * as a pointer into the same memory (no copy, SharedArrayBuffer included).
+ */
+import type { Kernels } from "../kernels.js";
+import { jsKernels } from "../js/index.js";
+import { jsGemm } from "../js/gemm.js";
+import { type BlasLibrary, CblasNoTrans, CblasRowMajor, CblasTrans, type Sgemm } from "./loader.js";
+
+export { loadBlas, blasCandidates, type BlasLibrary, type BlasLoadResult } from "./loader.js";
+
+/**
+ * Below this many multiply-adds the ~1 µs FFI call costs more than the js loop
+ * (measured with bench/gemm.ts: js wins up to about 8×8×8).
+ */
+const SMALL_GEMM = 512;
+
+function view(x: Float32Array, off: number): Float32Array {
+  return off === 0 ? x : x.subarray(off);
+}
+
+export function makeBlasGemm(sgemm: Sgemm): Kernels["gemm"] {
+  return function blasGemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc) {
+    if (M === 0 || N === 0) return;
+    // K = 0 (nothing to multiply) and tiny products stay in js; cblas also rejects lda = 0 then.
+    if (K === 0 || M * N * K <= SMALL_GEMM) {
+      jsGemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc);
+      return;
+    }
+    sgemm(
+      CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N, K, alpha,
+      view(A, aOff), lda, view(B, bOff), ldb, beta, view(C, cOff), ldc,
+    );
+  };
+}
+
+export function makeBlasKernels(lib: BlasLibrary): Kernels {
+  const gemm = makeBlasGemm(lib.sgemm);
+  return {
+    ...jsKernels,
+    name: "blas",
+    gemm,
+    gemmStridedBatched(transA, transB, M, N, K, alpha, A, aOff, lda, strideA, B, bOff, ldb, strideB, beta, C, cOff, ldc, strideC, batch) {
+      for (let p = 0; p < batch; p++) {
+        gemm(transA, transB, M, N, K, alpha, A, aOff + p * strideA, lda, B, bOff + p * strideB, ldb, beta, C, cOff + p * strideC, ldc);
+      }
+    },
+  };
+}

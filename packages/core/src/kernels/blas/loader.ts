@@ -1,0 +1,121 @@
+/**
+ * Finds the machine's BLAS at run time and binds `cblas_sgemm` through koffi.
+ * Nothing here is needed by the js backend: when koffi or every library is
+ * missing, `loadBlas()` returns the list of what it tried and why each failed.
+ */
+import { createRequire } from "node:module";
+
+/** cblas_sgemm(order, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc), all pointers as float*. */
+export type Sgemm = (
+  order: number, transA: number, transB: number, M: number, N: number, K: number, alpha: number,
+  A: Float32Array, lda: number, B: Float32Array, ldb: number, beta: number, C: Float32Array, ldc: number,
+) => void;
+
+export interface BlasLibrary {
+  /** The path or soname that loaded. */
+  path: string;
+  /** e.g. "OpenBLAS 0.3.21 ... Haswell", or the path when the library cannot say. */
+  description: string;
+  sgemm: Sgemm;
+  /** How BLAS was made single-threaded (e.g. "openblas_set_num_threads(1)"), or null when it offers no such call. */
+  threading: string | null;
+}
+
+export type BlasLoadResult = { ok: true; lib: BlasLibrary } | { ok: false; tried: string[]; error: string };
+
+export const CblasRowMajor = 101;
+export const CblasNoTrans = 111;
+export const CblasTrans = 112;
+
+/** Libraries tried in order; `CHAINRULE_BLAS_LIB` (a path or soname) replaces the list when set. */
+export function blasCandidates(platform: NodeJS.Platform = process.platform, override = process.env.CHAINRULE_BLAS_LIB): string[] {
+  if (override) return [override];
+  const list: string[] = [];
+  if (platform === "darwin") {
+    list.push(
+      "/System/Library/Frameworks/Accelerate.framework/Accelerate",
+      "/opt/homebrew/opt/openblas/lib/libopenblas.dylib",
+      "/usr/local/opt/openblas/lib/libopenblas.dylib",
+      "libopenblas.dylib",
+    );
+  } else if (platform === "win32") {
+    list.push("libopenblas.dll", "openblas.dll");
+  } else {
+    list.push("libopenblas.so.0", "libopenblas.so", "libblas.so.3", "libcblas.so.3");
+  }
+  return list;
+}
+
+let cached: BlasLoadResult | null = null;
+
+/** Loads the first BLAS that exports cblas_sgemm (memoised per thread). */
+export function loadBlas(): BlasLoadResult {
+  if (cached === null) cached = tryLoadBlas(blasCandidates());
+  return cached;
+}
+
+/** Tries `candidates` in order (not memoised). */
+export function tryLoadBlas(candidates: string[]): BlasLoadResult {
+  let koffi: typeof import("koffi");
+  try {
+    koffi = createRequire(import.meta.url)("koffi");
+  } catch (e) {
+    return { ok: false, tried: [], error: `the koffi FFI package could not be loaded (${(e as Error).message.split("\n")[0]})` };
+  }
+  const failures: string[] = [];
+  for (const path of candidates) {
+    let lib: import("koffi").IKoffiLib;
+    try {
+      lib = koffi.load(path);
+    } catch (e) {
+      failures.push(`${path}: ${shortError(e)}`);
+      continue;
+    }
+    let sgemm: Sgemm;
+    try {
+      // Plain float* for every matrix: koffi hands a typed array's own memory
+      // (ArrayBuffer or SharedArrayBuffer) to C without copying, in or out.
+      sgemm = lib.func("void cblas_sgemm(int, int, int, int, int, int, float, float *, int, float *, int, float, float *, int)") as Sgemm;
+    } catch (e) {
+      failures.push(`${path}: loaded but has no cblas_sgemm`);
+      continue;
+    }
+    const threading = singleThread(lib);
+    return { ok: true, lib: { path, description: describe(lib) ?? path, sgemm, threading } };
+  }
+  return { ok: false, tried: candidates, error: failures.join("; ") };
+}
+
+/** Makes the library single-threaded: parallelism comes from chainrule's own workers. */
+function singleThread(lib: import("koffi").IKoffiLib): string | null {
+  for (const [fn, call] of [
+    ["openblas_set_num_threads", "openblas_set_num_threads(1)"],
+    ["bli_thread_set_num_threads", "bli_thread_set_num_threads(1)"],
+    ["MKL_Set_Num_Threads", "MKL_Set_Num_Threads(1)"],
+  ] as const) {
+    try {
+      const f = lib.func(`void ${fn}(int)`);
+      f(1);
+      return call;
+    } catch {
+      // not this library's call
+    }
+  }
+  return null;
+}
+
+function describe(lib: import("koffi").IKoffiLib): string | null {
+  try {
+    const config = lib.func("const char *openblas_get_config()")() as string;
+    let core = "";
+    try { core = lib.func("const char *openblas_get_corename()")() as string; } catch { /* older OpenBLAS */ }
+    return core && !config.includes(core) ? `${config} (${core})` : config;
+  } catch {
+    return null;
+  }
+}
+
+function shortError(e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  return msg.split("\n")[0].replace(/^Failed to load shared library: /, "");
+}
