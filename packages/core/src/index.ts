@@ -15,9 +15,13 @@ export { reshape, view, flatten, unsqueeze, squeeze, permute, transpose, slice, 
 export { softmax, logSoftmax } from "./ops/softmax.js";
 export { embedding, where, maskedFill, dropout } from "./ops/indexing.js";
 export { layerNorm } from "./ops/layernorm.js";
+export { conv2d, maxPool2d, avgPool2d, adaptiveAvgPool2d, batchNorm2d, type Conv2dOptions, type Pool2dOptions, type AvgPool2dOptions, type BatchNorm2dOptions, type Size2 } from "./ops/conv.js";
 export { kernels, setKernels, type Kernels, type UnaryOp, type BinaryOp } from "./kernels/kernels.js";
 export { jsKernels } from "./kernels/js/index.js";
 export { selectBackend, useBackend, backendReport, type BackendName, type BackendReport } from "./kernels/select.js";
 export * as nn from "./nn/index.js";
 export * as F from "./nn/functional.js";
 export * as optim from "./optim/index.js";
+export * from "./io/safetensors.js";
+export { writeFileAtomicSync, fsyncDirSync } from "./io/atomic.js";
+export { saveCheckpoint, loadCheckpoint, readCheckpoint, describeMismatch, packNumbers, unpackNumbers, CheckpointError, MODEL_FILE, STATE_FILE, type CheckpointState, type CheckpointContents, type SaveCheckpointOptions, type LoadCheckpointOptions, type StatefulOptimizer } from "./io/checkpoint.js";
