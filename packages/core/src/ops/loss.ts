@@ -3,7 +3,7 @@ import { Tensor } from "../tensor/tensor.js";
 import { kernels } from "../kernels/kernels.js";
 import { result } from "./op.js";
 import { toIndices } from "./indexing.js";
-import { abs, add, clamp, exp, log, mul, neg, pow, relu, sub } from "./elementwise.js";
+import { abs, add, clamp, log, mul, neg, pow, sub } from "./elementwise.js";
 import { mean, sum } from "./reduce.js";
 
 export type Reduction = "mean" | "sum" | "none";
@@ -88,11 +88,28 @@ export function l1Loss(input: Tensor, target: Tensor, opts: { reduction?: Reduct
   return reduce(abs(sub(input, target)), opts.reduction ?? "mean", "l1Loss");
 }
 
-/** Stable BCE on logits: max(x,0) - x·y + log(1 + exp(-|x|)). */
+/**
+ * Stable BCE on logits, elementwise max(x,0) - x·y + log(1 + exp(-|x|)). Fused, so the
+ * gradient is σ(x) - y everywhere (built from relu and abs it came out as -y at x = 0).
+ */
 export function binaryCrossEntropyWithLogits(logits: Tensor, target: Tensor, opts: { reduction?: Reduction } = {}): Tensor {
   checkSame("binaryCrossEntropyWithLogits", logits, target);
-  const softplusNegAbs = log(add(exp(neg(abs(logits))), 1));
-  return reduce(add(sub(relu(logits), mul(logits, target)), softplusNegAbs), opts.reduction ?? "mean", "binaryCrossEntropyWithLogits");
+  const x = logits.data, y = target.data, n = x.length;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = Math.max(x[i], 0) - x[i] * y[i] + Math.log1p(Math.exp(-Math.abs(x[i])));
+  const l = result("binaryCrossEntropyWithLogits", out, logits.shape, [logits, target], (g) => {
+    let dx: Float32Array | null = null, dy: Float32Array | null = null;
+    if (logits.requiresGrad) {
+      dx = new Float32Array(n);
+      for (let i = 0; i < n; i++) dx[i] = g[i] * (1 / (1 + Math.exp(-x[i])) - y[i]);
+    }
+    if (target.requiresGrad) {
+      dy = new Float32Array(n);
+      for (let i = 0; i < n; i++) dy[i] = -g[i] * x[i];
+    }
+    return [dx, dy];
+  });
+  return reduce(l, opts.reduction ?? "mean", "binaryCrossEntropyWithLogits");
 }
 
 /** BCE on probabilities in (0, 1), clamped away from 0 and 1 for stability. */
