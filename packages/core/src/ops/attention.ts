@@ -1,0 +1,108 @@
+import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
+import { Tensor } from "../tensor/tensor.js";
+import { type Generator, defaultGenerator } from "../tensor/random.js";
+import { kernels } from "../kernels/kernels.js";
+import { result } from "./op.js";
+
+export interface CausalAttentionOptions {
+  /** Dropout probability on the attention weights (applied only when `training`). */
+  dropout?: number;
+  training?: boolean;
+  /** Source of the dropout mask; the global seeded generator by default (like `dropout`). */
+  generator?: Generator;
+}
+
+/**
+ * Fused causal multi-head self-attention over a packed qkv projection.
+ *
+ * qkv (B, T, 3C) holds, per position, [q | k | v], each C = nHead·hs wide with
+ * head h at columns h·hs..(h+1)·hs (the layout `Linear(C, 3C)` produces).
+ * Returns y (B, T, C) with heads merged, i.e. what
+ *   softmax(mask(q kᵀ / √hs)) · v, heads split to (B, H, T, hs) and merged back,
+ * computes in PyTorch, but without any permute copy: each (b, h) product is a
+ * strided GEMM reading q, k, v in place (leading dimension 3C) and writing y in
+ * place (leading dimension C). Scale, causal mask, softmax and dropout are one
+ * pass over each score row, and only the j ≤ i half of each row is touched.
+ *
+ * Saved for backward: the attention probabilities P (B, H, T, T) and the dropout mask.
+ */
+export function causalAttention(qkv: Tensor, nHead: number, opts: CausalAttentionOptions = {}): Tensor {
+  if (qkv.ndim !== 3) throw new ShapeError(`causalAttention: qkv must be (B, T, 3C), got ${fmtShape(qkv.shape)}`);
+  const [B, T, C3] = qkv.shape;
+  if (!Number.isInteger(nHead) || nHead <= 0) throw new ArgumentError(`causalAttention: nHead must be a positive integer, got ${nHead}`);
+  if (C3 % (3 * nHead) !== 0) throw new ShapeError(`causalAttention: last dimension ${C3} of qkv ${fmtShape(qkv.shape)} is not 3 × nHead (${nHead}) × head size`);
+  const p = opts.dropout ?? 0;
+  if (!(p >= 0 && p < 1)) throw new ArgumentError(`causalAttention: dropout must be in [0, 1), got ${p}`);
+  const C = C3 / 3, H = nHead, hs = C / H, TT = T * T;
+  const scale = 1 / Math.sqrt(hs);
+  const k = kernels();
+  const x = qkv.data;
+
+  const P = new Float32Array(B * H * TT); // softmax probabilities, zero above the diagonal
+  const useDrop = (opts.training ?? true) && p > 0;
+  let mask: Float32Array | null = null; // 0 or 1/(1-p) per weight
+  let Pd = P; // probabilities after dropout (what multiplies v)
+  if (useDrop) {
+    const gen = opts.generator ?? defaultGenerator;
+    const keep = 1 / (1 - p);
+    mask = new Float32Array(B * H * TT);
+    Pd = new Float32Array(B * H * TT);
+    for (let i = 0; i < mask.length; i++) mask[i] = gen.random() < p ? 0 : keep;
+  }
+  const y = new Float32Array(B * T * C);
+
+  for (let b = 0; b < B; b++) {
+    const base = b * T * C3;
+    const pb = b * H * TT;
+    // scores (H, T, T) = scale · q kᵀ, one GEMM per head over the packed layout.
+    k.gemmStridedBatched(false, true, T, T, hs, scale, x, base, C3, hs, x, base + C, C3, hs, 0, P, pb, T, TT, H);
+    for (let h = 0; h < H; h++) {
+      const ph = pb + h * TT;
+      for (let i = 0; i < T; i++) {
+        const row = ph + i * T;
+        let m = -Infinity;
+        for (let j = 0; j <= i; j++) if (P[row + j] > m) m = P[row + j];
+        let s = 0;
+        for (let j = 0; j <= i; j++) {
+          const e = Math.exp(P[row + j] - m);
+          P[row + j] = e;
+          s += e;
+        }
+        const inv = 1 / s;
+        for (let j = 0; j <= i; j++) P[row + j] *= inv;
+        P.fill(0, row + i + 1, row + T); // causal mask: future positions get zero weight
+        if (mask !== null) for (let j = 0; j < T; j++) Pd[row + j] = P[row + j] * mask[row + j];
+      }
+    }
+    // y[b, :, h] (T, hs) = Pd (T, T) · v (T, hs), written straight into merged-head layout.
+    k.gemmStridedBatched(false, false, T, hs, T, 1, Pd, pb, T, TT, x, base + 2 * C, C3, hs, 0, y, b * T * C, C, hs, H);
+  }
+
+  return result("causalAttention", y, [B, T, C], [qkv], (dy) => {
+    const dqkv = new Float32Array(qkv.size);
+    const dP = new Float32Array(H * TT); // one batch element at a time
+    for (let b = 0; b < B; b++) {
+      const base = b * T * C3;
+      const pb = b * H * TT;
+      const yb = b * T * C;
+      // dPd = dy · vᵀ ; dv = Pdᵀ · dy
+      k.gemmStridedBatched(false, true, T, T, hs, 1, dy, yb, C, hs, x, base + 2 * C, C3, hs, 0, dP, 0, T, TT, H);
+      k.gemmStridedBatched(true, false, T, hs, T, 1, Pd, pb, T, TT, dy, yb, C, hs, 0, dqkv, base + 2 * C, C3, hs, H);
+      // Through dropout and the causal softmax: dS = P ⊙ (dP − Σ_j P·dP), zero above the diagonal.
+      for (let h = 0; h < H; h++) {
+        for (let i = 0; i < T; i++) {
+          const row = h * TT + i * T, prow = pb + row;
+          if (mask !== null) for (let j = 0; j <= i; j++) dP[row + j] *= mask[prow + j];
+          let dot = 0;
+          for (let j = 0; j <= i; j++) dot += P[prow + j] * dP[row + j];
+          for (let j = 0; j <= i; j++) dP[row + j] = P[prow + j] * (dP[row + j] - dot);
+          dP.fill(0, row + i + 1, row + T);
+        }
+      }
+      // dq = scale · dS · k ; dk = scale · dSᵀ · q
+      k.gemmStridedBatched(false, false, T, hs, T, scale, dP, 0, T, TT, x, base + C, C3, hs, 0, dqkv, base, C3, hs, H);
+      k.gemmStridedBatched(true, false, T, hs, T, scale, dP, 0, T, TT, x, base, C3, hs, 0, dqkv, base + C, C3, hs, H);
+    }
+    return [dqkv];
+  });
+}
