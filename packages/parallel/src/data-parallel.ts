@@ -1,0 +1,507 @@
+/**
+ * DataParallel: one model trained by `workers` threads over shared memory.
+ *
+ * Memory (all SharedArrayBuffer, allocated once in init):
+ *   params  P floats        — the only copy of the parameters; every replica's Parameter.data is a view
+ *   grad    P floats        — the mean gradient (reduce output); the main replica's .grad views it
+ *   slots   world × P       — slot r: rank r's shard gradient (mean over its rows)
+ *   opt     k × P           — optimizer state (Adam: expAvg, expAvgSq; SGD+momentum: one buffer),
+ *                             chunk r touched only by the rank-r update task (ZeRO-1)
+ *
+ * A step is two phases, each a set of piscina tasks (one per rank) that the main
+ * thread awaits — the await is the barrier, bounded by `timeoutMs`:
+ *   grad:   rank r zeroes slot r, runs forward + backward on its shard into slot r
+ *   update: rank r reduces chunk r over all slots in rank order with weights rows_r / batch
+ *           (so the result is the mean gradient of the whole batch, for mean-reduced losses)
+ *           and applies the optimizer to chunk r.
+ * With clipGradNorm the update phase splits in two (reduce + Σg² per chunk, then apply
+ * with the clip coefficient): the "one extra small exchange".
+ */
+import { Generator, nn } from "@chainrule/core";
+import { Piscina } from "piscina";
+import { type Phase, LayoutMismatchError, ParallelError, ParallelStepError, phaseTimedOut, workerFailed } from "./errors.js";
+import { chunkOffsets, datasetRef, mixSeed, shardOffsets } from "./layout.js";
+import { buildModel, layoutDiff, normalizeLoss, normalizeModel } from "./spec.js";
+import type {
+  DataParallelOptions, EvalResult, GradResult, InitResult, OptimizerHyper, OptimizerSpec, SharedDataset, Task, UpdateResult, WorkerContext,
+} from "./types.js";
+
+/** A batch: a whole dataset, rows [start, end) of it, or the rows at `indices`. */
+export type Batch = SharedDataset | { dataset: SharedDataset; indices: ArrayLike<number> } | { dataset: SharedDataset; start: number; end: number };
+
+/** A learning rate per step: a number, a function of the 0-based step, or a core schedule (`lrAt`). */
+export type LrSpec = number | ((step: number) => number) | { lrAt(step: number): number };
+
+export interface StepOptions {
+  /** Learning rate for this step (overrides the optimizer's lr). */
+  lr?: number;
+}
+
+/** Where the time of the last step went (ms; per-rank figures are the max over ranks). */
+export interface StepStats {
+  step: number;
+  loss: number;
+  rows: number;
+  /** Wall time of the whole step, main thread. */
+  wallMs: number;
+  /** Forward + loss + backward (max over ranks). */
+  computeMs: number;
+  /** Zeroing the gradient slot. */
+  zeroMs: number;
+  /** Gathering shuffled rows (0 for contiguous batches). */
+  gatherMs: number;
+  /** Reduce-scatter of the gradient slots (and Σg² with clipping). */
+  reduceMs: number;
+  /** Optimizer update of the chunk. */
+  optMs: number;
+  /** Everything else: task dispatch, waiting for the slowest rank, messages. */
+  syncMs: number;
+  /** wallMs - computeMs: time outside forward/backward. */
+  overheadMs: number;
+  /** Global gradient norm before clipping (only with clipGradNorm). */
+  gradNorm?: number;
+}
+
+export interface StepInfo {
+  /** Optimizer steps taken so far (this one included). */
+  step: number;
+  epoch: number;
+  /** Batch index within the epoch, and batches per epoch. */
+  batch: number;
+  batches: number;
+  loss: number;
+  lr: number;
+  rows: number;
+  stats: StepStats;
+}
+
+export interface EpochInfo {
+  epoch: number;
+  /** Mean training loss over the epoch's rows (those run in this call). */
+  loss: number;
+  steps: number;
+  seconds: number;
+  samplesPerSec: number;
+  validation?: EvalSummary;
+}
+
+export interface FitOptions {
+  /** Total epochs (a resumed fit counts those already done). */
+  epochs: number;
+  batchSize: number;
+  /** Reshuffle every epoch with a permutation drawn from (shuffleSeed, epoch). Default true. */
+  shuffle?: boolean;
+  /** Default: the DataParallel seed. */
+  shuffleSeed?: number;
+  /** Drop a last batch smaller than batchSize. Default false. */
+  dropLast?: boolean;
+  /** Resume: skip the first startStep batches (pass getState().step). Default 0. */
+  startStep?: number;
+  /** Learning rate per step; default the optimizer's lr. */
+  lr?: LrSpec;
+  /** Evaluated after each epoch and passed to onEpoch. */
+  validation?: SharedDataset;
+  onStep?: (info: StepInfo) => void | Promise<void>;
+  onEpoch?: (info: EpochInfo) => void | Promise<void>;
+  /** Stops after the current step when aborted. */
+  signal?: AbortSignal;
+}
+
+export interface FitResult {
+  steps: number;
+  epochs: EpochInfo[];
+  stopped: boolean;
+}
+
+export interface EvalSummary {
+  /** Mean loss over the rows. */
+  loss: number;
+  /** Fraction correct (class-index targets, or binary losses), else undefined. */
+  accuracy?: number;
+  rows: number;
+}
+
+/** Everything needed to resume bit-for-bit (with the same workers count, data and seed). */
+export interface DataParallelState {
+  format: "chainrule.dataparallel/1";
+  /** Optimizer steps taken. */
+  step: number;
+  layout: nn.ParamLayoutEntry[];
+  params: Float32Array;
+  optimizer: { hyper: OptimizerHyper; buffers: Record<string, Float32Array> };
+}
+
+function resolveHyper(o: OptimizerSpec): OptimizerHyper {
+  const lr = o.lr ?? 1e-3;
+  if (o.type === "sgd") {
+    const h = { type: "sgd" as const, lr, momentum: o.momentum ?? 0, dampening: o.dampening ?? 0, nesterov: o.nesterov ?? false, weightDecay: o.weightDecay ?? 0 };
+    if (h.nesterov && (h.momentum <= 0 || h.dampening !== 0)) throw new ParallelError("DataParallel: nesterov needs momentum > 0 and dampening 0");
+    return h;
+  }
+  if (o.type === "adam" || o.type === "adamw") {
+    const [beta1, beta2] = o.betas ?? [0.9, 0.999];
+    if (!(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1)) throw new ParallelError(`DataParallel: betas must be in [0, 1), got [${beta1}, ${beta2}]`);
+    return { type: o.type, lr, beta1, beta2, eps: o.eps ?? 1e-8, weightDecay: o.weightDecay ?? (o.type === "adamw" ? 0.01 : 0), decoupled: o.type === "adamw" };
+  }
+  throw new ParallelError(`DataParallel: unknown optimizer type '${(o as { type: string }).type}' (expected sgd, adam or adamw)`);
+}
+
+function checkLr(lr: number): void {
+  if (typeof lr !== "number" || !Number.isFinite(lr) || lr < 0) throw new ParallelError(`DataParallel: learning rate must be a finite number ≥ 0, got ${lr}`);
+}
+
+function lrAt(spec: LrSpec | undefined, step: number): number | undefined {
+  if (spec === undefined) return undefined;
+  if (typeof spec === "number") return spec;
+  if (typeof spec === "function") return spec(step);
+  return spec.lrAt(step);
+}
+
+const WORKER = new URL("./worker-entry.mjs", import.meta.url).href;
+let sessions = 0;
+
+export class DataParallel {
+  /** Number of ranks (worker threads). */
+  readonly world: number;
+  readonly seed: number;
+  /** Statistics of the last step. */
+  lastStats: StepStats | null = null;
+
+  private readonly opts: DataParallelOptions;
+  private hyper: OptimizerHyper;
+  private readonly clip: number | undefined;
+  private readonly microBatchSize: number;
+  private readonly timeoutMs: number;
+  private mainModel: nn.Module | null = null;
+  private flat: nn.FlatParameters | null = null;
+  private ctx: WorkerContext | null = null;
+  private optViews: Record<string, Float32Array> = {};
+  private pool: Piscina | null = null;
+  private idxBuf = new Int32Array(new SharedArrayBuffer(4));
+  private _step = 0;
+  private queue: Promise<unknown> = Promise.resolve();
+  private busy = false;
+  private closed = false;
+
+  constructor(opts: DataParallelOptions) {
+    const w = opts.workers ?? 1;
+    if (!Number.isInteger(w) || w < 1) throw new ParallelError(`DataParallel: workers must be an integer ≥ 1, got ${w}`);
+    if (opts.clipGradNorm !== undefined && !(opts.clipGradNorm > 0)) throw new ParallelError(`DataParallel: clipGradNorm must be > 0, got ${opts.clipGradNorm}`);
+    if (opts.microBatchSize !== undefined && !(Number.isInteger(opts.microBatchSize) && opts.microBatchSize > 0)) {
+      throw new ParallelError(`DataParallel: microBatchSize must be a positive integer, got ${opts.microBatchSize}`);
+    }
+    this.opts = opts;
+    this.world = w;
+    this.seed = opts.seed ?? 0;
+    this.hyper = resolveHyper(opts.optimizer);
+    checkLr(this.hyper.lr);
+    this.clip = opts.clipGradNorm;
+    this.microBatchSize = opts.microBatchSize ?? 0;
+    this.timeoutMs = opts.timeoutMs ?? 600_000;
+    normalizeLoss(opts.loss); // validates the name early
+  }
+
+  /** Builds the model (main-thread replica), allocates shared memory, starts the workers and checks their layouts. */
+  async init(): Promise<void> {
+    return this.enqueue(async () => {
+      if (this.ctx) return;
+      this.checkOpen();
+      const model = normalizeModel(this.opts.model);
+      const m = await buildModel(model, this.seed);
+      const flat = nn.flattenParameters(m, { shared: true }); // copies the seeded init into shared memory
+      const P = flat.data.length;
+      const optBuffers = this.hyper.type === "sgd" ? (this.hyper.momentum > 0 ? ["momentumBuffer"] : []) : ["expAvg", "expAvgSq"];
+      const opt = new SharedArrayBuffer(Math.max(1, optBuffers.length * P * 4));
+      this.optViews = Object.fromEntries(optBuffers.map((n, i) => [n, new Float32Array(opt, i * P * 4, P)]));
+      this.mainModel = m;
+      this.flat = flat;
+      this.ctx = {
+        session: "", world: this.world, seed: this.seed, model, loss: normalizeLoss(this.opts.loss), numParams: P,
+        chunks: chunkOffsets(P, this.world),
+        params: flat.data.buffer as SharedArrayBuffer, grad: flat.grad.buffer as SharedArrayBuffer,
+        slots: new SharedArrayBuffer(Math.max(4, this.world * P * 4)), opt, optBuffers,
+        control: new SharedArrayBuffer(16),
+      };
+      await this.startPool();
+    });
+  }
+
+  /** The main thread's replica: its parameters are views of the shared parameters (stateDict() for checkpoints). */
+  get model(): nn.Module {
+    return this.ready().model;
+  }
+
+  /** The flat parameters (shared; live). */
+  get params(): Float32Array {
+    return this.ready().flat.data;
+  }
+
+  /** The mean gradient of the last step (shared; live). */
+  get grad(): Float32Array {
+    return this.ready().flat.grad;
+  }
+
+  get layout(): nn.ParamLayoutEntry[] {
+    return this.ready().flat.layout;
+  }
+
+  get numParameters(): number {
+    return this.ready().flat.data.length;
+  }
+
+  /** Optimizer steps taken. */
+  get stepCount(): number {
+    return this._step;
+  }
+
+  /** Live worker threads (0 after close or after a failed step). */
+  get threads(): number {
+    return this.pool?.threads.length ?? 0;
+  }
+
+  /** Runs one optimizer step on `batch`; resolves to its mean loss. Steps are serialised. */
+  step(batch: Batch, opts: StepOptions = {}): Promise<number> {
+    return this.enqueue(() => this.doStep(batch, opts));
+  }
+
+  /** Trains for `epochs`, reshuffling each epoch from (shuffleSeed, epoch). */
+  async fit(dataset: SharedDataset, o: FitOptions): Promise<FitResult> {
+    this.ready();
+    const N = dataset.length, B = o.batchSize;
+    if (!Number.isInteger(B) || B < 1) throw new ParallelError(`fit: batchSize must be a positive integer, got ${B}`);
+    const perEpoch = o.dropLast ? Math.floor(N / B) : Math.ceil(N / B);
+    if (perEpoch < 1) throw new ParallelError(`fit: ${N} rows make no batch of ${B} with dropLast`);
+    const start = o.startStep ?? 0;
+    const shuffle = o.shuffle ?? true, shuffleSeed = o.shuffleSeed ?? this.seed;
+    const epochs: EpochInfo[] = [];
+    let steps = 0;
+    for (let epoch = Math.floor(start / perEpoch); epoch < o.epochs; epoch++) {
+      const perm = shuffle ? new Generator(mixSeed(shuffleSeed, epoch)).permutation(N) : null;
+      const t0 = performance.now();
+      let lossSum = 0, rows = 0, epochSteps = 0;
+      for (let b = epoch === Math.floor(start / perEpoch) ? start % perEpoch : 0; b < perEpoch; b++) {
+        const a = b * B, e = Math.min(a + B, N);
+        const lr = lrAt(o.lr, this._step);
+        const batch: Batch = perm ? { dataset, indices: perm.subarray(a, e) } : { dataset, start: a, end: e };
+        const loss = await this.step(batch, { lr });
+        lossSum += loss * (e - a);
+        rows += e - a;
+        steps++;
+        epochSteps++;
+        await o.onStep?.({ step: this._step, epoch, batch: b, batches: perEpoch, loss, lr: lr ?? this.hyper.lr, rows: e - a, stats: this.lastStats! });
+        if (o.signal?.aborted) return { steps, epochs, stopped: true };
+      }
+      const seconds = (performance.now() - t0) / 1000;
+      const info: EpochInfo = { epoch, loss: lossSum / rows, steps: epochSteps, seconds, samplesPerSec: rows / seconds };
+      if (o.validation) info.validation = await this.evaluate(o.validation);
+      epochs.push(info);
+      await o.onEpoch?.(info);
+    }
+    return { steps, epochs, stopped: false };
+  }
+
+  /** Mean loss (and accuracy where it applies) over a dataset, sharded across the workers, without gradients, in eval mode. */
+  evaluate(dataset: SharedDataset, opts: { batchSize?: number } = {}): Promise<EvalSummary> {
+    return this.enqueue(async () => {
+      await this.ensurePool();
+      const ctx = this.ctx!, n = dataset.length, offs = shardOffsets(n, this.world);
+      const data = datasetRef(dataset), batchSize = opts.batchSize ?? 1024;
+      const res = await this.runPhase<EvalResult>("eval", 0, false, (r) => ({ kind: "eval", ctx, rank: r, data, idx: null, start: offs[r], end: offs[r + 1], rowStart: 0, batchSize }));
+      let lossSum = 0, correct = 0;
+      for (const r of res) { lossSum += r.lossSum; correct += r.correct; }
+      return { loss: lossSum / n, accuracy: res.some((r) => r.hasAccuracy) ? correct / n : undefined, rows: n };
+    });
+  }
+
+  /** A copy of parameters, optimizer state and step count. Call between steps. */
+  getState(): DataParallelState {
+    const { flat } = this.ready();
+    if (this.busy) throw new ParallelError("getState: a step is running; await it first");
+    return {
+      format: "chainrule.dataparallel/1",
+      step: this._step,
+      layout: flat.layout.map((e) => ({ ...e, shape: [...e.shape] })),
+      params: flat.data.slice(),
+      optimizer: { hyper: { ...this.hyper }, buffers: Object.fromEntries(Object.entries(this.optViews).map(([k, v]) => [k, v.slice()])) },
+    };
+  }
+
+  /** Restores a state from getState() (after init). Checks the layout and optimizer before copying anything. */
+  setState(s: DataParallelState): void {
+    const { flat } = this.ready();
+    if (this.busy) throw new ParallelError("setState: a step is running; await it first");
+    if (s.format !== "chainrule.dataparallel/1") throw new ParallelError(`setState: unknown state format '${s.format}'`);
+    const diff = layoutDiff(flat.layout, s.layout);
+    if (diff) throw new LayoutMismatchError(`setState: the state's parameter layout differs from the model's: ${diff}`);
+    if (s.params.length !== flat.data.length) throw new ParallelError(`setState: ${s.params.length} parameter values, model has ${flat.data.length}`);
+    if (s.optimizer.hyper.type !== this.hyper.type) throw new ParallelError(`setState: state is for optimizer ${s.optimizer.hyper.type}, this one is ${this.hyper.type}`);
+    const names = Object.keys(this.optViews);
+    for (const n of names) {
+      const b = s.optimizer.buffers[n];
+      if (!b || b.length !== flat.data.length) throw new ParallelError(`setState: optimizer buffer '${n}' is missing or has the wrong length`);
+    }
+    if (!Number.isInteger(s.step) || s.step < 0) throw new ParallelError(`setState: bad step ${s.step}`);
+    flat.data.set(s.params);
+    for (const n of names) this.optViews[n].set(s.optimizer.buffers[n]);
+    this.hyper = { ...s.optimizer.hyper };
+    this._step = s.step;
+  }
+
+  /** Waits for the running step, then terminates the workers. Idempotent. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.queue.catch(() => {});
+    await this.destroyPool();
+  }
+
+  // ---- internals ----
+
+  private ready(): { model: nn.Module; flat: nn.FlatParameters } {
+    if (!this.mainModel || !this.flat) throw new ParallelError("DataParallel: call `await init()` first");
+    return { model: this.mainModel, flat: this.flat };
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new ParallelError("DataParallel: closed");
+  }
+
+  private enqueue<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.catch(() => {}).then(async () => {
+      this.busy = true;
+      try {
+        return await fn();
+      } finally {
+        this.busy = false;
+      }
+    });
+    this.queue = run;
+    return run;
+  }
+
+  private async startPool(): Promise<void> {
+    const ctx = this.ctx!;
+    ctx.session = `${process.pid}.${++sessions}`;
+    new Int32Array(ctx.control).fill(0);
+    this.pool = new Piscina({
+      filename: WORKER, minThreads: this.world, maxThreads: this.world, idleTimeout: 2 ** 31 - 1,
+      concurrentTasksPerWorker: 1, recordTiming: false,
+    });
+    this.pool.on("error", () => {}); // a thread error outside a task: surfaced by the task that it breaks
+    const res = await this.runPhase<InitResult>("init", 0, false, (r) => ({ kind: "init", ctx, rank: r, timeoutMs: this.timeoutMs }));
+    const own = this.flat!.layout;
+    for (const r of res) {
+      const diff = layoutDiff(own, r.layout);
+      if (diff) {
+        await this.destroyPool();
+        throw new LayoutMismatchError(`init: worker ${r.rank} (thread ${r.threadId}) built a model whose layout differs from the main thread's: ${diff}`);
+      }
+    }
+  }
+
+  private async ensurePool(): Promise<void> {
+    this.checkOpen();
+    this.ready();
+    if (!this.pool) await this.startPool();
+  }
+
+  private async destroyPool(): Promise<void> {
+    const p = this.pool;
+    this.pool = null;
+    if (p) await p.destroy();
+  }
+
+  /** Runs one task per rank; the main thread's await is the barrier. Any failure or timeout destroys the pool. */
+  private async runPhase<R>(phase: Phase, step: number, paramsModified: boolean, task: (rank: number) => Task): Promise<R[]> {
+    const pool = this.pool!;
+    const ac = new AbortController();
+    const pending = new Set<number>();
+    const runs = Array.from({ length: this.world }, (_, r) => {
+      pending.add(r);
+      return pool.run(task(r), { signal: ac.signal }).then(
+        (v) => { pending.delete(r); return v as R; },
+        (e) => { throw { rank: r, cause: e }; },
+      );
+    });
+    runs.forEach((p) => p.catch(() => {}));
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject({ timeout: true }), this.timeoutMs);
+    });
+    try {
+      return await Promise.race([Promise.all(runs), timeout]);
+    } catch (e) {
+      const ranks = [...pending].sort((a, b) => a - b);
+      ac.abort();
+      await this.destroyPool();
+      if ((e as { timeout?: boolean }).timeout) throw phaseTimedOut(ranks, step, phase, paramsModified, this.timeoutMs);
+      const { rank, cause } = e as { rank: number; cause: unknown };
+      throw workerFailed(rank, step, phase, paramsModified, cause);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private resolveBatch(batch: Batch): { ds: SharedDataset; idx: SharedArrayBuffer | null; n: number; rowStart: number } {
+    if ("x" in batch) return { ds: batch, idx: null, n: batch.length, rowStart: 0 };
+    const ds = batch.dataset;
+    if ("indices" in batch) {
+      const ix = batch.indices, n = ix.length;
+      if (this.idxBuf.length < n) this.idxBuf = new Int32Array(new SharedArrayBuffer(n * 4));
+      for (let i = 0; i < n; i++) {
+        const v = ix[i];
+        if (!Number.isInteger(v) || v < 0 || v >= ds.length) throw new ParallelError(`step: batch index ${v} at position ${i} is out of range [0, ${ds.length})`);
+        this.idxBuf[i] = v;
+      }
+      return { ds, idx: this.idxBuf.buffer as SharedArrayBuffer, n, rowStart: 0 };
+    }
+    const { start, end } = batch;
+    if (!(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end && end <= ds.length)) {
+      throw new ParallelError(`step: rows [${start}, ${end}) are not inside [0, ${ds.length})`);
+    }
+    return { ds, idx: null, n: end - start, rowStart: start };
+  }
+
+  private async doStep(batch: Batch, opts: StepOptions): Promise<number> {
+    await this.ensurePool();
+    const ctx = this.ctx!;
+    const { ds, idx, n, rowStart } = this.resolveBatch(batch);
+    if (n === 0) throw new ParallelError("step: empty batch");
+    const hyper = { ...this.hyper, lr: opts.lr ?? this.hyper.lr };
+    checkLr(hyper.lr);
+    const step = this._step + 1, W = this.world, mb = this.microBatchSize;
+    const data = datasetRef(ds), offs = shardOffsets(n, W);
+    const t0 = performance.now();
+    const grads = await this.runPhase<GradResult>("grad", step, false, (r) => ({
+      kind: "grad", ctx, rank: r, step, data, idx, start: offs[r], end: offs[r + 1], rowStart, microBatchSize: mb,
+    }));
+    const weights = grads.map((g) => g.rows / n);
+    let loss = 0;
+    for (const g of grads) loss += g.lossSum; // rank order
+    loss /= n;
+    let upd: UpdateResult[], red: UpdateResult[] = [], gradNorm: number | undefined;
+    if (this.clip !== undefined) {
+      red = await this.runPhase<UpdateResult>("reduce", step, false, (r) => ({ kind: "update", ctx, rank: r, weights, norm: true, apply: false, scale: 1, hyper, step }));
+      let ss = 0;
+      for (const r of red) ss += r.sumsq;
+      gradNorm = Math.sqrt(ss);
+      const coef = this.clip / (gradNorm + 1e-6);
+      const scale = coef < 1 ? coef : 1;
+      upd = await this.runPhase<UpdateResult>("update", step, true, (r) => ({ kind: "update", ctx, rank: r, weights: null, norm: false, apply: true, scale, hyper, step }));
+    } else {
+      upd = await this.runPhase<UpdateResult>("update", step, true, (r) => ({ kind: "update", ctx, rank: r, weights, norm: false, apply: true, scale: 1, hyper, step }));
+    }
+    this._step = step;
+    const wallMs = performance.now() - t0;
+    const max = (xs: number[]) => xs.reduce((a, b) => Math.max(a, b), 0);
+    const computeMs = max(grads.map((g) => g.computeMs));
+    const zeroMs = max(grads.map((g) => g.zeroMs)), gatherMs = max(grads.map((g) => g.gatherMs));
+    const reduceMs = max(red.map((r) => r.reduceMs)) + max(upd.map((r) => r.reduceMs));
+    const optMs = max(upd.map((r) => r.optMs));
+    const busyMs = max(grads.map((g) => g.zeroMs + g.gatherMs + g.computeMs)) + max(red.map((r) => r.reduceMs)) + max(upd.map((r) => r.reduceMs + r.optMs));
+    this.lastStats = {
+      step, loss, rows: n, wallMs, computeMs, zeroMs, gatherMs, reduceMs, optMs,
+      syncMs: Math.max(0, wallMs - busyMs), overheadMs: wallMs - computeMs, gradNorm,
+    };
+    return loss;
+  }
+}

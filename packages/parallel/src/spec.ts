@@ -1,0 +1,75 @@
+/** Building models and losses from their descriptions, identically in the main thread and every worker. */
+import { isAbsolute, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { F, Tensor, getRngState, manualSeed, nn, setRngState } from "@chainrule/core";
+import { ParallelError } from "./errors.js";
+import type { LossSpec, ModelSpec } from "./types.js";
+
+/** A module reference as a file: URL string (relative paths are relative to the current directory). */
+export function moduleHref(m: string | URL): string {
+  if (m instanceof URL) return m.href;
+  if (/^[a-z][a-z0-9+.-]*:/i.test(m) && !/^[a-z]:[\\/]/i.test(m)) return m; // already a URL (file:, data:)
+  return pathToFileURL(isAbsolute(m) ? m : resolve(process.cwd(), m)).href;
+}
+
+export function normalizeModel(spec: ModelSpec): { module: string; export: string; options: unknown } {
+  return { module: moduleHref(spec.module), export: spec.export ?? "default", options: spec.options ?? {} };
+}
+
+export function normalizeLoss(spec: LossSpec): string | { module: string; export: string } {
+  if (typeof spec === "string") {
+    if (typeof (F as any)[spec] !== "function") throw new ParallelError(`DataParallel: unknown loss '${spec}' (expected one of core's F losses, e.g. crossEntropy, mseLoss, binaryCrossEntropyWithLogits)`);
+    return spec;
+  }
+  return { module: moduleHref(spec.module), export: spec.export };
+}
+
+function isClass(f: unknown): f is new (o: unknown) => nn.Module {
+  return typeof f === "function" && (f.prototype instanceof nn.Module || /^class[\s{]/.test(Function.prototype.toString.call(f)));
+}
+
+/**
+ * Builds the model with the global generator seeded by `seed` (so init is the
+ * same in every thread), restoring the caller's generator state afterwards.
+ */
+export async function buildModel(spec: { module: string; export: string; options: unknown }, seed: number): Promise<nn.Module> {
+  let mod: Record<string, unknown>;
+  try {
+    mod = await import(spec.module);
+  } catch (e) {
+    throw new ParallelError(`DataParallel: cannot import model module ${spec.module}: ${(e as Error).message}`);
+  }
+  const f = mod[spec.export];
+  if (typeof f !== "function") throw new ParallelError(`DataParallel: ${spec.module} has no function or class export '${spec.export}'`);
+  const saved = getRngState();
+  manualSeed(seed);
+  try {
+    const m = isClass(f) ? new f(spec.options) : await (f as (o: unknown) => nn.Module | Promise<nn.Module>)(spec.options);
+    if (!(m instanceof nn.Module)) throw new ParallelError(`DataParallel: ${spec.module}#${spec.export} returned ${Object.prototype.toString.call(m)}, not an nn.Module`);
+    return m;
+  } finally {
+    setRngState(saved);
+  }
+}
+
+export type LossFn = (output: Tensor, target: Tensor | Int32Array) => Tensor;
+
+export async function resolveLoss(spec: string | { module: string; export: string }): Promise<{ fn: LossFn; name: string }> {
+  if (typeof spec === "string") return { fn: (F as any)[spec] as LossFn, name: spec };
+  const mod = await import(spec.module);
+  const fn = mod[spec.export];
+  if (typeof fn !== "function") throw new ParallelError(`DataParallel: ${spec.module} has no loss function export '${spec.export}'`);
+  return { fn, name: spec.export };
+}
+
+/** Compares two layouts; returns a description of the first difference, or null. */
+export function layoutDiff(a: nn.ParamLayoutEntry[], b: nn.ParamLayoutEntry[]): string | null {
+  if (a.length !== b.length) return `${a.length} parameters vs ${b.length}`;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i], y = b[i];
+    if (x.name !== y.name || x.offset !== y.offset || x.size !== y.size || x.shape.join(",") !== y.shape.join(",")) {
+      return `parameter ${i}: ${x.name} [${x.shape}] @${x.offset} vs ${y.name} [${y.shape}] @${y.offset}`;
+    }
+  }
+  return null;
+}

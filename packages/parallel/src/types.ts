@@ -1,0 +1,129 @@
+/** Configuration types and the typed task protocol between the main thread and pool workers. */
+import type { nn } from "@chainrule/core";
+
+/** A model described by where to build it, so every worker builds the identical one. */
+export interface ModelSpec {
+  /** Module path (absolute, relative to cwd, or a file: URL) — `.ts` works in workers. */
+  module: string | URL;
+  /** Export to call: a factory `(options) => Module` (may be async) or a Module subclass (`new C(options)`). Default "default". */
+  export?: string;
+  /** Passed to the factory; must be structured-cloneable. */
+  options?: unknown;
+}
+
+/** Built-in loss names (core's `F.*`, mean reduction), or a loss function exported by a module: `(output, target) => Tensor`. */
+export type LossSpec =
+  | "crossEntropy"
+  | "nllLoss"
+  | "mseLoss"
+  | "l1Loss"
+  | "binaryCrossEntropyWithLogits"
+  | "binaryCrossEntropy"
+  | { module: string | URL; export: string };
+
+export type OptimizerSpec =
+  | { type: "sgd"; lr: number; momentum?: number; dampening?: number; nesterov?: boolean; weightDecay?: number }
+  | { type: "adam" | "adamw"; lr?: number; betas?: [number, number]; eps?: number; weightDecay?: number };
+
+export interface DataParallelOptions {
+  model: ModelSpec;
+  /** The loss; it must reduce by mean over rows (gradients are averaged with shard-size weights). */
+  loss: LossSpec;
+  optimizer: OptimizerSpec;
+  /** Number of worker threads (ranks), ≥ 1; more than the cores is slower but correct. Default 1. */
+  workers?: number;
+  /** Seeds parameter init (the same in every worker) and dropout masks (per step and row offset). Default 0. */
+  seed?: number;
+  /** Clip the mean gradient to this global L2 norm (one extra exchange per step). */
+  clipGradNorm?: number;
+  /** Max rows per forward/backward in a worker; a shard is processed in micro-batches and gradients accumulate. Default: whole shard. */
+  microBatchSize?: number;
+  /** Upper bound on each phase of a step (ms); past it the step rejects and threads are terminated. Default 600000. */
+  timeoutMs?: number;
+}
+
+/** Resolved optimizer hyper-parameters (what rules.ts takes). */
+export type OptimizerHyper =
+  | { type: "sgd"; lr: number; momentum: number; dampening: number; nesterov: boolean; weightDecay: number }
+  | { type: "adam" | "adamw"; lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; decoupled: boolean };
+
+/** A dataset whose rows live in shared memory; workers read their shard's rows in place. */
+export interface SharedDataset {
+  /** Inputs, row-major (length × prod(xShape)), on a SharedArrayBuffer. */
+  readonly x: Float32Array;
+  /** Targets (length × prod(yShape)): Int32Array for class indices, Float32Array otherwise; shared. */
+  readonly y: Float32Array | Int32Array;
+  /** Shape of one input row (e.g. [784]). */
+  readonly xShape: number[];
+  /** Shape of one target row ([] for one class index or scalar). */
+  readonly yShape: number[];
+  readonly length: number;
+}
+
+// ---- protocol (main → worker tasks, worker → main results) ----
+
+/** Serialisable view of a SharedDataset. */
+export interface DatasetRef {
+  x: SharedArrayBuffer; xOffset: number; xShape: number[];
+  y: SharedArrayBuffer; yOffset: number; yShape: number[]; yInt: boolean;
+  length: number;
+}
+
+/** Everything a worker needs to (re)build its state; sent with every task (SharedArrayBuffers are shared, not copied). */
+export interface WorkerContext {
+  /** Pool session; a worker rebuilds when it changes. */
+  session: string;
+  world: number;
+  seed: number;
+  model: { module: string; export: string; options: unknown };
+  loss: string | { module: string; export: string };
+  numParams: number;
+  /** Chunk r of the flat range is [chunks[r], chunks[r+1]). */
+  chunks: number[];
+  params: SharedArrayBuffer;
+  /** Mean gradient (reduce output), numParams floats. */
+  grad: SharedArrayBuffer;
+  /** world × numParams floats: slot r is rank r's shard gradient. */
+  slots: SharedArrayBuffer;
+  /** Optimizer state, k × numParams floats (sgd momentum: 1; adam: expAvg, expAvgSq). */
+  opt: SharedArrayBuffer;
+  optBuffers: string[];
+  /** Int32 control words: [0] init barrier counter. */
+  control: SharedArrayBuffer;
+}
+
+export interface InitTask { kind: "init"; ctx: WorkerContext; rank: number; timeoutMs: number }
+export interface InitResult { rank: number; threadId: number; layout: nn.ParamLayoutEntry[] }
+
+export interface GradTask {
+  kind: "grad"; ctx: WorkerContext; rank: number; step: number;
+  data: DatasetRef;
+  /** Row indices of the global batch (shared Int32Array), or null for contiguous rows starting at rowStart. */
+  idx: SharedArrayBuffer | null;
+  /** This shard is positions [start, end) of the global batch. */
+  start: number; end: number; rowStart: number;
+  microBatchSize: number;
+}
+export interface GradResult { rank: number; rows: number; lossSum: number; zeroMs: number; gatherMs: number; computeMs: number }
+
+export interface UpdateTask {
+  kind: "update"; ctx: WorkerContext; rank: number;
+  /** Weight of each rank's slot in the mean (rows_k / batch); 0 skips the slot. Null: no reduce (already done). */
+  weights: number[] | null;
+  /** Return Σ g² over this chunk (for clipping). */
+  norm: boolean;
+  /** Apply the optimizer; `scale` multiplies the gradient first (clip coefficient). */
+  apply: boolean; scale: number;
+  hyper: OptimizerHyper;
+  /** 1-based optimizer step. */
+  step: number;
+}
+export interface UpdateResult { rank: number; sumsq: number; reduceMs: number; optMs: number }
+
+export interface EvalTask {
+  kind: "eval"; ctx: WorkerContext; rank: number;
+  data: DatasetRef; idx: SharedArrayBuffer | null; start: number; end: number; rowStart: number; batchSize: number;
+}
+export interface EvalResult { rank: number; rows: number; lossSum: number; correct: number; hasAccuracy: boolean }
+
+export type Task = InitTask | GradTask | UpdateTask | EvalTask;
