@@ -1,0 +1,334 @@
+/**
+ * A GPT language model in the style of nanoGPT: token + learned position
+ * embeddings, pre-LN transformer blocks, final LayerNorm, linear LM head.
+ * Parameter names follow nanoGPT (`transformer.h.0.attn.c_attn.weight`, ...), so a
+ * nanoGPT state dict with the same config loads by name.
+ */
+import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
+import { Tensor } from "../tensor/tensor.js";
+import { Generator } from "../tensor/random.js";
+import { noGrad } from "../autograd/engine.js";
+import { Module } from "../nn/module.js";
+import { Dropout, Embedding, LayerNorm, Linear, ModuleList } from "../nn/layers.js";
+import { CausalSelfAttention } from "../nn/attention.js";
+import { constant_, normal_ } from "../nn/init.js";
+import { add, gelu } from "../ops/elementwise.js";
+import { embedding } from "../ops/indexing.js";
+import { crossEntropy } from "../ops/loss.js";
+import { reshape } from "../ops/shape.js";
+
+/** Model hyper-parameters (nanoGPT's GPTConfig). Every field but vocabSize has a default. */
+export interface GPTConfig {
+  /** Number of distinct tokens (the tokenizer's vocabulary size). */
+  vocabSize: number;
+  /** Longest context the model sees; sets the position-embedding table size. Default 64. */
+  blockSize: number;
+  /** Number of transformer blocks. Default 4. */
+  nLayer: number;
+  /** Attention heads per block; must divide nEmbd. Default 4. */
+  nHead: number;
+  /** Width of the residual stream (embedding size). Default 128. */
+  nEmbd: number;
+  /** Dropout probability on embeddings, attention weights and residual branches. Default 0. */
+  dropout: number;
+  /** Biases in Linear layers and LayerNorms (nanoGPT's `bias`). Default true. */
+  bias: boolean;
+  /** Share the token-embedding matrix with the LM head (nanoGPT does). Default false. */
+  tieWeights: boolean;
+}
+
+export const GPT_DEFAULTS: Omit<GPTConfig, "vocabSize"> = {
+  blockSize: 64,
+  nLayer: 4,
+  nHead: 4,
+  nEmbd: 128,
+  dropout: 0,
+  bias: true,
+  tieWeights: false,
+};
+
+/** Fills in defaults and validates; throws ArgumentError naming the bad field. */
+export function gptConfig(cfg: Partial<GPTConfig> & { vocabSize: number }): GPTConfig {
+  const c: GPTConfig = { ...GPT_DEFAULTS, ...stripUndefined(cfg) } as GPTConfig;
+  for (const f of ["vocabSize", "blockSize", "nLayer", "nHead", "nEmbd"] as const) {
+    if (!Number.isInteger(c[f]) || c[f] <= 0) throw new ArgumentError(`GPTConfig: ${f} must be a positive integer, got ${c[f]}`);
+  }
+  if (c.nEmbd % c.nHead !== 0) throw new ArgumentError(`GPTConfig: nEmbd (${c.nEmbd}) must be a multiple of nHead (${c.nHead})`);
+  if (!(c.dropout >= 0 && c.dropout < 1)) throw new ArgumentError(`GPTConfig: dropout must be in [0, 1), got ${c.dropout}`);
+  return c;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** Position-wise feed-forward: c_fc (C → 4C) → GELU → c_proj (4C → C) → dropout. */
+export class MLP extends Module {
+  c_fc: Module;
+  c_proj: Module;
+  dropout: Dropout;
+  constructor(cfg: GPTConfig) {
+    super();
+    this.c_fc = new Linear(cfg.nEmbd, 4 * cfg.nEmbd, { bias: cfg.bias });
+    this.c_proj = new Linear(4 * cfg.nEmbd, cfg.nEmbd, { bias: cfg.bias });
+    this.dropout = new Dropout(cfg.dropout);
+  }
+  forward(x: Tensor): Tensor {
+    return this.dropout.forward(this.c_proj.forward(gelu(this.c_fc.forward(x)))); // (B, T, C)
+  }
+}
+
+/** Pre-LN transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). */
+export class Block extends Module {
+  ln_1: LayerNorm;
+  attn: CausalSelfAttention;
+  ln_2: LayerNorm;
+  mlp: MLP;
+  constructor(cfg: GPTConfig) {
+    super();
+    this.ln_1 = new LayerNorm(cfg.nEmbd, 1e-5, { bias: cfg.bias });
+    this.attn = new CausalSelfAttention(cfg.nEmbd, cfg.nHead, { blockSize: cfg.blockSize, dropout: cfg.dropout, bias: cfg.bias });
+    this.ln_2 = new LayerNorm(cfg.nEmbd, 1e-5, { bias: cfg.bias });
+    this.mlp = new MLP(cfg);
+  }
+  forward(x: Tensor): Tensor {
+    x = add(x, this.attn.forward(this.ln_1.forward(x))); // (B, T, C)
+    return add(x, this.mlp.forward(this.ln_2.forward(x))); // (B, T, C)
+  }
+}
+
+/** The `transformer` container of nanoGPT (a ModuleDict there): wte, wpe, drop, h, ln_f. */
+export class GPTTransformer extends Module {
+  wte: Embedding;
+  wpe: Embedding;
+  drop: Dropout;
+  h: ModuleList;
+  ln_f: LayerNorm;
+  constructor(cfg: GPTConfig) {
+    super();
+    this.wte = new Embedding(cfg.vocabSize, cfg.nEmbd);
+    this.wpe = new Embedding(cfg.blockSize, cfg.nEmbd);
+    this.drop = new Dropout(cfg.dropout);
+    this.h = new ModuleList(Array.from({ length: cfg.nLayer }, () => new Block(cfg)));
+    this.ln_f = new LayerNorm(cfg.nEmbd, 1e-5, { bias: cfg.bias });
+  }
+  forward(): Tensor {
+    throw new ArgumentError("GPTTransformer: has no forward of its own; call GPT.forward");
+  }
+}
+
+/** Token ids as accepted by GPT.forward / loss: a (B, T) tensor of whole numbers, or an Int32Array with its shape. */
+export type TokenBatch = Tensor | Int32Array;
+
+export class GPT extends Module {
+  readonly config: GPTConfig;
+  transformer: GPTTransformer;
+  lm_head: Module;
+
+  constructor(config: Partial<GPTConfig> & { vocabSize: number }) {
+    super();
+    const cfg = gptConfig(config);
+    this.config = cfg;
+    this.transformer = new GPTTransformer(cfg);
+    // The head has a bias only when untied (nanoGPT's head has none; the anchor's untied head has one).
+    const head = new Linear(cfg.nEmbd, cfg.vocabSize, { bias: cfg.bias && !cfg.tieWeights });
+    if (cfg.tieWeights) head.weight = this.transformer.wte.weight; // (V, C) is both the table and the head
+    this.lm_head = head;
+    this.resetParameters();
+  }
+
+  /**
+   * nanoGPT's initialisation: Linear and Embedding weights N(0, 0.02), biases 0,
+   * LayerNorm weight 1 / bias 0, and residual projections (`c_proj`) N(0, 0.02/√(2·nLayer)).
+   * Draws from the global seeded generator, in parameter order.
+   */
+  resetParameters(): void {
+    const residStd = 0.02 / Math.sqrt(2 * this.config.nLayer);
+    for (const [name, p] of this.namedParameters()) {
+      if (/(^|\.)ln_[0-9f]+\.weight$/.test(name)) constant_(p, 1);
+      else if (name.endsWith(".bias") || name === "bias") constant_(p, 0);
+      else if (name.endsWith("c_proj.weight")) normal_(p, 0, residStd);
+      else normal_(p, 0, 0.02);
+    }
+  }
+
+  /** Number of parameters; like nanoGPT, position embeddings are left out unless `nonEmbedding` is false. */
+  numParams(nonEmbedding = true): number {
+    let n = this.numParameters();
+    if (nonEmbedding) n -= this.transformer.wpe.weight.size;
+    return n;
+  }
+
+  /**
+   * idx (B, T) token ids → logits (B, T, vocabSize). Pass a Tensor of whole numbers
+   * shaped (B, T), or an Int32Array plus its shape [B, T] (a 1-D array alone is one sequence).
+   */
+  forward(idx: TokenBatch, shape?: readonly number[]): Tensor {
+    const [ids, B, T] = tokenBatch(idx, shape, "GPT.forward");
+    if (T > this.config.blockSize) throw new ShapeError(`GPT.forward: sequence length ${T} exceeds blockSize ${this.config.blockSize}`);
+    const tr = this.transformer;
+    const tok = embedding(ids, tr.wte.weight); // (B·T, C)
+    const pos = embedding(positions(T), tr.wpe.weight); // (T, C)
+    const C = this.config.nEmbd;
+    let x = add(reshapeTo(tok, [B, T, C]), pos); // (B, T, C)
+    x = tr.drop.forward(x);
+    for (const block of tr.h) x = block.forward(x); // (B, T, C)
+    x = tr.ln_f.forward(x);
+    return this.lm_head.forward(x); // (B, T, V)
+  }
+
+  /** Mean cross-entropy of next-token prediction: logits for idx against targets (same shape); `ignoreIndex` rows skipped. */
+  loss(idx: TokenBatch, targets: TokenBatch, shape?: readonly number[], opts: { ignoreIndex?: number } = {}): Tensor {
+    return this.lossAndLogits(idx, targets, shape, opts).loss;
+  }
+
+  lossAndLogits(idx: TokenBatch, targets: TokenBatch, shape?: readonly number[], opts: { ignoreIndex?: number } = {}): { loss: Tensor; logits: Tensor } {
+    const logits = this.forward(idx, shape); // (B, T, V)
+    const tSize = targets instanceof Tensor ? targets.size : targets.length;
+    if (tSize !== logits.size / this.config.vocabSize) {
+      throw new ShapeError(`GPT.loss: ${logits.size / this.config.vocabSize} positions in idx but ${tSize} targets`);
+    }
+    return { loss: crossEntropy(logits, targets, opts), logits };
+  }
+}
+
+const positionCache = new Map<number, Int32Array>();
+function positions(T: number): Int32Array {
+  let p = positionCache.get(T);
+  if (!p) {
+    p = new Int32Array(T);
+    for (let i = 0; i < T; i++) p[i] = i;
+    positionCache.set(T, p);
+  }
+  return p;
+}
+
+function reshapeTo(x: Tensor, shape: number[]): Tensor {
+  return x.shape.length === shape.length && x.shape.every((d, i) => d === shape[i]) ? x : reshape(x, shape);
+}
+
+/** Normalises token input to (Int32Array, B, T), checking that ids are whole numbers. */
+export function tokenBatch(idx: TokenBatch, shape: readonly number[] | undefined, op: string): [Int32Array, number, number] {
+  let s: readonly number[];
+  if (idx instanceof Tensor) s = shape ?? idx.shape;
+  else s = shape ?? [1, idx.length];
+  if (s.length === 1) s = [1, s[0]];
+  if (s.length !== 2) throw new ShapeError(`${op}: token ids must be (B, T), got shape ${fmtShape(s)}`);
+  const [B, T] = s;
+  const n = idx instanceof Tensor ? idx.size : idx.length;
+  if (B * T !== n || T === 0) throw new ShapeError(`${op}: ${n} token ids do not fill shape ${fmtShape(s)}`);
+  if (!(idx instanceof Tensor)) return [idx, B, T];
+  const ids = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const v = idx.data[i];
+    if (!Number.isInteger(v)) throw new ArgumentError(`${op}: token id ${v} at position ${i} is not an integer`);
+    ids[i] = v;
+  }
+  return [ids, B, T];
+}
+
+export interface GenerateOptions {
+  /** How many tokens to sample. */
+  maxNewTokens: number;
+  /** Divides the logits; < 1 sharpens, > 1 flattens; 0 means greedy (argmax). Default 1. */
+  temperature?: number;
+  /** Sample only among the k most likely tokens (ties at the k-th value are kept). Default: all. */
+  topK?: number;
+  /** Seed of the sampler's own Generator: same seed, same model, same prompt → same tokens. Default 0. */
+  seed?: number;
+  /** Called with each new token as soon as it is sampled (for streaming), with its index among the new tokens. */
+  onToken?: (token: number, index: number) => void;
+}
+
+/**
+ * Autoregressive sampling (nanoGPT's generate): crops the context to the last
+ * blockSize tokens, takes the last position's logits, applies temperature and
+ * top-k, samples from the softmax with its own seeded Generator (the global one
+ * is left alone), and streams each token through `onToken`. Runs in eval mode
+ * without a graph and restores the model's mode afterwards. Returns the new tokens
+ * (the prompt is not repeated). An empty prompt starts from token 0.
+ */
+export function generate(model: GPT, prompt: ArrayLike<number>, opts: GenerateOptions): number[] {
+  const { maxNewTokens } = opts;
+  const temperature = opts.temperature ?? 1;
+  const V = model.config.vocabSize, blockSize = model.config.blockSize;
+  const topK = opts.topK === undefined ? V : Math.min(opts.topK, V);
+  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new ArgumentError(`generate: maxNewTokens must be a non-negative integer, got ${maxNewTokens}`);
+  if (!(temperature >= 0) || !Number.isFinite(temperature)) throw new ArgumentError(`generate: temperature must be a finite number ≥ 0, got ${temperature}`);
+  if (!Number.isInteger(topK) || topK < 1) throw new ArgumentError(`generate: topK must be a positive integer, got ${opts.topK}`);
+  const ctx: number[] = prompt.length > 0 ? Array.from(prompt) : [0];
+  ctx.forEach((t, i) => {
+    if (!Number.isInteger(t) || t < 0 || t >= V) throw new ArgumentError(`generate: prompt token ${t} at position ${i} is out of range [0, ${V})`);
+  });
+  const gen = new Generator(opts.seed ?? 0);
+  const wasTraining = model.training;
+  model.eval();
+  const out: number[] = [];
+  const probs = new Float64Array(V);
+  try {
+    noGrad(() => {
+      for (let n = 0; n < maxNewTokens; n++) {
+        const window = Int32Array.from(ctx.slice(-blockSize));
+        const logits = model.forward(window, [1, window.length]).data; // (1, T, V)
+        const last = (window.length - 1) * V;
+        const next = sampleToken(logits.subarray(last, last + V), temperature, topK, gen, probs);
+        ctx.push(next);
+        out.push(next);
+        opts.onToken?.(next, n);
+      }
+    });
+  } finally {
+    model.train(wasTraining);
+  }
+  return out;
+}
+
+/** One draw from softmax(logits / temperature) restricted to the top k; greedy when temperature is 0 or k is 1. */
+export function sampleToken(logits: Float32Array, temperature: number, topK: number, gen: Generator, scratch = new Float64Array(logits.length)): number {
+  const V = logits.length;
+  if (temperature === 0 || topK === 1) {
+    let best = 0;
+    for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+    return best;
+  }
+  let threshold = -Infinity;
+  if (topK < V) threshold = Float32Array.from(logits).sort()[V - topK]; // the k-th largest
+  let m = -Infinity;
+  for (let i = 0; i < V; i++) if (logits[i] >= threshold && logits[i] > m) m = logits[i];
+  let s = 0;
+  for (let i = 0; i < V; i++) {
+    const e = logits[i] >= threshold ? Math.exp((logits[i] - m) / temperature) : 0;
+    scratch[i] = e;
+    s += e;
+  }
+  let r = gen.random() * s;
+  let last = 0;
+  for (let i = 0; i < V; i++) {
+    if (scratch[i] === 0) continue;
+    last = i;
+    r -= scratch[i];
+    if (r < 0) return i;
+  }
+  return last; // rounding left r ≥ 0: the last candidate
+}
+
+/**
+ * Mean loss over `iters` random batches drawn by `sample` (nanoGPT's estimate_loss),
+ * in eval mode without a graph; the model's mode is restored afterwards.
+ */
+export function estimateLoss(model: GPT, sample: () => { x: Int32Array; y: Int32Array; shape: [number, number] }, iters = 10): number {
+  const wasTraining = model.training;
+  model.eval();
+  try {
+    return noGrad(() => {
+      let total = 0;
+      for (let i = 0; i < iters; i++) {
+        const b = sample();
+        total += model.loss(b.x, b.y, b.shape).item();
+      }
+      return total / iters;
+    });
+  } finally {
+    model.train(wasTraining);
+  }
+}
