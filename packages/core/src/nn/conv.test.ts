@@ -204,6 +204,23 @@ describe("models/cnn", () => {
     expect(m.numParameters()).toBe(32 * 9 + 32 + 64 * 288 + 64 + 3136 * 128 + 128 + 1290);
   });
 
+  it("pooling before ReLU gives the anchor's order's outputs and gradients exactly", () => {
+    manualSeed(2);
+    const m = createMnistCnn();
+    const [c1, , , c2, , , , l1, , l2] = m.children() as any[];
+    const anchorOrder = new nn.Sequential(c1, new nn.ReLU(), new nn.MaxPool2d(2), c2, new nn.ReLU(), new nn.MaxPool2d(2), new nn.Flatten(), l1, new nn.ReLU(), l2);
+    const x = randT([3, 1, 28, 28]);
+    const y = new Int32Array([1, 5, 9]);
+    const grads = (model: nn.Module) => {
+      for (const p of m.parameters()) p.grad = null;
+      const out = model.forward(x);
+      F.crossEntropy(out, y).backward();
+      return [out.data, ...m.parameters().map((p) => p.grad!.data)];
+    };
+    const a = grads(m), b = grads(anchorOrder);
+    for (let i = 0; i < a.length; i++) expect(Array.from(a[i])).toEqual(Array.from(b[i]));
+  });
+
   it("takes flat (N, 784) rows or (N, 1, 28, 28) images; batch norm variant has buffers and no conv bias", () => {
     const m = createMnistCnn();
     const x = randT([2, 784]);

@@ -5,16 +5,16 @@
  */
 import type { Conv2dGeometry, Pool2dGeometry } from "../kernels.js";
 
-/** First and one-past-last output column whose input column ow*s - p + off lies inside [0, W). */
-function validRange(OW: number, W: number, s: number, p: number, off: number): [number, number] {
-  // iw = ow*s - p + off >= 0  ⇔  ow >= (p - off) / s
-  let lo = Math.ceil((p - off) / s);
-  if (lo < 0) lo = 0;
-  // iw <= W - 1  ⇔  ow <= (W - 1 + p - off) / s
-  let hi = Math.floor((W - 1 + p - off) / s) + 1;
-  if (hi > OW) hi = OW;
-  if (hi < lo) hi = lo;
-  return [lo, hi];
+/** First output column whose input column ow·s - p + off is ≥ 0. */
+function validLo(OW: number, s: number, p: number, off: number): number {
+  const lo = Math.ceil((p - off) / s); // iw = ow·s - p + off ≥ 0  ⇔  ow ≥ (p - off) / s
+  return lo < 0 ? 0 : lo > OW ? OW : lo;
+}
+
+/** One past the last output column whose input column ow·s - p + off is < W (never below lo). */
+function validHi(OW: number, W: number, s: number, p: number, off: number, lo: number): number {
+  const hi = Math.floor((W - 1 + p - off) / s) + 1; // iw ≤ W - 1  ⇔  ow ≤ (W - 1 + p - off) / s
+  return hi > OW ? OW : hi < lo ? lo : hi;
 }
 
 /**
@@ -31,7 +31,7 @@ export function im2col(col: Float32Array, colOff: number, ldc: number, x: Float3
     for (let i = 0; i < kh; i++) {
       for (let j = 0; j < kw; j++) {
         const row = colOff + ((c * kh + i) * kw + j) * ldc;
-        const [lo, hi] = validRange(OW, W, sw, pw, j * dw);
+        const lo = validLo(OW, sw, pw, j * dw), hi = validHi(OW, W, sw, pw, j * dw, lo);
         const colShift = j * dw - pw; // iw = ow*sw + colShift
         for (let oh = 0; oh < OH; oh++) {
           const ih = oh * sh - ph + i * dh;
@@ -67,7 +67,7 @@ export function col2im(dx: Float32Array, xOff: number, col: Float32Array, colOff
     for (let i = 0; i < kh; i++) {
       for (let j = 0; j < kw; j++) {
         const row = colOff + ((c * kh + i) * kw + j) * ldc;
-        const [lo, hi] = validRange(OW, W, sw, pw, j * dw);
+        const lo = validLo(OW, sw, pw, j * dw), hi = validHi(OW, W, sw, pw, j * dw, lo);
         const colShift = j * dw - pw;
         for (let oh = 0; oh < OH; oh++) {
           const ih = oh * sh - ph + i * dh;
@@ -91,6 +91,10 @@ export function col2im(dx: Float32Array, xOff: number, col: Float32Array, colOff
  */
 export function maxPool2d(out: Float32Array, argmax: Int32Array, x: Float32Array, planes: number, g: Pool2dGeometry): void {
   const { H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW } = g;
+  if (kh === 2 && kw === 2 && sh === 2 && sw === 2 && ph === 0 && pw === 0 && dh === 1 && dw === 1) {
+    maxPool2x2(out, argmax, x, planes, H, W, OH, OW);
+    return;
+  }
   const plane = H * W, oplane = OH * OW;
   for (let p = 0; p < planes; p++) {
     const xb = p * plane, ob = p * oplane;
@@ -115,6 +119,30 @@ export function maxPool2d(out: Float32Array, argmax: Int32Array, x: Float32Array
         }
         out[ob + oh * OW + ow] = best;
         argmax[ob + oh * OW + ow] = bi;
+      }
+    }
+  }
+}
+
+/** The common 2×2, stride 2 case: no bounds checks, the window unrolled. */
+function maxPool2x2(out: Float32Array, argmax: Int32Array, x: Float32Array, planes: number, H: number, W: number, OH: number, OW: number): void {
+  const plane = H * W, oplane = OH * OW;
+  for (let p = 0; p < planes; p++) {
+    const xb = p * plane;
+    let o = p * oplane;
+    for (let oh = 0; oh < OH; oh++) {
+      const r0 = 2 * oh * W, r1 = r0 + W;
+      for (let ow = 0; ow < OW; ow++, o++) {
+        const c = 2 * ow;
+        let bi = r0 + c, best = x[xb + bi];
+        let v = x[xb + r0 + c + 1];
+        if (v > best || (v !== v && best === best)) { best = v; bi = r0 + c + 1; }
+        v = x[xb + r1 + c];
+        if (v > best || (v !== v && best === best)) { best = v; bi = r1 + c; }
+        v = x[xb + r1 + c + 1];
+        if (v > best || (v !== v && best === best)) { best = v; bi = r1 + c + 1; }
+        out[o] = best;
+        argmax[o] = bi;
       }
     }
   }

