@@ -172,6 +172,7 @@ export class DataParallel {
   private readonly clip: number | undefined;
   private readonly microBatchSize: number;
   private readonly timeoutMs: number;
+  private readonly initTimeoutMs: number;
   private mainModel: nn.Module | null = null;
   private flat: nn.FlatParameters | null = null;
   private ctx: WorkerContext | null = null;
@@ -198,14 +199,18 @@ export class DataParallel {
     this.clip = opts.clipGradNorm;
     this.microBatchSize = opts.microBatchSize ?? 0;
     this.timeoutMs = opts.timeoutMs ?? 600_000;
+    this.initTimeoutMs = opts.initTimeoutMs ?? 120_000;
     normalizeLoss(opts.loss); // validates the name early
   }
 
   /** Builds the model (main-thread replica), allocates shared memory, starts the workers and checks their layouts. */
   async init(): Promise<void> {
     return this.enqueue(async () => {
-      if (this.ctx) return;
       this.checkOpen();
+      if (this.ctx) {
+        if (!this.pool) await this.startPool(); // after a failure
+        return;
+      }
       const model = normalizeModel(this.opts.model);
       const m = await buildModel(model, this.seed);
       const flat = nn.flattenParameters(m, { shared: true }); // copies the seeded init into shared memory
@@ -216,7 +221,7 @@ export class DataParallel {
       this.mainModel = m;
       this.flat = flat;
       this.ctx = {
-        session: "", world: this.world, seed: this.seed, model, loss: normalizeLoss(this.opts.loss), numParams: P,
+        session: "", world: this.world, seed: this.seed, model, loss: normalizeLoss(this.opts.loss), numParams: P, layout: flat.layout,
         chunks: chunkOffsets(P, this.world),
         params: flat.data.buffer as SharedArrayBuffer, grad: flat.grad.buffer as SharedArrayBuffer,
         slots: new SharedArrayBuffer(Math.max(4, this.world * P * 4)), opt, optBuffers,
@@ -387,14 +392,16 @@ export class DataParallel {
       concurrentTasksPerWorker: 1, recordTiming: false,
     });
     this.pool.on("error", () => {}); // a thread error outside a task: surfaced by the task that it breaks
-    const res = await this.runPhase<InitResult>("init", 0, false, (r) => ({ kind: "init", ctx, rank: r, timeoutMs: this.timeoutMs }));
-    const own = this.flat!.layout;
-    for (const r of res) {
-      const diff = layoutDiff(own, r.layout);
-      if (diff) {
-        await this.destroyPool();
-        throw new LayoutMismatchError(`init: worker ${r.rank} (thread ${r.threadId}) built a model whose layout differs from the main thread's: ${diff}`);
-      }
+    const res = await this.runPhase<InitResult>("init", 0, false, (r) => ({ kind: "init", ctx, rank: r, timeoutMs: this.initTimeoutMs }), this.initTimeoutMs);
+    const bad = res.find((r) => r.mismatch !== null);
+    if (bad) {
+      await this.destroyPool();
+      throw new LayoutMismatchError(`init: worker ${bad.rank} (thread ${bad.threadId}) built a model whose layout differs from the main thread's: ${bad.mismatch}`);
+    }
+    const threads = new Set(res.map((r) => r.threadId));
+    if (threads.size !== this.world) {
+      await this.destroyPool();
+      throw new ParallelError(`init: ${this.world} ranks ran on only ${threads.size} threads`);
     }
   }
 
@@ -411,7 +418,7 @@ export class DataParallel {
   }
 
   /** Runs one task per rank; the main thread's await is the barrier. Any failure or timeout destroys the pool. */
-  private async runPhase<R>(phase: Phase, step: number, paramsModified: boolean, task: (rank: number) => Task): Promise<R[]> {
+  private async runPhase<R>(phase: Phase, step: number, paramsModified: boolean, task: (rank: number) => Task, timeoutMs = this.timeoutMs): Promise<R[]> {
     const pool = this.pool!;
     const ac = new AbortController();
     const pending = new Set<number>();
@@ -425,7 +432,7 @@ export class DataParallel {
     runs.forEach((p) => p.catch(() => {}));
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject({ timeout: true }), this.timeoutMs);
+      timer = setTimeout(() => reject({ timeout: true }), timeoutMs);
     });
     try {
       return await Promise.race([Promise.all(runs), timeout]);
@@ -433,7 +440,7 @@ export class DataParallel {
       const ranks = [...pending].sort((a, b) => a - b);
       ac.abort();
       await this.destroyPool();
-      if ((e as { timeout?: boolean }).timeout) throw phaseTimedOut(ranks, step, phase, paramsModified, this.timeoutMs);
+      if ((e as { timeout?: boolean }).timeout) throw phaseTimedOut(ranks, step, phase, paramsModified, timeoutMs);
       const { rank, cause } = e as { rank: number; cause: unknown };
       throw workerFailed(rank, step, phase, paramsModified, cause);
     } finally {

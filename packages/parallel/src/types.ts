@@ -38,8 +38,10 @@ export interface DataParallelOptions {
   clipGradNorm?: number;
   /** Max rows per forward/backward in a worker; a shard is processed in micro-batches and gradients accumulate. Default: whole shard. */
   microBatchSize?: number;
-  /** Upper bound on each phase of a step (ms); past it the step rejects and threads are terminated. Default 600000. */
+  /** Upper bound on each phase of a step or evaluate (ms); past it the call rejects and threads are terminated. Default 600000. */
   timeoutMs?: number;
+  /** Upper bound on starting the threads and building the replicas (ms). Default 120000. */
+  initTimeoutMs?: number;
 }
 
 /** Resolved optimizer hyper-parameters (what rules.ts takes). */
@@ -78,6 +80,8 @@ export interface WorkerContext {
   model: { module: string; export: string; options: unknown };
   loss: string | { module: string; export: string };
   numParams: number;
+  /** The main thread's parameter layout; every worker's must match. */
+  layout: nn.ParamLayoutEntry[];
   /** Chunk r of the flat range is [chunks[r], chunks[r+1]). */
   chunks: number[];
   params: SharedArrayBuffer;
@@ -93,7 +97,7 @@ export interface WorkerContext {
 }
 
 export interface InitTask { kind: "init"; ctx: WorkerContext; rank: number; timeoutMs: number }
-export interface InitResult { rank: number; threadId: number; layout: nn.ParamLayoutEntry[] }
+export interface InitResult { rank: number; threadId: number; layout: nn.ParamLayoutEntry[]; mismatch: string | null }
 
 export interface GradTask {
   kind: "grad"; ctx: WorkerContext; rank: number; step: number;

@@ -8,7 +8,7 @@
 import { threadId } from "node:worker_threads";
 import { Tensor, manualSeed, nn, noGrad, optim } from "@chainrule/core";
 import { type DatasetViews, datasetViews, mixSeed } from "./layout.js";
-import { type LossFn, buildModel, resolveLoss } from "./spec.js";
+import { type LossFn, buildModel, layoutDiff, resolveLoss } from "./spec.js";
 import type {
   DatasetRef, EvalResult, EvalTask, GradResult, GradTask, InitResult, InitTask, Task, UpdateResult, UpdateTask, WorkerContext,
 } from "./types.js";
@@ -37,9 +37,13 @@ interface ThreadState {
 
 let state: ThreadState | null = null;
 
-async function ensureState(ctx: WorkerContext): Promise<ThreadState> {
+/** Builds this thread's replica, or returns the difference between its layout and the main thread's. */
+async function ensureState(ctx: WorkerContext): Promise<ThreadState | { mismatch: string; layout: nn.ParamLayoutEntry[] }> {
   if (state && state.session === ctx.session) return state;
   const model = await buildModel(ctx.model, ctx.seed);
+  const layout = nn.paramLayout(model);
+  const mismatch = layoutDiff(ctx.layout, layout);
+  if (mismatch) return { mismatch, layout };
   const P = ctx.numParams;
   const flat = new Float32Array(ctx.params, 0, P);
   const slots = Array.from({ length: ctx.world }, (_, r) => new Float32Array(ctx.slots, r * P * 4, P));
@@ -54,6 +58,12 @@ async function ensureState(ctx: WorkerContext): Promise<ThreadState> {
     xScratch: new Float32Array(0), yScratch: new Float32Array(0), data: null,
   };
   return state;
+}
+
+async function ready(ctx: WorkerContext): Promise<ThreadState> {
+  const s = await ensureState(ctx);
+  if ("mismatch" in s) throw new Error(`this thread's model layout differs from the main thread's: ${s.mismatch}`);
+  return s;
 }
 
 function bindRank(s: ThreadState, rank: number): void {
@@ -118,11 +128,11 @@ async function init(t: InitTask): Promise<InitResult> {
     if (left <= 0) throw new Error(`init barrier: ${v} of ${t.ctx.world} workers arrived within ${t.timeoutMs} ms`);
     Atomics.wait(c, 0, v, left);
   }
-  return { rank: t.rank, threadId, layout: s.layout };
+  return { rank: t.rank, threadId, layout: s.layout, mismatch: "mismatch" in s ? s.mismatch : null };
 }
 
 async function grad(t: GradTask): Promise<GradResult> {
-  const s = await ensureState(t.ctx);
+  const s = await ready(t.ctx);
   const t0 = performance.now();
   s.slots[t.rank].fill(0);
   bindRank(s, t.rank);
@@ -172,7 +182,7 @@ function reduce(s: ThreadState, w: number[], from: number, to: number): void {
 }
 
 async function update(t: UpdateTask): Promise<UpdateResult> {
-  const s = await ensureState(t.ctx);
+  const s = await ready(t.ctx);
   const from = t.ctx.chunks[t.rank], to = t.ctx.chunks[t.rank + 1];
   const t0 = performance.now();
   if (t.weights) reduce(s, t.weights, from, to);
@@ -188,7 +198,7 @@ async function update(t: UpdateTask): Promise<UpdateResult> {
 }
 
 async function evaluate(t: EvalTask): Promise<EvalResult> {
-  const s = await ensureState(t.ctx);
+  const s = await ready(t.ctx);
   const d = viewsFor(s, t.data);
   const idx = t.idx ? new Int32Array(t.idx) : null;
   s.model.eval();

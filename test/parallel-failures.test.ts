@@ -1,0 +1,93 @@
+/** A worker that throws, dies or hangs during a step: the step rejects in bounded time, names worker, step and cause; no thread survives. */
+import { afterEach, expect, test } from "vitest";
+import { DataParallel, LayoutMismatchError, ParallelStepError, createSharedDataset, type SharedDataset } from "@chainrule/parallel";
+import { MODELS, makeData } from "./fixtures/parallel-data.ts";
+
+const D = 4, C = 3, N = 12, W = 3; // whole-dataset batches: rank 1 gets rows 4..7
+
+/** The clean data with one value of row 5 (rank 1's shard) replaced by a sentinel. */
+function poisoned(clean: SharedDataset, sentinel: number): SharedDataset {
+  const x = clean.x.slice();
+  x[5 * D + 2] = sentinel;
+  return createSharedDataset({ x, y: clean.y.slice(), xShape: [D] });
+}
+
+let dp: DataParallel | null = null;
+afterEach(async () => { await dp?.close(); dp = null; });
+
+function make(timeoutMs = 60_000): DataParallel {
+  dp = new DataParallel({
+    model: { module: MODELS, export: "Faulty", options: { sizes: [D, 8, C], throwOn: 1234.5, exitOn: -777, hangOn: 4242 } },
+    loss: "crossEntropy", optimizer: { type: "adam", lr: 1e-2 }, workers: W, seed: 3, timeoutMs,
+  });
+  return dp;
+}
+
+async function expectFailure(d: DataParallel, data: SharedDataset, pattern: RegExp, within: number): Promise<ParallelStepError> {
+  const before = d.params.slice();
+  const t0 = performance.now();
+  const err = await d.step(data).then(() => null, (e) => e);
+  const ms = performance.now() - t0;
+  expect(err).toBeInstanceOf(ParallelStepError);
+  expect(err.message).toMatch(pattern);
+  expect(err.rank).toBe(1);
+  expect(err.step).toBe(2);
+  expect(err.phase).toBe("grad");
+  expect(err.paramsModified).toBe(false);
+  expect(err.message).toMatch(/parameters unchanged/);
+  expect(ms).toBeLessThan(within);
+  expect(d.threads).toBe(0); // pool destroyed: every thread terminated
+  expect(Buffer.from(d.params.buffer).equals(Buffer.from(before.buffer))).toBe(true);
+  expect(d.stepCount).toBe(1);
+  return err;
+}
+
+test("a worker that throws: the step rejects naming worker, step and cause; the next step recovers", async () => {
+  const d = make();
+  await d.init();
+  const clean = makeData(N, D, C);
+  await d.step(clean);
+  await expectFailure(d, poisoned(clean, 1234.5), /^step 2: worker 1 failed in grad: sentinel 1234\.5 in the input/, 10_000);
+  // Recovery: a fresh pool is started; the step after the failure is step 2 again.
+  const loss = await d.step(clean);
+  expect(Number.isFinite(loss)).toBe(true);
+  expect(d.stepCount).toBe(2);
+  expect(d.threads).toBe(W);
+});
+
+test("a worker whose thread dies (process.exit in the worker)", async () => {
+  const d = make();
+  await d.init();
+  const clean = makeData(N, D, C);
+  await d.step(clean);
+  await expectFailure(d, poisoned(clean, -777), /^step 2: worker 1 failed in grad: .*exited with code: 7/, 10_000);
+});
+
+test("a worker that hangs: the step times out, names the worker, and the threads are terminated", async () => {
+  const d = make(1500);
+  await d.init();
+  const clean = makeData(N, D, C);
+  await d.step(clean);
+  const err = await expectFailure(d, poisoned(clean, 4242), /^step 2: worker 1 timed out in grad after 1500 ms/, 6_000);
+  expect(err.ranks).toEqual([1]);
+});
+
+test("workers whose model layout differs from the main thread's fail init with LayoutMismatchError", async () => {
+  dp = new DataParallel({ model: { module: MODELS, export: "mismatched" }, loss: "mseLoss", optimizer: { type: "sgd", lr: 0.1 }, workers: 2 });
+  await expect(dp.init()).rejects.toThrow(LayoutMismatchError);
+  await expect(dp.init()).rejects.toThrow(/worker \d \(thread \d+\) built a model whose layout differs.*\[3,4\].*\[2,4\]/);
+});
+
+test("bad configuration fails before any thread starts", () => {
+  const model = { module: MODELS, export: "mlp", options: { sizes: [2, 2] } };
+  expect(() => new DataParallel({ model, loss: "nope" as "mseLoss", optimizer: { type: "sgd", lr: 0.1 } })).toThrow(/unknown loss 'nope'/);
+  expect(() => new DataParallel({ model, loss: "mseLoss", optimizer: { type: "sgd", lr: 0.1 }, workers: 0 })).toThrow(/workers must be an integer ≥ 1/);
+  expect(() => new DataParallel({ model, loss: "mseLoss", optimizer: { type: "sgd", lr: NaN } })).toThrow(/learning rate/);
+});
+
+test("a failure while parameters are being updated is reported as such", async () => {
+  const { workerFailed } = await import("../packages/parallel/src/errors.ts");
+  const e = workerFailed(2, 7, "update", true, new Error("worker exited with code: 1"));
+  expect(e.message).toBe("step 7: worker 2 failed in update: worker exited with code: 1 (parameters may be partially updated)");
+  expect(e.paramsModified).toBe(true);
+});

@@ -1,0 +1,131 @@
+/** DataParallel with real worker threads: parity with one worker and with a plain core loop, determinism, resume. */
+import { describe, expect, test } from "vitest";
+import { DataParallel, type OptimizerSpec } from "@chainrule/parallel";
+import { MODELS, batches, makeData, maxElemRel, referenceRun, relDiff } from "./fixtures/parallel-data.ts";
+
+const D = 6, H = 12, C = 4, N = 70, BS = 24; // 70 rows at 24: batches 24, 24, 22 — shards uneven for 3 and 4 workers
+const SIZES = [D, H, C];
+const SEED = 11;
+
+async function train(workers: number, optimizer: OptimizerSpec, idx: Int32Array[], extra: Partial<ConstructorParameters<typeof DataParallel>[0]> = {}, ds = makeData(N, D, C)) {
+  const dp = new DataParallel({ model: { module: MODELS, export: "mlp", options: { sizes: SIZES } }, loss: "crossEntropy", optimizer, workers, seed: SEED, ...extra });
+  try {
+    await dp.init();
+    const losses: number[] = [];
+    for (const b of idx) losses.push(await dp.step({ dataset: ds, indices: b }));
+    return { params: dp.params.slice(), losses, state: dp.getState() };
+  } finally {
+    await dp.close();
+  }
+}
+
+const sgd: OptimizerSpec = { type: "sgd", lr: 0.1, momentum: 0.9 };
+const adam: OptimizerSpec = { type: "adam", lr: 1e-2 };
+
+describe.each([["sgd", sgd], ["adam", adam]] as const)("10 %s steps", (name, opt) => {
+  const ds = makeData(N, D, C);
+  const idx = batches(N, BS, 10);
+  // A last batch of 5 rows: 4 workers get shards 2, 1, 1, 1.
+  idx[9] = idx[9].slice(0, 5);
+  const ref = referenceRun(ds, SIZES, SEED, { type: opt.type as "sgd" | "adam", lr: opt.lr!, momentum: (opt as { momentum?: number }).momentum }, idx, "crossEntropy");
+
+  let one: Float32Array | null = null;
+  test("1 worker equals the plain single-thread core loop", async () => {
+    one = (await train(1, opt, idx, {}, ds)).params;
+    expect(relDiff(one, ref)).toBeLessThan(1e-6);
+  });
+
+  test.each([2, 3, 4])("%i workers equal 1 worker and the core loop within 1e-5 relative", async (w) => {
+    const many = await train(w, opt, idx, {}, ds);
+    expect(relDiff(many.params, ref)).toBeLessThan(1e-5);
+    if (one) expect(relDiff(many.params, one)).toBeLessThan(1e-5);
+    expect(maxElemRel(many.params, ref)).toBeLessThan(1e-4);
+    expect(many.state.step).toBe(10);
+    expect(name).toBeTruthy();
+  });
+});
+
+test("two runs with the same seed and 3 workers are bit-identical (Adam, clipping, micro-batches)", async () => {
+  const idx = batches(N, BS, 10);
+  const extra = { clipGradNorm: 0.5, microBatchSize: 5 };
+  const a = await train(3, adam, idx, extra);
+  const b = await train(3, adam, idx, extra);
+  expect(Buffer.from(a.params.buffer).equals(Buffer.from(b.params.buffer))).toBe(true);
+  expect(a.losses).toEqual(b.losses);
+  for (const k of Object.keys(a.state.optimizer.buffers)) {
+    expect(Buffer.from(a.state.optimizer.buffers[k].buffer).equals(Buffer.from(b.state.optimizer.buffers[k].buffer))).toBe(true);
+  }
+});
+
+test("global-norm clipping and micro-batch accumulation match the core loop", async () => {
+  const ds = makeData(N, D, C);
+  const idx = batches(N, BS, 10);
+  const ref = referenceRun(ds, SIZES, SEED, { type: "adam", lr: 1e-2 }, idx, "crossEntropy", 0.5);
+  const dp = await train(2, adam, idx, { clipGradNorm: 0.5, microBatchSize: 7 }, ds);
+  expect(relDiff(dp.params, ref)).toBeLessThan(1e-5);
+});
+
+test("float targets (mseLoss) with 3 workers match the core loop", async () => {
+  const ds = makeData(N, D, 0);
+  const idx = batches(N, BS, 10);
+  const sizes = [D, H, 1];
+  const ref = referenceRun(ds, sizes, SEED, { type: "sgd", lr: 0.05 }, idx, "mseLoss");
+  const dp = new DataParallel({ model: { module: MODELS, export: "mlp", options: { sizes } }, loss: "mseLoss", optimizer: { type: "sgd", lr: 0.05 }, workers: 3, seed: SEED });
+  await dp.init();
+  for (const b of idx) await dp.step({ dataset: ds, indices: b });
+  expect(relDiff(dp.params, ref)).toBeLessThan(1e-5);
+  await dp.close();
+});
+
+test("fit: per-epoch reshuffle, callbacks, evaluate; resume from getState is bit-identical to an uninterrupted run", async () => {
+  const ds = makeData(N, D, C);
+  const mk = () => new DataParallel({ model: { module: MODELS, export: "mlp", options: { sizes: SIZES } }, loss: "crossEntropy", optimizer: { type: "adamw", lr: 1e-2 }, workers: 2, seed: SEED });
+  const lr = (s: number) => 1e-2 * (1 - s / 20); // a schedule: resumed runs must get the same lr per step
+  // Uninterrupted: 3 epochs x 3 batches.
+  const full = mk();
+  await full.init();
+  const seen: number[] = [];
+  const epochs: number[] = [];
+  const before = await full.evaluate(ds);
+  const res = await full.fit(ds, { epochs: 3, batchSize: BS, lr, onStep: (i) => { seen.push(i.step); }, onEpoch: (e) => { epochs.push(e.loss); } });
+  const after = await full.evaluate(ds);
+  expect(res.steps).toBe(9);
+  expect(seen).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  expect(epochs.length).toBe(3);
+  expect(after.loss).toBeLessThan(before.loss);
+  expect(after.accuracy).toBeGreaterThanOrEqual(0);
+  const want = full.getState();
+  await full.close();
+
+  // Interrupted after 4 steps (mid-epoch), state saved, new instance resumes.
+  const a = mk();
+  await a.init();
+  const ac = new AbortController();
+  await a.fit(ds, { epochs: 3, batchSize: BS, lr, signal: ac.signal, onStep: (i) => { if (i.step === 4) ac.abort(); } });
+  const saved = structuredClone(a.getState());
+  await a.close();
+  const b = mk();
+  await b.init();
+  b.setState(saved);
+  expect(b.stepCount).toBe(4);
+  await b.fit(ds, { epochs: 3, batchSize: BS, lr, startStep: saved.step });
+  const got = b.getState();
+  await b.close();
+  expect(got.step).toBe(9);
+  expect(Buffer.from(got.params.buffer).equals(Buffer.from(want.params.buffer))).toBe(true);
+  for (const k of ["expAvg", "expAvgSq"]) expect(Buffer.from(got.optimizer.buffers[k].buffer).equals(Buffer.from(want.optimizer.buffers[k].buffer))).toBe(true);
+});
+
+test("the main-thread replica and the workers share one copy of the parameters", async () => {
+  const dp = new DataParallel({ model: { module: MODELS, export: "mlp", options: { sizes: SIZES } }, loss: "crossEntropy", optimizer: sgd, workers: 2, seed: SEED });
+  await dp.init();
+  expect(dp.params.buffer).toBeInstanceOf(SharedArrayBuffer);
+  const w = dp.model.stateDict()["0.weight"];
+  expect(w.data.buffer).toBe(dp.params.buffer);
+  const w0 = w.data[0];
+  await dp.step(makeData(N, D, C));
+  expect(w.data[0]).not.toBe(w0); // updated in place by a worker
+  expect(dp.threads).toBe(2);
+  await dp.close();
+  expect(dp.threads).toBe(0);
+});
