@@ -129,6 +129,18 @@ describe("backward engine", () => {
     }
   });
 
+  it("a gradient array handed to two inputs (add → [g, g]) is never added into for one of them", () => {
+    // z = a + (b + 7a), and z is used twice so its gradient is an engine-allocated sum.
+    // add passes that array on to a and to (b + 7a); then 7a adds into a's gradient.
+    // Before the fix it added in place into the shared array, so y got x's gradient (40 instead of 5).
+    const x = tensor([1], { requiresGrad: true }), y = tensor([1], { requiresGrad: true });
+    const a = mul(x, 1), b = mul(y, 1);
+    const z = add(a, add(b, mul(a, 7)));
+    sum(add(mul(z, 2), mul(z, 3))).backward();
+    expect(x.grad!.item()).toBe(40);
+    expect(y.grad!.item()).toBe(5);
+  });
+
   it("sum over a reused subexpression: d/dx (e^x + e^x·x) with the shared node", () => {
     const x = tensor([0.5], { requiresGrad: true });
     const e = exp(x);

@@ -92,7 +92,10 @@ function topoSort(root: Tensor): Tensor[] {
 export function runBackward(root: Tensor, rootGrad: Float32Array, retainGraph: boolean): void {
   const order = topoSort(root);
   const grads = new Map<Tensor, Float32Array>();
-  const owned = new Set<Float32Array>(); // arrays the engine allocated and may add into
+  // Tensors whose pending gradient is a sum the engine allocated for that tensor alone, so it may add
+  // into it in place. Tracked per tensor, not per array: a backward may pass one array on to several
+  // inputs (add returns [g, g]), and adding into it for one input would corrupt the others.
+  const owned = new Set<Tensor>();
   grads.set(root, rootGrad);
 
   for (let k = order.length - 1; k >= 0; k--) {
@@ -122,12 +125,12 @@ export function runBackward(root: Tensor, rootGrad: Float32Array, retainGraph: b
       const prev = grads.get(input);
       if (prev === undefined) {
         grads.set(input, ig);
-      } else if (owned.has(prev)) {
+      } else if (owned.has(input)) {
         for (let j = 0; j < prev.length; j++) prev[j] += ig[j];
       } else {
         const sum = new Float32Array(prev.length);
         for (let j = 0; j < sum.length; j++) sum[j] = prev[j] + ig[j];
-        owned.add(sum);
+        owned.add(input);
         grads.set(input, sum);
       }
     }
