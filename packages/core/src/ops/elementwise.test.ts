@@ -191,6 +191,14 @@ describe("unary ops", () => {
     assertClose(x.grad!, [0, 1, 0]);
   });
 
+  it("pow(x, 0) has gradient 0 everywhere, also at x = 0 (not 0·∞ = NaN)", () => {
+    const x = tensor([0, 2, -1], { requiresGrad: true });
+    const y = pow(x, 0);
+    expect(Array.from(y.data)).toEqual([1, 1, 1]);
+    y.sum().backward();
+    expect(Array.from(x.grad!.data)).toEqual([0, 0, 0]);
+  });
+
   it("pow rejects a NaN exponent, naming the op", () => {
     expect(() => pow(tensor([1, 2]), NaN)).toThrow(ArgumentError);
     expect(() => pow(tensor([1, 2]), NaN)).toThrow(/^pow: /);

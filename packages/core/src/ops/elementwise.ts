@@ -111,7 +111,7 @@ export function pow(x: Tensor, p: number): Tensor {
   return result("pow", out, x.shape, [x], (g) => {
     const dx = new Float32Array(g.length);
     if (p === 2) for (let i = 0; i < g.length; i++) dx[i] = 2 * xd[i] * g[i];
-    else for (let i = 0; i < g.length; i++) dx[i] = p * Math.pow(xd[i], p - 1) * g[i];
+    else if (p !== 0) for (let i = 0; i < g.length; i++) dx[i] = p * Math.pow(xd[i], p - 1) * g[i]; // x^0 is constant: 0, not 0·∞ at x = 0
     return [dx];
   });
 }

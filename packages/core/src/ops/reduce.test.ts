@@ -120,3 +120,18 @@ describe("max and argmax", () => {
     expect(() => argmax(randn([2, 3]), -3)).toThrow(/^argmax: axis -3 out of range/);
   });
 });
+
+describe("reductions of a 0-d tensor", () => {
+  it("axis 0 or -1 reduce nothing (PyTorch), with gradient 1; other axes are rejected", () => {
+    for (const op of [sum, mean, max] as const) {
+      const x = tensor(3, { requiresGrad: true });
+      const y = op(x, 0);
+      expect(y.shape).toEqual([]);
+      expect(y.item()).toBe(3);
+      expect(op(x, -1).item()).toBe(3);
+      y.backward();
+      expect(x.grad!.item()).toBe(1);
+      expect(() => op(x, 1)).toThrow(ArgumentError);
+    }
+  });
+});

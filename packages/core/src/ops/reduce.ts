@@ -12,6 +12,11 @@ type Axes = number | readonly number[] | undefined;
 function resolveAxes(axis: Axes, ndim: number, op: string): number[] {
   if (axis === undefined) return Array.from({ length: ndim }, (_, i) => i);
   const list = typeof axis === "number" ? [axis] : [...axis];
+  // A 0-d tensor has one element: axis 0 or -1 reduce nothing (as in PyTorch).
+  if (ndim === 0) {
+    for (const a of list) normAxis(a, 1, op);
+    return [];
+  }
   return [...new Set(list.map((a) => normAxis(a, ndim, op)))].sort((a, b) => a - b);
 }
 
@@ -80,7 +85,8 @@ export function mean(x: Tensor, axis?: Axes, opts: ReduceOptions = {}): Tensor {
 export function max(x: Tensor, axis?: number, opts: ReduceOptions = {}): Tensor {
   const k = kernels();
   let outer: number, n: number, inner: number, outShape: number[];
-  if (axis === undefined) {
+  if (axis !== undefined && x.ndim === 0) normAxis(axis, 1, "max"); // axis 0 or -1 of a 0-d tensor: all of it
+  if (axis === undefined || x.ndim === 0) {
     outer = 1; n = x.size; inner = 1;
     outShape = opts.keepDims ? x.shape.map(() => 1) : [];
   } else {
