@@ -138,6 +138,19 @@ export function runBackward(root: Tensor, rootGrad: Float32Array, retainGraph: b
   }
 }
 
+/**
+ * Where an op's backward may add a gradient for input `t` directly, as PyTorch's
+ * AccumulateGrad does: the `.grad` buffer of a leaf that needs a gradient (created
+ * zeroed if absent). The op then writes with accumulation (e.g. GEMM with beta = 1)
+ * and returns null for that input, saving a temporary array and a second pass.
+ * Null for non-leaves, and in anomaly mode (where the engine checks every gradient).
+ */
+export function leafGradSink(t: Tensor): Float32Array | null {
+  if (!t.requiresGrad || t.gradFn !== null || anomalyMode) return null;
+  if (t.grad === null) t.grad = new Tensor(new Float32Array(t.data.length), t.shape, false);
+  return t.grad.data;
+}
+
 /** Adds into a leaf's `.grad` in place, so gradients bound to a flat (shared) buffer stay bound. */
 function accumulateLeaf(t: Tensor, g: Float32Array): void {
   if (t.grad === null) {

@@ -58,8 +58,8 @@ export interface Kernels {
 
   /** out (rows, cols) += bias (cols) broadcast over rows. */
   addRowVector(out: Float32Array, bias: Float32Array, rows: number, cols: number): void;
-  /** out (cols) = Σ_rows x (rows, cols). */
-  sumRows(out: Float32Array, x: Float32Array, rows: number, cols: number): void;
+  /** out (cols) = Σ_rows x (rows, cols); with `accumulate`, out += Σ_rows x (bias gradients added straight into .grad). */
+  sumRows(out: Float32Array, x: Float32Array, rows: number, cols: number, accumulate?: boolean): void;
 
   // Images, NCHW (kernels/js/conv.ts).
   /** Unfolds one image (at xOff) into col rows (c·kh + i)·kw + j, `ldc` floats apart, columns oh·OW + ow; 0 outside the image. */

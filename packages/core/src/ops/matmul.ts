@@ -2,6 +2,7 @@ import { ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
 import { broadcastShapes, sizeOf, stridesOf } from "../tensor/shape.js";
 import { kernels } from "../kernels/kernels.js";
+import { leafGradSink } from "../autograd/engine.js";
 import { result } from "./op.js";
 import { reshape } from "./shape.js";
 
@@ -33,8 +34,14 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
     const shape = [...a.shape.slice(0, -1), N];
     return result("matmul", out, shape, [a, b], (g) => {
       let da: Float32Array | null = null, db: Float32Array | null = null;
-      if (a.requiresGrad) { da = new Float32Array(a.data.length); k.gemm(false, true, rows, K, N, 1, g, 0, N, b.data, 0, N, 0, da, 0, K); }
-      if (b.requiresGrad) { db = new Float32Array(b.data.length); k.gemm(true, false, K, N, rows, 1, a.data, 0, K, g, 0, N, 0, db, 0, N); }
+      if (a.requiresGrad) {
+        const sink = leafGradSink(a);
+        k.gemm(false, true, rows, K, N, 1, g, 0, N, b.data, 0, N, sink ? 1 : 0, sink ?? (da = new Float32Array(a.data.length)), 0, K);
+      }
+      if (b.requiresGrad) {
+        const sink = leafGradSink(b);
+        k.gemm(true, false, K, N, rows, 1, a.data, 0, K, g, 0, N, sink ? 1 : 0, sink ?? (db = new Float32Array(b.data.length)), 0, N);
+      }
       return [da, db];
     });
   }
@@ -111,9 +118,19 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
   const inputs = bias ? [x, weight, bias] : [x, weight];
   return result("linear", out, shape, inputs, (g) => {
     let dx: Float32Array | null = null, dw: Float32Array | null = null, db: Float32Array | null = null;
-    if (x.requiresGrad) { dx = new Float32Array(x.data.length); k.gemm(false, false, rows, inF, outF, 1, g, 0, outF, weight.data, 0, inF, 0, dx, 0, inF); }
-    if (weight.requiresGrad) { dw = new Float32Array(weight.data.length); k.gemm(true, false, outF, inF, rows, 1, g, 0, outF, x.data, 0, inF, 0, dw, 0, inF); }
-    if (bias && bias.requiresGrad) { db = new Float32Array(outF); k.sumRows(db, g, rows, outF); }
+    // Leaf parameters get their gradients added straight into .grad (beta = 1): no temporary, no second pass.
+    if (x.requiresGrad) {
+      const sink = leafGradSink(x);
+      k.gemm(false, false, rows, inF, outF, 1, g, 0, outF, weight.data, 0, inF, sink ? 1 : 0, sink ?? (dx = new Float32Array(x.data.length)), 0, inF); // (rows, in)
+    }
+    if (weight.requiresGrad) {
+      const sink = leafGradSink(weight);
+      k.gemm(true, false, outF, inF, rows, 1, g, 0, outF, x.data, 0, inF, sink ? 1 : 0, sink ?? (dw = new Float32Array(weight.data.length)), 0, inF); // (out, in)
+    }
+    if (bias && bias.requiresGrad) {
+      const sink = leafGradSink(bias);
+      k.sumRows(sink ?? (db = new Float32Array(outF)), g, rows, outF, sink !== null); // (out)
+    }
     return bias ? [dx, dw, db] : [dx, dw];
   });
 }

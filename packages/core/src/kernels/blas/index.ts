@@ -36,12 +36,20 @@ export function makeBlasGemm(sgemm: Sgemm): Kernels["gemm"] {
   };
 }
 
+let ones = new Float32Array(0);
+
 export function makeBlasKernels(lib: BlasLibrary): Kernels {
   const gemm = makeBlasGemm(lib.sgemm);
   return {
     ...jsKernels,
     name: "blas",
     gemm,
+    /** Column sums as a (1 × rows) · (rows × cols) GEMM with a ones vector: vectorised by BLAS. */
+    sumRows(out, x, rows, cols, accumulate = false) {
+      if (rows * cols < 4096) { jsKernels.sumRows(out, x, rows, cols, accumulate); return; }
+      if (ones.length < rows) ones = new Float32Array(rows).fill(1);
+      gemm(false, false, 1, cols, rows, 1, ones, 0, rows, x, 0, cols, accumulate ? 1 : 0, out, 0, cols);
+    },
     gemmStridedBatched(transA, transB, M, N, K, alpha, A, aOff, lda, strideA, B, bOff, ldb, strideB, beta, C, cOff, ldc, strideC, batch) {
       for (let p = 0; p < batch; p++) {
         gemm(transA, transB, M, N, K, alpha, A, aOff + p * strideA, lda, B, bOff + p * strideB, ldb, beta, C, cOff + p * strideC, ldc);

@@ -149,8 +149,8 @@ export function addRowVector(out: Float32Array, bias: Float32Array, rows: number
   }
 }
 
-export function sumRows(out: Float32Array, x: Float32Array, rows: number, cols: number): void {
-  out.fill(0, 0, cols);
+export function sumRows(out: Float32Array, x: Float32Array, rows: number, cols: number, accumulate = false): void {
+  if (!accumulate) out.fill(0, 0, cols);
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     for (let c = 0; c < cols; c++) out[c] += x[o + c];

@@ -1,0 +1,188 @@
+/**
+ * Training throughput of the reference MLP (784-512-256-10, ReLU, cross-entropy,
+ * Adam lr 1e-3, random data; the model of ../shared/anchors/torch_mlp.py), one
+ * thread, per backend and batch size: samples/s, and from a separate
+ * instrumented pass the share of step time in GEMM, other kernels (elementwise,
+ * softmax/cross-entropy, reductions), the optimizer, garbage collection, and
+ * the rest (graph building, op glue, allocation).
+ *
+ *   tsx bench/mlp.ts [--batches 32,128,512] [--backends blas,js] [--rounds 3] [--steps N] [--quick]
+ *                    [--anchor]   also run PyTorch's torch_mlp.py alternately (OMP_NUM_THREADS=1) and report ratios
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { PerformanceObserver } from "node:perf_hooks";
+import { F, Tensor, manualSeed, nn, optim, rand, useBackend } from "../packages/core/src/index.js";
+import { kernels, setKernels, type Kernels } from "../packages/core/src/kernels/kernels.js";
+import { flag, hasFlag, median, numList, repoRoot, runIfMain, table } from "./_util.js";
+
+interface Trainer {
+  step(): number;
+  params: number;
+}
+
+export function makeTrainer(batch: number, seed = 0): Trainer {
+  manualSeed(seed);
+  const model = new nn.Sequential(new nn.Linear(784, 512), new nn.ReLU(), new nn.Linear(512, 256), new nn.ReLU(), new nn.Linear(256, 10));
+  nn.flattenParameters(model); // one flat buffer for parameters, one for gradients
+  const opt = new optim.Adam(model.parameters(), { lr: 1e-3 });
+  const x = rand([batch, 784]); // (B, 784)
+  const y = new Int32Array(batch);
+  for (let i = 0; i < batch; i++) y[i] = (i * 7919) % 10;
+  return {
+    params: model.numParameters?.() ?? 0,
+    step() {
+      opt.zeroGrad();
+      const loss = F.crossEntropy(model.forward(x) as Tensor, y); // (B, 10) → ()
+      loss.backward();
+      opt.step();
+      return loss.item();
+    },
+  };
+}
+
+function timeSteps(t: Trainer, steps: number): number {
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) t.step();
+  return (performance.now() - t0) / 1000;
+}
+
+/** Wraps every kernel with a timer: GEMM calls count as "gemm", all others as "kernels". */
+function timedKernels(k: Kernels, acc: { gemm: number; kernels: number }): Kernels {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(k) as (keyof Kernels)[]) {
+    const v = k[key];
+    if (typeof v !== "function") { out[key] = v; continue; }
+    const f = v as (...a: unknown[]) => unknown;
+    const isGemm = key === "gemm" || key === "gemmStridedBatched";
+    out[key] = (...a: unknown[]) => {
+      const t = performance.now();
+      const r = f.apply(k, a);
+      if (isGemm) acc.gemm += performance.now() - t;
+      else acc.kernels += performance.now() - t;
+      return r;
+    };
+  }
+  return out as unknown as Kernels;
+}
+
+/** Share of step time per category, from an instrumented run of `steps` steps (after warm-up). */
+async function profile(batch: number, steps: number): Promise<Record<string, number>> {
+  const base = kernels();
+  const acc = { gemm: 0, kernels: 0 };
+  setKernels(timedKernels(base, acc));
+  let gcMs = 0;
+  const obs = new PerformanceObserver((list) => { for (const e of list.getEntries()) gcMs += e.duration; });
+  try {
+    manualSeed(0);
+    const model = new nn.Sequential(new nn.Linear(784, 512), new nn.ReLU(), new nn.Linear(512, 256), new nn.ReLU(), new nn.Linear(256, 10));
+    nn.flattenParameters(model);
+    const opt = new optim.Adam(model.parameters(), { lr: 1e-3 });
+    const x = rand([batch, 784]);
+    const y = new Int32Array(batch).map((_, i) => (i * 7919) % 10);
+    let optMs = 0;
+    const step = () => {
+      let t = performance.now();
+      opt.zeroGrad();
+      optMs += performance.now() - t;
+      const loss = F.crossEntropy(model.forward(x) as Tensor, y);
+      loss.backward();
+      t = performance.now();
+      opt.step();
+      optMs += performance.now() - t;
+    };
+    for (let i = 0; i < 10; i++) step();
+    acc.gemm = acc.kernels = 0; optMs = 0;
+    obs.observe({ entryTypes: ["gc"] });
+    const t0 = performance.now();
+    for (let i = 0; i < steps; i++) step();
+    const total = performance.now() - t0;
+    // GC entries are delivered asynchronously, after the synchronous loop: let them arrive.
+    await new Promise((r) => setTimeout(r, 50));
+    const share = (ms: number) => ms / total;
+    const other = total - acc.gemm - acc.kernels - optMs - gcMs;
+    return {
+      msPerStep: total / steps,
+      gemm: share(acc.gemm),
+      elementwise: share(acc.kernels),
+      optimizer: share(optMs),
+      gc: share(gcMs),
+      other: share(Math.max(0, other)),
+    };
+  } finally {
+    obs.disconnect();
+    setKernels(base);
+  }
+}
+
+function findPython(): string | null {
+  for (const py of ["/usr/bin/python3", "python3"]) {
+    const r = spawnSync(py, ["-c", "import torch"], { stdio: "ignore" });
+    if (r.status === 0) return py;
+  }
+  return null;
+}
+
+function runTorch(py: string, script: string, batch: number, steps: number): number {
+  const r = spawnSync(py, [script, "1", String(batch), String(steps)], { env: { ...process.env, OMP_NUM_THREADS: "1" }, encoding: "utf8" });
+  const m = /([\d.]+) samples\/s/.exec(r.stdout ?? "");
+  if (!m) throw new Error(`torch_mlp.py failed: ${r.stderr || r.stdout}`);
+  return Number(m[1]);
+}
+
+export async function main(args: string[]): Promise<Record<string, unknown>> {
+  const quick = hasFlag(args, "quick");
+  const batches = numList(args, "batches", quick ? [128] : [32, 128, 512]);
+  const backends = (flag(args, "backends") ?? "blas,js").split(",") as ("blas" | "js")[];
+  const rounds = Number(flag(args, "rounds", quick ? "1" : "3"));
+  const anchor = hasFlag(args, "anchor");
+  const anchorScript = resolve(process.env.CHAINRULE_ANCHORS ?? join(repoRoot, "..", "shared", "anchors"), "torch_mlp.py");
+  const py = anchor ? findPython() : null;
+  if (anchor && (py === null || !existsSync(anchorScript))) console.log(`--anchor: PyTorch or ${anchorScript} not found; skipping the anchor`);
+
+  const rows: Record<string, string | number>[] = [];
+  const results: Record<string, unknown>[] = [];
+  for (const backend of backends) {
+    let report;
+    try {
+      report = useBackend(backend);
+    } catch (e) {
+      console.log(`${backend}: unavailable (${(e as Error).message})`);
+      continue;
+    }
+    console.log(`backend ${report.reason}`);
+    for (const batch of batches) {
+      // Steps sized so one measurement takes ~0.5 s on this kind of machine.
+      const base = backend === "js" ? 4e4 : 1.2e6;
+      const steps = Number(flag(args, "steps") ?? Math.max(5, Math.round((quick ? base / 2 : base) / (batch + 32) / (quick ? 2 : 1))));
+      const t = makeTrainer(batch);
+      timeSteps(t, Math.min(20, steps)); // warm-up (JIT, buffers)
+      const sps: number[] = [], torch: number[] = [];
+      for (let r = 0; r < rounds; r++) {
+        sps.push((steps * batch) / timeSteps(t, steps));
+        if (anchor && py && existsSync(anchorScript) && backend === "blas") torch.push(runTorch(py, anchorScript, batch, Math.max(50, steps)));
+      }
+      const prof = await profile(batch, Math.max(5, Math.round(steps / 2)));
+      const row: Record<string, string | number> = {
+        backend, batch, "samples/s": Math.round(median(sps)), "ms/step": prof.msPerStep,
+        "gemm%": 100 * prof.gemm, "elem%": 100 * prof.elementwise, "optim%": 100 * prof.optimizer, "gc%": 100 * prof.gc, "other%": 100 * prof.other,
+      };
+      const res: Record<string, unknown> = { backend, batch, steps, samplesPerSec: median(sps), rounds: sps, profile: prof };
+      if (torch.length > 0) {
+        const ratio = median(sps.map((s, i) => s / torch[i]));
+        row["torch s/s"] = Math.round(median(torch));
+        row["x torch"] = ratio;
+        Object.assign(res, { torchSamplesPerSec: torch, ratioVsTorch: ratio });
+      }
+      rows.push(row);
+      results.push(res);
+    }
+  }
+  useBackend("auto");
+  console.log(`MLP 784-512-256-10 training, one thread (median of ${rounds} rounds; shares from a separate instrumented pass):`);
+  table(rows);
+  return { model: "784-512-256-10 ReLU, cross-entropy, Adam", runs: results };
+}
+
+runIfMain(import.meta.url, "mlp", main);
