@@ -197,19 +197,21 @@ async function update(t: UpdateTask): Promise<UpdateResult> {
   return { rank: t.rank, sumsq, reduceMs: t1 - t0, optMs: performance.now() - t1 };
 }
 
-async function evaluate(t: EvalTask): Promise<EvalResult> {
-  const s = await ready(t.ctx);
-  const d = viewsFor(s, t.data);
-  const idx = t.idx ? new Int32Array(t.idx) : null;
-  s.model.eval();
+/** Σ loss·rows and correct predictions over batch positions [start, end), no graph, eval mode. Shared with the comlink evaluator. */
+export function evalRange(
+  model: nn.Module, loss: LossFn, lossName: string, d: DatasetViews, scratch: { xScratch: Float32Array; yScratch: Float32Array | Int32Array },
+  idx: Int32Array | null, rowStart: number, start: number, end: number, batchSize: number,
+): { lossSum: number; correct: number; hasAccuracy: boolean } {
   let lossSum = 0, correct = 0, hasAccuracy = false;
+  const s = { ...scratch, lossName } as ThreadState;
+  model.eval();
   try {
     noGrad(() => {
-      for (let a = t.start; a < t.end; a += t.batchSize) {
-        const b = Math.min(a + t.batchSize, t.end), m = b - a;
-        const { x, y } = rows(s, d, idx, t.rowStart, a, b);
-        const out = s.model.forward(new Tensor(x, [m, ...d.ref.xShape]));
-        lossSum += s.loss(out, target(s, d, y, m)).item() * m;
+      for (let a = start; a < end; a += batchSize) {
+        const b = Math.min(a + batchSize, end), m = b - a;
+        const { x, y } = rows(s, d, idx, rowStart, a, b);
+        const out = model.forward(new Tensor(x, [m, ...d.ref.xShape]));
+        lossSum += loss(out, target(s, d, y, m)).item() * m;
         const C = out.size / m;
         if (y instanceof Int32Array && C > 1 && d.yRow === 1) {
           hasAccuracy = true;
@@ -218,9 +220,9 @@ async function evaluate(t: EvalTask): Promise<EvalResult> {
             for (let c = 1; c < C; c++) if (out.data[i * C + c] > out.data[i * C + best]) best = c;
             if (best === y[i]) correct++;
           }
-        } else if ((s.lossName === "binaryCrossEntropyWithLogits" || s.lossName === "binaryCrossEntropy") && out.size === y.length) {
+        } else if ((lossName === "binaryCrossEntropyWithLogits" || lossName === "binaryCrossEntropy") && out.size === y.length) {
           hasAccuracy = true;
-          const th = s.lossName === "binaryCrossEntropy" ? 0.5 : 0;
+          const th = lossName === "binaryCrossEntropy" ? 0.5 : 0;
           let hits = 0;
           for (let i = 0; i < y.length; i++) if ((out.data[i] > th) === (y[i] > 0.5)) hits++;
           correct += hits / d.yRow;
@@ -228,9 +230,17 @@ async function evaluate(t: EvalTask): Promise<EvalResult> {
       }
     });
   } finally {
-    s.model.train();
+    model.train();
   }
-  return { rank: t.rank, rows: t.end - t.start, lossSum, correct, hasAccuracy };
+  return { lossSum, correct, hasAccuracy };
+}
+
+async function evaluate(t: EvalTask): Promise<EvalResult> {
+  const s = await ready(t.ctx);
+  const d = viewsFor(s, t.data);
+  const idx = t.idx ? new Int32Array(t.idx) : null;
+  const r = evalRange(s.model, s.loss, s.lossName, d, s, idx, t.rowStart, t.start, t.end, t.batchSize);
+  return { rank: t.rank, rows: t.end - t.start, ...r };
 }
 
 export default async function run(task: Task): Promise<unknown> {
