@@ -1,0 +1,103 @@
+/** chainrule eval CHECKPOINT [--data ...]: loss and accuracy of a checkpoint on held-out (or other) data. */
+import { existsSync, statSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { F, Tensor, argmax, noGrad, loadCsv, loadIdxDataset, loadIdxDirectory, type Dataset } from "@chainrule/core";
+import { CliError, UsageError } from "../errors.js";
+import { loadJobData } from "../data.js";
+import { fmtInt } from "../progress.js";
+import { type CheckpointModel, modelFromCheckpoint } from "../resolve.js";
+import { resolveCheckpoint } from "../rundir.js";
+
+export const EVAL_HELP = `usage: chainrule eval CHECKPOINT [--data SOURCE] [--labels FILE] [--label COL]
+
+CHECKPOINT is a checkpoint directory (model.safetensors + state.json) or a run
+directory (its latest checkpoint). Without --data, evaluates on the held-out
+set of the job the checkpoint was trained with.
+
+--data SOURCE   mnist (the embedded held-out digits), a CSV file, an IDX images
+                file (with --labels FILE), or a directory in the MNIST layout
+--label COL     label column of a CSV (name or index; default: the job's)
+`;
+
+/** Loads evaluation data named on the command line, or the checkpoint job's held-out set. */
+export function evalData(cm: CheckpointModel, data: string | undefined, labels: string | undefined, label: string | undefined): Dataset {
+  if (data === undefined) return loadJobData(cm.job.data).heldOut;
+  if (data === "mnist") return loadJobData({ type: "mnist", heldOut: 1000, splitSeed: 0 }).heldOut;
+  if (!existsSync(data)) throw new CliError(`${data}: no such data file or directory`);
+  if (statSync(data).isDirectory()) {
+    try {
+      return loadIdxDirectory(data, "test");
+    } catch {
+      return loadIdxDirectory(data, "train");
+    }
+  }
+  if (/\.csv$/i.test(data)) {
+    const jobLabel = cm.job.data.type === "csv" ? cm.job.data.label : undefined;
+    const lab = label === undefined ? jobLabel : /^-?\d+$/.test(label) ? Number(label) : label;
+    return loadCsv(data, { label: lab, task: cm.classification ? "classification" : "regression", numClasses: cm.classification ? cm.ctx.outputSize : undefined });
+  }
+  if (!labels) throw new UsageError(`--data ${data}: an IDX images file needs --labels FILE`);
+  return loadIdxDataset(data, labels);
+}
+
+export function checkRows(cm: CheckpointModel, ds: Dataset): void {
+  const want = cm.ctx.inputShape.reduce((a, b) => a * b, 1);
+  const got = ds.inputs.length / Math.max(1, ds.length);
+  if (ds.length > 0 && got !== want) {
+    throw new CliError(`${ds.name ?? "data"}: rows have ${got} values but the model takes ${want} (input shape [${cm.ctx.inputShape.join(",")}])`);
+  }
+}
+
+/** Mean loss and accuracy of the model over a dataset, in batches, without gradients. */
+export function evaluateModel(cm: CheckpointModel, ds: Dataset): { loss: number; accuracy?: number; correct: number } {
+  const lossFn = (F as any)[cm.loss] as (o: Tensor, t: Tensor | Int32Array) => Tensor;
+  const rin = ds.inputs.length / ds.length;
+  const rout = ds.targetShape.reduce((a, b) => a * b, 1);
+  let lossSum = 0, correct = 0;
+  const classification = cm.classification && ds.targets instanceof Int32Array;
+  noGrad(() => {
+    for (let s = 0; s < ds.length; s += 1000) {
+      const n = Math.min(1000, ds.length - s);
+      const x = new Tensor(ds.inputs.slice(s * rin, (s + n) * rin), [n, ...cm.ctx.inputShape]);
+      const out = cm.model.forward(x);
+      const t = ds.targets.slice(s * rout, (s + n) * rout);
+      const y = t instanceof Int32Array ? t : new Tensor(t, [n, ...ds.targetShape]);
+      lossSum += lossFn(out, y).item() * n;
+      if (classification) {
+        const p = argmax(out, -1).data;
+        for (let i = 0; i < n; i++) if (p[i] === (t as Int32Array)[i]) correct++;
+      }
+    }
+  });
+  return { loss: lossSum / ds.length, accuracy: classification ? correct / ds.length : undefined, correct };
+}
+
+export async function evalCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv, allowPositionals: true, strict: true,
+    options: { data: { type: "string" }, labels: { type: "string" }, label: { type: "string" }, help: { type: "boolean", short: "h" } },
+  });
+  if (values.help) {
+    process.stdout.write(EVAL_HELP);
+    return 0;
+  }
+  if (positionals.length !== 1) throw new UsageError("eval takes one CHECKPOINT (a checkpoint or run directory)");
+  const dir = resolveCheckpoint(positionals[0]);
+  const cm = await modelFromCheckpoint(dir);
+  const ds = evalData(cm, values.data, values.labels, values.label);
+  checkRows(cm, ds);
+  if (cm.classification && ds.targets instanceof Int32Array) {
+    for (let i = 0; i < ds.length; i++) {
+      if (ds.targets[i] >= cm.ctx.outputSize) throw new CliError(`${ds.name ?? "data"}: row ${i} has class ${ds.targets[i]} but the model has ${cm.ctx.outputSize} classes`);
+    }
+  }
+  const t0 = performance.now();
+  const r = evaluateModel(cm, ds);
+  const secs = (performance.now() - t0) / 1000;
+  process.stdout.write(`checkpoint: ${dir} (step ${cm.contents.state.step}, epoch ${cm.contents.state.epoch})\n`);
+  process.stdout.write(`data: ${ds.name ?? "held-out set"} (${fmtInt(ds.length)} rows)\n`);
+  process.stdout.write(`loss: ${r.loss.toFixed(5)} (${cm.loss})\n`);
+  if (r.accuracy !== undefined) process.stdout.write(`accuracy: ${(r.accuracy * 100).toFixed(2)}% (${fmtInt(r.correct)}/${fmtInt(ds.length)})\n`);
+  process.stdout.write(`time: ${secs.toFixed(2)}s (${fmtInt(ds.length / secs)} rows/s)\n`);
+  return 0;
+}

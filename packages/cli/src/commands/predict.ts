@@ -1,0 +1,121 @@
+/**
+ * chainrule predict CHECKPOINT INPUT: what the model says about INPUT, which is
+ *   mnist:N or mnist:A-B   digit N (or digits A..B) of the embedded held-out set
+ *   FILE.csv               every row (a label column, if present, is shown alongside)
+ *   FILE (IDX, plain/.gz)  every image (u8 images are scaled to [0, 1])
+ *   "v1,v2,..."            one row of numbers
+ */
+import { existsSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { Tensor, loadCsv, noGrad, readIdx, softmax } from "@chainrule/core";
+import { CliError, UsageError } from "../errors.js";
+import { loadJobData } from "../data.js";
+import { type CheckpointModel, modelFromCheckpoint } from "../resolve.js";
+import { resolveCheckpoint } from "../rundir.js";
+
+export const PREDICT_HELP = `usage: chainrule predict CHECKPOINT INPUT [--top K]
+
+INPUT is one of:
+  mnist:N  or  mnist:A-B   digit N (or A..B) of the embedded held-out digits
+  FILE.csv                 each row (features only, or features + the label column)
+  FILE                     an IDX file of images (plain or .gz)
+  "v1,v2,..."              one row of numbers
+--top K    show the K most likely classes (default 3)
+`;
+
+interface Rows {
+  x: Float32Array;
+  n: number;
+  names: string[];
+  labels?: (number | undefined)[];
+}
+
+function inputRows(cm: CheckpointModel, input: string): Rows {
+  const d = cm.ctx.inputShape.reduce((a, b) => a * b, 1);
+  const m = /^mnist:(\d+)(?:-(\d+))?$/.exec(input);
+  if (m) {
+    const cfg = cm.job.data.type === "mnist" ? cm.job.data : { type: "mnist" as const, heldOut: 1000, splitSeed: 0 };
+    const ho = loadJobData({ ...cfg, limitTrain: 1, limitHeldOut: undefined }).heldOut;
+    const a = Number(m[1]), b = m[2] === undefined ? a : Number(m[2]);
+    if (b < a || b >= ho.length) throw new UsageError(`${input}: the embedded held-out set has digits 0..${ho.length - 1}`);
+    const n = b - a + 1;
+    return {
+      x: ho.inputs.slice(a * 784, (b + 1) * 784), n,
+      names: Array.from({ length: n }, (_, i) => `mnist:${a + i}`),
+      labels: Array.from(ho.targets.subarray(a, b + 1)),
+    };
+  }
+  if (/^[\s\d.eE+,-]+$/.test(input) && input.includes(",") || /^-?\d*\.?\d+(e[+-]?\d+)?$/i.test(input) && !existsSync(input)) {
+    const vals = input.split(",").map((s) => s.trim()).filter((s) => s !== "").map(Number);
+    if (vals.some((v) => !Number.isFinite(v))) throw new UsageError(`${input}: not a list of numbers`);
+    if (vals.length !== d) throw new UsageError(`${input}: ${vals.length} numbers but the model takes ${d}`);
+    return { x: Float32Array.from(vals), n: 1, names: ["input"] };
+  }
+  if (!existsSync(input)) throw new CliError(`${input}: no such file (expected mnist:N, a CSV or IDX file, or "v1,v2,...")`);
+  if (/\.csv$/i.test(input)) {
+    const probe = loadCsv(input, { label: null });
+    const withLabel = probe.inputShape[0] === d + 1;
+    if (!withLabel && probe.inputShape[0] !== d) throw new CliError(`${input}: rows have ${probe.inputShape[0]} columns but the model takes ${d} features (or ${d + 1} with a label)`);
+    if (!withLabel) return { x: probe.inputs, n: probe.length, names: probe.inputs.length ? Array.from({ length: probe.length }, (_, i) => `row ${i + 1}`) : [] };
+    const label = cm.job.data.type === "csv" ? cm.job.data.label : -1;
+    const ds = loadCsv(input, { label, task: cm.classification ? "classification" : "regression" });
+    const classIdx = (v: number, i: number) => (ds.classNames && cm.classNames ? cm.classNames.indexOf(ds.classNames[v]) : v) ?? i;
+    return {
+      x: ds.inputs, n: ds.length, names: Array.from({ length: ds.length }, (_, i) => `row ${i + 1}`),
+      labels: Array.from(ds.targets, (v, i) => (cm.classification ? classIdx(v, i) : v)),
+    };
+  }
+  const idx = readIdx(input);
+  const n = idx.shape[0];
+  const per = idx.data.length / Math.max(1, n);
+  if (per !== d) throw new CliError(`${input}: IDX rows have ${per} values ([${idx.shape.join(",")}]) but the model takes ${d}`);
+  const scale = idx.type === "u8" ? 1 / 255 : 1;
+  return { x: Float32Array.from(idx.data, (v) => v * scale), n, names: Array.from({ length: n }, (_, i) => `image ${i}`) };
+}
+
+export async function predictCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv, allowPositionals: true, strict: true,
+    options: { top: { type: "string" }, help: { type: "boolean", short: "h" } },
+  });
+  if (values.help) {
+    process.stdout.write(PREDICT_HELP);
+    return 0;
+  }
+  if (positionals.length !== 2) throw new UsageError("predict takes CHECKPOINT and INPUT (see chainrule predict --help)");
+  const top = values.top === undefined ? 3 : Number(values.top);
+  if (!Number.isInteger(top) || top < 1) throw new UsageError(`--top: expected a positive integer, got ${values.top}`);
+  const cm = await modelFromCheckpoint(resolveCheckpoint(positionals[0]));
+  const rows = inputRows(cm, positionals[1]);
+  const name = (c: number) => (cm.classNames?.[c] !== undefined ? `${c} (${cm.classNames[c]})` : String(c));
+  let correct = 0, labelled = 0;
+  noGrad(() => {
+    const out = cm.model.forward(new Tensor(rows.x, [rows.n, ...cm.ctx.inputShape]));
+    const C = cm.ctx.outputSize;
+    if (!cm.classification) {
+      for (let i = 0; i < rows.n; i++) {
+        const vals = Array.from(out.data.subarray(i * C, (i + 1) * C), (v) => v.toPrecision(6)).join(", ");
+        const lab = rows.labels?.[i];
+        process.stdout.write(`${rows.names[i]}: ${vals}${lab !== undefined ? ` (target ${lab})` : ""}\n`);
+      }
+      return;
+    }
+    const p = softmax(out, -1).data;
+    for (let i = 0; i < rows.n; i++) {
+      const probs = Array.from(p.subarray(i * C, (i + 1) * C));
+      const order = probs.map((v, c) => [v, c] as const).sort((a, b) => b[0] - a[0]);
+      const best = order[0][1];
+      const lab = rows.labels?.[i];
+      let mark = "";
+      if (lab !== undefined) {
+        labelled++;
+        if (lab === best) correct++;
+        mark = ` · label ${name(lab)} ${lab === best ? "✓" : "✗"}`;
+      }
+      const alts = order.slice(0, top).map(([v, c]) => `${name(c)}: ${v.toFixed(3)}`).join(", ");
+      process.stdout.write(`${rows.names[i]}: ${name(best)}${mark} · p(${alts})\n`);
+    }
+  });
+  if (labelled > 1) process.stdout.write(`${correct}/${labelled} correct\n`);
+  return 0;
+}

@@ -1,0 +1,306 @@
+/**
+ * chainrule train [JOB] [flags]: validate the job, load the data, build the
+ * trainer (in-process or DataParallel), then run epochs with a progress bar,
+ * metrics, periodic checkpoints, exact resume and clean interrupts.
+ */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { Generator, getRngState, readCheckpoint, describeMismatch, saveCheckpoint, setRngState, CheckpointError } from "@chainrule/core";
+import { CliError, UsageError } from "../errors.js";
+import { type Job, parseJob, resolveWorkers } from "../job.js";
+import { loadJobData } from "../data.js";
+import { Progress, fmtDuration, fmtInt } from "../progress.js";
+import {
+  JOB_FILE, MetricsLog, commitCheckpoint, createRunDir, defaultRunDir, listCheckpoints, runDirExists, writeJson,
+} from "../rundir.js";
+import { applyBackend, defaultLoss, describeModel, firstDifference, makeSchedule, rawJob, readRunJob } from "../resolve.js";
+import { createTrainer, type Trainer } from "../trainer.js";
+
+export const TRAIN_HELP = `usage: chainrule train [JOB] [options]
+
+JOB is a JSON job file or a .ts module exporting a job; without it, the default
+job trains an MLP on the embedded MNIST digits on all cores.
+
+options:
+  --epochs E            epochs to train (default job: 8)
+  --batch-size B        global batch size (split across workers)
+  --lr X                learning rate
+  --seed S              seed for init, shuffling and dropout
+  --workers N|auto      worker threads (1: train in the main thread)
+  --backend js|blas|auto  kernel backend
+  --out DIR             run directory (default runs/<name> or runs/<timestamp>)
+  --name NAME           run name
+  --resume              continue the run in --out DIR from its latest checkpoint
+  --checkpoint-every N  also checkpoint every N steps
+  --set KEY.PATH=VALUE  override any job field, e.g. --set data.limitTrain=500
+`;
+
+/** Seed of epoch e's shuffle (independent of the global generator, so resuming needs only (epoch, batch)). */
+export function epochSeed(seed: number, epoch: number): number {
+  return (Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1) + Math.imul(epoch + 1, 0x85ebca6b)) >>> 0;
+}
+
+interface Position {
+  epoch: number;
+  /** Batches of this epoch already done. */
+  batch: number;
+  step: number;
+  /** Sum of losses × rows and rows so far this epoch (for the epoch's mean train loss). */
+  lossSum: number;
+  rows: number;
+  /** Wall seconds spent training before this process. */
+  wall: number;
+}
+
+export async function trainCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      epochs: { type: "string" }, "batch-size": { type: "string" }, lr: { type: "string" }, seed: { type: "string" },
+      workers: { type: "string" }, backend: { type: "string" }, out: { type: "string" }, name: { type: "string" },
+      resume: { type: "boolean" }, "checkpoint-every": { type: "string" }, set: { type: "string", multiple: true },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(TRAIN_HELP);
+    return 0;
+  }
+  if (positionals.length > 1) throw new UsageError(`train takes at most one JOB, got ${positionals.length}: ${positionals.join(" ")}`);
+  const jobPath = positionals[0];
+  const flags = values as Record<string, string | undefined>;
+  const { raw, source } = await rawJob(jobPath, flags, values.set ?? []);
+
+  // ---- the run directory and the job (validated before any work) ----
+  let runDir = values.out ?? (typeof raw.name === "string" ? join("runs", raw.name) : undefined);
+  let job: Job;
+  let resumeFrom: string | null = null;
+  if (values.resume) {
+    if (!runDir) throw new UsageError("--resume needs --out RUN_DIR (or a job with a name)");
+    const saved = readRunJob(runDir);
+    const savedJob = parseJob(saved, join(runDir, JOB_FILE));
+    // Without JOB, the run's own job is the base; flags apply on top.
+    const candidate = jobPath ? parseJob(raw, source) : parseJob({ ...(await rawJob(join(runDir, JOB_FILE), flags, values.set ?? [])).raw }, `${join(runDir, JOB_FILE)} ${source.replace(/^default job ?/, "")}`.trim());
+    const diff = firstDifference(savedJob, candidate, "", new Set(["epochs", "workers", "backend", "checkpoint", "log", "name"]));
+    if (diff) throw new UsageError(`--resume: the job differs from ${join(runDir, JOB_FILE)} at ${diff}; a resumed run keeps its model, data, optimizer, batch size and seed`);
+    job = candidate;
+    const cks = listCheckpoints(runDir);
+    if (cks.length === 0) throw new CliError(`${runDir}: no checkpoint to resume from (${join(runDir, "checkpoints")} is empty); start afresh with a new --out`);
+    resumeFrom = cks[cks.length - 1];
+  } else {
+    job = parseJob(raw, source);
+    runDir ??= defaultRunDir(job.name);
+    if (existsSync(runDir)) throw runDirExists(runDir);
+  }
+
+  // ---- data, loss, backend ----
+  const backendReason = applyBackend(job);
+  const data = loadJobData(job.data);
+  const loss = defaultLoss(job, data.classification);
+  if (loss === "crossEntropy" && !data.classification) throw new UsageError(`loss: crossEntropy needs class labels, but ${data.description} has numeric targets (use mseLoss or l1Loss)`);
+  const ctx = { inputShape: data.inputShape, outputSize: data.outputSize };
+  let workers = resolveWorkers(job);
+
+  // ---- resume: read and check the checkpoint before building anything heavy ----
+  let pos: Position = { epoch: 0, batch: 0, step: 0, lossSum: 0, rows: 0, wall: 0 };
+  let ckpt: ReturnType<typeof readCheckpoint> | null = null;
+  if (resumeFrom) {
+    ckpt = readCheckpoint(resumeFrom);
+    const extra = (ckpt.state.extra ?? {}) as { position?: Position; workers?: number; trainRows?: number };
+    if (!extra.position) throw new CheckpointError(`${resumeFrom}: state.json has no data position (extra.position); cannot resume exactly`);
+    if (extra.trainRows !== undefined && extra.trainRows !== data.train.length) {
+      throw new CliError(`--resume: the training set now has ${data.train.length} rows, the checkpoint was trained on ${extra.trainRows}`);
+    }
+    if (flags.workers === undefined && extra.workers !== undefined) workers = extra.workers; // same engine as before
+    if ((workers > 1) !== ((extra.workers ?? 1) > 1)) {
+      throw new UsageError(`--resume: the run was trained with ${extra.workers} worker(s); resume with --workers ${extra.workers} (optimizer state is kept per engine)`);
+    }
+    pos = extra.position;
+  }
+  if (workers > job.batchSize) throw new UsageError(`workers: ${workers} workers but batchSize is ${job.batchSize}: every worker needs at least one row of each batch`);
+
+  const trainer = await createTrainer({ job, ctx, loss, workers });
+  try {
+    if (ckpt) {
+      const mismatch = describeMismatch(ckpt.tensors, trainer.model);
+      if (mismatch) throw new CheckpointError(`checkpoint ${resumeFrom} does not match the model: ${mismatch}`);
+      trainer.model.loadStateDict(ckpt.tensors);
+      try {
+        trainer.loadOptimizerState(ckpt.state.optimizer);
+      } catch (e) {
+        throw new CheckpointError(`checkpoint ${resumeFrom}: optimizer state does not match: ${(e as Error).message}`);
+      }
+      if (ckpt.state.rng) setRngState(ckpt.state.rng);
+    } else {
+      createRunDir(runDir);
+    }
+    writeJson(join(runDir, JOB_FILE), job);
+    return await runLoop({ job, runDir, trainer, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom });
+  } finally {
+    await trainer.close();
+  }
+}
+
+interface LoopArgs {
+  job: Job;
+  runDir: string;
+  trainer: Trainer;
+  data: ReturnType<typeof loadJobData>;
+  loss: string;
+  ctx: { inputShape: number[]; outputSize: number };
+  workers: number;
+  pos: Position;
+  backendReason: string;
+  resumedFrom: string | null;
+}
+
+async function runLoop(a: LoopArgs): Promise<number> {
+  const { job, runDir, trainer, data, loss, workers } = a;
+  const out = process.stdout;
+  const N = data.train.length;
+  const B = job.batchSize;
+  const perEpoch = Math.ceil(N / B);
+  const totalSteps = perEpoch * job.epochs;
+  const lrAt = makeSchedule(job, totalSteps);
+  const metrics = new MetricsLog(runDir);
+  const progress = new Progress();
+  const pos = { ...a.pos };
+  const opt = job.optimizer;
+
+  out.write(`chainrule train: ${describeModel(job, a.ctx, trainer.model)} on ${data.description}: ${fmtInt(N)} train / ${fmtInt(data.heldOut.length)} held-out rows\n`);
+  out.write(`engine: ${trainer.description} · backend ${a.backendReason}\n`);
+  out.write(`${opt.type} lr ${opt.lr}${job.schedule.type !== "constant" ? ` (${job.schedule.type} schedule)` : ""} · batch ${B} · ${job.epochs} epochs (${fmtInt(totalSteps)} steps) · seed ${job.seed} · loss ${loss}\n`);
+  if (a.resumedFrom) {
+    metrics.truncateAfter(pos.step);
+    metrics.write({ kind: "resume", step: pos.step, epoch: pos.epoch, from: a.resumedFrom, time: new Date().toISOString() });
+    out.write(`resuming from ${a.resumedFrom}: epoch ${pos.epoch + 1}, step ${pos.step}\n`);
+  } else {
+    metrics.write({ kind: "start", step: 0, time: new Date().toISOString(), workers, backend: a.backendReason });
+  }
+  out.write(`run directory: ${runDir}\n`);
+
+  const extraBase = { modelContext: a.ctx, loss, classification: data.classification, classNames: data.classNames, workers, trainRows: N };
+  const t0 = performance.now();
+  const wall = () => pos.wall + (performance.now() - t0) / 1000;
+  let lastCheckpoint: string | null = a.resumedFrom;
+  let lastCheckpointStep = a.resumedFrom ? pos.step : -1;
+  const checkpoint = (): string => {
+    if (lastCheckpointStep === pos.step && lastCheckpoint) return lastCheckpoint;
+    const position: Position = { ...pos, wall: wall() };
+    lastCheckpoint = commitCheckpoint(runDir, pos.step, job.checkpoint.keep, (dir) => {
+      saveCheckpoint(dir, {
+        model: trainer.model,
+        optimizer: { stateDict: () => trainer.optimizerState(), loadStateDict: () => {} },
+        step: pos.step,
+        epoch: pos.epoch,
+        rng: getRngState(),
+        config: job,
+        extra: { ...extraBase, position },
+      });
+    });
+    lastCheckpointStep = pos.step;
+    metrics.write({ kind: "checkpoint", step: pos.step, path: lastCheckpoint });
+    return lastCheckpoint;
+  };
+
+  // ---- interrupts: finish the step, checkpoint, exit non-zero; a second one exits at once ----
+  let stop: NodeJS.Signals | null = null;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stop) {
+      process.stderr.write(`\n${sig} again: exiting now; the last checkpoint${lastCheckpoint ? ` (${lastCheckpoint})` : ""} is intact\n`);
+      process.exit(130);
+    }
+    stop = sig;
+    progress.stopBar();
+    process.stderr.write(`\n${sig}: finishing the current step, then writing a checkpoint (Ctrl-C again to exit at once)\n`);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  const yieldNow = () => new Promise<void>((r) => setImmediate(r));
+
+  let final: { loss: number; accuracy?: number } | null = null;
+  let samplesSeen = 0;
+  try {
+    while (pos.epoch < job.epochs) {
+      const perm = new Generator(epochSeed(job.seed, pos.epoch)).permutation(N);
+      progress.startEpoch(pos.epoch, job.epochs, perEpoch, pos.batch);
+      const te = performance.now();
+      let epochRows = 0;
+      while (pos.batch < perEpoch) {
+        await yieldNow(); // lets signal handlers run between steps
+        if (stop) break;
+        const idx = perm.subarray(pos.batch * B, Math.min(N, (pos.batch + 1) * B));
+        const lr = lrAt(pos.step);
+        const l = await trainer.step(data.train, idx, lr);
+        if (!Number.isFinite(l)) throw new CliError(`loss became ${l} at step ${pos.step + 1} (epoch ${pos.epoch + 1}); try a lower --lr`);
+        pos.batch++;
+        pos.step++;
+        pos.lossSum += l * idx.length;
+        pos.rows += idx.length;
+        epochRows += idx.length;
+        samplesSeen += idx.length;
+        const sps = epochRows / ((performance.now() - te) / 1000);
+        progress.update(pos.batch, { step: pos.step, loss: l, samplesPerSec: sps });
+        if (pos.step % job.log.everySteps === 0) {
+          metrics.write({ kind: "step", step: pos.step, epoch: pos.epoch + pos.batch / perEpoch, loss: l, lr, samplesPerSec: sps, wallTime: wall() });
+        }
+        if (job.checkpoint.everySteps > 0 && pos.step % job.checkpoint.everySteps === 0) checkpoint();
+      }
+      if (stop) break;
+      // ---- end of epoch: held-out evaluation, metrics, checkpoint ----
+      const trainLoss = pos.lossSum / Math.max(1, pos.rows);
+      const ev = await trainer.evaluate(data.heldOut);
+      const secs = (performance.now() - te) / 1000;
+      const sps = epochRows / secs;
+      final = ev;
+      metrics.write({
+        kind: "epoch", step: pos.step, epoch: pos.epoch + 1, trainLoss, heldOutLoss: ev.loss, heldOutAccuracy: ev.accuracy,
+        lr: lrAt(Math.max(0, pos.step - 1)), samplesPerSec: sps, wallTime: wall(),
+      });
+      progress.endEpoch(
+        `epoch ${pos.epoch + 1}/${job.epochs}: train loss ${trainLoss.toFixed(4)} · held-out loss ${ev.loss.toFixed(4)}` +
+        `${ev.accuracy !== undefined ? ` · held-out accuracy ${(ev.accuracy * 100).toFixed(2)}%` : ""} · ${fmtInt(sps)} samples/s · ${fmtDuration(wall())}`,
+      );
+      pos.epoch++;
+      pos.batch = 0;
+      pos.lossSum = 0;
+      pos.rows = 0;
+      if (pos.epoch % job.checkpoint.everyEpochs === 0 || pos.epoch === job.epochs) checkpoint();
+    }
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    progress.stopBar();
+  }
+
+  if (stop) {
+    const path = checkpoint();
+    metrics.write({ kind: "interrupt", step: pos.step, signal: stop, wallTime: wall() });
+    out.write(`interrupted (${stop}) at epoch ${pos.epoch + 1}, step ${pos.step}: checkpoint written to ${path}\n`);
+    out.write(`resume with: npx pnpm@10 chainrule train --resume --out ${runDir}\n`);
+    return stop === "SIGINT" ? 130 : 143;
+  }
+
+  const path = checkpoint();
+  const total = wall();
+  const thisRun = (performance.now() - t0) / 1000;
+  const summary = {
+    epochs: job.epochs, steps: pos.step, wallSeconds: total, samplesPerSec: samplesSeen / thisRun,
+    heldOutLoss: final?.loss, heldOutAccuracy: final?.accuracy, heldOutRows: data.heldOut.length, checkpoint: path,
+    engine: trainer.description, workers,
+  };
+  writeJson(join(runDir, "summary.json"), summary);
+  metrics.write({ kind: "end", step: pos.step, wallTime: total });
+  if (final) {
+    out.write(final.accuracy !== undefined
+      ? `held-out accuracy: ${(final.accuracy * 100).toFixed(2)}% (loss ${final.loss.toFixed(4)}, ${fmtInt(data.heldOut.length)} rows)\n`
+      : `held-out loss: ${final.loss.toFixed(5)} (${fmtInt(data.heldOut.length)} rows)\n`);
+  }
+  out.write(`trained ${job.epochs} epoch${job.epochs === 1 ? "" : "s"} (${fmtInt(pos.step)} steps) in ${fmtDuration(total)} · ${fmtInt(summary.samplesPerSec)} samples/s · ${trainer.description}\n`);
+  out.write(`checkpoint: ${path}\n`);
+  out.write(`metrics: ${join(runDir, "metrics.jsonl")} (charts: npx pnpm@10 chainrule plot ${runDir})\n`);
+  return 0;
+}

@@ -1,0 +1,69 @@
+/**
+ * The chainrule command: `npx pnpm@10 chainrule <command> ...` from the
+ * repository (or `chainrule` when the package is installed; bin/chainrule.js
+ * runs this file through tsx).
+ */
+import { CliError, UsageError, oneLine } from "./errors.js";
+
+const HELP = `chainrule: train neural networks in TypeScript on every core
+
+usage: chainrule <command> [options]
+
+commands:
+  train [JOB]               train a job (default: an MLP on the embedded MNIST digits, on all cores)
+  eval CHECKPOINT           held-out loss and accuracy of a checkpoint (or run directory)
+  predict CHECKPOINT INPUT  predictions for INPUT: mnist:N, a CSV file, an IDX file, or "v1,v2,..."
+  info                      cores, kernel backend and why, versions
+  bench [ARGS]              run the benchmarks (bench/index.ts)
+  plot RUN_DIR              SVG charts and an HTML report of a run's metrics
+
+run \`chainrule <command> --help\` for a command's options.
+`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      process.stdout.write(HELP);
+      return cmd === undefined ? 2 : 0;
+    case "train":
+      return (await import("./commands/train.js")).trainCommand(rest);
+    case "eval":
+      return (await import("./commands/eval.js")).evalCommand(rest);
+    case "predict":
+      return (await import("./commands/predict.js")).predictCommand(rest);
+    case "info":
+      return (await import("./commands/info.js")).infoCommand(rest);
+    case "bench":
+      return (await import("./commands/bench.js")).benchCommand(rest);
+    case "plot":
+      return (await import("./commands/plot.js")).plotCommand(rest);
+    default:
+      throw new UsageError(`unknown command '${cmd}' (expected train, eval, predict, info, bench or plot; see chainrule --help)`);
+  }
+}
+
+function isParseArgsError(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException)?.code ?? "";
+  return typeof code === "string" && code.startsWith("ERR_PARSE_ARGS");
+}
+
+export async function run(): Promise<void> {
+  let code: number;
+  try {
+    code = await main(process.argv.slice(2));
+  } catch (e) {
+    const usage = e instanceof UsageError || isParseArgsError(e);
+    process.stderr.write(`chainrule: error: ${oneLine(e)}\n`);
+    if (process.env.CHAINRULE_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+    code = usage ? 2 : e instanceof CliError ? e.exitCode : 1;
+  }
+  // Exit explicitly: worker pools or stdin listeners must not keep a finished command alive.
+  process.stdout.write("", () => process.exit(code));
+}
+
+// Run when executed directly (tsx packages/cli/src/main.ts); bin/chainrule.js calls run() itself.
+if (/[\\/]main\.(ts|js)$/.test(process.argv[1] ?? "")) void run();

@@ -1,0 +1,87 @@
+/**
+ * The model catalogue: every built-in model is built by `buildModel(options)`,
+ * a factory that worker threads can import by module path, so the main thread
+ * and every DataParallel worker build the identical model.
+ *
+ * Adding a model: add a schema branch in job.ts (`ModelConfig`), a case below,
+ * and (optionally) a line in MODEL_HELP. Models the catalogue lacks can be used
+ * without touching it: `{"type": "module", "module": "./my-model.ts", "export": "create", "options": {...}}`.
+ */
+import { pathToFileURL } from "node:url";
+import { isAbsolute, resolve } from "node:path";
+import { nn, createCnn } from "@chainrule/core";
+type Module = nn.Module;
+import type { ModelConfig } from "./job.js";
+
+/** What the data tells the model: input row shape and output size. */
+export interface ModelContext {
+  inputShape: number[];
+  /** Classes (classification) or target values per row (regression). */
+  outputSize: number;
+}
+
+export interface BuildOptions {
+  model: ModelConfig;
+  ctx: ModelContext;
+}
+
+export const MODEL_HELP: Record<string, string> = {
+  linear: "linear regression: Flatten → Linear(D, outputs); mseLoss by default",
+  logistic: "logistic (softmax) regression: Flatten → Linear(D, classes); crossEntropy",
+  mlp: "multi-layer perceptron: Flatten → (Linear → activation [→ dropout]) × hidden → Linear",
+  cnn: "convolutional net (core's createCnn): conv blocks → Linear → Linear; images (C, H, W)",
+  module: "any module you write: {module, export, options}; the export is a factory or Module class",
+};
+
+const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
+
+const ACTIVATIONS = { relu: nn.ReLU, gelu: nn.GELU, tanh: nn.Tanh, sigmoid: nn.Sigmoid } as const;
+
+/** The factory DataParallel workers call (export name "buildModel"). */
+export async function buildModel(o: BuildOptions): Promise<Module> {
+  const { model, ctx } = o;
+  const d = prod(ctx.inputShape);
+  switch (model.type) {
+    case "linear":
+    case "logistic":
+      return new nn.Sequential(new nn.Flatten(), new nn.Linear(d, ctx.outputSize));
+    case "mlp": {
+      const layers: Module[] = [new nn.Flatten()];
+      let prev = d;
+      for (const h of model.hidden) {
+        layers.push(new nn.Linear(prev, h), new ACTIVATIONS[model.activation]());
+        if (model.dropout > 0) layers.push(new nn.Dropout(model.dropout));
+        prev = h;
+      }
+      layers.push(new nn.Linear(prev, ctx.outputSize));
+      return new nn.Sequential(...layers);
+    }
+    case "cnn": {
+      const [c, h, w] = ctx.inputShape.length === 3 ? ctx.inputShape : [1, ...ctx.inputShape];
+      if (ctx.inputShape.length < 2 || ctx.inputShape.length > 3) {
+        throw new Error(`model.type cnn needs image inputs (C, H, W) or (H, W), the data has rows of shape [${ctx.inputShape.join(",")}]`);
+      }
+      const { type: _t, ...rest } = model;
+      return createCnn({ ...rest, inChannels: c, height: h, width: w, numClasses: ctx.outputSize });
+    }
+    case "module": {
+      const href = moduleHref(model.module);
+      const mod = (await import(href)) as Record<string, unknown>;
+      const f = mod[model.export];
+      if (typeof f !== "function") throw new Error(`model.module ${model.module} has no function or class export '${model.export}'`);
+      const opts = { ...(model.options as object), inputShape: ctx.inputShape, outputSize: ctx.outputSize };
+      const m = /^class[\s{]/.test(Function.prototype.toString.call(f)) ? new (f as any)(opts) : await (f as any)(opts);
+      if (!(m instanceof nn.Module)) throw new Error(`model.module ${model.module}#${model.export} did not return an nn.Module`);
+      return m;
+    }
+  }
+}
+
+/** A module path as a file: URL (relative paths are relative to the current directory). */
+export function moduleHref(m: string): string {
+  if (/^(file|data):/.test(m)) return m;
+  return pathToFileURL(isAbsolute(m) ? m : resolve(process.cwd(), m)).href;
+}
+
+/** This file, for DataParallel's model spec. */
+export const CATALOGUE_MODULE = new URL(import.meta.url).href;

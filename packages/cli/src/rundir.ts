@@ -1,0 +1,126 @@
+/**
+ * A run directory:
+ *   job.json                 the resolved job (every default filled in)
+ *   metrics.jsonl            one JSON record per logged step / epoch / event
+ *   checkpoints/step-NNNNNNNN/{model.safetensors,state.json}
+ *   summary.json             final metrics, wall time, throughput, checkpoint
+ *   plots/                   written by `chainrule plot`
+ * A checkpoint directory is assembled under a temporary name and renamed into
+ * place, so a kill at any moment leaves every earlier checkpoint intact.
+ */
+import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { randomBytes } from "node:crypto";
+import { MODEL_FILE, STATE_FILE, fsyncDirSync, writeFileAtomicSync } from "@chainrule/core";
+import { CliError } from "./errors.js";
+
+export const JOB_FILE = "job.json";
+export const METRICS_FILE = "metrics.jsonl";
+export const CHECKPOINTS = "checkpoints";
+
+/** runs/<name>, or runs/<YYYYMMDD-HHMMSS> (with a suffix if taken). */
+export function defaultRunDir(name: string | undefined, root = "runs"): string {
+  if (name) return join(root, name);
+  const d = new Date();
+  const p = (n: number) => String(n).padStart(2, "0");
+  const stamp = `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
+  let dir = join(root, stamp);
+  for (let i = 2; existsSync(dir); i++) dir = join(root, `${stamp}-${i}`);
+  return dir;
+}
+
+/** Creates a fresh run directory; refuses to reuse an existing one. */
+export function createRunDir(dir: string): void {
+  mkdirSync(resolve(dir, ".."), { recursive: true });
+  try {
+    mkdirSync(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "EEXIST") throw runDirExists(dir);
+    throw e;
+  }
+  mkdirSync(join(dir, CHECKPOINTS));
+}
+
+export function runDirExists(dir: string): CliError {
+  return new CliError(`run directory ${dir} already exists; pass --resume to continue it, or --out NEW_DIR (nothing was overwritten)`);
+}
+
+export function writeJson(path: string, value: unknown): void {
+  writeFileAtomicSync(path, JSON.stringify(value, null, 2) + "\n");
+}
+
+export function stepDirName(step: number): string {
+  return `step-${String(step).padStart(8, "0")}`;
+}
+
+/** Checkpoint directories of a run, oldest first. */
+export function listCheckpoints(runDir: string): string[] {
+  const dir = join(runDir, CHECKPOINTS);
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).filter((n) => /^step-\d+$/.test(n)).sort().map((n) => join(dir, n));
+}
+
+/** A checkpoint path from a run directory (its latest) or a checkpoint directory itself. */
+export function resolveCheckpoint(path: string): string {
+  if (!existsSync(path)) throw new CliError(`${path}: no such checkpoint or run directory`);
+  if (!statSync(path).isDirectory()) throw new CliError(`${path}: expected a checkpoint directory (with ${MODEL_FILE} and ${STATE_FILE}) or a run directory`);
+  if (existsSync(join(path, MODEL_FILE)) || existsSync(join(path, STATE_FILE))) return path;
+  const all = listCheckpoints(path);
+  if (all.length === 0) throw new CliError(`${path}: no checkpoints (expected ${MODEL_FILE} + ${STATE_FILE}, or a run directory with ${CHECKPOINTS}/step-*)`);
+  return all[all.length - 1];
+}
+
+/**
+ * Writes a checkpoint as runDir/checkpoints/step-N: `write(tmpDir)` fills a temporary
+ * directory, which is then renamed into place; older checkpoints beyond `keep` are removed.
+ */
+export function commitCheckpoint(runDir: string, step: number, keep: number, write: (dir: string) => void): string {
+  const root = join(runDir, CHECKPOINTS);
+  mkdirSync(root, { recursive: true });
+  const final = join(root, stepDirName(step));
+  const tmp = join(root, `.tmp-${stepDirName(step)}-${randomBytes(4).toString("hex")}`);
+  mkdirSync(tmp);
+  try {
+    write(tmp);
+    fsyncDirSync(tmp);
+    if (existsSync(final)) rmSync(final, { recursive: true, force: true }); // same step written again (e.g. interrupt right after an epoch end)
+    renameSync(tmp, final);
+    fsyncDirSync(root);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  const all = listCheckpoints(runDir);
+  for (const old of all.slice(0, Math.max(0, all.length - keep))) if (old !== final) rmSync(old, { recursive: true, force: true });
+  return final;
+}
+
+/** Appends JSON records to metrics.jsonl. */
+export class MetricsLog {
+  readonly path: string;
+  constructor(runDir: string) {
+    this.path = join(runDir, METRICS_FILE);
+  }
+  write(record: Record<string, unknown>): void {
+    appendFileSync(this.path, JSON.stringify(record) + "\n");
+  }
+  /** On resume: drop records logged after the checkpoint being resumed (they will be logged again). */
+  truncateAfter(step: number): void {
+    if (!existsSync(this.path)) return;
+    const kept = readMetrics(this.path).filter((r) => typeof r.step !== "number" || (r.step as number) <= step);
+    writeFileAtomicSync(this.path, kept.map((r) => JSON.stringify(r) + "\n").join(""));
+  }
+}
+
+export function readMetrics(path: string): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  readFileSync(path, "utf8").split("\n").forEach((line, i) => {
+    if (!line.trim()) return;
+    try {
+      out.push(JSON.parse(line));
+    } catch {
+      throw new CliError(`${path}:${i + 1}: not a JSON record`);
+    }
+  });
+  return out;
+}
