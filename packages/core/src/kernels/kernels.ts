@@ -83,6 +83,10 @@ export interface Kernels {
   addChannelBias(out: Float32Array, bias: Float32Array, N: number, C: number, HW: number): void;
   /** dbias[c] = Σ_{n, i} dout (N, C, HW). */
   sumChannels(dbias: Float32Array, dout: Float32Array, N: number, C: number, HW: number): void;
+  /** dst (C, N, Hp, Wp)[c, n, top + h, left + w] = x (N, C, H, W)[n, c, h, w]; other cells untouched. */
+  nchwToPadded(dst: Float32Array, x: Float32Array, N: number, C: number, H: number, W: number, top: number, left: number, Hp: number, Wp: number): void;
+  /** x (N, C, H, W) = src (C, N, Hp, Wp) at [c, n, top + h, left + w]. */
+  paddedToNchw(x: Float32Array, src: Float32Array, N: number, C: number, H: number, W: number, top: number, left: number, Hp: number, Wp: number): void;
 }
 
 /** One image's convolution geometry: C input channels (all groups), kernel, stride, padding, dilation, output size. */

@@ -35,6 +35,9 @@ export class Adam extends Optimizer<AdamHyper> {
   protected updateParam(p: Parameter, g: Float32Array, st: Record<string, Float32Array>, h: AdamHyper, step: number): void {
     adamUpdate(p.data, g, st.expAvg, st.expAvgSq, 0, p.size, h, step);
   }
+  protected override updateRange(data: Float32Array, g: Float32Array, st: Record<string, Float32Array>, h: AdamHyper, step: number): void {
+    adamUpdate(data, g, st.expAvg, st.expAvgSq, 0, data.length, h, step);
+  }
 }
 
 /** Adam with decoupled weight decay (default 0.01, as in PyTorch). */

@@ -49,6 +49,12 @@ export abstract class Optimizer<H extends { lr: number }> {
   protected abstract stateNames(h: H): string[];
   /** `fresh` is true on a parameter's first update (its state was just created). */
   protected abstract updateParam(p: Parameter, grad: Float32Array, state: Record<string, Float32Array>, h: H, step: number, fresh: boolean): void;
+  /**
+   * The same rule over one flat range (values, gradients and state buffers of equal length).
+   * When a subclass provides it and a group's parameters and gradients are packed
+   * contiguously (nn.flattenParameters), `step()` updates the whole group in one call.
+   */
+  protected updateRange?(data: Float32Array, grad: Float32Array, state: Record<string, Float32Array>, h: H, step: number, fresh: boolean): void;
 
   /** Learning rate of every group (schedules set these). */
   setLr(lr: number): void {
@@ -57,12 +63,85 @@ export abstract class Optimizer<H extends { lr: number }> {
   }
 
   zeroGrad(): void {
-    for (const g of this.paramGroups) for (const p of g.params) if (p.grad) p.grad.data.fill(0);
+    for (const g of this.paramGroups) {
+      const flat = this.flatGroup(g);
+      if (flat) flat.grad.fill(0);
+      else for (const p of g.params) if (p.grad) p.grad.data.fill(0);
+    }
   }
+
+  /**
+   * The group's values and gradients as two flat views, when every parameter needs a
+   * gradient, has one, and they lie back to back in one buffer in group order; else null.
+   */
+  private flatGroup(group: ParamGroup<H>): { data: Float32Array; grad: Float32Array } | null {
+    const ps = group.params;
+    if (ps.length === 0) return null;
+    const first = ps[0];
+    if (first.grad === null) return null;
+    const dBuf = first.data.buffer, gBuf = first.grad.data.buffer;
+    let dEnd = first.data.byteOffset, gEnd = first.grad.data.byteOffset, n = 0;
+    for (const p of ps) {
+      const g = p.grad;
+      if (!p.requiresGrad || g === null) return null;
+      if (p.data.buffer !== dBuf || p.data.byteOffset !== dEnd || g.data.buffer !== gBuf || g.data.byteOffset !== gEnd) return null;
+      dEnd += p.data.byteLength;
+      gEnd += g.data.byteLength;
+      n += p.data.length;
+    }
+    const c = this.flatViews.get(group);
+    if (c && c.data.buffer === dBuf && c.data.byteOffset === first.data.byteOffset && c.data.length === n &&
+        c.grad.buffer === gBuf && c.grad.byteOffset === first.grad.data.byteOffset) return c;
+    const views = { data: new Float32Array(dBuf, first.data.byteOffset, n), grad: new Float32Array(gBuf, first.grad.data.byteOffset, n) };
+    this.flatViews.set(group, views);
+    return views;
+  }
+
+  private readonly flatViews = new Map<ParamGroup<H>, { data: Float32Array; grad: Float32Array }>();
+
+  /**
+   * Flat state for a packed group: one buffer per state name, each parameter's state a view
+   * into it (so stateDict/loadStateDict see per-parameter arrays). Existing per-parameter
+   * state is copied in once. Null when the group has mixed fresh and started parameters.
+   */
+  private flatState(group: ParamGroup<H>, n: number): { state: Record<string, Float32Array>; fresh: boolean } | null {
+    const names = this.stateNames(group.hyper);
+    const cached = this.flatStates.get(group);
+    if (cached && cached.n === n && group.params.every((p) => this.state.get(p) === cached.views.get(p))) return { state: cached.state, fresh: false };
+    const started = group.params.filter((p) => this.state.has(p)).length;
+    if (started !== 0 && started !== group.params.length) return null;
+    const state: Record<string, Float32Array> = {};
+    for (const name of names) state[name] = new Float32Array(n);
+    const views = new Map<Parameter, Record<string, Float32Array>>();
+    let off = 0;
+    for (const p of group.params) {
+      const old = this.state.get(p);
+      const st: Record<string, Float32Array> = {};
+      for (const name of names) {
+        st[name] = state[name].subarray(off, off + p.size);
+        if (old?.[name]) st[name].set(old[name]);
+      }
+      this.state.set(p, st);
+      views.set(p, st);
+      off += p.size;
+    }
+    this.flatStates.set(group, { n, state, views });
+    return { state, fresh: started === 0 };
+  }
+
+  private readonly flatStates = new Map<ParamGroup<H>, { n: number; state: Record<string, Float32Array>; views: Map<Parameter, Record<string, Float32Array>> }>();
 
   step(): void {
     this.stepCount++;
     for (const group of this.paramGroups) {
+      if (this.updateRange) {
+        const flat = this.flatGroup(group);
+        const fs = flat && this.flatState(group, flat.data.length);
+        if (flat && fs) {
+          this.updateRange(flat.data, flat.grad, fs.state, group.hyper, this.stepCount, fs.fresh);
+          continue;
+        }
+      }
       for (const p of group.params) {
         if (!p.requiresGrad || p.grad === null) continue;
         let st = this.state.get(p);

@@ -51,6 +51,18 @@ export function adamUpdate(
   const decay = decoupled ? 1 - lr * weightDecay : 1;
   const l2 = decoupled ? 0 : weightDecay;
   const b1c = 1 - beta1, b2c = 1 - beta2;
+  if (weightDecay === 0) {
+    // The common case, without the decay terms (same arithmetic otherwise).
+    for (let i = from; i < to; i++) {
+      const gi = g[i];
+      const mi = beta1 * m[i] + b1c * gi;
+      const vi = beta2 * v[i] + b2c * gi * gi;
+      m[i] = mi;
+      v[i] = vi;
+      p[i] -= (stepSize * mi) / (Math.sqrt(vi) * invSqrtBc2 + eps);
+    }
+    return;
+  }
   for (let i = from; i < to; i++) {
     const pi = p[i] * decay;
     const gi = g[i] + l2 * pi;

@@ -19,4 +19,7 @@ export class SGD extends Optimizer<SgdHyper> {
   protected updateParam(p: Parameter, g: Float32Array, st: Record<string, Float32Array>, h: SgdHyper, _step: number, fresh: boolean): void {
     sgdUpdate(p.data, g, st.momentumBuffer ?? null, 0, p.size, h, fresh);
   }
+  protected override updateRange(data: Float32Array, g: Float32Array, st: Record<string, Float32Array>, h: SgdHyper, _step: number, fresh: boolean): void {
+    sgdUpdate(data, g, st.momentumBuffer ?? null, 0, data.length, h, fresh);
+  }
 }

@@ -348,3 +348,36 @@ export function sumChannels(dbias: Float32Array, dout: Float32Array, N: number, 
     }
   }
 }
+
+/**
+ * Scatters x (N, C, H, W) into a zero-initialised channel-major padded buffer
+ * dst (C, N, Hp, Wp) at row `top`, column `left` of each plane; other cells are left as they are.
+ */
+export function nchwToPadded(dst: Float32Array, x: Float32Array, N: number, C: number, H: number, W: number, top: number, left: number, Hp: number, Wp: number): void {
+  const P = Hp * Wp;
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      const s = (n * C + c) * H * W;
+      const d = (c * N + n) * P + top * Wp + left;
+      for (let h = 0; h < H; h++) {
+        const si = s + h * W, di = d + h * Wp;
+        for (let w = 0; w < W; w++) dst[di + w] = x[si + w];
+      }
+    }
+  }
+}
+
+/** The inverse gather: x (N, C, H, W) (=) src (C, N, Hp, Wp) at row `top`, column `left` of each plane. */
+export function paddedToNchw(x: Float32Array, src: Float32Array, N: number, C: number, H: number, W: number, top: number, left: number, Hp: number, Wp: number): void {
+  const P = Hp * Wp;
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      const d = (n * C + c) * H * W;
+      const s = (c * N + n) * P + top * Wp + left;
+      for (let h = 0; h < H; h++) {
+        const si = s + h * Wp, di = d + h * W;
+        for (let w = 0; w < W; w++) x[di + w] = src[si + w];
+      }
+    }
+  }
+}

@@ -38,4 +38,6 @@ export const jsKernels: Kernels = {
   batchNormBackward: conv.batchNormBackward,
   addChannelBias: conv.addChannelBias,
   sumChannels: conv.sumChannels,
+  nchwToPadded: conv.nchwToPadded,
+  paddedToNchw: conv.paddedToNchw,
 };
