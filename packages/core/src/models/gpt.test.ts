@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { ArgumentError, GPT, Generator, ShapeError, Tensor, generate, gptConfig, manualSeed, nn, noGrad, optim, randn, sampleToken } from "../index.js";
 import { assertClose, gradcheck } from "../testing/index.js";
+import { gelu, linear } from "../index.js";
+import { linearGelu } from "./gpt-ops.js";
 
 const tiny = { vocabSize: 5, blockSize: 4, nLayer: 1, nHead: 2, nEmbd: 4 };
 
@@ -142,6 +144,34 @@ describe("gradcheck through the attention path (tiny config)", () => {
     for (const p of m.parameters()) if (p.ndim === 2) for (let i = 0; i < p.size; i++) p.data[i] *= 15;
     const x = ids(8, 5, 5), t = ids(8, 5, 6);
     gradcheck(() => m.loss(x, t, [2, 4]), m.parameters(), { atol: 2e-3 });
+  });
+});
+
+describe("linearGelu (fused MLP expansion)", () => {
+  it("equals gelu(linear(x)) in value and gradient, with and without a graph", () => {
+    manualSeed(11);
+    const x = randn([3, 5, 6], { requiresGrad: true }), w = randn([7, 6], { requiresGrad: true }), b = randn([7], { requiresGrad: true });
+    const x2 = new Tensor(x.data, x.shape, true), w2 = new Tensor(w.data, w.shape, true), b2 = new Tensor(b.data, b.shape, true);
+    const y = linearGelu(x, w, b), ref = gelu(linear(x2, w2, b2));
+    expect(y.shape).toEqual([3, 5, 7]);
+    assertClose(y, ref, { atol: 1e-6, rtol: 1e-6 });
+    assertClose(noGrad(() => linearGelu(x, w, b)), y, { atol: 0 });
+    const g = randn([3, 5, 7]);
+    y.backward(g);
+    ref.backward(g);
+    for (const [a, r] of [[x, x2], [w, w2], [b, b2]]) assertClose(a.grad!, r.grad!, { atol: 2e-6, rtol: 1e-5 });
+    expect(linearGelu(x, w).shape).toEqual([3, 5, 7]);
+  });
+
+  it("gradcheck", () => {
+    manualSeed(12);
+    const x = randn([4, 3], { requiresGrad: true }), w = randn([5, 3], { requiresGrad: true }), b = randn([5], { requiresGrad: true });
+    gradcheck(linearGelu, [x, w, b]);
+  });
+
+  it("rejects mismatched shapes", () => {
+    expect(() => linearGelu(randn([2, 3]), randn([4, 5]))).toThrow(/last input dimension must be 5/);
+    expect(() => linearGelu(randn([2, 3]), randn([4, 3]), randn([3]))).toThrow(ShapeError);
   });
 });
 

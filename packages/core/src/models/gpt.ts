@@ -16,6 +16,7 @@ import { add, gelu } from "../ops/elementwise.js";
 import { embedding } from "../ops/indexing.js";
 import { crossEntropy } from "../ops/loss.js";
 import { reshape } from "../ops/shape.js";
+import { linearGelu } from "./gpt-ops.js";
 
 /** Model hyper-parameters (nanoGPT's GPTConfig). Every field but vocabSize has a default. */
 export interface GPTConfig {
@@ -74,7 +75,10 @@ export class MLP extends Module {
     this.dropout = new Dropout(cfg.dropout);
   }
   forward(x: Tensor): Tensor {
-    return this.dropout.forward(this.c_proj.forward(gelu(this.c_fc.forward(x)))); // (B, T, C)
+    // A plain Linear goes through the fused linear+GELU op; an adapted one (LoRA) through its own forward.
+    const fc = this.c_fc;
+    const h = fc instanceof Linear ? linearGelu(x, fc.weight, fc.bias) : gelu(fc.forward(x)); // (B, T, 4C)
+    return this.dropout.forward(this.c_proj.forward(h)); // (B, T, C)
   }
 }
 

@@ -1,0 +1,78 @@
+/**
+ * Fused ops of the GPT hot path (see bench/gpt.ts for why each exists).
+ *
+ * linearGelu: y = gelu(x Wᵀ + b), the MLP's expansion layer, as one op. It exists
+ * because the composite (linear, then the exact-erf gelu op) was a third of a
+ * training step: the gelu op evaluates erf (with its own exp) in forward and
+ * erf plus another exp again in backward. Here the forward evaluates one exp per
+ * element — exp(-h²/2) serves both erf(h/√2) (Abramowitz & Stegun 7.1.26,
+ * |error| ≤ 1.5e-7) and the normal pdf — and stores gelu'(h), so the backward is
+ * a multiply plus the linear layer's two GEMMs. The pre-activation h is not kept.
+ */
+import { ShapeError, fmtShape } from "../errors.js";
+import { Tensor } from "../tensor/tensor.js";
+import { kernels } from "../kernels/kernels.js";
+import { result } from "../ops/op.js";
+
+const SQRT1_2 = Math.SQRT1_2;
+const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+// Abramowitz & Stegun 7.1.26
+const P = 0.3275911, A1 = 0.254829592, A2 = -0.284496736, A3 = 1.421413741, A4 = -1.453152027, A5 = 1.061405429;
+
+/** In place: h ← gelu(h) (exact, erf form); d ← gelu'(h). */
+export function geluForwardWithGrad(h: Float32Array, d: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const v = h[i];
+    const u = v * SQRT1_2;
+    const z = u < 0 ? -u : u;
+    const t = 1 / (1 + P * z);
+    const e = Math.exp(-u * u); // = exp(-v²/2)
+    const tail = t * (A1 + t * (A2 + t * (A3 + t * (A4 + t * A5)))) * e; // erfc(|u|)
+    const cdf = u < 0 ? 0.5 * tail : 1 - 0.5 * tail; // Φ(v) = (1 + erf(u)) / 2
+    h[i] = v * cdf;
+    d[i] = cdf + v * INV_SQRT_2PI * e;
+  }
+}
+
+/** In place: h ← gelu(h), same arithmetic as geluForwardWithGrad (inference path). */
+export function geluForward(h: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const v = h[i];
+    const u = v * SQRT1_2;
+    const z = u < 0 ? -u : u;
+    const t = 1 / (1 + P * z);
+    const tail = t * (A1 + t * (A2 + t * (A3 + t * (A4 + t * A5)))) * Math.exp(-u * u);
+    h[i] = v * (u < 0 ? 0.5 * tail : 1 - 0.5 * tail);
+  }
+}
+
+/** gelu(x Wᵀ + b) with W (out, in), b (out); x (..., in) → (..., out). */
+export function linearGelu(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
+  if (weight.ndim !== 2) throw new ShapeError(`linearGelu: weight must be 2-D (out, in), got ${fmtShape(weight.shape)}`);
+  const [outF, inF] = weight.shape;
+  if (x.ndim === 0 || x.shape[x.ndim - 1] !== inF) {
+    throw new ShapeError(`linearGelu: input ${fmtShape(x.shape)} x weight ${fmtShape(weight.shape)}: last input dimension must be ${inF}`);
+  }
+  if (bias && (bias.ndim !== 1 || bias.shape[0] !== outF)) throw new ShapeError(`linearGelu: bias ${fmtShape(bias.shape)} must be [${outF}]`);
+  const k = kernels();
+  const rows = x.size / inF;
+  const n = rows * outF;
+  const out = new Float32Array(n);
+  if (bias) for (let r = 0; r < rows; r++) out.set(bias.data, r * outF);
+  k.gemm(false, true, rows, outF, inF, 1, x.data, 0, inF, weight.data, 0, inF, bias ? 1 : 0, out, 0, outF); // h (rows, out)
+  const needGrad = x.requiresGrad || weight.requiresGrad || (bias?.requiresGrad ?? false);
+  const dgelu = new Float32Array(needGrad ? n : 0);
+  if (needGrad) geluForwardWithGrad(out, dgelu, n);
+  else geluForward(out, n);
+  const shape = [...x.shape.slice(0, -1), outF];
+  const inputs = bias ? [x, weight, bias] : [x, weight];
+  return result("linearGelu", out, shape, inputs, (g) => {
+    const gh = new Float32Array(n);
+    for (let i = 0; i < n; i++) gh[i] = g[i] * dgelu[i];
+    let dx: Float32Array | null = null, dw: Float32Array | null = null, db: Float32Array | null = null;
+    if (x.requiresGrad) { dx = new Float32Array(x.size); k.gemm(false, false, rows, inF, outF, 1, gh, 0, outF, weight.data, 0, inF, 0, dx, 0, inF); }
+    if (weight.requiresGrad) { dw = new Float32Array(weight.size); k.gemm(true, false, outF, inF, rows, 1, gh, 0, outF, x.data, 0, inF, 0, dw, 0, inF); }
+    if (bias && bias.requiresGrad) { db = new Float32Array(outF); k.sumRows(db, gh, rows, outF); }
+    return bias ? [dx, dw, db] : [dx, dw];
+  });
+}
