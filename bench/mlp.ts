@@ -49,7 +49,7 @@ function timeSteps(t: Trainer, steps: number): number {
 }
 
 /** Wraps every kernel with a timer: GEMM calls count as "gemm", all others as "kernels". */
-function timedKernels(k: Kernels, acc: { gemm: number; kernels: number }): Kernels {
+function timedKernels(k: Kernels, acc: { gemm: number; kernels: number; byName: Record<string, number> }): Kernels {
   const out: Record<string, unknown> = {};
   for (const key of Object.keys(k) as (keyof Kernels)[]) {
     const v = k[key];
@@ -59,8 +59,10 @@ function timedKernels(k: Kernels, acc: { gemm: number; kernels: number }): Kerne
     out[key] = (...a: unknown[]) => {
       const t = performance.now();
       const r = f.apply(k, a);
-      if (isGemm) acc.gemm += performance.now() - t;
-      else acc.kernels += performance.now() - t;
+      const dt = performance.now() - t;
+      if (isGemm) acc.gemm += dt;
+      else acc.kernels += dt;
+      acc.byName[key] = (acc.byName[key] ?? 0) + dt;
       return r;
     };
   }
@@ -68,9 +70,9 @@ function timedKernels(k: Kernels, acc: { gemm: number; kernels: number }): Kerne
 }
 
 /** Share of step time per category, from an instrumented run of `steps` steps (after warm-up). */
-async function profile(batch: number, steps: number): Promise<Record<string, number>> {
+async function profile(batch: number, steps: number): Promise<Record<string, number> & { kernelMs: Record<string, number> }> {
   const base = kernels();
-  const acc = { gemm: 0, kernels: 0 };
+  const acc = { gemm: 0, kernels: 0, byName: {} as Record<string, number> };
   setKernels(timedKernels(base, acc));
   let gcMs = 0;
   const obs = new PerformanceObserver((list) => { for (const e of list.getEntries()) gcMs += e.duration; });
@@ -93,7 +95,7 @@ async function profile(batch: number, steps: number): Promise<Record<string, num
       optMs += performance.now() - t;
     };
     for (let i = 0; i < 10; i++) step();
-    acc.gemm = acc.kernels = 0; optMs = 0;
+    acc.gemm = acc.kernels = 0; acc.byName = {}; optMs = 0;
     obs.observe({ entryTypes: ["gc"] });
     const t0 = performance.now();
     for (let i = 0; i < steps; i++) step();
@@ -109,6 +111,7 @@ async function profile(batch: number, steps: number): Promise<Record<string, num
       optimizer: share(optMs),
       gc: share(gcMs),
       other: share(Math.max(0, other)),
+      kernelMs: Object.fromEntries(Object.entries({ ...acc.byName, optimizer: optMs }).map(([k, v]) => [k, v / steps])),
     };
   } finally {
     obs.disconnect();
@@ -177,6 +180,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
       }
       rows.push(row);
       results.push(res);
+      if (hasFlag(args, "verbose")) console.log(`  ${backend} batch ${batch} ms/step by kernel:`, Object.entries(prof.kernelMs).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(", "));
     }
   }
   useBackend("auto");
