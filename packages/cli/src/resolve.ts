@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { type Dataset, optim, readCheckpoint, describeMismatch, type nn, CheckpointError, type CheckpointContents, useBackend } from "@chainrule/core";
 import { CliError, UsageError } from "./errors.js";
-import { type Job, absolutizePaths, loadJobFile, parseJob, setPath } from "./job.js";
+import { type Job, JobSchema, absolutizePaths, loadJobFile, parseJob, setPath } from "./job.js";
 import { buildModel, type ModelContext } from "./models.js";
 import { JOB_FILE } from "./rundir.js";
 
@@ -29,6 +29,17 @@ export function flagValue(v: string): unknown {
   }
 }
 
+/**
+ * Overriding one field of a section the job leaves to its default (e.g. --lr, or
+ * --set data.limitTrain=500 on the default job) keeps the default's type.
+ */
+function seedSection(raw: Record<string, unknown>, key: string): void {
+  const section = key.split(".")[0];
+  if (!key.includes(".") || raw[section] !== undefined) return;
+  const def = (JobSchema.parse({}) as Record<string, unknown>)[section];
+  if (def && typeof def === "object" && "type" in def) raw[section] = { type: (def as { type: string }).type };
+}
+
 export interface RawJob {
   raw: Record<string, unknown>;
   source: string;
@@ -48,8 +59,7 @@ export async function rawJob(jobPath: string | undefined, flags: Record<string, 
   for (const [flag, key] of Object.entries(FLAG_KEYS)) {
     const v = flags[flag];
     if (v === undefined) continue;
-    // --lr on a job without an optimizer section sets the default optimizer's lr
-    if (key === "optimizer.lr" && raw.optimizer === undefined) raw.optimizer = { type: "adam" };
+    seedSection(raw, key);
     setPath(raw, key, flagValue(v));
     used.push(`--${flag}`);
   }
@@ -59,6 +69,7 @@ export async function rawJob(jobPath: string | undefined, flags: Record<string, 
     const key = s.slice(0, eq);
     let v = flagValue(s.slice(eq + 1));
     if (/(^|\.)(path|testPath|dir|trainImages|trainLabels|testImages|testLabels|module)$/.test(key) && typeof v === "string") v = resolve(v);
+    seedSection(raw, key);
     setPath(raw, key, v);
     used.push(`--set ${key}`);
   }

@@ -1,15 +1,29 @@
 /** chainrule info: cores, kernel backend and why, versions. */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
 import { availableParallelism, cpus, freemem, totalmem, platform, arch, release } from "node:os";
 import { backendReport } from "@chainrule/core";
 
-const require = createRequire(import.meta.url);
 
-function version(pkg: string, from?: string): string {
+/** Version of `pkg` as resolved from `from` (walks up from its entry point to its package.json). */
+function version(pkg: string, from: string = import.meta.url): string {
   try {
-    const req = from ? createRequire(from) : require;
-    return JSON.parse(readFileSync(req.resolve(`${pkg}/package.json`), "utf8")).version;
+    let entry: string;
+    try {
+      entry = createRequire(from).resolve(pkg);
+    } catch {
+      entry = fileURLToPath(import.meta.resolve(pkg));
+    }
+    for (let d = dirname(entry); d !== dirname(d); d = dirname(d)) {
+      const p = join(d, "package.json");
+      if (existsSync(p)) {
+        const j = JSON.parse(readFileSync(p, "utf8"));
+        if (j.name === pkg) return j.version;
+      }
+    }
+    return "unknown";
   } catch {
     return "not installed";
   }
@@ -19,8 +33,8 @@ export async function infoCommand(_argv: string[]): Promise<number> {
   const cpu = cpus()[0]?.model ?? "unknown CPU";
   const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
   const b = backendReport();
-  const coreFrom = require.resolve("@chainrule/core/package.json");
-  const parFrom = require.resolve("@chainrule/parallel/package.json");
+  const coreFrom = import.meta.resolve("@chainrule/core");
+  const parFrom = import.meta.resolve("@chainrule/parallel");
   const lines = [
     `cores: ${availableParallelism()} available (${cpu}); default workers = ${availableParallelism()}`,
     `memory: ${gib(totalmem())} total, ${gib(freemem())} free`,

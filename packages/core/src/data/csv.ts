@@ -94,7 +94,7 @@ export function parseCsv(text: string, source: string, opts: CsvOptions = {}): C
       if (!isNum(s)) throw new DataError(`${source}:${rows[r].line}: column ${labelCol! + 1} (label${header ? ` ${colName(labelCol!)}` : ""}): ${JSON.stringify(s)} is not a number`);
       targets[r] = Number(s);
     });
-    return { ...makeDataset({ ...base, targets }), featureNames, labelName };
+    return { ...makeDataset({ ...base, targets, targetShape: [1] }), featureNames, labelName };
   }
   const targets = new Int32Array(alloc(n * 4));
   let classNames: string[] | undefined;

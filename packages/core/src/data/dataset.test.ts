@@ -105,6 +105,7 @@ describe("CSV", () => {
     const r = parseCsv("x,y\n1,0.5\n2,-1.25\n", "r.csv", { label: "y" });
     expect(r.targets).toBeInstanceOf(Float32Array);
     expect(Array.from(r.targets)).toEqual([0.5, -1.25]);
+    expect(r.targetShape).toEqual([1]); // (N, 1), like a Linear(D, 1) output
   });
   it("errors name the file, line and column", () => {
     expect(() => parseCsv("a,b,y\n1,2,0\n1,oops,1\n", "f.csv", { label: "y" })).toThrow("f.csv:3: column 2 ('b'): \"oops\" is not a number");

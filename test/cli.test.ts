@@ -1,0 +1,270 @@
+/**
+ * The chainrule CLI through the real command, in child processes:
+ * `node --import tsx packages/cli/src/main.ts ...` with small, fast jobs.
+ */
+import { describe, expect, it, beforeAll } from "vitest";
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import { loadSafetensors } from "@chainrule/core";
+
+const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
+const MAIN = join(REPO, "packages/cli/src/main.ts");
+const FIX = join(REPO, "test/fixtures");
+const TMP = mkdtempSync(join(tmpdir(), "chainrule-cli-"));
+
+interface Result { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
+
+function cli(args: string[], opts: { onSpawn?: (kill: (s: NodeJS.Signals) => void) => void; env?: Record<string, string> } = {}): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args], {
+      cwd: REPO,
+      env: { ...process.env, CHAINRULE_PLAIN: "1", ...opts.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "", stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.on("error", reject);
+    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
+    opts.onSpawn?.((s) => child.kill(s));
+  });
+}
+
+/** Path → sha256 of every file under dir (to prove nothing was overwritten). */
+function snapshot(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string) => {
+    for (const n of readdirSync(d)) {
+      const p = join(d, n);
+      if (statSync(p).isDirectory()) walk(p);
+      else out[relative(dir, p)] = createHash("sha256").update(readFileSync(p)).digest("hex");
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+function writeJob(name: string, job: unknown): string {
+  const p = join(TMP, `${name}.json`);
+  writeFileSync(p, JSON.stringify(job));
+  return p;
+}
+
+function latestCheckpoint(run: string): string {
+  const names = readdirSync(join(run, "checkpoints")).filter((n) => n.startsWith("step-")).sort();
+  return join(run, "checkpoints", names[names.length - 1]);
+}
+
+function weightsOf(ckpt: string): Record<string, Buffer> {
+  const { tensors } = loadSafetensors(join(ckpt, "model.safetensors"));
+  return Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)]));
+}
+
+/** A one-line error on stderr and a non-zero exit. */
+function expectOneLineError(r: Result, re: RegExp, code?: number): void {
+  expect(r.code, r.stdout + r.stderr).not.toBe(0);
+  if (code !== undefined) expect(r.code).toBe(code);
+  const lines = r.stderr.trim().split("\n");
+  expect(lines.length, r.stderr).toBe(1);
+  expect(lines[0]).toMatch(/^chainrule: error: /);
+  expect(lines[0]).toMatch(re);
+}
+
+const SMALL = {
+  model: { type: "mlp", hidden: [32] },
+  data: { type: "mnist", limitTrain: 600, limitHeldOut: 200 },
+  epochs: 1, batchSize: 50, workers: 1,
+};
+
+describe("chainrule train: the default job", () => {
+  const run = join(TMP, "default");
+  let r: Result;
+  beforeAll(async () => {
+    // The default job (MLP on embedded MNIST, DataParallel on all cores), made quick by flags.
+    r = await cli(["train", "--epochs", "1", "--set", "data.limitTrain=1500", "--set", "data.limitHeldOut=300", "--out", run]);
+  }, 120_000);
+
+  it("trains, prints held-out accuracy and writes the run directory", () => {
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/MLP 784-512-256-10/);
+    const acc = /held-out accuracy: ([\d.]+)%/.exec(r.stdout);
+    expect(acc, r.stdout).not.toBeNull();
+    expect(Number(acc![1])).toBeGreaterThan(70);
+    for (const f of ["job.json", "metrics.jsonl", "summary.json"]) expect(existsSync(join(run, f)), f).toBe(true);
+    const ck = latestCheckpoint(run);
+    expect(readdirSync(ck).sort()).toEqual(["model.safetensors", "state.json"]);
+    const job = JSON.parse(readFileSync(join(run, "job.json"), "utf8"));
+    expect(job.model).toEqual({ type: "mlp", hidden: [512, 256], activation: "relu", dropout: 0 });
+    const kinds = readFileSync(join(run, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).kind);
+    expect(kinds).toContain("epoch");
+    expect(kinds).toContain("end");
+  });
+
+  it("eval, predict, plot and info work on the run", async () => {
+    const ev = await cli(["eval", run]);
+    expect(ev.code, ev.stderr).toBe(0);
+    expect(ev.stdout).toMatch(/accuracy: [\d.]+% \(\d+\/300\)/);
+    const pr = await cli(["predict", run, "mnist:0-4"]);
+    expect(pr.code, pr.stderr).toBe(0);
+    expect(pr.stdout).toMatch(/^mnist:0: \d · label \d [✓✗]/m);
+    expect(pr.stdout.trim().split("\n")).toHaveLength(6);
+    const pl = await cli(["plot", run]);
+    expect(pl.code, pl.stderr).toBe(0);
+    for (const f of ["plots/loss.svg", "plots/accuracy.svg", "plots/throughput.svg", "report.html"]) expect(existsSync(join(run, f)), f).toBe(true);
+    expect(readFileSync(join(run, "plots/loss.svg"), "utf8")).toMatch(/^<svg[^>]*xmlns/);
+    expect(readFileSync(join(run, "report.html"), "utf8")).toContain("<svg");
+    const info = await cli(["info"]);
+    expect(info.code).toBe(0);
+    expect(info.stdout).toMatch(/cores: \d+/);
+    expect(info.stdout).toMatch(/backend: (js|blas)/);
+  }, 120_000);
+
+  it("never overwrites an existing run directory", async () => {
+    const before = snapshot(run);
+    const again = await cli(["train", "--epochs", "1", "--out", run]);
+    expectOneLineError(again, /already exists; pass --resume/);
+    expect(snapshot(run)).toEqual(before);
+  }, 60_000);
+});
+
+describe("kill and resume", () => {
+  for (const workers of [1, 2]) {
+    it(`a run interrupted by SIGTERM and resumed ends with the same parameters as an uninterrupted one (workers ${workers})`, async () => {
+      const job = writeJob(`resume-${workers}`, {
+        model: { type: "mlp", hidden: [128, 64], dropout: workers === 1 ? 0.1 : 0 },
+        data: { type: "mnist", limitTrain: 1500, limitHeldOut: 100 },
+        optimizer: { type: "adam", lr: 0.002 },
+        schedule: { type: "cosine", warmupSteps: 10 },
+        epochs: 3, batchSize: 40, workers, seed: 7,
+        checkpoint: { everySteps: 17, keep: 2 },
+        log: { everySteps: 1 },
+      });
+      const a = join(TMP, `full-${workers}`), b = join(TMP, `killed-${workers}`);
+      const full = await cli(["train", job, "--out", a]);
+      expect(full.code, full.stderr).toBe(0);
+
+      // Interrupt b once it has taken some steps, mid-epoch.
+      const killed = await cli(["train", job, "--out", b], {
+        onSpawn: (kill) => {
+          const timer = setInterval(() => {
+            const m = join(b, "metrics.jsonl");
+            if (!existsSync(m)) return;
+            const steps = readFileSync(m, "utf8").split("\n").filter((l) => l.includes('"kind":"step"')).length;
+            if (steps >= 50) {
+              clearInterval(timer);
+              kill("SIGTERM");
+            }
+          }, 10);
+        },
+      });
+      expect(killed.code, killed.stdout + killed.stderr).toBe(143);
+      expect(killed.stdout).toMatch(/interrupted \(SIGTERM\) at epoch \d, step \d+: checkpoint written to/);
+      expect(killed.stdout).toContain(`resume with: npx pnpm@10 chainrule train --resume --out ${b}`);
+      const interruptedAt = JSON.parse(readFileSync(join(latestCheckpoint(b), "state.json"), "utf8")).step;
+      expect(interruptedAt).toBeGreaterThanOrEqual(50);
+      expect(interruptedAt).toBeLessThan(114); // 38 steps × 3 epochs
+
+      const resumed = await cli(["train", "--resume", "--out", b]);
+      expect(resumed.code, resumed.stderr).toBe(0);
+      expect(resumed.stdout).toMatch(/resuming from .*step-0+\d+: epoch \d, step \d+/);
+      const wa = weightsOf(latestCheckpoint(a)), wb = weightsOf(latestCheckpoint(b));
+      expect(Object.keys(wb)).toEqual(Object.keys(wa));
+      for (const k of Object.keys(wa)) expect(wb[k].equals(wa[k]), `${k} differs`).toBe(true);
+      const sa = JSON.parse(readFileSync(join(latestCheckpoint(a), "state.json"), "utf8"));
+      const sb = JSON.parse(readFileSync(join(latestCheckpoint(b), "state.json"), "utf8"));
+      expect(sb.step).toBe(sa.step);
+      expect(sb.optimizer).toEqual(sa.optimizer);
+      expect(sb.rng).toEqual(sa.rng);
+    }, 150_000);
+  }
+});
+
+describe("bad input: exit ≠ 0, one line, nothing written", () => {
+  const fresh = () => join(TMP, `out-${Math.random().toString(36).slice(2)}`);
+  const cases: [string, () => string[], RegExp, number?][] = [
+    ["unknown key", () => [writeJob("unknown", { ...SMALL, bogus: 1 })], /bogus: unknown key/, 2],
+    ["unknown nested key", () => [writeJob("nested", { ...SMALL, model: { type: "mlp", hiden: [3] } })], /model\.hiden: unknown key/, 2],
+    ["wrong type", () => [writeJob("type", { ...SMALL, batchSize: "big" })], /batchSize: expected number, got "big"/, 2],
+    ["negative batch size (flag)", () => [writeJob("neg", SMALL), "--batch-size=-5"], /batchSize: expected a number > 0, got -5/, 2],
+    ["more workers than batch rows", () => [writeJob("workers", { ...SMALL, workers: 8, batchSize: 4 })], /workers: 8 workers but batchSize is 4/, 2],
+    ["unknown model type", () => [writeJob("model", { ...SMALL, model: { type: "rnn" } })], /model\.type: expected one of "linear", .*got "rnn"/, 2],
+    ["missing job file", () => [join(TMP, "nope.json")], /nope\.json: no such job file/, 2],
+    ["missing data file", () => [writeJob("nodata", { ...SMALL, data: { type: "csv", path: "missing.csv" } })], /missing\.csv: cannot read \(no such file\)/],
+    ["malformed CSV", () => [writeJob("badcsv", { ...SMALL, data: { type: "csv", path: join(FIX, "cli-bad.csv"), label: "label" } })], /cli-bad\.csv:3: column 2 \('b'\): "x7" is not a number/],
+    ["missing IDX files", () => [writeJob("noidx", { ...SMALL, data: { type: "idx", dir: TMP } })], /train-images-idx3-ubyte\[\.gz\]: no such file/],
+  ];
+  for (const [name, args, re, code] of cases) {
+    it(name, async () => {
+      const out = fresh();
+      const r = await cli(["train", ...args(), "--out", out]);
+      expectOneLineError(r, re, code);
+      expect(existsSync(out)).toBe(false);
+    }, 60_000);
+  }
+
+  describe("with a finished run", () => {
+    const run = join(TMP, "small");
+    beforeAll(async () => {
+      const r = await cli(["train", writeJob("small", SMALL), "--out", run]);
+      expect(r.code, r.stderr).toBe(0);
+    }, 60_000);
+
+    it("a checkpoint that does not match the model", async () => {
+      const copy = join(TMP, "mismatch");
+      cpSync(run, copy, { recursive: true });
+      const job = JSON.parse(readFileSync(join(copy, "job.json"), "utf8"));
+      job.model.hidden = [48];
+      writeFileSync(join(copy, "job.json"), JSON.stringify(job));
+      const before = snapshot(copy);
+      const r = await cli(["train", "--resume", "--out", copy, "--epochs", "2"]);
+      expectOneLineError(r, /does not match the model: shape mismatch: 1\.weight \[32,784\] in checkpoint vs \[48,784\] in model/);
+      expect(snapshot(copy)).toEqual(before);
+    }, 60_000);
+
+    it("a truncated checkpoint", async () => {
+      const copy = join(TMP, "truncated");
+      cpSync(run, copy, { recursive: true });
+      const m = join(latestCheckpoint(copy), "model.safetensors");
+      truncateSync(m, statSync(m).size - 100);
+      const before = snapshot(copy);
+      const ev = await cli(["eval", copy]);
+      expectOneLineError(ev, /corrupted checkpoint: .*model\.safetensors: truncated/);
+      const r = await cli(["train", "--resume", "--out", copy, "--epochs", "2"]);
+      expectOneLineError(r, /corrupted checkpoint: .*model\.safetensors: truncated/);
+      expect(snapshot(copy)).toEqual(before);
+    }, 60_000);
+
+    it("a corrupted state.json", async () => {
+      const copy = join(TMP, "corrupt");
+      cpSync(run, copy, { recursive: true });
+      writeFileSync(join(latestCheckpoint(copy), "state.json"), '{"format": "chainrule-checkpoint", "step": ');
+      const r = await cli(["eval", copy]);
+      expectOneLineError(r, /corrupted checkpoint: .*state\.json: invalid JSON/);
+    }, 60_000);
+
+    it("resume with a changed job is refused", async () => {
+      const before = snapshot(run);
+      const r = await cli(["train", "--resume", "--out", run, "--batch-size", "10"]);
+      expectOneLineError(r, /--resume: the job differs .* at batchSize \(50 vs 10\)/);
+      expect(snapshot(run)).toEqual(before);
+    }, 60_000);
+  });
+});
+
+describe("other data and models", () => {
+  it("trains logistic regression on a CSV file and predicts a row", async () => {
+    const run = join(TMP, "csv");
+    const job = writeJob("csv", { model: { type: "logistic" }, data: { type: "csv", path: join(FIX, "cli-blobs.csv"), label: "label" }, epochs: 30, batchSize: 32, workers: 1, optimizer: { type: "sgd", lr: 0.5 } });
+    const r = await cli(["train", job, "--out", run]);
+    expect(r.code, r.stderr).toBe(0);
+    const acc = Number(/held-out accuracy: ([\d.]+)%/.exec(r.stdout)![1]);
+    expect(acc).toBeGreaterThan(85);
+    const p = await cli(["predict", run, "0.9,0.9,-0.5"]);
+    expect(p.code, p.stderr).toBe(0);
+    expect(p.stdout).toMatch(/^input: 1 · p\(1: /m);
+  }, 60_000);
+});
