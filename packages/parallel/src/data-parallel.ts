@@ -20,10 +20,10 @@
 import { Generator, nn } from "@chainrule/core";
 import { Piscina } from "piscina";
 import { type Phase, LayoutMismatchError, ParallelError, ParallelStepError, phaseTimedOut, workerFailed } from "./errors.js";
-import { chunkOffsets, datasetRef, mixSeed, shardOffsets } from "./layout.js";
+import { CONTROL, STAGE_GRAD, STAGE_UPDATE, datasetRef, mixSeed, shardOffsets, trainableChunks, trainableRanges } from "./layout.js";
 import { buildModel, layoutDiff, normalizeLoss, normalizeModel } from "./spec.js";
 import type {
-  DataParallelOptions, EvalResult, GradResult, InitResult, OptimizerHyper, OptimizerSpec, SharedDataset, Task, UpdateResult, WorkerContext,
+  DataParallelOptions, EvalResult, InitResult, OptimizerHyper, OptimizerSpec, SharedDataset, StepResult, Task, WorkerContext,
 } from "./types.js";
 
 /** A batch: a whole dataset, rows [start, end) of it, or the rows at `indices`. */
@@ -46,7 +46,7 @@ export interface StepStats {
   wallMs: number;
   /** Forward + loss + backward (max over ranks). */
   computeMs: number;
-  /** Zeroing the gradient slot. */
+  /** Zeroing the gradient slots: 0, folded into the reduce (kept for compatibility). */
   zeroMs: number;
   /** Gathering shuffled rows (0 for contiguous batches). */
   gatherMs: number;
@@ -56,6 +56,8 @@ export interface StepStats {
   optMs: number;
   /** Everything else: task dispatch, waiting for the slowest rank, messages. */
   syncMs: number;
+  /** Time a rank spent waiting at the in-worker barrier(s) (max over ranks; part of syncMs). */
+  waitMs: number;
   /** wallMs - computeMs: time outside forward/backward. */
   overheadMs: number;
   /** Global gradient norm before clipping (only with clipGradNorm). */
@@ -179,6 +181,10 @@ export class DataParallel {
   private optViews: Record<string, Float32Array> = {};
   private pool: Piscina | null = null;
   private idxBuf = new Int32Array(new SharedArrayBuffer(4));
+  /** All gradient slots (main-thread view), zeroed here only after a failed step. */
+  private slots: Float32Array | null = null;
+  /** A step failed: the slots may hold partial gradients (workers zero them in the reduce otherwise). */
+  private slotsDirty = false;
   private _step = 0;
   private queue: Promise<unknown> = Promise.resolve();
   private busy = false;
@@ -220,13 +226,20 @@ export class DataParallel {
       this.optViews = Object.fromEntries(optBuffers.map((n, i) => [n, new Float32Array(opt, i * P * 4, P)]));
       this.mainModel = m;
       this.flat = flat;
+      // Frozen parameters (requiresGrad false in the built model) are never reduced or updated;
+      // chunks are balanced over the trainable floats.
+      const trainable = m.namedParameters().map(([, p]) => p.requiresGrad);
+      const { chunks, segments } = trainableChunks(P, trainableRanges(flat.layout, trainable), this.world);
       this.ctx = {
         session: "", world: this.world, seed: this.seed, model, loss: normalizeLoss(this.opts.loss), numParams: P, layout: flat.layout,
-        chunks: chunkOffsets(P, this.world),
+        chunks, trainable, segments,
         params: flat.data.buffer as SharedArrayBuffer, grad: flat.grad.buffer as SharedArrayBuffer,
         slots: new SharedArrayBuffer(Math.max(4, this.world * P * 4)), opt, optBuffers,
-        control: new SharedArrayBuffer(16),
+        control: new SharedArrayBuffer(4 * CONTROL.size(this.world)),
+        exchange: new SharedArrayBuffer(8 * 3 * this.world),
+        barrierTimeoutMs: this.timeoutMs + 5000,
       };
+      this.slots = new Float32Array(this.ctx.slots);
       await this.startPool();
     });
   }
@@ -312,9 +325,9 @@ export class DataParallel {
       const ctx = this.ctx!, n = dataset.length, offs = shardOffsets(n, this.world);
       const data = datasetRef(dataset), batchSize = opts.batchSize ?? 1024;
       const res = await this.runPhase<EvalResult>("eval", 0, false, (r) => ({ kind: "eval", ctx, rank: r, data, idx: null, start: offs[r], end: offs[r + 1], rowStart: 0, batchSize }));
-      let lossSum = 0, correct = 0;
-      for (const r of res) { lossSum += r.lossSum; correct += r.correct; }
-      return { loss: lossSum / n, accuracy: res.some((r) => r.hasAccuracy) ? correct / n : undefined, rows: n };
+      let lossSum = 0, correct = 0, counted = 0;
+      for (const r of res) { lossSum += r.lossSum; correct += r.correct; counted += r.counted; }
+      return { loss: lossSum / counted, accuracy: res.some((r) => r.hasAccuracy) ? correct / counted : undefined, rows: n };
     });
   }
 
@@ -437,15 +450,50 @@ export class DataParallel {
     try {
       return await Promise.race([Promise.all(runs), timeout]);
     } catch (e) {
-      const ranks = [...pending].sort((a, b) => a - b);
+      let ranks = [...pending].sort((a, b) => a - b);
       ac.abort();
-      await this.destroyPool();
-      if ((e as { timeout?: boolean }).timeout) throw phaseTimedOut(ranks, step, phase, paramsModified, timeoutMs);
+      await this.destroyPool(); // every thread has stopped: the control words are final
+      const stepTask = phase === "grad";
+      if (stepTask) paramsModified = this.anyRankUpdating();
+      if ((e as { timeout?: boolean }).timeout) {
+        if (stepTask) ranks = this.laggards(ranks);
+        throw phaseTimedOut(ranks, step, stepTask ? this.stageOf(ranks[0]) : phase, paramsModified, timeoutMs);
+      }
       const { rank, cause } = e as { rank: number; cause: unknown };
-      throw workerFailed(rank, step, phase, paramsModified, cause);
+      if (stepTask && /barrier \d+ timed out/.test(String((cause as Error)?.message))) {
+        // A rank gave up waiting for its peers: report the peers that never arrived.
+        const late = this.laggards(ranks);
+        throw phaseTimedOut(late, step, this.stageOf(late[0]), paramsModified, timeoutMs);
+      }
+      throw workerFailed(rank, step, stepTask ? this.stageOf(rank) : phase, paramsModified, cause);
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** After a failed step: did any rank start updating parameters (its stage reached update)? */
+  private anyRankUpdating(): boolean {
+    const c = new Int32Array(this.ctx!.control);
+    for (let r = 0; r < this.world; r++) if (Atomics.load(c, CONTROL.STAGE + r) >= STAGE_UPDATE) return true;
+    return false;
+  }
+
+  /** The phase rank r was in when the step failed. */
+  private stageOf(r: number): Phase {
+    const st = Atomics.load(new Int32Array(this.ctx!.control), CONTROL.STAGE + r);
+    return st <= STAGE_GRAD ? "grad" : st < STAGE_UPDATE ? "reduce" : "update";
+  }
+
+  /**
+   * Of the ranks still running when a step failed, those that had not reached the barrier the
+   * others were waiting at (the ones that hung); all of them when none was waiting.
+   */
+  private laggards(pending: number[]): number[] {
+    const c = new Int32Array(this.ctx!.control), at = CONTROL.arrivedAt(this.world);
+    let most = 0;
+    for (let r = 0; r < this.world; r++) most = Math.max(most, Atomics.load(c, at + r));
+    const behind = pending.filter((r) => Atomics.load(c, at + r) < most);
+    return behind.length > 0 ? behind : pending.length > 0 ? pending : Array.from({ length: this.world }, (_, r) => r);
   }
 
   private resolveBatch(batch: Batch): { ds: SharedDataset; idx: SharedArrayBuffer | null; n: number; rowStart: number } {
@@ -477,37 +525,39 @@ export class DataParallel {
     checkLr(hyper.lr);
     const step = this._step + 1, W = this.world, mb = this.microBatchSize;
     const data = datasetRef(ds), offs = shardOffsets(n, W);
+    if (this.slotsDirty) {
+      this.slots!.fill(0);
+      this.slotsDirty = false;
+    }
+    const c = new Int32Array(ctx.control);
+    Atomics.store(c, CONTROL.BARRIER, 0);
+    for (let r = 0; r < W; r++) {
+      Atomics.store(c, CONTROL.STAGE + r, 0);
+      Atomics.store(c, CONTROL.arrivedAt(W) + r, 0);
+    }
     const t0 = performance.now();
-    const grads = await this.runPhase<GradResult>("grad", step, false, (r) => ({
-      kind: "grad", ctx, rank: r, step, data, idx, start: offs[r], end: offs[r + 1], rowStart, microBatchSize: mb,
-    }));
-    const weights = grads.map((g) => g.rows / n);
-    let loss = 0;
-    for (const g of grads) loss += g.lossSum; // rank order
-    loss /= n;
-    let upd: UpdateResult[], red: UpdateResult[] = [], gradNorm: number | undefined;
-    if (this.clip !== undefined) {
-      red = await this.runPhase<UpdateResult>("reduce", step, false, (r) => ({ kind: "update", ctx, rank: r, weights, norm: true, apply: false, scale: 1, hyper, step }));
-      let ss = 0;
-      for (const r of red) ss += r.sumsq;
-      gradNorm = Math.sqrt(ss);
-      const coef = this.clip / (gradNorm + 1e-6);
-      const scale = coef < 1 ? coef : 1;
-      upd = await this.runPhase<UpdateResult>("update", step, true, (r) => ({ kind: "update", ctx, rank: r, weights: null, norm: false, apply: true, scale, hyper, step }));
-    } else {
-      upd = await this.runPhase<UpdateResult>("update", step, true, (r) => ({ kind: "update", ctx, rank: r, weights, norm: false, apply: true, scale: 1, hyper, step }));
+    let res: StepResult[];
+    try {
+      res = await this.runPhase<StepResult>("grad", step, false, (r) => ({
+        kind: "step", ctx, rank: r, step, data, idx, start: offs[r], end: offs[r + 1], rowStart, microBatchSize: mb, hyper, clip: this.clip ?? 0,
+      }));
+    } catch (e) {
+      this.slotsDirty = true;
+      throw e;
     }
     this._step = step;
     const wallMs = performance.now() - t0;
+    let loss = 0, counted = 0;
+    for (const g of res) { loss += g.lossSum; counted += g.counted; } // rank order
+    loss /= counted;
     const max = (xs: number[]) => xs.reduce((a, b) => Math.max(a, b), 0);
-    const computeMs = max(grads.map((g) => g.computeMs));
-    const zeroMs = max(grads.map((g) => g.zeroMs)), gatherMs = max(grads.map((g) => g.gatherMs));
-    const reduceMs = max(red.map((r) => r.reduceMs)) + max(upd.map((r) => r.reduceMs));
-    const optMs = max(upd.map((r) => r.optMs));
-    const busyMs = max(grads.map((g) => g.zeroMs + g.gatherMs + g.computeMs)) + max(red.map((r) => r.reduceMs)) + max(upd.map((r) => r.reduceMs + r.optMs));
+    const computeMs = max(res.map((g) => g.computeMs)), gatherMs = max(res.map((g) => g.gatherMs));
+    const reduceMs = max(res.map((r) => r.reduceMs)), optMs = max(res.map((r) => r.optMs));
+    const busyMs = max(res.map((g) => g.gatherMs + g.computeMs)) + max(res.map((r) => r.reduceMs + r.optMs));
     this.lastStats = {
-      step, loss, rows: n, wallMs, computeMs, zeroMs, gatherMs, reduceMs, optMs,
-      syncMs: Math.max(0, wallMs - busyMs), overheadMs: wallMs - computeMs, gradNorm,
+      step, loss, rows: n, wallMs, computeMs, zeroMs: 0, gatherMs, reduceMs, optMs,
+      waitMs: max(res.map((r) => r.waitMs)),
+      syncMs: Math.max(0, wallMs - busyMs), overheadMs: wallMs - computeMs, gradNorm: this.clip !== undefined ? res[0].gradNorm : undefined,
     };
     return loss;
   }

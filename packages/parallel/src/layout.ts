@@ -22,6 +22,66 @@ export function chunkOffsets(numParams: number, world: number): number[] {
   return out;
 }
 
+/** The trainable flat ranges [from, to, ...] of a layout (consecutive trainable parameters merged). */
+export function trainableRanges(layout: readonly { offset: number; size: number }[], trainable: readonly boolean[]): number[] {
+  const out: number[] = [];
+  layout.forEach((e, i) => {
+    if (!trainable[i] || e.size === 0) return;
+    if (out.length > 0 && out[out.length - 1] === e.offset) out[out.length - 1] = e.offset + e.size;
+    else out.push(e.offset, e.offset + e.size);
+  });
+  return out;
+}
+
+/**
+ * Splits the flat range into `world` chunks holding about the same number of
+ * trainable floats (boundaries on 16 floats), and returns, per rank, the trainable
+ * ranges inside its chunk. With every parameter trainable this is chunkOffsets.
+ */
+export function trainableChunks(numParams: number, ranges: readonly number[], world: number): { chunks: number[]; segments: number[][] } {
+  let T = 0;
+  for (let i = 0; i < ranges.length; i += 2) T += ranges[i + 1] - ranges[i];
+  /** The flat offset of trainable float number t. */
+  const flatAt = (t: number): number => {
+    for (let i = 0; i < ranges.length; i += 2) {
+      const n = ranges[i + 1] - ranges[i];
+      if (t < n) return ranges[i] + t;
+      t -= n;
+    }
+    return numParams;
+  };
+  const chunks = [0];
+  for (let r = 1; r < world; r++) chunks.push(Math.min(numParams, Math.round(flatAt(Math.round((r * T) / world)) / ALIGN) * ALIGN));
+  chunks.push(numParams);
+  for (let r = 1; r <= world; r++) chunks[r] = Math.max(chunks[r], chunks[r - 1]);
+  const segments = Array.from({ length: world }, (_, r) => {
+    const seg: number[] = [];
+    for (let i = 0; i < ranges.length; i += 2) {
+      const a = Math.max(ranges[i], chunks[r]), b = Math.min(ranges[i + 1], chunks[r + 1]);
+      if (a < b) seg.push(a, b);
+    }
+    return seg;
+  });
+  return { chunks, segments };
+}
+
+/** Int32 words of the control buffer. */
+export const CONTROL = {
+  /** Init barrier: arrivals. */
+  INIT: 0,
+  /** Step barrier: arrivals so far in this step (reset by the main thread before each step). */
+  BARRIER: 1,
+  /** Per rank r: its stage in the current step, at STAGE + r (see STAGE_*). */
+  STAGE: 4,
+  /** Control words for `world` ranks. */
+  size: (world: number) => 4 + 2 * world,
+  /** Per rank r: barriers it has reached in this step, at arrivedAt(world) + r. */
+  arrivedAt: (world: number) => 4 + world,
+} as const;
+
+/** Stages a rank goes through in a step (CONTROL.STAGE + rank). */
+export const STAGE_IDLE = 0, STAGE_GRAD = 1, STAGE_REDUCE = 2, STAGE_UPDATE = 3, STAGE_DONE = 4;
+
 function sizeOf(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }

@@ -3,7 +3,7 @@ import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { F, Tensor, getRngState, manualSeed, nn, setRngState } from "@chainrule/core";
 import { ParallelError } from "./errors.js";
-import type { LossSpec, ModelSpec } from "./types.js";
+import type { LossRef, LossSpec, ModelSpec } from "./types.js";
 
 /** A module reference as a file: URL string (relative paths are relative to the current directory). */
 export function moduleHref(m: string | URL): string {
@@ -16,7 +16,13 @@ export function normalizeModel(spec: ModelSpec): { module: string; export: strin
   return { module: moduleHref(spec.module), export: spec.export ?? "default", options: spec.options ?? {} };
 }
 
-export function normalizeLoss(spec: LossSpec): string | { module: string; export: string } {
+export function normalizeLoss(spec: LossSpec): LossRef {
+  if (typeof spec === "object" && "name" in spec) {
+    if (spec.name !== "crossEntropy" || !Number.isInteger(spec.ignoreIndex)) {
+      throw new ParallelError(`DataParallel: a loss given by name with options must be { name: "crossEntropy", ignoreIndex: <integer> }`);
+    }
+    return { name: "crossEntropy", ignoreIndex: spec.ignoreIndex };
+  }
   if (typeof spec === "string") {
     if (typeof (F as any)[spec] !== "function") throw new ParallelError(`DataParallel: unknown loss '${spec}' (expected one of core's F losses, e.g. crossEntropy, mseLoss, binaryCrossEntropyWithLogits)`);
     return spec;
@@ -54,12 +60,23 @@ export async function buildModel(spec: { module: string; export: string; options
 
 export type LossFn = (output: Tensor, target: Tensor | Int32Array) => Tensor;
 
-export async function resolveLoss(spec: string | { module: string; export: string }): Promise<{ fn: LossFn; name: string }> {
-  if (typeof spec === "string") return { fn: (F as any)[spec] as LossFn, name: spec };
+/** Core's crossEntropy ignores targets equal to -100 unless told otherwise. */
+export const CORE_IGNORE_INDEX = -100;
+
+/**
+ * The loss function, its name, and — for cross-entropy — the ignoreIndex: its mean is over
+ * the targets that are not ignoreIndex, so shards are weighted by that count, not by rows.
+ */
+export async function resolveLoss(spec: LossRef): Promise<{ fn: LossFn; name: string; ignoreIndex: number | null }> {
+  if (typeof spec === "object" && "name" in spec) {
+    const ignoreIndex = spec.ignoreIndex;
+    return { fn: (o, t) => F.crossEntropy(o, t, { ignoreIndex }), name: "crossEntropy", ignoreIndex };
+  }
+  if (typeof spec === "string") return { fn: (F as any)[spec] as LossFn, name: spec, ignoreIndex: spec === "crossEntropy" ? CORE_IGNORE_INDEX : null };
   const mod = await import(spec.module);
   const fn = mod[spec.export];
   if (typeof fn !== "function") throw new ParallelError(`DataParallel: ${spec.module} has no loss function export '${spec.export}'`);
-  return { fn, name: spec.export };
+  return { fn, name: spec.export, ignoreIndex: null };
 }
 
 /** Compares two layouts; returns a description of the first difference, or null. */

@@ -19,7 +19,12 @@ export type LossSpec =
   | "l1Loss"
   | "binaryCrossEntropyWithLogits"
   | "binaryCrossEntropy"
+  /** Cross-entropy over the targets that are not `ignoreIndex` (core's default -100 also applies to the plain name). */
+  | { name: "crossEntropy"; ignoreIndex: number }
   | { module: string | URL; export: string };
+
+/** A loss as sent to workers. */
+export type LossRef = string | { name: "crossEntropy"; ignoreIndex: number } | { module: string; export: string };
 
 export type OptimizerSpec =
   | { type: "sgd"; lr: number; momentum?: number; dampening?: number; nesterov?: boolean; weightDecay?: number }
@@ -78,12 +83,16 @@ export interface WorkerContext {
   world: number;
   seed: number;
   model: { module: string; export: string; options: unknown };
-  loss: string | { module: string; export: string };
+  loss: LossRef;
   numParams: number;
   /** The main thread's parameter layout; every worker's must match. */
   layout: nn.ParamLayoutEntry[];
-  /** Chunk r of the flat range is [chunks[r], chunks[r+1]). */
+  /** Chunk r of the flat range is [chunks[r], chunks[r+1]) (balanced over trainable floats, 16-float aligned). */
   chunks: number[];
+  /** Per layout entry: requiresGrad in the main thread's model (frozen ones are never reduced or updated). */
+  trainable: boolean[];
+  /** Per rank: the trainable flat ranges inside its chunk, as [from, to, from, to, ...]. */
+  segments: number[][];
   params: SharedArrayBuffer;
   /** Mean gradient (reduce output), numParams floats. */
   grad: SharedArrayBuffer;
@@ -92,42 +101,50 @@ export interface WorkerContext {
   /** Optimizer state, k × numParams floats (sgd momentum: 1; adam: expAvg, expAvgSq). */
   opt: SharedArrayBuffer;
   optBuffers: string[];
-  /** Int32 control words: [0] init barrier counter. */
+  /** Int32 control words (see CONTROL in layout.ts): init barrier, step barrier, per-rank arrival and stage. */
   control: SharedArrayBuffer;
+  /** Float64 exchange: per rank [weight count, loss sum, Σg² of its chunk]. */
+  exchange: SharedArrayBuffer;
+  /** Wait bound of the in-worker step barrier (ms). */
+  barrierTimeoutMs: number;
 }
 
 export interface InitTask { kind: "init"; ctx: WorkerContext; rank: number; timeoutMs: number }
 export interface InitResult { rank: number; threadId: number; layout: nn.ParamLayoutEntry[]; mismatch: string | null }
 
-export interface GradTask {
-  kind: "grad"; ctx: WorkerContext; rank: number; step: number;
+/**
+ * One rank's whole step: forward/backward on its shard into its slot, an in-worker
+ * barrier, reduce-scatter of its chunk (zeroing the slots' chunk for the next step),
+ * (with clipping, a second barrier for the global norm), optimizer on its chunk.
+ */
+export interface StepTask {
+  kind: "step"; ctx: WorkerContext; rank: number; step: number;
   data: DatasetRef;
   /** Row indices of the global batch (shared Int32Array), or null for contiguous rows starting at rowStart. */
   idx: SharedArrayBuffer | null;
   /** This shard is positions [start, end) of the global batch. */
   start: number; end: number; rowStart: number;
   microBatchSize: number;
-}
-export interface GradResult { rank: number; rows: number; lossSum: number; zeroMs: number; gatherMs: number; computeMs: number }
-
-export interface UpdateTask {
-  kind: "update"; ctx: WorkerContext; rank: number;
-  /** Weight of each rank's slot in the mean (rows_k / batch); 0 skips the slot. Null: no reduce (already done). */
-  weights: number[] | null;
-  /** Return Σ g² over this chunk (for clipping). */
-  norm: boolean;
-  /** Apply the optimizer; `scale` multiplies the gradient first (clip coefficient). */
-  apply: boolean; scale: number;
   hyper: OptimizerHyper;
-  /** 1-based optimizer step. */
-  step: number;
+  /** Global-norm clipping bound, or 0 for none. */
+  clip: number;
 }
-export interface UpdateResult { rank: number; sumsq: number; reduceMs: number; optMs: number }
+export interface StepResult {
+  rank: number; rows: number;
+  /** Targets the loss averaged over (rows, or for cross-entropy the targets ≠ ignoreIndex), and Σ loss·counted. */
+  counted: number; lossSum: number;
+  gatherMs: number; computeMs: number;
+  /** Waiting at the barrier(s) for the other ranks. */
+  waitMs: number;
+  reduceMs: number; optMs: number;
+  /** Rank 0 only: global gradient norm (with clipping). */
+  gradNorm: number;
+}
 
 export interface EvalTask {
   kind: "eval"; ctx: WorkerContext; rank: number;
   data: DatasetRef; idx: SharedArrayBuffer | null; start: number; end: number; rowStart: number; batchSize: number;
 }
-export interface EvalResult { rank: number; rows: number; lossSum: number; correct: number; hasAccuracy: boolean }
+export interface EvalResult { rank: number; rows: number; lossSum: number; correct: number; hasAccuracy: boolean; /** Rows (targets) the loss counts: not ignoreIndex. */ counted: number }
 
-export type Task = InitTask | GradTask | UpdateTask | EvalTask;
+export type Task = InitTask | StepTask | EvalTask;

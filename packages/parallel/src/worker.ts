@@ -7,13 +7,21 @@
  */
 import { threadId } from "node:worker_threads";
 import { Tensor, manualSeed, nn, noGrad, optim } from "@chainrule/core";
-import { type DatasetViews, datasetViews, mixSeed } from "./layout.js";
+import { CONTROL, type DatasetViews, STAGE_DONE, STAGE_GRAD, STAGE_REDUCE, STAGE_UPDATE, datasetViews, mixSeed } from "./layout.js";
 import { type LossFn, buildModel, layoutDiff, resolveLoss } from "./spec.js";
 import type {
-  DatasetRef, EvalResult, EvalTask, GradResult, GradTask, InitResult, InitTask, Task, UpdateResult, UpdateTask, WorkerContext,
+  DatasetRef, EvalResult, EvalTask, InitResult, InitTask, StepResult, StepTask, Task, WorkerContext,
 } from "./types.js";
 
-const { adamUpdate, sgdUpdate, sumOfSquares, scaleInPlace } = optim;
+const { adamUpdate, sgdUpdate, scaleInPlace } = optim;
+
+/** A barrier wait that ran out of time: names the ranks that had not arrived. */
+class BarrierTimeout extends Error {
+  constructor(message: string, readonly missing: number[]) {
+    super(message);
+    this.name = "BarrierTimeout";
+  }
+}
 
 interface ThreadState {
   session: string;
@@ -29,6 +37,12 @@ interface ThreadState {
   boundRank: number;
   loss: LossFn;
   lossName: string;
+  /** Cross-entropy's ignoreIndex (shards are weighted by counted targets), or null: weighted by rows. */
+  ignoreIndex: number | null;
+  control: Int32Array;
+  exchange: Float64Array;
+  /** Per-rank reduce weights of the current step. */
+  weights: Float64Array;
   /** Scratch rows for gathered (shuffled) shards. */
   xScratch: Float32Array;
   yScratch: Float32Array | Int32Array;
@@ -42,22 +56,33 @@ async function ensureState(ctx: WorkerContext): Promise<ThreadState | { mismatch
   if (state && state.session === ctx.session) return state;
   const model = await buildModel(ctx.model, ctx.seed);
   const layout = nn.paramLayout(model);
-  const mismatch = layoutDiff(ctx.layout, layout);
+  const mismatch = layoutDiff(ctx.layout, layout) ?? trainableDiff(ctx, model);
   if (mismatch) return { mismatch, layout };
   const P = ctx.numParams;
   const flat = new Float32Array(ctx.params, 0, P);
   const slots = Array.from({ length: ctx.world }, (_, r) => new Float32Array(ctx.slots, r * P * 4, P));
   // Bind the replica to the shared parameters (no copy); gradients go to slot 0 until a rank is bound.
   const fp = nn.flattenParameters(model, { dataBuffer: flat, gradBuffer: slots[0], copyValues: false });
-  const { fn, name } = await resolveLoss(ctx.loss);
+  const { fn, name, ignoreIndex } = await resolveLoss(ctx.loss);
   state = {
     session: ctx.session, model, params: model.parameters(), layout: fp.layout, flat,
     grad: new Float32Array(ctx.grad, 0, P), slots,
     opt: ctx.optBuffers.map((_, i) => new Float32Array(ctx.opt, i * P * 4, P)),
-    gradViews: new Map(), boundRank: 0, loss: fn, lossName: name,
+    gradViews: new Map(), boundRank: 0, loss: fn, lossName: name, ignoreIndex,
+    control: new Int32Array(ctx.control), exchange: new Float64Array(ctx.exchange), weights: new Float64Array(ctx.world),
     xScratch: new Float32Array(0), yScratch: new Float32Array(0), data: null,
   };
   return state;
+}
+
+/** Which parameter's requiresGrad differs between this replica and the main thread's model, or null. */
+function trainableDiff(ctx: WorkerContext, model: nn.Module): string | null {
+  const named = model.namedParameters();
+  for (let i = 0; i < named.length; i++) {
+    const [name, p] = named[i];
+    if (p.requiresGrad !== ctx.trainable[i]) return `parameter ${i}: ${name} has requiresGrad ${p.requiresGrad} here but ${ctx.trainable[i]} in the main thread`;
+  }
+  return null;
 }
 
 async function ready(ctx: WorkerContext): Promise<ThreadState> {
@@ -131,78 +156,165 @@ async function init(t: InitTask): Promise<InitResult> {
   return { rank: t.rank, threadId, layout: s.layout, mismatch: "mismatch" in s ? s.mismatch : null };
 }
 
-async function grad(t: GradTask): Promise<GradResult> {
-  const s = await ready(t.ctx);
+/** How many targets of batch positions [a, b) are not `ignoreIndex` (what a cross-entropy mean divides by). */
+export function countedTargets(ignoreIndex: number, d: DatasetViews, idx: Int32Array | null, rowStart: number, a: number, b: number): number {
+  const y = d.y, R = d.yRow;
+  let n = 0;
+  for (let i = a; i < b; i++) {
+    const r = idx === null ? rowStart + i : idx[i];
+    for (let j = r * R, e = j + R; j < e; j++) if (y[j] !== ignoreIndex) n++;
+  }
+  return n;
+}
+
+/**
+ * Waits until all ranks have reached barrier `k` (1-based) of this step, bounded by
+ * `timeoutMs`; on timeout throws naming the ranks it waited on. Returns the ms waited.
+ */
+function barrier(c: Int32Array, world: number, rank: number, k: number, step: number, timeoutMs: number): number {
   const t0 = performance.now();
-  s.slots[t.rank].fill(0);
-  bindRank(s, t.rank);
+  Atomics.store(c, CONTROL.arrivedAt(world) + rank, k);
+  const target = k * world;
+  if (Atomics.add(c, CONTROL.BARRIER, 1) + 1 >= target) {
+    Atomics.notify(c, CONTROL.BARRIER);
+    return performance.now() - t0;
+  }
+  const deadline = t0 + timeoutMs;
+  for (let v = Atomics.load(c, CONTROL.BARRIER); v < target; v = Atomics.load(c, CONTROL.BARRIER)) {
+    const left = deadline - performance.now();
+    if (left <= 0) {
+      const missing: number[] = [];
+      for (let r = 0; r < world; r++) if (Atomics.load(c, CONTROL.arrivedAt(world) + r) < k) missing.push(r);
+      throw new BarrierTimeout(`step ${step}: barrier ${k} timed out after ${timeoutMs} ms waiting for worker${missing.length === 1 ? "" : "s"} ${missing.join(", ")}`, missing);
+    }
+    Atomics.wait(c, CONTROL.BARRIER, v, left);
+  }
+  return performance.now() - t0;
+}
+
+/**
+ * grad = Σ_k w_k · slot_k over [from, to), in fixed rank order, and the slots' range is
+ * zeroed for the next step's backward (which accumulates into them). Returns Σ grad² when `norm`.
+ */
+function reduceRange(g: Float32Array, slots: Float32Array[], w: Float64Array, from: number, to: number, norm: boolean): number {
+  const W = slots.length;
+  let ss = 0;
+  if (W === 1) {
+    const s0 = slots[0], w0 = w[0];
+    if (w0 === 1) {
+      for (let i = from; i < to; i++) { const v = s0[i]; g[i] = v; s0[i] = 0; }
+    } else {
+      for (let i = from; i < to; i++) { g[i] = w0 * s0[i]; s0[i] = 0; }
+    }
+  } else if (W === 2) {
+    const s0 = slots[0], s1 = slots[1], w0 = w[0], w1 = w[1];
+    for (let i = from; i < to; i++) { g[i] = w0 * s0[i] + w1 * s1[i]; s0[i] = 0; s1[i] = 0; }
+  } else {
+    // Fixed rank order, accumulated in float64, rounded once. Blocked so each slot's stretch stays in cache.
+    const B = 1024;
+    for (let a = from; a < to; a += B) {
+      const b = Math.min(a + B, to);
+      const acc = reduceScratch(b - a);
+      for (let i = a; i < b; i++) acc[i - a] = 0;
+      for (let k = 0; k < W; k++) {
+        const sk = slots[k], wk = w[k];
+        if (wk !== 0) for (let i = a; i < b; i++) acc[i - a] += wk * sk[i];
+        sk.fill(0, a, b);
+      }
+      for (let i = a; i < b; i++) g[i] = acc[i - a];
+    }
+  }
+  if (norm) for (let i = from; i < to; i++) ss += g[i] * g[i];
+  return ss;
+}
+
+let scratch64 = new Float64Array(1024);
+function reduceScratch(n: number): Float64Array {
+  if (scratch64.length < n) scratch64 = new Float64Array(n);
+  return scratch64;
+}
+
+async function step(t: StepTask): Promise<StepResult> {
+  const s = await ready(t.ctx);
+  const { world } = t.ctx, r = t.rank;
+  const c = s.control, x = s.exchange;
+  Atomics.store(c, CONTROL.STAGE + r, STAGE_GRAD);
+  bindRank(s, r);
   s.model.train();
-  const t1 = performance.now();
   const n = t.end - t.start;
   const d = viewsFor(s, t.data);
   const idx = t.idx ? new Int32Array(t.idx) : null;
   const mb = t.microBatchSize > 0 ? t.microBatchSize : n;
+  // The slot holds this shard's mean gradient over its counted targets: each micro-batch's
+  // mean loss is weighted by its share of them. Counting needs the targets first.
+  const counted = s.ignoreIndex === null ? n : countedTargets(s.ignoreIndex, d, idx, t.rowStart, t.start, t.end);
   let lossSum = 0, gatherMs = 0, computeMs = 0;
   for (let a = t.start; a < t.end; a += mb) {
     const b = Math.min(a + mb, t.end), m = b - a;
     const g0 = performance.now();
-    const { x, y } = rows(s, d, idx, t.rowStart, a, b);
+    const { x: xs, y } = rows(s, d, idx, t.rowStart, a, b);
     const g1 = performance.now();
-    manualSeed(mixSeed(t.ctx.seed, t.step, a)); // dropout masks: fixed by step and batch position
-    const out = s.model.forward(new Tensor(x, [m, ...d.ref.xShape]));
-    const loss = s.loss(out, target(s, d, y, m));
-    // The shard's mean gradient: each micro-batch's mean loss weighted by its share of the shard.
-    if (m === n) loss.backward();
-    else loss.backward(new Float32Array([m / n]));
-    lossSum += loss.item() * m;
+    const cm = s.ignoreIndex === null ? m : countedTargets(s.ignoreIndex, d, idx, t.rowStart, a, b);
+    if (cm > 0) {
+      manualSeed(mixSeed(t.ctx.seed, t.step, a)); // dropout masks: fixed by step and batch position
+      const out = s.model.forward(new Tensor(xs, [m, ...d.ref.xShape]));
+      const loss = s.loss(out, target(s, d, y, m));
+      if (cm === counted) loss.backward();
+      else loss.backward(new Float32Array([cm / counted]));
+      lossSum += loss.item() * cm;
+    }
     gatherMs += g1 - g0;
     computeMs += performance.now() - g1;
   }
-  return { rank: t.rank, rows: n, lossSum, zeroMs: t1 - t0, gatherMs, computeMs };
-}
+  x[3 * r] = counted;
+  x[3 * r + 1] = lossSum;
+  let waitMs = barrier(c, world, r, 1, t.step, t.ctx.barrierTimeoutMs);
 
-function reduce(s: ThreadState, w: number[], from: number, to: number): void {
-  const g = s.grad;
-  const act = w.map((wk, k) => [wk, k] as const).filter(([wk]) => wk !== 0);
-  if (act.length === 1) {
-    const [w0, k0] = act[0], s0 = s.slots[k0];
-    for (let i = from; i < to; i++) g[i] = w0 * s0[i];
-  } else if (act.length === 2) {
-    const [w0, k0] = act[0], [w1, k1] = act[1], s0 = s.slots[k0], s1 = s.slots[k1];
-    for (let i = from; i < to; i++) g[i] = w0 * s0[i] + w1 * s1[i];
-  } else {
-    // Fixed rank order, accumulated in float64, rounded once.
-    const ws = act.map(([wk]) => wk), ss = act.map(([, k]) => s.slots[k]), K = act.length;
-    for (let i = from; i < to; i++) {
-      let acc = 0;
-      for (let k = 0; k < K; k++) acc += ws[k] * ss[k][i];
-      g[i] = acc;
-    }
-  }
-}
-
-async function update(t: UpdateTask): Promise<UpdateResult> {
-  const s = await ready(t.ctx);
-  const from = t.ctx.chunks[t.rank], to = t.ctx.chunks[t.rank + 1];
+  // Reduce-scatter of this rank's chunk: weights counted_k / Σ counted, in rank order.
+  Atomics.store(c, CONTROL.STAGE + r, STAGE_REDUCE);
   const t0 = performance.now();
-  if (t.weights) reduce(s, t.weights, from, to);
-  const sumsq = t.norm ? sumOfSquares(s.grad, from, to) : 0;
-  const t1 = performance.now();
-  if (t.apply) {
-    if (t.scale !== 1) scaleInPlace(s.grad, t.scale, from, to);
-    const h = t.hyper;
-    if (h.type === "sgd") sgdUpdate(s.flat, s.grad, s.opt.length > 0 ? s.opt[0] : null, from, to, h, t.step === 1);
-    else adamUpdate(s.flat, s.grad, s.opt[0], s.opt[1], from, to, h, t.step);
+  let total = 0;
+  for (let k = 0; k < world; k++) total += x[3 * k];
+  const w = s.weights;
+  for (let k = 0; k < world; k++) w[k] = total > 0 ? x[3 * k] / total : 0;
+  const seg = t.ctx.segments[r];
+  const clip = t.clip > 0;
+  let ss = 0;
+  for (let i = 0; i < seg.length; i += 2) ss += reduceRange(s.grad, s.slots, w, seg[i], seg[i + 1], clip);
+  let reduceMs = performance.now() - t0, gradNorm = 0, scale = 1;
+  if (clip) {
+    x[3 * r + 2] = ss;
+    waitMs += barrier(c, world, r, 2, t.step, t.ctx.barrierTimeoutMs);
+    const t1 = performance.now();
+    let tot = 0;
+    for (let k = 0; k < world; k++) tot += x[3 * k + 2]; // rank order: every rank computes the same norm
+    gradNorm = Math.sqrt(tot);
+    const coef = t.clip / (gradNorm + 1e-6);
+    if (coef < 1) {
+      scale = coef;
+      for (let i = 0; i < seg.length; i += 2) scaleInPlace(s.grad, scale, seg[i], seg[i + 1]);
+    }
+    reduceMs += performance.now() - t1;
   }
-  return { rank: t.rank, sumsq, reduceMs: t1 - t0, optMs: performance.now() - t1 };
+
+  Atomics.store(c, CONTROL.STAGE + r, STAGE_UPDATE);
+  const t2 = performance.now();
+  const h = t.hyper;
+  for (let i = 0; i < seg.length; i += 2) {
+    if (h.type === "sgd") sgdUpdate(s.flat, s.grad, s.opt.length > 0 ? s.opt[0] : null, seg[i], seg[i + 1], h, t.step === 1);
+    else adamUpdate(s.flat, s.grad, s.opt[0], s.opt[1], seg[i], seg[i + 1], h, t.step);
+  }
+  const optMs = performance.now() - t2;
+  Atomics.store(c, CONTROL.STAGE + r, STAGE_DONE);
+  return { rank: r, rows: n, counted, lossSum, gatherMs, computeMs, waitMs, reduceMs, optMs, gradNorm };
 }
 
 /** Σ loss·rows and correct predictions over batch positions [start, end), no graph, eval mode. Shared with the comlink evaluator. */
 export function evalRange(
   model: nn.Module, loss: LossFn, lossName: string, d: DatasetViews, scratch: { xScratch: Float32Array; yScratch: Float32Array | Int32Array },
-  idx: Int32Array | null, rowStart: number, start: number, end: number, batchSize: number,
-): { lossSum: number; correct: number; hasAccuracy: boolean } {
-  let lossSum = 0, correct = 0, hasAccuracy = false;
+  idx: Int32Array | null, rowStart: number, start: number, end: number, batchSize: number, ignoreIndex: number | null = null,
+): { lossSum: number; correct: number; hasAccuracy: boolean; counted: number } {
+  let lossSum = 0, correct = 0, hasAccuracy = false, counted = 0;
   const s = { ...scratch, lossName } as ThreadState;
   model.eval();
   try {
@@ -211,11 +323,14 @@ export function evalRange(
         const b = Math.min(a + batchSize, end), m = b - a;
         const { x, y } = rows(s, d, idx, rowStart, a, b);
         const out = model.forward(new Tensor(x, [m, ...d.ref.xShape]));
-        lossSum += loss(out, target(s, d, y, m)).item() * m;
+        const cm = ignoreIndex === null ? m : countedTargets(ignoreIndex, d, idx, rowStart, a, b);
+        counted += cm;
+        if (cm > 0) lossSum += loss(out, target(s, d, y, m)).item() * cm; // a mean over cm targets
         const C = out.size / m;
         if (y instanceof Int32Array && C > 1 && d.yRow === 1) {
           hasAccuracy = true;
           for (let i = 0; i < m; i++) {
+            if (y[i] === ignoreIndex) continue;
             let best = 0;
             for (let c = 1; c < C; c++) if (out.data[i * C + c] > out.data[i * C + best]) best = c;
             if (best === y[i]) correct++;
@@ -232,22 +347,21 @@ export function evalRange(
   } finally {
     model.train();
   }
-  return { lossSum, correct, hasAccuracy };
+  return { lossSum, correct, hasAccuracy, counted };
 }
 
 async function evaluate(t: EvalTask): Promise<EvalResult> {
   const s = await ready(t.ctx);
   const d = viewsFor(s, t.data);
   const idx = t.idx ? new Int32Array(t.idx) : null;
-  const r = evalRange(s.model, s.loss, s.lossName, d, s, idx, t.rowStart, t.start, t.end, t.batchSize);
+  const r = evalRange(s.model, s.loss, s.lossName, d, s, idx, t.rowStart, t.start, t.end, t.batchSize, s.ignoreIndex);
   return { rank: t.rank, rows: t.end - t.start, ...r };
 }
 
 export default async function run(task: Task): Promise<unknown> {
   switch (task.kind) {
     case "init": return init(task);
-    case "grad": return grad(task);
-    case "update": return update(task);
+    case "step": return step(task);
     case "eval": return evaluate(task);
   }
 }
