@@ -256,6 +256,17 @@ describe("bad input: exit ≠ 0, one line, nothing written", () => {
 });
 
 describe("other data and models", () => {
+  it("trains a .ts job whose model comes from its own module, on 2 workers", async () => {
+    const run = join(TMP, "tsjob");
+    const r = await cli(["train", join(FIX, "cli-job.ts"), "--out", run]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/cli-model\.ts#tiny \(19,090 parameters\)/);
+    expect(r.stdout).toContain("DataParallel, 2 worker threads");
+    expect(Number(/held-out accuracy: ([\d.]+)%/.exec(r.stdout)![1])).toBeGreaterThan(60);
+    const job = JSON.parse(readFileSync(join(run, "job.json"), "utf8"));
+    expect(job.model.module).toBe(join(FIX, "cli-model.ts")); // made absolute: job.json stands alone
+  }, 60_000);
+
   it("trains logistic regression on a CSV file and predicts a row", async () => {
     const run = join(TMP, "csv");
     const job = writeJob("csv", { model: { type: "logistic" }, data: { type: "csv", path: join(FIX, "cli-blobs.csv"), label: "label" }, epochs: 30, batchSize: 32, workers: 1, optimizer: { type: "sgd", lr: 0.5 } });

@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { type Dataset, optim, readCheckpoint, describeMismatch, type nn, CheckpointError, type CheckpointContents, useBackend } from "@chainrule/core";
 import { CliError, UsageError } from "./errors.js";
-import { type Job, JobSchema, absolutizePaths, loadJobFile, parseJob, setPath } from "./job.js";
+import { type Job, DEFAULT_JOB, JobSchema, absolutizePaths, loadJobFile, parseJob, setPath } from "./job.js";
 import { buildModel, type ModelContext } from "./models.js";
 import { JOB_FILE } from "./rundir.js";
 
@@ -47,7 +47,7 @@ export interface RawJob {
 
 /** The raw job from JOB (or the default job, {}), with flags and --set overrides applied. Not yet validated. */
 export async function rawJob(jobPath: string | undefined, flags: Record<string, string | undefined>, sets: string[]): Promise<RawJob> {
-  let raw: Record<string, unknown> = {};
+  let raw: Record<string, unknown> = structuredClone(DEFAULT_JOB) as unknown as Record<string, unknown>;
   let source = "default job";
   if (jobPath) {
     const f = await loadJobFile(jobPath);

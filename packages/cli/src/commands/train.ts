@@ -172,7 +172,7 @@ async function runLoop(a: LoopArgs): Promise<number> {
 
   out.write(`chainrule train: ${describeModel(job, a.ctx, trainer.model)} on ${data.description}: ${fmtInt(N)} train / ${fmtInt(data.heldOut.length)} held-out rows\n`);
   out.write(`engine: ${trainer.description} · backend ${a.backendReason}\n`);
-  out.write(`${opt.type} lr ${opt.lr}${job.schedule.type !== "constant" ? ` (${job.schedule.type} schedule)` : ""} · batch ${B} · ${job.epochs} epochs (${fmtInt(totalSteps)} steps) · seed ${job.seed} · loss ${loss}\n`);
+  out.write(`${opt.type} lr ${opt.lr}${job.schedule.type !== "constant" ? ` (${job.schedule.type} schedule)` : ""} · batch ${B} · ${job.epochs} epoch${job.epochs === 1 ? "" : "s"} (${fmtInt(totalSteps)} steps) · seed ${job.seed} · loss ${loss}\n`);
   if (a.resumedFrom) {
     metrics.truncateAfter(pos.step);
     metrics.write({ kind: "resume", step: pos.step, epoch: pos.epoch, from: a.resumedFrom, time: new Date().toISOString() });
