@@ -1,0 +1,75 @@
+/** In-process tests of the CLI's pieces: job schema messages, flag overrides, charts, run directories. */
+import { describe, expect, it } from "vitest";
+import { existsSync, mkdtempSync, readdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DEFAULT_JOB, parseJob } from "../packages/cli/src/job.js";
+import { rawJob } from "../packages/cli/src/resolve.js";
+import { lineChart, ticks } from "../packages/cli/src/plot.js";
+import { commitCheckpoint, createRunDir, listCheckpoints, resolveCheckpoint } from "../packages/cli/src/rundir.js";
+
+const err = (raw: unknown) => {
+  try {
+    parseJob(raw, "job.json");
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return "no error";
+};
+
+describe("job schema", () => {
+  it("fills defaults and accepts the default job", () => {
+    const j = parseJob(DEFAULT_JOB, "default job");
+    expect(j.model).toEqual({ type: "mlp", hidden: [512, 256], activation: "relu", dropout: 0 });
+    expect(j.optimizer).toMatchObject({ type: "adam", lr: 1e-3, betas: [0.9, 0.999] });
+    expect(j.checkpoint).toEqual({ everySteps: 0, everyEpochs: 1, keep: 2 });
+  });
+  it("names the key path and what was expected", () => {
+    expect(err({ foo: 1 })).toBe("job.json: foo: unknown key");
+    expect(err({ optimizer: { type: "adam", lr: -1 } })).toBe("job.json: optimizer.lr: expected a number > 0, got -1");
+    expect(err({ model: { type: "mlp", hidden: [8, 0] } })).toBe("job.json: model.hidden[1]: expected a number > 0, got 0");
+    expect(err({ epochs: "ten" })).toBe('job.json: epochs: expected number, got "ten"');
+    expect(err({ data: { type: "mnist", heldOut: 2.5 } })).toMatch(/data\.heldOut: expected a fraction in \(0, 1\) or a whole number of rows/);
+    expect(err({ workers: 3, batchSize: 2 })).toMatch(/workers: 3 workers but batchSize is 2/);
+    expect(err({ schedule: { type: "cosine", minLr: 1 } })).toMatch(/schedule\.minLr: minLr 1 is above optimizer\.lr 0\.001/);
+    expect(err({ a: 1, b: 2, c: 3, d: 4 })).toMatch(/a: unknown key; b: unknown key; c: unknown key; d: unknown key/);
+  });
+  it("flags and --set override the job, keeping a section's type", async () => {
+    const { raw, source } = await rawJob(undefined, { lr: "0.01", "batch-size": "32", workers: "auto" }, ["data.limitTrain=100", "model.hidden=[64]"]);
+    const j = parseJob(raw, source);
+    expect(j.optimizer.lr).toBe(0.01);
+    expect(j.batchSize).toBe(32);
+    expect(j.data).toMatchObject({ type: "mnist", limitTrain: 100 });
+    expect(j.model).toMatchObject({ type: "mlp", hidden: [64] });
+    expect(source).toBe("default job (with --workers, --batch-size, --lr, --set data.limitTrain, --set model.hidden)");
+  });
+});
+
+describe("plots", () => {
+  it("ticks are round numbers covering the range", () => {
+    expect(ticks(0, 1)).toEqual([0, 0.2, 0.4, 0.6, 0.8, 1]);
+    expect(ticks(3, 3)).toEqual([3]);
+  });
+  it("draws a self-contained SVG, escaping text", () => {
+    const svg = lineChart([{ name: "a<b", points: [[0, 1], [1, 0.5], [2, NaN]] }], { title: "Loss & more", xLabel: "step", yLabel: "loss", logY: true });
+    expect(svg).toMatch(/^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+    expect(svg).toContain("Loss &amp; more");
+    expect(svg).toContain("a&lt;b");
+    expect(svg).toMatch(/<path d="M[\d.]+,[\d.]+L/);
+    expect(lineChart([], { title: "t", xLabel: "x", yLabel: "y" })).toContain("no data");
+  });
+});
+
+describe("run directories", () => {
+  it("checkpoints are renamed into place, pruned to `keep`, and the latest is found", () => {
+    const run = join(mkdtempSync(join(tmpdir(), "rd-")), "run");
+    createRunDir(run);
+    expect(() => createRunDir(run)).toThrow(/already exists; pass --resume/);
+    for (const s of [5, 10, 15]) commitCheckpoint(run, s, 2, (d) => expect(existsSync(d)).toBe(true));
+    expect(listCheckpoints(run).map((p) => p.split("/").pop())).toEqual(["step-00000010", "step-00000015"]);
+    expect(readdirSync(join(run, "checkpoints")).some((n) => n.startsWith(".tmp"))).toBe(false);
+    expect(() => commitCheckpoint(run, 20, 2, () => { throw new Error("disk full"); })).toThrow("disk full");
+    expect(readdirSync(join(run, "checkpoints"))).toEqual(["step-00000010", "step-00000015"]); // failed write left nothing
+    expect(resolveCheckpoint(run)).toBe(join(run, "checkpoints", "step-00000015"));
+  });
+});
