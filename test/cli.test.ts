@@ -18,7 +18,7 @@ const TMP = mkdtempSync(join(tmpdir(), "chainrule-cli-"));
 
 interface Result { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
 
-function cli(args: string[], opts: { onSpawn?: (kill: (s: NodeJS.Signals) => void) => void; env?: Record<string, string> } = {}): Promise<Result> {
+function cli(args: string[], opts: { onSpawn?: (kill: (s: NodeJS.Signals) => void) => void; onStderr?: (all: string) => void; env?: Record<string, string> } = {}): Promise<Result> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args], {
       cwd: REPO,
@@ -27,7 +27,10 @@ function cli(args: string[], opts: { onSpawn?: (kill: (s: NodeJS.Signals) => voi
     });
     let stdout = "", stderr = "";
     child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
+    child.stderr.on("data", (d) => {
+      stderr += d;
+      opts.onStderr?.(stderr);
+    });
     child.on("error", reject);
     child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
     opts.onSpawn?.((s) => child.kill(s));
@@ -181,6 +184,41 @@ describe("kill and resume", () => {
       expect(sb.rng).toEqual(sa.rng);
     }, 150_000);
   }
+});
+
+describe("Ctrl-C", () => {
+  it("SIGINT writes a checkpoint and exits 130; a second one exits at once, leaving the last checkpoint intact", async () => {
+    const job = writeJob("sigint", { ...SMALL, model: { type: "mlp", hidden: [256] }, data: { type: "mnist", limitTrain: 3000, limitHeldOut: 100 }, epochs: 5, batchSize: 20, checkpoint: { everySteps: 10 }, log: { everySteps: 1 } });
+    const run = join(TMP, "sigint");
+    let sawFirst = false;
+    const r = await cli(["train", job, "--out", run], {
+      onSpawn: (kill) => {
+        const timer = setInterval(() => {
+          const m = join(run, "metrics.jsonl");
+          if (existsSync(m) && readFileSync(m, "utf8").includes('"kind":"checkpoint"')) {
+            clearInterval(timer);
+            kill("SIGINT");
+            // The second Ctrl-C, as soon as the first is acknowledged (signals sent together coalesce).
+            const t2 = setInterval(() => {
+              if (sawFirst) {
+                clearInterval(t2);
+                kill("SIGINT");
+              }
+            }, 1);
+          }
+        }, 10);
+      },
+      onStderr: (text) => (sawFirst ||= text.includes("SIGINT: finishing the current step")),
+    });
+    expect(r.code, r.stdout + r.stderr).toBe(130);
+    expect(r.stderr).toContain("SIGINT: finishing the current step, then writing a checkpoint (Ctrl-C again to exit at once)");
+    // Either the second Ctrl-C won the race (exit at once) or the step and checkpoint finished first.
+    if (r.stderr.includes("SIGINT again:")) expect(r.stderr).toMatch(/SIGINT again: exiting now; the last checkpoint \(.*step-\d+\) is intact/);
+    else expect(r.stdout).toContain("resume with:");
+    expect(readdirSync(join(run, "checkpoints")).filter((n) => !n.startsWith("step-"))).toEqual([]);
+    const ev = await cli(["eval", run]);
+    expect(ev.code, ev.stderr).toBe(0);
+  }, 60_000);
 });
 
 describe("bad input: exit ≠ 0, one line, nothing written", () => {

@@ -270,21 +270,30 @@ async function runLoop(a: LoopArgs): Promise<number> {
       pos.rows = 0;
       if (pos.epoch % job.checkpoint.everyEpochs === 0 || pos.epoch === job.epochs) checkpoint();
     }
-  } finally {
+  } catch (e) {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
+    throw e;
+  } finally {
     progress.stopBar();
   }
+  // The handlers stay until the last checkpoint is written: a second Ctrl-C still exits at once.
+  const done = () => {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  };
 
   if (stop) {
     const path = checkpoint();
     metrics.write({ kind: "interrupt", step: pos.step, signal: stop, wallTime: wall() });
     out.write(`interrupted (${stop}) at epoch ${pos.epoch + 1}, step ${pos.step}: checkpoint written to ${path}\n`);
     out.write(`resume with: npx pnpm@10 chainrule train --resume --out ${runDir}\n`);
+    done();
     return stop === "SIGINT" ? 130 : 143;
   }
 
   const path = checkpoint();
+  done();
   const total = wall();
   const thisRun = (performance.now() - t0) / 1000;
   const summary = {
