@@ -1,7 +1,7 @@
 /** Turns a job's `data` section into train and held-out datasets (on shared memory, for worker threads). */
 import { createRequire } from "node:module";
 import {
-  type Dataset, type MnistModule, embeddedMnistSplit, loadCsv, loadIdxDataset, loadIdxDirectory, splitDataset, subset, toShared,
+  type Dataset, type MnistModule, FASHION_MNIST_CLASSES, embeddedMnistSplit, loadCsv, loadIdxDataset, loadIdxDirectory, splitDataset, subset, toShared,
 } from "@chainrule/core";
 import type { DataConfig } from "./job.js";
 
@@ -36,12 +36,14 @@ export function loadJobData(cfg: DataConfig): JobData {
       break;
     }
     case "idx": {
-      const full = cfg.dir ? loadIdxDirectory(cfg.dir, "train") : loadIdxDataset(cfg.trainImages!, cfg.trainLabels!);
+      // Fashion-MNIST (e.g. /usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist) gets its class names.
+      const names = /fashion/i.test(cfg.dir ?? cfg.trainImages ?? "") ? { classNames: FASHION_MNIST_CLASSES } : {};
+      const full = cfg.dir ? loadIdxDirectory(cfg.dir, "train", names) : loadIdxDataset(cfg.trainImages!, cfg.trainLabels!, names);
       const hasTest = cfg.dir ? undefined : cfg.testImages && cfg.testLabels;
       if (cfg.dir || hasTest) {
         let test: Dataset | undefined;
         try {
-          test = cfg.dir ? loadIdxDirectory(cfg.dir, "test") : loadIdxDataset(cfg.testImages!, cfg.testLabels!);
+          test = cfg.dir ? loadIdxDirectory(cfg.dir, "test", names) : loadIdxDataset(cfg.testImages!, cfg.testLabels!, names);
         } catch (e) {
           if (!cfg.dir) throw e; // a dir without t10k files: split instead
         }
