@@ -9,9 +9,10 @@
  *   npx tsx bench/parallel.ts [--workers 1,2,4] [--batch 512] [--steps 6] [--rounds 3] [--quick]
  */
 import { spawnSync } from "node:child_process";
+import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { F, Generator, Tensor, backendReport, manualSeed, optim } from "../packages/core/src/index.js";
-import { DataParallel, MODELS, createSharedDataset, mlp, type SharedDataset, type StepStats } from "../packages/parallel/src/index.js";
+import { DataParallel, MODELS, createSharedDataset, mlp, simdAvailable, type SharedDataset, type StepStats } from "../packages/parallel/src/index.js";
 import { flag, hasFlag, median, numList, runIfMain, table } from "./_util.js";
 
 const SIZES = [784, 512, 256, 10];
@@ -87,7 +88,8 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   const rows = batch * 4;
   const ds = dataset(rows);
   const idx = indexBatches(rows, batch, steps);
-  console.log(`MLP ${SIZES.join("-")}, Adam, global batch ${batch}; ${steps} steps x ${rounds} rounds (alternating); backend: ${backendReport().reason}`);
+  console.log(`load average ${os.loadavg().map((x) => x.toFixed(2)).join(" ")} on ${os.cpus().length} cores`);
+  console.log(`MLP ${SIZES.join("-")}, Adam, global batch ${batch}; ${steps} steps x ${rounds} rounds (alternating); backend: ${backendReport().reason}; reduce/Adam kernels: ${simdAvailable() ? "wasm simd" : "js"}`);
 
   const dps = new Map<number, DataParallel>();
   for (const w of workersList) {
@@ -125,22 +127,22 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
     const wall = m("wallMs");
     const row = {
       workers: String(w), "samples/s": v, speedup: v / base, "ms/step": wall, "fwd+bwd": m("computeMs"),
-      zero: m("zeroMs"), gather: m("gatherMs"), reduce: m("reduceMs"), optim: m("optMs"), sync: m("syncMs"),
+      gather: m("gatherMs"), reduce: m("reduceMs"), optim: m("optMs"), wait: m("waitMs"), sync: m("syncMs"),
       "overhead%": (100 * m("overheadMs")) / wall,
     };
     rowsOut.push(row);
-    perWorkers[w] = { samplesPerSec: v, runs: sps.get(w), speedupVs1: v / base, stepMs: wall, computeMs: row["fwd+bwd"], zeroMs: row.zero, gatherMs: row.gather, reduceMs: row.reduce, optMs: row.optim, syncMs: row.sync, overheadPct: row["overhead%"] };
+    perWorkers[w] = { samplesPerSec: v, runs: sps.get(w), speedupVs1: v / base, stepMs: wall, computeMs: row["fwd+bwd"], waitMs: row.wait, gatherMs: row.gather, reduceMs: row.reduce, optMs: row.optim, syncMs: row.sync, overheadPct: row["overhead%"] };
   }
   rowsOut.push({ ...Object.fromEntries(Object.keys(rowsOut[0]).map((k) => [k, ""])), workers: "main thread", "samples/s": mainSps, speedup: mainSps / base, "ms/step": (batch / mainSps) * 1000 });
   table(rowsOut);
-  console.log("(ms are medians per step; per-rank parts are the max over ranks; overhead% = time outside forward/backward)");
+  console.log("(ms are medians per step; per-rank parts are the max over ranks; wait = at the in-worker barrier, part of sync; overhead% = time outside forward/backward)");
 
   const memory: Record<string, unknown> = {};
   if (!hasFlag(args, "no-rss")) {
     for (const w of [0, ...workersList]) memory[w === 0 ? "mainThreadOnly" : `${w}workers`] = rssOf(w, batch);
     console.log("resident memory (MiB, after 3 steps, fresh process each):", JSON.stringify(memory));
   }
-  return { model: SIZES, batch, steps, rounds, backend: backendReport(), mainThreadSamplesPerSec: mainSps, mainThreadRuns: sps.get("main"), workers: perWorkers, memory };
+  return { model: SIZES, batch, steps, rounds, backend: backendReport(), simd: simdAvailable(), loadavg: os.loadavg(), mainThreadSamplesPerSec: mainSps, mainThreadRuns: sps.get("main"), workers: perWorkers, memory };
 }
 
 if (process.argv.includes("--rss-child")) {

@@ -37,7 +37,7 @@ async function expectFailure(d: DataParallel, data: SharedDataset, pattern: RegE
   expect(err.message).toMatch(/parameters unchanged/);
   expect(ms).toBeLessThan(within);
   expect(d.threads).toBe(0); // pool destroyed: every thread terminated
-  expect(Buffer.from(d.params.buffer).equals(Buffer.from(before.buffer))).toBe(true);
+  expect(Buffer.from(d.params.buffer, d.params.byteOffset, d.params.byteLength).equals(Buffer.from(before.buffer))).toBe(true);
   expect(d.stepCount).toBe(1);
   return err;
 }
@@ -90,4 +90,27 @@ test("a failure while parameters are being updated is reported as such", async (
   const e = workerFailed(2, 7, "update", true, new Error("worker exited with code: 1"));
   expect(e.message).toBe("step 7: worker 2 failed in update: worker exited with code: 1 (parameters may be partially updated)");
   expect(e.paramsModified).toBe(true);
+});
+
+test("a worker that fails after the barrier, while updating: reported as parameters maybe partially updated", async () => {
+  process.env.CHAINRULE_PARALLEL_INJECT_FAILURE = "update:1:2"; // read by the workers when they build their state
+  try {
+    dp = new DataParallel({ model: { module: MODELS, export: "mlp", options: { sizes: [D, 8, C] } }, loss: "crossEntropy", optimizer: { type: "adam", lr: 1e-2 }, workers: 2, seed: 3 });
+    await dp.init();
+    const clean = makeData(N, D, C);
+    await dp.step(clean);
+    const err = await dp.step(clean).then(() => null, (e) => e);
+    expect(err).toBeInstanceOf(ParallelStepError);
+    expect(err.message).toMatch(/^step 2: worker 1 failed in update: injected failure .* \(parameters may be partially updated\)$/);
+    expect(err.phase).toBe("update");
+    expect(err.paramsModified).toBe(true);
+    expect(dp.threads).toBe(0);
+    expect(dp.stepCount).toBe(1);
+  } finally {
+    delete process.env.CHAINRULE_PARALLEL_INJECT_FAILURE;
+  }
+  // A fresh pool (built without the hook) trains on; the slots left dirty by the failed step are cleared.
+  const loss = await dp!.step(makeData(N, D, C));
+  expect(Number.isFinite(loss)).toBe(true);
+  expect(dp!.stepCount).toBe(2);
 });

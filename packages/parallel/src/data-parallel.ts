@@ -21,6 +21,7 @@ import { Generator, nn } from "@chainrule/core";
 import { Piscina } from "piscina";
 import { type Phase, LayoutMismatchError, ParallelError, ParallelStepError, phaseTimedOut, workerFailed } from "./errors.js";
 import { CONTROL, STAGE_GRAD, STAGE_UPDATE, datasetRef, mixSeed, shardOffsets, trainableChunks, trainableRanges } from "./layout.js";
+import { sharedMemory } from "./simd.js";
 import { buildModel, layoutDiff, normalizeLoss, normalizeModel } from "./spec.js";
 import type {
   DataParallelOptions, EvalResult, InitResult, OptimizerHyper, OptimizerSpec, SharedDataset, StepResult, Task, WorkerContext,
@@ -219,11 +220,16 @@ export class DataParallel {
       }
       const model = normalizeModel(this.opts.model);
       const m = await buildModel(model, this.seed);
-      const flat = nn.flattenParameters(m, { shared: true }); // copies the seeded init into shared memory
-      const P = flat.data.length;
+      const P = nn.paramLayout(m).reduce((n, e) => n + e.size, 0);
       const optBuffers = this.hyper.type === "sgd" ? (this.hyper.momentum > 0 ? ["momentumBuffer"] : []) : ["expAvg", "expAvgSq"];
-      const opt = new SharedArrayBuffer(Math.max(1, optBuffers.length * P * 4));
-      this.optViews = Object.fromEntries(optBuffers.map((n, i) => [n, new Float32Array(opt, i * P * 4, P)]));
+      // One shared WebAssembly.Memory: params | grad | slots (world) | optimizer state, each region 64-byte aligned.
+      const region = Math.ceil((P * 4) / 64) * 64;
+      const paramsAt = 0, gradAt = region, slotsAt = 2 * region, optAt = slotsAt + this.world * region;
+      const memory = sharedMemory(optAt + optBuffers.length * region);
+      const buf = memory.buffer;
+      // Copies the seeded init into shared memory; every parameter becomes a view.
+      const flat = nn.flattenParameters(m, { dataBuffer: new Float32Array(buf, paramsAt, P), gradBuffer: new Float32Array(buf, gradAt, P), copyValues: true });
+      this.optViews = Object.fromEntries(optBuffers.map((n, i) => [n, new Float32Array(buf, optAt + i * region, P)]));
       this.mainModel = m;
       this.flat = flat;
       // Frozen parameters (requiresGrad false in the built model) are never reduced or updated;
@@ -233,13 +239,12 @@ export class DataParallel {
       this.ctx = {
         session: "", world: this.world, seed: this.seed, model, loss: normalizeLoss(this.opts.loss), numParams: P, layout: flat.layout,
         chunks, trainable, segments,
-        params: flat.data.buffer as SharedArrayBuffer, grad: flat.grad.buffer as SharedArrayBuffer,
-        slots: new SharedArrayBuffer(Math.max(4, this.world * P * 4)), opt, optBuffers,
+        memory, paramsAt, gradAt, slotsAt, optAt, optBuffers,
         control: new SharedArrayBuffer(4 * CONTROL.size(this.world)),
         exchange: new SharedArrayBuffer(8 * 3 * this.world),
         barrierTimeoutMs: this.timeoutMs + 5000,
       };
-      this.slots = new Float32Array(this.ctx.slots);
+      this.slots = new Float32Array(buf, slotsAt, (this.world * region) / 4);
       await this.startPool();
     });
   }

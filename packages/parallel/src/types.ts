@@ -1,5 +1,6 @@
 /** Configuration types and the typed task protocol between the main thread and pool workers. */
 import type { nn } from "@chainrule/core";
+import type { SharedMemory } from "./simd.js";
 
 /** A model described by where to build it, so every worker builds the identical one. */
 export interface ModelSpec {
@@ -93,13 +94,19 @@ export interface WorkerContext {
   trainable: boolean[];
   /** Per rank: the trainable flat ranges inside its chunk, as [from, to, from, to, ...]. */
   segments: number[][];
-  params: SharedArrayBuffer;
-  /** Mean gradient (reduce output), numParams floats. */
-  grad: SharedArrayBuffer;
+  /**
+   * One shared WebAssembly.Memory holds parameters, mean gradient, slots and optimizer
+   * state (so the SIMD kernels can run over them); the regions below are byte offsets into it.
+   */
+  memory: SharedMemory;
+  /** numParams floats: the parameters. */
+  paramsAt: number;
+  /** numParams floats: the mean gradient (reduce output). */
+  gradAt: number;
   /** world × numParams floats: slot r is rank r's shard gradient. */
-  slots: SharedArrayBuffer;
+  slotsAt: number;
   /** Optimizer state, k × numParams floats (sgd momentum: 1; adam: expAvg, expAvgSq). */
-  opt: SharedArrayBuffer;
+  optAt: number;
   optBuffers: string[];
   /** Int32 control words (see CONTROL in layout.ts): init barrier, step barrier, per-rank arrival and stage. */
   control: SharedArrayBuffer;

@@ -8,9 +8,10 @@
 import { threadId } from "node:worker_threads";
 import { Tensor, manualSeed, nn, noGrad, optim } from "@chainrule/core";
 import { CONTROL, type DatasetViews, STAGE_DONE, STAGE_GRAD, STAGE_REDUCE, STAGE_UPDATE, datasetViews, mixSeed } from "./layout.js";
+import { type SimdKernels, loadKernels } from "./simd.js";
 import { type LossFn, buildModel, layoutDiff, resolveLoss } from "./spec.js";
 import type {
-  DatasetRef, EvalResult, EvalTask, InitResult, InitTask, StepResult, StepTask, Task, WorkerContext,
+  DatasetRef, EvalResult, EvalTask, InitResult, InitTask, OptimizerHyper, StepResult, StepTask, Task, WorkerContext,
 } from "./types.js";
 
 const { adamUpdate, sgdUpdate, scaleInPlace } = optim;
@@ -41,6 +42,14 @@ interface ThreadState {
   ignoreIndex: number | null;
   control: Int32Array;
   exchange: Float64Array;
+  /** WebAssembly SIMD kernels over the shared memory (null: JS loops). */
+  simd: SimdKernels | null;
+  /** Bytes between consecutive slots / optimizer buffers. */
+  region: number;
+  /** The context the state was built from (byte offsets of the regions). */
+  ctx: WorkerContext;
+  /** Test hook: "update:<rank>:<step>" makes that rank throw as it starts updating parameters. */
+  injectFailure: string | undefined;
   /** Per-rank reduce weights of the current step. */
   weights: Float64Array;
   /** Scratch rows for gathered (shuffled) shards. */
@@ -59,15 +68,18 @@ async function ensureState(ctx: WorkerContext): Promise<ThreadState | { mismatch
   const mismatch = layoutDiff(ctx.layout, layout) ?? trainableDiff(ctx, model);
   if (mismatch) return { mismatch, layout };
   const P = ctx.numParams;
-  const flat = new Float32Array(ctx.params, 0, P);
-  const slots = Array.from({ length: ctx.world }, (_, r) => new Float32Array(ctx.slots, r * P * 4, P));
+  const buf = ctx.memory.buffer;
+  const region = Math.ceil((P * 4) / 64) * 64;
+  const flat = new Float32Array(buf, ctx.paramsAt, P);
+  const slots = Array.from({ length: ctx.world }, (_, r) => new Float32Array(buf, ctx.slotsAt + r * region, P));
   // Bind the replica to the shared parameters (no copy); gradients go to slot 0 until a rank is bound.
   const fp = nn.flattenParameters(model, { dataBuffer: flat, gradBuffer: slots[0], copyValues: false });
   const { fn, name, ignoreIndex } = await resolveLoss(ctx.loss);
   state = {
     session: ctx.session, model, params: model.parameters(), layout: fp.layout, flat,
-    grad: new Float32Array(ctx.grad, 0, P), slots,
-    opt: ctx.optBuffers.map((_, i) => new Float32Array(ctx.opt, i * P * 4, P)),
+    grad: new Float32Array(buf, ctx.gradAt, P), slots,
+    opt: ctx.optBuffers.map((_, i) => new Float32Array(buf, ctx.optAt + i * region, P)),
+    simd: loadKernels(ctx.memory), region, ctx, injectFailure: process.env.CHAINRULE_PARALLEL_INJECT_FAILURE,
     gradViews: new Map(), boundRank: 0, loss: fn, lossName: name, ignoreIndex,
     control: new Int32Array(ctx.control), exchange: new Float64Array(ctx.exchange), weights: new Float64Array(ctx.world),
     xScratch: new Float32Array(0), yScratch: new Float32Array(0), data: null,
@@ -228,6 +240,43 @@ function reduceRange(g: Float32Array, slots: Float32Array[], w: Float64Array, fr
   return ss;
 }
 
+/** The reduce of [from, to): SIMD for 1 or 2 ranks (bit-identical to reduceRange), else JS. */
+function reduceSeg(s: ThreadState, w: Float64Array, from: number, to: number, norm: boolean): number {
+  const k = s.simd, W = s.slots.length;
+  if (k === null || W > 2) return reduceRange(s.grad, s.slots, w, from, to, norm);
+  const pairs = (to - from) >> 1, tail = from + 2 * pairs, o = 4 * from;
+  const slot0 = s.ctx.slotsAt + o;
+  if (W === 1) k.reduce1(s.ctx.gradAt + o, slot0, pairs, w[0]);
+  else k.reduce2(s.ctx.gradAt + o, slot0, slot0 + s.region, pairs, w[0], w[1]);
+  if (tail < to) reduceRange(s.grad, s.slots, w, tail, to, false);
+  let ss = 0;
+  if (norm) for (let i = from, g = s.grad; i < to; i++) ss += g[i] * g[i];
+  return ss;
+}
+
+/** Adam / AdamW over [from, to): core's adamUpdate arithmetic, in SIMD where available. */
+function adamSeg(s: ThreadState, h: Extract<OptimizerHyper, { type: "adam" | "adamw" }>, from: number, to: number, step: number): void {
+  const k = s.simd;
+  const [m, v] = s.opt;
+  if (k === null) {
+    adamUpdate(s.flat, s.grad, m, v, from, to, h, step);
+    return;
+  }
+  // The scalars exactly as rules.ts computes them.
+  const { lr, beta1, beta2, eps, weightDecay, decoupled } = h;
+  const bc1 = 1 - Math.pow(beta1, step);
+  const bc2 = 1 - Math.pow(beta2, step);
+  const stepSize = lr / bc1;
+  const invSqrtBc2 = 1 / Math.sqrt(bc2);
+  const decay = decoupled ? 1 - lr * weightDecay : 1;
+  const l2 = decoupled ? 0 : weightDecay;
+  const pairs = (to - from) >> 1, o = 4 * from, c = s.ctx;
+  const pAt = c.paramsAt + o, gAt = c.gradAt + o, mAt = c.optAt + o, vAt = c.optAt + s.region + o;
+  if (weightDecay === 0) k.adam(pAt, gAt, mAt, vAt, pairs, beta1, beta2, 1 - beta1, 1 - beta2, stepSize, invSqrtBc2, eps);
+  else k.adamWd(pAt, gAt, mAt, vAt, pairs, beta1, beta2, 1 - beta1, 1 - beta2, stepSize, invSqrtBc2, eps, decay, l2);
+  if (from + 2 * pairs < to) adamUpdate(s.flat, s.grad, m, v, from + 2 * pairs, to, h, step);
+}
+
 let scratch64 = new Float64Array(1024);
 function reduceScratch(n: number): Float64Array {
   if (scratch64.length < n) scratch64 = new Float64Array(n);
@@ -280,7 +329,7 @@ async function step(t: StepTask): Promise<StepResult> {
   const seg = t.ctx.segments[r];
   const clip = t.clip > 0;
   let ss = 0;
-  for (let i = 0; i < seg.length; i += 2) ss += reduceRange(s.grad, s.slots, w, seg[i], seg[i + 1], clip);
+  for (let i = 0; i < seg.length; i += 2) ss += reduceSeg(s, w, seg[i], seg[i + 1], clip);
   let reduceMs = performance.now() - t0, gradNorm = 0, scale = 1;
   if (clip) {
     x[3 * r + 2] = ss;
@@ -298,11 +347,12 @@ async function step(t: StepTask): Promise<StepResult> {
   }
 
   Atomics.store(c, CONTROL.STAGE + r, STAGE_UPDATE);
+  if (s.injectFailure === `update:${r}:${t.step}`) throw new Error(`injected failure (CHAINRULE_PARALLEL_INJECT_FAILURE=${s.injectFailure})`);
   const t2 = performance.now();
   const h = t.hyper;
   for (let i = 0; i < seg.length; i += 2) {
     if (h.type === "sgd") sgdUpdate(s.flat, s.grad, s.opt.length > 0 ? s.opt[0] : null, seg[i], seg[i + 1], h, t.step === 1);
-    else adamUpdate(s.flat, s.grad, s.opt[0], s.opt[1], seg[i], seg[i + 1], h, t.step);
+    else adamSeg(s, h, seg[i], seg[i + 1], t.step);
   }
   const optMs = performance.now() - t2;
   Atomics.store(c, CONTROL.STAGE + r, STAGE_DONE);
