@@ -20,6 +20,7 @@ commands:
 run \`chainrule <command> --help\` for a command's options.
 `;
 
+/** Adding a command: a case below, a file commands/<name>.ts exporting `<name>Command(argv): Promise<number>`, a HELP line. */
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
