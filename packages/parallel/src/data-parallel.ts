@@ -544,7 +544,7 @@ export class DataParallel {
     let res: StepResult[];
     try {
       res = await this.runPhase<StepResult>("grad", step, false, (r) => ({
-        kind: "step", ctx, rank: r, step, data, idx, start: offs[r], end: offs[r + 1], rowStart, microBatchSize: mb, hyper, clip: this.clip ?? 0,
+        kind: "step", session: ctx.session, rank: r, step, data, idx, start: offs[r], end: offs[r + 1], rowStart, microBatchSize: mb, hyper, clip: this.clip ?? 0,
       }));
     } catch (e) {
       this.slotsDirty = true;

@@ -125,7 +125,10 @@ export interface InitResult { rank: number; threadId: number; layout: nn.ParamLa
  * (with clipping, a second barrier for the global norm), optimizer on its chunk.
  */
 export interface StepTask {
-  kind: "step"; ctx: WorkerContext; rank: number; step: number;
+  kind: "step";
+  /** The pool session whose context every thread received in init. */
+  session: string;
+  rank: number; step: number;
   data: DatasetRef;
   /** Row indices of the global batch (shared Int32Array), or null for contiguous rows starting at rowStart. */
   idx: SharedArrayBuffer | null;

@@ -284,8 +284,11 @@ function reduceScratch(n: number): Float64Array {
 }
 
 async function step(t: StepTask): Promise<StepResult> {
-  const s = await ready(t.ctx);
-  const { world } = t.ctx, r = t.rank;
+  // Every thread built its state in init (the init barrier saw `world` threads), so a step
+  // task carries only the session id, not the context (no per-step clone of the layout).
+  const s = state;
+  if (s === null || s.session !== t.session) throw new Error(`this thread holds no replica for pool session ${t.session} (it did not take part in init)`);
+  const ctx = s.ctx, { world } = ctx, r = t.rank;
   const c = s.control, x = s.exchange;
   Atomics.store(c, CONTROL.STAGE + r, STAGE_GRAD);
   bindRank(s, r);
@@ -305,7 +308,7 @@ async function step(t: StepTask): Promise<StepResult> {
     const g1 = performance.now();
     const cm = s.ignoreIndex === null ? m : countedTargets(s.ignoreIndex, d, idx, t.rowStart, a, b);
     if (cm > 0) {
-      manualSeed(mixSeed(t.ctx.seed, t.step, a)); // dropout masks: fixed by step and batch position
+      manualSeed(mixSeed(ctx.seed, t.step, a)); // dropout masks: fixed by step and batch position
       const out = s.model.forward(new Tensor(xs, [m, ...d.ref.xShape]));
       const loss = s.loss(out, target(s, d, y, m));
       if (cm === counted) loss.backward();
@@ -317,7 +320,7 @@ async function step(t: StepTask): Promise<StepResult> {
   }
   x[3 * r] = counted;
   x[3 * r + 1] = lossSum;
-  let waitMs = barrier(c, world, r, 1, t.step, t.ctx.barrierTimeoutMs);
+  let waitMs = barrier(c, world, r, 1, t.step, ctx.barrierTimeoutMs);
 
   // Reduce-scatter of this rank's chunk: weights counted_k / Σ counted, in rank order.
   Atomics.store(c, CONTROL.STAGE + r, STAGE_REDUCE);
@@ -326,14 +329,14 @@ async function step(t: StepTask): Promise<StepResult> {
   for (let k = 0; k < world; k++) total += x[3 * k];
   const w = s.weights;
   for (let k = 0; k < world; k++) w[k] = total > 0 ? x[3 * k] / total : 0;
-  const seg = t.ctx.segments[r];
+  const seg = ctx.segments[r];
   const clip = t.clip > 0;
   let ss = 0;
   for (let i = 0; i < seg.length; i += 2) ss += reduceSeg(s, w, seg[i], seg[i + 1], clip);
   let reduceMs = performance.now() - t0, gradNorm = 0, scale = 1;
   if (clip) {
     x[3 * r + 2] = ss;
-    waitMs += barrier(c, world, r, 2, t.step, t.ctx.barrierTimeoutMs);
+    waitMs += barrier(c, world, r, 2, t.step, ctx.barrierTimeoutMs);
     const t1 = performance.now();
     let tot = 0;
     for (let k = 0; k < world; k++) tot += x[3 * k + 2]; // rank order: every rank computes the same norm
