@@ -6,7 +6,8 @@
  * outside forward/backward is broken down per step; resident memory is measured in a
  * fresh child process per worker count.
  *
- *   npx tsx bench/parallel.ts [--workers 1,2,4] [--batch 512] [--steps 6] [--rounds 3] [--quick]
+ *   npx tsx bench/parallel.ts [--workers 1,2,4] [--batch 512] [--steps 6] [--rounds 3] [--quick] [--no-rss] [--ceiling]
+ * (--ceiling: also in every non-quick run; measures how far 2 threads scale on this machine at all)
  */
 import { spawnSync } from "node:child_process";
 import os from "node:os";
@@ -79,6 +80,34 @@ function rssOf(workers: number, batch: number): { rssMiB: number; baseMiB: numbe
   try { return JSON.parse(line); } catch { return { error: (r.stderr || line).slice(-300) }; }
 }
 
+/**
+ * The machine's own scaling ceiling: the same fixed work (the MLP's forward GEMMs on a
+ * 256-row shard; a scalar JS loop) in 1 thread, then in 2 threads at once, alternating.
+ * Returns the median of (2 threads' aggregate throughput / 1 thread's): what 2 workers
+ * could reach at best with zero synchronisation, on this machine at this load.
+ */
+async function ceiling(kind: "gemm" | "scalar", rounds: number): Promise<{ ratio: number; runs: number[] }> {
+  const { Worker } = await import("node:worker_threads");
+  const reps = kind === "gemm" ? 20 : 6;
+  const mk = () => new Worker(new URL("./parallel-ceiling-worker.mjs", import.meta.url), { workerData: { kind, reps } });
+  const ws = [mk(), mk()];
+  const run = (w: InstanceType<typeof Worker>) => new Promise<number>((res) => { w.once("message", res); w.postMessage(0); });
+  const ratios: number[] = [];
+  try {
+    await Promise.all(ws.map(run)); // warm-up
+    for (let r = 0; r < rounds; r++) {
+      const one = await run(ws[0]);
+      const t0 = performance.now();
+      await Promise.all(ws.map(run));
+      const two = performance.now() - t0;
+      ratios.push((2 * one) / two);
+    }
+  } finally {
+    await Promise.all(ws.map((w) => w.terminate()));
+  }
+  return { ratio: median(ratios), runs: ratios };
+}
+
 export async function main(args: string[]): Promise<Record<string, unknown>> {
   const quick = hasFlag(args, "quick");
   const workersList = numList(args, "workers", [1, 2, 4]);
@@ -137,12 +166,19 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   table(rowsOut);
   console.log("(samples/s: median over rounds; best: the fastest round (least disturbed by other load); ms are medians per step; per-rank parts are the max over ranks; wait = at the in-worker barrier, part of sync; overhead% = time outside forward/backward)");
 
+  let ceil: Record<string, unknown> | undefined;
+  if (hasFlag(args, "ceiling") || !quick) {
+    const g = await ceiling("gemm", 5), sc = await ceiling("scalar", 5);
+    ceil = { gemm: g, scalar: sc };
+    console.log(`scaling ceiling (independent work, 2 threads vs 1, median of 5): GEMM ${g.ratio.toFixed(2)}x, scalar JS ${sc.ratio.toFixed(2)}x  [${g.runs.map((x) => x.toFixed(2)).join(" ")} | ${sc.runs.map((x) => x.toFixed(2)).join(" ")}]`);
+  }
+
   const memory: Record<string, unknown> = {};
   if (!hasFlag(args, "no-rss")) {
     for (const w of [0, ...workersList]) memory[w === 0 ? "mainThreadOnly" : `${w}workers`] = rssOf(w, batch);
     console.log("resident memory (MiB, after 3 steps, fresh process each):", JSON.stringify(memory));
   }
-  return { model: SIZES, batch, steps, rounds, backend: backendReport(), simd: simdAvailable(), loadavg: os.loadavg(), mainThreadSamplesPerSec: mainSps, mainThreadRuns: sps.get("main"), workers: perWorkers, memory };
+  return { model: SIZES, batch, steps, rounds, backend: backendReport(), simd: simdAvailable(), loadavg: os.loadavg(), mainThreadSamplesPerSec: mainSps, mainThreadRuns: sps.get("main"), workers: perWorkers, ceiling: ceil, memory };
 }
 
 if (process.argv.includes("--rss-child")) {

@@ -1,0 +1,28 @@
+// Thread body for bench/parallel.ts --ceiling: fixed, independent work with no shared state
+// (the MLP's forward GEMMs on a 256-row shard, or a scalar JS loop), timed.
+import { parentPort, workerData } from "node:worker_threads";
+import { register } from "tsx/esm/api";
+
+register();
+const { kernels } = await import("../packages/core/src/index.ts");
+const k = kernels();
+const { kind, reps } = workerData;
+const rows = 256, a = new Float32Array(rows * 784).fill(0.5), w1 = new Float32Array(512 * 784).fill(0.01), o1 = new Float32Array(rows * 512);
+const w2 = new Float32Array(256 * 512).fill(0.01), o2 = new Float32Array(rows * 256);
+const buf = new Float64Array(1 << 16).fill(1.0001);
+function once() {
+  if (kind === "gemm") {
+    k.gemm(false, true, rows, 512, 784, 1, a, 0, 784, w1, 0, 784, 0, o1, 0, 512);
+    k.gemm(false, true, rows, 256, 512, 1, o1, 0, 512, w2, 0, 512, 0, o2, 0, 256);
+  } else {
+    let s = 0;
+    for (let r = 0; r < 40; r++) for (let i = 0; i < buf.length; i++) s += Math.sqrt(buf[i] * s + 1);
+    buf[0] = s > 0 ? 1 : 2;
+  }
+}
+once();
+parentPort.on("message", () => {
+  const t0 = performance.now();
+  for (let i = 0; i < reps; i++) once();
+  parentPort.postMessage(performance.now() - t0);
+});
