@@ -3,6 +3,9 @@ import { createRequire } from "node:module";
 import {
   type Dataset, type MnistModule, FASHION_MNIST_CLASSES, embeddedMnistSplit, loadCsv, loadIdxDataset, loadIdxDirectory, splitDataset, subset, toShared,
 } from "@chainrule/core";
+import { readFileSync } from "node:fs";
+import { CharTokenizer, loadCorpus, shuffleLines, trainValSplit } from "@chainrule/core";
+import { CliError } from "./errors.js";
 import type { DataConfig } from "./job.js";
 
 export interface JobData {
@@ -14,6 +17,75 @@ export interface JobData {
   classification: boolean;
   classNames?: string[];
   description: string;
+  /** Text data: the character tokenizer (saved with every checkpoint). */
+  tokenizer?: CharTokenizer;
+}
+
+type TextConfig = Extract<DataConfig, { type: "text" }>;
+
+/** The raw text of a text data config: a bundled corpus (default female-names) or a UTF-8 file. */
+export function readText(cfg: TextConfig): { text: string; source: string } {
+  if (cfg.file) {
+    let text: string;
+    try {
+      text = readFileSync(cfg.file, "utf8");
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new CliError(`data.file ${cfg.file}: ${err.code === "ENOENT" ? "no such file" : err.code === "EISDIR" ? "is a directory" : err.message}`);
+    }
+    if (text.includes("\uFFFD")) throw new CliError(`data.file ${cfg.file}: not UTF-8 text (invalid byte sequences)`);
+    return { text: text.replace(/\r\n?/g, "\n"), source: cfg.file };
+  }
+  const name = cfg.corpus ?? "female-names";
+  return { text: loadCorpus(name), source: `bundled corpus ${name}` };
+}
+
+/** Windows of T tokens starting every `stride` tokens (plus one flush with the end): x = ids[s..s+T), y = ids[s+1..s+T]. */
+function windows(ids: Int32Array, T: number, stride: number, vocab: number, name: string): Dataset {
+  const starts: number[] = [];
+  const last = ids.length - T - 1;
+  for (let s = 0; s <= last; s += stride) starts.push(s);
+  if (starts.length && starts[starts.length - 1] !== last) starts.push(last);
+  const n = starts.length;
+  const inputs = new Float32Array(new SharedArrayBuffer(n * T * 4));
+  const targets = new Int32Array(new SharedArrayBuffer(n * T * 4));
+  starts.forEach((s, i) => {
+    for (let t = 0; t < T; t++) {
+      inputs[i * T + t] = ids[s + t];
+      targets[i * T + t] = ids[s + t + 1];
+    }
+  });
+  return { inputs, inputShape: [T], targets, targetShape: [T], length: n, numClasses: vocab, name };
+}
+
+/**
+ * Text for a GPT: tokenizer (given, e.g. from a checkpoint being fine-tuned, or built
+ * from the text), a train/validation split of the encoded text, and both parts as
+ * shared datasets of (T) input and (T) target windows — training windows every
+ * `stride` characters, validation windows back to back (each character scored once).
+ */
+export function loadTextData(cfg: TextConfig, modelBlockSize: number, given?: CharTokenizer): JobData {
+  const { text: raw, source } = readText(cfg);
+  const text = (cfg.shuffleLines ?? !cfg.file) ? shuffleLines(raw, cfg.splitSeed) : raw;
+  const tokenizer = given ?? CharTokenizer.fromText(text);
+  if (given && !given.covers(text)) {
+    const missing = [...new Set(Array.from(text).filter((c) => !given.covers(c)))];
+    throw new CliError(`${source} has ${missing.length} character(s) outside the checkpoint's vocabulary: ${missing.slice(0, 12).map((c) => JSON.stringify(c)).join(", ")}${missing.length > 12 ? ", …" : ""}`);
+  }
+  const T = cfg.blockSize ?? modelBlockSize;
+  const ids = tokenizer.encode(text);
+  const { train, val } = trainValSplit(ids, cfg.valFraction);
+  for (const [part, a] of [["training", train], ["validation", val]] as const) {
+    if (a.length < T + 1) throw new CliError(`${source}: the ${part} part has ${a.length} characters, fewer than blockSize + 1 = ${T + 1} (use a longer text, a smaller blockSize or another valFraction)`);
+  }
+  const stride = cfg.stride ?? Math.max(1, Math.floor(T / 2));
+  return {
+    train: windows(train, T, stride, tokenizer.vocabSize, "train"),
+    heldOut: windows(val, T, T, tokenizer.vocabSize, "validation"),
+    inputShape: [T], outputSize: tokenizer.vocabSize, classification: true,
+    description: `${source} (${ids.length.toLocaleString("en-US")} characters, ${tokenizer.vocabSize} distinct; windows of ${T}, stride ${stride})`,
+    tokenizer,
+  };
 }
 
 const require = createRequire(import.meta.url);
@@ -27,7 +99,8 @@ function limit(ds: Dataset, n: number | undefined): Dataset {
   return n !== undefined && n < ds.length ? subset(ds, Array.from({ length: n }, (_, i) => i), { shared: true }) : toShared(ds);
 }
 
-export function loadJobData(cfg: DataConfig): JobData {
+export function loadJobData(cfg: DataConfig, text: { blockSize?: number; tokenizer?: CharTokenizer } = {}): JobData {
+  if (cfg.type === "text") return loadTextData(cfg, text.blockSize ?? cfg.blockSize ?? 64, text.tokenizer);
   let train: Dataset, heldOut: Dataset, description: string;
   switch (cfg.type) {
     case "mnist": {

@@ -36,6 +36,21 @@ export const ModelConfig = z.discriminatedUnion("type", [
     dropout: z.number().min(0).max(0.99).optional(),
   }),
   z.strictObject({
+    /** A character-level GPT (core's GPT, nanoGPT layout); vocabSize comes from the tokenizer. */
+    type: z.literal("gpt"),
+    /** Longest context (position-embedding rows). */
+    blockSize: posInt.default(64),
+    nLayer: posInt.default(4),
+    /** Attention heads; must divide nEmbd. */
+    nHead: posInt.default(4),
+    nEmbd: posInt.default(128),
+    dropout: z.number().min(0).lt(1).default(0),
+    /** Biases in Linear layers and LayerNorms. */
+    bias: z.boolean().default(true),
+    /** Share the token embedding with the LM head. */
+    tieWeights: z.boolean().default(false),
+  }),
+  z.strictObject({
     type: z.literal("module"),
     /** Path of a .ts/.js module (relative to the job file) exporting a model factory or Module class. */
     module: z.string().min(1),
@@ -86,6 +101,23 @@ export const DataConfig = z.discriminatedUnion("type", [
     splitSeed: nonNegInt.default(0),
     limitTrain: posInt.optional(),
     limitHeldOut: posInt.optional(),
+  }),
+  z.strictObject({
+    /** Character-level text for a GPT: windows of blockSize characters, next-character targets. */
+    type: z.literal("text"),
+    /** A corpus that installs with chainrule (default: female-names)... */
+    corpus: z.enum(["female-names", "male-names"]).optional(),
+    /** ...or any UTF-8 text file. */
+    file: z.string().min(1).optional(),
+    /** Window length (default: model.blockSize; at most model.blockSize). */
+    blockSize: posInt.optional(),
+    /** Distance between the starts of consecutive training windows (default: blockSize / 2). */
+    stride: posInt.optional(),
+    /** Trailing fraction of the text held out for validation. */
+    valFraction: z.number().gt(0).lt(1).default(0.1),
+    /** Shuffle the lines before splitting (default: true for the bundled name lists, which are alphabetical). */
+    shuffleLines: z.boolean().optional(),
+    splitSeed: nonNegInt.default(0),
   }),
 ]);
 export type DataConfig = z.infer<typeof DataConfig>;
@@ -138,6 +170,32 @@ export const JobSchema = z
         keep: posInt.default(2),
       })
       .default({ everySteps: 0, everyEpochs: 1, keep: 2 }),
+    /** Fine-tuning: start from a checkpoint's weights (by name; strict: false reports and allows missing/unexpected keys). */
+    init: z.strictObject({ checkpoint: z.string().min(1), strict: z.boolean().default(false) }).optional(),
+    /** LoRA adapters on the Linear layers whose names match `targets` (a regular expression); everything else is frozen. */
+    lora: z
+      .strictObject({
+        rank: posInt.default(8),
+        /** The update is scaled by alpha / rank (default: rank). */
+        alpha: z.number().positive().optional(),
+        dropout: z.number().min(0).lt(1).default(0),
+        targets: z.string().min(1).default("attn\\.c_attn|attn\\.c_proj|mlp\\.c_fc|mlp\\.c_proj"),
+      })
+      .optional(),
+    /** Freeze parameters whose names match any of these regular expressions. */
+    freeze: z.array(z.string().min(1)).default([]),
+    /** Learning rates per parameter group: the first `match` (regular expression) a name matches sets its lr; others use optimizer.lr. Schedules scale every group alike. */
+    paramGroups: z.array(z.strictObject({ match: z.string().min(1), lr: z.number().positive() })).optional(),
+    /** Text generated at the end of a GPT run (and `chainrule generate` defaults). */
+    sample: z
+      .strictObject({
+        tokens: nonNegInt.default(200),
+        prompt: z.string().default(""),
+        temperature: z.number().min(0).default(0.8),
+        topK: posInt.optional(),
+        seed: nonNegInt.default(0),
+      })
+      .default({ tokens: 200, prompt: "", temperature: 0.8, seed: 0 }),
     log: z
       .strictObject({
         /** Write a metrics record every N steps. */
@@ -151,6 +209,30 @@ export const JobSchema = z
     }
     if (job.schedule.type === "cosine" && job.optimizer.lr < job.schedule.minLr) {
       ctx.addIssue({ code: "custom", path: ["schedule", "minLr"], message: `minLr ${job.schedule.minLr} is above optimizer.lr ${job.optimizer.lr}` });
+    }
+    const isText = job.data.type === "text", isGpt = job.model.type === "gpt";
+    if (job.model.type === "gpt" && job.model.nEmbd % job.model.nHead !== 0) {
+      ctx.addIssue({ code: "custom", path: ["model", "nHead"], message: `nHead ${job.model.nHead} does not divide nEmbd ${job.model.nEmbd} (each head gets nEmbd / nHead channels)` });
+    }
+    if (isText !== isGpt) {
+      ctx.addIssue({ code: "custom", path: isText ? ["model", "type"] : ["data", "type"], message: isText ? `text data needs model.type "gpt", got "${job.model.type}"` : `a gpt model needs data.type "text", got "${job.data.type}"` });
+    }
+    if (job.data.type === "text" && isGpt) {
+      if (job.data.corpus && job.data.file) ctx.addIssue({ code: "custom", path: ["data"], message: "give either `corpus` or `file`, not both" });
+      const bs = job.data.blockSize ?? (job.model as { blockSize: number }).blockSize;
+      if (bs > (job.model as { blockSize: number }).blockSize) ctx.addIssue({ code: "custom", path: ["data", "blockSize"], message: `${bs} is more than model.blockSize ${(job.model as { blockSize: number }).blockSize}` });
+    }
+    const regexes: [PropertyKey[], string][] = [
+      ...job.freeze.map((p, i): [PropertyKey[], string] => [["freeze", i], p]),
+      ...(job.paramGroups ?? []).map((g, i): [PropertyKey[], string] => [["paramGroups", i, "match"], g.match]),
+      ...(job.lora ? [[["lora", "targets"], job.lora.targets] as [PropertyKey[], string]] : []),
+    ];
+    for (const [path, re] of regexes) {
+      try {
+        new RegExp(re);
+      } catch (e) {
+        ctx.addIssue({ code: "custom", path, message: `not a regular expression: ${(e as Error).message}` });
+      }
     }
     if (job.data.type === "idx" && !job.data.dir && !(job.data.trainImages && job.data.trainLabels)) {
       ctx.addIssue({ code: "custom", path: ["data"], message: "idx data needs `dir` or both `trainImages` and `trainLabels`" });
@@ -173,6 +255,27 @@ export const DEFAULT_JOB = {
   batchSize: 64,
   workers: "auto",
 } as const;
+/**
+ * `chainrule train gpt`: a character-level GPT on the bundled female first-names
+ * list (lines shuffled, last 10% held out), data-parallel on all cores, with a
+ * sample of generated names at the end.
+ */
+export const GPT_JOB = {
+  name: "gpt",
+  model: { type: "gpt", blockSize: 32, nLayer: 4, nHead: 4, nEmbd: 64 },
+  data: { type: "text", corpus: "female-names", stride: 8 },
+  optimizer: { type: "adamw", lr: 3e-3, weightDecay: 0.01 },
+  schedule: { type: "cosine", warmupSteps: 20, minLr: 3e-4 },
+  epochs: 4,
+  batchSize: 32,
+  workers: "auto",
+  clipGradNorm: 1,
+  sample: { tokens: 160, prompt: "\n", temperature: 0.8 },
+} as const;
+
+/** Jobs the CLI knows by name (`chainrule train NAME`), when no file of that name exists. */
+export const BUILTIN_JOBS: Record<string, object> = { gpt: GPT_JOB, mnist: DEFAULT_JOB };
+
 /** A job as written by a user (every field optional where it has a default). */
 export type JobInput = z.input<typeof JobSchema>;
 
@@ -293,6 +396,8 @@ export function absolutizePaths(raw: Record<string, unknown>, baseDir: string): 
   };
   fix(raw.data, ["path", "testPath", "dir", "trainImages", "trainLabels", "testImages", "testLabels"]);
   fix(raw.model, ["module"]);
+  fix(raw.data, ["file"]);
+  fix(raw.init, ["checkpoint"]);
 }
 
 /** The number of worker threads a job asks for. */

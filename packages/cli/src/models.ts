@@ -9,9 +9,9 @@
  */
 import { pathToFileURL } from "node:url";
 import { isAbsolute, resolve } from "node:path";
-import { nn, createCnn } from "@chainrule/core";
+import { nn, createCnn, GPT } from "@chainrule/core";
 type Module = nn.Module;
-import type { ModelConfig } from "./job.js";
+import type { Job, ModelConfig } from "./job.js";
 
 /** What the data tells the model: input row shape and output size. */
 export interface ModelContext {
@@ -23,6 +23,29 @@ export interface ModelContext {
 export interface BuildOptions {
   model: ModelConfig;
   ctx: ModelContext;
+  /** Fine-tuning: LoRA adapters and frozen parameters, applied after the model is built (same in every worker). */
+  adapt?: Adaptation;
+}
+
+export interface Adaptation {
+  lora?: Job["lora"];
+  freeze?: string[];
+}
+
+/** The adaptation part of a job (undefined when the job has none). */
+export function adaptationOf(job: Pick<Job, "lora" | "freeze">): Adaptation | undefined {
+  return job.lora || job.freeze.length ? { lora: job.lora, freeze: job.freeze } : undefined;
+}
+
+/** Applies LoRA (which freezes all but the adapters) and freeze patterns; returns the adapted layer names. */
+export function adaptModel(m: Module, a: Adaptation | undefined): string[] {
+  if (!a) return [];
+  const adapted = a.lora ? nn.applyLora(m, { rank: a.lora.rank, alpha: a.lora.alpha, dropout: a.lora.dropout, targets: a.lora.targets }) : [];
+  if (a.freeze?.length) {
+    const res = a.freeze.map((p) => new RegExp(p));
+    for (const [name, p] of m.namedParameters()) if (res.some((re) => re.test(name))) p.requiresGrad = false;
+  }
+  return adapted;
 }
 
 export const MODEL_HELP: Record<string, string> = {
@@ -30,6 +53,7 @@ export const MODEL_HELP: Record<string, string> = {
   logistic: "logistic (softmax) regression: Flatten → Linear(D, classes); crossEntropy",
   mlp: "multi-layer perceptron: Flatten → (Linear → activation [→ dropout]) × hidden → Linear",
   cnn: "convolutional net (core's createCnn): conv blocks → Linear → Linear; images (C, H, W)",
+  gpt: "character-level GPT (nanoGPT layout): token + position embeddings → transformer blocks → LM head; text data",
   module: "any module you write: {module, export, options}; the export is a factory or Module class",
 };
 
@@ -39,6 +63,12 @@ const ACTIVATIONS = { relu: nn.ReLU, gelu: nn.GELU, tanh: nn.Tanh, sigmoid: nn.S
 
 /** The factory DataParallel workers call (export name "buildModel"). */
 export async function buildModel(o: BuildOptions): Promise<Module> {
+  const m = await buildBase(o);
+  adaptModel(m, o.adapt);
+  return m;
+}
+
+async function buildBase(o: BuildOptions): Promise<Module> {
   const { model, ctx } = o;
   const d = prod(ctx.inputShape);
   switch (model.type) {
@@ -63,6 +93,11 @@ export async function buildModel(o: BuildOptions): Promise<Module> {
       }
       const { type: _t, ...rest } = model;
       return createCnn({ ...rest, inChannels: c, height: h, width: w, numClasses: ctx.outputSize });
+    }
+    case "gpt": {
+      // The vocabulary size is the tokenizer's (outputSize); the window length is the data's, at most blockSize.
+      const { type: _t, ...cfg } = model;
+      return new GPT({ ...cfg, vocabSize: ctx.outputSize });
     }
     case "module": {
       const href = moduleHref(model.module);

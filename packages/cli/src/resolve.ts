@@ -3,9 +3,9 @@ import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { type Dataset, optim, readCheckpoint, describeMismatch, type nn, CheckpointError, type CheckpointContents, useBackend } from "@chainrule/core";
 import { CliError, UsageError } from "./errors.js";
-import { type Job, DEFAULT_JOB, JobSchema, absolutizePaths, loadJobFile, parseJob, setPath } from "./job.js";
-import { buildModel, type ModelContext } from "./models.js";
-import { JOB_FILE } from "./rundir.js";
+import { type Job, BUILTIN_JOBS, DEFAULT_JOB, JobSchema, absolutizePaths, loadJobFile, parseJob, setPath } from "./job.js";
+import { adaptationOf, buildModel, type ModelContext } from "./models.js";
+import { JOB_FILE, resolveCheckpoint } from "./rundir.js";
 
 /** Flag → job key path. */
 export const FLAG_KEYS: Record<string, string> = {
@@ -49,7 +49,10 @@ export interface RawJob {
 export async function rawJob(jobPath: string | undefined, flags: Record<string, string | undefined>, sets: string[]): Promise<RawJob> {
   let raw: Record<string, unknown> = structuredClone(DEFAULT_JOB) as unknown as Record<string, unknown>;
   let source = "default job";
-  if (jobPath) {
+  if (jobPath && BUILTIN_JOBS[jobPath] && !existsSync(jobPath)) {
+    raw = structuredClone(BUILTIN_JOBS[jobPath]) as Record<string, unknown>;
+    source = `built-in job ${jobPath}`;
+  } else if (jobPath) {
     const f = await loadJobFile(jobPath);
     raw = f.raw;
     absolutizePaths(raw, f.dir);
@@ -68,13 +71,40 @@ export async function rawJob(jobPath: string | undefined, flags: Record<string, 
     if (eq <= 0) throw new UsageError(`--set ${s}: expected KEY.PATH=VALUE (e.g. --set data.limitTrain=500)`);
     const key = s.slice(0, eq);
     let v = flagValue(s.slice(eq + 1));
-    if (/(^|\.)(path|testPath|dir|trainImages|trainLabels|testImages|testLabels|module)$/.test(key) && typeof v === "string") v = resolve(v);
+    if (/(^|\.)(path|testPath|dir|trainImages|trainLabels|testImages|testLabels|module|file|checkpoint)$/.test(key) && typeof v === "string") v = resolve(v);
     seedSection(raw, key);
     setPath(raw, key, v);
     used.push(`--set ${key}`);
   }
   if (used.length) source += ` (with ${used.join(", ")})`;
+  inheritModel(raw);
   return { raw, source };
+}
+
+/**
+ * A job without `model`: text data means a GPT, and a job that starts from a
+ * checkpoint (`init`) gets the checkpoint's own model (so a fine-tuning job names
+ * only what changes: data, LoRA, optimizer).
+ */
+function inheritModel(raw: Record<string, unknown>): void {
+  if (raw.model !== undefined) return;
+  const init = raw.init as { checkpoint?: unknown } | undefined;
+  if (init && typeof init.checkpoint === "string") {
+    const dir = resolveCheckpoint(init.checkpoint);
+    let config: unknown;
+    try {
+      config = readCheckpoint(dir).state.config;
+    } catch (e) {
+      throw new CliError(`init.checkpoint: ${(e as Error).message}`);
+    }
+    const model = (config as { model?: unknown } | undefined)?.model;
+    if (model) {
+      raw.model = structuredClone(model);
+      return;
+    }
+  }
+  const data = raw.data as { type?: unknown } | undefined;
+  if (data?.type === "text") raw.model = { type: "gpt" };
 }
 
 export function defaultLoss(job: Job, classification: boolean): string {
@@ -115,6 +145,12 @@ export function describeModel(job: Job, ctx: ModelContext, model: nn.Module): st
     case "logistic": return `logistic regression ${d}→${ctx.outputSize} (${n} parameters)`;
     case "cnn": return `CNN (${n} parameters)`;
     case "module": return `${job.model.module}#${job.model.export} (${n} parameters)`;
+    case "gpt": {
+      const m = job.model;
+      const trainable = model.parameters().filter((p) => p.requiresGrad).reduce((a, p) => a + p.size, 0);
+      const tr = trainable < model.numParameters() ? `, ${trainable.toLocaleString("en-US")} trainable` : "";
+      return `GPT ${m.nLayer} layers × ${m.nHead} heads × ${m.nEmbd} wide, context ${m.blockSize}, vocab ${ctx.outputSize} (${n} parameters${tr})`;
+    }
   }
 }
 
@@ -136,7 +172,7 @@ export async function modelFromCheckpoint(dir: string): Promise<CheckpointModel>
   const job = parseJob(state.config, join(dir, "state.json config"));
   const extra = (state.extra ?? {}) as { modelContext?: ModelContext; loss?: string; classification?: boolean; classNames?: string[] };
   if (!extra.modelContext) throw new CliError(`${dir}: state.json lacks extra.modelContext (input shape and outputs)`);
-  const model = await buildModel({ model: job.model, ctx: extra.modelContext });
+  const model = await buildModel({ model: job.model, ctx: extra.modelContext, adapt: adaptationOf(job) });
   const mismatch = describeMismatch(contents.tensors, model);
   if (mismatch) throw new CheckpointError(`checkpoint ${dir} does not match its model: ${mismatch}`);
   model.loadStateDict(contents.tensors);

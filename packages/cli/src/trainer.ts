@@ -6,11 +6,12 @@
  * factory (models.ts), so they start from identical parameters.
  */
 import {
-  F, Tensor, argmax, manualSeed, noGrad, optim, type Dataset, type nn,
+  F, Tensor, argmax, manualSeed, noGrad, optim, type Dataset, nn,
 } from "@chainrule/core";
 import { DataParallel, type DataParallelState, type SharedDataset } from "@chainrule/parallel";
 import type { Job } from "./job.js";
-import { CATALOGUE_MODULE, buildModel, type ModelContext } from "./models.js";
+import { CATALOGUE_MODULE, adaptationOf, buildModel, type ModelContext } from "./models.js";
+import { UsageError } from "./errors.js";
 
 export interface EvalResult {
   loss: number;
@@ -85,6 +86,8 @@ export class InProcessTrainer implements Trainer {
   model!: nn.Module;
   private opt!: optim.Optimizer<{ lr: number }>;
   private lossFn: LossFn;
+  /** Per group: its lr as a multiple of optimizer.lr (job.paramGroups; the last group is the rest). */
+  private lrScale: number[] = [1];
 
   constructor(private readonly o: TrainerOptions) {
     this.lossFn = (F as unknown as Record<string, LossFn>)[o.loss];
@@ -93,9 +96,22 @@ export class InProcessTrainer implements Trainer {
   async init(): Promise<void> {
     const { job } = this.o;
     manualSeed(job.seed);
-    this.model = await buildModel({ model: job.model, ctx: this.o.ctx });
-    const params = this.model.parameters();
+    this.model = await buildModel({ model: job.model, ctx: this.o.ctx, adapt: adaptationOf(job) });
     const oc = job.optimizer;
+    let params: any = this.model.parameters();
+    if (job.paramGroups?.length) {
+      // The first pattern a parameter's name matches picks its group; unmatched ones form the last group (optimizer.lr).
+      const res = job.paramGroups.map((g) => new RegExp(g.match));
+      const groups: nn.Parameter[][] = [...res.map(() => []), []];
+      for (const [name, p] of this.model.namedParameters()) {
+        const i = res.findIndex((re) => re.test(name));
+        groups[i < 0 ? res.length : i].push(p);
+      }
+      const scales = [...job.paramGroups.map((g) => g.lr / oc.lr), 1];
+      const keep = groups.map((g, i) => [g, i] as const).filter(([g]) => g.length > 0);
+      params = keep.map(([g, i]) => ({ params: g, lr: oc.lr * scales[i] }));
+      this.lrScale = keep.map(([, i]) => scales[i]);
+    }
     this.opt = oc.type === "sgd"
       ? new optim.SGD(params, { lr: oc.lr, momentum: oc.momentum, nesterov: oc.nesterov, weightDecay: oc.weightDecay })
       : oc.type === "adam"
@@ -111,6 +127,7 @@ export class InProcessTrainer implements Trainer {
     loss.backward();
     if (this.o.job.clipGradNorm !== undefined) optim.clipGradNorm(this.model.parameters(), this.o.job.clipGradNorm);
     this.opt.setLr(lr);
+    if (this.lrScale.length > 1) this.opt.paramGroups.forEach((g, i) => (g.hyper.lr = lr * this.lrScale[i]));
     this.opt.step();
     return loss.item();
   }
@@ -125,7 +142,8 @@ export class InProcessTrainer implements Trainer {
         const { x, y } = gather(ds, idx);
         const out = this.model.forward(x);
         lossSum += this.lossFn(out, y).item() * idx.length;
-        const c = correctCount(this.o.loss, out, y);
+        // Accuracy per row needs one target per row (as DataParallel's evaluate); a GPT's (T) targets get none.
+        const c = ds.targetShape.length === 0 ? correctCount(this.o.loss, out, y) : undefined;
         if (c !== undefined) { correct += c; hasAcc = true; }
       }
     });
@@ -158,8 +176,11 @@ export class ParallelTrainer implements Trainer {
     const { job } = o;
     this.description = `DataParallel, ${o.workers} worker threads`;
     const oc = job.optimizer;
+    if (job.paramGroups?.length) {
+      throw new UsageError(`paramGroups: per-group learning rates need the in-process engine; run with --workers 1 (DataParallel has one learning rate)`);
+    }
     this.dp = new DataParallel({
-      model: { module: CATALOGUE_MODULE, export: "buildModel", options: { model: job.model, ctx: o.ctx } },
+      model: { module: CATALOGUE_MODULE, export: "buildModel", options: { model: job.model, ctx: o.ctx, adapt: adaptationOf(job) } },
       loss: o.loss as "crossEntropy",
       optimizer: oc.type === "sgd"
         ? { type: "sgd", lr: oc.lr, momentum: oc.momentum, nesterov: oc.nesterov, weightDecay: oc.weightDecay }

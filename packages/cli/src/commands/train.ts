@@ -6,21 +6,26 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { Generator, getRngState, readCheckpoint, describeMismatch, saveCheckpoint, setRngState, CheckpointError } from "@chainrule/core";
+import { Generator, getRngState, readCheckpoint, describeMismatch, saveCheckpoint, setRngState, CheckpointError, CharTokenizer, GPT, nn, saveSafetensors } from "@chainrule/core";
+import { generateText } from "./generate.js";
 import { CliError, UsageError } from "../errors.js";
 import { type Job, parseJob, resolveWorkers } from "../job.js";
 import { loadJobData } from "../data.js";
 import { Progress, fmtDuration, fmtInt } from "../progress.js";
 import {
-  JOB_FILE, MetricsLog, commitCheckpoint, createRunDir, defaultRunDir, listCheckpoints, runDirExists, writeJson,
+  JOB_FILE, MetricsLog, commitCheckpoint, createRunDir, defaultRunDir, listCheckpoints, resolveCheckpoint, runDirExists, writeJson,
 } from "../rundir.js";
 import { applyBackend, defaultLoss, describeModel, firstDifference, makeSchedule, rawJob, readRunJob } from "../resolve.js";
 import { createTrainer, type Trainer } from "../trainer.js";
 
+/** The LoRA adapters alone, next to model.safetensors in a fine-tuning run's checkpoints. */
+export const ADAPTERS_FILE = "adapters.safetensors";
+
 export const TRAIN_HELP = `usage: chainrule train [JOB] [options]
 
 JOB is a JSON job file or a .ts module exporting a job; without it, the default
-job trains an MLP on the embedded MNIST digits on all cores.
+job trains an MLP on the embedded MNIST digits on all cores. Built-in jobs by
+name: gpt (a character-level GPT on the bundled names list), mnist (the default).
 
 options:
   --epochs E            epochs to train (default job: 8)
@@ -84,7 +89,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     const savedJob = parseJob(saved, join(runDir, JOB_FILE));
     // Without JOB, the run's own job is the base; flags apply on top.
     const candidate = jobPath ? parseJob(raw, source) : parseJob({ ...(await rawJob(join(runDir, JOB_FILE), flags, values.set ?? [])).raw }, `${join(runDir, JOB_FILE)} ${source.replace(/^default job ?/, "")}`.trim());
-    const diff = firstDifference(savedJob, candidate, "", new Set(["epochs", "workers", "backend", "checkpoint", "log", "name"]));
+    const diff = firstDifference(savedJob, candidate, "", new Set(["epochs", "workers", "backend", "checkpoint", "log", "name", "sample"]));
     if (diff) throw new UsageError(`--resume: the job differs from ${join(runDir, JOB_FILE)} at ${diff}; a resumed run keeps its model, data, optimizer, batch size and seed`);
     job = candidate;
     const cks = listCheckpoints(runDir);
@@ -98,7 +103,16 @@ export async function trainCommand(argv: string[]): Promise<number> {
 
   // ---- data, loss, backend ----
   const backendReason = applyBackend(job);
-  const data = loadJobData(job.data);
+  // Text: the tokenizer of the checkpoint we continue (resume) or start from (init) decides the ids.
+  let tokenizer: CharTokenizer | undefined;
+  const initDir = job.init && !resumeFrom ? resolveCheckpoint(job.init.checkpoint) : null;
+  const init = initDir ? readCheckpoint(initDir) : null;
+  if (job.data.type === "text") {
+    const fromCk = resumeFrom ? readCheckpoint(resumeFrom) : init;
+    const tj = (fromCk?.state.extra as { tokenizer?: unknown } | undefined)?.tokenizer;
+    if (tj) tokenizer = CharTokenizer.fromJSON(tj as never);
+  }
+  const data = loadJobData(job.data, { blockSize: job.model.type === "gpt" ? job.model.blockSize : undefined, tokenizer });
   const loss = defaultLoss(job, data.classification);
   if (loss === "crossEntropy" && !data.classification) throw new UsageError(`loss: crossEntropy needs class labels, but ${data.description} has numeric targets (use mseLoss or l1Loss)`);
   const ctx = { inputShape: data.inputShape, outputSize: data.outputSize };
@@ -135,13 +149,39 @@ export async function trainCommand(argv: string[]): Promise<number> {
       }
       if (ckpt.state.rng) setRngState(ckpt.state.rng);
     } else {
+      if (init && initDir) loadInit(trainer.model, init, initDir, job.init!.strict);
       createRunDir(runDir);
     }
     writeJson(join(runDir, JOB_FILE), job);
-    return await runLoop({ job, runDir, trainer, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom });
+    return await runLoop({ job, runDir, trainer, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, initFrom: initDir });
   } finally {
     await trainer.close();
   }
+}
+
+/**
+ * Copies a checkpoint's weights into the model by name (job.init). LoRA adapter
+ * tensors the checkpoint lacks are expected (they start at B = 0); any other
+ * missing or unexpected key is reported, and refused when `strict`.
+ */
+function loadInit(model: nn.Module, ck: ReturnType<typeof readCheckpoint>, dir: string, strict: boolean): void {
+  const own = model.stateDict();
+  const isAdapter = (k: string) => /\.lora_[AB]$/.test(k);
+  const missing = Object.keys(own).filter((k) => !(k in ck.tensors) && !isAdapter(k));
+  const adapters = Object.keys(own).filter((k) => !(k in ck.tensors) && isAdapter(k));
+  const unexpected = Object.keys(ck.tensors).filter((k) => !(k in own));
+  const list = (a: string[]) => (a.length ? `[${a.length > 6 ? `${a.slice(0, 6).join(", ")}, … (${a.length})` : a.join(", ")}]` : "none");
+  if (strict && (missing.length || unexpected.length)) {
+    throw new CheckpointError(`init.checkpoint ${dir}: missing keys ${list(missing)}, unexpected keys ${list(unexpected)} (set init.strict to false to load the rest)`);
+  }
+  try {
+    model.loadStateDict(ck.tensors, { strict: false });
+  } catch (e) {
+    throw new CheckpointError(`init.checkpoint ${dir}: ${(e as Error).message}`);
+  }
+  const loaded = Object.keys(own).filter((k) => k in ck.tensors).length;
+  process.stdout.write(`init: loaded ${loaded} tensors from ${dir} · missing keys ${list(missing)} · unexpected keys ${list(unexpected)}` +
+    `${adapters.length ? ` · ${adapters.length} LoRA adapter tensors start fresh (B = 0)` : ""}\n`);
 }
 
 interface LoopArgs {
@@ -155,6 +195,7 @@ interface LoopArgs {
   pos: Position;
   backendReason: string;
   resumedFrom: string | null;
+  initFrom?: string | null;
 }
 
 async function runLoop(a: LoopArgs): Promise<number> {
@@ -182,7 +223,15 @@ async function runLoop(a: LoopArgs): Promise<number> {
   }
   out.write(`run directory: ${runDir}\n`);
 
-  const extraBase = { modelContext: a.ctx, loss, classification: data.classification, classNames: data.classNames, workers, trainRows: N };
+  const extraBase = {
+    modelContext: a.ctx, loss, classification: data.classification, classNames: data.classNames, workers, trainRows: N,
+    ...(data.tokenizer ? { tokenizer: data.tokenizer.toJSON() } : {}),
+    ...(job.init ? { init: job.init.checkpoint } : {}),
+  };
+  const isText = data.tokenizer !== undefined;
+  const heldOutName = isText ? "validation" : "held-out";
+  const adapters = job.lora ? nn.loraLayers(trainer.model).length : 0;
+  if (adapters) out.write(`LoRA: rank ${job.lora!.rank}, alpha ${job.lora!.alpha ?? job.lora!.rank} on ${adapters} layers (${job.lora!.targets}); only the adapters train\n`);
   const t0 = performance.now();
   const wall = () => pos.wall + (performance.now() - t0) / 1000;
   let lastCheckpoint: string | null = a.resumedFrom;
@@ -200,6 +249,11 @@ async function runLoop(a: LoopArgs): Promise<number> {
         config: job,
         extra: { ...extraBase, position },
       });
+      // The adapters alone (a few KB): `chainrule generate BASE --adapters FILE` applies them to the base checkpoint.
+      if (adapters) {
+        const t = Object.fromEntries(Object.entries(nn.loraStateDict(trainer.model)).map(([k, v]) => [k, { data: v.data, shape: v.shape }]));
+        saveSafetensors(join(dir, ADAPTERS_FILE), t, { format: "pt", chainrule_lora: JSON.stringify(job.lora), base: job.init?.checkpoint ?? "" });
+      }
     });
     lastCheckpointStep = pos.step;
     metrics.write({ kind: "checkpoint", step: pos.step, path: lastCheckpoint });
@@ -223,6 +277,11 @@ async function runLoop(a: LoopArgs): Promise<number> {
 
   let final: { loss: number; accuracy?: number } | null = null;
   let samplesSeen = 0;
+  if (isText && !a.resumedFrom) {
+    const ev0 = await trainer.evaluate(data.heldOut);
+    metrics.write({ kind: "eval", step: 0, epoch: 0, heldOutLoss: ev0.loss, wallTime: 0 });
+    out.write(`validation loss before training: ${ev0.loss.toFixed(4)}\n`);
+  }
   try {
     while (pos.epoch < job.epochs) {
       const perm = new Generator(epochSeed(job.seed, pos.epoch)).permutation(N);
@@ -261,7 +320,7 @@ async function runLoop(a: LoopArgs): Promise<number> {
         lr: lrAt(Math.max(0, pos.step - 1)), samplesPerSec: sps, wallTime: wall(),
       });
       progress.endEpoch(
-        `epoch ${pos.epoch + 1}/${job.epochs}: train loss ${trainLoss.toFixed(4)} · held-out loss ${ev.loss.toFixed(4)}` +
+        `epoch ${pos.epoch + 1}/${job.epochs}: train loss ${trainLoss.toFixed(4)} · ${heldOutName} loss ${ev.loss.toFixed(4)}` +
         `${ev.accuracy !== undefined ? ` · held-out accuracy ${(ev.accuracy * 100).toFixed(2)}%` : ""} · ${fmtInt(sps)} samples/s · ${fmtDuration(wall())}`,
       );
       pos.epoch++;
@@ -306,10 +365,18 @@ async function runLoop(a: LoopArgs): Promise<number> {
   if (final) {
     out.write(final.accuracy !== undefined
       ? `held-out accuracy: ${(final.accuracy * 100).toFixed(2)}% (loss ${final.loss.toFixed(4)}, ${fmtInt(data.heldOut.length)} rows)\n`
-      : `held-out loss: ${final.loss.toFixed(5)} (${fmtInt(data.heldOut.length)} rows)\n`);
+      : `${heldOutName} loss: ${final.loss.toFixed(5)} (${fmtInt(data.heldOut.length)} ${isText ? "windows" : "rows"})\n`);
+  }
+  if (isText && job.sample.tokens > 0 && trainer.model instanceof GPT) {
+    const sm = job.sample;
+    out.write(`sample (seed ${sm.seed}, temperature ${sm.temperature}${sm.topK ? `, top-k ${sm.topK}` : ""}):\n`);
+    out.write(sm.prompt);
+    generateText(trainer.model, data.tokenizer!, { prompt: sm.prompt, tokens: sm.tokens, temperature: sm.temperature, topK: sm.topK, seed: sm.seed }, (t) => out.write(t));
+    out.write("\n");
   }
   out.write(`trained ${job.epochs} epoch${job.epochs === 1 ? "" : "s"} (${fmtInt(pos.step)} steps) in ${fmtDuration(total)} · ${fmtInt(summary.samplesPerSec)} samples/s · ${trainer.description}\n`);
-  out.write(`checkpoint: ${path}\n`);
+  out.write(`checkpoint: ${path}${adapters ? ` (LoRA adapters alone: ${join(path, ADAPTERS_FILE)})` : ""}\n`);
+  if (isText) out.write(`generate: npx pnpm@10 chainrule generate ${runDir} --prompt "..." --tokens 200 --seed 1\n`);
   out.write(`metrics: ${join(runDir, "metrics.jsonl")} (charts: npx pnpm@10 chainrule plot ${runDir})\n`);
   return 0;
 }
