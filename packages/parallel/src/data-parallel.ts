@@ -225,7 +225,8 @@ export class DataParallel {
       // One shared WebAssembly.Memory: params | grad | slots (world) | optimizer state, each region 64-byte aligned.
       const region = Math.ceil((P * 4) / 64) * 64;
       const paramsAt = 0, gradAt = region, slotsAt = 2 * region, optAt = slotsAt + this.world * region;
-      const memory = sharedMemory(optAt + optBuffers.length * region);
+      const weightsAt = optAt + optBuffers.length * region;
+      const memory = sharedMemory(weightsAt + 8 * this.world * this.world);
       const buf = memory.buffer;
       // Copies the seeded init into shared memory; every parameter becomes a view.
       const flat = nn.flattenParameters(m, { dataBuffer: new Float32Array(buf, paramsAt, P), gradBuffer: new Float32Array(buf, gradAt, P), copyValues: true });
@@ -239,7 +240,7 @@ export class DataParallel {
       this.ctx = {
         session: "", world: this.world, seed: this.seed, model, loss: normalizeLoss(this.opts.loss), numParams: P, layout: flat.layout,
         chunks, trainable, segments,
-        memory, paramsAt, gradAt, slotsAt, optAt, optBuffers,
+        memory, paramsAt, gradAt, slotsAt, optAt, weightsAt, optBuffers,
         control: new SharedArrayBuffer(4 * CONTROL.size(this.world)),
         exchange: new SharedArrayBuffer(8 * 3 * this.world),
         barrierTimeoutMs: this.timeoutMs + 5000,

@@ -19,6 +19,8 @@ export interface SimdKernels {
   reduce1(gAt: number, s0At: number, pairs: number, w0: number): void;
   /** g = w0·s0 + w1·s1, s0 = s1 = 0. */
   reduce2(gAt: number, s0At: number, s1At: number, pairs: number, w0: number, w1: number): void;
+  /** g = Σ_k w_k·s_k (k in slot order, float64 from 0, w_k = 0 skipped), all K slots zeroed; weights: K float64 at wAt. */
+  reduceK(gAt: number, s0At: number, pairs: number, K: number, stride: number, wAt: number): void;
   /** Adam without weight decay (rules.ts fast path). */
   adam(pAt: number, gAt: number, mAt: number, vAt: number, pairs: number, beta1: number, beta2: number, b1c: number, b2c: number, stepSize: number, invSqrtBc2: number, eps: number): void;
   /** Adam / AdamW with weight decay (rules.ts general path). */
@@ -135,6 +137,40 @@ function adamBody(wd: boolean) {
   };
 }
 
+/**
+ * reduceK(g, s0, pairs, K, stride, w): g = Σ_k w_k·s_k over K slots `stride` bytes apart,
+ * accumulated in float64 from 0 in slot order, skipping w_k = 0 (rules as reduceRange's
+ * ≥ 3-slot path), every slot zeroed; weights are K float64 at byte address w.
+ */
+function reduceKFn() {
+  const [G, S0, PAIRS, K, STRIDE, W, k, sp, wp, wk, acc] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+  const type = [0x60, ...vec([I32, I32, I32, I32, I32, I32].map((t) => [t])), 0];
+  const locals = vec([[3, I32], [1, F64], [1, V128]]);
+  const addTo = (l: number, by: number[]) => [...get(l), ...by, 0x6a, ...set(l)];
+  const code = [
+    0x02, 0x40, 0x03, 0x40, // block, loop (pairs)
+    ...get(PAIRS), 0x45, 0x0d, 1,
+    ...zero128, ...set(acc),
+    ...get(S0), ...set(sp), ...get(W), ...set(wp), ...get(K), ...set(k),
+    0x02, 0x40, 0x03, 0x40, // block, loop (slots)
+    ...get(k), 0x45, 0x0d, 1,
+    ...get(wp), 0x2b, 3, 0, ...set(wk), // wk = f64.load(wp)
+    ...get(wk), 0x44, 0, 0, 0, 0, 0, 0, 0, 0, 0x62, // wk != 0
+    0x04, 0x40, // if
+    ...get(acc), ...get(wk), ...splat, ...ld(sp), ...mul, ...add, ...set(acc),
+    0x0b,
+    ...store64(sp, zero128),
+    ...addTo(sp, get(STRIDE)), ...addTo(wp, [0x41, 8]), ...get(k), 0x41, 1, 0x6b, ...set(k),
+    0x0c, 0, 0x0b, 0x0b, // br slots, end loop, end block
+    ...store64(G, [...get(acc), ...demote]),
+    ...addTo(G, [0x41, 8]), ...addTo(S0, [0x41, 8]), ...get(PAIRS), 0x41, 1, 0x6b, ...set(PAIRS),
+    0x0c, 0, 0x0b, 0x0b, // br pairs, end loop, end block
+    0x0b,
+  ];
+  const fn = [...locals, ...code];
+  return { type, code: [...uleb(fn.length), ...fn] };
+}
+
 function buildModule(): Uint8Array {
   const fns = [
     // reduce1(g, s0, pairs, w0)
@@ -150,8 +186,9 @@ function buildModule(): Uint8Array {
     ]),
     kernel(4, 7, 4, adamBody(false)),
     kernel(4, 9, 4, adamBody(true)),
+    reduceKFn(),
   ];
-  const names = ["reduce1", "reduce2", "adam", "adamWd"];
+  const names = ["reduce1", "reduce2", "adam", "adamWd", "reduceK"];
   const bytes = [
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, vec(fns.map((f) => f.type))),

@@ -107,6 +107,8 @@ export interface WorkerContext {
   slotsAt: number;
   /** Optimizer state, k × numParams floats (sgd momentum: 1; adam: expAvg, expAvgSq). */
   optAt: number;
+  /** world × world float64: rank r's reduce weights at row r (read by the SIMD reduce). */
+  weightsAt: number;
   optBuffers: string[];
   /** Int32 control words (see CONTROL in layout.ts): init barrier, step barrier, per-rank arrival and stage. */
   control: SharedArrayBuffer;

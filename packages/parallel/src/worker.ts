@@ -50,8 +50,10 @@ interface ThreadState {
   ctx: WorkerContext;
   /** Test hook: "update:<rank>:<step>" makes that rank throw as it starts updating parameters. */
   injectFailure: string | undefined;
-  /** Per-rank reduce weights of the current step. */
+  /** The reduce weights of the current step (a view on the shared memory, this rank's row, once bound). */
   weights: Float64Array;
+  /** Byte address of `weights` in the shared memory. */
+  weightsAt: number;
   /** Scratch rows for gathered (shuffled) shards. */
   xScratch: Float32Array;
   yScratch: Float32Array | Int32Array;
@@ -81,7 +83,7 @@ async function ensureState(ctx: WorkerContext): Promise<ThreadState | { mismatch
     opt: ctx.optBuffers.map((_, i) => new Float32Array(buf, ctx.optAt + i * region, P)),
     simd: loadKernels(ctx.memory), region, ctx, injectFailure: process.env.CHAINRULE_PARALLEL_INJECT_FAILURE,
     gradViews: new Map(), boundRank: 0, loss: fn, lossName: name, ignoreIndex,
-    control: new Int32Array(ctx.control), exchange: new Float64Array(ctx.exchange), weights: new Float64Array(ctx.world),
+    control: new Int32Array(ctx.control), exchange: new Float64Array(ctx.exchange), weights: new Float64Array(ctx.world), weightsAt: 0,
     xScratch: new Float32Array(0), yScratch: new Float32Array(0), data: null,
   };
   return state;
@@ -243,11 +245,12 @@ function reduceRange(g: Float32Array, slots: Float32Array[], w: Float64Array, fr
 /** The reduce of [from, to): SIMD for 1 or 2 ranks (bit-identical to reduceRange), else JS. */
 function reduceSeg(s: ThreadState, w: Float64Array, from: number, to: number, norm: boolean): number {
   const k = s.simd, W = s.slots.length;
-  if (k === null || W > 2) return reduceRange(s.grad, s.slots, w, from, to, norm);
+  if (k === null) return reduceRange(s.grad, s.slots, w, from, to, norm);
   const pairs = (to - from) >> 1, tail = from + 2 * pairs, o = 4 * from;
   const slot0 = s.ctx.slotsAt + o;
   if (W === 1) k.reduce1(s.ctx.gradAt + o, slot0, pairs, w[0]);
-  else k.reduce2(s.ctx.gradAt + o, slot0, slot0 + s.region, pairs, w[0], w[1]);
+  else if (W === 2) k.reduce2(s.ctx.gradAt + o, slot0, slot0 + s.region, pairs, w[0], w[1]);
+  else k.reduceK(s.ctx.gradAt + o, slot0, pairs, W, s.region, s.weightsAt);
   if (tail < to) reduceRange(s.grad, s.slots, w, tail, to, false);
   let ss = 0;
   if (norm) for (let i = from, g = s.grad; i < to; i++) ss += g[i] * g[i];
@@ -327,6 +330,10 @@ async function step(t: StepTask): Promise<StepResult> {
   const t0 = performance.now();
   let total = 0;
   for (let k = 0; k < world; k++) total += x[3 * k];
+  if (s.weightsAt !== ctx.weightsAt + r * world * 8) {
+    s.weightsAt = ctx.weightsAt + r * world * 8;
+    s.weights = new Float64Array(ctx.memory.buffer, s.weightsAt, world);
+  }
   const w = s.weights;
   for (let k = 0; k < world; k++) w[k] = total > 0 ? x[3 * k] / total : 0;
   const seg = ctx.segments[r];
