@@ -1,21 +1,22 @@
 /**
  * DataParallel: one model trained by `workers` threads over shared memory.
  *
- * Memory (all SharedArrayBuffer, allocated once in init):
+ * Memory (one shared WebAssembly.Memory, allocated once in init; regions 64-byte aligned):
  *   params  P floats        — the only copy of the parameters; every replica's Parameter.data is a view
  *   grad    P floats        — the mean gradient (reduce output); the main replica's .grad views it
- *   slots   world × P       — slot r: rank r's shard gradient (mean over its rows)
+ *   slots   world × P       — slot r: rank r's shard gradient (mean over its counted targets)
  *   opt     k × P           — optimizer state (Adam: expAvg, expAvgSq; SGD+momentum: one buffer),
- *                             chunk r touched only by the rank-r update task (ZeRO-1)
+ *                             chunk r touched only by rank r (ZeRO-1)
+ *   weights world × world   — float64 reduce weights, row r written by rank r (SIMD reduce input)
  *
- * A step is two phases, each a set of piscina tasks (one per rank) that the main
- * thread awaits — the await is the barrier, bounded by `timeoutMs`:
- *   grad:   rank r zeroes slot r, runs forward + backward on its shard into slot r
- *   update: rank r reduces chunk r over all slots in rank order with weights rows_r / batch
- *           (so the result is the mean gradient of the whole batch, for mean-reduced losses)
- *           and applies the optimizer to chunk r.
- * With clipGradNorm the update phase splits in two (reduce + Σg² per chunk, then apply
- * with the clip coefficient): the "one extra small exchange".
+ * A step is one piscina task per rank; the ranks meet at an in-worker barrier
+ * (Atomics.wait with a timeout) between their forward/backward and the update:
+ *   rank r: forward + backward on its shard into slot r (zero from the last reduce)
+ *           → barrier → reduce chunk r (trainable ranges only) over all slots in rank order
+ *           with weights counted_k / Σ counted, zeroing the slots' chunk → [clipping: Σg²,
+ *           second barrier, norm] → optimizer on chunk r.
+ * The main thread's await ends the step, bounded by `timeoutMs`; per-rank stage words in
+ * shared memory tell, after a failure, the phase and whether parameters may have changed.
  */
 import { Generator, nn } from "@chainrule/core";
 import { Piscina } from "piscina";

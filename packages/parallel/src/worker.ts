@@ -1,5 +1,5 @@
 /**
- * The pool worker: one task = one rank's share of one phase. The thread keeps
+ * The pool worker: one task = one rank's whole step (or its init / evaluate share). The thread keeps
  * its model replica (bound to the shared parameters) between tasks, but holds no
  * rank-specific state: the rank, its gradient slot and its optimizer chunk all
  * come with the task and live in shared memory, so piscina may run any rank on
