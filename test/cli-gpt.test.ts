@@ -112,9 +112,14 @@ describe("chainrule train (GPT) and generate", () => {
   });
 });
 
+function weights(run: string): Record<string, Float32Array> {
+  const { tensors } = loadSafetensors(join(latestCheckpoint(run), "model.safetensors"));
+  return Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.data as Float32Array]));
+}
+
 describe("LoRA fine-tuning on a second corpus", () => {
   const FT = join(TMP, "ft");
-  let ft: Result;
+  let ft: Result, ftJob: string;
   beforeAll(async () => {
     const job = {
       init: { checkpoint: PRE },
@@ -126,7 +131,8 @@ describe("LoRA fine-tuning on a second corpus", () => {
       workers: 2,
       sample: { tokens: 20 },
     };
-    ft = await cli(["train", writeJob("ft", job), "--out", FT]);
+    ftJob = writeJob("ft", job);
+    ft = await cli(["train", ftJob, "--out", FT]);
   }, 90_000);
 
   it("reports the keys it loaded, trains only the adapters, and the validation loss on male-names falls", () => {
@@ -176,6 +182,37 @@ describe("LoRA fine-tuning on a second corpus", () => {
     expect(c.stdout).toBe(a.stdout);
     expect(Object.keys(loadSafetensors(join(merged, "model.safetensors")).tensors).some((k) => k.includes("lora"))).toBe(false);
   });
+});
+
+describe("GPT runs: resume and worker count", () => {
+  it("a fine-tuning run stopped after epoch 1 and resumed ends bit-identical to the uninterrupted one", async () => {
+    const FT = join(TMP, "ft"), FT1 = join(TMP, "ft-resumed");
+    const job = join(TMP, "ft.json");
+    const a = await cli(["train", job, "--epochs", "1", "--out", FT1]);
+    expect(a.code, a.stderr).toBe(0);
+    const b = await cli(["train", "--resume", "--out", FT1, "--epochs", "2"]);
+    expect(b.code, b.stdout + b.stderr).toBe(0);
+    expect(b.stdout).toMatch(/resuming from .*step-00000047: epoch 2, step 47/);
+    const x = weights(FT1), y = weights(FT);
+    expect(Object.keys(x).sort()).toEqual(Object.keys(y).sort());
+    for (const k of Object.keys(x)) expect(Buffer.from(x[k].buffer, x[k].byteOffset, x[k].byteLength).equals(Buffer.from(y[k].buffer, y[k].byteOffset, y[k].byteLength)), k).toBe(true);
+  }, 60_000);
+
+  it("1 worker and 2 workers train the same GPT (up to float rounding)", async () => {
+    const job = writeJob("w", { ...PRETRAIN, epochs: 1, sample: { tokens: 0 } });
+    const [one, two] = await Promise.all([
+      cli(["train", job, "--workers", "1", "--out", join(TMP, "w1")]),
+      cli(["train", job, "--workers", "2", "--out", join(TMP, "w2")]),
+    ]);
+    expect(one.code, one.stderr).toBe(0);
+    expect(two.code, two.stderr).toBe(0);
+    const x = weights(join(TMP, "w1")), y = weights(join(TMP, "w2"));
+    let maxDiff = 0;
+    for (const k of Object.keys(x)) for (let i = 0; i < x[k].length; i++) maxDiff = Math.max(maxDiff, Math.abs(x[k][i] - y[k][i]));
+    expect(maxDiff).toBeLessThan(1e-3);
+    const loss = (r: Result) => Number(/validation loss: ([\d.]+)/.exec(r.stdout)![1]);
+    expect(Math.abs(loss(one) - loss(two))).toBeLessThan(1e-3);
+  }, 60_000);
 });
 
 describe("safetensors interop: a file built byte by byte from the spec loads by name into a GPT", () => {

@@ -1,7 +1,7 @@
 /** chainrule eval CHECKPOINT [--data ...]: loss and accuracy of a checkpoint on held-out (or other) data. */
 import { existsSync, statSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { F, Tensor, argmax, noGrad, loadCsv, loadIdxDataset, loadIdxDirectory, type Dataset } from "@chainrule/core";
+import { F, Tensor, argmax, noGrad, loadCsv, loadIdxDataset, loadIdxDirectory, CharTokenizer, type CharTokenizerJSON, type Dataset } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { loadJobData } from "../data.js";
 import { fmtInt } from "../progress.js";
@@ -21,6 +21,11 @@ set of the job the checkpoint was trained with.
 
 /** Loads evaluation data named on the command line, or the checkpoint job's held-out set. */
 export function evalData(cm: CheckpointModel, data: string | undefined, labels: string | undefined, label: string | undefined): Dataset {
+  if (data === undefined && cm.job.data.type === "text") {
+    // Text: the checkpoint's tokenizer and the model's window length give the same validation windows as training.
+    const tj = (cm.contents.state.extra as { tokenizer?: CharTokenizerJSON } | undefined)?.tokenizer;
+    return loadJobData(cm.job.data, { blockSize: cm.ctx.inputShape[0], tokenizer: tj ? CharTokenizer.fromJSON(tj) : undefined }).heldOut;
+  }
   if (data === undefined) return loadJobData(cm.job.data).heldOut;
   if (data === "mnist") return loadJobData({ type: "mnist", heldOut: 1000, splitSeed: 0 }).heldOut;
   if (!existsSync(data)) throw new CliError(`${data}: no such data file or directory`);
@@ -65,11 +70,11 @@ export function evaluateModel(cm: CheckpointModel, ds: Dataset): { loss: number;
       lossSum += lossFn(out, y).item() * n;
       if (classification) {
         const p = argmax(out, -1).data;
-        for (let i = 0; i < n; i++) if (p[i] === (t as Int32Array)[i]) correct++;
+        for (let i = 0; i < n * rout; i++) if (p[i] === (t as Int32Array)[i]) correct++; // per target (a GPT: per character)
       }
     }
   });
-  return { loss: lossSum / ds.length, accuracy: classification ? correct / ds.length : undefined, correct };
+  return { loss: lossSum / ds.length, accuracy: classification ? correct / (ds.length * rout) : undefined, correct };
 }
 
 export async function evalCommand(argv: string[]): Promise<number> {
@@ -97,7 +102,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   process.stdout.write(`checkpoint: ${dir} (step ${cm.contents.state.step}, epoch ${cm.contents.state.epoch})\n`);
   process.stdout.write(`data: ${ds.name ?? "held-out set"} (${fmtInt(ds.length)} rows)\n`);
   process.stdout.write(`loss: ${r.loss.toFixed(5)} (${cm.loss})\n`);
-  if (r.accuracy !== undefined) process.stdout.write(`accuracy: ${(r.accuracy * 100).toFixed(2)}% (${fmtInt(r.correct)}/${fmtInt(ds.length)})\n`);
+  if (r.accuracy !== undefined) process.stdout.write(`accuracy: ${(r.accuracy * 100).toFixed(2)}% (${fmtInt(r.correct)}/${fmtInt(ds.length * ds.targetShape.reduce((a, b) => a * b, 1))})\n`);
   process.stdout.write(`time: ${secs.toFixed(2)}s (${fmtInt(ds.length / secs)} rows/s)\n`);
   return 0;
 }
