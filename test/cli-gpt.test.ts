@@ -215,6 +215,33 @@ describe("GPT runs: resume and worker count", () => {
   }, 60_000);
 });
 
+describe("freeze patterns and per-group learning rates", () => {
+  it("frozen parameters stay bit-identical, the rest train at their group's lr; paramGroups with 2 workers is refused", async () => {
+    const job = {
+      init: { checkpoint: PRE, strict: true },
+      freeze: ["^transformer\\.(wte|wpe)", "\\.attn\\."],
+      paramGroups: [{ match: "^lm_head", lr: 0.001 }],
+      data: { type: "text", corpus: "male-names", stride: 32 },
+      optimizer: { type: "adam", lr: 0.01 },
+      epochs: 1, batchSize: 32, workers: 1, sample: { tokens: 0 },
+    };
+    const out = join(TMP, "frozen");
+    const [r, refused] = await Promise.all([
+      cli(["train", writeJob("frozen", job), "--out", out]),
+      cli(["train", writeJob("frozen2", { ...job, workers: 2 }), "--out", join(TMP, "frozen2")]),
+    ]);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/init: loaded \d+ tensors .* missing keys none · unexpected keys none\n/);
+    const base = weights(PRE), tuned = weights(out);
+    const same = (k: string) => Buffer.from(base[k].buffer, base[k].byteOffset, base[k].byteLength).equals(Buffer.from(tuned[k].buffer, tuned[k].byteOffset, tuned[k].byteLength));
+    for (const k of Object.keys(base)) {
+      if (/^transformer\.(wte|wpe)|\.attn\./.test(k)) expect(same(k), k).toBe(true);
+      else expect(same(k), k).toBe(false);
+    }
+    expectOneLineError(refused, /paramGroups: per-group learning rates need the in-process engine; run with --workers 1/);
+  }, 60_000);
+});
+
 describe("safetensors interop: a file built byte by byte from the spec loads by name into a GPT", () => {
   it("F32 / F16 / BF16 tensors under nanoGPT names land in the right parameters", () => {
     manualSeed(0);
