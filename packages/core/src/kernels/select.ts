@@ -1,6 +1,7 @@
 import { type Kernels, setKernelResolver, setKernels } from "./kernels.js";
 import { jsKernels } from "./js/index.js";
 import { loadBlas, makeBlasKernels } from "./blas/index.js";
+import { tuneMalloc } from "./blas/malloc.js";
 import { ArgumentError, ChainruleError } from "../errors.js";
 
 export type BackendName = "js" | "blas";
@@ -28,6 +29,12 @@ function blas(): { kernels: Kernels; line: string } | { kernels: null; line: str
  * found throws, naming the libraries tried.
  */
 export function selectBackend(requested: string | undefined = process.env.CHAINRULE_BACKEND): Kernels {
+  const k = pick(requested);
+  report = { ...report, reason: `${report.reason}; ${tuneMalloc()}` };
+  return k;
+}
+
+function pick(requested: string | undefined): Kernels {
   const want = requested === undefined || requested === "" ? "auto" : requested;
   if (want === "js") {
     report = { name: "js", reason: "js: forced (CHAINRULE_BACKEND=js or useBackend('js')); TypeScript kernels" };

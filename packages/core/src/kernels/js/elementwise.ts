@@ -26,7 +26,7 @@ export function unary(op: UnaryOp, out: Float32Array, x: Float32Array): void {
     case "log": for (let i = 0; i < n; i++) out[i] = Math.log(x[i]); break;
     case "sqrt": for (let i = 0; i < n; i++) out[i] = Math.sqrt(x[i]); break;
     case "abs": for (let i = 0; i < n; i++) out[i] = Math.abs(x[i]); break;
-    case "relu": for (let i = 0; i < n; i++) { const v = x[i]; out[i] = v > 0 ? v : v !== v ? v : 0; } break;
+    case "relu": reluForward(out, x); break;
     case "sigmoid": for (let i = 0; i < n; i++) out[i] = 1 / (1 + Math.exp(-x[i])); break;
     case "tanh": for (let i = 0; i < n; i++) out[i] = Math.tanh(x[i]); break;
     case "gelu": for (let i = 0; i < n; i++) { const v = x[i]; out[i] = 0.5 * v * (1 + erf(v * SQRT1_2)); } break;
@@ -42,7 +42,7 @@ export function unaryBackward(op: UnaryOp, dx: Float32Array, dout: Float32Array,
     case "log": for (let i = 0; i < n; i++) dx[i] = dout[i] / x[i]; break;
     case "sqrt": for (let i = 0; i < n; i++) dx[i] = dout[i] * 0.5 / y[i]; break;
     case "abs": for (let i = 0; i < n; i++) dx[i] = dout[i] * Math.sign(x[i]); break;
-    case "relu": for (let i = 0; i < n; i++) dx[i] = x[i] > 0 ? dout[i] : 0; break;
+    case "relu": reluBackward(dx, dout, x); break;
     case "sigmoid": for (let i = 0; i < n; i++) { const s = y[i]; dx[i] = dout[i] * s * (1 - s); } break;
     case "tanh": for (let i = 0; i < n; i++) { const t = y[i]; dx[i] = dout[i] * (1 - t * t); } break;
     case "gelu":
@@ -61,6 +61,35 @@ export function unaryBackward(op: UnaryOp, dx: Float32Array, dout: Float32Array,
         dx[i] = dout[i] * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * dinner);
       }
       break;
+  }
+}
+
+/** Int32 views of float32 data (same memory), for branch-free selects on the bit patterns. */
+function bits(a: Float32Array): Int32Array {
+  return new Int32Array(a.buffer, a.byteOffset, a.length);
+}
+
+/**
+ * out = max(x, 0), NaN kept, on the bit patterns without a branch: with random
+ * signs, `v > 0 ? v : 0` mispredicts half the time and ran ~4x slower (bench/mlp.ts).
+ * Kept: non-negative sign bit, or a NaN; zeroed (to +0): everything else.
+ */
+export function reluForward(out: Float32Array, x: Float32Array): void {
+  const xb = bits(x), ob = bits(out);
+  const n = x.length;
+  for (let i = 0; i < n; i++) {
+    const b = xb[i];
+    ob[i] = b & (~(b >> 31) | ((0x7f800000 - (b & 0x7fffffff)) >> 31));
+  }
+}
+
+/** dx = x > 0 ? dout : 0, branch-free: x > 0 exactly when its bits are in [1, 0x7f800000] (+denormal ... +Inf). */
+export function reluBackward(dx: Float32Array, dout: Float32Array, x: Float32Array): void {
+  const xb = bits(x), gb = bits(dout), db = bits(dx);
+  const n = x.length;
+  for (let i = 0; i < n; i++) {
+    const b = xb[i];
+    db[i] = gb[i] & (((0 - b) & (b - 0x7f800001)) >> 31);
   }
 }
 
