@@ -137,6 +137,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   if (workers > job.batchSize) throw new UsageError(`workers: ${workers} workers but batchSize is ${job.batchSize}: every worker needs at least one row of each batch`);
 
   const trainer = await createTrainer({ job, ctx, loss, workers });
+  let initReport: string | undefined;
   try {
     if (ckpt) {
       const mismatch = describeMismatch(ckpt.tensors, trainer.model);
@@ -149,11 +150,11 @@ export async function trainCommand(argv: string[]): Promise<number> {
       }
       if (ckpt.state.rng) setRngState(ckpt.state.rng);
     } else {
-      if (init && initDir) loadInit(trainer.model, init, initDir, job.init!.strict);
+      if (init && initDir) initReport = loadInit(trainer.model, init, initDir, job.init!.strict);
       createRunDir(runDir);
     }
     writeJson(join(runDir, JOB_FILE), job);
-    return await runLoop({ job, runDir, trainer, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, initFrom: initDir });
+    return await runLoop({ job, runDir, trainer, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, initReport });
   } finally {
     await trainer.close();
   }
@@ -164,7 +165,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
  * tensors the checkpoint lacks are expected (they start at B = 0); any other
  * missing or unexpected key is reported, and refused when `strict`.
  */
-function loadInit(model: nn.Module, ck: ReturnType<typeof readCheckpoint>, dir: string, strict: boolean): void {
+function loadInit(model: nn.Module, ck: ReturnType<typeof readCheckpoint>, dir: string, strict: boolean): string {
   const own = model.stateDict();
   const isAdapter = (k: string) => /\.lora_[AB]$/.test(k);
   const missing = Object.keys(own).filter((k) => !(k in ck.tensors) && !isAdapter(k));
@@ -180,8 +181,8 @@ function loadInit(model: nn.Module, ck: ReturnType<typeof readCheckpoint>, dir: 
     throw new CheckpointError(`init.checkpoint ${dir}: ${(e as Error).message}`);
   }
   const loaded = Object.keys(own).filter((k) => k in ck.tensors).length;
-  process.stdout.write(`init: loaded ${loaded} tensors from ${dir} · missing keys ${list(missing)} · unexpected keys ${list(unexpected)}` +
-    `${adapters.length ? ` · ${adapters.length} LoRA adapter tensors start fresh (B = 0)` : ""}\n`);
+  return `init: loaded ${loaded} tensors from ${dir} · missing keys ${list(missing)} · unexpected keys ${list(unexpected)}` +
+    `${adapters.length ? ` · ${adapters.length} LoRA adapter tensors start fresh (B = 0)` : ""}\n`;
 }
 
 interface LoopArgs {
@@ -195,7 +196,8 @@ interface LoopArgs {
   pos: Position;
   backendReason: string;
   resumedFrom: string | null;
-  initFrom?: string | null;
+  /** The init.checkpoint load report (fresh fine-tuning runs). */
+  initReport?: string;
 }
 
 async function runLoop(a: LoopArgs): Promise<number> {
@@ -231,6 +233,7 @@ async function runLoop(a: LoopArgs): Promise<number> {
   const isText = data.tokenizer !== undefined;
   const heldOutName = isText ? "validation" : "held-out";
   const adapters = job.lora ? nn.loraLayers(trainer.model).length : 0;
+  if (a.initReport) out.write(a.initReport);
   if (adapters) out.write(`LoRA: rank ${job.lora!.rank}, alpha ${job.lora!.alpha ?? job.lora!.rank} on ${adapters} layers (${job.lora!.targets}); only the adapters train\n`);
   const t0 = performance.now();
   const wall = () => pos.wall + (performance.now() - t0) / 1000;
