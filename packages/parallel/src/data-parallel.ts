@@ -25,7 +25,7 @@ import { CONTROL, STAGE_GRAD, STAGE_UPDATE, datasetRef, mixSeed, shardOffsets, t
 import { sharedMemory } from "./simd.js";
 import { buildModel, layoutDiff, normalizeLoss, normalizeModel } from "./spec.js";
 import type {
-  DataParallelOptions, EvalResult, InitResult, OptimizerHyper, OptimizerSpec, SharedDataset, StepResult, Task, WorkerContext,
+  AugmentSpec, DataParallelOptions, EvalResult, InitResult, OptimizerHyper, OptimizerSpec, SharedDataset, StepResult, StepTask, Task, WorkerContext,
 } from "./types.js";
 
 /** A batch: a whole dataset, rows [start, end) of it, or the rows at `indices`. */
@@ -133,6 +133,8 @@ export interface DataParallelState {
   layout: nn.ParamLayoutEntry[];
   params: Float32Array;
   optimizer: { hyper: OptimizerHyper; buffers: Record<string, Float32Array> };
+  /** The model's buffers (batch-norm running statistics), namedBuffers() order, concatenated; absent: none / older states. */
+  buffers?: Float32Array;
 }
 
 function resolveHyper(o: OptimizerSpec): OptimizerHyper {
@@ -148,6 +150,30 @@ function resolveHyper(o: OptimizerSpec): OptimizerHyper {
     return { type: o.type, lr, beta1, beta2, eps: o.eps ?? 1e-8, weightDecay: o.weightDecay ?? (o.type === "adamw" ? 0.01 : 0), decoupled: o.type === "adamw" };
   }
   throw new ParallelError(`DataParallel: unknown optimizer type '${(o as { type: string }).type}' (expected sgd, adam or adamw)`);
+}
+
+function augmentDefaults(a: AugmentSpec): { crop: number; flip: number } {
+  const crop = a.crop ?? 0, flip = a.flip === true ? 0.5 : a.flip === false || a.flip === undefined ? 0 : a.flip;
+  if (!Number.isInteger(crop) || crop < 0) throw new ParallelError(`DataParallel: augment.crop must be a non-negative integer, got ${crop}`);
+  if (!(flip >= 0 && flip <= 1)) throw new ParallelError(`DataParallel: augment.flip must be a boolean or a probability in [0, 1], got ${a.flip}`);
+  return { crop, flip };
+}
+
+/** (C, H, W) of a dataset row for augmentation. */
+function imageShapeOf(xShape: number[]): [number, number, number] {
+  if (xShape.length === 3) return [xShape[0], xShape[1], xShape[2]];
+  if (xShape.length === 2) return [1, xShape[0], xShape[1]];
+  throw new ParallelError(`DataParallel: augment needs image rows (C, H, W) or (H, W), the dataset's rows are [${xShape}]; set augment.imageShape`);
+}
+
+/** The step tasks' augmentation: fixed, "fromData" (shape from each batch's dataset), or null (none). */
+function resolveAugment(a: AugmentSpec | undefined): StepTask["augment"] | "fromData" | null {
+  if (!a) return null;
+  const d = augmentDefaults(a);
+  if (d.crop === 0 && d.flip === 0) return null;
+  if (!a.imageShape) return "fromData";
+  if (a.imageShape.length !== 3 || a.imageShape.some((v) => !Number.isInteger(v) || v <= 0)) throw new ParallelError(`DataParallel: augment.imageShape must be [C, H, W], got [${a.imageShape}]`);
+  return { ...d, shape: [...a.imageShape] as [number, number, number] };
 }
 
 function checkLr(lr: number): void {
@@ -177,6 +203,9 @@ export class DataParallel {
   private readonly microBatchSize: number;
   private readonly timeoutMs: number;
   private readonly initTimeoutMs: number;
+  private readonly augment: StepTask["augment"] | "fromData" | null;
+  /** The canonical model buffers (shared; the main model's buffer tensors view them). */
+  private bufs: Float32Array = new Float32Array(0);
   private mainModel: nn.Module | null = null;
   private flat: nn.FlatParameters | null = null;
   private ctx: WorkerContext | null = null;
@@ -208,6 +237,8 @@ export class DataParallel {
     this.microBatchSize = opts.microBatchSize ?? 0;
     this.timeoutMs = opts.timeoutMs ?? 600_000;
     this.initTimeoutMs = opts.initTimeoutMs ?? 120_000;
+    if (opts.syncBatchNorm && this.microBatchSize > 0) throw new ParallelError("DataParallel: syncBatchNorm does not work with microBatchSize (each micro-batch would need its own exchange)");
+    this.augment = resolveAugment(opts.augment);
     normalizeLoss(opts.loss); // validates the name early
   }
 
@@ -227,8 +258,27 @@ export class DataParallel {
       const region = Math.ceil((P * 4) / 64) * 64;
       const paramsAt = 0, gradAt = region, slotsAt = 2 * region, optAt = slotsAt + this.world * region;
       const weightsAt = optAt + optBuffers.length * region;
-      const memory = sharedMemory(weightsAt + 8 * this.world * this.world);
+      // Model buffers (batch-norm running statistics): canonical copy + one working copy per rank;
+      // synchronised batch norm: float64 exchange rows (count, counted weight, C means, C M2s), two parities.
+      const named = m.namedBuffers();
+      const buffers = named.map(([name, t]) => ({ name, size: t.size }));
+      const B = buffers.reduce((n, b) => n + b.size, 0), bregion = Math.ceil((B * 4) / 64) * 64;
+      const buffersAt = Math.ceil((weightsAt + 8 * this.world * this.world) / 64) * 64, bufSlotsAt = buffersAt + bregion;
+      let maxC = 0;
+      for (const [, mod] of m.namedModules()) if (mod instanceof nn.BatchNorm2d) maxC = Math.max(maxC, mod.numFeatures);
+      const syncBatchNorm = !!this.opts.syncBatchNorm && this.world > 1 && maxC > 0;
+      const bnAt = bufSlotsAt + this.world * bregion, bnRow = 2 + 2 * maxC;
+      const memory = sharedMemory(bnAt + (syncBatchNorm ? 8 * 2 * this.world * bnRow : 0));
       const buf = memory.buffer;
+      this.bufs = new Float32Array(buf, buffersAt, B);
+      let at = 0;
+      for (const [, t] of named) {
+        // The main replica's buffers become views of the canonical copy (checkpoints read them, loadStateDict writes them).
+        const v = this.bufs.subarray(at, at + t.size);
+        v.set(t.data);
+        t.data = v;
+        at += t.size;
+      }
       // Copies the seeded init into shared memory; every parameter becomes a view.
       const flat = nn.flattenParameters(m, { dataBuffer: new Float32Array(buf, paramsAt, P), gradBuffer: new Float32Array(buf, gradAt, P), copyValues: true });
       this.optViews = Object.fromEntries(optBuffers.map((n, i) => [n, new Float32Array(buf, optAt + i * region, P)]));
@@ -245,6 +295,7 @@ export class DataParallel {
         control: new SharedArrayBuffer(4 * CONTROL.size(this.world)),
         exchange: new SharedArrayBuffer(8 * 3 * this.world),
         barrierTimeoutMs: this.timeoutMs + 5000,
+        buffers, buffersAt, bufSlotsAt, syncBatchNorm, bnAt, bnRow,
       };
       this.slots = new Float32Array(buf, slotsAt, (this.world * region) / 4);
       await this.startPool();
@@ -348,6 +399,7 @@ export class DataParallel {
       layout: flat.layout.map((e) => ({ ...e, shape: [...e.shape] })),
       params: flat.data.slice(),
       optimizer: { hyper: { ...this.hyper }, buffers: Object.fromEntries(Object.entries(this.optViews).map(([k, v]) => [k, v.slice()])) },
+      ...(this.bufs.length > 0 ? { buffers: this.bufs.slice() } : {}),
     };
   }
 
@@ -366,7 +418,9 @@ export class DataParallel {
       if (!b || b.length !== flat.data.length) throw new ParallelError(`setState: optimizer buffer '${n}' is missing or has the wrong length`);
     }
     if (!Number.isInteger(s.step) || s.step < 0) throw new ParallelError(`setState: bad step ${s.step}`);
+    if (s.buffers !== undefined && s.buffers.length !== this.bufs.length) throw new ParallelError(`setState: ${s.buffers.length} buffer values, the model has ${this.bufs.length}`);
     flat.data.set(s.params);
+    if (s.buffers !== undefined) this.bufs.set(s.buffers);
     for (const n of names) this.optViews[n].set(s.optimizer.buffers[n]);
     this.hyper = { ...s.optimizer.hyper };
     this._step = s.step;
@@ -532,12 +586,14 @@ export class DataParallel {
     checkLr(hyper.lr);
     const step = this._step + 1, W = this.world, mb = this.microBatchSize;
     const data = datasetRef(ds), offs = shardOffsets(n, W);
+    const augment = this.augment === "fromData" ? { ...augmentDefaults(this.opts.augment!), shape: imageShapeOf(ds.xShape) } : this.augment;
     if (this.slotsDirty) {
       this.slots!.fill(0);
       this.slotsDirty = false;
     }
     const c = new Int32Array(ctx.control);
     Atomics.store(c, CONTROL.BARRIER, 0);
+    Atomics.store(c, CONTROL.BN, 0);
     for (let r = 0; r < W; r++) {
       Atomics.store(c, CONTROL.STAGE + r, 0);
       Atomics.store(c, CONTROL.arrivedAt(W) + r, 0);
@@ -547,6 +603,7 @@ export class DataParallel {
     try {
       res = await this.runPhase<StepResult>("grad", step, false, (r) => ({
         kind: "step", session: ctx.session, rank: r, step, data, idx, start: offs[r], end: offs[r + 1], rowStart, microBatchSize: mb, hyper, clip: this.clip ?? 0,
+        active: Math.min(n, W), augment,
       }));
     } catch (e) {
       this.slotsDirty = true;

@@ -71,6 +71,8 @@ export const CONTROL = {
   INIT: 0,
   /** Step barrier: arrivals so far in this step (reset by the main thread before each step). */
   BARRIER: 1,
+  /** Synchronised batch norm: arrivals at its exchanges so far in this step (reset before each step). */
+  BN: 2,
   /** Per rank r: its stage in the current step, at STAGE + r (see STAGE_*). */
   STAGE: 4,
   /** Control words for `world` ranks. */

@@ -48,6 +48,25 @@ export interface DataParallelOptions {
   timeoutMs?: number;
   /** Upper bound on starting the threads and building the replicas (ms). Default 120000. */
   initTimeoutMs?: number;
+  /**
+   * Synchronised batch norm: every BatchNorm2d of the model normalises (in training) with the
+   * statistics of the whole global batch, exchanged between the workers through shared memory
+   * (one barrier per batch-norm layer in the forward and one in the backward). Default false:
+   * each worker normalises with its own shard's statistics. Not with microBatchSize.
+   */
+  syncBatchNorm?: boolean;
+  /** Image augmentation of the training rows, done by each worker on its own shard (seeded per row). */
+  augment?: AugmentSpec;
+}
+
+/** Seeded augmentation in the workers: row i of step s's global batch uses core's augmentSeed(seed, s, i). */
+export interface AugmentSpec {
+  /** Random-crop padding in pixels (0: none). */
+  crop?: number;
+  /** Horizontal flip: true (p = 0.5) or a probability. Leave off for digits and text. */
+  flip?: boolean | number;
+  /** (C, H, W) of a row; default the dataset's xShape when it has 3 dims ([H, W] → [1, H, W]). */
+  imageShape?: [number, number, number];
 }
 
 /** Resolved optimizer hyper-parameters (what rules.ts takes). */
@@ -116,6 +135,16 @@ export interface WorkerContext {
   exchange: SharedArrayBuffer;
   /** Wait bound of the in-worker step barrier (ms). */
   barrierTimeoutMs: number;
+  /** Model buffers (batch-norm running statistics): names and sizes in namedBuffers() order, B floats in all. */
+  buffers: { name: string; size: number }[];
+  /** B floats: the buffers every replica evaluates with (and the main thread's model views). */
+  buffersAt: number;
+  /** world × B floats: rank r's working copy during a step (averaged into `buffersAt` by rank 0 after the barrier). */
+  bufSlotsAt: number;
+  /** Synchronised batch norm: float64 exchange rows (2 parities × world × bnRow) at bnAt. */
+  syncBatchNorm: boolean;
+  bnAt: number;
+  bnRow: number;
 }
 
 export interface InitTask { kind: "init"; ctx: WorkerContext; rank: number; timeoutMs: number }
@@ -140,6 +169,10 @@ export interface StepTask {
   hyper: OptimizerHyper;
   /** Global-norm clipping bound, or 0 for none. */
   clip: number;
+  /** Ranks whose shard has rows this step (0 .. active-1): they meet at the batch-norm syncs and their buffers are averaged. */
+  active: number;
+  /** Augmentation of this shard's rows, or null. */
+  augment: { crop: number; flip: number; shape: [number, number, number] } | null;
 }
 export interface StepResult {
   rank: number; rows: number;

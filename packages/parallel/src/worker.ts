@@ -6,7 +6,7 @@
  * any thread.
  */
 import { threadId } from "node:worker_threads";
-import { Tensor, manualSeed, nn, noGrad, optim } from "@chainrule/core";
+import { type BatchNormSync, Tensor, augmentRows, manualSeed, nn, noGrad, optim } from "@chainrule/core";
 import { CONTROL, type DatasetViews, STAGE_DONE, STAGE_GRAD, STAGE_REDUCE, STAGE_UPDATE, datasetViews, mixSeed } from "./layout.js";
 import { type SimdKernels, loadKernels } from "./simd.js";
 import { type LossFn, buildModel, layoutDiff, resolveLoss } from "./spec.js";
@@ -58,6 +58,16 @@ interface ThreadState {
   xScratch: Float32Array;
   yScratch: Float32Array | Int32Array;
   data: { ref: DatasetRef; views: DatasetViews } | null;
+  /** The replica's buffer tensors (namedBuffers order), their canonical views, and per-rank working views. */
+  bufTensors: Tensor[];
+  bufCanon: Float32Array[];
+  bufViews: Map<number, Float32Array[]>;
+  /** -1: bound to the canonical buffers; r: to rank r's working copy. */
+  bufBound: number;
+  /** Augmented rows of the current micro-batch. */
+  augScratch: Float32Array;
+  /** Synchronised batch norm (null: per-worker statistics). */
+  bnSync: SharedBatchNorm | null;
 }
 
 let state: ThreadState | null = null;
@@ -77,6 +87,16 @@ async function ensureState(ctx: WorkerContext): Promise<ThreadState | { mismatch
   // Bind the replica to the shared parameters (no copy); gradients go to slot 0 until a rank is bound.
   const fp = nn.flattenParameters(model, { dataBuffer: flat, gradBuffer: slots[0], copyValues: false });
   const { fn, name, ignoreIndex } = await resolveLoss(ctx.loss);
+  const named = model.namedBuffers();
+  const bufDiff = named.length !== ctx.buffers.length ? `${named.length} buffers vs ${ctx.buffers.length}`
+    : named.map(([n, t], i) => (n !== ctx.buffers[i].name || t.size !== ctx.buffers[i].size ? `buffer ${i}: ${n} (${t.size}) vs ${ctx.buffers[i].name} (${ctx.buffers[i].size})` : null)).find((d) => d) ?? null;
+  if (bufDiff) return { mismatch: bufDiff, layout };
+  const B = ctx.buffers.reduce((a, b) => a + b.size, 0);
+  const cut = (base: Float32Array) => { let at = 0; return ctx.buffers.map((b) => base.subarray(at, (at += b.size))); };
+  const bufCanon = cut(new Float32Array(buf, ctx.buffersAt, B));
+  named.forEach(([, t], i) => (t.data = bufCanon[i]));
+  const bnSync = ctx.syncBatchNorm ? new SharedBatchNorm(ctx) : null;
+  if (bnSync) for (const [, m] of model.namedModules()) if (m instanceof nn.BatchNorm2d) m.sync = bnSync;
   state = {
     session: ctx.session, model, params: model.parameters(), layout: fp.layout, flat,
     grad: new Float32Array(buf, ctx.gradAt, P), slots,
@@ -85,8 +105,135 @@ async function ensureState(ctx: WorkerContext): Promise<ThreadState | { mismatch
     gradViews: new Map(), boundRank: 0, loss: fn, lossName: name, ignoreIndex,
     control: new Int32Array(ctx.control), exchange: new Float64Array(ctx.exchange), weights: new Float64Array(ctx.world), weightsAt: 0,
     xScratch: new Float32Array(0), yScratch: new Float32Array(0), data: null,
+    bufTensors: named.map(([, t]) => t), bufCanon, bufViews: new Map(), bufBound: -1, augScratch: new Float32Array(0), bnSync,
   };
   return state;
+}
+
+/** Binds the replica's buffers to the canonical copy (rank -1: evaluation) or to rank r's working copy, copied from the canonical one. */
+function bindBuffers(s: ThreadState, rank: number): void {
+  if (s.bufTensors.length === 0) return;
+  let views = rank < 0 ? s.bufCanon : s.bufViews.get(rank);
+  if (!views) {
+    const B = s.ctx.buffers.reduce((a, b) => a + b.size, 0), bregion = Math.ceil((B * 4) / 64) * 64;
+    const base = new Float32Array(s.ctx.memory.buffer, s.ctx.bufSlotsAt + rank * bregion, B);
+    let at = 0;
+    views = s.ctx.buffers.map((b) => base.subarray(at, (at += b.size)));
+    s.bufViews.set(rank, views);
+  }
+  if (rank >= 0) views.forEach((v, i) => v.set(s.bufCanon[i]));
+  if (s.bufBound !== rank) {
+    s.bufTensors.forEach((t, i) => (t.data = views![i]));
+    s.bufBound = rank;
+  }
+}
+
+/**
+ * After the step's barrier, rank 0 sets the canonical buffers to the mean of the active ranks'
+ * working copies (float64, rank order): with per-worker batch norm, the running statistics are
+ * the average of the workers' (each updated with its own shard's statistics); with synchronised
+ * batch norm all copies are equal and the mean is that value.
+ */
+function averageBuffers(s: ThreadState, active: number): void {
+  for (let i = 0; i < s.bufCanon.length; i++) {
+    const out = s.bufCanon[i];
+    if (active === 1) { out.set(s.bufViews.get(0)![i]); continue; }
+    const src: Float32Array[] = [];
+    for (let k = 0; k < active; k++) src.push(s.bufViews.get(k)?.[i] ?? slotView(s, k, i));
+    for (let j = 0; j < out.length; j++) {
+      let acc = 0;
+      for (let k = 0; k < active; k++) acc += src[k][j];
+      out[j] = acc / active;
+    }
+  }
+}
+
+/** Rank k's working copy of buffer i (a view; this thread may not have run rank k). */
+function slotView(s: ThreadState, k: number, i: number): Float32Array {
+  const B = s.ctx.buffers.reduce((a, b) => a + b.size, 0), bregion = Math.ceil((B * 4) / 64) * 64;
+  let at = 0;
+  for (let j = 0; j < i; j++) at += s.ctx.buffers[j].size;
+  return new Float32Array(s.ctx.memory.buffer, s.ctx.bufSlotsAt + k * bregion + at * 4, s.ctx.buffers[i].size);
+}
+
+/**
+ * Synchronised batch norm over shared memory. Each call (a BatchNorm2d forward or backward in
+ * training) writes this rank's row — [element count, counted targets, C values, C values] in
+ * float64 — into exchange parity (call & 1), meets the other active ranks at the BN barrier
+ * (target call × active, bounded wait), then every rank combines all rows in rank order, so all
+ * get the same numbers. Two parities suffice: a rank can only write call k+2's row after every
+ * rank arrived at call k+1, i.e. finished reading call k's.
+ */
+class SharedBatchNorm implements BatchNormSync {
+  private rank = 0;
+  private active = 1;
+  private step = 0;
+  private counted = 0;
+  private calls = 0;
+  private readonly x: Float64Array;
+  private readonly c: Int32Array;
+  constructor(private readonly ctx: WorkerContext) {
+    this.x = new Float64Array(ctx.memory.buffer, ctx.bnAt, 2 * ctx.world * ctx.bnRow);
+    this.c = new Int32Array(ctx.control);
+  }
+  begin(rank: number, active: number, step: number, counted: number): void {
+    this.rank = rank;
+    this.active = active;
+    this.step = step;
+    this.counted = counted;
+    this.calls = 0;
+  }
+  /** Publishes this rank's row (a, b: C values each), waits for the others; returns the exchange parity's base. */
+  private exchange(head: number, a: Float64Array, b: Float64Array): number {
+    const k = ++this.calls, { world, bnRow } = this.ctx, C = a.length;
+    if (2 + 2 * C > bnRow) throw new Error(`syncBatchNorm: ${C} channels, the exchange holds ${(bnRow - 2) / 2}`);
+    const base = (k & 1) * world * bnRow, row = base + this.rank * bnRow, x = this.x;
+    x[row] = head;
+    x[row + 1] = this.counted;
+    x.set(a, row + 2);
+    x.set(b, row + 2 + C);
+    const target = k * this.active, c = this.c, t0 = performance.now(), timeout = this.ctx.barrierTimeoutMs;
+    if (Atomics.add(c, CONTROL.BN, 1) + 1 >= target) Atomics.notify(c, CONTROL.BN);
+    else {
+      for (let v = Atomics.load(c, CONTROL.BN); v < target; v = Atomics.load(c, CONTROL.BN)) {
+        const left = t0 + timeout - performance.now();
+        if (left <= 0) throw new Error(`step ${this.step}: batch-norm sync ${k} timed out after ${timeout} ms (${v - (k - 1) * this.active} of ${this.active} workers arrived)`);
+        Atomics.wait(c, CONTROL.BN, v, left);
+      }
+    }
+    return base;
+  }
+  forward(count: number, mean: Float64Array, m2: Float64Array): { count: number; mean: Float64Array; variance: Float64Array } {
+    const C = mean.length, base = this.exchange(count, mean, m2), { bnRow } = this.ctx, x = this.x;
+    const gm = new Float64Array(C), gm2 = new Float64Array(C);
+    let n = 0;
+    for (let r = 0; r < this.active; r++) {
+      const row = base + r * bnRow, nk = x[row];
+      if (nk === 0) continue;
+      const nn2 = n + nk;
+      for (let ch = 0; ch < C; ch++) {
+        const d = x[row + 2 + ch] - gm[ch];
+        gm[ch] += (d * nk) / nn2;
+        gm2[ch] += x[row + 2 + C + ch] + (d * d * n * nk) / nn2;
+      }
+      n = nn2;
+    }
+    const variance = gm2.map((v) => (n > 0 ? v / n : 0));
+    return { count: n, mean: gm, variance };
+  }
+  backward(sdy: Float64Array, sdyx: Float64Array): { sdy: Float64Array; sdyx: Float64Array } {
+    const C = sdy.length, base = this.exchange(0, sdy, sdyx), { bnRow } = this.ctx, x = this.x;
+    if (!(this.counted > 0)) throw new Error(`step ${this.step}: syncBatchNorm on a shard without counted targets`);
+    const gs = new Float64Array(C), gx = new Float64Array(C);
+    for (let r = 0; r < this.active; r++) {
+      const row = base + r * bnRow, w = x[row + 1] / this.counted;
+      for (let ch = 0; ch < C; ch++) {
+        gs[ch] += w * x[row + 2 + ch];
+        gx[ch] += w * x[row + 2 + C + ch];
+      }
+    }
+    return { sdy: gs, sdyx: gx };
+  }
 }
 
 /** Which parameter's requiresGrad differs between this replica and the main thread's model, or null. */
@@ -295,6 +442,7 @@ async function step(t: StepTask): Promise<StepResult> {
   const c = s.control, x = s.exchange;
   Atomics.store(c, CONTROL.STAGE + r, STAGE_GRAD);
   bindRank(s, r);
+  bindBuffers(s, r);
   s.model.train();
   const n = t.end - t.start;
   const d = viewsFor(s, t.data);
@@ -303,13 +451,22 @@ async function step(t: StepTask): Promise<StepResult> {
   // The slot holds this shard's mean gradient over its counted targets: each micro-batch's
   // mean loss is weighted by its share of them. Counting needs the targets first.
   const counted = s.ignoreIndex === null ? n : countedTargets(s.ignoreIndex, d, idx, t.rowStart, t.start, t.end);
+  s.bnSync?.begin(r, t.active, t.step, counted);
+  const aug = t.augment;
+  if (aug && aug.shape[0] * aug.shape[1] * aug.shape[2] !== d.xRow) throw new Error(`augment: image shape [${aug.shape}] does not match rows of ${d.xRow} values`);
   let lossSum = 0, gatherMs = 0, computeMs = 0;
   for (let a = t.start; a < t.end; a += mb) {
     const b = Math.min(a + mb, t.end), m = b - a;
     const g0 = performance.now();
-    const { x: xs, y } = rows(s, d, idx, t.rowStart, a, b);
+    let { x: xs, y } = rows(s, d, idx, t.rowStart, a, b);
+    if (aug) {
+      // Seeded by (seed, step, position in the global batch): the same whatever the number of workers.
+      if (s.augScratch.length < m * d.xRow) s.augScratch = new Float32Array(m * d.xRow);
+      xs = augmentRows(xs, s.augScratch, m, aug.shape, { crop: aug.crop, flip: aug.flip }, ctx.seed, t.step, a);
+    }
     const g1 = performance.now();
     const cm = s.ignoreIndex === null ? m : countedTargets(s.ignoreIndex, d, idx, t.rowStart, a, b);
+    if (cm === 0 && s.bnSync && m > 0) throw new Error(`step ${t.step}: syncBatchNorm needs counted targets in every non-empty shard (rows ${a}..${b} are all ignoreIndex)`);
     if (cm > 0) {
       manualSeed(mixSeed(ctx.seed, t.step, a)); // dropout masks: fixed by step and batch position
       const out = s.model.forward(new Tensor(xs, [m, ...d.ref.xShape]));
@@ -324,6 +481,7 @@ async function step(t: StepTask): Promise<StepResult> {
   x[3 * r] = counted;
   x[3 * r + 1] = lossSum;
   let waitMs = barrier(c, world, r, 1, t.step, ctx.barrierTimeoutMs);
+  if (r === 0 && s.bufTensors.length > 0) averageBuffers(s, t.active);
 
   // Reduce-scatter of this rank's chunk: weights counted_k / Σ counted, in rank order.
   Atomics.store(c, CONTROL.STAGE + r, STAGE_REDUCE);
@@ -412,6 +570,7 @@ export function evalRange(
 
 async function evaluate(t: EvalTask): Promise<EvalResult> {
   const s = await ready(t.ctx);
+  bindBuffers(s, -1);
   const d = viewsFor(s, t.data);
   const idx = t.idx ? new Int32Array(t.idx) : null;
   const r = evalRange(s.model, s.loss, s.lossName, d, s, idx, t.rowStart, t.start, t.end, t.batchSize, s.ignoreIndex);

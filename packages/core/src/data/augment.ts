@@ -4,7 +4,7 @@
  * in, so a worker seeded with (seed, rank) augments reproducibly.
  */
 import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
-import type { Generator } from "../tensor/random.js";
+import { Generator as GeneratorCtor, type Generator } from "../tensor/random.js";
 
 /** (N, C, H, W) of a batch. */
 export type ImageBatchShape = readonly [number, number, number, number];
@@ -100,4 +100,51 @@ export function augmentBatch(data: Float32Array, shape: ImageBatchShape, opts: A
   if ((opts.cropPadding ?? 0) > 0) x = randomCrop(x, shape, opts.cropPadding!, gen);
   if ((opts.flipProbability ?? 0) > 0) randomHorizontalFlip(x, shape, gen, opts.flipProbability);
   return x;
+}
+
+/** Augmentation of training rows as data-parallel workers apply it: per row, seeded by its place in the run. */
+export interface RowAugmentOptions {
+  /** Random-crop padding in pixels (0: none). */
+  crop?: number;
+  /** Horizontal flip with probability 0.5 (true) or the given probability; false/0: none. */
+  flip?: boolean | number;
+}
+
+/** The 32-bit seed of the augmentation of the row at `position` of step `step`'s global batch. */
+export function augmentSeed(seed: number, step: number, position: number): number {
+  let h = 0x41554721; // "AUG!": a stream apart from dropout's and the shuffles'
+  for (const p of [seed, step, position]) {
+    h = Math.imul(h ^ (p >>> 0), 0x85ebca6b) >>> 0;
+    h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35) >>> 0;
+    h = (h ^ (h >>> 16)) >>> 0;
+  }
+  return h;
+}
+
+/**
+ * Augments `rows` consecutive images of shape (C, H, W) from `src` into `out` (both rows × C·H·W;
+ * `out` must not alias `src`): random crop with `crop` padding, then horizontal flip. Row i gets its
+ * own generator seeded by augmentSeed(seed, step, position0 + i), so a row is augmented the same
+ * however a batch is split across workers, and a resumed run (same step numbers) repeats it exactly.
+ */
+export function augmentRows(
+  src: Float32Array, out: Float32Array, rows: number, imageShape: readonly [number, number, number],
+  opts: RowAugmentOptions, seed: number, step: number, position0: number,
+): Float32Array {
+  const [C, H, W] = imageShape, D = C * H * W;
+  if (src.length < rows * D || out.length < rows * D) throw new ShapeError(`augmentRows: ${rows} rows of ${fmtShape(imageShape)} need ${rows * D} floats (src ${src.length}, out ${out.length})`);
+  if (out.buffer === src.buffer && out.byteOffset < src.byteOffset + rows * D * 4 && src.byteOffset < out.byteOffset + rows * D * 4) {
+    throw new ArgumentError("augmentRows: out must not overlap src");
+  }
+  const crop = opts.crop ?? 0;
+  const p = opts.flip === true ? 0.5 : opts.flip === false || opts.flip === undefined ? 0 : opts.flip;
+  const shape: ImageBatchShape = [1, C, H, W];
+  for (let i = 0; i < rows; i++) {
+    const s = src.subarray(i * D, (i + 1) * D), o = out.subarray(i * D, (i + 1) * D);
+    const gen = new GeneratorCtor(augmentSeed(seed, step, position0 + i));
+    if (crop > 0) randomCrop(s, shape, crop, gen, { out: o });
+    else o.set(s);
+    if (p > 0) randomHorizontalFlip(o, shape, gen, p);
+  }
+  return out.subarray(0, rows * D);
 }

@@ -4,7 +4,7 @@ import { Tensor } from "../tensor/tensor.js";
 import { Module, Parameter } from "./module.js";
 import { constant_, fanIn, kaimingUniformDefault_, uniform_ } from "./init.js";
 import {
-  type AvgPool2dOptions, type Conv2dOptions, type Pool2dOptions, type Size2,
+  type AvgPool2dOptions, type BatchNormSync, type Conv2dOptions, type Pool2dOptions, type Size2,
   adaptiveAvgPool2d, avgPool2d, batchNorm2d, conv2d, maxPool2d,
 } from "../ops/conv.js";
 
@@ -99,7 +99,8 @@ export interface BatchNorm2dLayerOptions {
  * Batch normalisation per channel of (N, C, H, W), PyTorch semantics. Training: normalises with
  * the batch's mean and biased variance, and updates the buffers runningMean (init 0), runningVar
  * (init 1, updated with the unbiased variance) and numBatchesTracked; eval(): uses the running ones.
- * The buffers are in stateDict(). In data-parallel training each worker keeps its own statistics.
+ * The buffers are in stateDict(). In data-parallel training each worker normalises with its own
+ * shard's statistics unless `sync` is set (see @chainrule/parallel's README, "Batch norm").
  */
 export class BatchNorm2d extends Module {
   weight: Parameter | null;
@@ -109,6 +110,11 @@ export class BatchNorm2d extends Module {
   readonly numBatchesTracked: Tensor | null;
   readonly eps: number;
   readonly momentum: number | null;
+  /**
+   * Synchronised batch norm: set by data-parallel training (@chainrule/parallel with
+   * `syncBatchNorm`) so that training statistics are those of the whole global batch. null: local.
+   */
+  sync: BatchNormSync | null = null;
   constructor(readonly numFeatures: number, opts: BatchNorm2dLayerOptions = {}) {
     super();
     checkPositiveInt("BatchNorm2d", "numFeatures", numFeatures);
@@ -147,6 +153,6 @@ export class BatchNorm2d extends Module {
     }
     // Without running statistics, evaluation also normalises with the batch's own.
     const useBatchStats = this.training || this.runningMean === null;
-    return batchNorm2d(x, this.runningMean, this.runningVar, this.weight, this.bias, { training: useBatchStats, momentum, eps: this.eps });
+    return batchNorm2d(x, this.runningMean, this.runningVar, this.weight, this.bias, { training: useBatchStats, momentum, eps: this.eps, sync: this.training ? this.sync : null });
   }
 }

@@ -367,6 +367,91 @@ export interface BatchNorm2dOptions {
    */
   momentum?: number;
   eps?: number;
+  /**
+   * Synchronised batch norm (data-parallel training): combines this rank's per-channel
+   * statistics with the other ranks' in the forward, and the gradient sums in the backward,
+   * so the normalisation uses the statistics of the whole global batch. Training only.
+   */
+  sync?: BatchNormSync | null;
+}
+
+/**
+ * The exchange a synchronised batch norm needs (implemented by @chainrule/parallel over
+ * shared memory). Every rank calls forward and backward in the same order; both return the
+ * same numbers on every rank (combined in rank order).
+ */
+export interface BatchNormSync {
+  /**
+   * Per channel: this rank's element count, mean and M2 = Σ(x - mean)² in; the global count,
+   * mean and biased variance out (Chan's parallel combination, float64).
+   */
+  forward(count: number, mean: Float64Array, m2: Float64Array): { count: number; mean: Float64Array; variance: Float64Array };
+  /**
+   * Per channel: this rank's Σ dy and Σ dy·x̂ in (dy: the gradient of this rank's own loss);
+   * out: the global sums of the gradient of the whole batch's loss, expressed in this rank's
+   * loss scale (Σ_k (w_k / w_r)·s_k, w_k the weight the gradient reduce gives rank k).
+   */
+  backward(sdy: Float64Array, sdyx: Float64Array): { sdy: Float64Array; sdyx: Float64Array };
+}
+
+/** Training-mode batch norm with statistics and gradient sums exchanged through `sync`. */
+function batchNorm2dSync(
+  x: Tensor, runningMean: Tensor | null, runningVar: Tensor | null, weight: Tensor | null, bias: Tensor | null,
+  momentum: number, eps: number, sync: BatchNormSync,
+): Tensor {
+  const op = "batchNorm2d";
+  const [N, C, H, W] = x.shape;
+  const HW = H * W, count = N * HW, xd = x.data;
+  const lmean = new Float64Array(C), lm2 = new Float64Array(C);
+  for (let c = 0; c < C; c++) {
+    let s = 0;
+    for (let n = 0; n < N; n++) for (let b = (n * C + c) * HW, i = b; i < b + HW; i++) s += xd[i];
+    const m = count > 0 ? s / count : 0;
+    let v = 0;
+    for (let n = 0; n < N; n++) for (let b = (n * C + c) * HW, i = b; i < b + HW; i++) { const d = xd[i] - m; v += d * d; }
+    lmean[c] = m;
+    lm2[c] = v;
+  }
+  const g = sync.forward(count, lmean, lm2);
+  if (g.count <= 1) throw new ShapeError(`${op}: expected more than 1 value per channel when training, got ${g.count} over all workers`);
+  const mean = Float32Array.from(g.mean), rstd = new Float32Array(C);
+  for (let c = 0; c < C; c++) rstd[c] = 1 / Math.sqrt(g.variance[c] + eps);
+  if (runningMean && runningVar) {
+    const unbias = g.count / (g.count - 1);
+    for (let c = 0; c < C; c++) {
+      runningMean.data[c] = (1 - momentum) * runningMean.data[c] + momentum * g.mean[c];
+      runningVar.data[c] = (1 - momentum) * runningVar.data[c] + momentum * g.variance[c] * unbias;
+    }
+  } else if (runningMean || runningVar) {
+    throw new ArgumentError(`${op}: pass both runningMean and runningVar, or neither`);
+  }
+  const k = kernels();
+  const out = new Float32Array(x.size);
+  k.batchNormApply(out, xd, mean, rstd, weight?.data ?? null, bias?.data ?? null, N, C, HW);
+  const inputs = [x];
+  if (weight) inputs.push(weight);
+  if (bias) inputs.push(bias);
+  return result(op, out, x.shape, inputs, (gout) => {
+    // Local Σdy·x̂ and Σdy (= this rank's dweight, dbias: the gradient reduce sums them over ranks).
+    const sdyx = new Float32Array(C), sdy = new Float32Array(C);
+    k.batchNormBackward(null, sdyx, sdy, gout, xd, mean, rstd, weight?.data ?? null, N, C, HW, true);
+    const gs = sync.backward(Float64Array.from(sdy), Float64Array.from(sdyx));
+    let dx: Float32Array | null = null;
+    if (x.requiresGrad) {
+      dx = new Float32Array(x.size);
+      for (let c = 0; c < C; c++) {
+        const rs = rstd[c], m = mean[c], kk = (weight ? weight.data[c] : 1) * rs;
+        const mdy = gs.sdy[c] / g.count, mdyx = gs.sdyx[c] / g.count;
+        for (let n = 0; n < N; n++) {
+          for (let b = (n * C + c) * HW, i = b; i < b + HW; i++) dx[i] = kk * (gout[i] - mdy - (xd[i] - m) * rs * mdyx);
+        }
+      }
+    }
+    const grads: (Float32Array | null)[] = [dx];
+    if (weight) grads.push(weight.requiresGrad ? sdyx : null);
+    if (bias) grads.push(bias.requiresGrad ? sdy : null);
+    return grads;
+  });
 }
 
 /**
@@ -391,6 +476,7 @@ export function batchNorm2d(
   }
   if (!(momentum >= 0 && momentum <= 1)) throw new ArgumentError(`${op}: momentum must be in [0, 1], got ${momentum}`);
   if (!(eps > 0)) throw new ArgumentError(`${op}: eps must be positive, got ${eps}`);
+  if (training && opts.sync) return batchNorm2dSync(x, runningMean, runningVar, weight, bias, momentum, eps, opts.sync);
   const k = kernels();
   const mean = new Float32Array(C), rstd = new Float32Array(C);
   if (training) {
