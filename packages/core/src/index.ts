@@ -15,7 +15,7 @@ export { reshape, view, flatten, unsqueeze, squeeze, permute, transpose, slice, 
 export { softmax, logSoftmax } from "./ops/softmax.js";
 export { embedding, where, maskedFill, dropout } from "./ops/indexing.js";
 export { layerNorm } from "./ops/layernorm.js";
-export { conv2d, maxPool2d, avgPool2d, adaptiveAvgPool2d, batchNorm2d, type Conv2dOptions, type Pool2dOptions, type AvgPool2dOptions, type BatchNorm2dOptions, type Size2 } from "./ops/conv.js";
+export { conv2d, maxPool2d, avgPool2d, adaptiveAvgPool2d, batchNorm2d, type Conv2dOptions, type Pool2dOptions, type AvgPool2dOptions, type BatchNorm2dOptions, type BatchNormSync, type Size2 } from "./ops/conv.js";
 export { kernels, setKernels, type Kernels, type UnaryOp, type BinaryOp } from "./kernels/kernels.js";
 export { jsKernels } from "./kernels/js/index.js";
 export { selectBackend, useBackend, backendReport, type BackendName, type BackendReport } from "./kernels/select.js";
@@ -29,7 +29,7 @@ export { causalAttention, type CausalAttentionOptions } from "./ops/attention.js
 export { GPT, GPTTransformer, Block, MLP, GPT_DEFAULTS, gptConfig, generate, sampleToken, estimateLoss, tokenBatch, type GPTConfig, type GenerateOptions, type TokenBatch } from "./models/gpt.js";
 export { CharTokenizer, TextBatchSampler, trainValSplit, loadCorpus, loadDefaultCorpus, shuffleLines, CORPORA, type CharTokenizerJSON, type TextBatch, type CorpusName } from "./data/text.js";
 export { createCnn, createMnistCnn, mnistCnnDefaults, ImageClassifier, type CnnConfig } from "./models/cnn.js";
-export { randomCrop, randomHorizontalFlip, augmentBatch, type AugmentOptions, type ImageBatchShape } from "./data/augment.js";
+export { randomCrop, randomHorizontalFlip, augmentBatch, augmentRows, augmentSeed, type AugmentOptions, type RowAugmentOptions, type ImageBatchShape } from "./data/augment.js";
 export { type Dataset, DataError, makeDataset, subset, splitDataset, toShared, isShared, rowSize, inputRow, type SplitOptions } from "./data/dataset.js";
 export { loadEmbeddedMnist, embeddedMnistSplit, resolveMnistModule, type MnistModule, type MnistOptions, type MnistSplitOptions } from "./data/mnist.js";
 export { readIdx, decodeIdx, encodeIdx, loadIdxDataset, loadIdxDirectory, FASHION_MNIST_CLASSES, type IdxArray } from "./data/idx.js";
