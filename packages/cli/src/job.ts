@@ -158,6 +158,17 @@ export const JobSchema = z
     workers: z.union([posInt, z.literal("auto")]).default("auto"),
     /** Clip the global gradient norm (off when absent). */
     clipGradNorm: z.number().positive().optional(),
+    /** Image augmentation of the training rows (each worker augments its own shard, seeded by (seed, step, row position)). */
+    augment: z
+      .strictObject({
+        /** Random crop after zero padding by this many pixels (0: none). */
+        crop: nonNegInt.default(0),
+        /** Random horizontal flip (p = 0.5); off for digits and text. */
+        flip: z.boolean().default(false),
+      })
+      .optional(),
+    /** Batch norm over the whole global batch (statistics exchanged between workers); default: per-worker statistics. */
+    syncBatchNorm: z.boolean().default(false),
     /** Kernel backend: auto picks the best available (see `chainrule info`). */
     backend: z.enum(["auto", "js", "blas"]).default("auto"),
     checkpoint: z
@@ -234,6 +245,9 @@ export const JobSchema = z
         ctx.addIssue({ code: "custom", path, message: `not a regular expression: ${(e as Error).message}` });
       }
     }
+    if (job.augment && (job.augment.crop > 0 || job.augment.flip) && job.model.type === "gpt") {
+      ctx.addIssue({ code: "custom", path: ["augment"], message: "image augmentation needs image data (not text)" });
+    }
     if (job.data.type === "idx" && !job.data.dir && !(job.data.trainImages && job.data.trainLabels)) {
       ctx.addIssue({ code: "custom", path: ["data"], message: "idx data needs `dir` or both `trainImages` and `trainLabels`" });
     }
@@ -263,7 +277,7 @@ export const DEFAULT_JOB = {
 export const GPT_JOB = {
   name: "gpt",
   model: { type: "gpt", blockSize: 32, nLayer: 4, nHead: 4, nEmbd: 64 },
-  data: { type: "text", corpus: "female-names", stride: 8 },
+  data: { type: "text", stride: 8 }, // the bundled female-names list (`--set data.file=FILE` for your own text)
   optimizer: { type: "adamw", lr: 3e-3, weightDecay: 0.01 },
   schedule: { type: "cosine", warmupSteps: 20, minLr: 3e-4 },
   epochs: 4,
@@ -273,8 +287,26 @@ export const GPT_JOB = {
   sample: { tokens: 160, prompt: "\n", temperature: 0.8 },
 } as const;
 
+/**
+ * `chainrule train cnn`: the two-conv-block CNN (conv 32 → conv 64, each with batch norm,
+ * max-pool, ReLU; Linear 128) on the embedded MNIST digits (9,000 train / 1,000 held-out),
+ * random crop (padding 2) done in the workers, Adam with a cosine schedule, data-parallel on
+ * all cores. Any IDX image set: `--set data.type=idx --set data.dir=DIR`.
+ */
+export const CNN_JOB = {
+  name: "cnn",
+  model: { type: "cnn", batchNorm: true },
+  data: { type: "mnist", heldOut: 1000 },
+  optimizer: { type: "adam", lr: 2e-3 },
+  schedule: { type: "cosine", warmupSteps: 0 },
+  augment: { crop: 2 },
+  epochs: 8,
+  batchSize: 64,
+  workers: "auto",
+} as const;
+
 /** Jobs the CLI knows by name (`chainrule train NAME`), when no file of that name exists. */
-export const BUILTIN_JOBS: Record<string, object> = { gpt: GPT_JOB, mnist: DEFAULT_JOB };
+export const BUILTIN_JOBS: Record<string, object> = { gpt: GPT_JOB, mnist: DEFAULT_JOB, cnn: CNN_JOB };
 
 /** A job as written by a user (every field optional where it has a default). */
 export type JobInput = z.input<typeof JobSchema>;

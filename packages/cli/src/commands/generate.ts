@@ -53,7 +53,7 @@ export function generateText(model: GPT, tok: CharTokenizer, o: SampleOptions, e
 export function checkPrompt(tok: CharTokenizer, prompt: string): void {
   if (tok.covers(prompt)) return;
   const bad = [...new Set(Array.from(prompt).filter((c) => !tok.covers(c)))];
-  const shown = tok.vocab.map((c) => (c === "\n" ? "\\n" : c)).join("");
+  const shown = tok.vocab.join(""); // JSON.stringify shows a newline as \n
   throw new UsageError(`--prompt: ${bad.length === 1 ? "character" : "characters"} ${bad.map((c) => JSON.stringify(c)).join(", ")} ${bad.length === 1 ? "is" : "are"} not in the checkpoint's vocabulary (${tok.vocabSize} characters: ${JSON.stringify(shown)})`);
 }
 

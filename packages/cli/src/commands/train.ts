@@ -113,6 +113,10 @@ export async function trainCommand(argv: string[]): Promise<number> {
     if (tj) tokenizer = CharTokenizer.fromJSON(tj as never);
   }
   const data = loadJobData(job.data, { blockSize: job.model.type === "gpt" ? job.model.blockSize : undefined, tokenizer });
+  if (data.tokenizer && job.sample.tokens > 0 && !data.tokenizer.covers(job.sample.prompt)) {
+    const bad = [...new Set(Array.from(job.sample.prompt).filter((c) => !data.tokenizer!.covers(c)))];
+    throw new UsageError(`sample.prompt: ${bad.map((c) => JSON.stringify(c)).join(", ")} not in the text's vocabulary (set sample.prompt to text made of its characters, or sample.tokens to 0)`);
+  }
   const loss = defaultLoss(job, data.classification);
   if (loss === "crossEntropy" && !data.classification) throw new UsageError(`loss: crossEntropy needs class labels, but ${data.description} has numeric targets (use mseLoss or l1Loss)`);
   const ctx = { inputShape: data.inputShape, outputSize: data.outputSize };
