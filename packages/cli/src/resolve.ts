@@ -143,7 +143,10 @@ export function describeModel(job: Job, ctx: ModelContext, model: nn.Module): st
     case "mlp": return `MLP ${[d, ...job.model.hidden, ctx.outputSize].join("-")} (${n} parameters)`;
     case "linear": return `linear regression ${d}→${ctx.outputSize} (${n} parameters)`;
     case "logistic": return `logistic regression ${d}→${ctx.outputSize} (${n} parameters)`;
-    case "cnn": return `CNN (${n} parameters)`;
+    case "cnn": {
+      const m = job.model;
+      return `CNN ${ctx.inputShape.join("×")} → conv ${(m.channels ?? [32, 64]).join(", ")}${m.batchNorm ? " (batch norm)" : ""} → ${m.hidden ?? 128} → ${ctx.outputSize} (${n} parameters)`;
+    }
     case "module": return `${job.model.module}#${job.model.export} (${n} parameters)`;
     case "gpt": {
       const m = job.model;

@@ -6,7 +6,7 @@
  * factory (models.ts), so they start from identical parameters.
  */
 import {
-  F, Tensor, argmax, manualSeed, noGrad, optim, type Dataset, nn,
+  F, Tensor, argmax, augmentRows, manualSeed, noGrad, optim, type Dataset, nn,
 } from "@chainrule/core";
 import { DataParallel, type DataParallelState, type SharedDataset } from "@chainrule/parallel";
 import type { Job } from "./job.js";
@@ -24,8 +24,11 @@ export interface Trainer {
   readonly description: string;
   /** Parameters always current (checkpoints read its state dict). */
   readonly model: nn.Module;
-  /** One optimizer step on the rows `indices` of `ds` at learning rate `lr`; resolves to the mean loss. */
-  step(ds: Dataset, indices: Int32Array, lr: number): Promise<number>;
+  /**
+   * One optimizer step on the rows `indices` of `ds` at learning rate `lr`; resolves to the mean loss.
+   * `step` (1-based, this step's number) seeds the augmentation of its rows.
+   */
+  step(ds: Dataset, indices: Int32Array, lr: number, step?: number): Promise<number>;
   evaluate(ds: Dataset): Promise<EvalResult>;
   /** JSON-able optimizer state (for state.json). */
   optimizerState(): unknown;
@@ -80,17 +83,38 @@ function correctCount(loss: string, out: Tensor, y: Tensor | Int32Array): number
   return undefined;
 }
 
+/** (C, H, W) of image rows, for augmentation. */
+function imageShape(ds: Dataset): [number, number, number] {
+  const s = ds.inputShape;
+  if (s.length === 3) return [s[0], s[1], s[2]];
+  if (s.length === 2) return [1, s[0], s[1]];
+  throw new UsageError(`augment: needs image rows (C, H, W) or (H, W); the data's rows are [${s.join(",")}]`);
+}
+
+/** What the job adds to the engine line: augmentation, batch-norm mode. */
+function extrasOf(job: Job, workers: number): string {
+  const parts: string[] = [];
+  const a = job.augment;
+  if (a && (a.crop > 0 || a.flip)) parts.push(`augment ${[a.crop > 0 ? `crop ${a.crop}` : "", a.flip ? "flip" : ""].filter(Boolean).join(" + ")}`);
+  if (job.model.type === "cnn" && job.model.batchNorm && workers > 1) parts.push(job.syncBatchNorm ? "synchronised batch norm" : "per-worker batch norm");
+  return parts.length ? ` · ${parts.join(" · ")}` : "";
+}
+
 /** Training in the main thread with core's optimizers. */
 export class InProcessTrainer implements Trainer {
-  readonly description = "in-process (1 thread)";
+  readonly description: string;
   model!: nn.Module;
   private opt!: optim.Optimizer<{ lr: number }>;
   private lossFn: LossFn;
   /** Per group: its lr as a multiple of optimizer.lr (job.paramGroups; the last group is the rest). */
   private lrScale: number[] = [1];
 
+  private steps = 0;
+  private augScratch = new Float32Array(0);
+
   constructor(private readonly o: TrainerOptions) {
     this.lossFn = (F as unknown as Record<string, LossFn>)[o.loss];
+    this.description = `in-process (1 thread)${extrasOf(o.job, 1)}`;
   }
 
   async init(): Promise<void> {
@@ -119,8 +143,16 @@ export class InProcessTrainer implements Trainer {
         : new optim.AdamW(params, { lr: oc.lr, betas: oc.betas, eps: oc.eps, weightDecay: oc.weightDecay });
   }
 
-  async step(ds: Dataset, indices: Int32Array, lr: number): Promise<number> {
-    const { x, y } = gather(ds, indices);
+  async step(ds: Dataset, indices: Int32Array, lr: number, step = this.steps + 1): Promise<number> {
+    this.steps = step;
+    let { x, y } = gather(ds, indices);
+    const a = this.o.job.augment;
+    if (a && (a.crop > 0 || a.flip)) {
+      // The rows DataParallel's workers would produce: seeded by (seed, step, position in the batch).
+      if (this.augScratch.length < x.size) this.augScratch = new Float32Array(x.size);
+      const out = augmentRows(x.data, this.augScratch, indices.length, imageShape(ds), { crop: a.crop, flip: a.flip }, this.o.job.seed, step, 0);
+      x = new Tensor(out, x.shape);
+    }
     this.model.train();
     this.opt.zeroGrad();
     const loss = this.lossFn(this.model.forward(x), y); // mean over the batch
@@ -174,7 +206,7 @@ export class ParallelTrainer implements Trainer {
 
   constructor(private readonly o: TrainerOptions) {
     const { job } = o;
-    this.description = `DataParallel, ${o.workers} worker threads`;
+    this.description = `DataParallel, ${o.workers} worker threads${extrasOf(job, o.workers)}`;
     const oc = job.optimizer;
     if (job.paramGroups?.length) {
       throw new UsageError(`paramGroups: per-group learning rates need the in-process engine; run with --workers 1 (DataParallel has one learning rate)`);
@@ -188,6 +220,8 @@ export class ParallelTrainer implements Trainer {
       workers: o.workers,
       seed: job.seed,
       clipGradNorm: job.clipGradNorm,
+      syncBatchNorm: job.syncBatchNorm,
+      augment: job.augment && (job.augment.crop > 0 || job.augment.flip) ? { crop: job.augment.crop, flip: job.augment.flip } : undefined,
     });
   }
 

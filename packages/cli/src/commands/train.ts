@@ -25,7 +25,8 @@ export const TRAIN_HELP = `usage: chainrule train [JOB] [options]
 
 JOB is a JSON job file or a .ts module exporting a job; without it, the default
 job trains an MLP on the embedded MNIST digits on all cores. Built-in jobs by
-name: gpt (a character-level GPT on the bundled names list), mnist (the default).
+name: gpt (a character-level GPT on the bundled names list), cnn (a CNN with
+batch norm and random crops on the digits), mnist (the default).
 
 options:
   --epochs E            epochs to train (default job: 8)
@@ -300,7 +301,7 @@ async function runLoop(a: LoopArgs): Promise<number> {
         if (stop) break;
         const idx = perm.subarray(pos.batch * B, Math.min(N, (pos.batch + 1) * B));
         const lr = lrAt(pos.step);
-        const l = await trainer.step(data.train, idx, lr);
+        const l = await trainer.step(data.train, idx, lr, pos.step + 1);
         if (!Number.isFinite(l)) throw new CliError(`loss became ${l} at step ${pos.step + 1} (epoch ${pos.epoch + 1}); try a lower --lr`);
         pos.batch++;
         pos.step++;
