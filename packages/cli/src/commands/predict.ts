@@ -86,6 +86,7 @@ export async function predictCommand(argv: string[]): Promise<number> {
   const top = values.top === undefined ? 3 : Number(values.top);
   if (!Number.isInteger(top) || top < 1) throw new UsageError(`--top: expected a positive integer, got ${values.top}`);
   const cm = await modelFromCheckpoint(resolveCheckpoint(positionals[0]));
+  if (cm.job.model.type === "gpt") throw new UsageError(`${positionals[0]} is a GPT text model; use chainrule generate ${positionals[0]} --prompt TEXT`);
   const rows = inputRows(cm, positionals[1]);
   const name = (c: number) => (cm.classNames?.[c] !== undefined ? `${c} (${cm.classNames[c]})` : String(c));
   let correct = 0, labelled = 0;
