@@ -117,6 +117,23 @@ function weights(run: string): Record<string, Float32Array> {
   return Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.data as Float32Array]));
 }
 
+describe("the built-in job and text files", () => {
+  it("`train gpt` with --set overrides trains on a UTF-8 file; a non-UTF-8 file is a one-line error", async () => {
+    const tiny = ["--set", "model.nLayer=1", "--set", "model.nEmbd=16", "--set", "model.nHead=2", "--set", "model.blockSize=16", "--set", "sample.tokens=10", "--set", "schedule.warmupSteps=0", "--epochs", "1", "--workers", "1"];
+    const bin = join(TMP, "latin1.txt");
+    writeFileSync(bin, Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x0a, 0xff, 0xfe]));
+    const [r, bad] = await Promise.all([
+      cli(["train", "gpt", "--set", `data.file=${join(REPO, "test/fixtures/gpt-tiny.txt")}`, ...tiny, "--out", join(TMP, "builtin")]),
+      cli(["train", "gpt", "--set", `data.file=${bin}`, ...tiny, "--out", join(TMP, "builtin-bad")]),
+    ]);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/GPT 1 layers × 2 heads × 16 wide, context 16, vocab \d+ .* on .*gpt-tiny\.txt \(\d+ characters/);
+    expect(JSON.parse(readFileSync(join(TMP, "builtin", "job.json"), "utf8")).data.file).toMatch(/gpt-tiny\.txt$/);
+    expectOneLineError(bad, /latin1\.txt: not UTF-8 text/);
+    expect(existsSync(join(TMP, "builtin-bad"))).toBe(false);
+  }, 60_000);
+});
+
 describe("LoRA fine-tuning on a second corpus", () => {
   const FT = join(TMP, "ft");
   let ft: Result, ftJob: string;
