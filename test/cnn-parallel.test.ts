@@ -1,7 +1,7 @@
 /** CNN data-parallel training: synchronised batch norm parity, per-worker statistics, augmentation in the workers, exact resume. */
 import { describe, expect, test } from "vitest";
 import { augmentRows, F, manualSeed, optim, Tensor } from "@chainrule/core";
-import { DataParallel, type DataParallelOptions } from "@chainrule/parallel";
+import { DataParallel, Evaluator, type DataParallelOptions } from "@chainrule/parallel";
 import { CNN_MODELS, batchIndices, imageData, relDiff, smallCnn } from "./fixtures/cnn-models.ts";
 
 const SEED = 5;
@@ -72,6 +72,25 @@ describe("batch norm across workers", () => {
     const sync = await run(3, { syncBatchNorm: true }, { steps });
     expect(relDiff(sync.params, one.params)).toBeLessThan(1e-4);
     expect(relDiff(sync.state.buffers!, one.state.buffers!)).toBeLessThan(1e-4);
+  });
+
+  test("the comlink Evaluator snapshots the running statistics with the parameters", async () => {
+    const spec = { model: { module: CNN_MODELS, export: "smallCnn" }, loss: "crossEntropy" as const, seed: SEED };
+    const dp = new DataParallel({ ...spec, optimizer: { type: "adam", lr: 1e-2 }, workers: 2 });
+    try {
+      await dp.init();
+      for (const b of idx.slice(0, 3)) await dp.step({ dataset: ds, indices: b });
+      const ev = await Evaluator.start(dp, spec);
+      try {
+        const a = await ev.evaluate(ds), b = await dp.evaluate(ds);
+        expect(a.loss).toBeCloseTo(b.loss, 5);
+        expect(a.accuracy).toBe(b.accuracy);
+      } finally {
+        await ev.close();
+      }
+    } finally {
+      await dp.close();
+    }
   });
 
   test("syncBatchNorm refuses micro-batches", () => {

@@ -312,6 +312,12 @@ export class DataParallel {
     return this.ready().flat.data;
   }
 
+  /** The model's buffers (batch-norm running statistics), namedBuffers() order, concatenated (shared; live). */
+  get buffers(): Float32Array {
+    this.ready();
+    return this.bufs;
+  }
+
   /** The mean gradient of the last step (shared; live). */
   get grad(): Float32Array {
     return this.ready().flat.grad;

@@ -17,11 +17,16 @@ const scratch = { xScratch: new Float32Array(0), yScratch: new Float32Array(0) a
 
 export const evaluatorApi = {
   /** Builds the replica and binds it to `params` (the snapshot buffer). */
-  async load(spec: { module: string; export: string; options: unknown }, seed: number, lossSpec: LossRef, layout: nn.ParamLayoutEntry[], params: SharedArrayBuffer): Promise<void> {
+  async load(spec: { module: string; export: string; options: unknown }, seed: number, lossSpec: LossRef, layout: nn.ParamLayoutEntry[], params: SharedArrayBuffer, buffers?: SharedArrayBuffer): Promise<void> {
     const m = await buildModel(spec, seed);
     const diff = layoutDiff(layout, nn.paramLayout(m));
     if (diff) throw new Error(`evaluator: the model's layout differs from the trainer's: ${diff}`);
     nn.flattenParameters(m, { dataBuffer: new Float32Array(params), copyValues: false });
+    if (buffers) {
+      // Buffers (running statistics) bound to the evaluator's snapshot of the trainer's.
+      let at = 0;
+      for (const [, t] of m.namedBuffers()) { t.data = new Float32Array(buffers, at * 4, t.size); at += t.size; }
+    }
     model = m;
     loss = await resolveLoss(lossSpec);
   },

@@ -21,6 +21,8 @@ export class Evaluator {
     /** The evaluator's own copy of the parameters (shared with its thread). */
     readonly params: Float32Array,
     private readonly source: DataParallel,
+    /** Its copy of the model buffers (batch-norm running statistics). */
+    readonly buffers: Float32Array,
   ) {}
 
   /** Starts the evaluator thread for `dp`'s model (after dp.init()) and takes a first snapshot. */
@@ -28,9 +30,10 @@ export class Evaluator {
     const params = new Float32Array(new SharedArrayBuffer(dp.numParameters * 4));
     const worker = new Worker(new URL("./evaluator-entry.mjs", import.meta.url));
     const api = Comlink.wrap<EvaluatorApi>(nodeEndpoint(worker));
-    const ev = new Evaluator(worker, api, params, dp);
+    const buffers = new Float32Array(new SharedArrayBuffer(Math.max(1, dp.buffers.length) * 4), 0, dp.buffers.length);
+    const ev = new Evaluator(worker, api, params, dp, buffers);
     try {
-      await api.load(normalizeModel(opts.model), opts.seed ?? 0, normalizeLoss(opts.loss), dp.layout, params.buffer as SharedArrayBuffer);
+      await api.load(normalizeModel(opts.model), opts.seed ?? 0, normalizeLoss(opts.loss), dp.layout, params.buffer as SharedArrayBuffer, buffers.buffer as SharedArrayBuffer);
     } catch (e) {
       await ev.close();
       throw new ParallelError(`Evaluator: ${(e as Error).message}`);
@@ -42,6 +45,7 @@ export class Evaluator {
   /** Copies the trainer's current parameters (call between steps, e.g. in onEpoch). */
   snapshot(): void {
     this.params.set(this.source.params);
+    this.buffers.set(this.source.buffers);
   }
 
   /** Evaluates the last snapshot on `dataset` in the evaluator thread. */
