@@ -156,9 +156,9 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
     }
     console.log(`backend ${report.reason}`);
     for (const batch of batches) {
-      // Steps sized so one measurement takes ~0.5 s on this kind of machine.
-      const base = backend === "js" ? 4e4 : 1.2e6;
-      const steps = Number(flag(args, "steps") ?? Math.max(5, Math.round((quick ? base / 2 : base) / (batch + 32) / (quick ? 2 : 1))));
+      // Steps sized so one measurement takes ~1-2 s on this kind of machine (~20k samples on blas, ~1k on js).
+      const samples = (backend === "js" ? 1500 : 25_000) * (quick ? 0.5 : 1);
+      const steps = Number(flag(args, "steps") ?? Math.max(5, Math.round(samples / batch)));
       const t = makeTrainer(batch);
       timeSteps(t, Math.min(20, steps)); // warm-up (JIT, buffers)
       const sps: number[] = [], torch: number[] = [];
