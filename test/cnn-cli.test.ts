@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadSafetensors } from "@chainrule/core";
+import { parseJob } from "../packages/cli/src/job.ts";
 import { writeBandsIdx } from "./fixtures/cnn-idx.ts";
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -92,4 +93,12 @@ describe("the cnn job on an IDX image dataset", () => {
     expect(r1.stdout).toMatch(/in-process \(1 thread\) · augment crop 1 \+ flip/);
     expect(relDiffWeights(lastCheckpoint(two), lastCheckpoint(one))).toBeLessThan(1e-3);
   }, 90_000);
+});
+
+it("the example CNN jobs validate", () => {
+  for (const f of ["cnn-fashion-mnist", "cnn-mnist-syncbn"]) {
+    const job = parseJob(JSON.parse(readFileSync(join(REPO, "examples/jobs", `${f}.json`), "utf8")), f);
+    expect(job.model.type).toBe("cnn");
+    expect(job.augment?.crop).toBe(2);
+  }
 });
