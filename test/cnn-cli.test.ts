@@ -6,7 +6,7 @@
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -92,6 +92,28 @@ describe("the cnn job on an IDX image dataset", () => {
     expect(r1.code, r1.stdout + r1.stderr).toBe(0);
     expect(r1.stdout).toMatch(/in-process \(1 thread\) · augment crop 1 \+ flip/);
     expect(relDiffWeights(lastCheckpoint(two), lastCheckpoint(one))).toBeLessThan(1e-3);
+  }, 90_000);
+
+  it("--resume is bit-exact: weights and running statistics (2 workers, per-worker BN, crops + flips)", async () => {
+    const straight = join(TMP, "straight"), resumed = join(TMP, "resumed");
+    const base = (out: string, epochs: number) => [
+      "train", "cnn", "--out", out, "--epochs", String(epochs), "--workers", "2", "--batch-size", "32",
+      "--set", "data.type=idx", "--set", `data.dir=${dir}`, "--set", "data.limitTrain=200", "--set", "model.channels=[4,8]", "--set", "model.hidden=16",
+      "--set", "augment.crop=1", "--set", "augment.flip=true", "--set", "optimizer.lr=0.01",
+    ];
+    const a = await cli(base(straight, 2));
+    expect(a.code, a.stdout + a.stderr).toBe(0);
+    // The same run cut after epoch 1: its directory without the final checkpoint, then --resume.
+    cpSync(straight, resumed, { recursive: true });
+    rmSync(lastCheckpoint(resumed), { recursive: true });
+    const b = await cli(["train", "--resume", "--out", resumed]);
+    expect(b.code, b.stdout + b.stderr).toBe(0);
+    expect(b.stdout).toMatch(/resuming from .*: epoch 2/);
+    const wa = loadSafetensors(join(lastCheckpoint(straight), "model.safetensors")).tensors;
+    const wb = loadSafetensors(join(lastCheckpoint(resumed), "model.safetensors")).tensors;
+    expect(Object.keys(wb).sort()).toEqual(Object.keys(wa).sort());
+    expect(Object.keys(wa)).toContain("1.runningVar");
+    for (const k of Object.keys(wa)) expect(Buffer.from(wb[k].data.buffer, wb[k].data.byteOffset, wb[k].data.byteLength).equals(Buffer.from(wa[k].data.buffer, wa[k].data.byteOffset, wa[k].data.byteLength)), k).toBe(true);
   }, 90_000);
 });
 

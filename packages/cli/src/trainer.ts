@@ -249,7 +249,7 @@ export class ParallelTrainer implements Trainer {
   }
 
   optimizerState(): unknown {
-    const { params: _params, ...rest } = this.dp.getState(); // the weights are in model.safetensors
+    const { params: _params, buffers: _buffers, ...rest } = this.dp.getState(); // weights and running statistics are in model.safetensors
     return rest;
   }
 
