@@ -6,7 +6,11 @@
  * outside forward/backward is broken down per step; resident memory is measured in a
  * fresh child process per worker count.
  *
- *   npx tsx bench/parallel.ts [--workers 1,2,4] [--batch 512] [--steps 6] [--rounds 3] [--quick] [--no-rss] [--ceiling]
+ *   npx tsx bench/parallel.ts [--workers 1,2,4] [--batch 512] [--steps 6] [--rounds 3] [--warmup 20] [--quick] [--no-rss] [--ceiling]
+ * (--warmup: untimed steps each pool takes first. Every worker thread JIT-compiles core on its own and
+ * needs ~10 steps to reach its steady speed; with the former 2 steps the 6-step rounds timed mostly
+ * warm-up, and 2 workers measured 1.40-1.48x of 1 where 20 steps gave 1.62-1.89x on the same machine,
+ * alternating; see packages/parallel/README.md.)
  * (--ceiling: also in every non-quick run; measures how far 2 threads scale on this machine at all)
  */
 import { spawnSync } from "node:child_process";
@@ -114,17 +118,18 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   const batch = Number(flag(args, "batch", "512"));
   const steps = Number(flag(args, "steps", quick ? "3" : "6"));
   const rounds = Number(flag(args, "rounds", quick ? "1" : "3"));
+  const warmup = Number(flag(args, "warmup", quick ? "4" : "20"));
   const rows = batch * 4;
   const ds = dataset(rows);
   const idx = indexBatches(rows, batch, steps);
   console.log(`load average ${os.loadavg().map((x) => x.toFixed(2)).join(" ")} on ${os.cpus().length} cores`);
-  console.log(`MLP ${SIZES.join("-")}, Adam, global batch ${batch}; ${steps} steps x ${rounds} rounds (alternating); backend: ${backendReport().reason}; reduce/Adam kernels: ${simdAvailable() ? "wasm simd" : "js"}`);
+  console.log(`MLP ${SIZES.join("-")}, Adam, global batch ${batch}; ${warmup} warm-up steps, then ${steps} steps x ${rounds} rounds (alternating); backend: ${backendReport().reason}; reduce/Adam kernels: ${simdAvailable() ? "wasm simd" : "js"}`);
 
   const dps = new Map<number, DataParallel>();
   for (const w of workersList) {
     const dp = makeDp(w);
     await dp.init();
-    for (const b of idx.slice(0, 2)) await dp.step({ dataset: ds, indices: b }); // warm-up (JIT, scratch buffers)
+    for (let i = 0; i < warmup; i++) await dp.step({ dataset: ds, indices: idx[i % idx.length] }); // warm-up (JIT in every thread, scratch buffers)
     dps.set(w, dp);
   }
   const sps = new Map<number | "main", number[]>([["main", []], ...workersList.map((w) => [w, []] as [number, number[]])]);
@@ -178,7 +183,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
     for (const w of [0, ...workersList]) memory[w === 0 ? "mainThreadOnly" : `${w}workers`] = rssOf(w, batch);
     console.log("resident memory (MiB, after 3 steps, fresh process each):", JSON.stringify(memory));
   }
-  return { model: SIZES, batch, steps, rounds, backend: backendReport(), simd: simdAvailable(), loadavg: os.loadavg(), mainThreadSamplesPerSec: mainSps, mainThreadRuns: sps.get("main"), workers: perWorkers, ceiling: ceil, memory };
+  return { model: SIZES, batch, steps, rounds, warmup, backend: backendReport(), simd: simdAvailable(), loadavg: os.loadavg(), mainThreadSamplesPerSec: mainSps, mainThreadRuns: sps.get("main"), workers: perWorkers, ceiling: ceil, memory };
 }
 
 if (process.argv.includes("--rss-child")) {
