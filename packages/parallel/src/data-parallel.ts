@@ -22,7 +22,7 @@ import { Generator, nn } from "@chainrule/core";
 import { Piscina } from "piscina";
 import { type Phase, LayoutMismatchError, ParallelError, ParallelStepError, phaseTimedOut, workerFailed } from "./errors.js";
 import { CONTROL, STAGE_GRAD, STAGE_UPDATE, datasetRef, mixSeed, shardOffsets, trainableChunks, trainableRanges } from "./layout.js";
-import { sharedMemory } from "./simd.js";
+import { sharedMemory } from "@chainrule/core";
 import { buildModel, layoutDiff, normalizeLoss, normalizeModel } from "./spec.js";
 import type {
   AugmentSpec, DataParallelOptions, EvalResult, InitResult, OptimizerHyper, OptimizerSpec, SharedDataset, StepResult, StepTask, Task, WorkerContext,

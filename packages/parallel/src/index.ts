@@ -8,4 +8,4 @@ export { ParallelError, ParallelStepError, LayoutMismatchError, type Phase } fro
 export { mlp, MODELS, type MlpOptions } from "./models.js";
 export type { DataParallelOptions, ModelSpec, LossSpec, OptimizerSpec, OptimizerHyper, SharedDataset } from "./types.js";
 export { Evaluator } from "./evaluator.js";
-export { simdAvailable } from "./simd.js";
+export { simdAvailable } from "@chainrule/core";

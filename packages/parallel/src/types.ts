@@ -1,6 +1,6 @@
 /** Configuration types and the typed task protocol between the main thread and pool workers. */
 import type { nn } from "@chainrule/core";
-import type { SharedMemory } from "./simd.js";
+import type { SharedMemory } from "@chainrule/core";
 
 /** A model described by where to build it, so every worker builds the identical one. */
 export interface ModelSpec {

@@ -6,9 +6,8 @@
  * any thread.
  */
 import { threadId } from "node:worker_threads";
-import { type BatchNormSync, Tensor, augmentRows, manualSeed, nn, noGrad, optim } from "@chainrule/core";
+import { type BatchNormSync, type SimdKernels, Tensor, augmentRows, manualSeed, nn, noGrad, optim, registerSimdMemory } from "@chainrule/core";
 import { CONTROL, type DatasetViews, STAGE_DONE, STAGE_GRAD, STAGE_REDUCE, STAGE_UPDATE, datasetViews, mixSeed } from "./layout.js";
-import { type SimdKernels, loadKernels } from "./simd.js";
 import { type LossFn, buildModel, layoutDiff, resolveLoss } from "./spec.js";
 import type {
   DatasetRef, EvalResult, EvalTask, InitResult, InitTask, OptimizerHyper, StepResult, StepTask, Task, WorkerContext,
@@ -42,7 +41,7 @@ interface ThreadState {
   ignoreIndex: number | null;
   control: Int32Array;
   exchange: Float64Array;
-  /** WebAssembly SIMD kernels over the shared memory (null: JS loops). */
+  /** Core's WebAssembly SIMD kernels over the shared memory (null: JS loops); core's adamUpdate uses them too, the memory being registered. */
   simd: SimdKernels | null;
   /** Bytes between consecutive slots / optimizer buffers. */
   region: number;
@@ -101,7 +100,7 @@ async function ensureState(ctx: WorkerContext): Promise<ThreadState | { mismatch
     session: ctx.session, model, params: model.parameters(), layout: fp.layout, flat,
     grad: new Float32Array(buf, ctx.gradAt, P), slots,
     opt: ctx.optBuffers.map((_, i) => new Float32Array(buf, ctx.optAt + i * region, P)),
-    simd: loadKernels(ctx.memory), region, ctx, injectFailure: process.env.CHAINRULE_PARALLEL_INJECT_FAILURE,
+    simd: registerSimdMemory(ctx.memory), region, ctx, injectFailure: process.env.CHAINRULE_PARALLEL_INJECT_FAILURE,
     gradViews: new Map(), boundRank: 0, loss: fn, lossName: name, ignoreIndex,
     control: new Int32Array(ctx.control), exchange: new Float64Array(ctx.exchange), weights: new Float64Array(ctx.world), weightsAt: 0,
     xScratch: new Float32Array(0), yScratch: new Float32Array(0), data: null,
@@ -404,29 +403,6 @@ function reduceSeg(s: ThreadState, w: Float64Array, from: number, to: number, no
   return ss;
 }
 
-/** Adam / AdamW over [from, to): core's adamUpdate arithmetic, in SIMD where available. */
-function adamSeg(s: ThreadState, h: Extract<OptimizerHyper, { type: "adam" | "adamw" }>, from: number, to: number, step: number): void {
-  const k = s.simd;
-  const [m, v] = s.opt;
-  if (k === null) {
-    adamUpdate(s.flat, s.grad, m, v, from, to, h, step);
-    return;
-  }
-  // The scalars exactly as rules.ts computes them.
-  const { lr, beta1, beta2, eps, weightDecay, decoupled } = h;
-  const bc1 = 1 - Math.pow(beta1, step);
-  const bc2 = 1 - Math.pow(beta2, step);
-  const stepSize = lr / bc1;
-  const invSqrtBc2 = 1 / Math.sqrt(bc2);
-  const decay = decoupled ? 1 - lr * weightDecay : 1;
-  const l2 = decoupled ? 0 : weightDecay;
-  const pairs = (to - from) >> 1, o = 4 * from, c = s.ctx;
-  const pAt = c.paramsAt + o, gAt = c.gradAt + o, mAt = c.optAt + o, vAt = c.optAt + s.region + o;
-  if (weightDecay === 0) k.adam(pAt, gAt, mAt, vAt, pairs, beta1, beta2, 1 - beta1, 1 - beta2, stepSize, invSqrtBc2, eps);
-  else k.adamWd(pAt, gAt, mAt, vAt, pairs, beta1, beta2, 1 - beta1, 1 - beta2, stepSize, invSqrtBc2, eps, decay, l2);
-  if (from + 2 * pairs < to) adamUpdate(s.flat, s.grad, m, v, from + 2 * pairs, to, h, step);
-}
-
 let scratch64 = new Float64Array(1024);
 function reduceScratch(n: number): Float64Array {
   if (scratch64.length < n) scratch64 = new Float64Array(n);
@@ -520,7 +496,7 @@ async function step(t: StepTask): Promise<StepResult> {
   const h = t.hyper;
   for (let i = 0; i < seg.length; i += 2) {
     if (h.type === "sgd") sgdUpdate(s.flat, s.grad, s.opt.length > 0 ? s.opt[0] : null, seg[i], seg[i + 1], h, t.step === 1);
-    else adamSeg(s, h, seg[i], seg[i + 1], t.step);
+    else adamUpdate(s.flat, s.grad, s.opt[0], s.opt[1], seg[i], seg[i + 1], h, t.step); // SIMD in place (registered memory)
   }
   const optMs = performance.now() - t2;
   Atomics.store(c, CONTROL.STAGE + r, STAGE_DONE);

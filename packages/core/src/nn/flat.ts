@@ -1,4 +1,5 @@
 import { ArgumentError } from "../errors.js";
+import { arenaMemory } from "../kernels/simd/index.js";
 import { Tensor } from "../tensor/tensor.js";
 import type { Module, Parameter } from "./module.js";
 
@@ -18,6 +19,64 @@ export interface FlatParameters {
   layout: ParamLayoutEntry[];
 }
 
+/**
+ * The WebAssembly.Memory that `flattenParameters` packs a model into when the SIMD kernels
+ * are available: values, gradients and `stateAt.length` regions for optimizer state, each
+ * `total` floats, 64-byte aligned. A parameter at float offset o of the values has its
+ * state at float offset o of every state region, so an optimizer's state lies next to its
+ * operands and the Adam kernel runs in place. One optimizer at a time holds the state
+ * regions (`claimArenaState`); a newer one takes them over and the older one's state is
+ * copied out into plain arrays first.
+ */
+export interface FlatArena {
+  readonly buffer: ArrayBufferLike;
+  readonly total: number;
+  readonly dataAt: number;
+  readonly gradAt: number;
+  readonly stateAt: readonly number[];
+  owner: WeakRef<ArenaStateHolder> | null;
+}
+
+export interface ArenaStateHolder {
+  /** Copies every state buffer that lies in `arena` out into plain arrays. */
+  releaseArena(arena: FlatArena): void;
+}
+
+const ARENA_STATE_REGIONS = 2;
+const arenas = new WeakMap<ArrayBufferLike, FlatArena>();
+
+/** The arena that `values` (a parameter's or a group's values) lies in, if any. */
+export function flatArenaOf(values: Float32Array): FlatArena | null {
+  const a = arenas.get(values.buffer);
+  if (!a) return null;
+  const off = values.byteOffset - a.dataAt;
+  return off >= 0 && off + values.byteLength <= a.total * 4 ? a : null;
+}
+
+/** Makes `holder` the arena's state owner (the previous live owner releases it first). */
+export function claimArenaState(arena: FlatArena, holder: ArenaStateHolder): void {
+  const prev = arena.owner?.deref();
+  if (prev === holder) return;
+  if (prev) prev.releaseArena(arena);
+  arena.owner = new WeakRef(holder);
+}
+
+/** State buffer `k` for the values `values` (views at the same offset in state region k). */
+export function arenaStateView(arena: FlatArena, values: Float32Array, k: number): Float32Array | null {
+  if (k >= arena.stateAt.length) return null;
+  return new Float32Array(arena.buffer, arena.stateAt[k] + values.byteOffset - arena.dataAt, values.length);
+}
+
+function allocArena(total: number, shared: boolean): { data: Float32Array; grad: Float32Array } | null {
+  const region = Math.ceil((total * 4) / 64) * 64;
+  const memory = arenaMemory(region * (2 + ARENA_STATE_REGIONS), shared);
+  if (memory === null) return null;
+  const buffer = memory.buffer;
+  const stateAt = Array.from({ length: ARENA_STATE_REGIONS }, (_, k) => (2 + k) * region);
+  arenas.set(buffer, { buffer, total, dataAt: 0, gradAt: region, stateAt, owner: null });
+  return { data: new Float32Array(buffer, 0, total), grad: new Float32Array(buffer, region, total) };
+}
+
 export function paramLayout(model: Module): ParamLayoutEntry[] {
   let offset = 0;
   return model.namedParameters().map(([name, p]) => {
@@ -33,6 +92,9 @@ export function paramLayout(model: Module): ParamLayoutEntry[] {
  * malloc_and_point_parameters). Current values are copied in; afterwards each
  * parameter is a view, so zeroing, all-reduce and optimizers run over one range.
  * Pass existing buffers to bind to them without copying (workers do this).
+ * Without them, the buffers are allocated in one WebAssembly.Memory with room for the
+ * optimizer state (`FlatArena`) so Adam runs in the SIMD kernel in place; plain
+ * (Shared)ArrayBuffers where SIMD is off (CHAINRULE_SIMD=0) or unavailable.
  */
 export function flattenParameters(
   model: Module,
@@ -41,8 +103,9 @@ export function flattenParameters(
   const layout = paramLayout(model);
   const total = layout.reduce((n, e) => n + e.size, 0);
   const alloc = (n: number) => (opts.shared ? new Float32Array(new SharedArrayBuffer(n * 4)) : new Float32Array(n));
-  const data = opts.dataBuffer ?? alloc(total);
-  const grad = opts.gradBuffer ?? alloc(total);
+  const arena = opts.dataBuffer === undefined && opts.gradBuffer === undefined ? allocArena(total, opts.shared ?? false) : null;
+  const data = opts.dataBuffer ?? arena?.data ?? alloc(total);
+  const grad = opts.gradBuffer ?? arena?.grad ?? alloc(total);
   if (data.length !== total || grad.length !== total) {
     throw new ArgumentError(`flattenParameters: model has ${total} parameters but the buffers hold ${data.length} (values) and ${grad.length} (gradients)`);
   }

@@ -1,4 +1,5 @@
 import { ArgumentError } from "../errors.js";
+import { type ArenaStateHolder, type FlatArena, arenaStateView, claimArenaState, flatArenaOf } from "../nn/flat.js";
 import type { Parameter } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { scaleInPlace, sumOfSquares } from "./rules.js";
@@ -29,7 +30,7 @@ export function checkHyper(op: string, name: string, v: number, min = 0): void {
  * ...), per-parameter state buffers, and state dicts. Subclasses implement
  * `updateParam` by calling a pure rule from rules.ts.
  */
-export abstract class Optimizer<H extends { lr: number }> {
+export abstract class Optimizer<H extends { lr: number }> implements ArenaStateHolder {
   readonly paramGroups: ParamGroup<H>[];
   /** Number of steps taken. */
   stepCount = 0;
@@ -110,8 +111,11 @@ export abstract class Optimizer<H extends { lr: number }> {
     if (cached && cached.n === n && group.params.every((p) => this.state.get(p) === cached.views.get(p))) return { state: cached.state, fresh: false };
     const started = group.params.filter((p) => this.state.has(p)).length;
     if (started !== 0 && started !== group.params.length) return null;
-    const state: Record<string, Float32Array> = {};
-    for (const name of names) state[name] = new Float32Array(n);
+    // Old state is copied below; detach it first in case it is a view on the arena regions this reuses.
+    if (started !== 0) for (const p of group.params) { const o = this.state.get(p)!; for (const k of Object.keys(o)) o[k] = o[k].slice(); }
+    // In the parameters' arena (nn.flattenParameters) when there is one: the state sits next to
+    // values and gradients in one WebAssembly.Memory and the SIMD kernel runs in place.
+    const state = this.arenaState(group.params[0].data, n, names) ?? Object.fromEntries(names.map((name) => [name, new Float32Array(n)]));
     const views = new Map<Parameter, Record<string, Float32Array>>();
     let off = 0;
     for (const p of group.params) {
@@ -131,6 +135,29 @@ export abstract class Optimizer<H extends { lr: number }> {
 
   private readonly flatStates = new Map<ParamGroup<H>, { n: number; state: Record<string, Float32Array>; views: Map<Parameter, Record<string, Float32Array>> }>();
 
+  /**
+   * Zeroed state buffers for `n` values starting at `values`, in the arena those values lie in
+   * (claimed for this optimizer), or null when they lie in none or it has too few state regions.
+   */
+  private arenaState(values: Float32Array, n: number, names: string[]): Record<string, Float32Array> | null {
+    const arena = names.length > 0 ? flatArenaOf(values) : null;
+    if (arena === null || names.length > arena.stateAt.length) return null;
+    const span = new Float32Array(values.buffer, values.byteOffset, n);
+    if (flatArenaOf(span) !== arena) return null;
+    claimArenaState(arena, this);
+    const st: Record<string, Float32Array> = {};
+    names.forEach((name, k) => (st[name] = arenaStateView(arena, span, k)!.fill(0)));
+    return st;
+  }
+
+  /** Another optimizer took over `arena`'s state regions: keep this one's state as plain copies. */
+  releaseArena(arena: FlatArena): void {
+    for (const st of this.state.values()) {
+      for (const name of Object.keys(st)) if (st[name].buffer === arena.buffer) st[name] = st[name].slice();
+    }
+    for (const [g, c] of this.flatStates) if (Object.values(c.state).some((a) => a.buffer === arena.buffer)) this.flatStates.delete(g);
+  }
+
   step(): void {
     this.stepCount++;
     for (const group of this.paramGroups) {
@@ -147,8 +174,8 @@ export abstract class Optimizer<H extends { lr: number }> {
         let st = this.state.get(p);
         const fresh = st === undefined;
         if (!st) {
-          st = {};
-          for (const n of this.stateNames(group.hyper)) st[n] = new Float32Array(p.size);
+          const names = this.stateNames(group.hyper);
+          st = this.arenaState(p.data, p.size, names) ?? Object.fromEntries(names.map((n) => [n, new Float32Array(p.size)]));
           this.state.set(p, st);
         }
         this.updateParam(p, p.grad.data, st, group.hyper, this.stepCount, fresh);

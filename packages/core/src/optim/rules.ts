@@ -1,3 +1,5 @@
+import { kernelsFor } from "../kernels/simd/index.js";
+
 /**
  * Update rules as plain functions over flat Float32Arrays and a range [from, to),
  * so the parallel package can run them on one worker's slice of the parameters.
@@ -39,7 +41,13 @@ export interface AdamHyper {
   decoupled: boolean;
 }
 
-/** One Adam/AdamW step (PyTorch's formulation, bias-corrected); `step` counts from 1. */
+/**
+ * One Adam/AdamW step (PyTorch's formulation, bias-corrected); `step` counts from 1.
+ * When p, g, m and v are views on one WebAssembly.Memory registered with the SIMD kernels
+ * (nn.flattenParameters' arena, the parallel package's shared memory), the pairs of
+ * elements run in the kernel (kernels/simd: the same operations in float64 lanes, rounded
+ * once on store, so bit-identical to the loops below) and only an odd last element here.
+ */
 export function adamUpdate(
   p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, from: number, to: number, h: AdamHyper, step: number,
 ): void {
@@ -51,6 +59,18 @@ export function adamUpdate(
   const decay = decoupled ? 1 - lr * weightDecay : 1;
   const l2 = decoupled ? 0 : weightDecay;
   const b1c = 1 - beta1, b2c = 1 - beta2;
+  const buf = p.buffer;
+  if (to - from >= 2 && g.buffer === buf && m.buffer === buf && v.buffer === buf) {
+    const k = kernelsFor(buf);
+    if (k !== null) {
+      const pairs = (to - from) >> 1, o = 4 * from;
+      const pAt = p.byteOffset + o, gAt = g.byteOffset + o, mAt = m.byteOffset + o, vAt = v.byteOffset + o;
+      if (weightDecay === 0) k.adam(pAt, gAt, mAt, vAt, pairs, beta1, beta2, b1c, b2c, stepSize, invSqrtBc2, eps);
+      else k.adamWd(pAt, gAt, mAt, vAt, pairs, beta1, beta2, b1c, b2c, stepSize, invSqrtBc2, eps, decay, l2);
+      from += 2 * pairs;
+      if (from === to) return;
+    }
+  }
   if (weightDecay === 0) {
     // The common case, without the decay terms (same arithmetic otherwise), four elements
     // per iteration: ~10-20% faster in V8 than the rolled loop (bench/mlp.ts, optimizer share).

@@ -1,7 +1,9 @@
 /**
- * WebAssembly SIMD kernels for the per-step passes over the flat parameters: the
- * reduce of the gradient slots and the Adam update. They run on the shared
- * WebAssembly.Memory that holds parameters, gradients, slots and optimizer state.
+ * WebAssembly SIMD kernels for the per-step passes over the flat parameters: Adam / AdamW
+ * (core's optimizer, through rules.ts `adamUpdate`) and the reduce of gradient slots (the
+ * parallel package). They run in place on a WebAssembly.Memory that holds the operands:
+ * `nn.flattenParameters` allocates parameters, gradients and optimizer state in one
+ * (`arenaMemory`), the parallel package allocates its shared memory here (`sharedMemory`).
  *
  * The arithmetic is core's (rules.ts) operation for operation, in float64 lanes
  * (f64x2: two floats per instruction, promoted on load and rounded once on store
@@ -11,7 +13,8 @@
  * floats vs ~0.6 ms here).
  *
  * The module is assembled here from bytes (no toolchain). Where SIMD is missing,
- * or with CHAINRULE_PARALLEL_SIMD=0, `loadKernels` returns null and the JS loops run.
+ * or with CHAINRULE_SIMD=0 (alias: CHAINRULE_PARALLEL_SIMD=0), `loadKernels` returns null
+ * and the JS loops of rules.ts run.
  */
 
 export interface SimdKernels {
@@ -35,12 +38,17 @@ export interface SharedMemory {
   readonly buffer: SharedArrayBuffer;
 }
 
+/** A WebAssembly.Memory, shared or not (its buffer is an ArrayBuffer or a SharedArrayBuffer). */
+export interface WasmMemory {
+  readonly buffer: ArrayBufferLike;
+}
+
 interface WasmApi {
-  Memory: new (d: { initial: number; maximum: number; shared: boolean }) => SharedMemory;
+  Memory: new (d: { initial: number; maximum?: number; shared?: boolean }) => SharedMemory;
   Module: new (bytes: Uint8Array) => object;
   Instance: new (m: object, imports: Record<string, Record<string, unknown>>) => { exports: Record<string, unknown> };
 }
-const WA = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+const WA = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly as WasmApi;
 
 /** A shared memory of `bytes` (rounded up to 64 KiB pages), zero-filled. */
 export function sharedMemory(bytes: number): SharedMemory {
@@ -171,7 +179,7 @@ function reduceKFn() {
   return { type, code: [...uleb(fn.length), ...fn] };
 }
 
-function buildModule(): Uint8Array {
+function buildModule(shared: boolean): Uint8Array {
   const fns = [
     // reduce1(g, s0, pairs, w0)
     kernel(2, 1, 1, (L) => [
@@ -192,8 +200,8 @@ function buildModule(): Uint8Array {
   const bytes = [
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, vec(fns.map((f) => f.type))),
-    // import env.memory: shared, min 0, max 65536 pages
-    ...section(2, vec([[...str("env"), ...str("memory"), 0x02, 0x03, ...uleb(0), ...uleb(65536)]])),
+    // import env.memory: shared, min 0, max 65536 pages; or unshared, min 0, no max
+    ...section(2, vec([[...str("env"), ...str("memory"), 0x02, ...(shared ? [0x03, ...uleb(0), ...uleb(65536)] : [0x00, ...uleb(0)])]])),
     ...section(3, vec(fns.map((_, i) => uleb(i)))),
     ...section(7, vec(names.map((n, i) => [...str(n), 0x00, ...uleb(i)]))),
     ...section(10, vec(fns.map((f) => f.code))),
@@ -201,23 +209,73 @@ function buildModule(): Uint8Array {
   return Uint8Array.from(bytes);
 }
 
-let compiled: object | null | undefined;
+const compiled: [object | null | undefined, object | null | undefined] = [undefined, undefined];
 
-/** The kernels bound to `memory`, or null where WebAssembly SIMD is unavailable or disabled. */
-export function loadKernels(memory: SharedMemory): SimdKernels | null {
-  if (process.env.CHAINRULE_PARALLEL_SIMD === "0") return null;
-  if (compiled === undefined) {
+let enabled = process.env.CHAINRULE_SIMD !== "0" && process.env.CHAINRULE_PARALLEL_SIMD !== "0";
+
+/** Turns the SIMD kernels off (JS loops everywhere) or back on; the initial value comes from CHAINRULE_SIMD. */
+export function setSimdEnabled(on: boolean): void {
+  enabled = on;
+}
+
+/** The compiled module for shared or unshared memories, or null where WebAssembly SIMD is missing. */
+function moduleFor(shared: boolean): object | null {
+  const i = shared ? 1 : 0;
+  if (compiled[i] === undefined) {
     try {
-      compiled = new WA.Module(buildModule());
+      compiled[i] = new WA.Module(buildModule(shared));
     } catch {
-      compiled = null;
+      compiled[i] = null;
     }
   }
-  if (compiled === null) return null;
-  return new WA.Instance(compiled, { env: { memory } }).exports as unknown as SimdKernels;
+  return compiled[i]!;
+}
+
+/** The kernels bound to `memory`, or null where WebAssembly SIMD is unavailable or disabled. */
+export function loadKernels(memory: WasmMemory): SimdKernels | null {
+  if (!enabled) return null;
+  const shared = typeof SharedArrayBuffer !== "undefined" && memory.buffer instanceof SharedArrayBuffer;
+  const mod = moduleFor(shared);
+  if (mod === null) return null;
+  return new WA.Instance(mod, { env: { memory } }).exports as unknown as SimdKernels;
 }
 
 /** Whether the SIMD kernels are in use in this process (for reports). */
 export function simdAvailable(): boolean {
-  return loadKernels(sharedMemory(1)) !== null;
+  return enabled && typeof WA === "object" && moduleFor(true) !== null;
+}
+
+// ---- memories the kernels run in place on ----
+
+const byBuffer = new WeakMap<ArrayBufferLike, SimdKernels>();
+
+/**
+ * Makes the kernels run on typed arrays over `memory.buffer`: `kernelsFor(view.buffer)`
+ * finds them, and rules.ts's `adamUpdate` uses them when all its operands lie there
+ * (the parallel workers register their shared memory). Returns the kernels, or null.
+ */
+export function registerMemory(memory: WasmMemory): SimdKernels | null {
+  const k = loadKernels(memory);
+  if (k !== null) byBuffer.set(memory.buffer, k);
+  return k;
+}
+
+/** The kernels bound to the memory whose buffer is `buffer`, when it was registered and SIMD is on. */
+export function kernelsFor(buffer: ArrayBufferLike): SimdKernels | null {
+  return enabled ? byBuffer.get(buffer) ?? null : null;
+}
+
+/**
+ * An unshared (or, with `shared`, shared) WebAssembly.Memory of at least `bytes`, registered
+ * for the kernels; null when SIMD is off or unavailable (callers then use plain buffers).
+ */
+export function arenaMemory(bytes: number, shared = false): WasmMemory | null {
+  if (!enabled || typeof WA !== "object" || moduleFor(shared) === null) return null;
+  try {
+    const pages = Math.max(1, Math.ceil(bytes / 65536));
+    const memory = shared ? new WA.Memory({ initial: pages, maximum: pages, shared: true }) : new WA.Memory({ initial: pages });
+    return registerMemory(memory) ? memory : null;
+  } catch {
+    return null;
+  }
 }

@@ -1,0 +1,96 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { F, manualSeed, nn, optim, rand, setSimdEnabled, simdAvailable } from "../../index.js";
+import { arenaMemory, registerMemory, sharedMemory } from "./index.js";
+
+const { adamUpdate } = optim;
+
+function fill(a: Float32Array, seed: number, scale = 1): void {
+  let s = seed;
+  for (let i = 0; i < a.length; i++) {
+    s = (s * 1103515245 + 12345) % 2147483648;
+    a[i] = ((s / 2147483648) * 2 - 1) * scale;
+  }
+}
+
+describe("WebAssembly SIMD kernels", () => {
+  afterEach(() => setSimdEnabled(true));
+
+  it("are available on this Node and can be turned off", () => {
+    expect(simdAvailable()).toBe(true);
+    setSimdEnabled(false);
+    expect(simdAvailable()).toBe(false);
+    expect(arenaMemory(1024)).toBeNull();
+  });
+
+  for (const shared of [false, true]) {
+    for (const [name, h] of [
+      ["Adam", { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, decoupled: false }],
+      ["Adam + L2", { lr: 0.01, beta1: 0.8, beta2: 0.99, eps: 1e-6, weightDecay: 0.05, decoupled: false }],
+      ["AdamW", { lr: 0.003, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, decoupled: true }],
+    ] as const) {
+      it(`${name} in place on a ${shared ? "shared" : "plain"} memory is bit-identical to the JS loop (odd ranges, 30 steps)`, () => {
+        const n = 1001;
+        const mem = shared ? sharedMemory(4 * 4 * n + 64) : arenaMemory(4 * 4 * n + 64)!;
+        if (shared) registerMemory(mem);
+        const [p, g, m, v] = [0, 1, 2, 3].map((k) => new Float32Array(mem.buffer, 4 + k * 4 * n, n)); // unaligned on purpose
+        const [p2, g2, m2, v2] = [0, 1, 2, 3].map(() => new Float32Array(n));
+        fill(p, 1);
+        p2.set(p);
+        for (let step = 1; step <= 30; step++) {
+          fill(g, step + 7, 1 / step);
+          g2.set(g);
+          adamUpdate(p, g, m, v, 3, n, h, step); // kernel (pairs) + one odd element in JS
+          setSimdEnabled(false);
+          adamUpdate(p2, g2, m2, v2, 3, n, h, step);
+          setSimdEnabled(true);
+        }
+        expect(Buffer.from(p.buffer, p.byteOffset, p.byteLength).equals(Buffer.from(p2.buffer))).toBe(true);
+        expect(Buffer.from(m.buffer, m.byteOffset, m.byteLength).equals(Buffer.from(m2.buffer))).toBe(true);
+        expect(Buffer.from(v.buffer, v.byteOffset, v.byteLength).equals(Buffer.from(v2.buffer))).toBe(true);
+      });
+    }
+  }
+
+  it("flattenParameters packs into the arena; Adam's state lives there; a second optimizer takes it over without corrupting the first", () => {
+    const make = () => {
+      manualSeed(3);
+      return new nn.Sequential(new nn.Linear(7, 5), new nn.ReLU(), new nn.Linear(5, 3));
+    };
+    const run = (m: nn.Module, opt: optim.Optimizer<any>, steps: number) => {
+      manualSeed(4);
+      const x = rand([8, 7]);
+      const y = new Int32Array([0, 1, 2, 0, 1, 2, 0, 1]);
+      for (let s = 0; s < steps; s++) {
+        opt.zeroGrad();
+        F.crossEntropy(m.forward(x), y).backward();
+        opt.step();
+      }
+    };
+    const a = make(), b = make();
+    const fa = nn.flattenParameters(a);
+    expect(fa.data.buffer).toBe(fa.grad.buffer); // one WebAssembly.Memory
+    setSimdEnabled(false);
+    const fb = nn.flattenParameters(b);
+    expect(fb.data.buffer).not.toBe(fb.grad.buffer);
+    setSimdEnabled(true);
+    const oa = new optim.AdamW(a.parameters(), { lr: 0.01 });
+    run(a, oa, 3);
+    expect((oa as any).state.get(a.parameters()[0]).expAvg.buffer).toBe(fa.data.buffer);
+    // A second optimizer on the same parameters claims the state regions; the first keeps a copy.
+    const other = new optim.Adam(a.parameters(), { lr: 0.5 });
+    run(a, other, 1);
+    const ob = new optim.AdamW(b.parameters(), { lr: 0.01 });
+    run(b, ob, 3);
+    // b's twin of `other`'s step, on plain arrays
+    const other2 = new optim.Adam(b.parameters(), { lr: 0.5 });
+    setSimdEnabled(false);
+    run(b, other2, 1);
+    setSimdEnabled(true);
+    run(a, oa, 4);
+    setSimdEnabled(false);
+    run(b, ob, 4);
+    setSimdEnabled(true);
+    expect(Array.from(fa.data)).toEqual(Array.from(fb.data));
+    expect(oa.stateDict()).toEqual(ob.stateDict());
+  });
+});
