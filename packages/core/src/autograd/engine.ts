@@ -125,8 +125,14 @@ export function runBackward(root: Tensor, rootGrad: Float32Array, retainGraph: b
       const prev = grads.get(input);
       if (prev === undefined) {
         grads.set(input, ig);
+        if (exclusive(ig, g, inputGrads, i)) owned.add(input);
       } else if (owned.has(input)) {
         for (let j = 0; j < prev.length; j++) prev[j] += ig[j];
+      } else if (exclusive(ig, g, inputGrads, i)) {
+        // The op's fresh array: add the pending gradient into it instead of allocating a sum.
+        for (let j = 0; j < ig.length; j++) ig[j] += prev[j];
+        owned.add(input);
+        grads.set(input, ig);
       } else {
         const sum = new Float32Array(prev.length);
         for (let j = 0; j < sum.length; j++) sum[j] = prev[j] + ig[j];
@@ -149,6 +155,18 @@ export function leafGradSink(t: Tensor): Float32Array | null {
   if (!t.requiresGrad || t.gradFn !== null || anomalyMode) return null;
   if (t.grad === null) t.grad = new Tensor(new Float32Array(t.data.length), t.shape, false);
   return t.grad.data;
+}
+
+/**
+ * Whether input gradient `ig` (entry i of an op's backward result for output gradient g) is an
+ * array the op made for that input alone, so the engine may add into it: not (a view of) g,
+ * which pass-through ops (reshape, add) hand on and others may still hold, and not returned
+ * for another input too.
+ */
+function exclusive(ig: Float32Array, g: Float32Array, all: readonly (Float32Array | null | undefined)[], i: number): boolean {
+  if (ig.buffer === g.buffer) return false;
+  for (let j = 0; j < all.length; j++) if (j !== i && all[j] != null && all[j]!.buffer === ig.buffer) return false;
+  return true;
 }
 
 /** Adds into a leaf's `.grad` in place, so gradients bound to a flat (shared) buffer stay bound. */

@@ -51,6 +51,7 @@ export interface Kernels {
 
   /** LayerNorm over rows of length n; saves mean and reciprocal std per row for backward. */
   layerNorm(out: Float32Array, mean: Float32Array, rstd: Float32Array, x: Float32Array, weight: Float32Array | null, bias: Float32Array | null, rows: number, n: number, eps: number): void;
+  /** dweight and dbias are added to. */
   layerNormBackward(dx: Float32Array | null, dweight: Float32Array | null, dbias: Float32Array | null, dout: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array, weight: Float32Array | null, rows: number, n: number): void;
 
   /** Fused softmax + cross-entropy over rows: returns the summed loss; dlogits (if given) gets softmax - onehot (unscaled). Rows whose target is `ignoreIndex` count zero. */

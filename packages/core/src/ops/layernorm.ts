@@ -2,6 +2,7 @@ import { ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
 import { sizeOf } from "../tensor/shape.js";
 import { kernels } from "../kernels/kernels.js";
+import { leafGradSink } from "../autograd/engine.js";
 import { result } from "./op.js";
 
 /** Layer normalisation over the trailing dims `normalizedShape`, with optional affine weight and bias. */
@@ -24,12 +25,14 @@ export function layerNorm(x: Tensor, normalizedShape: readonly number[], weight:
   if (bias) inputs.push(bias);
   return result("layerNorm", out, x.shape, inputs, (g) => {
     const dx = x.requiresGrad ? new Float32Array(x.size) : null;
-    const dw = weight?.requiresGrad ? new Float32Array(n) : null;
-    const db = bias?.requiresGrad ? new Float32Array(n) : null;
+    // dweight / dbias are added straight into a leaf's .grad (leafGradSink), else into fresh zeroed arrays.
+    const wSink = weight?.requiresGrad ? leafGradSink(weight) : null, bSink = bias?.requiresGrad ? leafGradSink(bias) : null;
+    const dw = weight?.requiresGrad ? wSink ?? new Float32Array(n) : null;
+    const db = bias?.requiresGrad ? bSink ?? new Float32Array(n) : null;
     k.layerNormBackward(dx, dw, db, g, x.data, mean, rstd, weight?.data ?? null, rows, n);
     const grads: (Float32Array | null)[] = [dx];
-    if (weight) grads.push(dw);
-    if (bias) grads.push(db);
+    if (weight) grads.push(wSink ? null : dw);
+    if (bias) grads.push(bSink ? null : db);
     return grads;
   });
 }

@@ -41,59 +41,84 @@ export function logSoftmaxBackward(dx: Float32Array, dy: Float32Array, y: Float3
   }
 }
 
+/**
+ * Row-wise layer norm. One pass for the statistics (Σx and Σx² in float64, so the
+ * E[x²] − m² cancellation costs nothing at float32 inputs), one pass for the output;
+ * the affine and plain cases are separate loops (no per-element branches).
+ */
 export function layerNorm(
   out: Float32Array, mean: Float32Array, rstd: Float32Array, x: Float32Array,
   weight: Float32Array | null, bias: Float32Array | null, rows: number, n: number, eps: number,
 ): void {
   for (let r = 0; r < rows; r++) {
     const b = r * n;
-    let m = 0;
-    for (let i = 0; i < n; i++) m += x[b + i];
-    m /= n;
-    let v = 0;
-    for (let i = 0; i < n; i++) { const d = x[b + i] - m; v += d * d; }
-    v /= n;
-    const rs = 1 / Math.sqrt(v + eps);
+    let s = 0, ss = 0;
+    for (let i = b; i < b + n; i++) { const v = x[i]; s += v; ss += v * v; }
+    const m = s / n;
+    const v = ss / n - m * m;
+    const rs = 1 / Math.sqrt((v > 0 ? v : 0) + eps);
     mean[r] = m;
     rstd[r] = rs;
-    for (let i = 0; i < n; i++) {
-      let y = (x[b + i] - m) * rs;
-      if (weight) y *= weight[i];
-      if (bias) y += bias[i];
-      out[b + i] = y;
-    }
+    if (weight && bias) for (let i = 0; i < n; i++) out[b + i] = (x[b + i] - m) * rs * weight[i] + bias[i];
+    else if (weight) for (let i = 0; i < n; i++) out[b + i] = (x[b + i] - m) * rs * weight[i];
+    else if (bias) for (let i = 0; i < n; i++) out[b + i] = (x[b + i] - m) * rs + bias[i];
+    else for (let i = 0; i < n; i++) out[b + i] = (x[b + i] - m) * rs;
   }
 }
 
+let lnScratch = new Float64Array(0);
+
+/**
+ * Backward of layerNorm. dx = rs·(d − mean(d) − x̂·mean(d·x̂)) with d = dout·weight. One pass
+ * per row computes x̂ once (kept in a float64 row scratch), the two row sums and the column
+ * sums for dweight/dbias (float64 accumulators over all rows, rounded once); a second pass
+ * writes dx. dweight and dbias are ADDED to (zeroed arrays, or a leaf's .grad).
+ */
 export function layerNormBackward(
   dx: Float32Array | null, dweight: Float32Array | null, dbias: Float32Array | null,
   dout: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array,
   weight: Float32Array | null, rows: number, n: number,
 ): void {
-  if (dweight) dweight.fill(0);
-  if (dbias) dbias.fill(0);
+  if (lnScratch.length < 3 * n) lnScratch = new Float64Array(3 * n);
+  const xh = lnScratch.subarray(0, n), accW = lnScratch.subarray(n, 2 * n), accB = lnScratch.subarray(2 * n, 3 * n);
+  accW.fill(0);
+  accB.fill(0);
   for (let r = 0; r < rows; r++) {
     const b = r * n;
     const m = mean[r], rs = rstd[r];
-    // dnorm = dout * weight; dx = rs * (dnorm - mean(dnorm) - xhat * mean(dnorm * xhat))
     let sumD = 0, sumDX = 0;
-    for (let i = 0; i < n; i++) {
-      const xhat = (x[b + i] - m) * rs;
-      const d = weight ? dout[b + i] * weight[i] : dout[b + i];
-      sumD += d;
-      sumDX += d * xhat;
-      if (dweight) dweight[i] += dout[b + i] * xhat;
-      if (dbias) dbias[i] += dout[b + i];
+    if (weight) {
+      for (let i = 0; i < n; i++) {
+        const h = (x[b + i] - m) * rs, dy = dout[b + i], d = dy * weight[i];
+        xh[i] = h;
+        sumD += d;
+        sumDX += d * h;
+        accW[i] += dy * h;
+        accB[i] += dy;
+      }
+    } else {
+      for (let i = 0; i < n; i++) {
+        const h = (x[b + i] - m) * rs, dy = dout[b + i];
+        xh[i] = h;
+        sumD += dy;
+        sumDX += dy * h;
+      }
     }
     if (dx) {
       const meanD = sumD / n, meanDX = sumDX / n;
-      for (let i = 0; i < n; i++) {
-        const xhat = (x[b + i] - m) * rs;
-        const d = weight ? dout[b + i] * weight[i] : dout[b + i];
-        dx[b + i] = rs * (d - meanD - xhat * meanDX);
-      }
+      if (weight) for (let i = 0; i < n; i++) dx[b + i] = rs * (dout[b + i] * weight[i] - meanD - xh[i] * meanDX);
+      else for (let i = 0; i < n; i++) dx[b + i] = rs * (dout[b + i] - meanD - xh[i] * meanDX);
     }
   }
+  if (!weight && (dweight || dbias)) {
+    // weight-less with a bias: column sums only (rare)
+    for (let r = 0; r < rows; r++) {
+      const b = r * n, m = mean[r], rs = rstd[r];
+      for (let i = 0; i < n; i++) { accW[i] += dout[b + i] * (x[b + i] - m) * rs; accB[i] += dout[b + i]; }
+    }
+  }
+  if (dweight) for (let i = 0; i < n; i++) dweight[i] += accW[i];
+  if (dbias) for (let i = 0; i < n; i++) dbias[i] += accB[i];
 }
 
 export function crossEntropy(
