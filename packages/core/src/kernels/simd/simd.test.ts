@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { afterAll, beforeEach, describe, expect, it } from "vitest";
 import { F, manualSeed, nn, optim, rand, setSimdEnabled, simdAvailable } from "../../index.js";
 import { arenaMemory, registerMemory, sharedMemory } from "./index.js";
 
@@ -13,7 +13,9 @@ function fill(a: Float32Array, seed: number, scale = 1): void {
 }
 
 describe("WebAssembly SIMD kernels", () => {
-  afterEach(() => setSimdEnabled(true));
+  // These tests compare the kernel with the JS loop, so they turn the kernels on even under CHAINRULE_SIMD=0.
+  beforeEach(() => setSimdEnabled(true));
+  afterAll(() => setSimdEnabled(process.env.CHAINRULE_SIMD !== "0" && process.env.CHAINRULE_PARALLEL_SIMD !== "0"));
 
   it("are available on this Node and can be turned off", () => {
     expect(simdAvailable()).toBe(true);
