@@ -105,7 +105,11 @@ export function runBackward(root: Tensor, rootGrad: Float32Array, retainGraph: b
     grads.delete(t);
     const fn = t.gradFn;
     if (fn === null) {
-      accumulateLeaf(t, g);
+      if (owned.has(t) && t.grad === null) t.grad = new Tensor(g, t.shape, false); // adopt, no copy
+      else {
+        accumulateLeaf(t, g);
+        if (owned.has(t)) releaseGradBuffer(g);
+      }
       continue;
     }
     if (fn.backward === null) {
@@ -114,6 +118,12 @@ export function runBackward(root: Tensor, rootGrad: Float32Array, retainGraph: b
       );
     }
     const inputGrads = fn.backward(g);
+    if (owned.has(t)) {
+      // g was this tensor's alone (an op's fresh array or an engine sum) and is dead unless handed on.
+      let handedOn = false;
+      for (const ig of inputGrads) if (ig && ig.buffer === g.buffer) handedOn = true;
+      if (!handedOn) releaseGradBuffer(g);
+    }
     if (anomalyMode) for (const ig of inputGrads) if (ig) checkFinite(fn.op, "gradient", ig);
     for (let i = 0; i < fn.inputs.length; i++) {
       const input = fn.inputs[i];
@@ -155,6 +165,37 @@ export function leafGradSink(t: Tensor): Float32Array | null {
   if (!t.requiresGrad || t.gradFn !== null || anomalyMode) return null;
   if (t.grad === null) t.grad = new Tensor(new Float32Array(t.data.length), t.shape, false);
   return t.grad.data;
+}
+
+// Gradient arrays that died during a backward (consumed by their tensor's backward, not handed
+// on), by length, for the next op that asks for a buffer it overwrites completely (gradBuffer):
+// fewer fresh multi-MB arrays per step, so less GC. Whole ArrayBuffers only; bounded.
+const gradPool = new Map<number, Float32Array[]>();
+let pooledBytes = 0;
+const POOL_MAX_BYTES = 64 << 20;
+
+/** Hands an array nobody references any more to the pool (see gradBuffer). */
+export function releaseGradBuffer(a: Float32Array): void {
+  if (a.byteOffset !== 0 || a.byteLength !== a.buffer.byteLength || !(a.buffer instanceof ArrayBuffer)) return;
+  if (a.length < 1024 || pooledBytes + a.byteLength > POOL_MAX_BYTES) return;
+  let list = gradPool.get(a.length);
+  if (!list) gradPool.set(a.length, (list = []));
+  list.push(a);
+  pooledBytes += a.byteLength;
+}
+
+/**
+ * A Float32Array of length n for an op's backward to fill COMPLETELY (its contents are
+ * arbitrary): a recycled dead gradient when one of that length is pooled, else a new array.
+ */
+export function gradBuffer(n: number): Float32Array {
+  const list = gradPool.get(n);
+  if (list && list.length > 0) {
+    const a = list.pop()!;
+    pooledBytes -= a.byteLength;
+    return a;
+  }
+  return new Float32Array(n);
 }
 
 /**

@@ -13,7 +13,7 @@ import { ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
 import { kernels } from "../kernels/kernels.js";
 import { result } from "../ops/op.js";
-import { leafGradSink } from "../autograd/engine.js";
+import { gradBuffer, leafGradSink, releaseGradBuffer } from "../autograd/engine.js";
 
 const SQRT1_2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
@@ -83,10 +83,10 @@ export function linearGelu(x: Tensor, weight: Tensor, bias: Tensor | null = null
   const shape = [...x.shape.slice(0, -1), outF];
   const inputs = bias ? [x, weight, bias] : [x, weight];
   return result("linearGelu", out, shape, inputs, (g) => {
-    const gh = new Float32Array(n);
+    const gh = gradBuffer(n); // dead after this backward: handed back below
     for (let i = 0; i < n; i++) gh[i] = g[i] * dgelu[i];
     let dx: Float32Array | null = null, dw: Float32Array | null = null, db: Float32Array | null = null;
-    if (x.requiresGrad) { dx = new Float32Array(x.size); k.gemm(false, false, rows, inF, outF, 1, gh, 0, outF, weight.data, 0, inF, 0, dx, 0, inF); }
+    if (x.requiresGrad) { dx = gradBuffer(x.size); k.gemm(false, false, rows, inF, outF, 1, gh, 0, outF, weight.data, 0, inF, 0, dx, 0, inF); }
     // dW and db straight into the leaves' .grad when they are leaves (leafGradSink).
     if (weight.requiresGrad) {
       const sink = leafGradSink(weight);
@@ -97,6 +97,7 @@ export function linearGelu(x: Tensor, weight: Tensor, bias: Tensor | null = null
       if (sink) k.sumRows(sink, gh, rows, outF, true);
       else { db = new Float32Array(outF); k.sumRows(db, gh, rows, outF); }
     }
+    releaseGradBuffer(gh);
     return bias ? [dx, dw, db] : [dx, dw];
   });
 }

@@ -2,7 +2,7 @@ import { ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
 import { sizeOf } from "../tensor/shape.js";
 import { kernels } from "../kernels/kernels.js";
-import { leafGradSink } from "../autograd/engine.js";
+import { gradBuffer, leafGradSink } from "../autograd/engine.js";
 import { result } from "./op.js";
 
 /** Layer normalisation over the trailing dims `normalizedShape`, with optional affine weight and bias. */
@@ -24,7 +24,7 @@ export function layerNorm(x: Tensor, normalizedShape: readonly number[], weight:
   if (weight) inputs.push(weight);
   if (bias) inputs.push(bias);
   return result("layerNorm", out, x.shape, inputs, (g) => {
-    const dx = x.requiresGrad ? new Float32Array(x.size) : null;
+    const dx = x.requiresGrad ? gradBuffer(x.size) : null; // every element written by the kernel
     // dweight / dbias are added straight into a leaf's .grad (leafGradSink), else into fresh zeroed arrays.
     const wSink = weight?.requiresGrad ? leafGradSink(weight) : null, bSink = bias?.requiresGrad ? leafGradSink(bias) : null;
     const dw = weight?.requiresGrad ? wSink ?? new Float32Array(n) : null;

@@ -2,7 +2,7 @@ import { ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
 import { broadcastShapes, sizeOf, stridesOf } from "../tensor/shape.js";
 import { kernels } from "../kernels/kernels.js";
-import { leafGradSink } from "../autograd/engine.js";
+import { gradBuffer, leafGradSink } from "../autograd/engine.js";
 import { result } from "./op.js";
 import { reshape } from "./shape.js";
 
@@ -36,7 +36,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
       let da: Float32Array | null = null, db: Float32Array | null = null;
       if (a.requiresGrad) {
         const sink = leafGradSink(a);
-        k.gemm(false, true, rows, K, N, 1, g, 0, N, b.data, 0, N, sink ? 1 : 0, sink ?? (da = new Float32Array(a.data.length)), 0, K);
+        k.gemm(false, true, rows, K, N, 1, g, 0, N, b.data, 0, N, sink ? 1 : 0, sink ?? (da = gradBuffer(a.data.length)), 0, K);
       }
       if (b.requiresGrad) {
         const sink = leafGradSink(b);
@@ -121,7 +121,7 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
     // Leaf parameters get their gradients added straight into .grad (beta = 1): no temporary, no second pass.
     if (x.requiresGrad) {
       const sink = leafGradSink(x);
-      k.gemm(false, false, rows, inF, outF, 1, g, 0, outF, weight.data, 0, inF, sink ? 1 : 0, sink ?? (dx = new Float32Array(x.data.length)), 0, inF); // (rows, in)
+      k.gemm(false, false, rows, inF, outF, 1, g, 0, outF, weight.data, 0, inF, sink ? 1 : 0, sink ?? (dx = gradBuffer(x.data.length)), 0, inF); // (rows, in)
     }
     if (weight.requiresGrad) {
       const sink = leafGradSink(weight);
