@@ -3,6 +3,7 @@ import { Tensor } from "../tensor/tensor.js";
 import { type Generator, defaultGenerator } from "../tensor/random.js";
 import { kernels } from "../kernels/kernels.js";
 import { result } from "./op.js";
+import { gradBuffer, releaseGradBuffer } from "../autograd/engine.js";
 
 export interface CausalAttentionOptions {
   /** Dropout probability on the attention weights (applied only when `training`). */
@@ -79,8 +80,8 @@ export function causalAttention(qkv: Tensor, nHead: number, opts: CausalAttentio
   }
 
   return result("causalAttention", y, [B, T, C], [qkv], (dy) => {
-    const dqkv = new Float32Array(qkv.size);
-    const dP = new Float32Array(H * TT); // one batch element at a time
+    const dqkv = gradBuffer(qkv.size); // every element written below (three GEMMs with beta = 0)
+    const dP = gradBuffer(H * TT); // one batch element at a time; scratch, handed back at the end
     for (let b = 0; b < B; b++) {
       const base = b * T * C3;
       const pb = b * H * TT;
@@ -103,6 +104,7 @@ export function causalAttention(qkv: Tensor, nHead: number, opts: CausalAttentio
       k.gemmStridedBatched(false, false, T, hs, T, scale, dP, 0, T, TT, x, base + C, C3, hs, 0, dqkv, base, C3, hs, H);
       k.gemmStridedBatched(true, false, T, hs, T, scale, dP, 0, T, TT, x, base, C3, hs, 0, dqkv, base + C, C3, hs, H);
     }
+    releaseGradBuffer(dP);
     return [dqkv];
   });
 }

@@ -3,6 +3,7 @@ import { Tensor } from "../tensor/tensor.js";
 import { broadcastShapes, broadcastStrides, sizeOf } from "../tensor/shape.js";
 import { type BinaryOp, type UnaryOp, kernels } from "../kernels/kernels.js";
 import { type TensorLike, asTensor, result, sumToShape } from "./op.js";
+import { gradBuffer, releaseGradBuffer } from "../autograd/engine.js";
 
 // ---- binary ops with numpy broadcasting -------------------------------------------------
 
@@ -41,14 +42,16 @@ export function mul(x: TensorLike, y: TensorLike): Tensor {
   const { data, shape } = binaryForward("mul", a, b);
   const k = kernels();
   return result("mul", data, shape, [a, b], (g) => {
-    const tmp = (other: Tensor) => {
-      const o = new Float32Array(g.length);
+    const tmp = (other: Tensor, to: readonly number[]) => {
+      const o = gradBuffer(g.length); // fully written by the kernel
       k.binary("mul", o, shape, g, broadcastStrides(shape, shape), other.data, broadcastStrides(other.shape, shape));
-      return o;
+      const r = sumToShape(o, shape, to);
+      if (r.buffer !== o.buffer) releaseGradBuffer(o);
+      return r;
     };
     return [
-      a.requiresGrad ? sumToShape(tmp(b), shape, a.shape) : null,
-      b.requiresGrad ? sumToShape(tmp(a), shape, b.shape) : null,
+      a.requiresGrad ? tmp(b, a.shape) : null,
+      b.requiresGrad ? tmp(a, b.shape) : null,
     ];
   });
 }
