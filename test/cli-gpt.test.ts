@@ -226,7 +226,10 @@ describe("GPT runs: resume and worker count", () => {
     const x = weights(join(TMP, "w1")), y = weights(join(TMP, "w2"));
     let maxDiff = 0;
     for (const k of Object.keys(x)) for (let i = 0; i < x[k].length; i++) maxDiff = Math.max(maxDiff, Math.abs(x[k][i] - y[k][i]));
-    expect(maxDiff).toBeLessThan(1e-3);
+    // Same mean gradient up to float rounding; Adam (lr 0.01, ~47 steps: weights move up to ~0.5)
+    // amplifies rounding on near-zero gradients, so allow 1% of that drift. A sharding or
+    // weighting error moves weights by a large fraction of it.
+    expect(maxDiff).toBeLessThan(5e-3);
     const loss = (r: Result) => Number(/validation loss: ([\d.]+)/.exec(r.stdout)![1]);
     expect(Math.abs(loss(one) - loss(two))).toBeLessThan(1e-3);
   }, 60_000);
