@@ -1,9 +1,11 @@
 /** Shared helpers for bench sections (files starting with `_` are not sections). */
+import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { backendReport } from "../packages/core/src/index.js";
+import { backendReport, useBackend } from "../packages/core/src/index.js";
+import type { Kernels } from "../packages/core/src/kernels/kernels.js";
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -68,4 +70,77 @@ export function table(rows: Record<string, string | number>[]): void {
   const w = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c] ?? "").length)));
   console.log(cols.map((c, i) => c.padStart(w[i])).join("  "));
   for (const r of rows) console.log(cols.map((c, i) => cell(r[c] ?? "").padStart(w[i])).join("  "));
+}
+
+/** Wall-clock ms and process CPU µs (user + system, all threads) for `steps` calls of `t.step()`. */
+export function timeSteps(t: { step(): unknown }, steps: number): { wallMs: number; cpuUs: number } {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) t.step();
+  const c = process.cpuUsage(c0);
+  return { wallMs: performance.now() - t0, cpuUs: c.user + c.system };
+}
+
+/**
+ * Wraps every kernel with a timer: `recorder(key)` (called once per kernel) returns the
+ * callback that receives each call's duration in ms and its arguments.
+ */
+export function timedKernels(k: Kernels, recorder: (key: keyof Kernels) => (ms: number, args: unknown[]) => void): Kernels {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(k) as (keyof Kernels)[]) {
+    const v = k[key];
+    if (typeof v !== "function") { out[key] = v; continue; }
+    const f = v as (...a: unknown[]) => unknown;
+    const record = recorder(key);
+    out[key] = (...a: unknown[]) => {
+      const t = performance.now();
+      const r = f.apply(k, a);
+      record(performance.now() - t, a);
+      return r;
+    };
+  }
+  return out as unknown as Kernels;
+}
+
+/** Switches to `backend` and logs its reason; logs and returns undefined when it is unavailable. */
+export function trySelectBackend(backend: "blas" | "js"): ReturnType<typeof useBackend> | undefined {
+  let report;
+  try {
+    report = useBackend(backend);
+  } catch (e) {
+    console.log(`${backend}: unavailable (${(e as Error).message})`);
+    return undefined;
+  }
+  console.log(`backend ${report.reason}`);
+  return report;
+}
+
+/** Path of a PyTorch anchor script (in $CHAINRULE_ANCHORS, else ../shared/anchors). */
+export function anchorPath(name: string): string {
+  return resolve(process.env.CHAINRULE_ANCHORS ?? join(repoRoot, "..", "shared", "anchors"), name);
+}
+
+/** A Python that can import torch, or null. */
+export function findPython(): string | null {
+  for (const py of ["/usr/bin/python3", "python3"]) {
+    const r = spawnSync(py, ["-c", "import torch"], { stdio: "ignore" });
+    if (r.status === 0) return py;
+  }
+  return null;
+}
+
+/**
+ * Runs an anchor script once (OMP_NUM_THREADS=1) and returns the number `pattern`'s first group
+ * captures from its stdout. With `cpu`, the script runs unchanged except that its timer
+ * (time.perf_counter) is swapped for the process's CPU time (time.process_time), which a
+ * loaded machine disturbs less.
+ */
+export function runAnchor(py: string, script: string, scriptArgs: string[], pattern: RegExp, cpu = false): number {
+  const args = cpu
+    ? ["-c", "import runpy, sys, time; time.perf_counter = time.process_time; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')", script, ...scriptArgs]
+    : [script, ...scriptArgs];
+  const r = spawnSync(py, args, { env: { ...process.env, OMP_NUM_THREADS: "1" }, encoding: "utf8" });
+  const m = pattern.exec(r.stdout ?? "");
+  if (!m) throw new Error(`${basename(script)} failed: ${r.stderr || r.stdout}`);
+  return Number(m[1]);
 }

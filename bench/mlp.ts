@@ -9,13 +9,11 @@
  *   tsx bench/mlp.ts [--batches 32,128,512] [--backends blas,js] [--rounds 3] [--steps N] [--quick]
  *                    [--anchor]   also run PyTorch's torch_mlp.py alternately (OMP_NUM_THREADS=1) and report ratios
  */
-import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { join, resolve } from "node:path";
 import { PerformanceObserver } from "node:perf_hooks";
 import { F, Tensor, manualSeed, nn, optim, rand, useBackend } from "../packages/core/src/index.js";
-import { kernels, setKernels, type Kernels } from "../packages/core/src/kernels/kernels.js";
-import { flag, hasFlag, median, numList, repoRoot, runIfMain, table } from "./_util.js";
+import { kernels, setKernels } from "../packages/core/src/kernels/kernels.js";
+import { anchorPath, findPython, flag, hasFlag, median, numList, runAnchor, runIfMain, table, timeSteps, timedKernels, trySelectBackend } from "./_util.js";
 
 interface Trainer {
   step(): number;
@@ -42,38 +40,23 @@ export function makeTrainer(batch: number, seed = 0): Trainer {
   };
 }
 
-function timeSteps(t: Trainer, steps: number): number {
-  const t0 = performance.now();
-  for (let i = 0; i < steps; i++) t.step();
-  return (performance.now() - t0) / 1000;
-}
-
-/** Wraps every kernel with a timer: GEMM calls count as "gemm", all others as "kernels". */
-function timedKernels(k: Kernels, acc: { gemm: number; kernels: number; byName: Record<string, number> }): Kernels {
-  const out: Record<string, unknown> = {};
-  for (const key of Object.keys(k) as (keyof Kernels)[]) {
-    const v = k[key];
-    if (typeof v !== "function") { out[key] = v; continue; }
-    const f = v as (...a: unknown[]) => unknown;
+/** Kernel timer callbacks: GEMM calls count as "gemm", all others as "kernels"; also per kernel name. */
+function gemmVsRest(acc: { gemm: number; kernels: number; byName: Record<string, number> }): (key: string) => (ms: number) => void {
+  return (key) => {
     const isGemm = key === "gemm" || key === "gemmStridedBatched";
-    out[key] = (...a: unknown[]) => {
-      const t = performance.now();
-      const r = f.apply(k, a);
-      const dt = performance.now() - t;
+    return (dt) => {
       if (isGemm) acc.gemm += dt;
       else acc.kernels += dt;
       acc.byName[key] = (acc.byName[key] ?? 0) + dt;
-      return r;
     };
-  }
-  return out as unknown as Kernels;
+  };
 }
 
 /** Share of step time per category, from an instrumented run of `steps` steps (after warm-up). */
 async function profile(batch: number, steps: number): Promise<Record<string, number> & { kernelMs: Record<string, number> }> {
   const base = kernels();
   const acc = { gemm: 0, kernels: 0, byName: {} as Record<string, number> };
-  setKernels(timedKernels(base, acc));
+  setKernels(timedKernels(base, gemmVsRest(acc)));
   let gcMs = 0;
   const obs = new PerformanceObserver((list) => { for (const e of list.getEntries()) gcMs += e.duration; });
   try {
@@ -119,19 +102,8 @@ async function profile(batch: number, steps: number): Promise<Record<string, num
   }
 }
 
-function findPython(): string | null {
-  for (const py of ["/usr/bin/python3", "python3"]) {
-    const r = spawnSync(py, ["-c", "import torch"], { stdio: "ignore" });
-    if (r.status === 0) return py;
-  }
-  return null;
-}
-
 function runTorch(py: string, script: string, batch: number, steps: number): number {
-  const r = spawnSync(py, [script, "1", String(batch), String(steps)], { env: { ...process.env, OMP_NUM_THREADS: "1" }, encoding: "utf8" });
-  const m = /([\d.]+) samples\/s/.exec(r.stdout ?? "");
-  if (!m) throw new Error(`torch_mlp.py failed: ${r.stderr || r.stdout}`);
-  return Number(m[1]);
+  return runAnchor(py, script, ["1", String(batch), String(steps)], /([\d.]+) samples\/s/);
 }
 
 export async function main(args: string[]): Promise<Record<string, unknown>> {
@@ -140,21 +112,14 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   const backends = (flag(args, "backends") ?? "blas,js").split(",") as ("blas" | "js")[];
   const rounds = Number(flag(args, "rounds", quick ? "1" : "3"));
   const anchor = hasFlag(args, "anchor");
-  const anchorScript = resolve(process.env.CHAINRULE_ANCHORS ?? join(repoRoot, "..", "shared", "anchors"), "torch_mlp.py");
+  const anchorScript = anchorPath("torch_mlp.py");
   const py = anchor ? findPython() : null;
   if (anchor && (py === null || !existsSync(anchorScript))) console.log(`--anchor: PyTorch or ${anchorScript} not found; skipping the anchor`);
 
   const rows: Record<string, string | number>[] = [];
   const results: Record<string, unknown>[] = [];
   for (const backend of backends) {
-    let report;
-    try {
-      report = useBackend(backend);
-    } catch (e) {
-      console.log(`${backend}: unavailable (${(e as Error).message})`);
-      continue;
-    }
-    console.log(`backend ${report.reason}`);
+    if (trySelectBackend(backend) === undefined) continue;
     for (const batch of batches) {
       // Steps sized so one measurement takes ~1-2 s on this kind of machine (~20k samples on blas, ~1k on js).
       const samples = (backend === "js" ? 1500 : 25_000) * (quick ? 0.5 : 1);
@@ -163,7 +128,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
       timeSteps(t, Math.min(20, steps)); // warm-up (JIT, buffers)
       const sps: number[] = [], torch: number[] = [];
       for (let r = 0; r < rounds; r++) {
-        sps.push((steps * batch) / timeSteps(t, steps));
+        sps.push((steps * batch) / (timeSteps(t, steps).wallMs / 1000));
         if (anchor && py && existsSync(anchorScript) && backend === "blas") torch.push(runTorch(py, anchorScript, batch, Math.max(50, steps)));
       }
       const prof = await profile(batch, Math.max(5, Math.round(steps / 2)));

@@ -6,49 +6,15 @@
  * a safetensors file built byte by byte from the spec loading by name into a GPT.
  */
 import { describe, expect, it, beforeAll } from "vitest";
-import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { GPT, decodeSafetensors, loadSafetensors, manualSeed } from "@chainrule/core";
+import { REPO, type Result, checkpointTensors, cli, expectOneLineError, latestCheckpoint, tempDir, writeJobIn } from "./cli-helpers.ts";
 
-const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
-const MAIN = join(REPO, "packages/cli/src/main.ts");
-const TMP = mkdtempSync(join(tmpdir(), "chainrule-gpt-"));
-
-interface Result { code: number | null; stdout: string; stderr: string }
-
-function cli(args: string[]): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args], {
-      cwd: REPO, env: { ...process.env, CHAINRULE_PLAIN: "1" }, stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "", stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const TMP = tempDir("chainrule-gpt-");
 
 function writeJob(name: string, job: unknown): string {
-  const p = join(TMP, `${name}.json`);
-  writeFileSync(p, JSON.stringify(job));
-  return p;
-}
-
-function latestCheckpoint(run: string): string {
-  const names = readdirSync(join(run, "checkpoints")).filter((n) => n.startsWith("step-")).sort();
-  return join(run, "checkpoints", names[names.length - 1]);
-}
-
-function expectOneLineError(r: Result, re: RegExp): void {
-  expect(r.code, r.stdout + r.stderr).not.toBe(0);
-  const lines = r.stderr.trim().split("\n");
-  expect(lines.length, r.stderr).toBe(1);
-  expect(lines[0]).toMatch(/^chainrule: error: /);
-  expect(lines[0]).toMatch(re);
+  return writeJobIn(TMP, name, job);
 }
 
 /** A GPT small enough that a 2-core machine trains an epoch in a second or two. */
@@ -113,7 +79,7 @@ describe("chainrule train (GPT) and generate", () => {
 });
 
 function weights(run: string): Record<string, Float32Array> {
-  const { tensors } = loadSafetensors(join(latestCheckpoint(run), "model.safetensors"));
+  const tensors = checkpointTensors(latestCheckpoint(run));
   return Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.data as Float32Array]));
 }
 

@@ -3,39 +3,13 @@
  * `node --import tsx packages/cli/src/main.ts ...` with small, fast jobs.
  */
 import { describe, expect, it, beforeAll } from "vitest";
-import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, statSync, truncateSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join, relative } from "node:path";
-import { fileURLToPath } from "node:url";
-import { loadSafetensors } from "@chainrule/core";
+import { cpSync, existsSync, readFileSync, readdirSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import { join, relative } from "node:path";
+import { REPO, type Result, checkpointTensors, cli, expectOneLineError, latestCheckpoint, tempDir, writeJobIn } from "./cli-helpers.ts";
 
-const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
-const MAIN = join(REPO, "packages/cli/src/main.ts");
 const FIX = join(REPO, "test/fixtures");
-const TMP = mkdtempSync(join(tmpdir(), "chainrule-cli-"));
-
-interface Result { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
-
-function cli(args: string[], opts: { onSpawn?: (kill: (s: NodeJS.Signals) => void) => void; onStderr?: (all: string) => void; env?: Record<string, string> } = {}): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args], {
-      cwd: REPO,
-      env: { ...process.env, CHAINRULE_PLAIN: "1", ...opts.env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "", stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => {
-      stderr += d;
-      opts.onStderr?.(stderr);
-    });
-    child.on("error", reject);
-    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
-    opts.onSpawn?.((s) => child.kill(s));
-  });
-}
+const TMP = tempDir("chainrule-cli-");
 
 /** Path → sha256 of every file under dir (to prove nothing was overwritten). */
 function snapshot(dir: string): Record<string, string> {
@@ -52,29 +26,12 @@ function snapshot(dir: string): Record<string, string> {
 }
 
 function writeJob(name: string, job: unknown): string {
-  const p = join(TMP, `${name}.json`);
-  writeFileSync(p, JSON.stringify(job));
-  return p;
-}
-
-function latestCheckpoint(run: string): string {
-  const names = readdirSync(join(run, "checkpoints")).filter((n) => n.startsWith("step-")).sort();
-  return join(run, "checkpoints", names[names.length - 1]);
+  return writeJobIn(TMP, name, job);
 }
 
 function weightsOf(ckpt: string): Record<string, Buffer> {
-  const { tensors } = loadSafetensors(join(ckpt, "model.safetensors"));
+  const tensors = checkpointTensors(ckpt);
   return Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)]));
-}
-
-/** A one-line error on stderr and a non-zero exit. */
-function expectOneLineError(r: Result, re: RegExp, code?: number): void {
-  expect(r.code, r.stdout + r.stderr).not.toBe(0);
-  if (code !== undefined) expect(r.code).toBe(code);
-  const lines = r.stderr.trim().split("\n");
-  expect(lines.length, r.stderr).toBe(1);
-  expect(lines[0]).toMatch(/^chainrule: error: /);
-  expect(lines[0]).toMatch(re);
 }
 
 const SMALL = {

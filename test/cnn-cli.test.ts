@@ -5,31 +5,14 @@
  * and 1 worker (in-process, augmenting in the main thread) matches 2 workers.
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import { spawn } from "node:child_process";
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { cpSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
 import { loadSafetensors } from "@chainrule/core";
 import { parseJob } from "../packages/cli/src/job.ts";
 import { writeBandsIdx } from "./fixtures/cnn-idx.ts";
+import { REPO, checkpointTensors, cli, latestCheckpoint, tempDir } from "./cli-helpers.ts";
 
-const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
-const MAIN = join(REPO, "packages/cli/src/main.ts");
-const TMP = mkdtempSync(join(tmpdir(), "chainrule-cnn-"));
-
-interface Result { code: number | null; stdout: string; stderr: string }
-
-function cli(args: string[]): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args], { cwd: REPO, env: { ...process.env, CHAINRULE_PLAIN: "1" }, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "", stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const TMP = tempDir("chainrule-cnn-");
 
 function accuracy(out: string): number {
   const m = /held-out accuracy: ([\d.]+)%/.exec(out);
@@ -37,13 +20,8 @@ function accuracy(out: string): number {
   return Number(m[1]);
 }
 
-function lastCheckpoint(run: string): string {
-  const names = readdirSync(join(run, "checkpoints")).filter((n) => n.startsWith("step-")).sort();
-  return join(run, "checkpoints", names[names.length - 1]);
-}
-
 function relDiffWeights(a: string, b: string): number {
-  const ta = loadSafetensors(join(a, "model.safetensors")).tensors, tb = loadSafetensors(join(b, "model.safetensors")).tensors;
+  const ta = checkpointTensors(a), tb = checkpointTensors(b);
   let num = 0, den = 0;
   for (const k of Object.keys(ta)) {
     const x = ta[k].data, y = tb[k].data;
@@ -84,14 +62,14 @@ describe("the cnn job on an IDX image dataset", () => {
     const acc = accuracy(r2.stdout);
     expect(acc).toBeGreaterThan(90);
     // The checkpoint holds the running statistics the workers kept: eval (in eval mode) gives the same accuracy.
-    const ev = await cli(["eval", lastCheckpoint(two)]);
+    const ev = await cli(["eval", latestCheckpoint(two)]);
     expect(ev.code, ev.stdout + ev.stderr).toBe(0);
     expect(Number(/accuracy: ([\d.]+)%/.exec(ev.stdout)![1])).toBeCloseTo(acc, 1);
     // In-process (1 thread) augments in the main thread with the workers' seeds, and sync BN = whole-batch BN.
     const r1 = await cli(args(one, 1));
     expect(r1.code, r1.stdout + r1.stderr).toBe(0);
     expect(r1.stdout).toMatch(/in-process \(1 thread\) · augment crop 1 \+ flip/);
-    expect(relDiffWeights(lastCheckpoint(two), lastCheckpoint(one))).toBeLessThan(1e-3);
+    expect(relDiffWeights(latestCheckpoint(two), latestCheckpoint(one))).toBeLessThan(1e-3);
   }, 90_000);
 
   it("--resume is bit-exact: weights and running statistics (2 workers, per-worker BN, crops + flips)", async () => {
@@ -105,12 +83,12 @@ describe("the cnn job on an IDX image dataset", () => {
     expect(a.code, a.stdout + a.stderr).toBe(0);
     // The same run cut after epoch 1: its directory without the final checkpoint, then --resume.
     cpSync(straight, resumed, { recursive: true });
-    rmSync(lastCheckpoint(resumed), { recursive: true });
+    rmSync(latestCheckpoint(resumed), { recursive: true });
     const b = await cli(["train", "--resume", "--out", resumed]);
     expect(b.code, b.stdout + b.stderr).toBe(0);
     expect(b.stdout).toMatch(/resuming from .*: epoch 2/);
-    const wa = loadSafetensors(join(lastCheckpoint(straight), "model.safetensors")).tensors;
-    const wb = loadSafetensors(join(lastCheckpoint(resumed), "model.safetensors")).tensors;
+    const wa = loadSafetensors(join(latestCheckpoint(straight), "model.safetensors")).tensors;
+    const wb = loadSafetensors(join(latestCheckpoint(resumed), "model.safetensors")).tensors;
     expect(Object.keys(wb).sort()).toEqual(Object.keys(wa).sort());
     expect(Object.keys(wa)).toContain("1.runningVar");
     for (const k of Object.keys(wa)) expect(Buffer.from(wb[k].data.buffer, wb[k].data.byteOffset, wb[k].data.byteLength).equals(Buffer.from(wa[k].data.buffer, wa[k].data.byteOffset, wa[k].data.byteLength)), k).toBe(true);
