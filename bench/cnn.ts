@@ -19,7 +19,7 @@ import { DataParallel, createSharedDataset } from "../packages/parallel/src/inde
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join, resolve } from "node:path";
-import { F, Generator, Tensor, backendReport, manualSeed, noGrad, optim, rand, useBackend } from "../packages/core/src/index.js";
+import { F, Generator, Tensor, backendReport, manualSeed, nn, noGrad, optim, rand, useBackend } from "../packages/core/src/index.js";
 import { randomCrop } from "../packages/core/src/data/augment.js";
 import { createMnistCnn } from "../packages/core/src/models/cnn.js";
 import { type Conv2dLayout, getConv2dLayout, setConv2dLayout } from "../packages/core/src/ops/conv.js";
@@ -33,6 +33,7 @@ interface Trainer {
 export function makeCnnTrainer(batch: number, seed = 0): Trainer {
   manualSeed(seed);
   const model = createMnistCnn();
+  nn.flattenParameters(model); // one flat buffer for parameters, gradients and Adam state (as the CLI trains)
   const opt = new optim.Adam(model.parameters(), { lr: 1e-3 });
   const x = rand([batch, 1, 28, 28]); // (B, 1, 28, 28)
   const y = new Int32Array(batch).map((_, i) => (i * 7919) % 10);
@@ -65,6 +66,7 @@ function profile(batch: number, steps: number): Record<string, number> {
   try {
     manualSeed(0);
     const model = createMnistCnn();
+    nn.flattenParameters(model);
     const opt = new optim.Adam(model.parameters(), { lr: 1e-3 });
     const x = rand([batch, 1, 28, 28]);
     const y = new Int32Array(batch).map((_, i) => (i * 7919) % 10);

@@ -121,6 +121,9 @@ export class InProcessTrainer implements Trainer {
     const { job } = this.o;
     manualSeed(job.seed);
     this.model = await buildModel({ model: job.model, ctx: this.o.ctx, adapt: adaptationOf(job) });
+    // One flat buffer for values, gradients and optimizer state: zeroGrad is one fill and
+    // Adam runs as one in-place (SIMD) pass, bit-identical to the per-parameter loop.
+    nn.flattenParameters(this.model);
     const oc = job.optimizer;
     let params: any = this.model.parameters();
     if (job.paramGroups?.length) {
