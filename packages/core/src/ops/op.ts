@@ -1,6 +1,6 @@
 import { Tensor } from "../tensor/tensor.js";
 import { type GradFn, checkFinite, isAnomalyDetectionEnabled, isGradEnabled } from "../autograd/engine.js";
-import { type Shape, sizeOf, stridesOf } from "../tensor/shape.js";
+import { type Shape, sizeOf } from "../tensor/shape.js";
 import { kernels } from "../kernels/kernels.js";
 
 export type TensorLike = Tensor | number;
@@ -51,4 +51,3 @@ export function sumToShape(g: Float32Array, gShape: Shape, shape: Shape): Float3
   return cur;
 }
 
-export { stridesOf };
