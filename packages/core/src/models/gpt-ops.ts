@@ -9,11 +9,10 @@
  * |error| ≤ 1.5e-7) and the normal pdf — and stores gelu'(h), so the backward is
  * a multiply plus the linear layer's two GEMMs. The pre-activation h is not kept.
  */
-import { ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
-import { kernels } from "../kernels/kernels.js";
 import { result } from "../ops/op.js";
-import { gradBuffer, leafGradSink, releaseGradBuffer } from "../autograd/engine.js";
+import { linearBackward, linearForward } from "../ops/matmul.js";
+import { gradBuffer, releaseGradBuffer } from "../autograd/engine.js";
 
 const SQRT1_2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
@@ -64,40 +63,19 @@ export function expNonPositive(x: number): number {
 
 /** gelu(x Wᵀ + b) with W (out, in), b (out); x (..., in) → (..., out). */
 export function linearGelu(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
-  if (weight.ndim !== 2) throw new ShapeError(`linearGelu: weight must be 2-D (out, in), got ${fmtShape(weight.shape)}`);
-  const [outF, inF] = weight.shape;
-  if (x.ndim === 0 || x.shape[x.ndim - 1] !== inF) {
-    throw new ShapeError(`linearGelu: input ${fmtShape(x.shape)} x weight ${fmtShape(weight.shape)}: last input dimension must be ${inF}`);
-  }
-  if (bias && (bias.ndim !== 1 || bias.shape[0] !== outF)) throw new ShapeError(`linearGelu: bias ${fmtShape(bias.shape)} must be [${outF}]`);
-  const k = kernels();
-  const rows = x.size / inF;
-  const n = rows * outF;
-  const out = new Float32Array(n);
-  if (bias) for (let r = 0; r < rows; r++) out.set(bias.data, r * outF);
-  k.gemm(false, true, rows, outF, inF, 1, x.data, 0, inF, weight.data, 0, inF, bias ? 1 : 0, out, 0, outF); // h (rows, out)
+  const f = linearForward("linearGelu", x, weight, bias); // h (rows, out), GELU applied in place below
+  const { out } = f;
+  const n = out.length;
   const needGrad = x.requiresGrad || weight.requiresGrad || (bias?.requiresGrad ?? false);
   const dgelu = new Float32Array(needGrad ? n : 0);
   if (needGrad) geluForwardWithGrad(out, dgelu, n);
   else geluForward(out, n);
-  const shape = [...x.shape.slice(0, -1), outF];
   const inputs = bias ? [x, weight, bias] : [x, weight];
-  return result("linearGelu", out, shape, inputs, (g) => {
+  return result("linearGelu", out, f.shape, inputs, (g) => {
     const gh = gradBuffer(n); // dead after this backward: handed back below
     for (let i = 0; i < n; i++) gh[i] = g[i] * dgelu[i];
-    let dx: Float32Array | null = null, dw: Float32Array | null = null, db: Float32Array | null = null;
-    if (x.requiresGrad) { dx = gradBuffer(x.size); k.gemm(false, false, rows, inF, outF, 1, gh, 0, outF, weight.data, 0, inF, 0, dx, 0, inF); }
-    // dW and db straight into the leaves' .grad when they are leaves (leafGradSink).
-    if (weight.requiresGrad) {
-      const sink = leafGradSink(weight);
-      k.gemm(true, false, outF, inF, rows, 1, gh, 0, outF, x.data, 0, inF, sink ? 1 : 0, sink ?? (dw = new Float32Array(weight.size)), 0, inF);
-    }
-    if (bias && bias.requiresGrad) {
-      const sink = leafGradSink(bias);
-      if (sink) k.sumRows(sink, gh, rows, outF, true);
-      else { db = new Float32Array(outF); k.sumRows(db, gh, rows, outF); }
-    }
+    const grads = linearBackward(gh, x, weight, bias, f);
     releaseGradBuffer(gh);
-    return bias ? [dx, dw, db] : [dx, dw];
+    return grads;
   });
 }

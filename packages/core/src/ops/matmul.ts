@@ -94,43 +94,61 @@ function batchOffsets(shape: readonly number[], batchShape: readonly number[], m
   return offs;
 }
 
+/** The shapes of a linear layer's operands, checked: x (..., in), W (out, in), b (out). */
+interface LinearDims {
+  rows: number;
+  inF: number;
+  outF: number;
+  /** Output shape (..., out). */
+  shape: number[];
+}
+
+/**
+ * h = x · Wᵀ + b (one GEMM, the bias broadcast into the output first), after checking the
+ * shapes; `op` names the caller in errors. Shared by `linear` and fused linear+activation ops.
+ */
+export function linearForward(op: string, x: Tensor, weight: Tensor, bias: Tensor | null): { out: Float32Array } & LinearDims {
+  if (weight.ndim !== 2) throw new ShapeError(`${op}: weight must be 2-D (out, in), got ${fmtShape(weight.shape)}`);
+  const [outF, inF] = weight.shape;
+  if (x.ndim === 0 || x.shape[x.ndim - 1] !== inF) {
+    throw new ShapeError(`${op}: input ${fmtShape(x.shape)} x weight ${fmtShape(weight.shape)}: last input dimension must be ${inF}`);
+  }
+  if (bias && (bias.ndim !== 1 || bias.shape[0] !== outF)) throw new ShapeError(`${op}: bias ${fmtShape(bias.shape)} must be [${outF}]`);
+  const rows = x.size / inF;
+  const out = new Float32Array(rows * outF);
+  if (bias) for (let r = 0; r < rows; r++) out.set(bias.data, r * outF);
+  kernels().gemm(false, true, rows, outF, inF, 1, x.data, 0, inF, weight.data, 0, inF, bias ? 1 : 0, out, 0, outF); // (rows, out)
+  return { out, rows, inF, outF, shape: [...x.shape.slice(0, -1), outF] };
+}
+
+/**
+ * Gradients of h = x · Wᵀ + b given dh (rows, out): [dx, dW(, db)]. Leaf parameters get theirs
+ * added straight into .grad (beta = 1): no temporary, no second pass.
+ */
+export function linearBackward(dh: Float32Array, x: Tensor, weight: Tensor, bias: Tensor | null, { rows, inF, outF }: LinearDims): (Float32Array | null)[] {
+  const k = kernels();
+  let dx: Float32Array | null = null, dw: Float32Array | null = null, db: Float32Array | null = null;
+  if (x.requiresGrad) {
+    const sink = leafGradSink(x);
+    k.gemm(false, false, rows, inF, outF, 1, dh, 0, outF, weight.data, 0, inF, sink ? 1 : 0, sink ?? (dx = gradBuffer(x.size)), 0, inF); // (rows, in)
+  }
+  if (weight.requiresGrad) {
+    const sink = leafGradSink(weight);
+    k.gemm(true, false, outF, inF, rows, 1, dh, 0, outF, x.data, 0, inF, sink ? 1 : 0, sink ?? (dw = new Float32Array(weight.size)), 0, inF); // (out, in)
+  }
+  if (bias && bias.requiresGrad) {
+    const sink = leafGradSink(bias);
+    k.sumRows(sink ?? (db = new Float32Array(outF)), dh, rows, outF, sink !== null); // (out)
+  }
+  return bias ? [dx, dw, db] : [dx, dw];
+}
+
 /**
  * Fused linear layer, PyTorch layout: y = x · Wᵀ + b with W (out, in), b (out).
  * x may have any leading dims: (..., in) → (..., out). One GEMM forward, two backward.
  */
 export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
-  if (weight.ndim !== 2) throw new ShapeError(`linear: weight must be 2-D (out, in), got ${fmtShape(weight.shape)}`);
-  const [outF, inF] = weight.shape;
-  if (x.ndim === 0 || x.shape[x.ndim - 1] !== inF) {
-    throw new ShapeError(`linear: input ${fmtShape(x.shape)} x weight ${fmtShape(weight.shape)}: last input dimension must be ${inF}`);
-  }
-  if (bias && (bias.ndim !== 1 || bias.shape[0] !== outF)) throw new ShapeError(`linear: bias ${fmtShape(bias.shape)} must be [${outF}]`);
-  const k = kernels();
-  const rows = x.data.length / inF;
-  const out = new Float32Array(rows * outF);
-  let beta = 0;
-  if (bias) {
-    for (let r = 0; r < rows; r++) out.set(bias.data, r * outF);
-    beta = 1;
-  }
-  k.gemm(false, true, rows, outF, inF, 1, x.data, 0, inF, weight.data, 0, inF, beta, out, 0, outF); // (rows, out)
-  const shape = [...x.shape.slice(0, -1), outF];
+  const f = linearForward("linear", x, weight, bias);
   const inputs = bias ? [x, weight, bias] : [x, weight];
-  return result("linear", out, shape, inputs, (g) => {
-    let dx: Float32Array | null = null, dw: Float32Array | null = null, db: Float32Array | null = null;
-    // Leaf parameters get their gradients added straight into .grad (beta = 1): no temporary, no second pass.
-    if (x.requiresGrad) {
-      const sink = leafGradSink(x);
-      k.gemm(false, false, rows, inF, outF, 1, g, 0, outF, weight.data, 0, inF, sink ? 1 : 0, sink ?? (dx = gradBuffer(x.data.length)), 0, inF); // (rows, in)
-    }
-    if (weight.requiresGrad) {
-      const sink = leafGradSink(weight);
-      k.gemm(true, false, outF, inF, rows, 1, g, 0, outF, x.data, 0, inF, sink ? 1 : 0, sink ?? (dw = new Float32Array(weight.data.length)), 0, inF); // (out, in)
-    }
-    if (bias && bias.requiresGrad) {
-      const sink = leafGradSink(bias);
-      k.sumRows(sink ?? (db = new Float32Array(outF)), g, rows, outF, sink !== null); // (out)
-    }
-    return bias ? [dx, dw, db] : [dx, dw];
-  });
+  return result("linear", f.out, f.shape, inputs, (g) => linearBackward(g, x, weight, bias, f));
 }
