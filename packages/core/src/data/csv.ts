@@ -5,7 +5,7 @@
  * or all non-numeric strings make a classification dataset (strings become
  * classes in sorted order); `task: "regression"` keeps them as float targets.
  */
-import { readFileSync } from "node:fs";
+import { readFileNamed } from "../io/read.js";
 import { DataError, makeDataset, type Dataset } from "./dataset.js";
 
 export interface CsvOptions {
@@ -122,12 +122,6 @@ export function parseCsv(text: string, source: string, opts: CsvOptions = {}): C
 
 /** Reads a CSV file into a Dataset; errors name the file, line and column. */
 export function loadCsv(path: string, opts: CsvOptions = {}): CsvDataset {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw new DataError(`${path}: cannot read (${err.code === "ENOENT" ? "no such file" : err.message})`);
-  }
+  const text = readFileNamed(path, (m) => new DataError(m)).toString("utf8");
   return parseCsv(text, path, opts);
 }

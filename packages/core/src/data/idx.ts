@@ -4,7 +4,8 @@
  * type: 0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32, 0x0D f32, 0x0E f64.
  * Files may be gzip-compressed (detected from the gzip magic, whatever the name).
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
+import { readFileNamed } from "../io/read.js";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { DataError, makeDataset, type Dataset } from "./dataset.js";
@@ -21,13 +22,7 @@ export interface IdxArray {
 }
 
 function readBytes(path: string): Uint8Array {
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(path);
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw new DataError(`${path}: cannot read (${err.code === "ENOENT" ? "no such file" : err.message})`);
-  }
+  let bytes: Uint8Array = readFileNamed(path, (m) => new DataError(m));
   if (bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b) {
     try {
       bytes = gunzipSync(bytes);

@@ -12,7 +12,7 @@
  * chainrule writes F32; it reads F32, F64, F16, BF16 and the integer/bool dtypes,
  * converting to float32 (integers beyond 2^24 lose precision).
  */
-import { readFileSync } from "node:fs";
+import { readFileNamed } from "./read.js";
 import { ChainruleError, fmtShape } from "../errors.js";
 import { writeFileAtomicSync } from "./atomic.js";
 
@@ -230,14 +230,7 @@ export function decodeSafetensors(bytes: Uint8Array, source = "<buffer>"): Safet
 
 /** Reads a safetensors file; errors name the file. */
 export function loadSafetensors(path: string): SafetensorsContents {
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(path);
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw new SafetensorsError(`${path}: cannot read (${err.code === "ENOENT" ? "no such file" : err.message})`);
-  }
-  return decodeSafetensors(bytes, path);
+  return decodeSafetensors(readFileNamed(path, (m) => new SafetensorsError(m)), path);
 }
 
 /** Writes float32 tensors to `path` atomically (temporary file, fsync, rename). */
