@@ -355,7 +355,8 @@ async function runLoop(a: LoopArgs): Promise<number> {
     metrics.write({ kind: "interrupt", step: pos.step, signal: stop, wallTime: wall() });
     out.write(`interrupted (${stop}) at epoch ${pos.epoch + 1}, step ${pos.step}: checkpoint written to ${path}\n`);
     out.write(`resume with: npx pnpm@10 chainrule train --resume --out ${runDir}\n`);
-    done();
+    // The handlers stay installed while the process shuts down (workers closing): a second
+    // Ctrl-C in that window still exits at once with 130 instead of being killed by the signal.
     return stop === "SIGINT" ? 130 : 143;
   }
 
