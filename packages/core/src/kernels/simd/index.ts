@@ -24,10 +24,10 @@ export interface SimdKernels {
   reduce2(gAt: number, s0At: number, s1At: number, pairs: number, w0: number, w1: number): void;
   /** g = Σ_k w_k·s_k (k in slot order, float64 from 0, w_k = 0 skipped), all K slots zeroed; weights: K float64 at wAt. */
   reduceK(gAt: number, s0At: number, pairs: number, K: number, stride: number, wAt: number): void;
-  /** Adam without weight decay (rules.ts fast path). */
-  adam(pAt: number, gAt: number, mAt: number, vAt: number, pairs: number, beta1: number, beta2: number, b1c: number, b2c: number, stepSize: number, invSqrtBc2: number, eps: number): void;
+  /** Adam without weight decay (rules.ts fast path), float32 arithmetic over `quads` groups of four floats. */
+  adam(pAt: number, gAt: number, mAt: number, vAt: number, quads: number, beta1: number, beta2: number, b1c: number, b2c: number, stepSize: number, invSqrtBc2: number, eps: number): void;
   /** Adam / AdamW with weight decay (rules.ts general path). */
-  adamWd(pAt: number, gAt: number, mAt: number, vAt: number, pairs: number, beta1: number, beta2: number, b1c: number, b2c: number, stepSize: number, invSqrtBc2: number, eps: number, decay: number, l2: number): void;
+  adamWd(pAt: number, gAt: number, mAt: number, vAt: number, quads: number, beta1: number, beta2: number, b1c: number, b2c: number, stepSize: number, invSqrtBc2: number, eps: number, decay: number, l2: number): void;
 }
 
 /**
@@ -57,7 +57,7 @@ export function sharedMemory(bytes: number): SharedMemory {
 }
 
 // ---- a tiny assembler ----
-const I32 = 0x7f, F64 = 0x7c, V128 = 0x7b;
+const I32 = 0x7f, F32 = 0x7d, F64 = 0x7c, V128 = 0x7b;
 
 function uleb(n: number): number[] {
   const out: number[] = [];
@@ -85,31 +85,37 @@ const store64 = (addr: number, value: number[]) => [...get(addr), ...value, ...s
 const splat = simd(0x14);
 const [sqrt, add, sub, mul, div] = [0xef, 0xf0, 0xf1, 0xf2, 0xf3].map((op) => simd(op));
 const zero128 = simd(0x0c, ...new Array(16).fill(0));
-/** addr += 8 */
-const bump = (addr: number) => [...get(addr), 0x41, 8, 0x6a, ...set(addr)];
+/** addr += bytes */
+const bump = (addr: number, bytes = 8) => [...get(addr), 0x41, bytes, 0x6a, ...set(addr)];
 /** Loads two floats at `addr` as f64x2. */
 const ld = (addr: number) => [...load64zero(addr), ...promote];
 
+// f32x4: four floats per instruction, float32 arithmetic (IEEE, round to nearest on every op)
+const ld4 = (addr: number) => [...get(addr), ...simd(0x00, ...memarg)];
+const st4 = (addr: number, value: number[]) => [...get(addr), ...value, ...simd(0x0b, ...memarg)];
+const [sqrt4, add4, sub4, mul4, div4] = [0xe3, 0xe4, 0xe5, 0xe6, 0xe7].map((op) => simd(op));
+
 /**
- * A function whose params are `nPtr` i32 addresses, an i32 pair count, then f64 scalars;
- * the scalars are splatted into v128 locals; `body(p)` is one iteration over a pair.
+ * A function whose params are `nPtr` i32 addresses, an i32 iteration count, then scalars
+ * (f64, splatted to f64x2; or with `lanes` 4, f32 splatted to f32x4) held in v128 locals;
+ * `body(L)` is one iteration over 2 (or 4) floats.
  */
-function kernel(nPtr: number, nScalar: number, nTemp: number, body: (L: { ptr: (i: number) => number; s: (i: number) => number; t: (i: number) => number }) => number[]) {
+function kernel(nPtr: number, nScalar: number, nTemp: number, body: (L: { ptr: (i: number) => number; s: (i: number) => number; t: (i: number) => number }) => number[], lanes: 2 | 4 = 2) {
   const count = nPtr;
   const firstScalar = nPtr + 1;
   const firstV = firstScalar + nScalar;
   const L = { ptr: (i: number) => i, s: (i: number) => firstV + i, t: (i: number) => firstV + nScalar + i };
-  const params = [...new Array(nPtr).fill(I32), I32, ...new Array(nScalar).fill(F64)];
+  const params = [...new Array(nPtr).fill(I32), I32, ...new Array(nScalar).fill(lanes === 4 ? F32 : F64)];
   const type = [0x60, ...vec(params.map((t) => [t])), 0];
   const locals = vec([[...uleb(nScalar + nTemp), V128]]);
   const code: number[] = [];
-  for (let i = 0; i < nScalar; i++) code.push(...get(firstScalar + i), ...splat, ...set(L.s(i)));
+  for (let i = 0; i < nScalar; i++) code.push(...get(firstScalar + i), ...(lanes === 4 ? simd(0x13) : splat), ...set(L.s(i)));
   code.push(
     0x02, 0x40, // block
     0x03, 0x40, // loop
     ...get(count), 0x45, 0x0d, 1, // br_if (count == 0) out
     ...body(L),
-    ...new Array(nPtr).fill(0).flatMap((_, i) => bump(i)),
+    ...new Array(nPtr).fill(0).flatMap((_, i) => bump(i, 4 * lanes)),
     ...get(count), 0x41, 1, 0x6b, ...set(count), // count -= 1
     0x0c, 0, // br loop
     0x0b, 0x0b, // end loop, end block
@@ -119,6 +125,11 @@ function kernel(nPtr: number, nScalar: number, nTemp: number, body: (L: { ptr: (
   return { type, code: [...uleb(fn.length), ...fn] };
 }
 
+/**
+ * Adam / AdamW over four floats per iteration in float32 arithmetic, operation for operation
+ * as rules.ts's loop (which rounds every operation with Math.fround, giving the same IEEE
+ * float32 results): PyTorch also runs Adam in float32 for float32 parameters.
+ */
 function adamBody(wd: boolean) {
   // ptrs: p g m v; scalars: beta1 beta2 b1c b2c stepSize invSqrtBc2 eps [decay l2]; temps: g, mi, vi, pi
   return (L: { ptr: (i: number) => number; s: (i: number) => number; t: (i: number) => number }) => {
@@ -127,19 +138,19 @@ function adamBody(wd: boolean) {
     const [g, mi, vi, pi] = [0, 1, 2, 3].map(L.t);
     return [
       // pi = p·decay; gi = g + l2·pi   (fast path: gi = g)
-      ...(wd ? [...ld(P), ...get(DECAY), ...mul, ...set(pi), ...ld(G), ...get(L2), ...get(pi), ...mul, ...add, ...set(g)] : [...ld(G), ...set(g)]),
+      ...(wd ? [...ld4(P), ...get(DECAY), ...mul4, ...set(pi), ...ld4(G), ...get(L2), ...get(pi), ...mul4, ...add4, ...set(g)] : [...ld4(G), ...set(g)]),
       // mi = beta1·m + b1c·gi
-      ...get(B1), ...ld(M), ...mul, ...get(B1C), ...get(g), ...mul, ...add, ...set(mi),
+      ...get(B1), ...ld4(M), ...mul4, ...get(B1C), ...get(g), ...mul4, ...add4, ...set(mi),
       // vi = beta2·v + (b2c·gi)·gi
-      ...get(B2), ...ld(V), ...mul, ...get(B2C), ...get(g), ...mul, ...get(g), ...mul, ...add, ...set(vi),
-      ...store64(M, [...get(mi), ...demote]),
-      ...store64(V, [...get(vi), ...demote]),
+      ...get(B2), ...ld4(V), ...mul4, ...get(B2C), ...get(g), ...mul4, ...get(g), ...mul4, ...add4, ...set(vi),
+      ...st4(M, get(mi)),
+      ...st4(V, get(vi)),
       // p = p − (stepSize·mi) / (sqrt(vi)·invSqrtBc2 + eps)
-      ...store64(P, [
-        ...(wd ? get(pi) : ld(P)),
-        ...get(SS), ...get(mi), ...mul,
-        ...get(vi), ...sqrt, ...get(IB), ...mul, ...get(EPS), ...add,
-        ...div, ...sub, ...demote,
+      ...st4(P, [
+        ...(wd ? get(pi) : ld4(P)),
+        ...get(SS), ...get(mi), ...mul4,
+        ...get(vi), ...sqrt4, ...get(IB), ...mul4, ...get(EPS), ...add4,
+        ...div4, ...sub4,
       ]),
     ];
   };
@@ -192,8 +203,8 @@ function buildModule(shared: boolean): Uint8Array {
       ...store64(L.ptr(1), zero128),
       ...store64(L.ptr(2), zero128),
     ]),
-    kernel(4, 7, 4, adamBody(false)),
-    kernel(4, 9, 4, adamBody(true)),
+    kernel(4, 7, 4, adamBody(false), 4),
+    kernel(4, 9, 4, adamBody(true), 4),
     reduceKFn(),
   ];
   const names = ["reduce1", "reduce2", "adam", "adamWd", "reduceK"];
