@@ -116,6 +116,29 @@ test("fit: per-epoch reshuffle, callbacks, evaluate; resume from getState is bit
   for (const k of ["expAvg", "expAvgSq"]) expect(Buffer.from(got.optimizer.buffers[k].buffer).equals(Buffer.from(want.optimizer.buffers[k].buffer))).toBe(true);
 });
 
+test("steps run through the ranks' step loops: after the loops idled out, after evaluate, with a new dataset and a new lr, they equal steps back to back", async () => {
+  const ds = makeData(N, D, C), ds2 = makeData(N, D, C, 5);
+  const idx = batches(N, BS, 6);
+  const run = async (pause: boolean) => {
+    const dp = new DataParallel({ model: { module: MODELS, export: "mlp", options: { sizes: SIZES } }, loss: "crossEntropy", optimizer: adam, workers: 2, seed: SEED });
+    try {
+      await dp.init();
+      for (let i = 0; i < idx.length; i++) {
+        if (pause && i === 2) await new Promise((r) => setTimeout(r, 1300)); // longer than the loops idle (1 s): they exit and restart
+        if (pause && i === 3) await dp.evaluate(ds); // evaluate stops the loops, the next step restarts them
+        const data = i === 4 ? ds2 : ds; // a new dataset restarts them too
+        await dp.step({ dataset: data, indices: idx[i] }, { lr: i === 5 ? 3e-3 : undefined });
+      }
+      return { params: dp.params.slice(), threads: dp.threads };
+    } finally {
+      await dp.close();
+    }
+  };
+  const a = await run(false), b = await run(true);
+  expect(a.threads).toBe(2);
+  expect(Buffer.from(a.params.buffer).equals(Buffer.from(b.params.buffer))).toBe(true);
+});
+
 test("the main-thread replica and the workers share one copy of the parameters", async () => {
   const dp = new DataParallel({ model: { module: MODELS, export: "mlp", options: { sizes: SIZES } }, loss: "crossEntropy", optimizer: sgd, workers: 2, seed: SEED });
   await dp.init();

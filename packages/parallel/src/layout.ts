@@ -81,6 +81,32 @@ export const CONTROL = {
   arrivedAt: (world: number) => 4 + world,
 } as const;
 
+/**
+ * Int32 words of the step doorbell. Rank r's loop waits on SEQ + r for a command after the one
+ * it handled: a step number (its step description is in STEP_DESC), STOP, or — written by the
+ * loop itself with compareExchange when it gives up idling — EXITED, so the main thread knows
+ * to start a new loop instead of ringing an empty one.
+ */
+export const BELL = {
+  /** Ranks that finished the current step. */
+  DONE: 0,
+  SEQ: 1,
+  STOP: -1,
+  EXITED: -2,
+  size: (world: number) => 1 + world,
+} as const;
+
+/** Float64 step description: step, rowStart, lr, active ranks, indices used (0/1), then world+1 shard offsets. */
+export const STEP_DESC = { STEP: 0, ROW_START: 1, LR: 2, ACTIVE: 3, HAS_IDX: 4, OFFSETS: 5, size: (world: number) => 6 + world } as const;
+
+/** Float64 per-rank step result row. */
+export const STEP_RESULT = {
+  ROWS: 0, COUNTED: 1, LOSS_SUM: 2, GATHER_MS: 3, COMPUTE_MS: 4, WAIT_MS: 5, REDUCE_MS: 6, OPT_MS: 7, GRAD_NORM: 8,
+  /** The step this row is for (a rank whose row is not yet for the current step is still running). */
+  STEP: 9,
+  size: 10,
+} as const;
+
 /** Stages a rank goes through in a step (CONTROL.STAGE + rank). */
 export const STAGE_IDLE = 0, STAGE_GRAD = 1, STAGE_REDUCE = 2, STAGE_UPDATE = 3, STAGE_DONE = 4;
 

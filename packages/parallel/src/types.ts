@@ -133,6 +133,12 @@ export interface WorkerContext {
   control: SharedArrayBuffer;
   /** Float64 exchange: per rank [weight count, loss sum, Σg² of its chunk]. */
   exchange: SharedArrayBuffer;
+  /** Step doorbell (Int32, see BELL in layout.ts): per-rank command words and the done count. */
+  bell: SharedArrayBuffer;
+  /** Float64 step description written by the main thread before ringing (see STEP_DESC in layout.ts). */
+  stepDesc: SharedArrayBuffer;
+  /** Float64 per-rank step results (STEP_RESULT.size values per rank). */
+  stepResults: SharedArrayBuffer;
   /** Wait bound of the in-worker step barrier (ms). */
   barrierTimeoutMs: number;
   /** Model buffers (batch-norm running statistics): names and sizes in namedBuffers() order, B floats in all. */
@@ -186,10 +192,32 @@ export interface StepResult {
   gradNorm: number;
 }
 
+/**
+ * A loop that runs this rank's steps as the main thread rings the doorbell (no message per
+ * step): everything constant across steps comes here; per-step values come through the
+ * shared step description. The loop returns after `idleMs` without a step (or on STOP).
+ */
+export interface ServeTask {
+  kind: "serve";
+  session: string;
+  rank: number;
+  /** The last command this rank has handled; the loop runs commands after it. */
+  seen: number;
+  data: DatasetRef;
+  /** The shared index buffer that steps with indices use. */
+  idx: SharedArrayBuffer;
+  microBatchSize: number;
+  /** The optimizer (its lr is replaced per step). */
+  hyper: OptimizerHyper;
+  clip: number;
+  augment: StepTask["augment"];
+  idleMs: number;
+}
+
 export interface EvalTask {
   kind: "eval"; ctx: WorkerContext; rank: number;
   data: DatasetRef; idx: SharedArrayBuffer | null; start: number; end: number; rowStart: number; batchSize: number;
 }
 export interface EvalResult { rank: number; rows: number; lossSum: number; correct: number; hasAccuracy: boolean; /** Rows (targets) the loss counts: not ignoreIndex. */ counted: number }
 
-export type Task = InitTask | StepTask | EvalTask;
+export type Task = InitTask | StepTask | ServeTask | EvalTask;

@@ -7,10 +7,10 @@
  */
 import { threadId } from "node:worker_threads";
 import { type BatchNormSync, type SimdKernels, Tensor, augmentRows, manualSeed, nn, noGrad, optim, registerSimdMemory } from "@chainrule/core";
-import { CONTROL, type DatasetViews, STAGE_DONE, STAGE_GRAD, STAGE_REDUCE, STAGE_UPDATE, datasetViews, mixSeed } from "./layout.js";
+import { BELL, CONTROL, type DatasetViews, STAGE_DONE, STEP_DESC, STEP_RESULT, STAGE_GRAD, STAGE_REDUCE, STAGE_UPDATE, datasetViews, mixSeed } from "./layout.js";
 import { type LossFn, buildModel, layoutDiff, resolveLoss } from "./spec.js";
 import type {
-  DatasetRef, EvalResult, EvalTask, InitResult, InitTask, OptimizerHyper, StepResult, StepTask, Task, WorkerContext,
+  DatasetRef, EvalResult, EvalTask, InitResult, InitTask, OptimizerHyper, ServeTask, StepResult, StepTask, Task, WorkerContext,
 } from "./types.js";
 
 const { adamUpdate, sgdUpdate, scaleInPlace } = optim;
@@ -523,6 +523,50 @@ async function step(t: StepTask): Promise<StepResult> {
   return { rank: r, rows: n, counted, lossSum, gatherMs, computeMs, waitMs, reduceMs, optMs, gradNorm };
 }
 
+/**
+ * Runs this rank's steps as the main thread rings the doorbell: wait on the rank's command word
+ * (bounded by `idleMs`), read the step description, run the step, write the result row, count
+ * the rank done. A step that throws ends the loop with that error (the task rejects). After
+ * `idleMs` without a command the loop marks its word EXITED — compareExchange, so a command that
+ * arrives at that moment is never lost — and returns; the main thread then starts a new loop.
+ */
+async function serve(t: ServeTask): Promise<void> {
+  const s = state;
+  if (s === null || s.session !== t.session) throw new Error(`this thread holds no replica for pool session ${t.session} (it did not take part in init)`);
+  const ctx = s.ctx, W = ctx.world, r = t.rank;
+  const bell = new Int32Array(ctx.bell), desc = new Float64Array(ctx.stepDesc), out = new Float64Array(ctx.stepResults);
+  const word = BELL.SEQ + r, row = r * STEP_RESULT.size;
+  for (let seen = t.seen; ;) {
+    let cmd = Atomics.load(bell, word);
+    if (cmd === seen) {
+      Atomics.wait(bell, word, seen, t.idleMs);
+      cmd = Atomics.load(bell, word);
+      if (cmd === seen) {
+        if (Atomics.compareExchange(bell, word, seen, BELL.EXITED) === seen) return;
+        cmd = Atomics.load(bell, word);
+      }
+    }
+    if (cmd === BELL.STOP) return;
+    seen = cmd;
+    const res = await step({
+      kind: "step", session: t.session, rank: r, step: desc[STEP_DESC.STEP], data: t.data, idx: desc[STEP_DESC.HAS_IDX] ? t.idx : null,
+      start: desc[STEP_DESC.OFFSETS + r], end: desc[STEP_DESC.OFFSETS + r + 1], rowStart: desc[STEP_DESC.ROW_START],
+      microBatchSize: t.microBatchSize, hyper: { ...t.hyper, lr: desc[STEP_DESC.LR] }, clip: t.clip, active: desc[STEP_DESC.ACTIVE], augment: t.augment,
+    });
+    out[row + STEP_RESULT.ROWS] = res.rows;
+    out[row + STEP_RESULT.COUNTED] = res.counted;
+    out[row + STEP_RESULT.LOSS_SUM] = res.lossSum;
+    out[row + STEP_RESULT.GATHER_MS] = res.gatherMs;
+    out[row + STEP_RESULT.COMPUTE_MS] = res.computeMs;
+    out[row + STEP_RESULT.WAIT_MS] = res.waitMs;
+    out[row + STEP_RESULT.REDUCE_MS] = res.reduceMs;
+    out[row + STEP_RESULT.OPT_MS] = res.optMs;
+    out[row + STEP_RESULT.GRAD_NORM] = res.gradNorm;
+    out[row + STEP_RESULT.STEP] = desc[STEP_DESC.STEP];
+    if (Atomics.add(bell, BELL.DONE, 1) + 1 >= W) Atomics.notify(bell, BELL.DONE);
+  }
+}
+
 /** Σ loss·rows and correct predictions over batch positions [start, end), no graph, eval mode. Shared with the comlink evaluator. */
 export function evalRange(
   model: nn.Module, loss: LossFn, lossName: string, d: DatasetViews, scratch: { xScratch: Float32Array; yScratch: Float32Array | Int32Array },
@@ -577,6 +621,7 @@ export default async function run(task: Task): Promise<unknown> {
   switch (task.kind) {
     case "init": return init(task);
     case "step": return step(task);
+    case "serve": return serve(task);
     case "eval": return evaluate(task);
   }
 }
