@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { ArgumentError, GPT, Generator, ShapeError, Tensor, generate, gptConfig, manualSeed, nn, noGrad, optim, randn, sampleToken } from "../index.js";
 import { assertClose, gradcheck } from "../testing/index.js";
 import { gelu, linear } from "../index.js";
-import { linearGelu } from "./gpt-ops.js";
+import { erfAccurate, geluForward, geluForwardWithGrad, linearGelu } from "./gpt-ops.js";
 
 const tiny = { vocabSize: 5, blockSize: 4, nLayer: 1, nHead: 2, nEmbd: 4 };
 
@@ -148,6 +148,27 @@ describe("gradcheck through the attention path (tiny config)", () => {
 });
 
 describe("linearGelu (fused MLP expansion)", () => {
+  it("its GELU table matches the exact GELU and its derivative to float32 precision", () => {
+    expect(erfAccurate(1)).toBeCloseTo(0.8427007929497149, 15);
+    expect(erfAccurate(-0.5)).toBeCloseTo(-0.5204998778130465, 15);
+    expect(erfAccurate(4)).toBeCloseTo(0.9999999845827421, 15);
+    const n = 40001;
+    const v = Float32Array.from({ length: n }, (_, i) => -10 + i * 5e-4); // past both ends of the table
+    const h = v.slice(), d = new Float32Array(n), h2 = v.slice();
+    geluForwardWithGrad(h, d, n);
+    geluForward(h2, n);
+    for (let i = 0; i < n; i++) {
+      const x = v[i], cdf = 0.5 * (1 + erfAccurate(x * Math.SQRT1_2)), pdf = Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI);
+      expect(Math.abs(h[i] - x * cdf)).toBeLessThan(1e-6 * Math.max(1, Math.abs(x)));
+      expect(Math.abs(d[i] - (cdf + x * pdf))).toBeLessThan(2e-7);
+      expect(h2[i]).toBe(h[i]);
+    }
+    const nan = new Float32Array([NaN, Infinity, -Infinity]), dn = new Float32Array(3);
+    geluForwardWithGrad(nan, dn, 3);
+    expect(Array.from(nan)).toEqual([NaN, Infinity, 0]);
+    expect(Array.from(dn)).toEqual([NaN, 1, 0]);
+  });
+
   it("equals gelu(linear(x)) in value and gradient, with and without a graph", () => {
     manualSeed(11);
     const x = randn([3, 5, 6], { requiresGrad: true }), w = randn([7, 6], { requiresGrad: true }), b = randn([7], { requiresGrad: true });
