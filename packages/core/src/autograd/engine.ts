@@ -89,7 +89,31 @@ function topoSort(root: Tensor): Tensor[] {
   return order;
 }
 
+// Whether the backward now running frees the graph as it goes (no retainGraph): see graphFreedAfterBackward.
+let freeingGraph = false;
+
+/**
+ * True inside an op's backward when the engine drops that node's closure right after it
+ * (a backward without retainGraph): buffers the closure alone holds (saved for backward in
+ * the forward) are then dead once it returns, so it may overwrite them or hand them to the
+ * pool with releaseGradBuffer. False when the graph is retained (a second backward will
+ * read them again) and outside backward.
+ */
+export function graphFreedAfterBackward(): boolean {
+  return freeingGraph;
+}
+
 export function runBackward(root: Tensor, rootGrad: Float32Array, retainGraph: boolean): void {
+  const prevFreeing = freeingGraph;
+  freeingGraph = !retainGraph;
+  try {
+    backwardPass(root, rootGrad, retainGraph);
+  } finally {
+    freeingGraph = prevFreeing;
+  }
+}
+
+function backwardPass(root: Tensor, rootGrad: Float32Array, retainGraph: boolean): void {
   const order = topoSort(root);
   const grads = new Map<Tensor, Float32Array>();
   // Tensors whose pending gradient is a sum the engine allocated for that tensor alone, so it may add
@@ -185,8 +209,11 @@ export function releaseGradBuffer(a: Float32Array): void {
 }
 
 /**
- * A Float32Array of length n for an op's backward to fill COMPLETELY (its contents are
- * arbitrary): a recycled dead gradient when one of that length is pooled, else a new array.
+ * A Float32Array of length n for an op to fill COMPLETELY (its contents are arbitrary): a
+ * recycled dead array when one of that length is pooled, else a new one. Backward closures
+ * take their gradients from here; forward passes take buffers they save for backward only
+ * (never a tensor's data, which user code may keep), and hand them back from the backward
+ * when graphFreedAfterBackward() says nothing will read them again.
  */
 export function gradBuffer(n: number): Float32Array {
   const list = gradPool.get(n);

@@ -12,7 +12,7 @@
 import { Tensor } from "../tensor/tensor.js";
 import { result } from "../ops/op.js";
 import { linearBackward, linearForward } from "../ops/matmul.js";
-import { gradBuffer, releaseGradBuffer } from "../autograd/engine.js";
+import { gradBuffer, graphFreedAfterBackward, isGradEnabled, releaseGradBuffer } from "../autograd/engine.js";
 
 /**
  * gelu(v) = v·Φ(v) (exact, erf form) and gelu'(v) = Φ(v) + v·φ(v) as piecewise cubic
@@ -98,13 +98,17 @@ export function linearGelu(x: Tensor, weight: Tensor, bias: Tensor | null = null
   const f = linearForward("linearGelu", x, weight, bias); // h (rows, out), GELU applied in place below
   const { out } = f;
   const n = out.length;
-  const needGrad = x.requiresGrad || weight.requiresGrad || (bias?.requiresGrad ?? false);
-  const dgelu = new Float32Array(needGrad ? n : 0);
-  if (needGrad) geluForwardWithGrad(out, dgelu, n);
-  else geluForward(out, n);
   const inputs = bias ? [x, weight, bias] : [x, weight];
+  if (!isGradEnabled() || !inputs.some((t) => t.requiresGrad)) {
+    geluForward(out, n);
+    return result("linearGelu", out, f.shape, inputs, () => []); // no graph: the closure is dropped
+  }
+  const dgelu = gradBuffer(n); // gelu'(h), saved for backward only
+  geluForwardWithGrad(out, dgelu, n);
   return result("linearGelu", out, f.shape, inputs, (g) => {
-    const gh = gradBuffer(n); // dead after this backward: handed back below
+    // dh = g ⊙ gelu'(h): into dgelu itself when this is its last use, else into a scratch buffer.
+    const last = graphFreedAfterBackward();
+    const gh = last ? dgelu : gradBuffer(n);
     for (let i = 0; i < n; i++) gh[i] = g[i] * dgelu[i];
     const grads = linearBackward(gh, x, weight, bias, f);
     releaseGradBuffer(gh);

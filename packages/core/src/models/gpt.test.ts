@@ -184,6 +184,27 @@ describe("linearGelu (fused MLP expansion)", () => {
     expect(linearGelu(x, w).shape).toEqual([3, 5, 7]);
   });
 
+  it("its saved gelu' survives a retained graph, a second forward and buffer reuse", () => {
+    manualSeed(13);
+    const w = randn([64, 16], { requiresGrad: true }), b = randn([64], { requiresGrad: true });
+    const xs = Array.from({ length: 4 }, () => randn([2, 8, 16], { requiresGrad: true }));
+    const g = randn([2, 8, 64]);
+    const refGrad = (x: Tensor) => {
+      const x2 = new Tensor(x.data, x.shape, true);
+      gelu(linear(x2, w.detach(), b.detach())).backward(g);
+      return x2.grad!;
+    };
+    // (2·8, 64) = 1024 elements: gelu' lives in a pooled buffer.
+    const y0 = linearGelu(xs[0], w, b), y1 = linearGelu(xs[1], w, b); // two forwards before any backward
+    y0.backward(g, { retainGraph: true }); // must keep y0's gelu' intact ...
+    const y2 = linearGelu(xs[2], w, b); // ... and out of the pool this forward draws from
+    y0.backward(g); // the last use: gelu' is overwritten and pooled
+    const y3 = linearGelu(xs[3], w, b); // may take that buffer
+    for (const y of [y1, y2, y3]) y.backward(g);
+    assertClose(xs[0].grad!, refGrad(xs[0]).mul(2), { atol: 1e-5, rtol: 1e-5 });
+    for (const x of xs.slice(1)) assertClose(x.grad!, refGrad(x), { atol: 1e-5, rtol: 1e-5 });
+  });
+
   it("gradcheck", () => {
     manualSeed(12);
     const x = randn([4, 3], { requiresGrad: true }), w = randn([5, 3], { requiresGrad: true }), b = randn([5], { requiresGrad: true });

@@ -3,7 +3,8 @@ import { Tensor } from "../tensor/tensor.js";
 import { type Generator, defaultGenerator } from "../tensor/random.js";
 import { kernels } from "../kernels/kernels.js";
 import { result } from "./op.js";
-import { gradBuffer, releaseGradBuffer } from "../autograd/engine.js";
+import { gradBuffer, graphFreedAfterBackward, isGradEnabled, releaseGradBuffer } from "../autograd/engine.js";
+import { expNonPositive } from "../kernels/js/nn.js";
 
 export interface CausalAttentionOptions {
   /** Dropout probability on the attention weights (applied only when `training`). */
@@ -39,15 +40,17 @@ export function causalAttention(qkv: Tensor, nHead: number, opts: CausalAttentio
   const k = kernels();
   const x = qkv.data;
 
-  const P = new Float32Array(B * H * TT); // softmax probabilities, zero above the diagonal
+  // P, the mask and Pd are saved for backward only (no tensor exposes them): pooled buffers,
+  // every element written below, handed back by the backward that frees the graph.
+  const P = gradBuffer(B * H * TT); // softmax probabilities, zero above the diagonal
   const useDrop = (opts.training ?? true) && p > 0;
   let mask: Float32Array | null = null; // 0 or 1/(1-p) per weight
   let Pd = P; // probabilities after dropout (what multiplies v)
   if (useDrop) {
     const gen = opts.generator ?? defaultGenerator;
     const keep = 1 / (1 - p);
-    mask = new Float32Array(B * H * TT);
-    Pd = new Float32Array(B * H * TT);
+    mask = gradBuffer(B * H * TT);
+    Pd = gradBuffer(B * H * TT);
     for (let i = 0; i < mask.length; i++) mask[i] = gen.random() < p ? 0 : keep;
   }
   const y = new Float32Array(B * T * C);
@@ -65,7 +68,7 @@ export function causalAttention(qkv: Tensor, nHead: number, opts: CausalAttentio
         for (let j = 0; j <= i; j++) if (P[row + j] > m) m = P[row + j];
         let s = 0;
         for (let j = 0; j <= i; j++) {
-          const e = Math.exp(P[row + j] - m);
+          const e = expNonPositive(P[row + j] - m);
           P[row + j] = e;
           s += e;
         }
@@ -79,6 +82,11 @@ export function causalAttention(qkv: Tensor, nHead: number, opts: CausalAttentio
     k.gemmStridedBatched(false, false, T, hs, T, 1, Pd, pb, T, TT, x, base + 2 * C, C3, hs, 0, y, b * T * C, C, hs, H);
   }
 
+  const needGrad = isGradEnabled() && qkv.requiresGrad;
+  if (!needGrad) {
+    releaseGradBuffer(P); // no backward will read them
+    if (mask !== null) { releaseGradBuffer(mask); releaseGradBuffer(Pd); }
+  }
   return result("causalAttention", y, [B, T, C], [qkv], (dy) => {
     const dqkv = gradBuffer(qkv.size); // every element written below (three GEMMs with beta = 0)
     const dP = gradBuffer(H * TT); // one batch element at a time; scratch, handed back at the end
@@ -105,6 +113,10 @@ export function causalAttention(qkv: Tensor, nHead: number, opts: CausalAttentio
       k.gemmStridedBatched(true, false, T, hs, T, scale, dP, 0, T, TT, x, base, C3, hs, 0, dqkv, base + C, C3, hs, H);
     }
     releaseGradBuffer(dP);
+    if (graphFreedAfterBackward()) {
+      releaseGradBuffer(P);
+      if (mask !== null) { releaseGradBuffer(mask); releaseGradBuffer(Pd); }
+    }
     return [dqkv];
   });
 }
