@@ -81,56 +81,46 @@ export function layerNorm(
   }
 }
 
-let lnScratch = new Float64Array(0);
+let lnAccW = new Float64Array(0), lnAccB = new Float64Array(0);
 
 /**
- * Backward of layerNorm. dx = rs·(d − mean(d) − x̂·mean(d·x̂)) with d = dout·weight. One pass
- * per row computes x̂ once (kept in a float64 row scratch), the two row sums and the column
- * sums for dweight/dbias (float64 accumulators over all rows, rounded once); a second pass
- * writes dx. dweight and dbias are ADDED to (zeroed arrays, or a leaf's .grad).
+ * Backward of layerNorm. dx = rs·(d − mean(d) − x̂·mean(d·x̂)) with d = dout·weight and
+ * x̂ = (x − m)·rs. Per row, one pass sums d and d·(x − m) (Σ d·x̂ = rs·Σ d·(x − m), so x̂ is
+ * not stored), a second writes dx and adds the column sums for dweight (dout·x̂) and dbias
+ * (dout) into float64 accumulators, rounded once at the end. dweight and dbias are ADDED to
+ * (zeroed arrays, or a leaf's .grad).
  */
 export function layerNormBackward(
   dx: Float32Array | null, dweight: Float32Array | null, dbias: Float32Array | null,
   dout: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array,
   weight: Float32Array | null, rows: number, n: number,
 ): void {
-  if (lnScratch.length < 3 * n) lnScratch = new Float64Array(3 * n);
-  const xh = lnScratch.subarray(0, n), accW = lnScratch.subarray(n, 2 * n), accB = lnScratch.subarray(2 * n, 3 * n);
-  accW.fill(0);
-  accB.fill(0);
+  if (lnAccW.length < n) { lnAccW = new Float64Array(n); lnAccB = new Float64Array(n); }
+  const accW = lnAccW, accB = lnAccB;
+  accW.fill(0, 0, n);
+  accB.fill(0, 0, n);
+  const cols = dweight !== null || dbias !== null;
   for (let r = 0; r < rows; r++) {
     const b = r * n;
     const m = mean[r], rs = rstd[r];
-    let sumD = 0, sumDX = 0;
-    if (weight) {
-      for (let i = 0; i < n; i++) {
-        const h = (x[b + i] - m) * rs, dy = dout[b + i], d = dy * weight[i];
-        xh[i] = h;
-        sumD += d;
-        sumDX += d * h;
-        accW[i] += dy * h;
-        accB[i] += dy;
-      }
-    } else {
-      for (let i = 0; i < n; i++) {
-        const h = (x[b + i] - m) * rs, dy = dout[b + i];
-        xh[i] = h;
-        sumD += dy;
-        sumDX += dy * h;
-      }
-    }
     if (dx) {
-      const meanD = sumD / n, meanDX = sumDX / n;
-      if (weight) for (let i = 0; i < n; i++) dx[b + i] = rs * (dout[b + i] * weight[i] - meanD - xh[i] * meanDX);
-      else for (let i = 0; i < n; i++) dx[b + i] = rs * (dout[b + i] - meanD - xh[i] * meanDX);
+      let sumD = 0, sumDX = 0;
+      if (weight) for (let i = 0; i < n; i++) { const d = dout[b + i] * weight[i]; sumD += d; sumDX += d * (x[b + i] - m); }
+      else for (let i = 0; i < n; i++) { const d = dout[b + i]; sumD += d; sumDX += d * (x[b + i] - m); }
+      const meanD = sumD / n, meanDX = (rs * sumDX) / n;
+      if (weight && cols) {
+        for (let i = 0; i < n; i++) {
+          const dy = dout[b + i], h = (x[b + i] - m) * rs;
+          dx[b + i] = rs * (dy * weight[i] - meanD - h * meanDX);
+          accW[i] += dy * h;
+          accB[i] += dy;
+        }
+        continue;
+      }
+      if (weight) for (let i = 0; i < n; i++) dx[b + i] = rs * (dout[b + i] * weight[i] - meanD - (x[b + i] - m) * rs * meanDX);
+      else for (let i = 0; i < n; i++) dx[b + i] = rs * (dout[b + i] - meanD - (x[b + i] - m) * rs * meanDX);
     }
-  }
-  if (!weight && (dweight || dbias)) {
-    // weight-less with a bias: column sums only (rare)
-    for (let r = 0; r < rows; r++) {
-      const b = r * n, m = mean[r], rs = rstd[r];
-      for (let i = 0; i < n; i++) { accW[i] += dout[b + i] * (x[b + i] - m) * rs; accB[i] += dout[b + i]; }
-    }
+    if (cols) for (let i = 0; i < n; i++) { const dy = dout[b + i]; accW[i] += dy * (x[b + i] - m) * rs; accB[i] += dy; }
   }
   if (dweight) for (let i = 0; i < n; i++) dweight[i] += accW[i];
   if (dbias) for (let i = 0; i < n; i++) dbias[i] += accB[i];
