@@ -9,13 +9,14 @@ import { Tensor } from "../tensor/tensor.js";
 import { Generator } from "../tensor/random.js";
 import { noGrad } from "../autograd/engine.js";
 import { Module } from "../nn/module.js";
-import { Dropout, Embedding, LayerNorm, Linear, ModuleList } from "../nn/layers.js";
+import { Dropout, Embedding, LayerNorm, Linear, ModuleList, isPlainLinear } from "../nn/layers.js";
 import { CausalSelfAttention } from "../nn/attention.js";
 import { constant_, normal_ } from "../nn/init.js";
 import { add, gelu } from "../ops/elementwise.js";
 import { embedding } from "../ops/indexing.js";
 import { crossEntropy } from "../ops/loss.js";
 import { reshape } from "../ops/shape.js";
+import { linearResidual } from "../ops/matmul.js";
 import { linearGelu } from "./gpt-ops.js";
 
 /** Model hyper-parameters (nanoGPT's GPTConfig). Every field but vocabSize has a default. */
@@ -75,10 +76,21 @@ export class MLP extends Module {
     this.dropout = new Dropout(cfg.dropout);
   }
   forward(x: Tensor): Tensor {
+    return this.dropout.forward(this.c_proj.forward(this.expand(x))); // (B, T, C)
+  }
+
+  /** residual + forward(x) (the block's second residual add), fused into c_proj's GEMM when c_proj is a plain Linear and dropout is inactive. */
+  forwardResidual(residual: Tensor, x: Tensor): Tensor {
+    const proj = this.c_proj;
+    if (isPlainLinear(proj) && !(this.training && this.dropout.p > 0)) return linearResidual(residual, this.expand(x), proj.weight, proj.bias); // (B, T, C)
+    return add(residual, this.forward(x));
+  }
+
+  /** gelu(c_fc(x)): (B, T, 4C). */
+  private expand(x: Tensor): Tensor {
     // A plain Linear goes through the fused linear+GELU op; an adapted one (LoRA) through its own forward.
     const fc = this.c_fc;
-    const h = fc instanceof Linear ? linearGelu(x, fc.weight, fc.bias) : gelu(fc.forward(x)); // (B, T, 4C)
-    return this.dropout.forward(this.c_proj.forward(h)); // (B, T, C)
+    return isPlainLinear(fc) ? linearGelu(x, fc.weight, fc.bias) : gelu(fc.forward(x));
   }
 }
 
@@ -96,8 +108,8 @@ export class Block extends Module {
     this.mlp = new MLP(cfg);
   }
   forward(x: Tensor): Tensor {
-    x = add(x, this.attn.forward(this.ln_1.forward(x))); // (B, T, C)
-    return add(x, this.mlp.forward(this.ln_2.forward(x))); // (B, T, C)
+    x = this.attn.forwardResidual(x, this.ln_1.forward(x)); // x + attn(ln_1(x)), (B, T, C)
+    return this.mlp.forwardResidual(x, this.ln_2.forward(x)); // x + mlp(ln_2(x)), (B, T, C)
   }
 }
 
