@@ -161,15 +161,16 @@ function backwardPass(root: Tensor, rootGrad: Float32Array, retainGraph: boolean
         grads.set(input, ig);
         if (exclusive(ig, g, inputGrads, i)) owned.add(input);
       } else if (owned.has(input)) {
-        for (let j = 0; j < prev.length; j++) prev[j] += ig[j];
+        addInto(prev, ig);
       } else if (exclusive(ig, g, inputGrads, i)) {
         // The op's fresh array: add the pending gradient into it instead of allocating a sum.
-        for (let j = 0; j < ig.length; j++) ig[j] += prev[j];
+        addInto(ig, prev);
         owned.add(input);
         grads.set(input, ig);
       } else {
-        const sum = new Float32Array(prev.length);
-        for (let j = 0; j < sum.length; j++) sum[j] = prev[j] + ig[j];
+        const sum = gradBuffer(prev.length);
+        sum.set(prev);
+        addInto(sum, ig);
         owned.add(input);
         grads.set(input, sum);
       }
@@ -237,12 +238,19 @@ function exclusive(ig: Float32Array, g: Float32Array, all: readonly (Float32Arra
   return true;
 }
 
+/**
+ * dst += src. A top-level loop, not inline in backwardPass: that runs once per backward, so
+ * its loops would start in the interpreter each time (and deoptimise), boxing every sum.
+ */
+function addInto(dst: Float32Array, src: Float32Array): void {
+  for (let j = 0; j < dst.length; j++) dst[j] += src[j];
+}
+
 /** Adds into a leaf's `.grad` in place, so gradients bound to a flat (shared) buffer stay bound. */
 function accumulateLeaf(t: Tensor, g: Float32Array): void {
   if (t.grad === null) {
     t.grad = new Tensor(g.slice(), t.shape, false);
     return;
   }
-  const d = t.grad.data;
-  for (let j = 0; j < d.length; j++) d[j] += g[j];
+  addInto(t.grad.data, g);
 }

@@ -109,9 +109,14 @@ export function linearGelu(x: Tensor, weight: Tensor, bias: Tensor | null = null
     // dh = g ⊙ gelu'(h): into dgelu itself when this is its last use, else into a scratch buffer.
     const last = graphFreedAfterBackward();
     const gh = last ? dgelu : gradBuffer(n);
-    for (let i = 0; i < n; i++) gh[i] = g[i] * dgelu[i];
+    mulInto(gh, g, dgelu, n);
     const grads = linearBackward(gh, x, weight, bias, f);
     releaseGradBuffer(gh);
     return grads;
   });
+}
+
+/** out[i] = a[i]·b[i] (a top-level loop: inside the backward closure it ran unoptimised at first, boxing every product). */
+function mulInto(out: Float32Array, a: Float32Array, b: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) out[i] = a[i] * b[i];
 }
