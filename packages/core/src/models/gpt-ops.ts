@@ -8,11 +8,17 @@
  * gelu' together from a table (see GELU_TABLE) and stores gelu'(h), so the
  * backward is a multiply plus the linear layer's two GEMMs. The pre-activation
  * h is not kept.
+ *
+ * tokenPositionEmbedding: wte[ids] + wpe[t], the GPT's input, as one op instead of two
+ * lookups and a broadcast add (whose general strided path, and the broadcast's reduction
+ * in backward, cost more than the lookups).
  */
 import { Tensor } from "../tensor/tensor.js";
 import { result } from "../ops/op.js";
 import { linearBackward, linearForward } from "../ops/matmul.js";
-import { gradBuffer, graphFreedAfterBackward, isGradEnabled, releaseGradBuffer } from "../autograd/engine.js";
+import { gradBuffer, graphFreedAfterBackward, isGradEnabled, leafGradSink, releaseGradBuffer } from "../autograd/engine.js";
+import { toIndices } from "../ops/indexing.js";
+import { ShapeError, fmtShape } from "../errors.js";
 
 /**
  * gelu(v) = v·Φ(v) (exact, erf form) and gelu'(v) = Φ(v) + v·φ(v) as piecewise cubic
@@ -119,4 +125,57 @@ export function linearGelu(x: Tensor, weight: Tensor, bias: Tensor | null = null
 /** out[i] = a[i]·b[i] (a top-level loop: inside the backward closure it ran unoptimised at first, boxing every product). */
 function mulInto(out: Float32Array, a: Float32Array, b: Float32Array, n: number): void {
   for (let i = 0; i < n; i++) out[i] = a[i] * b[i];
+}
+
+/**
+ * out (B, T, C) = wte[ids[b, t]] + wpe[t] for token ids (B·T, row-major) and tables wte (V, C),
+ * wpe (≥ T, C). Gradients are scatter-added straight into the tables' .grad when they are leaves.
+ */
+export function tokenPositionEmbedding(ids: Int32Array, B: number, T: number, wte: Tensor, wpe: Tensor): Tensor {
+  if (wte.ndim !== 2 || wpe.ndim !== 2 || wpe.shape[1] !== wte.shape[1] || wpe.shape[0] < T) {
+    throw new ShapeError(`tokenPositionEmbedding: tables ${fmtShape(wte.shape)} and ${fmtShape(wpe.shape)} do not fit (V, C), (≥ ${T}, C)`);
+  }
+  if (ids.length !== B * T) throw new ShapeError(`tokenPositionEmbedding: ${ids.length} ids for (B, T) = (${B}, ${T})`);
+  const [V, C] = wte.shape;
+  toIndices(ids, V, "embedding");
+  const out = new Float32Array(B * T * C);
+  embedForward(out, ids, B, T, C, wte.data, wpe.data);
+  return result("tokenPositionEmbedding", out, [B, T, C], [wte, wpe], (g) => {
+    let dte: Float32Array | null = null, dpe: Float32Array | null = null;
+    if (wte.requiresGrad) {
+      const sink = leafGradSink(wte);
+      embedTokenBackward(sink ?? (dte = new Float32Array(wte.size)), g, ids, C);
+    }
+    if (wpe.requiresGrad) {
+      const sink = leafGradSink(wpe);
+      embedPositionBackward(sink ?? (dpe = new Float32Array(wpe.size)), g, B, T, C);
+    }
+    return [dte, dpe];
+  });
+}
+
+/** out[b, t, :] = wte[ids[b·T + t], :] + wpe[t, :]. */
+function embedForward(out: Float32Array, ids: Int32Array, B: number, T: number, C: number, wte: Float32Array, wpe: Float32Array): void {
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < T; t++) {
+      const o = (b * T + t) * C, e = ids[b * T + t] * C, p = t * C;
+      for (let c = 0; c < C; c++) out[o + c] = wte[e + c] + wpe[p + c];
+    }
+  }
+}
+
+/** dwte[ids[r], :] += g[r, :] over all B·T rows. */
+function embedTokenBackward(dwte: Float32Array, g: Float32Array, ids: Int32Array, C: number): void {
+  for (let r = 0; r < ids.length; r++) {
+    const o = ids[r] * C, gr = r * C;
+    for (let c = 0; c < C; c++) dwte[o + c] += g[gr + c];
+  }
+}
+
+/** dwpe[t, :] += Σ_b g[b, t, :]. */
+function embedPositionBackward(dwpe: Float32Array, g: Float32Array, B: number, T: number, C: number): void {
+  for (let b = 0; b < B; b++) {
+    const gb = b * T * C;
+    for (let i = 0; i < T * C; i++) dwpe[i] += g[gb + i];
+  }
 }

@@ -2,7 +2,8 @@ import { describe, expect, it } from "vitest";
 import { ArgumentError, GPT, Generator, ShapeError, Tensor, generate, gptConfig, manualSeed, nn, noGrad, optim, randn, sampleToken } from "../index.js";
 import { assertClose, gradcheck } from "../testing/index.js";
 import { gelu, linear } from "../index.js";
-import { erfAccurate, geluForward, geluForwardWithGrad, linearGelu } from "./gpt-ops.js";
+import { erfAccurate, geluForward, geluForwardWithGrad, linearGelu, tokenPositionEmbedding } from "./gpt-ops.js";
+import { add, embedding, reshape } from "../index.js";
 
 const tiny = { vocabSize: 5, blockSize: 4, nLayer: 1, nHead: 2, nEmbd: 4 };
 
@@ -144,6 +145,34 @@ describe("gradcheck through the attention path (tiny config)", () => {
     for (const p of m.parameters()) if (p.ndim === 2) for (let i = 0; i < p.size; i++) p.data[i] *= 15;
     const x = ids(8, 5, 5), t = ids(8, 5, 6);
     gradcheck(() => m.loss(x, t, [2, 4]), m.parameters(), { atol: 2e-3 });
+  });
+});
+
+describe("tokenPositionEmbedding (fused input embedding)", () => {
+  it("equals embedding(ids, wte) + embedding(positions, wpe) in value and gradients (leaf and non-leaf tables)", () => {
+    manualSeed(14);
+    const B = 3, T = 4, V = 6, C = 5;
+    const tok = ids(B * T, V, 15);
+    const wte = randn([V, C], { requiresGrad: true }), wpe = randn([7, C], { requiresGrad: true });
+    const wte2 = new Tensor(wte.data, wte.shape, true), wpe2 = new Tensor(wpe.data, wpe.shape, true);
+    const y = tokenPositionEmbedding(tok, B, T, wte, wpe);
+    const pos = Int32Array.from({ length: T }, (_, t) => t);
+    const ref = add(reshape(embedding(tok, wte2), [B, T, C]), embedding(pos, wpe2));
+    assertClose(y, ref, { atol: 0 });
+    const g = randn([B, T, C]);
+    y.backward(g);
+    ref.backward(g);
+    assertClose(wte.grad!, wte2.grad!, { atol: 1e-6 });
+    assertClose(wpe.grad!, wpe2.grad!, { atol: 1e-6 });
+    // Tables that are not leaves get their gradients returned, not sunk.
+    gradcheck((a, b) => tokenPositionEmbedding(tok, B, T, a.mul(1.5), b.mul(0.5)).mul(g), [randn([V, C], { requiresGrad: true }), randn([T, C], { requiresGrad: true })]);
+  });
+
+  it("checks ids and table shapes", () => {
+    const w = randn([5, 4]), p = randn([3, 4]);
+    expect(() => tokenPositionEmbedding(Int32Array.from([0, 5]), 1, 2, w, p)).toThrow(/out of range \[0, 5\)/);
+    expect(() => tokenPositionEmbedding(Int32Array.from([0, 1, 2, 3]), 1, 4, w, p)).toThrow(ShapeError);
+    expect(() => tokenPositionEmbedding(Int32Array.from([0, 1]), 1, 2, w, randn([3, 2]))).toThrow(ShapeError);
   });
 });
 

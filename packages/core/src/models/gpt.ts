@@ -13,11 +13,9 @@ import { Dropout, Embedding, LayerNorm, Linear, ModuleList, isPlainLinear } from
 import { CausalSelfAttention } from "../nn/attention.js";
 import { constant_, normal_ } from "../nn/init.js";
 import { add, gelu } from "../ops/elementwise.js";
-import { embedding } from "../ops/indexing.js";
 import { crossEntropy } from "../ops/loss.js";
-import { reshape } from "../ops/shape.js";
 import { linearResidual } from "../ops/matmul.js";
-import { linearGelu } from "./gpt-ops.js";
+import { linearGelu, tokenPositionEmbedding } from "./gpt-ops.js";
 
 /** Model hyper-parameters (nanoGPT's GPTConfig). Every field but vocabSize has a default. */
 export interface GPTConfig {
@@ -183,10 +181,7 @@ export class GPT extends Module {
     const [ids, B, T] = tokenBatch(idx, shape, "GPT.forward");
     if (T > this.config.blockSize) throw new ShapeError(`GPT.forward: sequence length ${T} exceeds blockSize ${this.config.blockSize}`);
     const tr = this.transformer;
-    const tok = embedding(ids, tr.wte.weight); // (B·T, C)
-    const pos = embedding(positions(T), tr.wpe.weight); // (T, C)
-    const C = this.config.nEmbd;
-    let x = add(reshapeTo(tok, [B, T, C]), pos); // (B, T, C)
+    let x = tokenPositionEmbedding(ids, B, T, tr.wte.weight, tr.wpe.weight); // wte[ids] + wpe[t], (B, T, C)
     x = tr.drop.forward(x);
     for (const block of tr.h) x = block.forward(x); // (B, T, C)
     x = tr.ln_f.forward(x);
@@ -206,21 +201,6 @@ export class GPT extends Module {
     }
     return { loss: crossEntropy(logits, targets, opts), logits };
   }
-}
-
-const positionCache = new Map<number, Int32Array>();
-function positions(T: number): Int32Array {
-  let p = positionCache.get(T);
-  if (!p) {
-    p = new Int32Array(T);
-    for (let i = 0; i < T; i++) p[i] = i;
-    positionCache.set(T, p);
-  }
-  return p;
-}
-
-function reshapeTo(x: Tensor, shape: number[]): Tensor {
-  return x.shape.length === shape.length && x.shape.every((d, i) => d === shape[i]) ? x : reshape(x, shape);
 }
 
 /** Normalises token input to (Int32Array, B, T), checking that ids are whole numbers. */
