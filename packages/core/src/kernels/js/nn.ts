@@ -86,9 +86,10 @@ let lnAccW = new Float64Array(0), lnAccB = new Float64Array(0);
 /**
  * Backward of layerNorm. dx = rs·(d − mean(d) − x̂·mean(d·x̂)) with d = dout·weight and
  * x̂ = (x − m)·rs. Per row, one pass sums d and d·(x − m) (Σ d·x̂ = rs·Σ d·(x − m), so x̂ is
- * not stored), a second writes dx and adds the column sums for dweight (dout·x̂) and dbias
- * (dout) into float64 accumulators, rounded once at the end. dweight and dbias are ADDED to
- * (zeroed arrays, or a leaf's .grad).
+ * not stored), a second writes dx; the column sums for dweight (dout·x̂) and dbias (dout) go
+ * to float64 accumulators, rounded once at the end. dweight and dbias are ADDED to (zeroed
+ * arrays, or a leaf's .grad). Each case is its own small loop function, so each stays
+ * optimised for the one shape of call it gets.
  */
 export function layerNormBackward(
   dx: Float32Array | null, dweight: Float32Array | null, dbias: Float32Array | null,
@@ -99,31 +100,51 @@ export function layerNormBackward(
   const accW = lnAccW, accB = lnAccB;
   accW.fill(0, 0, n);
   accB.fill(0, 0, n);
-  const cols = dweight !== null || dbias !== null;
-  for (let r = 0; r < rows; r++) {
-    const b = r * n;
-    const m = mean[r], rs = rstd[r];
-    if (dx) {
-      let sumD = 0, sumDX = 0;
-      if (weight) for (let i = 0; i < n; i++) { const d = dout[b + i] * weight[i]; sumD += d; sumDX += d * (x[b + i] - m); }
-      else for (let i = 0; i < n; i++) { const d = dout[b + i]; sumD += d; sumDX += d * (x[b + i] - m); }
-      const meanD = sumD / n, meanDX = (rs * sumDX) / n;
-      if (weight && cols) {
-        for (let i = 0; i < n; i++) {
-          const dy = dout[b + i], h = (x[b + i] - m) * rs;
-          dx[b + i] = rs * (dy * weight[i] - meanD - h * meanDX);
-          accW[i] += dy * h;
-          accB[i] += dy;
-        }
-        continue;
-      }
-      if (weight) for (let i = 0; i < n; i++) dx[b + i] = rs * (dout[b + i] * weight[i] - meanD - (x[b + i] - m) * rs * meanDX);
-      else for (let i = 0; i < n; i++) dx[b + i] = rs * (dout[b + i] - meanD - (x[b + i] - m) * rs * meanDX);
-    }
-    if (cols) for (let i = 0; i < n; i++) { const dy = dout[b + i]; accW[i] += dy * (x[b + i] - m) * rs; accB[i] += dy; }
+  if (dx && weight) {
+    lnBackwardAffine(dx, accW, accB, dout, x, mean, rstd, weight, rows, n); // the transformer's case: dx and the column sums in one sweep
+  } else {
+    if (dx) lnBackwardPlain(dx, dout, x, mean, rstd, rows, n);
+    if (dweight || dbias) lnColumnSums(accW, accB, dout, x, mean, rstd, rows, n);
   }
   if (dweight) for (let i = 0; i < n; i++) dweight[i] += accW[i];
   if (dbias) for (let i = 0; i < n; i++) dbias[i] += accB[i];
+}
+
+function lnBackwardAffine(
+  dx: Float32Array, accW: Float64Array, accB: Float64Array, dout: Float32Array, x: Float32Array,
+  mean: Float32Array, rstd: Float32Array, weight: Float32Array, rows: number, n: number,
+): void {
+  for (let r = 0; r < rows; r++) {
+    const b = r * n, m = mean[r], rs = rstd[r];
+    let sumD = 0, sumDX = 0;
+    for (let i = 0; i < n; i++) { const d = dout[b + i] * weight[i]; sumD += d; sumDX += d * (x[b + i] - m); }
+    const meanD = sumD / n, meanDX = (rs * sumDX) / n;
+    for (let i = 0; i < n; i++) {
+      const dy = dout[b + i], h = (x[b + i] - m) * rs;
+      dx[b + i] = rs * (dy * weight[i] - meanD - h * meanDX);
+      accW[i] += dy * h;
+      accB[i] += dy;
+    }
+  }
+}
+
+/** dx without an affine weight (d = dout). */
+function lnBackwardPlain(dx: Float32Array, dout: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array, rows: number, n: number): void {
+  for (let r = 0; r < rows; r++) {
+    const b = r * n, m = mean[r], rs = rstd[r];
+    let sumD = 0, sumDX = 0;
+    for (let i = 0; i < n; i++) { const d = dout[b + i]; sumD += d; sumDX += d * (x[b + i] - m); }
+    const meanD = sumD / n, meanDX = (rs * sumDX) / n;
+    for (let i = 0; i < n; i++) dx[b + i] = rs * (dout[b + i] - meanD - (x[b + i] - m) * rs * meanDX);
+  }
+}
+
+/** accW += Σ_rows dout·x̂, accB += Σ_rows dout. */
+function lnColumnSums(accW: Float64Array, accB: Float64Array, dout: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array, rows: number, n: number): void {
+  for (let r = 0; r < rows; r++) {
+    const b = r * n, m = mean[r], rs = rstd[r];
+    for (let i = 0; i < n; i++) { const dy = dout[b + i]; accW[i] += dy * (x[b + i] - m) * rs; accB[i] += dy; }
+  }
 }
 
 export function crossEntropy(
