@@ -59,9 +59,35 @@ export function logSoftmaxBackward(dx: Float32Array, dy: Float32Array, y: Float3
 /**
  * Row-wise layer norm. One pass for the statistics (Σx and Σx² in float64, so the
  * E[x²] − m² cancellation costs nothing at float32 inputs), one pass for the output;
- * the affine and plain cases are separate loops (no per-element branches).
+ * the affine case (the transformer's) and the others are separate loop functions.
  */
 export function layerNorm(
+  out: Float32Array, mean: Float32Array, rstd: Float32Array, x: Float32Array,
+  weight: Float32Array | null, bias: Float32Array | null, rows: number, n: number, eps: number,
+): void {
+  if (weight && bias) layerNormAffine(out, mean, rstd, x, weight, bias, rows, n, eps);
+  else layerNormGeneral(out, mean, rstd, x, weight, bias, rows, n, eps);
+}
+
+function layerNormAffine(
+  out: Float32Array, mean: Float32Array, rstd: Float32Array, x: Float32Array,
+  weight: Float32Array, bias: Float32Array, rows: number, n: number, eps: number,
+): void {
+  for (let r = 0; r < rows; r++) {
+    const b = r * n;
+    let s = 0, ss = 0;
+    for (let i = b; i < b + n; i++) { const v = x[i]; s += v; ss += v * v; }
+    const m = s / n;
+    const v = ss / n - m * m;
+    const rs = 1 / Math.sqrt((v > 0 ? v : 0) + eps);
+    mean[r] = m;
+    rstd[r] = rs;
+    for (let i = 0; i < n; i++) out[b + i] = (x[b + i] - m) * rs * weight[i] + bias[i];
+  }
+}
+
+/** Weight and bias each optional (missing weight: 1, missing bias: 0). */
+function layerNormGeneral(
   out: Float32Array, mean: Float32Array, rstd: Float32Array, x: Float32Array,
   weight: Float32Array | null, bias: Float32Array | null, rows: number, n: number, eps: number,
 ): void {
@@ -74,10 +100,7 @@ export function layerNorm(
     const rs = 1 / Math.sqrt((v > 0 ? v : 0) + eps);
     mean[r] = m;
     rstd[r] = rs;
-    if (weight && bias) for (let i = 0; i < n; i++) out[b + i] = (x[b + i] - m) * rs * weight[i] + bias[i];
-    else if (weight) for (let i = 0; i < n; i++) out[b + i] = (x[b + i] - m) * rs * weight[i];
-    else if (bias) for (let i = 0; i < n; i++) out[b + i] = (x[b + i] - m) * rs + bias[i];
-    else for (let i = 0; i < n; i++) out[b + i] = (x[b + i] - m) * rs;
+    for (let i = 0; i < n; i++) out[b + i] = (x[b + i] - m) * rs * (weight ? weight[i] : 1) + (bias ? bias[i] : 0);
   }
 }
 
