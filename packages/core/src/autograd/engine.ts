@@ -89,7 +89,31 @@ function topoSort(root: Tensor): Tensor[] {
   return order;
 }
 
+// Whether the backward now running frees the graph as it goes (no retainGraph): see graphFreedAfterBackward.
+let freeingGraph = false;
+
+/**
+ * True inside an op's backward when the engine drops that node's closure right after it
+ * (a backward without retainGraph): buffers the closure alone holds (saved for backward in
+ * the forward) are then dead once it returns, so it may overwrite them or hand them to the
+ * pool with releaseGradBuffer. False when the graph is retained (a second backward will
+ * read them again) and outside backward.
+ */
+export function graphFreedAfterBackward(): boolean {
+  return freeingGraph;
+}
+
 export function runBackward(root: Tensor, rootGrad: Float32Array, retainGraph: boolean): void {
+  const prevFreeing = freeingGraph;
+  freeingGraph = !retainGraph;
+  try {
+    backwardPass(root, rootGrad, retainGraph);
+  } finally {
+    freeingGraph = prevFreeing;
+  }
+}
+
+function backwardPass(root: Tensor, rootGrad: Float32Array, retainGraph: boolean): void {
   const order = topoSort(root);
   const grads = new Map<Tensor, Float32Array>();
   // Tensors whose pending gradient is a sum the engine allocated for that tensor alone, so it may add
@@ -137,15 +161,16 @@ export function runBackward(root: Tensor, rootGrad: Float32Array, retainGraph: b
         grads.set(input, ig);
         if (exclusive(ig, g, inputGrads, i)) owned.add(input);
       } else if (owned.has(input)) {
-        for (let j = 0; j < prev.length; j++) prev[j] += ig[j];
+        addInto(prev, ig);
       } else if (exclusive(ig, g, inputGrads, i)) {
         // The op's fresh array: add the pending gradient into it instead of allocating a sum.
-        for (let j = 0; j < ig.length; j++) ig[j] += prev[j];
+        addInto(ig, prev);
         owned.add(input);
         grads.set(input, ig);
       } else {
-        const sum = new Float32Array(prev.length);
-        for (let j = 0; j < sum.length; j++) sum[j] = prev[j] + ig[j];
+        const sum = gradBuffer(prev.length);
+        sum.set(prev);
+        addInto(sum, ig);
         owned.add(input);
         grads.set(input, sum);
       }
@@ -185,8 +210,11 @@ export function releaseGradBuffer(a: Float32Array): void {
 }
 
 /**
- * A Float32Array of length n for an op's backward to fill COMPLETELY (its contents are
- * arbitrary): a recycled dead gradient when one of that length is pooled, else a new array.
+ * A Float32Array of length n for an op to fill COMPLETELY (its contents are arbitrary): a
+ * recycled dead array when one of that length is pooled, else a new one. Backward closures
+ * take their gradients from here; forward passes take buffers they save for backward only
+ * (never a tensor's data, which user code may keep), and hand them back from the backward
+ * when graphFreedAfterBackward() says nothing will read them again.
  */
 export function gradBuffer(n: number): Float32Array {
   const list = gradPool.get(n);
@@ -210,12 +238,19 @@ function exclusive(ig: Float32Array, g: Float32Array, all: readonly (Float32Arra
   return true;
 }
 
+/**
+ * dst += src. A top-level loop, not inline in backwardPass: that runs once per backward, so
+ * its loops would start in the interpreter each time (and deoptimise), boxing every sum.
+ */
+function addInto(dst: Float32Array, src: Float32Array): void {
+  for (let j = 0; j < dst.length; j++) dst[j] += src[j];
+}
+
 /** Adds into a leaf's `.grad` in place, so gradients bound to a flat (shared) buffer stay bound. */
 function accumulateLeaf(t: Tensor, g: Float32Array): void {
   if (t.grad === null) {
     t.grad = new Tensor(g.slice(), t.shape, false);
     return;
   }
-  const d = t.grad.data;
-  for (let j = 0; j < d.length; j++) d[j] += g[j];
+  addInto(t.grad.data, g);
 }

@@ -2,7 +2,8 @@ import { describe, expect, it } from "vitest";
 import { ArgumentError, GPT, Generator, ShapeError, Tensor, generate, gptConfig, manualSeed, nn, noGrad, optim, randn, sampleToken } from "../index.js";
 import { assertClose, gradcheck } from "../testing/index.js";
 import { gelu, linear } from "../index.js";
-import { linearGelu } from "./gpt-ops.js";
+import { erfAccurate, geluForward, geluForwardWithGrad, linearGelu, tokenPositionEmbedding } from "./gpt-ops.js";
+import { add, embedding, reshape } from "../index.js";
 
 const tiny = { vocabSize: 5, blockSize: 4, nLayer: 1, nHead: 2, nEmbd: 4 };
 
@@ -147,7 +148,56 @@ describe("gradcheck through the attention path (tiny config)", () => {
   });
 });
 
+describe("tokenPositionEmbedding (fused input embedding)", () => {
+  it("equals embedding(ids, wte) + embedding(positions, wpe) in value and gradients (leaf and non-leaf tables)", () => {
+    manualSeed(14);
+    const B = 3, T = 4, V = 6, C = 5;
+    const tok = ids(B * T, V, 15);
+    const wte = randn([V, C], { requiresGrad: true }), wpe = randn([7, C], { requiresGrad: true });
+    const wte2 = new Tensor(wte.data, wte.shape, true), wpe2 = new Tensor(wpe.data, wpe.shape, true);
+    const y = tokenPositionEmbedding(tok, B, T, wte, wpe);
+    const pos = Int32Array.from({ length: T }, (_, t) => t);
+    const ref = add(reshape(embedding(tok, wte2), [B, T, C]), embedding(pos, wpe2));
+    assertClose(y, ref, { atol: 0 });
+    const g = randn([B, T, C]);
+    y.backward(g);
+    ref.backward(g);
+    assertClose(wte.grad!, wte2.grad!, { atol: 1e-6 });
+    assertClose(wpe.grad!, wpe2.grad!, { atol: 1e-6 });
+    // Tables that are not leaves get their gradients returned, not sunk.
+    gradcheck((a, b) => tokenPositionEmbedding(tok, B, T, a.mul(1.5), b.mul(0.5)).mul(g), [randn([V, C], { requiresGrad: true }), randn([T, C], { requiresGrad: true })]);
+  });
+
+  it("checks ids and table shapes", () => {
+    const w = randn([5, 4]), p = randn([3, 4]);
+    expect(() => tokenPositionEmbedding(Int32Array.from([0, 5]), 1, 2, w, p)).toThrow(/out of range \[0, 5\)/);
+    expect(() => tokenPositionEmbedding(Int32Array.from([0, 1, 2, 3]), 1, 4, w, p)).toThrow(ShapeError);
+    expect(() => tokenPositionEmbedding(Int32Array.from([0, 1]), 1, 2, w, randn([3, 2]))).toThrow(ShapeError);
+  });
+});
+
 describe("linearGelu (fused MLP expansion)", () => {
+  it("its GELU table matches the exact GELU and its derivative to float32 precision", () => {
+    expect(erfAccurate(1)).toBeCloseTo(0.8427007929497149, 15);
+    expect(erfAccurate(-0.5)).toBeCloseTo(-0.5204998778130465, 15);
+    expect(erfAccurate(4)).toBeCloseTo(0.9999999845827421, 15);
+    const n = 40001;
+    const v = Float32Array.from({ length: n }, (_, i) => -10 + i * 5e-4); // past both ends of the table
+    const h = v.slice(), d = new Float32Array(n), h2 = v.slice();
+    geluForwardWithGrad(h, d, n);
+    geluForward(h2, n);
+    for (let i = 0; i < n; i++) {
+      const x = v[i], cdf = 0.5 * (1 + erfAccurate(x * Math.SQRT1_2)), pdf = Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI);
+      expect(Math.abs(h[i] - x * cdf)).toBeLessThan(1e-6 * Math.max(1, Math.abs(x)));
+      expect(Math.abs(d[i] - (cdf + x * pdf))).toBeLessThan(2e-7);
+      expect(h2[i]).toBe(h[i]);
+    }
+    const nan = new Float32Array([NaN, Infinity, -Infinity]), dn = new Float32Array(3);
+    geluForwardWithGrad(nan, dn, 3);
+    expect(Array.from(nan)).toEqual([NaN, Infinity, 0]);
+    expect(Array.from(dn)).toEqual([NaN, 1, 0]);
+  });
+
   it("equals gelu(linear(x)) in value and gradient, with and without a graph", () => {
     manualSeed(11);
     const x = randn([3, 5, 6], { requiresGrad: true }), w = randn([7, 6], { requiresGrad: true }), b = randn([7], { requiresGrad: true });
@@ -161,6 +211,27 @@ describe("linearGelu (fused MLP expansion)", () => {
     ref.backward(g);
     for (const [a, r] of [[x, x2], [w, w2], [b, b2]]) assertClose(a.grad!, r.grad!, { atol: 2e-6, rtol: 1e-5 });
     expect(linearGelu(x, w).shape).toEqual([3, 5, 7]);
+  });
+
+  it("its saved gelu' survives a retained graph, a second forward and buffer reuse", () => {
+    manualSeed(13);
+    const w = randn([64, 16], { requiresGrad: true }), b = randn([64], { requiresGrad: true });
+    const xs = Array.from({ length: 4 }, () => randn([2, 8, 16], { requiresGrad: true }));
+    const g = randn([2, 8, 64]);
+    const refGrad = (x: Tensor) => {
+      const x2 = new Tensor(x.data, x.shape, true);
+      gelu(linear(x2, w.detach(), b.detach())).backward(g);
+      return x2.grad!;
+    };
+    // (2·8, 64) = 1024 elements: gelu' lives in a pooled buffer.
+    const y0 = linearGelu(xs[0], w, b), y1 = linearGelu(xs[1], w, b); // two forwards before any backward
+    y0.backward(g, { retainGraph: true }); // must keep y0's gelu' intact ...
+    const y2 = linearGelu(xs[2], w, b); // ... and out of the pool this forward draws from
+    y0.backward(g); // the last use: gelu' is overwritten and pooled
+    const y3 = linearGelu(xs[3], w, b); // may take that buffer
+    for (const y of [y1, y2, y3]) y.backward(g);
+    assertClose(xs[0].grad!, refGrad(xs[0]).mul(2), { atol: 1e-5, rtol: 1e-5 });
+    for (const x of xs.slice(1)) assertClose(x.grad!, refGrad(x), { atol: 1e-5, rtol: 1e-5 });
   });
 
   it("gradcheck", () => {

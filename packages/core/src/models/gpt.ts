@@ -9,14 +9,13 @@ import { Tensor } from "../tensor/tensor.js";
 import { Generator } from "../tensor/random.js";
 import { noGrad } from "../autograd/engine.js";
 import { Module } from "../nn/module.js";
-import { Dropout, Embedding, LayerNorm, Linear, ModuleList } from "../nn/layers.js";
+import { Dropout, Embedding, LayerNorm, Linear, ModuleList, isPlainLinear } from "../nn/layers.js";
 import { CausalSelfAttention } from "../nn/attention.js";
 import { constant_, normal_ } from "../nn/init.js";
 import { add, gelu } from "../ops/elementwise.js";
-import { embedding } from "../ops/indexing.js";
 import { crossEntropy } from "../ops/loss.js";
-import { reshape } from "../ops/shape.js";
-import { linearGelu } from "./gpt-ops.js";
+import { linearResidual } from "../ops/matmul.js";
+import { linearGelu, tokenPositionEmbedding } from "./gpt-ops.js";
 
 /** Model hyper-parameters (nanoGPT's GPTConfig). Every field but vocabSize has a default. */
 export interface GPTConfig {
@@ -75,10 +74,21 @@ export class MLP extends Module {
     this.dropout = new Dropout(cfg.dropout);
   }
   forward(x: Tensor): Tensor {
+    return this.dropout.forward(this.c_proj.forward(this.expand(x))); // (B, T, C)
+  }
+
+  /** residual + forward(x) (the block's second residual add), fused into c_proj's GEMM when c_proj is a plain Linear and dropout is inactive. */
+  forwardResidual(residual: Tensor, x: Tensor): Tensor {
+    const proj = this.c_proj;
+    if (isPlainLinear(proj) && !(this.training && this.dropout.p > 0)) return linearResidual(residual, this.expand(x), proj.weight, proj.bias); // (B, T, C)
+    return add(residual, this.forward(x));
+  }
+
+  /** gelu(c_fc(x)): (B, T, 4C). */
+  private expand(x: Tensor): Tensor {
     // A plain Linear goes through the fused linear+GELU op; an adapted one (LoRA) through its own forward.
     const fc = this.c_fc;
-    const h = fc instanceof Linear ? linearGelu(x, fc.weight, fc.bias) : gelu(fc.forward(x)); // (B, T, 4C)
-    return this.dropout.forward(this.c_proj.forward(h)); // (B, T, C)
+    return isPlainLinear(fc) ? linearGelu(x, fc.weight, fc.bias) : gelu(fc.forward(x));
   }
 }
 
@@ -96,8 +106,8 @@ export class Block extends Module {
     this.mlp = new MLP(cfg);
   }
   forward(x: Tensor): Tensor {
-    x = add(x, this.attn.forward(this.ln_1.forward(x))); // (B, T, C)
-    return add(x, this.mlp.forward(this.ln_2.forward(x))); // (B, T, C)
+    x = this.attn.forwardResidual(x, this.ln_1.forward(x)); // x + attn(ln_1(x)), (B, T, C)
+    return this.mlp.forwardResidual(x, this.ln_2.forward(x)); // x + mlp(ln_2(x)), (B, T, C)
   }
 }
 
@@ -171,10 +181,7 @@ export class GPT extends Module {
     const [ids, B, T] = tokenBatch(idx, shape, "GPT.forward");
     if (T > this.config.blockSize) throw new ShapeError(`GPT.forward: sequence length ${T} exceeds blockSize ${this.config.blockSize}`);
     const tr = this.transformer;
-    const tok = embedding(ids, tr.wte.weight); // (B·T, C)
-    const pos = embedding(positions(T), tr.wpe.weight); // (T, C)
-    const C = this.config.nEmbd;
-    let x = add(reshapeTo(tok, [B, T, C]), pos); // (B, T, C)
+    let x = tokenPositionEmbedding(ids, B, T, tr.wte.weight, tr.wpe.weight); // wte[ids] + wpe[t], (B, T, C)
     x = tr.drop.forward(x);
     for (const block of tr.h) x = block.forward(x); // (B, T, C)
     x = tr.ln_f.forward(x);
@@ -194,21 +201,6 @@ export class GPT extends Module {
     }
     return { loss: crossEntropy(logits, targets, opts), logits };
   }
-}
-
-const positionCache = new Map<number, Int32Array>();
-function positions(T: number): Int32Array {
-  let p = positionCache.get(T);
-  if (!p) {
-    p = new Int32Array(T);
-    for (let i = 0; i < T; i++) p[i] = i;
-    positionCache.set(T, p);
-  }
-  return p;
-}
-
-function reshapeTo(x: Tensor, shape: number[]): Tensor {
-  return x.shape.length === shape.length && x.shape.every((d, i) => d === shape[i]) ? x : reshape(x, shape);
 }
 
 /** Normalises token input to (Int32Array, B, T), checking that ids are whole numbers. */

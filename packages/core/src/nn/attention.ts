@@ -1,10 +1,10 @@
 import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
 import { Module } from "./module.js";
-import { Dropout, Linear } from "./layers.js";
+import { Dropout, Linear, isPlainLinear } from "./layers.js";
 import { causalAttention } from "../ops/attention.js";
-import { matmul } from "../ops/matmul.js";
-import { mul } from "../ops/elementwise.js";
+import { linearResidual, matmul } from "../ops/matmul.js";
+import { add, mul } from "../ops/elementwise.js";
 import { maskedFill } from "../ops/indexing.js";
 import { permute, reshape, slice, transpose } from "../ops/shape.js";
 import { softmax } from "../ops/softmax.js";
@@ -72,6 +72,23 @@ export class CausalSelfAttention extends Module {
   }
 
   forward(x: Tensor): Tensor {
+    return this.resid_dropout.forward(this.c_proj.forward(this.heads(x))); // (B, T, C)
+  }
+
+  /**
+   * residual + forward(x), the pre-LN block's `x + attn(ln_1(x))`: with a plain c_proj and no
+   * active residual dropout, one linearResidual op (the projection's GEMM adds onto the residual).
+   */
+  forwardResidual(residual: Tensor, x: Tensor): Tensor {
+    const proj = this.c_proj;
+    if (isPlainLinear(proj) && !(this.training && this.resid_dropout.p > 0)) {
+      return linearResidual(residual, this.heads(x), proj.weight, proj.bias); // (B, T, C)
+    }
+    return add(residual, this.forward(x));
+  }
+
+  /** Attention output with heads merged, before the output projection: (B, T, C). */
+  private heads(x: Tensor): Tensor {
     if (x.ndim !== 3 || x.shape[2] !== this.nEmbd) throw new ShapeError(`CausalSelfAttention: input must be (B, T, ${this.nEmbd}), got ${fmtShape(x.shape)}`);
     const [B, T, C] = x.shape;
     if (T > this.blockSize) throw new ShapeError(`CausalSelfAttention: sequence length ${T} exceeds blockSize ${this.blockSize}`);
@@ -88,6 +105,6 @@ export class CausalSelfAttention extends Module {
       att = dropout(softmax(att, -1), this.attn_dropout.p, this.training);
       y = reshape(permute(matmul(att, v), [0, 2, 1, 3]), [B, T, C]); // (B, H, T, hs) → (B, T, C)
     }
-    return this.resid_dropout.forward(this.c_proj.forward(y)); // (B, T, C)
+    return y;
   }
 }

@@ -38,6 +38,11 @@ export class Linear extends Module {
 }
 
 /** Runs modules in order. Children are named "0", "1", ... as in PyTorch. */
+/** A Linear whose forward is Linear's own (not a subclass that changes it): fused ops may then use its weight and bias directly. */
+export function isPlainLinear(m: Module): m is Linear {
+  return m instanceof Linear && m.forward === Linear.prototype.forward;
+}
+
 export class Sequential extends Module {
   constructor(...layers: Module[]) {
     super();

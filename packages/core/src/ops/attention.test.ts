@@ -127,4 +127,28 @@ describe("causalAttention semantics", () => {
     const y = causalAttention(qkv, 1);
     expect(y.data.every((v) => Number.isNaN(v))).toBe(true);
   });
+  it("buffers saved for backward stay intact across retained graphs, interleaved forwards and pool reuse", () => {
+    // P is (B, H, T, T) = 2·2·16·16 = 1024 floats: large enough to go through the buffer pool.
+    const shape = [2, 16, 24], H = 2;
+    const g = randT([2, 16, 8], 30, false);
+    const ref = (seed: number) => {
+      const x = randT(shape, seed);
+      composite(x, H).backward(g);
+      return x.grad!;
+    };
+    const a = randT(shape, 31), b = randT(shape, 32), c = randT(shape, 33), d = randT(shape, 34);
+    const ya = causalAttention(a, H), yb = causalAttention(b, H); // two forwards before any backward
+    ya.backward(g, { retainGraph: true }); // must keep ya's buffers ...
+    const yc = causalAttention(c, H); // ... out of the pool this forward draws from
+    ya.backward(g); // the last use: ya's buffers go to the pool
+    const yd = causalAttention(d, H); // and are reused here
+    yb.backward(g);
+    yc.backward(g);
+    yd.backward(g);
+    assertClose(a.grad!, mul(ref(31), 2), { atol: 1e-5 });
+    assertClose(b.grad!, ref(32), { atol: 1e-5 });
+    assertClose(c.grad!, ref(33), { atol: 1e-5 });
+    assertClose(d.grad!, ref(34), { atol: 1e-5 });
+    assertClose(ya, composite(randT(shape, 31, false), H), { atol: 1e-6 });
+  });
 });

@@ -38,6 +38,16 @@ describe("layerNorm", () => {
     });
   }
 
+  it("gradchecks a bias without weight, and parameters alone (input needs no gradient)", () => {
+    manualSeed(4);
+    const x = randn([3, 2, 6], { requiresGrad: true }), x0 = randn([3, 2, 6], { mean: 2 });
+    const w = randn([6], { requiresGrad: true }), b = randn([6], { requiresGrad: true });
+    const g = randn([3, 2, 6]);
+    gradcheck((xx, bb) => mul(layerNorm(xx, [6], null, bb), g), [x, b]);
+    gradcheck((ww, bb) => mul(layerNorm(x0, [6], ww, bb), g), [w, b]);
+    gradcheck((bb) => mul(layerNorm(x0, [6], null, bb), g), [b]);
+  });
+
   it("normalises over several trailing dims and gradchecks", () => {
     manualSeed(3);
     const x = randn([2, 3, 4], { requiresGrad: true });

@@ -1,5 +1,5 @@
 import { describe, it, expect } from "vitest";
-import { ArgumentError, F, ShapeError, Tensor, logSoftmax, manualSeed, rand, randn, tensor } from "../index.js";
+import { ArgumentError, F, Generator, ShapeError, Tensor, logSoftmax, manualSeed, rand, randn, tensor } from "../index.js";
 import { assertClose, gradcheck } from "../testing/index.js";
 
 /** Cross-entropy in float64 by hand: mean over kept rows of logsumexp(row) - row[target]. */
@@ -169,5 +169,29 @@ describe("binaryCrossEntropyWithLogits and binaryCrossEntropy", () => {
     expect(Number.isNaN(F.binaryCrossEntropy(tensor([NaN]), tensor([1])).item())).toBe(true);
     expect(() => F.binaryCrossEntropyWithLogits(randn([2]), randn([3]))).toThrow(/^binaryCrossEntropyWithLogits: input \[2\] and target \[3\]/);
     expect(() => F.binaryCrossEntropy(randn([2]), randn([2, 1]))).toThrow(/^binaryCrossEntropy: input \[2\] and target \[2,1\]/);
+  });
+});
+
+describe("crossEntropy saved gradient", () => {
+  it("stays intact across a retained graph and a forward that reuses pooled buffers", () => {
+    // (40, 30) logits = 1200 floats: softmax − onehot lives in a pooled buffer.
+    const gen = new Generator(5);
+    const mk = () => new Tensor(Float32Array.from({ length: 1200 }, () => gen.random() * 4 - 2), [40, 30], true);
+    const targets = Int32Array.from({ length: 40 }, (_, i) => (i * 7) % 30);
+    const ref = (x: Tensor) => {
+      const x2 = new Tensor(x.data, x.shape, true);
+      F.crossEntropy(x2, targets).backward();
+      return x2.grad!;
+    };
+    const a = mk(), b = mk(), c = mk();
+    const la = F.crossEntropy(a, targets), lb = F.crossEntropy(b, targets);
+    la.backward(undefined, { retainGraph: true });
+    const lc = F.crossEntropy(c, targets); // must not get la's saved buffer
+    la.backward(); // last use: scaled in place and handed on
+    lb.backward();
+    lc.backward();
+    assertClose(a.grad!, ref(a).mul(2), { atol: 1e-6 });
+    assertClose(b.grad!, ref(b), { atol: 1e-6 });
+    assertClose(c.grad!, ref(c), { atol: 1e-6 });
   });
 });

@@ -2,6 +2,7 @@ import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
 import { kernels } from "../kernels/kernels.js";
 import { result } from "./op.js";
+import { gradBuffer, graphFreedAfterBackward, isGradEnabled } from "../autograd/engine.js";
 import { toIndices } from "./indexing.js";
 import { abs, add, clamp, log, mul, neg, pow, sub } from "./elementwise.js";
 import { mean, sum } from "./reduce.js";
@@ -50,17 +51,23 @@ export function crossEntropy(
     count++;
   }
   const k = kernels();
-  const needGrad = logits.requiresGrad;
-  const dlogits = needGrad ? new Float32Array(logits.size) : null;
+  const needGrad = isGradEnabled() && logits.requiresGrad;
+  // softmax − onehot, saved for backward only: a pooled buffer (the kernel writes every element).
+  const dlogits = needGrad ? gradBuffer(logits.size) : null;
   const total = k.crossEntropy(logits.data, t, rows, C, dlogits, ignore);
   const scale = (opts.reduction ?? "mean") === "mean" ? 1 / count : 1;
   return result("crossEntropy", new Float32Array([total * scale]), [], [logits], (g) => {
     const dx = dlogits!;
-    const s = g[0] * scale;
-    const out = new Float32Array(dx.length);
-    for (let i = 0; i < dx.length; i++) out[i] = dx[i] * s;
+    // Scaled in place when this backward is its last use, else into a fresh gradient.
+    const out = graphFreedAfterBackward() ? dx : gradBuffer(dx.length);
+    scaleInto(out, dx, g[0] * scale);
     return [out];
   });
+}
+
+/** out[i] = x[i]·s (top-level: a loop in a once-per-step closure would start unoptimised each time). */
+function scaleInto(out: Float32Array, x: Float32Array, s: number): void {
+  for (let i = 0; i < x.length; i++) out[i] = x[i] * s;
 }
 
 /** Negative log-likelihood of log-probabilities (N, C) at integer targets. */

@@ -1,6 +1,8 @@
 import { describe, it, expect } from "vitest";
 import { ShapeError, Tensor, linear, manualSeed, matmul, randn, tensor } from "../index.js";
 import { assertClose, gradcheck } from "../testing/index.js";
+import { add } from "./elementwise.js";
+import { linearResidual } from "./matmul.js";
 
 /** numpy matmul in float64 by a naive triple loop, with 1-D promotion and batch broadcasting. */
 function naiveMatmul(a: Tensor, b: Tensor): { data: number[]; shape: number[] } {
@@ -146,5 +148,37 @@ describe("linear", () => {
     expect(() => linear(randn([4, 3]), randn([2, 5]))).toThrow("linear: input [4,3] x weight [2,5]: last input dimension must be 5");
     expect(() => linear(randn([4, 3]), randn([2, 3]), randn([3]))).toThrow("linear: bias [3] must be [2]");
     expect(() => linear(randn([4, 3]), randn([6]))).toThrow(ShapeError);
+  });
+});
+
+describe("linearResidual", () => {
+  it("equals residual + linear(x) in value and gradients, bias or not, leaf or not", () => {
+    manualSeed(21);
+    for (const withBias of [true, false]) {
+      const r = randn([2, 3, 5], { requiresGrad: true }), x = randn([2, 3, 4], { requiresGrad: true });
+      const w = randn([5, 4], { requiresGrad: true }), b = withBias ? randn([5], { requiresGrad: true }) : null;
+      const [r2, x2, w2] = [r, x, w].map((t) => new Tensor(t.data, t.shape, true));
+      const b2 = b ? new Tensor(b.data, b.shape, true) : null;
+      // The residual as a non-leaf too: its gradient is handed on, not written into a .grad.
+      const y = linearResidual(r.mul(2), x, w, b), ref = add(r2.mul(2), linear(x2, w2, b2));
+      expect(y.shape).toEqual([2, 3, 5]);
+      assertClose(y, ref, { atol: 1e-6 });
+      const g = randn([2, 3, 5]);
+      y.backward(g);
+      ref.backward(g);
+      for (const [a, c] of [[r, r2], [x, x2], [w, w2], [b, b2]] as const) if (a) assertClose(a.grad!, c!.grad!, { atol: 1e-6 });
+      expect(Array.from(r.data)).toEqual(Array.from(r2.data)); // the residual's own data untouched
+    }
+  });
+
+  it("gradchecks", () => {
+    manualSeed(22);
+    const r = randn([3, 4], { requiresGrad: true }), x = randn([3, 6], { requiresGrad: true });
+    const w = randn([4, 6], { requiresGrad: true }), b = randn([4], { requiresGrad: true });
+    gradcheck(linearResidual, [r, x, w, b]);
+  });
+
+  it("rejects a residual of the wrong shape", () => {
+    expect(() => linearResidual(randn([3, 5]), randn([3, 6]), randn([4, 6]))).toThrow(/residual \[3,5\] does not match the output \[3,4\]/);
   });
 });

@@ -106,8 +106,10 @@ interface LinearDims {
 /**
  * h = x · Wᵀ + b (one GEMM, the bias broadcast into the output first), after checking the
  * shapes; `op` names the caller in errors. Shared by `linear` and fused linear+activation ops.
+ * With `residual` (same shape as h): h = residual + x · Wᵀ + b, the GEMM accumulating onto a
+ * copy of it (no separate add pass, no second output array).
  */
-export function linearForward(op: string, x: Tensor, weight: Tensor, bias: Tensor | null): { out: Float32Array } & LinearDims {
+export function linearForward(op: string, x: Tensor, weight: Tensor, bias: Tensor | null, residual: Tensor | null = null): { out: Float32Array } & LinearDims {
   if (weight.ndim !== 2) throw new ShapeError(`${op}: weight must be 2-D (out, in), got ${fmtShape(weight.shape)}`);
   const [outF, inF] = weight.shape;
   if (x.ndim === 0 || x.shape[x.ndim - 1] !== inF) {
@@ -115,10 +117,21 @@ export function linearForward(op: string, x: Tensor, weight: Tensor, bias: Tenso
   }
   if (bias && (bias.ndim !== 1 || bias.shape[0] !== outF)) throw new ShapeError(`${op}: bias ${fmtShape(bias.shape)} must be [${outF}]`);
   const rows = x.size / inF;
-  const out = new Float32Array(rows * outF);
-  if (bias) for (let r = 0; r < rows; r++) out.set(bias.data, r * outF);
-  kernels().gemm(false, true, rows, outF, inF, 1, x.data, 0, inF, weight.data, 0, inF, bias ? 1 : 0, out, 0, outF); // (rows, out)
-  return { out, rows, inF, outF, shape: [...x.shape.slice(0, -1), outF] };
+  const shape = [...x.shape.slice(0, -1), outF];
+  if (residual && (residual.ndim !== shape.length || residual.shape.some((d, i) => d !== shape[i]))) {
+    throw new ShapeError(`${op}: residual ${fmtShape(residual.shape)} does not match the output ${fmtShape(shape)}`);
+  }
+  const k = kernels();
+  let out: Float32Array;
+  if (residual) {
+    out = residual.data.slice();
+    if (bias) k.addRowVector(out, bias.data, rows, outF);
+  } else {
+    out = new Float32Array(rows * outF);
+    if (bias) for (let r = 0; r < rows; r++) out.set(bias.data, r * outF);
+  }
+  k.gemm(false, true, rows, outF, inF, 1, x.data, 0, inF, weight.data, 0, inF, bias || residual ? 1 : 0, out, 0, outF); // (rows, out)
+  return { out, rows, inF, outF, shape };
 }
 
 /**
@@ -151,4 +164,15 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
   const f = linearForward("linear", x, weight, bias);
   const inputs = bias ? [x, weight, bias] : [x, weight];
   return result("linear", f.out, f.shape, inputs, (g) => linearBackward(g, x, weight, bias, f));
+}
+
+/**
+ * residual + linear(x, W, b) as one op: the transformer's `x + c_proj(h)`. The GEMM adds onto a
+ * copy of the residual, so the sum needs no add pass and no array for the linear's own output.
+ * residual has the output's shape (..., out); the gradient passes to it unchanged.
+ */
+export function linearResidual(residual: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
+  const f = linearForward("linearResidual", x, weight, bias, residual);
+  const inputs = bias ? [residual, x, weight, bias] : [residual, x, weight];
+  return result("linearResidual", f.out, f.shape, inputs, (g) => [residual.requiresGrad ? g : null, ...linearBackward(g, x, weight, bias, f)]);
 }
