@@ -16,7 +16,6 @@
  * WebAssembly SIMD is missing or CHAINRULE_SIMD=0, and the caller runs the TypeScript GEMM.
  */
 import { I32, V128, WA, funcBody, funcType, get, i32const, moduleBytes, set, simd, tee } from "./asm.js";
-import { simdEnabled } from "./index.js";
 
 const MR = 4; // rows of the micro-tile
 const NV = 2; // f32x4 vectors across the micro-tile
@@ -25,6 +24,22 @@ const KC = 256; // depth of a packed block (A micro-panel 4 KiB, B micro-panel 8
 const MC = 128; // rows of op(A) packed at once (128 KiB: L2)
 const NC = 2048; // columns of op(B) packed at once (2 MiB)
 const C_FLOATS = 1 << 22; // staged C block at most 16 MiB: wider problems get narrower column blocks
+
+let enabled = process.env.CHAINRULE_SIMD !== "0" && process.env.CHAINRULE_PARALLEL_SIMD !== "0";
+
+/**
+ * Turns the SIMD GEMM off (the TypeScript GEMM runs) or back on; the initial value comes from
+ * CHAINRULE_SIMD, like index.ts's switch for the optimizer kernels, which is separate so that
+ * tests can compare those kernels with their JS loops on identical forward passes.
+ */
+export function setSimdGemmEnabled(on: boolean): void {
+  enabled = on;
+}
+
+/** Whether the SIMD GEMM is switched on (it may still be unavailable: see `simdGemmAvailable`). */
+export function simdGemmEnabled(): boolean {
+  return enabled;
+}
 
 // ---- the macro-kernel, in WebAssembly ----
 
@@ -132,7 +147,7 @@ function reserve(e: Engine, floats: number): Float32Array {
 
 /** Whether `simdGemm` will run (WebAssembly SIMD compiled and CHAINRULE_SIMD not 0). */
 export function simdGemmAvailable(): boolean {
-  return simdEnabled() && instantiate() !== null;
+  return enabled && instantiate() !== null;
 }
 
 const roundUp = (n: number, m: number) => Math.ceil(n / m) * m;
@@ -147,7 +162,7 @@ export function simdGemm(
   B: Float32Array, bOff: number, ldb: number,
   beta: number, C: Float32Array, cOff: number, ldc: number,
 ): boolean {
-  if (!simdEnabled()) return false;
+  if (!enabled) return false;
   const e = instantiate();
   if (e === null) return false;
   if (M === 0 || N === 0) return true;

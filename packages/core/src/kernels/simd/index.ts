@@ -179,11 +179,6 @@ const compiled: [object | null | undefined, object | null | undefined] = [undefi
 
 let enabled = process.env.CHAINRULE_SIMD !== "0" && process.env.CHAINRULE_PARALLEL_SIMD !== "0";
 
-/** Whether the SIMD kernels may be used (CHAINRULE_SIMD / `setSimdEnabled`); the GEMM of gemm.ts follows it too. */
-export function simdEnabled(): boolean {
-  return enabled;
-}
-
 /** Turns the SIMD kernels off (JS loops everywhere) or back on; the initial value comes from CHAINRULE_SIMD. */
 export function setSimdEnabled(on: boolean): void {
   enabled = on;
