@@ -2,7 +2,8 @@ import { simdGemm } from "../simd/gemm.js";
 
 /**
  * The js backend's GEMM: C = alpha·op(A)·op(B) + beta·C, row-major. Runs the WebAssembly
- * SIMD GEMM (simd/gemm.ts) where it is available and enabled, else the TypeScript one below.
+ * SIMD GEMM (simd/gemm.ts) where it is available and enabled, else (and for tiny problems)
+ * the TypeScript one below.
  */
 export function jsGemm(
   transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
@@ -10,7 +11,8 @@ export function jsGemm(
   B: Float32Array, bOff: number, ldb: number,
   beta: number, C: Float32Array, cOff: number, ldc: number,
 ): void {
-  if (simdGemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc)) return;
+  // Below ~10³ multiply-adds the SIMD path's fixed costs (staging C, the call) outweigh its speed.
+  if (M * N * K >= 1024 && simdGemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc)) return;
   tsGemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc);
 }
 
