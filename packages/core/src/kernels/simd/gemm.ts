@@ -246,8 +246,14 @@ function packB(dst: Float32Array, at: number, trans: boolean, B: Float32Array, o
           for (let j = 0; j < NR; j++) dst[d + j] = j < w ? B[src + j] : 0;
         }
       }
+    } else if (w === NR) {
+      // op(B)(k, j) = B[j, k]: gather one value from each of NR rows of B per k, write NR contiguous.
+      const r0 = off + j0 * ld + pc, r1 = r0 + ld, r2 = r1 + ld, r3 = r2 + ld, r4 = r3 + ld, r5 = r4 + ld, r6 = r5 + ld, r7 = r6 + ld;
+      for (let k = 0, d = base; k < kc; k++, d += NR) {
+        dst[d] = B[r0 + k]; dst[d + 1] = B[r1 + k]; dst[d + 2] = B[r2 + k]; dst[d + 3] = B[r3 + k];
+        dst[d + 4] = B[r4 + k]; dst[d + 5] = B[r5 + k]; dst[d + 6] = B[r6 + k]; dst[d + 7] = B[r7 + k];
+      }
     } else {
-      // op(B)(k, j) = B[j, k]: column j of the panel is a contiguous row of B.
       for (let j = 0; j < NR; j++) {
         if (j < w) {
           const src = off + (j0 + j) * ld + pc;
@@ -265,7 +271,13 @@ function packA(dst: Float32Array, at: number, trans: boolean, A: Float32Array, o
   for (let p = 0, i0 = ic; i0 < ic + mc; p++, i0 += MR) {
     const h = Math.min(MR, ic + mc - i0);
     const base = at + p * MR * kc;
-    if (!trans) {
+    if (!trans && h === MR && alpha === 1) {
+      // One value from each of the MR rows per k, written contiguously.
+      const r0 = off + i0 * ld + pc, r1 = r0 + ld, r2 = r1 + ld, r3 = r2 + ld;
+      for (let k = 0, d = base; k < kc; k++, d += MR) {
+        dst[d] = A[r0 + k]; dst[d + 1] = A[r1 + k]; dst[d + 2] = A[r2 + k]; dst[d + 3] = A[r3 + k];
+      }
+    } else if (!trans) {
       for (let i = 0; i < MR; i++) {
         if (i < h) {
           const src = off + (i0 + i) * ld + pc;
