@@ -4,7 +4,7 @@
  * No toolchain and no binary checked in: each module is built from these bytes at load time.
  */
 
-export const I32 = 0x7f, F64 = 0x7c, V128 = 0x7b;
+export const I32 = 0x7f, F32 = 0x7d, F64 = 0x7c, V128 = 0x7b;
 
 /** Unsigned LEB128 (indices, sizes, memarg offsets, SIMD opcodes). */
 export function uleb(n: number): number[] {

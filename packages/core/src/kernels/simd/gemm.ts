@@ -15,7 +15,7 @@
  * loads this file gets its own instance and memory. `simdGemm` returns false where
  * WebAssembly SIMD is missing or CHAINRULE_SIMD=0, and the caller runs the TypeScript GEMM.
  */
-import { I32, V128, WA, funcBody, funcType, get, i32const, moduleBytes, set, simd, tee } from "./asm.js";
+import { F32, I32, V128, WA, funcBody, funcType, get, i32const, moduleBytes, set, simd, tee } from "./asm.js";
 
 const MR = 4; // rows of the micro-tile
 const NV = 2; // f32x4 vectors across the micro-tile
@@ -112,10 +112,42 @@ function macroKernel() {
   };
 }
 
+/**
+ * pack(dst, src, panels, kc, width, sK, sJ, sP, alpha): packs `panels` panels of `width`
+ * values × kc, each laid out [k][width], from a raw block copied into the memory, where value
+ * (panel p, k, j) lies at byte src + p·sP + k·sK + j·sJ; multiplies by alpha (op(A)'s scale).
+ */
+function packKernel() {
+  const [DST, SRC, PANELS, KCn, WIDTH, SK, SJ, SP, ALPHA] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const [p, k, j, sk, sj] = [9, 10, 11, 12, 13];
+  const code = [
+    ...get(PANELS), ...set(p),
+    0x03, 0x40, // loop over panels
+    ...get(SRC), ...set(sk), ...get(KCn), ...set(k),
+    0x03, 0x40, // loop over k
+    ...get(sk), ...set(sj), ...get(WIDTH), ...set(j),
+    0x03, 0x40, // loop over the panel's width
+    ...get(DST), ...get(sj), 0x2a, 2, 0, ...get(ALPHA), 0x94, 0x38, 2, 0, // f32.store(dst, f32.load(sj) · alpha)
+    ...addTo(DST, i32const(4)), ...addTo(sj, get(SJ)),
+    ...decrementLoop(j),
+    0x0b,
+    ...addTo(sk, get(SK)),
+    ...decrementLoop(k),
+    0x0b,
+    ...addTo(SRC, get(SP)),
+    ...decrementLoop(p),
+    0x0b,
+    0x0b,
+  ];
+  return { type: funcType([I32, I32, I32, I32, I32, I32, I32, I32, F32]), code: funcBody([[5, I32]], code) };
+}
+
+type Pack = (dst: number, src: number, panels: number, kc: number, width: number, sK: number, sJ: number, sP: number, alpha: number) => void;
 type Macro = (a: number, b: number, c: number, mPanels: number, nPanels: number, kc: number, ldc: number) => void;
 
 interface Engine {
   macro: Macro;
+  pack: Pack;
   memory: { readonly buffer: ArrayBufferLike; grow(pages: number): number };
   f32: Float32Array;
 }
@@ -125,10 +157,10 @@ let engine: Engine | null | undefined; // undefined: not tried yet; null: no Web
 function instantiate(): Engine | null {
   if (engine !== undefined) return engine;
   try {
-    const mod = new WA.Module(moduleBytes([macroKernel()], ["macro"], false));
+    const mod = new WA.Module(moduleBytes([macroKernel(), packKernel()], ["macro", "pack"], false));
     const memory = new WA.Memory({ initial: 16 });
     const inst = new WA.Instance(mod, { env: { memory } });
-    engine = { macro: inst.exports.macro as Macro, memory, f32: new Float32Array(memory.buffer) };
+    engine = { macro: inst.exports.macro as Macro, pack: inst.exports.pack as Pack, memory, f32: new Float32Array(memory.buffer) };
   } catch {
     engine = null;
   }
@@ -171,7 +203,7 @@ export function simdGemm(
     return true;
   }
 
-  // Memory: [packed A block | packed B block | staged C block], each 16-byte aligned.
+  // Memory: [packed A block | packed B block | staged C block | raw block], each 16-byte aligned.
   const Mp = roundUp(M, MR);
   let ncMax = Math.min(NC, roundUp(N, NR));
   if (Mp * ncMax > C_FLOATS) ncMax = Math.max(NR, Math.floor(C_FLOATS / Mp / NR) * NR);
@@ -179,7 +211,8 @@ export function simdGemm(
   const aAt = 0;
   const bAt = aAt + roundUp(Math.min(Mp, MC), MR) * kcMax;
   const cAt = bAt + ncMax * kcMax;
-  const f32 = reserve(e, cAt + Mp * ncMax);
+  const rawAt = cAt + Mp * ncMax;
+  const f32 = reserve(e, rawAt + kcMax * Math.max(ncMax, roundUp(Math.min(Mp, MC), MR)));
 
   for (let jc = 0; jc < N; jc += ncMax) {
     const nc = Math.min(ncMax, N - jc);
@@ -187,10 +220,10 @@ export function simdGemm(
     stageC(f32, cAt, ncp, M, Mp, nc, jc, beta, C, cOff, ldc);
     for (let pc = 0; pc < K; pc += KC) {
       const kc = Math.min(KC, K - pc);
-      packB(f32, bAt, transB, B, bOff, ldb, pc, kc, jc, nc);
+      packB(e, f32, bAt, rawAt, transB, B, bOff, ldb, pc, kc, jc, nc);
       for (let ic = 0; ic < M; ic += MC) {
         const mc = Math.min(MC, M - ic);
-        packA(f32, aAt, transA, A, aOff, lda, ic, mc, pc, kc, alpha);
+        packA(e, f32, aAt, rawAt, transA, A, aOff, lda, ic, mc, pc, kc, alpha);
         e.macro(4 * aAt, 4 * bAt, 4 * (cAt + ic * ncp), Math.ceil(mc / MR), ncp / NR, kc, 4 * ncp);
       }
     }
@@ -229,76 +262,44 @@ function stageC(f32: Float32Array, at: number, ncp: number, M: number, Mp: numbe
   if (Mp > M) f32.fill(0, at + M * ncp, at + Mp * ncp);
 }
 
+/**
+ * Copies rows of `src` into the raw block at `at`: `count` rows of `len` values, the first at
+ * `from`, `ld` apart, stored `stride` apart with zeros from len to stride (so that packing can
+ * read whole panels); `padRows` more rows of zeros after them.
+ */
+function copyRows(f32: Float32Array, at: number, stride: number, src: Float32Array, from: number, ld: number, count: number, len: number, padRows: number): void {
+  for (let r = 0, s = from, d = at; r < count; r++, s += ld, d += stride) {
+    if (len >= 16) f32.set(src.subarray(s, s + len), d);
+    else for (let j = 0; j < len; j++) f32[d + j] = src[s + j];
+    if (stride > len) f32.fill(0, d + len, d + stride);
+  }
+  if (padRows > 0) f32.fill(0, at + count * stride, at + (count + padRows) * stride);
+}
+
 /** op(B)[pc..pc+kc, jc..jc+nc] → NR-wide panels at `at`, each [kc][NR], zero-padded on the right. */
-function packB(dst: Float32Array, at: number, trans: boolean, B: Float32Array, off: number, ld: number, pc: number, kc: number, jc: number, nc: number): void {
-  for (let p = 0, j0 = jc; j0 < jc + nc; p++, j0 += NR) {
-    const w = Math.min(NR, jc + nc - j0);
-    const base = at + p * NR * kc;
-    if (!trans) {
-      let src = off + pc * ld + j0, d = base;
-      if (w === NR) {
-        for (let k = 0; k < kc; k++, src += ld, d += NR) {
-          dst[d] = B[src]; dst[d + 1] = B[src + 1]; dst[d + 2] = B[src + 2]; dst[d + 3] = B[src + 3];
-          dst[d + 4] = B[src + 4]; dst[d + 5] = B[src + 5]; dst[d + 6] = B[src + 6]; dst[d + 7] = B[src + 7];
-        }
-      } else {
-        for (let k = 0; k < kc; k++, src += ld, d += NR) {
-          for (let j = 0; j < NR; j++) dst[d + j] = j < w ? B[src + j] : 0;
-        }
-      }
-    } else if (w === NR) {
-      // op(B)(k, j) = B[j, k]: gather one value from each of NR rows of B per k, write NR contiguous.
-      const r0 = off + j0 * ld + pc, r1 = r0 + ld, r2 = r1 + ld, r3 = r2 + ld, r4 = r3 + ld, r5 = r4 + ld, r6 = r5 + ld, r7 = r6 + ld;
-      for (let k = 0, d = base; k < kc; k++, d += NR) {
-        dst[d] = B[r0 + k]; dst[d + 1] = B[r1 + k]; dst[d + 2] = B[r2 + k]; dst[d + 3] = B[r3 + k];
-        dst[d + 4] = B[r4 + k]; dst[d + 5] = B[r5 + k]; dst[d + 6] = B[r6 + k]; dst[d + 7] = B[r7 + k];
-      }
-    } else {
-      for (let j = 0; j < NR; j++) {
-        if (j < w) {
-          const src = off + (j0 + j) * ld + pc;
-          for (let k = 0, d = base + j; k < kc; k++, d += NR) dst[d] = B[src + k];
-        } else {
-          for (let k = 0, d = base + j; k < kc; k++, d += NR) dst[d] = 0;
-        }
-      }
-    }
+function packB(e: Engine, f32: Float32Array, at: number, raw: number, trans: boolean, B: Float32Array, off: number, ld: number, pc: number, kc: number, jc: number, nc: number): void {
+  const ncp = roundUp(nc, NR), panels = ncp / NR;
+  if (!trans) {
+    // raw [kc][ncp]: value (p, k, j) at k·ncp + p·NR + j
+    copyRows(f32, raw, ncp, B, off + pc * ld + jc, ld, kc, nc, 0);
+    e.pack(4 * at, 4 * raw, panels, kc, NR, 4 * ncp, 4, 4 * NR, 1);
+  } else {
+    // op(B)(k, j) = B[j, k]: raw [ncp][kc], value (p, k, j) at (p·NR + j)·kc + k
+    copyRows(f32, raw, kc, B, off + jc * ld + pc, ld, nc, kc, ncp - nc);
+    e.pack(4 * at, 4 * raw, panels, kc, NR, 4, 4 * kc, 4 * NR * kc, 1);
   }
 }
 
 /** alpha·op(A)[ic..ic+mc, pc..pc+kc] → MR-tall panels at `at`, each [kc][MR], zero-padded at the bottom. */
-function packA(dst: Float32Array, at: number, trans: boolean, A: Float32Array, off: number, ld: number, ic: number, mc: number, pc: number, kc: number, alpha: number): void {
-  for (let p = 0, i0 = ic; i0 < ic + mc; p++, i0 += MR) {
-    const h = Math.min(MR, ic + mc - i0);
-    const base = at + p * MR * kc;
-    if (!trans && h === MR && alpha === 1) {
-      // One value from each of the MR rows per k, written contiguously.
-      const r0 = off + i0 * ld + pc, r1 = r0 + ld, r2 = r1 + ld, r3 = r2 + ld;
-      for (let k = 0, d = base; k < kc; k++, d += MR) {
-        dst[d] = A[r0 + k]; dst[d + 1] = A[r1 + k]; dst[d + 2] = A[r2 + k]; dst[d + 3] = A[r3 + k];
-      }
-    } else if (!trans) {
-      for (let i = 0; i < MR; i++) {
-        if (i < h) {
-          const src = off + (i0 + i) * ld + pc;
-          if (alpha === 1) for (let k = 0, d = base + i; k < kc; k++, d += MR) dst[d] = A[src + k];
-          else for (let k = 0, d = base + i; k < kc; k++, d += MR) dst[d] = alpha * A[src + k];
-        } else {
-          for (let k = 0, d = base + i; k < kc; k++, d += MR) dst[d] = 0;
-        }
-      }
-    } else {
-      // op(A)(i, k) = A[k, i]: each k gives MR contiguous values of A.
-      let src = off + pc * ld + i0, d = base;
-      if (h === MR && alpha === 1) {
-        for (let k = 0; k < kc; k++, src += ld, d += MR) {
-          dst[d] = A[src]; dst[d + 1] = A[src + 1]; dst[d + 2] = A[src + 2]; dst[d + 3] = A[src + 3];
-        }
-      } else {
-        for (let k = 0; k < kc; k++, src += ld, d += MR) {
-          for (let i = 0; i < MR; i++) dst[d + i] = i < h ? alpha * A[src + i] : 0;
-        }
-      }
-    }
+function packA(e: Engine, f32: Float32Array, at: number, raw: number, trans: boolean, A: Float32Array, off: number, ld: number, ic: number, mc: number, pc: number, kc: number, alpha: number): void {
+  const mcp = roundUp(mc, MR), panels = mcp / MR;
+  if (!trans) {
+    // raw [mcp][kc]: value (p, k, i) at (p·MR + i)·kc + k
+    copyRows(f32, raw, kc, A, off + ic * ld + pc, ld, mc, kc, mcp - mc);
+    e.pack(4 * at, 4 * raw, panels, kc, MR, 4, 4 * kc, 4 * MR * kc, alpha);
+  } else {
+    // op(A)(i, k) = A[k, i]: raw [kc][mcp], value (p, k, i) at k·mcp + p·MR + i
+    copyRows(f32, raw, mcp, A, off + pc * ld + ic, ld, kc, mc, 0);
+    e.pack(4 * at, 4 * raw, panels, kc, MR, 4 * mcp, 4, 4 * MR, alpha);
   }
 }
