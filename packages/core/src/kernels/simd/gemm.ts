@@ -8,10 +8,11 @@
  * (f32x4.mul + f32x4.add; Node 20 has no relaxed-SIMD FMA without flags). V8 does not
  * vectorise JavaScript, so this is where the speed comes from (~3–4 → 10+ GFLOP/s).
  *
- * JavaScript does the data movement the Kernels interface needs: it packs op(A) (times alpha)
- * and op(B) into zero-padded panels (which absorbs transposes, offsets and leading
- * dimensions), copies beta·C into the staged block of C before the K loop and the result
- * out after it. The module is assembled from bytes with asm.ts; each thread (worker) that
+ * JavaScript moves the data the Kernels interface hands over (any Float32Array, offsets,
+ * leading dimensions) in and out with TypedArray.set (memcpy): the rows of each block of A
+ * and B into a raw block, zero-padded, which a second WebAssembly function packs into panels
+ * (absorbing the transposes, times alpha for A); beta·C into the staged block of C before
+ * the K loop, and the result back out after it. The module is assembled from bytes with asm.ts; each thread (worker) that
  * loads this file gets its own instance and memory. `simdGemm` returns false where
  * WebAssembly SIMD is missing or CHAINRULE_SIMD=0, and the caller runs the TypeScript GEMM.
  */
