@@ -4,11 +4,15 @@
  * directly through koffi (no chainrule wrapper) as the reference. The blas
  * backend and the direct call are measured alternately, round by round, and
  * compared as the median of per-round ratios (these machines are noisy).
+ * `js` is the js backend's GEMM (WebAssembly SIMD, simd/gemm.ts); `js-ts` its TypeScript
+ * fallback (what CHAINRULE_SIMD=0 runs). Columns ending in "cpu" divide by the process's
+ * CPU time instead of wall time (less disturbed when other jobs share the cores).
  *
  *   tsx bench/gemm.ts [--sizes 128,256,512,768,1024] [--rounds 5] [--trans nt] [--quick]
  */
 import { createRequire } from "node:module";
 import { jsKernels } from "../packages/core/src/kernels/js/index.js";
+import { tsGemm } from "../packages/core/src/kernels/js/gemm.js";
 import { loadBlas, makeBlasKernels } from "../packages/core/src/kernels/blas/index.js";
 import { CblasNoTrans, CblasRowMajor, CblasTrans, type Sgemm } from "../packages/core/src/kernels/blas/loader.js";
 import type { Kernels } from "../packages/core/src/kernels/kernels.js";
@@ -16,15 +20,17 @@ import { flag, hasFlag, median, numList, runIfMain, table } from "./_util.js";
 
 type GemmFn = (A: Float32Array, B: Float32Array, C: Float32Array) => void;
 
-/** Seconds per call, timing enough calls to fill ~`budget` seconds. */
-function secondsPerCall(fn: () => void, budget: number): number {
+/** Seconds per call (wall and CPU time), timing enough calls to fill ~`budget` seconds. */
+function secondsPerCall(fn: () => void, budget: number): { wall: number; cpu: number } {
   fn();
   let reps = 1;
   for (;;) {
+    const c0 = process.cpuUsage();
     const t = performance.now();
     for (let r = 0; r < reps; r++) fn();
     const dt = (performance.now() - t) / 1000;
-    if (dt >= budget || reps >= 1 << 20) return dt / reps;
+    const c = process.cpuUsage(c0);
+    if (dt >= budget || reps >= 1 << 20) return { wall: dt / reps, cpu: (c.user + c.system) / 1e6 / reps };
     reps = Math.max(reps * 2, Math.ceil((reps * budget) / Math.max(dt, 1e-6)));
   }
 }
@@ -47,6 +53,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   const contenders: [string, (n: number) => GemmFn][] = [];
   const viaKernels = (k: Kernels) => (n: number): GemmFn => (A, B, C) => k.gemm(tA, tB, n, n, n, 1, A, 0, n, B, 0, n, 0, C, 0, n);
   contenders.push(["js", viaKernels(jsKernels)]);
+  contenders.push(["js-ts", (n) => (A, B, C) => tsGemm(tA, tB, n, n, n, 1, A, 0, n, B, 0, n, 0, C, 0, n)]);
   const blas = loadBlas();
   if (blas.ok) {
     contenders.push(["blas", viaKernels(makeBlasKernels(blas.lib))]);
@@ -65,18 +72,21 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   for (const n of sizes) {
     const A = sharedRandom(n * n, 1), B = sharedRandom(n * n, 2), C = new Float32Array(new SharedArrayBuffer(n * n * 4));
     const flops = 2 * n * n * n;
-    const gf: Record<string, number[]> = {};
+    const gf: Record<string, number[]> = {}, gfCpu: Record<string, number[]> = {};
     for (let r = 0; r < rounds; r++) {
       for (const [name, make] of contenders) {
         // js is ~30x slower than BLAS: one short measurement per round is enough at large n.
         const fn = make(n);
-        const s = secondsPerCall(() => fn(A, B, C), name === "js" && n >= 768 ? budget / 4 : budget);
-        (gf[name] ??= []).push(flops / s / 1e9);
+        const s = secondsPerCall(() => fn(A, B, C), name.startsWith("js") && n >= 768 ? budget / 4 : budget);
+        (gf[name] ??= []).push(flops / s.wall / 1e9);
+        (gfCpu[name] ??= []).push(flops / s.cpu / 1e9);
       }
     }
     const row: Record<string, string | number> = { n };
     const res: Record<string, unknown> = { n, trans };
-    for (const [name] of contenders) { row[name] = median(gf[name]); res[name] = { gflops: median(gf[name]), rounds: gf[name] }; }
+    for (const [name] of contenders) { row[name] = median(gf[name]); res[name] = { gflops: median(gf[name]), rounds: gf[name], cpuRounds: gfCpu[name] }; }
+    for (const name of ["js", "js-ts"]) row[`${name} cpu`] = median(gfCpu[name]);
+    row["js/js-ts"] = median(gf.js.map((g, i) => g / gf["js-ts"][i]));
     if (gf.blas && gf["openblas-direct"]) {
       const ratio = median(gf.blas.map((g, i) => g / gf["openblas-direct"][i]));
       row["blas/direct"] = ratio;

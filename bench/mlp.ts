@@ -8,8 +8,13 @@
  *
  *   tsx bench/mlp.ts [--batches 32,128,512] [--backends blas,js] [--rounds 3] [--steps N] [--quick]
  *                    [--anchor]   also run PyTorch's torch_mlp.py alternately (OMP_NUM_THREADS=1) and report ratios
+ *                    [--tfjs [DIR]]  for the js backend, also run TensorFlow.js's cpu backend alternately
+ *                                 (`node tfjs_mlp.cjs cpu BATCH STEPS` with DIR's node_modules; DIR defaults
+ *                                 to $CHAINRULE_TFJS or /tmp/tfjs) and report the median ratio of the rounds
  */
+import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { PerformanceObserver } from "node:perf_hooks";
 import { F, Tensor, manualSeed, nn, optim, rand, useBackend } from "../packages/core/src/index.js";
 import { kernels, setKernels } from "../packages/core/src/kernels/kernels.js";
@@ -106,12 +111,26 @@ function runTorch(py: string, script: string, batch: number, steps: number): num
   return runAnchor(py, script, ["1", String(batch), String(steps)], /([\d.]+) samples\/s/);
 }
 
+/** TensorFlow.js (cpu backend) samples/s from its copy of the anchor script, run from `dir`. */
+function runTfjs(dir: string, batch: number, steps: number): number {
+  const local = join(dir, "tfjs_mlp.cjs");
+  const script = existsSync(local) ? local : anchorPath("tfjs_mlp.cjs");
+  const r = spawnSync(process.execPath, [script, "cpu", String(batch), String(steps)], {
+    cwd: dir, env: { ...process.env, NODE_PATH: join(dir, "node_modules") }, encoding: "utf8",
+  });
+  const m = /([\d.]+) samples\/s/.exec(r.stdout ?? "");
+  if (!m) throw new Error(`tfjs_mlp.cjs failed: ${r.stderr || r.stdout}`);
+  return Number(m[1]);
+}
+
 export async function main(args: string[]): Promise<Record<string, unknown>> {
   const quick = hasFlag(args, "quick");
   const batches = numList(args, "batches", quick ? [128] : [32, 128, 512]);
   const backends = (flag(args, "backends") ?? "blas,js").split(",") as ("blas" | "js")[];
   const rounds = Number(flag(args, "rounds", quick ? "1" : "3"));
   const anchor = hasFlag(args, "anchor");
+  const tfjsArg = flag(args, "tfjs");
+  const tfjsDir = hasFlag(args, "tfjs") ? (tfjsArg !== undefined && !tfjsArg.startsWith("--") ? tfjsArg : process.env.CHAINRULE_TFJS ?? "/tmp/tfjs") : null;
   const anchorScript = anchorPath("torch_mlp.py");
   const py = anchor ? findPython() : null;
   if (anchor && (py === null || !existsSync(anchorScript))) console.log(`--anchor: PyTorch or ${anchorScript} not found; skipping the anchor`);
@@ -122,26 +141,35 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
     if (trySelectBackend(backend) === undefined) continue;
     for (const batch of batches) {
       // Steps sized so one measurement takes ~1-2 s on this kind of machine (~20k samples on blas, ~1k on js).
-      const samples = (backend === "js" ? 1500 : 25_000) * (quick ? 0.5 : 1);
+      const samples = (backend === "js" ? 5000 : 25_000) * (quick ? 0.5 : 1);
       const steps = Number(flag(args, "steps") ?? Math.max(5, Math.round(samples / batch)));
       const t = makeTrainer(batch);
       timeSteps(t, Math.min(20, steps)); // warm-up (JIT, buffers)
-      const sps: number[] = [], torch: number[] = [];
+      const sps: number[] = [], cpuSps: number[] = [], torch: number[] = [], tfjs: number[] = [];
       for (let r = 0; r < rounds; r++) {
-        sps.push((steps * batch) / (timeSteps(t, steps).wallMs / 1000));
+        const m = timeSteps(t, steps);
+        sps.push((steps * batch) / (m.wallMs / 1000));
+        cpuSps.push((steps * batch) / (m.cpuUs / 1e6));
         if (anchor && py && existsSync(anchorScript) && backend === "blas") torch.push(runTorch(py, anchorScript, batch, Math.max(50, steps)));
+        if (tfjsDir !== null && backend === "js") tfjs.push(runTfjs(tfjsDir, batch, Math.max(5, Math.round(3000 / batch))));
       }
       const prof = await profile(batch, Math.max(5, Math.round(steps / 2)));
       const row: Record<string, string | number> = {
-        backend, batch, "samples/s": Math.round(median(sps)), "ms/step": prof.msPerStep,
+        backend, batch, "samples/s": Math.round(median(sps)), "per CPU-s": Math.round(median(cpuSps)), "ms/step": prof.msPerStep,
         "gemm%": 100 * prof.gemm, "elem%": 100 * prof.elementwise, "optim%": 100 * prof.optimizer, "gc%": 100 * prof.gc, "other%": 100 * prof.other,
       };
-      const res: Record<string, unknown> = { backend, batch, steps, samplesPerSec: median(sps), rounds: sps, profile: prof };
+      const res: Record<string, unknown> = { backend, batch, steps, samplesPerSec: median(sps), rounds: sps, cpuRounds: cpuSps, profile: prof };
       if (torch.length > 0) {
         const ratio = median(sps.map((s, i) => s / torch[i]));
         row["torch s/s"] = Math.round(median(torch));
         row["x torch"] = ratio;
         Object.assign(res, { torchSamplesPerSec: torch, ratioVsTorch: ratio });
+      }
+      if (tfjs.length > 0) {
+        const ratio = median(sps.map((s, i) => s / tfjs[i]));
+        row["tfjs s/s"] = Math.round(median(tfjs));
+        row["x tfjs"] = ratio;
+        Object.assign(res, { tfjsSamplesPerSec: tfjs, ratioVsTfjs: ratio });
       }
       rows.push(row);
       results.push(res);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { jsGemm } from "./js/gemm.js";
+import { gemmStridedBatchedVia, jsGemm, tsGemm } from "./js/gemm.js";
 import { jsKernels } from "./js/index.js";
+import { setSimdGemmEnabled, simdGemm, simdGemmAvailable, simdGemmEnabled } from "./simd/gemm.js";
 import { loadBlas, makeBlasKernels } from "./blas/index.js";
 import type { Kernels } from "./kernels.js";
 
@@ -47,12 +48,15 @@ function expectClose(got: Float32Array, want: Float32Array, K: number): void {
 }
 
 const blas = loadBlas();
-const backends: [string, Kernels][] = [["js", jsKernels]];
+// js runs the WebAssembly SIMD GEMM where it is available; "js-ts" is the TypeScript fallback it keeps.
+const tsKernels: Kernels = { ...jsKernels, gemm: tsGemm, gemmStridedBatched: gemmStridedBatchedVia(tsGemm) };
+const backends: [string, Kernels][] = [["js", jsKernels], ["js-ts", tsKernels]];
 if (blas.ok) backends.push(["blas", makeBlasKernels(blas.lib)]);
 
 // Sizes that are not multiples of the 4×4 tile, span several KC/MC blocks, and include degenerate ones.
 const shapes: [number, number, number][] = [
   [1, 1, 1], [3, 5, 7], [4, 4, 4], [17, 9, 33], [65, 70, 300], [130, 6, 257], [5, 1030, 3], [1, 64, 64], [64, 1, 64], [8, 8, 0],
+  [127, 33, 5], [33, 127, 65], [5, 17, 513], [260, 9, 3], [3, 2100, 2], [0, 5, 3], [5, 0, 3],
 ];
 
 describe.each(backends)("%s gemm", (_name, k) => {
@@ -119,6 +123,63 @@ describe.each(backends)("%s gemm", (_name, k) => {
     k.gemm(false, false, 4, 4, 4, 1, A, 0, 4, B, 0, 4, 0, C, 0, 4);
     expect(Number.isNaN(C[4])).toBe(true);
     expect(C[0]).toBe(4);
+  });
+});
+
+describe("js gemm: WebAssembly SIMD path", () => {
+  it("is the one that runs (WebAssembly SIMD is in Node 20) unless CHAINRULE_SIMD=0", () => {
+    expect(simdGemmAvailable()).toBe(simdGemmEnabled());
+  });
+
+  it("agrees with the TypeScript GEMM on every odd size up to 127, each transpose combination", () => {
+    const sizes = [1, 2, 3, 5, 8, 17, 33, 65, 127];
+    for (const tA of [false, true]) {
+      for (const tB of [false, true]) {
+        for (const M of sizes) {
+          for (const N of sizes) {
+            const K = sizes[(M + N) % sizes.length];
+            const A = fill(M * K, M), B = fill(K * N, N), C0 = fill(M * N, K);
+            const want = C0.slice(), got = C0.slice();
+            tsGemm(tA, tB, M, N, K, 1.5, A, 0, tA ? M : K, B, 0, tB ? K : N, -0.5, want, 0, N);
+            expect(simdGemm(tA, tB, M, N, K, 1.5, A, 0, tA ? M : K, B, 0, tB ? K : N, -0.5, got, 0, N)).toBe(simdGemmEnabled());
+            if (simdGemmEnabled()) expectClose(got, want, K);
+          }
+        }
+      }
+    }
+  });
+
+  it("handles a C too large to stage at once (narrower column blocks) and then small problems again", () => {
+    const M = 4100, N = 1030, K = 3; // staged C would be 4100×1032 floats > 4M: split into column blocks
+    const A = fill(M * K, 31), B = fill(N * K, 32), C0 = fill(M * N, 33);
+    const want = C0.slice(), got = C0.slice();
+    refGemm(false, true, M, N, K, 1, A, 0, K, B, 0, K, 1, want, 0, N);
+    jsGemm(false, true, M, N, K, 1, A, 0, K, B, 0, K, 1, got, 0, N);
+    expectClose(got, want, K);
+    const a = fill(15, 34), b = fill(15, 35), c = new Float32Array(9), r = new Float32Array(9);
+    refGemm(false, false, 3, 3, 5, 1, a, 0, 5, b, 0, 3, 0, r, 0, 3);
+    jsGemm(false, false, 3, 3, 5, 1, a, 0, 5, b, 0, 3, 0, c, 0, 3);
+    expectClose(c, r, 5);
+  });
+
+  it("beta = 0 overwrites NaN in C; CHAINRULE_SIMD off (setSimdGemmEnabled(false)) falls back to TypeScript", () => {
+    const A = fill(6 * 7, 41), B = fill(7 * 5, 42);
+    const want = new Float32Array(30);
+    refGemm(false, false, 6, 5, 7, 1, A, 0, 7, B, 0, 5, 0, want, 0, 5);
+    const got = new Float32Array(30).fill(NaN);
+    jsGemm(false, false, 6, 5, 7, 1, A, 0, 7, B, 0, 5, 0, got, 0, 5);
+    expectClose(got, want, 7);
+    const was = simdGemmEnabled();
+    setSimdGemmEnabled(false);
+    try {
+      const c = new Float32Array(30);
+      expect(simdGemm(false, false, 6, 5, 7, 1, A, 0, 7, B, 0, 5, 0, c, 0, 5)).toBe(false);
+      expect(c.every((v) => v === 0)).toBe(true);
+      jsGemm(false, false, 6, 5, 7, 1, A, 0, 7, B, 0, 5, 0, c, 0, 5);
+      expectClose(c, want, 7);
+    } finally {
+      setSimdGemmEnabled(was);
+    }
   });
 });
 

@@ -1,5 +1,23 @@
+import { simdGemm } from "../simd/gemm.js";
+
 /**
- * Reference GEMM in TypeScript: C = alpha·op(A)·op(B) + beta·C, row-major.
+ * The js backend's GEMM: C = alpha·op(A)·op(B) + beta·C, row-major. Runs the WebAssembly
+ * SIMD GEMM (simd/gemm.ts) where it is available and enabled, else (and for tiny problems)
+ * the TypeScript one below.
+ */
+export function jsGemm(
+  transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
+  A: Float32Array, aOff: number, lda: number,
+  B: Float32Array, bOff: number, ldb: number,
+  beta: number, C: Float32Array, cOff: number, ldc: number,
+): void {
+  // Below ~10³ multiply-adds the SIMD path's fixed costs (staging C, the call) outweigh its speed.
+  if (M * N * K >= 1024 && simdGemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc)) return;
+  tsGemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc);
+}
+
+/**
+ * GEMM in TypeScript (the fallback where WebAssembly SIMD is missing or CHAINRULE_SIMD=0).
  *
  * Goto/BLIS structure: for each KC×NC block of op(B) and MC×KC block of op(A),
  * both are packed into contiguous panels (B in NR-wide column panels, A in
@@ -16,7 +34,7 @@ const NC = 1024; // columns of B packed at once (1 MiB: L2/L3)
 let packA = new Float32Array(MC * KC);
 let packB = new Float32Array(KC * NC);
 
-export function jsGemm(
+export function tsGemm(
   transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
   A: Float32Array, aOff: number, lda: number,
   B: Float32Array, bOff: number, ldb: number,

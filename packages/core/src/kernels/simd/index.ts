@@ -17,6 +17,8 @@
  * and the JS loops of rules.ts run.
  */
 
+import { F32, F64, I32, V128, WA, get, moduleBytes, set, simd, uleb, vec } from "./asm.js";
+
 export interface SimdKernels {
   /** g = w0·s0 (float64, rounded once), s0 = 0; over `pairs` pairs of floats at byte addresses. */
   reduce1(gAt: number, s0At: number, pairs: number, w0: number): void;
@@ -43,40 +45,13 @@ export interface WasmMemory {
   readonly buffer: ArrayBufferLike;
 }
 
-interface WasmApi {
-  Memory: new (d: { initial: number; maximum?: number; shared?: boolean }) => SharedMemory;
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (m: object, imports: Record<string, Record<string, unknown>>) => { exports: Record<string, unknown> };
-}
-const WA = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly as WasmApi;
-
 /** A shared memory of `bytes` (rounded up to 64 KiB pages), zero-filled. */
 export function sharedMemory(bytes: number): SharedMemory {
   const pages = Math.max(1, Math.ceil(bytes / 65536));
-  return new WA.Memory({ initial: pages, maximum: pages, shared: true });
+  return new WA.Memory({ initial: pages, maximum: pages, shared: true }) as SharedMemory;
 }
 
-// ---- a tiny assembler ----
-const I32 = 0x7f, F32 = 0x7d, F64 = 0x7c, V128 = 0x7b;
-
-function uleb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n !== 0) b |= 0x80;
-    out.push(b);
-  } while (n !== 0);
-  return out;
-}
-
-const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()];
-const section = (id: number, body: number[]): number[] => [id, ...uleb(body.length), ...body];
-const str = (s: string): number[] => vec([...s].map((c) => [c.charCodeAt(0)]));
-
-const get = (i: number) => [0x20, ...uleb(i)];
-const set = (i: number) => [0x21, ...uleb(i)];
-const simd = (op: number, ...imm: number[]) => [0xfd, ...uleb(op), ...imm];
+// ---- the kernels, in the assembler of asm.ts ----
 const memarg = [0, 0]; // align 2^0 (unaligned is fine), offset 0
 const load64zero = (addr: number) => [...get(addr), ...simd(0x5d, ...memarg)];
 const promote = simd(0x5f);
@@ -208,16 +183,7 @@ function buildModule(shared: boolean): Uint8Array {
     reduceKFn(),
   ];
   const names = ["reduce1", "reduce2", "adam", "adamWd", "reduceK"];
-  const bytes = [
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, vec(fns.map((f) => f.type))),
-    // import env.memory: shared, min 0, max 65536 pages; or unshared, min 0, no max
-    ...section(2, vec([[...str("env"), ...str("memory"), 0x02, ...(shared ? [0x03, ...uleb(0), ...uleb(65536)] : [0x00, ...uleb(0)])]])),
-    ...section(3, vec(fns.map((_, i) => uleb(i)))),
-    ...section(7, vec(names.map((n, i) => [...str(n), 0x00, ...uleb(i)]))),
-    ...section(10, vec(fns.map((f) => f.code))),
-  ];
-  return Uint8Array.from(bytes);
+  return moduleBytes(fns, names, shared);
 }
 
 const compiled: [object | null | undefined, object | null | undefined] = [undefined, undefined];
