@@ -8,6 +8,7 @@ import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
 import { type Conv2dGeometry, type Pool2dGeometry, kernels } from "../kernels/kernels.js";
 import { result } from "./op.js";
+import { relu } from "./elementwise.js";
 
 /** An int or an (h, w) pair. */
 export type Size2 = number | readonly [number, number];
@@ -82,12 +83,17 @@ function scratchWide(n: number): Float32Array {
   return wideBuf;
 }
 
-/**
- * 2-D convolution (cross-correlation, as PyTorch): x (N, C, H, W), weight (O, C/groups, kh, kw),
- * bias (O) → (N, O, OH, OW) with OH = ⌊(H + 2·ph - dh·(kh-1) - 1) / sh⌋ + 1.
- */
-export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, opts: Conv2dOptions = {}): Tensor {
-  const op = "conv2d";
+/** A checked conv2d call: its geometry and groups. */
+interface ConvSetup {
+  g: Conv2dGeometry;
+  N: number;
+  O: number;
+  Cg: number;
+  groups: number;
+}
+
+/** Checks conv2d's arguments and works out the output size. */
+function convSetup(op: string, x: Tensor, weight: Tensor, bias: Tensor | null, opts: Conv2dOptions): ConvSetup {
   check4d(op, x);
   if (weight.ndim !== 4) throw new ShapeError(`${op}: weight must be 4-D (out, in/groups, kh, kw), got ${fmtShape(weight.shape)}`);
   const groups = opts.groups ?? 1;
@@ -114,8 +120,17 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
   } else [ph, pw] = pair(op, "padding", pad, 0);
   const OH = outSize(op, H, kh, sh, ph, dh, "input height");
   const OW = outSize(op, W, kw, sw, pw, dw, "input width");
+  return { g: { C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW }, N, O, Cg, groups };
+}
 
-  const g: Conv2dGeometry = { C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW };
+/**
+ * 2-D convolution (cross-correlation, as PyTorch): x (N, C, H, W), weight (O, C/groups, kh, kw),
+ * bias (O) → (N, O, OH, OW) with OH = ⌊(H + 2·ph - dh·(kh-1) - 1) / sh⌋ + 1.
+ */
+export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, opts: Conv2dOptions = {}): Tensor {
+  const op = "conv2d";
+  const { g, N, O, Cg, groups } = convSetup(op, x, weight, bias, opts);
+  const { C, H, W, kh, kw, sh, sw, ph, pw, OH, OW } = g;
   const L = OH * OW; // output pixels per image
   const K = C * kh * kw; // rows of one image's column matrix (all groups)
   const Kg = Cg * kh * kw; // per group
@@ -220,9 +235,14 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
   });
 }
 
-/** conv2d by shifted GEMMs over a padded channel-major copy of the batch (stride 1); see Conv2dLayout. */
-function conv2dShifted(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2dGeometry, groups: number): Tensor {
-  const { C, H, W, kh, kw, ph, pw, dh, dw, OH, OW } = g;
+/**
+ * The shifted-GEMM convolution of a batch (stride 1; see Conv2dLayout): `wide` (a scratch) holds
+ * the output (O, N, Hp, Wp) plus bias, valid at oh < OH, ow < OW; `backward(gw)` takes the output
+ * gradient in that wide layout (zero elsewhere) and returns [dx, dweight] (null where not needed).
+ * Shared by conv2d and conv2dMaxPoolRelu, which read and write the wide layout differently.
+ */
+function shiftedConv(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2dGeometry, groups: number) {
+  const { C, H, W, kh, kw, ph, pw, dh, dw } = g;
   const [N] = x.shape;
   const [O, Cg] = weight.shape;
   const Og = O / groups;
@@ -244,18 +264,8 @@ function conv2dShifted(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2d
       k.gemm(false, false, Og, Q, Cg, 1, wt, t * O * Cg + gi * Og * Cg, Cg, xp, gi * Cg * NP + shift(t), NP, t === 0 && !bias ? 0 : 1, wide, gi * Og * NP, NP);
     }
   }
-  const out = new Float32Array(N * O * OH * OW);
-  k.paddedToNchw(out, wide, N, O, OH, OW, 0, 0, Hp, Wp);
-
-  const inputs = bias ? [x, weight, bias] : [x, weight];
-  return result("conv2d", out, [N, O, OH, OW], inputs, (gout) => {
-    let dx: Float32Array | null = null, dwt: Float32Array | null = null, db: Float32Array | null = null;
-    if (bias?.requiresGrad) {
-      db = new Float32Array(O);
-      k.sumChannels(db, gout, N, O, OH * OW);
-    }
-    const gw = scratchWide(O * NP).fill(0, 0, O * NP); // gout in the wide layout, zero at discarded positions
-    k.nchwToPadded(gw, gout, N, O, OH, OW, 0, 0, Hp, Wp);
+  const backward = (gw: Float32Array): [Float32Array | null, Float32Array | null] => {
+    let dx: Float32Array | null = null, dwt: Float32Array | null = null;
     if (weight.requiresGrad) {
       const dwT = new Float32Array(weight.size); // (taps, O, Cg)
       for (let gi = 0; gi < groups; gi++) {
@@ -277,6 +287,114 @@ function conv2dShifted(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2d
       }
       dx = new Float32Array(x.size);
       k.paddedToNchw(dx, dxp, N, C, H, W, ph, pw, Hp, Wp);
+    }
+    return [dx, dwt];
+  };
+  return { wide, NP, P, Hp, Wp, backward };
+}
+
+/** conv2d by shifted GEMMs over a padded channel-major copy of the batch (stride 1); see Conv2dLayout. */
+function conv2dShifted(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2dGeometry, groups: number): Tensor {
+  const { OH, OW } = g;
+  const [N] = x.shape;
+  const [O] = weight.shape;
+  const k = kernels();
+  const conv = shiftedConv(x, weight, bias, g, groups);
+  const { NP, Hp, Wp } = conv;
+  const out = new Float32Array(N * O * OH * OW);
+  k.paddedToNchw(out, conv.wide, N, O, OH, OW, 0, 0, Hp, Wp);
+
+  const inputs = bias ? [x, weight, bias] : [x, weight];
+  return result("conv2d", out, [N, O, OH, OW], inputs, (gout) => {
+    let db: Float32Array | null = null;
+    if (bias?.requiresGrad) {
+      db = new Float32Array(O);
+      k.sumChannels(db, gout, N, O, OH * OW);
+    }
+    const gw = scratchWide(O * NP).fill(0, 0, O * NP); // gout in the wide layout, zero at discarded positions
+    k.nchwToPadded(gw, gout, N, O, OH, OW, 0, 0, Hp, Wp);
+    const [dx, dwt] = conv.backward(gw);
+    return bias ? [dx, dwt, db] : [dx, dwt];
+  });
+}
+
+// One chunk of images' conv output (O, n·L) in conv2dMaxPoolRelu's per-image path.
+let chunkBuf = new Float32Array(0);
+function scratchChunk(n: number): Float32Array {
+  if (chunkBuf.length < n) chunkBuf = new Float32Array(n);
+  return chunkBuf;
+}
+
+/** Images per chunk in conv2dMaxPoolRelu's im2col path: about this many floats of conv output, so a chunk stays in cache. */
+const CHUNK_FLOATS = 1 << 16;
+
+/**
+ * relu(maxPool2d(conv2d(x, weight, bias, opts), 2)) in one op: x (N, C, H, W) → (N, O, ⌊OH/2⌋, ⌊OW/2⌋).
+ * The conv output is pooled straight from the scratch its GEMMs wrote (the wide layout, or one
+ * chunk of images at a time), so the full-size (N, O, OH, OW) activation is never stored, and
+ * the backward scatters the pooled gradient into that layout and sums the bias gradient over
+ * the 4x smaller pooled gradient. Same values and gradients as the composition (ReLU commutes
+ * with max). Groups 1 and stride 1 only; other convolutions, and the "batched" layout, run the
+ * composition.
+ */
+export function conv2dMaxPoolRelu(x: Tensor, weight: Tensor, bias: Tensor | null = null, opts: Conv2dOptions = {}): Tensor {
+  const op = "conv2dMaxPoolRelu";
+  const { g, N, O } = convSetup(op, x, weight, bias, opts);
+  const { C, H, W, kh, kw, sh, sw, OH, OW } = g;
+  const PH = OH >> 1, PW = OW >> 1;
+  if ((opts.groups ?? 1) !== 1 || sh !== 1 || sw !== 1 || conv2dLayout === "batched" || PH === 0 || PW === 0) {
+    return relu(maxPool2d(conv2d(x, weight, bias, opts), 2));
+  }
+  const k = kernels();
+  const PL = PH * PW;
+  const out = new Float32Array(N * O * PL); // (N, O, PH, PW)
+  const tap = new Uint8Array(N * O * PL);
+  const inputs = bias ? [x, weight, bias] : [x, weight];
+  const layout = conv2dLayout === "auto" ? (C >= 8 && kh * kw > 1 ? "shifted" : "perImage") : conv2dLayout;
+
+  if (layout === "shifted") {
+    const conv = shiftedConv(x, weight, bias, g, 1);
+    const { NP, P, Wp } = conv;
+    k.maxPool2x2Relu(out, tap, 0, conv.wide, 0, N, O, PH, PW, P, NP, Wp); // wide: (O, N, Hp, Wp)
+    return result(op, out, [N, O, PH, PW], inputs, (gout) => {
+      const db = bias?.requiresGrad ? new Float32Array(O) : null;
+      const gw = scratchWide(O * NP).fill(0, 0, O * NP); // zero where nothing pooled, and at discarded positions
+      k.maxPool2x2ReluBackward(gw, 0, gout, tap, 0, N, O, PH, PW, P, NP, Wp, db);
+      const [dx, dwt] = conv.backward(gw);
+      return bias ? [dx, dwt, db] : [dx, dwt];
+    });
+  }
+
+  // im2col path, `nb` images at a time: cols (K, nb·L), conv output y (O, nb·L), pooled from y.
+  const L = OH * OW, K = C * kh * kw, img = C * H * W;
+  const nb = Math.max(1, Math.min(N, Math.floor(CHUNK_FLOATS / (O * L))));
+  for (let n0 = 0; n0 < N; n0 += nb) {
+    const m = Math.min(nb, N - n0), mL = m * L;
+    const cols = scratchCols(K * mL), y = scratchChunk(O * mL);
+    for (let i = 0; i < m; i++) k.im2col(cols, i * L, mL, x.data, (n0 + i) * img, g);
+    if (bias) for (let o = 0; o < O; o++) y.fill(bias.data[o], o * mL, (o + 1) * mL);
+    k.gemm(false, false, O, mL, K, 1, weight.data, 0, K, cols, 0, mL, bias ? 1 : 0, y, 0, mL); // (O, K) @ (K, m·L)
+    k.maxPool2x2Relu(out, tap, n0 * O * PL, y, 0, m, O, PH, PW, L, mL, OW); // y: (O, m, OH, OW)
+  }
+  return result(op, out, [N, O, PH, PW], inputs, (gout) => {
+    const db = bias?.requiresGrad ? new Float32Array(O) : null;
+    const dwt = weight.requiresGrad ? new Float32Array(weight.size) : null;
+    const dx = x.requiresGrad ? new Float32Array(x.size) : null;
+    for (let n0 = 0; n0 < N; n0 += nb) {
+      const m = Math.min(nb, N - n0), mL = m * L;
+      const dy = scratchChunk(O * mL).fill(0, 0, O * mL); // (O, m·L) conv output gradient of this chunk
+      k.maxPool2x2ReluBackward(dy, 0, gout, tap, n0 * O * PL, m, O, PH, PW, L, mL, OW, db);
+      if (dwt) {
+        // dW (O, K) += dy (O, m·L) @ colsᵀ (m·L, K); the columns are unfolded again rather than kept
+        const cols = scratchCols(K * mL);
+        for (let i = 0; i < m; i++) k.im2col(cols, i * L, mL, x.data, (n0 + i) * img, g);
+        k.gemm(false, true, O, K, mL, 1, dy, 0, mL, cols, 0, mL, n0 === 0 ? 0 : 1, dwt, 0, K);
+      }
+      if (dx) {
+        const dcol = scratchDcol(K * mL); // (K, m·L) = Wᵀ (K, O) @ dy (O, m·L)
+        k.gemm(true, false, K, mL, O, 1, weight.data, 0, K, dy, 0, mL, 0, dcol, 0, mL);
+        for (let i = 0; i < m; i++) k.col2im(dx, (n0 + i) * img, dcol, i * L, mL, g);
+      }
     }
     return bias ? [dx, dwt, db] : [dx, dwt];
   });

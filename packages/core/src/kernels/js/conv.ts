@@ -381,3 +381,72 @@ export function paddedToNchw(x: Float32Array, src: Float32Array, N: number, C: n
     }
   }
 }
+
+/**
+ * 2×2, stride-2 max pooling followed by ReLU, reading a strided source: element (n, c, h, w)
+ * at srcOff + n·sN + c·sC + h·sH + w (so a conv's output can be pooled from whatever layout its
+ * GEMM wrote, without an NCHW copy first). Writes out (N, C, PH, PW) at outOff, and tap: the
+ * window position 2·di + dj of the maximum (first one on ties, NaN wins as in maxPool2d), or 4
+ * where the pooled value is not positive, so ReLU passes no gradient. ReLU keeps NaN.
+ */
+export function maxPool2x2Relu(
+  out: Float32Array, tap: Uint8Array, outOff: number, src: Float32Array, srcOff: number,
+  N: number, C: number, PH: number, PW: number, sN: number, sC: number, sH: number,
+): void {
+  let o = outOff;
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      const base = srcOff + n * sN + c * sC;
+      for (let ph = 0; ph < PH; ph++) {
+        const r0 = base + 2 * ph * sH, r1 = r0 + sH;
+        for (let pw = 0; pw < PW; pw++, o++) {
+          const i = 2 * pw;
+          let best = src[r0 + i], t = 0;
+          let v = src[r0 + i + 1];
+          if (v > best || (v !== v && best === best)) { best = v; t = 1; }
+          v = src[r1 + i];
+          if (v > best || (v !== v && best === best)) { best = v; t = 2; }
+          v = src[r1 + i + 1];
+          if (v > best || (v !== v && best === best)) { best = v; t = 3; }
+          if (best > 0) {
+            out[o] = best;
+            tap[o] = t;
+          } else {
+            out[o] = best !== best ? best : 0;
+            tap[o] = 4;
+          }
+        }
+      }
+    }
+  }
+}
+
+/**
+ * Backward of maxPool2x2Relu: dsrc (same strided layout, zeroed by the caller) += gout at each
+ * window's tap; dbias[c] (if given) += Σ of the gradients that pass, i.e. the bias gradient of
+ * the conv that produced src, summed over the pooled (4x smaller) gradient.
+ */
+export function maxPool2x2ReluBackward(
+  dsrc: Float32Array, srcOff: number, gout: Float32Array, tap: Uint8Array, outOff: number,
+  N: number, C: number, PH: number, PW: number, sN: number, sC: number, sH: number, dbias: Float32Array | null,
+): void {
+  let o = outOff;
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      const base = srcOff + n * sN + c * sC;
+      let s = 0;
+      for (let ph = 0; ph < PH; ph++) {
+        const r0 = base + 2 * ph * sH;
+        for (let pw = 0; pw < PW; pw++, o++) {
+          const t = tap[o];
+          if (t < 4) {
+            const gv = gout[o];
+            dsrc[r0 + (t >> 1) * sH + 2 * pw + (t & 1)] += gv;
+            s += gv;
+          }
+        }
+      }
+      if (dbias) dbias[c] += s;
+    }
+  }
+}
