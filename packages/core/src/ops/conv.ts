@@ -236,10 +236,18 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
 }
 
 /**
- * The shifted-GEMM convolution of a batch (stride 1; see Conv2dLayout): `wide` (a scratch) holds
- * the output (O, N, Hp, Wp) plus bias, valid at oh < OH, ow < OW; `backward(gw)` takes the output
- * gradient in that wide layout (zero elsewhere) and returns [dx, dweight] (null where not needed).
- * Shared by conv2d and conv2dMaxPoolRelu, which read and write the wide layout differently.
+ * Floats of conv output per chunk of images in the shifted layout: a chunk's output and input
+ * stay in cache across the taps' GEMMs, which accumulate into it kh·kw times.
+ */
+const SHIFTED_CHUNK_FLOATS = 1 << 16;
+
+/**
+ * The shifted-GEMM convolution (stride 1; see Conv2dLayout), run a chunk of images at a time so
+ * that the taps' GEMMs accumulate into a cache-sized output. `forward(use)` hands each chunk's
+ * output (O, m, Hp, Wp) plus bias, valid at oh < OH, ow < OW, to `use` (a scratch: copy or pool
+ * from it); `backward(fill)` has `fill` write each chunk's output gradient into a zeroed
+ * (O, m, Hp, Wp) scratch and returns [dx, dweight] (null where not needed). Shared by conv2d
+ * and conv2dMaxPoolRelu, which read and write the chunks differently.
  */
 function shiftedConv(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2dGeometry, groups: number) {
   const { C, H, W, kh, kw, ph, pw, dh, dw } = g;
@@ -250,47 +258,65 @@ function shiftedConv(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2dGe
   const Hp = H + 2 * ph, Wp = W + 2 * pw, P = Hp * Wp, NP = N * P;
   const shift = (t: number) => Math.floor(t / kw) * dh * Wp + (t % kw) * dw; // column offset of tap t = i·kw + j
   const Q = NP - shift(taps - 1); // columns computed: every valid output position, reads in bounds
+  const nb = Math.max(1, Math.min(N, Math.floor(SHIFTED_CHUNK_FLOATS / (O * P)))); // images per chunk
   const k = kernels();
   const xp = new Float32Array(C * NP); // (C, N, Hp, Wp), zero padding
   k.nchwToPadded(xp, x.data, N, C, H, W, ph, pw, Hp, Wp);
   const wt = new Float32Array(weight.size); // (taps, O, Cg): one contiguous (O, Cg) matrix per tap
   k.permute(wt, weight.data, [O * Cg, taps], [1, 0]);
-  // (O, N, Hp, Wp); valid outputs at oh < OH, ow < OW, all below column Q, which the first tap
-  // (beta 0) or the bias fill overwrites, so a reused scratch needs no clearing.
-  const wide = scratchWide(O * NP);
-  if (bias) for (let o = 0; o < O; o++) wide.fill(bias.data[o], o * NP, o * NP + Q);
-  for (let gi = 0; gi < groups; gi++) {
-    for (let t = 0; t < taps; t++) {
-      k.gemm(false, false, Og, Q, Cg, 1, wt, t * O * Cg + gi * Og * Cg, Cg, xp, gi * Cg * NP + shift(t), NP, t === 0 && !bias ? 0 : 1, wide, gi * Og * NP, NP);
-    }
-  }
-  const backward = (gw: Float32Array): [Float32Array | null, Float32Array | null] => {
-    let dx: Float32Array | null = null, dwt: Float32Array | null = null;
-    if (weight.requiresGrad) {
-      const dwT = new Float32Array(weight.size); // (taps, O, Cg)
+  /** Chunk [n0, n0 + m): its leading dimension and the columns computed (the last image stops at Q). */
+  const chunk = (n0: number) => {
+    const m = Math.min(nb, N - n0), ld = m * P;
+    return { m, ld, q0: n0 * P, cols: Math.min(ld, Q - n0 * P) };
+  };
+
+  const forward = (use: (wide: Float32Array, n0: number, m: number) => void) => {
+    const wide = scratchWide(O * nb * P);
+    for (let n0 = 0; n0 < N; n0 += nb) {
+      const { m, ld, q0, cols } = chunk(n0);
+      // Valid outputs lie below `cols`, which the first tap (beta 0) or the bias fill overwrites,
+      // so the reused scratch needs no clearing.
+      if (bias) for (let o = 0; o < O; o++) wide.fill(bias.data[o], o * ld, o * ld + cols);
       for (let gi = 0; gi < groups; gi++) {
         for (let t = 0; t < taps; t++) {
-          // dW_t (Og, Cg) = gw (Og, Q) @ xp_shifted(t)ᵀ (Q, Cg)
-          k.gemm(false, true, Og, Cg, Q, 1, gw, gi * Og * NP, NP, xp, gi * Cg * NP + shift(t), NP, 0, dwT, t * O * Cg + gi * Og * Cg, Cg);
+          // wide_g (Og, cols) += W_t,g (Og, Cg) @ xp_g shifted by tap t (Cg, cols)
+          k.gemm(false, false, Og, cols, Cg, 1, wt, t * O * Cg + gi * Og * Cg, Cg, xp, gi * Cg * NP + q0 + shift(t), NP, t === 0 && !bias ? 0 : 1, wide, gi * Og * ld, ld);
         }
       }
+      use(wide, n0, m);
+    }
+  };
+
+  const backward = (fill: (gw: Float32Array, n0: number, m: number) => void): [Float32Array | null, Float32Array | null] => {
+    const dwT = weight.requiresGrad ? new Float32Array(weight.size) : null; // (taps, O, Cg)
+    const dxp = x.requiresGrad ? scratchDcol(C * NP).fill(0, 0, C * NP) : null; // accumulated over taps and chunks
+    const gw = scratchWide(O * nb * P);
+    for (let n0 = 0; n0 < N; n0 += nb) {
+      const { m, ld, q0, cols } = chunk(n0);
+      gw.fill(0, 0, O * ld); // zero at discarded positions
+      fill(gw, n0, m);
+      for (let gi = 0; gi < groups; gi++) {
+        for (let t = 0; t < taps; t++) {
+          const wOff = t * O * Cg + gi * Og * Cg, xOff = gi * Cg * NP + q0 + shift(t);
+          // dW_t,g (Og, Cg) += gw_g (Og, cols) @ xp_g shifted(t)ᵀ (cols, Cg)
+          if (dwT) k.gemm(false, true, Og, Cg, cols, 1, gw, gi * Og * ld, ld, xp, xOff, NP, n0 === 0 ? 0 : 1, dwT, wOff, Cg);
+          // dxp_g shifted(t) (Cg, cols) += W_t,gᵀ (Cg, Og) @ gw_g (Og, cols)
+          if (dxp) k.gemm(true, false, Cg, cols, Og, 1, wt, wOff, Cg, gw, gi * Og * ld, ld, 1, dxp, xOff, NP);
+        }
+      }
+    }
+    let dx: Float32Array | null = null, dwt: Float32Array | null = null;
+    if (dwT) {
       dwt = new Float32Array(weight.size);
       k.permute(dwt, dwT, [taps, O * Cg], [1, 0]);
     }
-    if (x.requiresGrad) {
-      const dxp = scratchDcol(C * NP).fill(0, 0, C * NP); // accumulated over taps (beta 1)
-      for (let gi = 0; gi < groups; gi++) {
-        for (let t = 0; t < taps; t++) {
-          // dxp shifted(t) (Cg, Q) += W_tᵀ (Cg, Og) @ gw (Og, Q)
-          k.gemm(true, false, Cg, Q, Og, 1, wt, t * O * Cg + gi * Og * Cg, Cg, gw, gi * Og * NP, NP, 1, dxp, gi * Cg * NP + shift(t), NP);
-        }
-      }
+    if (dxp) {
       dx = new Float32Array(x.size);
       k.paddedToNchw(dx, dxp, N, C, H, W, ph, pw, Hp, Wp);
     }
     return [dx, dwt];
   };
-  return { wide, NP, P, Hp, Wp, backward };
+  return { P, Hp, Wp, forward, backward };
 }
 
 /** conv2d by shifted GEMMs over a padded channel-major copy of the batch (stride 1); see Conv2dLayout. */
@@ -298,22 +324,21 @@ function conv2dShifted(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2d
   const { OH, OW } = g;
   const [N] = x.shape;
   const [O] = weight.shape;
+  const L = OH * OW;
   const k = kernels();
   const conv = shiftedConv(x, weight, bias, g, groups);
-  const { NP, Hp, Wp } = conv;
-  const out = new Float32Array(N * O * OH * OW);
-  k.paddedToNchw(out, conv.wide, N, O, OH, OW, 0, 0, Hp, Wp);
+  const { Hp, Wp } = conv;
+  const out = new Float32Array(N * O * L); // (N, O, OH, OW)
+  conv.forward((wide, n0, m) => k.paddedToNchw(out.subarray(n0 * O * L), wide, m, O, OH, OW, 0, 0, Hp, Wp));
 
   const inputs = bias ? [x, weight, bias] : [x, weight];
   return result("conv2d", out, [N, O, OH, OW], inputs, (gout) => {
     let db: Float32Array | null = null;
     if (bias?.requiresGrad) {
       db = new Float32Array(O);
-      k.sumChannels(db, gout, N, O, OH * OW);
+      k.sumChannels(db, gout, N, O, L);
     }
-    const gw = scratchWide(O * NP).fill(0, 0, O * NP); // gout in the wide layout, zero at discarded positions
-    k.nchwToPadded(gw, gout, N, O, OH, OW, 0, 0, Hp, Wp);
-    const [dx, dwt] = conv.backward(gw);
+    const [dx, dwt] = conv.backward((gw, n0, m) => k.nchwToPadded(gw, gout.subarray(n0 * O * L), m, O, OH, OW, 0, 0, Hp, Wp));
     return bias ? [dx, dwt, db] : [dx, dwt];
   });
 }
@@ -354,13 +379,12 @@ export function conv2dMaxPoolRelu(x: Tensor, weight: Tensor, bias: Tensor | null
 
   if (layout === "shifted") {
     const conv = shiftedConv(x, weight, bias, g, 1);
-    const { NP, P, Wp } = conv;
-    k.maxPool2x2Relu(out, tap, 0, conv.wide, 0, N, O, PH, PW, P, NP, Wp); // wide: (O, N, Hp, Wp)
+    const { P, Wp } = conv;
+    // Each chunk (O, m, Hp, Wp) pooled as soon as its GEMMs are done, while it is in cache.
+    conv.forward((wide, n0, m) => k.maxPool2x2Relu(out, tap, n0 * O * PL, wide, 0, m, O, PH, PW, P, m * P, Wp));
     return result(op, out, [N, O, PH, PW], inputs, (gout) => {
       const db = bias?.requiresGrad ? new Float32Array(O) : null;
-      const gw = scratchWide(O * NP).fill(0, 0, O * NP); // zero where nothing pooled, and at discarded positions
-      k.maxPool2x2ReluBackward(gw, 0, gout, tap, 0, N, O, PH, PW, P, NP, Wp, db);
-      const [dx, dwt] = conv.backward(gw);
+      const [dx, dwt] = conv.backward((gw, n0, m) => k.maxPool2x2ReluBackward(gw, 0, gout, tap, n0 * O * PL, m, O, PH, PW, P, m * P, Wp, db));
       return bias ? [dx, dwt, db] : [dx, dwt];
     });
   }
