@@ -45,13 +45,16 @@ function check4d(op: string, x: Tensor): void {
  *    channel-major buffer xp (C, N·Hp·Wp); each kernel tap (i, j) is then one GEMM
  *    out (O, N·Hp·Wp) += W[:, :, i, j] (O, C) @ xp shifted by i·dh·Wp + j·dw columns, whose
  *    outputs at valid (oh, ow) are the convolution (the others are discarded). Backward is
- *    the same shifts transposed. BLAS does the unfolding inside its packing, vectorised.
+ *    the same shifts transposed. BLAS does the unfolding inside its packing, vectorised. The
+ *    GEMMs run a cache-sized chunk of images at a time, since every tap accumulates into the output.
  *  - "perImage": im2col of one image into a cache-sized scratch, one GEMM per image and group
  *    straight into the NCHW output; backward unfolds each image again.
  *  - "batched": one im2col matrix (C·kh·kw, N·OH·OW) for the batch, one GEMM per group, then
  *    a permute to NCHW.
  *  - "auto" (default): "shifted" for stride-1 layers with at least 8 input channels per group,
  *    "perImage" otherwise — the fastest measured on the anchor CNN (bench/cnn.ts).
+ * conv2dMaxPoolRelu follows the same choice (its "perImage" path unfolds a few images per GEMM)
+ * and runs the unfused composition under "batched".
  */
 export type Conv2dLayout = "auto" | "shifted" | "perImage" | "batched";
 let conv2dLayout: Conv2dLayout = "auto";
