@@ -8,6 +8,7 @@ import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
 import { type Conv2dGeometry, type Pool2dGeometry, kernels } from "../kernels/kernels.js";
 import { result } from "./op.js";
+import { gradBuffer, leafGradSink } from "../autograd/engine.js";
 import { relu } from "./elementwise.js";
 
 /** An int or an (h, w) pair. */
@@ -314,7 +315,7 @@ function shiftedConv(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2dGe
       k.permute(dwt, dwT, [taps, O * Cg], [1, 0]);
     }
     if (dxp) {
-      dx = new Float32Array(x.size);
+      dx = gradBuffer(x.size); // overwritten completely
       k.paddedToNchw(dx, dxp, N, C, H, W, ph, pw, Hp, Wp);
     }
     return [dx, dwt];
@@ -386,8 +387,10 @@ export function conv2dMaxPoolRelu(x: Tensor, weight: Tensor, bias: Tensor | null
     // Each chunk (O, m, Hp, Wp) pooled as soon as its GEMMs are done, while it is in cache.
     conv.forward((wide, n0, m) => k.maxPool2x2Relu(out, tap, n0 * O * PL, wide, 0, m, O, PH, PW, P, m * P, Wp));
     return result(op, out, [N, O, PH, PW], inputs, (gout) => {
-      const db = bias?.requiresGrad ? new Float32Array(O) : null;
-      const [dx, dwt] = conv.backward((gw, n0, m) => k.maxPool2x2ReluBackward(gw, 0, gout, tap, n0 * O * PL, m, O, PH, PW, P, m * P, Wp, db));
+      // The bias gradient is summed (+=) straight into a leaf bias's .grad when there is one.
+      const dbSink = bias?.requiresGrad ? leafGradSink(bias) : null;
+      const db = bias?.requiresGrad && !dbSink ? new Float32Array(O) : null;
+      const [dx, dwt] = conv.backward((gw, n0, m) => k.maxPool2x2ReluBackward(gw, 0, gout, tap, n0 * O * PL, m, O, PH, PW, P, m * P, Wp, dbSink ?? db));
       return bias ? [dx, dwt, db] : [dx, dwt];
     });
   }
@@ -404,18 +407,21 @@ export function conv2dMaxPoolRelu(x: Tensor, weight: Tensor, bias: Tensor | null
     k.maxPool2x2Relu(out, tap, n0 * O * PL, y, 0, m, O, PH, PW, L, mL, OW); // y: (O, m, OH, OW)
   }
   return result(op, out, [N, O, PH, PW], inputs, (gout) => {
-    const db = bias?.requiresGrad ? new Float32Array(O) : null;
-    const dwt = weight.requiresGrad ? new Float32Array(weight.size) : null;
-    const dx = x.requiresGrad ? new Float32Array(x.size) : null;
+    // Leaf parameters get their gradients added (+=, GEMM beta 1) straight into .grad.
+    const dbSink = bias?.requiresGrad ? leafGradSink(bias) : null, dwSink = weight.requiresGrad ? leafGradSink(weight) : null;
+    const db = bias?.requiresGrad && !dbSink ? new Float32Array(O) : null;
+    const dwt = weight.requiresGrad && !dwSink ? new Float32Array(weight.size) : null;
+    const dW = dwSink ?? dwt;
+    const dx = x.requiresGrad ? gradBuffer(x.size) : null; // col2im overwrites each image
     for (let n0 = 0; n0 < N; n0 += nb) {
       const m = Math.min(nb, N - n0), mL = m * L;
       const dy = scratchChunk(O * mL).fill(0, 0, O * mL); // (O, m·L) conv output gradient of this chunk
-      k.maxPool2x2ReluBackward(dy, 0, gout, tap, n0 * O * PL, m, O, PH, PW, L, mL, OW, db);
-      if (dwt) {
+      k.maxPool2x2ReluBackward(dy, 0, gout, tap, n0 * O * PL, m, O, PH, PW, L, mL, OW, dbSink ?? db);
+      if (dW) {
         // dW (O, K) += dy (O, m·L) @ colsᵀ (m·L, K); the columns are unfolded again rather than kept
         const cols = scratchCols(K * mL);
         for (let i = 0; i < m; i++) k.im2col(cols, i * L, mL, x.data, (n0 + i) * img, g);
-        k.gemm(false, true, O, K, mL, 1, dy, 0, mL, cols, 0, mL, n0 === 0 ? 0 : 1, dwt, 0, K);
+        k.gemm(false, true, O, K, mL, 1, dy, 0, mL, cols, 0, mL, n0 === 0 && !dwSink ? 0 : 1, dW, 0, K);
       }
       if (dx) {
         const dcol = scratchDcol(K * mL); // (K, m·L) = Wᵀ (K, O) @ dy (O, m·L)
