@@ -3,8 +3,10 @@
  * conv 1→32 3×3 pad 1, ReLU, max-pool 2 → conv 32→64 3×3 pad 1, ReLU, max-pool 2 → Linear 3136→128,
  * ReLU → Linear 128→10; cross-entropy, Adam lr 1e-3, random 1×28×28 data), one thread:
  * samples/s (wall clock, and per CPU-second of the process, which a shared machine's load
- * distorts less) per backend and conv2d GEMM layout, the share of step time in GEMM, im2col/col2im,
- * other kernels, optimizer and the rest, and optionally PyTorch side by side.
+ * distorts less) per backend and conv2d GEMM layout, the share of step time in GEMM, im2col/col2im
+ * (and the shifted layout's padded copies), pooling (with the fused ReLU), other kernels, optimizer
+ * and the rest, and optionally PyTorch side by side. The model runs each conv → max-pool → ReLU
+ * block as the fused conv2dMaxPoolRelu (ops/conv.ts).
  *
  *   tsx bench/cnn.ts [--batch 64] [--backends blas,js] [--layouts perImage,batched] [--rounds 3] [--steps N] [--quick]
  *                    [--anchor]   also run torch_cnn.py alternately (OMP_NUM_THREADS=1) and report the median ratio
@@ -48,7 +50,8 @@ export function makeCnnTrainer(batch: number, seed = 0): Trainer {
   };
 }
 
-const CONV_KERNELS = new Set(["im2col", "col2im"]);
+// Unfolding and its adjoint, and the shifted layout's padded copies (its im2col): the "im2col" share.
+const CONV_KERNELS = new Set(["im2col", "col2im", "nchwToPadded", "paddedToNchw"]);
 
 /** Kernel timer callbacks that add each call's ms to its category in `acc`. */
 function byCategory(acc: Record<string, number>): (key: string) => (ms: number) => void {

@@ -70,6 +70,10 @@ export interface Kernels {
   /** Max pooling over `planes` H×W planes; argmax gets the in-plane flat index of each maximum. */
   maxPool2d(out: Float32Array, argmax: Int32Array, x: Float32Array, planes: number, g: Pool2dGeometry): void;
   maxPool2dBackward(dx: Float32Array, dout: Float32Array, argmax: Int32Array, planes: number, plane: number, oplane: number): void;
+  /** 2×2 stride-2 max pooling then ReLU over a strided (n, c, h, w) source at srcOff + n·sN + c·sC + h·sH + w; out (N, C, PH, PW) and tap (window position 0-3, or 4: no gradient) at outOff. */
+  maxPool2x2Relu(out: Float32Array, tap: Uint8Array, outOff: number, src: Float32Array, srcOff: number, N: number, C: number, PH: number, PW: number, sN: number, sC: number, sH: number): void;
+  /** Writes gout to each window's tap in dsrc (same strides; the caller zeroes dsrc); dbias[c] += Σ of the passed gradients when given. */
+  maxPool2x2ReluBackward(dsrc: Float32Array, srcOff: number, gout: Float32Array, tap: Uint8Array, outOff: number, N: number, C: number, PH: number, PW: number, sN: number, sC: number, sH: number, dbias: Float32Array | null): void;
   avgPool2d(out: Float32Array, x: Float32Array, planes: number, g: Pool2dGeometry, countIncludePad: boolean): void;
   avgPool2dBackward(dx: Float32Array, dout: Float32Array, planes: number, g: Pool2dGeometry, countIncludePad: boolean): void;
   adaptiveAvgPool2d(out: Float32Array, x: Float32Array, planes: number, H: number, W: number, OH: number, OW: number): void;

@@ -9,6 +9,7 @@
 import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { reshape } from "../ops/shape.js";
+import { type Size2, conv2dMaxPoolRelu } from "../ops/conv.js";
 import { Dropout, Flatten, Linear, ReLU, Sequential } from "../nn/layers.js";
 import type { Module } from "../nn/module.js";
 import { BatchNorm2d, Conv2d, MaxPool2d } from "../nn/conv.js";
@@ -42,7 +43,18 @@ export const mnistCnnDefaults: CnnConfig = {
   dropout: 0,
 };
 
-/** A Sequential whose forward also takes flat rows (N, C·H·W), the MLP datasets' format. */
+/** True for MaxPool2d(2) (stride 2, no padding or dilation) followed by ReLU. */
+function isPool2Relu(pool: Module | undefined, act: Module | undefined): boolean {
+  if (!(pool instanceof MaxPool2d) || !(act instanceof ReLU)) return false;
+  const { stride, padding, dilation } = pool.opts;
+  const is = (v: Size2 | undefined, n: number) => v === undefined || (typeof v === "number" ? v === n : v[0] === n && v[1] === n);
+  return is(pool.kernelSize, 2) && (stride === undefined || is(stride, 2)) && is(padding, 0) && is(dilation, 1);
+}
+
+/**
+ * A Sequential whose forward also takes flat rows (N, C·H·W), the MLP datasets' format, and runs
+ * each Conv2d → MaxPool2d(2) → ReLU as the fused conv2dMaxPoolRelu (same function and gradients).
+ */
 export class ImageClassifier extends Sequential {
   readonly config: CnnConfig;
   constructor(config: CnnConfig, layers: Module[]) {
@@ -57,7 +69,18 @@ export class ImageClassifier extends Sequential {
     } else if (x.ndim !== 4 || x.shape[1] !== C || x.shape[2] !== H || x.shape[3] !== W) {
       throw new ShapeError(`ImageClassifier: input ${fmtShape(x.shape)} must be (N, ${C}, ${H}, ${W}) or (N, ${C * H * W})`);
     }
-    return super.forward(x); // (N, numClasses) logits
+    const layers = this.layers;
+    for (let i = 0; i < layers.length; i++) {
+      const m = layers[i];
+      if (m instanceof Conv2d && isPool2Relu(layers[i + 1], layers[i + 2])) {
+        // Conv2d, MaxPool2d(2), ReLU as one op: the full-size conv output is never stored.
+        x = conv2dMaxPoolRelu(x, m.weight, m.bias, m.opts);
+        i += 2;
+      } else {
+        x = m.forward(x);
+      }
+    }
+    return x; // (N, numClasses) logits
   }
 }
 

@@ -204,7 +204,7 @@ describe("models/cnn", () => {
     expect(m.numParameters()).toBe(32 * 9 + 32 + 64 * 288 + 64 + 3136 * 128 + 128 + 1290);
   });
 
-  it("pooling before ReLU gives the anchor's order's outputs and gradients exactly", () => {
+  it("pooling before ReLU (fused with the conv) gives the anchor's order's outputs and gradients", () => {
     manualSeed(2);
     const m = createMnistCnn();
     const [c1, , , c2, , , , l1, , l2] = m.children() as any[];
@@ -218,7 +218,8 @@ describe("models/cnn", () => {
       return [out.data, ...m.parameters().map((p) => p.grad!.data)];
     };
     const a = grads(m), b = grads(anchorOrder);
-    for (let i = 0; i < a.length; i++) expect(Array.from(a[i])).toEqual(Array.from(b[i]));
+    // Equal up to float rounding: the fused op sums the conv's GEMMs and the bias gradient in another order.
+    for (let i = 0; i < a.length; i++) assertClose(a[i], b[i], { atol: 1e-6, rtol: 1e-5 });
   });
 
   it("takes flat (N, 784) rows or (N, 1, 28, 28) images; batch norm variant has buffers and no conv bias", () => {

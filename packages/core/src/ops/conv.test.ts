@@ -1,7 +1,10 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { Generator, ShapeError, ArgumentError, Tensor, conv2d, maxPool2d, avgPool2d, adaptiveAvgPool2d, batchNorm2d } from "../index.js";
+import { Generator, ShapeError, ArgumentError, Tensor, conv2d, maxPool2d, avgPool2d, adaptiveAvgPool2d, batchNorm2d, type Conv2dOptions } from "../index.js";
 import { gradcheck, assertClose } from "../testing/index.js";
-import { type Conv2dLayout, getConv2dLayout, setConv2dLayout } from "./conv.js";
+import { type Conv2dLayout, conv2dMaxPoolRelu, getConv2dLayout, setConv2dLayout } from "./conv.js";
+import { relu } from "./elementwise.js";
+import { createMnistCnn } from "../models/cnn.js";
+import { Sequential } from "../nn/layers.js";
 
 const gen = new Generator(7);
 function randT(shape: number[], requiresGrad = true, scale = 1): Tensor {
@@ -129,6 +132,97 @@ describe("conv2d", () => {
     expect(() => conv2d(x, randT([4, 1, 3, 3], false), null, { groups: 2 })).toThrow(/divisible by groups 2/);
     expect(() => conv2d(x, randT([4, 3, 3, 3], false), null, { stride: 0 })).toThrow(ArgumentError);
     expect(() => conv2d(x, randT([4, 3, 3, 3], false), null, { padding: -1 })).toThrow("conv2d: padding must be a non-negative integer");
+  });
+});
+
+describe("conv2dMaxPoolRelu", () => {
+  const composed = (x: Tensor, w: Tensor, b: Tensor | null, opts: Conv2dOptions) => relu(maxPool2d(conv2d(x, w, b, opts), 2));
+  /** Output and the gradients of every input for the output gradient g. */
+  const run = (f: typeof composed, x: Tensor, w: Tensor, b: Tensor | null, opts: Conv2dOptions, g: Float32Array) => {
+    for (const t of [x, w, b]) if (t) t.grad = null;
+    const y = f(x, w, b, opts);
+    y.backward(g);
+    return { y, grads: [x, w, b].filter((t) => t !== null).map((t) => t!.grad!.data) };
+  };
+  const shapes = [
+    { name: "1 input channel (im2col path), bias", x: [3, 1, 8, 8], w: [4, 1, 3, 3], bias: true, opts: { padding: 1 } },
+    { name: "8 channels (shifted path), bias", x: [2, 8, 6, 6], w: [5, 8, 3, 3], bias: true, opts: { padding: 1 } },
+    { name: "odd output size (last row and column dropped), no bias", x: [2, 8, 7, 5], w: [3, 8, 3, 3], bias: false, opts: { padding: 1 } },
+    { name: "no padding, dilation 2", x: [2, 3, 9, 8], w: [4, 3, 2, 3], bias: true, opts: { padding: 0, dilation: 2 } },
+    { name: "stride 2 (composition)", x: [2, 2, 9, 9], w: [3, 2, 3, 3], bias: true, opts: { padding: 1, stride: 2 } },
+    { name: "groups 2 (composition)", x: [2, 4, 6, 6], w: [4, 2, 3, 3], bias: true, opts: { padding: 1, groups: 2 } },
+  ];
+  for (const layout of ["auto", "shifted", "perImage", "batched"] as const) {
+    for (const c of shapes) {
+      it(`${layout}: ${c.name}: same output and gradients as relu(maxPool2d(conv2d))`, () => {
+        setConv2dLayout(layout);
+        const x = randT(c.x), w = randT(c.w), b = c.bias ? randT([c.w[0]]) : null;
+        const ref = composed(x, w, b, c.opts);
+        const g = randT(ref.shape, false).data;
+        const a = run(conv2dMaxPoolRelu, x, w, b, c.opts, g), e = run(composed, x, w, b, c.opts, g);
+        expect(a.y.shape).toEqual(e.y.shape);
+        assertClose(a.y.data, e.y.data, { atol: 1e-5, rtol: 1e-5 });
+        for (let i = 0; i < e.grads.length; i++) assertClose(a.grads[i], e.grads[i], { atol: 1e-5, rtol: 1e-5 });
+      });
+    }
+  }
+
+  for (const layout of ["shifted", "perImage"] as const) {
+    it(`${layout}: gradcheck`, () => {
+      setConv2dLayout(layout);
+      // Small, from a fixed seed: few windows, none of whose top two values (or max and 0) lie within a step.
+      const local = new Generator(11);
+      const r = (shape: number[]) => new Tensor(Float32Array.from({ length: shape.reduce((a, v) => a * v, 1) }, () => local.random() * 2 - 1), shape, true);
+      const x = r([2, 3, 4, 4]), w = r([4, 3, 3, 3]), b = r([4]);
+      gradcheck((a, ww, bb) => conv2dMaxPoolRelu(a, ww, bb, { padding: 1 }), [x, w, b], { eps: 1e-3, atol: 3e-3 });
+    });
+  }
+
+  it("gradient only through positive maxima; NaN propagates like the composition", () => {
+    const x = randT([1, 1, 4, 4]);
+    x.data[0] = NaN; // the top-left pooled cell of a 1x1 identity conv
+    const w = new Tensor(new Float32Array([1]), [1, 1, 1, 1], true);
+    const b = new Tensor(new Float32Array([-0.25]), [1], true);
+    const y = conv2dMaxPoolRelu(x, w, b);
+    const e = composed(x, w, b, {});
+    expect(Array.from(y.data)).toEqual(Array.from(e.data));
+    expect(Number.isNaN(y.data[0])).toBe(true);
+    y.backward(new Float32Array(y.size).fill(1));
+    let passed = 0;
+    for (let i = 1; i < 4; i++) if (y.data[i] > 0) passed++;
+    expect(b.grad!.data[0]).toBe(passed); // one per positive pooled value
+  });
+
+  it("scratch buffers: two forward passes before one backward, and a retained graph backward twice", () => {
+    for (const layout of ["shifted", "perImage"] as const) {
+      setConv2dLayout(layout);
+      const x1 = randT([2, 8, 6, 6]), x2 = randT([2, 8, 6, 6]), w = randT([4, 8, 3, 3]), b = randT([4]);
+      const g = randT([2, 4, 3, 3], false).data;
+      const ref = run(composed, x1, w, b, { padding: 1 }, g).grads;
+      for (const t of [x1, w, b]) t.grad = null;
+      const y1 = conv2dMaxPoolRelu(x1, w, b, { padding: 1 });
+      conv2dMaxPoolRelu(x2, w, b, { padding: 1 }).backward(g); // overwrites the scratches after y1's forward
+      w.grad = b.grad = null;
+      y1.backward(g, { retainGraph: true });
+      for (const [i, t] of [x1, w, b].entries()) assertClose(t.grad!.data, ref[i], { atol: 1e-5, rtol: 1e-5 });
+      y1.backward(g);
+      for (const [i, t] of [x1, w, b].entries()) assertClose(t.grad!.data, ref[i].map((v) => 2 * v), { atol: 1e-5, rtol: 1e-5 });
+    }
+  });
+
+  it("the CNN runs its conv blocks fused: same logits and gradients as layer by layer", () => {
+    const model = createMnistCnn({ channels: [8, 16], hidden: 16 });
+    const x = randT([3, 1, 28, 28], false);
+    const g = randT([3, 10], false).data;
+    const grads = (forward: (t: Tensor) => Tensor) => {
+      for (const p of model.parameters()) p.grad = null;
+      const y = forward(x);
+      y.backward(g);
+      return [y.data, ...model.parameters().map((p) => p.grad!.data)];
+    };
+    const fused = grads((t) => model.forward(t));
+    const plain = grads((t) => Sequential.prototype.forward.call(model, t));
+    for (let i = 0; i < plain.length; i++) assertClose(fused[i], plain[i], { atol: 1e-5, rtol: 1e-4 });
   });
 });
 

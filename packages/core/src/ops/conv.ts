@@ -8,6 +8,8 @@ import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
 import { type Conv2dGeometry, type Pool2dGeometry, kernels } from "../kernels/kernels.js";
 import { result } from "./op.js";
+import { gradBuffer, leafGradSink } from "../autograd/engine.js";
+import { relu } from "./elementwise.js";
 
 /** An int or an (h, w) pair. */
 export type Size2 = number | readonly [number, number];
@@ -44,13 +46,16 @@ function check4d(op: string, x: Tensor): void {
  *    channel-major buffer xp (C, N·Hp·Wp); each kernel tap (i, j) is then one GEMM
  *    out (O, N·Hp·Wp) += W[:, :, i, j] (O, C) @ xp shifted by i·dh·Wp + j·dw columns, whose
  *    outputs at valid (oh, ow) are the convolution (the others are discarded). Backward is
- *    the same shifts transposed. BLAS does the unfolding inside its packing, vectorised.
+ *    the same shifts transposed. BLAS does the unfolding inside its packing, vectorised. The
+ *    GEMMs run a cache-sized chunk of images at a time, since every tap accumulates into the output.
  *  - "perImage": im2col of one image into a cache-sized scratch, one GEMM per image and group
  *    straight into the NCHW output; backward unfolds each image again.
  *  - "batched": one im2col matrix (C·kh·kw, N·OH·OW) for the batch, one GEMM per group, then
  *    a permute to NCHW.
  *  - "auto" (default): "shifted" for stride-1 layers with at least 8 input channels per group,
  *    "perImage" otherwise — the fastest measured on the anchor CNN (bench/cnn.ts).
+ * conv2dMaxPoolRelu follows the same choice (its "perImage" path unfolds a few images per GEMM)
+ * and runs the unfused composition under "batched".
  */
 export type Conv2dLayout = "auto" | "shifted" | "perImage" | "batched";
 let conv2dLayout: Conv2dLayout = "auto";
@@ -82,12 +87,17 @@ function scratchWide(n: number): Float32Array {
   return wideBuf;
 }
 
-/**
- * 2-D convolution (cross-correlation, as PyTorch): x (N, C, H, W), weight (O, C/groups, kh, kw),
- * bias (O) → (N, O, OH, OW) with OH = ⌊(H + 2·ph - dh·(kh-1) - 1) / sh⌋ + 1.
- */
-export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, opts: Conv2dOptions = {}): Tensor {
-  const op = "conv2d";
+/** A checked conv2d call: its geometry and groups. */
+interface ConvSetup {
+  g: Conv2dGeometry;
+  N: number;
+  O: number;
+  Cg: number;
+  groups: number;
+}
+
+/** Checks conv2d's arguments and works out the output size. */
+function convSetup(op: string, x: Tensor, weight: Tensor, bias: Tensor | null, opts: Conv2dOptions): ConvSetup {
   check4d(op, x);
   if (weight.ndim !== 4) throw new ShapeError(`${op}: weight must be 4-D (out, in/groups, kh, kw), got ${fmtShape(weight.shape)}`);
   const groups = opts.groups ?? 1;
@@ -114,8 +124,17 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
   } else [ph, pw] = pair(op, "padding", pad, 0);
   const OH = outSize(op, H, kh, sh, ph, dh, "input height");
   const OW = outSize(op, W, kw, sw, pw, dw, "input width");
+  return { g: { C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW }, N, O, Cg, groups };
+}
 
-  const g: Conv2dGeometry = { C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW };
+/**
+ * 2-D convolution (cross-correlation, as PyTorch): x (N, C, H, W), weight (O, C/groups, kh, kw),
+ * bias (O) → (N, O, OH, OW) with OH = ⌊(H + 2·ph - dh·(kh-1) - 1) / sh⌋ + 1.
+ */
+export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, opts: Conv2dOptions = {}): Tensor {
+  const op = "conv2d";
+  const { g, N, O, Cg, groups } = convSetup(op, x, weight, bias, opts);
+  const { C, H, W, kh, kw, sh, sw, ph, pw, OH, OW } = g;
   const L = OH * OW; // output pixels per image
   const K = C * kh * kw; // rows of one image's column matrix (all groups)
   const Kg = Cg * kh * kw; // per group
@@ -220,9 +239,22 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
   });
 }
 
-/** conv2d by shifted GEMMs over a padded channel-major copy of the batch (stride 1); see Conv2dLayout. */
-function conv2dShifted(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2dGeometry, groups: number): Tensor {
-  const { C, H, W, kh, kw, ph, pw, dh, dw, OH, OW } = g;
+/**
+ * Floats of conv output per chunk of images in the shifted layout: a chunk's output and input
+ * stay in cache across the taps' GEMMs, which accumulate into it kh·kw times.
+ */
+const SHIFTED_CHUNK_FLOATS = 1 << 16;
+
+/**
+ * The shifted-GEMM convolution (stride 1; see Conv2dLayout), run a chunk of images at a time so
+ * that the taps' GEMMs accumulate into a cache-sized output. `forward(use)` hands each chunk's
+ * output (O, m, Hp, Wp) plus bias, valid at oh < OH, ow < OW, to `use` (a scratch: copy or pool
+ * from it); `backward(fill)` has `fill` write each chunk's output gradient into a zeroed
+ * (O, m, Hp, Wp) scratch and returns [dx, dweight] (null where not needed). Shared by conv2d
+ * and conv2dMaxPoolRelu, which read and write the chunks differently.
+ */
+function shiftedConv(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2dGeometry, groups: number) {
+  const { C, H, W, kh, kw, ph, pw, dh, dw } = g;
   const [N] = x.shape;
   const [O, Cg] = weight.shape;
   const Og = O / groups;
@@ -230,53 +262,172 @@ function conv2dShifted(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2d
   const Hp = H + 2 * ph, Wp = W + 2 * pw, P = Hp * Wp, NP = N * P;
   const shift = (t: number) => Math.floor(t / kw) * dh * Wp + (t % kw) * dw; // column offset of tap t = i·kw + j
   const Q = NP - shift(taps - 1); // columns computed: every valid output position, reads in bounds
+  const nb = Math.max(1, Math.min(N, Math.floor(SHIFTED_CHUNK_FLOATS / (O * P)))); // images per chunk
   const k = kernels();
   const xp = new Float32Array(C * NP); // (C, N, Hp, Wp), zero padding
   k.nchwToPadded(xp, x.data, N, C, H, W, ph, pw, Hp, Wp);
   const wt = new Float32Array(weight.size); // (taps, O, Cg): one contiguous (O, Cg) matrix per tap
   k.permute(wt, weight.data, [O * Cg, taps], [1, 0]);
-  // (O, N, Hp, Wp); valid outputs at oh < OH, ow < OW, all below column Q, which the first tap
-  // (beta 0) or the bias fill overwrites, so a reused scratch needs no clearing.
-  const wide = scratchWide(O * NP);
-  if (bias) for (let o = 0; o < O; o++) wide.fill(bias.data[o], o * NP, o * NP + Q);
-  for (let gi = 0; gi < groups; gi++) {
-    for (let t = 0; t < taps; t++) {
-      k.gemm(false, false, Og, Q, Cg, 1, wt, t * O * Cg + gi * Og * Cg, Cg, xp, gi * Cg * NP + shift(t), NP, t === 0 && !bias ? 0 : 1, wide, gi * Og * NP, NP);
-    }
-  }
-  const out = new Float32Array(N * O * OH * OW);
-  k.paddedToNchw(out, wide, N, O, OH, OW, 0, 0, Hp, Wp);
+  /** Chunk [n0, n0 + m): its leading dimension and the columns computed (the last image stops at Q). */
+  const chunk = (n0: number) => {
+    const m = Math.min(nb, N - n0), ld = m * P;
+    return { m, ld, q0: n0 * P, cols: Math.min(ld, Q - n0 * P) };
+  };
 
-  const inputs = bias ? [x, weight, bias] : [x, weight];
-  return result("conv2d", out, [N, O, OH, OW], inputs, (gout) => {
-    let dx: Float32Array | null = null, dwt: Float32Array | null = null, db: Float32Array | null = null;
-    if (bias?.requiresGrad) {
-      db = new Float32Array(O);
-      k.sumChannels(db, gout, N, O, OH * OW);
-    }
-    const gw = scratchWide(O * NP).fill(0, 0, O * NP); // gout in the wide layout, zero at discarded positions
-    k.nchwToPadded(gw, gout, N, O, OH, OW, 0, 0, Hp, Wp);
-    if (weight.requiresGrad) {
-      const dwT = new Float32Array(weight.size); // (taps, O, Cg)
+  const forward = (use: (wide: Float32Array, n0: number, m: number) => void) => {
+    const wide = scratchWide(O * nb * P);
+    for (let n0 = 0; n0 < N; n0 += nb) {
+      const { m, ld, q0, cols } = chunk(n0);
+      // Valid outputs lie below `cols`, which the first tap (beta 0) or the bias fill overwrites,
+      // so the reused scratch needs no clearing.
+      if (bias) for (let o = 0; o < O; o++) wide.fill(bias.data[o], o * ld, o * ld + cols);
       for (let gi = 0; gi < groups; gi++) {
         for (let t = 0; t < taps; t++) {
-          // dW_t (Og, Cg) = gw (Og, Q) @ xp_shifted(t)ᵀ (Q, Cg)
-          k.gemm(false, true, Og, Cg, Q, 1, gw, gi * Og * NP, NP, xp, gi * Cg * NP + shift(t), NP, 0, dwT, t * O * Cg + gi * Og * Cg, Cg);
+          // wide_g (Og, cols) += W_t,g (Og, Cg) @ xp_g shifted by tap t (Cg, cols)
+          k.gemm(false, false, Og, cols, Cg, 1, wt, t * O * Cg + gi * Og * Cg, Cg, xp, gi * Cg * NP + q0 + shift(t), NP, t === 0 && !bias ? 0 : 1, wide, gi * Og * ld, ld);
         }
       }
+      use(wide, n0, m);
+    }
+  };
+
+  const backward = (fill: (gw: Float32Array, n0: number, m: number) => void): [Float32Array | null, Float32Array | null] => {
+    const dwT = weight.requiresGrad ? new Float32Array(weight.size) : null; // (taps, O, Cg)
+    const dxp = x.requiresGrad ? scratchDcol(C * NP).fill(0, 0, C * NP) : null; // accumulated over taps and chunks
+    const gw = scratchWide(O * nb * P);
+    for (let n0 = 0; n0 < N; n0 += nb) {
+      const { m, ld, q0, cols } = chunk(n0);
+      gw.fill(0, 0, O * ld); // zero at discarded positions
+      fill(gw, n0, m);
+      for (let gi = 0; gi < groups; gi++) {
+        for (let t = 0; t < taps; t++) {
+          const wOff = t * O * Cg + gi * Og * Cg, xOff = gi * Cg * NP + q0 + shift(t);
+          // dW_t,g (Og, Cg) += gw_g (Og, cols) @ xp_g shifted(t)ᵀ (cols, Cg)
+          if (dwT) k.gemm(false, true, Og, Cg, cols, 1, gw, gi * Og * ld, ld, xp, xOff, NP, n0 === 0 ? 0 : 1, dwT, wOff, Cg);
+          // dxp_g shifted(t) (Cg, cols) += W_t,gᵀ (Cg, Og) @ gw_g (Og, cols)
+          if (dxp) k.gemm(true, false, Cg, cols, Og, 1, wt, wOff, Cg, gw, gi * Og * ld, ld, 1, dxp, xOff, NP);
+        }
+      }
+    }
+    let dx: Float32Array | null = null, dwt: Float32Array | null = null;
+    if (dwT) {
       dwt = new Float32Array(weight.size);
       k.permute(dwt, dwT, [taps, O * Cg], [1, 0]);
     }
-    if (x.requiresGrad) {
-      const dxp = scratchDcol(C * NP).fill(0, 0, C * NP); // accumulated over taps (beta 1)
-      for (let gi = 0; gi < groups; gi++) {
-        for (let t = 0; t < taps; t++) {
-          // dxp shifted(t) (Cg, Q) += W_tᵀ (Cg, Og) @ gw (Og, Q)
-          k.gemm(true, false, Cg, Q, Og, 1, wt, t * O * Cg + gi * Og * Cg, Cg, gw, gi * Og * NP, NP, 1, dxp, gi * Cg * NP + shift(t), NP);
-        }
-      }
-      dx = new Float32Array(x.size);
+    if (dxp) {
+      dx = gradBuffer(x.size); // overwritten completely
       k.paddedToNchw(dx, dxp, N, C, H, W, ph, pw, Hp, Wp);
+    }
+    return [dx, dwt];
+  };
+  return { P, Hp, Wp, forward, backward };
+}
+
+/** conv2d by shifted GEMMs over a padded channel-major copy of the batch (stride 1); see Conv2dLayout. */
+function conv2dShifted(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2dGeometry, groups: number): Tensor {
+  const { OH, OW } = g;
+  const [N] = x.shape;
+  const [O] = weight.shape;
+  const L = OH * OW;
+  const k = kernels();
+  const conv = shiftedConv(x, weight, bias, g, groups);
+  const { Hp, Wp } = conv;
+  const out = new Float32Array(N * O * L); // (N, O, OH, OW)
+  conv.forward((wide, n0, m) => k.paddedToNchw(out.subarray(n0 * O * L), wide, m, O, OH, OW, 0, 0, Hp, Wp));
+
+  const inputs = bias ? [x, weight, bias] : [x, weight];
+  return result("conv2d", out, [N, O, OH, OW], inputs, (gout) => {
+    let db: Float32Array | null = null;
+    if (bias?.requiresGrad) {
+      db = new Float32Array(O);
+      k.sumChannels(db, gout, N, O, L);
+    }
+    const [dx, dwt] = conv.backward((gw, n0, m) => k.nchwToPadded(gw, gout.subarray(n0 * O * L), m, O, OH, OW, 0, 0, Hp, Wp));
+    return bias ? [dx, dwt, db] : [dx, dwt];
+  });
+}
+
+// One chunk of images' conv output (O, n·L) in conv2dMaxPoolRelu's per-image path.
+let chunkBuf = new Float32Array(0);
+function scratchChunk(n: number): Float32Array {
+  if (chunkBuf.length < n) chunkBuf = new Float32Array(n);
+  return chunkBuf;
+}
+
+/** Images per chunk in conv2dMaxPoolRelu's im2col path: about this many floats of conv output, so a chunk stays in cache. */
+const CHUNK_FLOATS = 1 << 16;
+
+/**
+ * relu(maxPool2d(conv2d(x, weight, bias, opts), 2)) in one op: x (N, C, H, W) → (N, O, ⌊OH/2⌋, ⌊OW/2⌋).
+ * The conv output is pooled straight from the scratch its GEMMs wrote (the wide layout, or one
+ * chunk of images at a time), so the full-size (N, O, OH, OW) activation is never stored, and
+ * the backward scatters the pooled gradient into that layout and sums the bias gradient over
+ * the 4x smaller pooled gradient. Same values and gradients as the composition (ReLU commutes
+ * with max). Groups 1 and stride 1 only; other convolutions, and the "batched" layout, run the
+ * composition.
+ */
+export function conv2dMaxPoolRelu(x: Tensor, weight: Tensor, bias: Tensor | null = null, opts: Conv2dOptions = {}): Tensor {
+  const op = "conv2dMaxPoolRelu";
+  const { g, N, O } = convSetup(op, x, weight, bias, opts);
+  const { C, H, W, kh, kw, sh, sw, OH, OW } = g;
+  const PH = OH >> 1, PW = OW >> 1;
+  if ((opts.groups ?? 1) !== 1 || sh !== 1 || sw !== 1 || conv2dLayout === "batched" || PH === 0 || PW === 0) {
+    return relu(maxPool2d(conv2d(x, weight, bias, opts), 2));
+  }
+  const k = kernels();
+  const PL = PH * PW;
+  const out = new Float32Array(N * O * PL); // (N, O, PH, PW)
+  const tap = new Uint8Array(N * O * PL);
+  const inputs = bias ? [x, weight, bias] : [x, weight];
+  const layout = conv2dLayout === "auto" ? (C >= 8 && kh * kw > 1 ? "shifted" : "perImage") : conv2dLayout;
+
+  if (layout === "shifted") {
+    const conv = shiftedConv(x, weight, bias, g, 1);
+    const { P, Wp } = conv;
+    // Each chunk (O, m, Hp, Wp) pooled as soon as its GEMMs are done, while it is in cache.
+    conv.forward((wide, n0, m) => k.maxPool2x2Relu(out, tap, n0 * O * PL, wide, 0, m, O, PH, PW, P, m * P, Wp));
+    return result(op, out, [N, O, PH, PW], inputs, (gout) => {
+      // The bias gradient is summed (+=) straight into a leaf bias's .grad when there is one.
+      const dbSink = bias?.requiresGrad ? leafGradSink(bias) : null;
+      const db = bias?.requiresGrad && !dbSink ? new Float32Array(O) : null;
+      const [dx, dwt] = conv.backward((gw, n0, m) => k.maxPool2x2ReluBackward(gw, 0, gout, tap, n0 * O * PL, m, O, PH, PW, P, m * P, Wp, dbSink ?? db));
+      return bias ? [dx, dwt, db] : [dx, dwt];
+    });
+  }
+
+  // im2col path, `nb` images at a time: cols (K, nb·L), conv output y (O, nb·L), pooled from y.
+  const L = OH * OW, K = C * kh * kw, img = C * H * W;
+  const nb = Math.max(1, Math.min(N, Math.floor(CHUNK_FLOATS / (O * L))));
+  for (let n0 = 0; n0 < N; n0 += nb) {
+    const m = Math.min(nb, N - n0), mL = m * L;
+    const cols = scratchCols(K * mL), y = scratchChunk(O * mL);
+    for (let i = 0; i < m; i++) k.im2col(cols, i * L, mL, x.data, (n0 + i) * img, g);
+    if (bias) for (let o = 0; o < O; o++) y.fill(bias.data[o], o * mL, (o + 1) * mL);
+    k.gemm(false, false, O, mL, K, 1, weight.data, 0, K, cols, 0, mL, bias ? 1 : 0, y, 0, mL); // (O, K) @ (K, m·L)
+    k.maxPool2x2Relu(out, tap, n0 * O * PL, y, 0, m, O, PH, PW, L, mL, OW); // y: (O, m, OH, OW)
+  }
+  return result(op, out, [N, O, PH, PW], inputs, (gout) => {
+    // Leaf parameters get their gradients added (+=, GEMM beta 1) straight into .grad.
+    const dbSink = bias?.requiresGrad ? leafGradSink(bias) : null, dwSink = weight.requiresGrad ? leafGradSink(weight) : null;
+    const db = bias?.requiresGrad && !dbSink ? new Float32Array(O) : null;
+    const dwt = weight.requiresGrad && !dwSink ? new Float32Array(weight.size) : null;
+    const dW = dwSink ?? dwt;
+    const dx = x.requiresGrad ? gradBuffer(x.size) : null; // col2im overwrites each image
+    for (let n0 = 0; n0 < N; n0 += nb) {
+      const m = Math.min(nb, N - n0), mL = m * L;
+      const dy = scratchChunk(O * mL).fill(0, 0, O * mL); // (O, m·L) conv output gradient of this chunk
+      k.maxPool2x2ReluBackward(dy, 0, gout, tap, n0 * O * PL, m, O, PH, PW, L, mL, OW, dbSink ?? db);
+      if (dW) {
+        // dW (O, K) += dy (O, m·L) @ colsᵀ (m·L, K); the columns are unfolded again rather than kept
+        const cols = scratchCols(K * mL);
+        for (let i = 0; i < m; i++) k.im2col(cols, i * L, mL, x.data, (n0 + i) * img, g);
+        k.gemm(false, true, O, K, mL, 1, dy, 0, mL, cols, 0, mL, n0 === 0 && !dwSink ? 0 : 1, dW, 0, K);
+      }
+      if (dx) {
+        const dcol = scratchDcol(K * mL); // (K, m·L) = Wᵀ (K, O) @ dy (O, m·L)
+        k.gemm(true, false, K, mL, O, 1, weight.data, 0, K, dy, 0, mL, 0, dcol, 0, mL);
+        for (let i = 0; i < m; i++) k.col2im(dx, (n0 + i) * img, dcol, i * L, mL, g);
+      }
     }
     return bias ? [dx, dwt, db] : [dx, dwt];
   });

@@ -381,3 +381,88 @@ export function paddedToNchw(x: Float32Array, src: Float32Array, N: number, C: n
     }
   }
 }
+
+/**
+ * 2×2, stride-2 max pooling followed by ReLU, reading a strided source: element (n, c, h, w)
+ * at srcOff + n·sN + c·sC + h·sH + w (so a conv's output can be pooled from whatever layout its
+ * GEMM wrote, without an NCHW copy first). Writes out (N, C, PH, PW) at outOff, and tap: the
+ * window position 2·di + dj of the maximum (the first on ties), or 4 where the pooled value is
+ * not positive, so ReLU passes no gradient. A window holding a NaN gives that NaN (the first),
+ * tap 4: relu(maxPool2d(x)) as those ops do it.
+ *
+ * Branch-free on the bit patterns: after ReLU (negatives to +0) every value is a non-negative
+ * float, and those order like their bits as int32. With random signs, compare-and-branch
+ * mispredicted often and ran ~2x slower.
+ */
+export function maxPool2x2Relu(
+  out: Float32Array, tap: Uint8Array, outOff: number, src: Float32Array, srcOff: number,
+  N: number, C: number, PH: number, PW: number, sN: number, sC: number, sH: number,
+): void {
+  const xb = bits(src), ob = bits(out);
+  let o = outOff;
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      const base = srcOff + n * sN + c * sC;
+      for (let ph = 0; ph < PH; ph++) {
+        const r0 = base + 2 * ph * sH, r1 = r0 + sH;
+        for (let pw = 0; pw < PW; pw++, o++) {
+          const i = 2 * pw;
+          let a = xb[r0 + i], b = xb[r0 + i + 1], e = xb[r1 + i], d = xb[r1 + i + 1];
+          // (v & 0x7fffffff) - 0x7f800001 ≥ 0 exactly for NaN: rare, so this branch predicts well.
+          if ((((a & 0x7fffffff) - 0x7f800001) & ((b & 0x7fffffff) - 0x7f800001) & ((e & 0x7fffffff) - 0x7f800001) & ((d & 0x7fffffff) - 0x7f800001)) >= 0) {
+            ob[o] = isNanBits(a) ? a : isNanBits(b) ? b : isNanBits(e) ? e : d;
+            tap[o] = 4;
+            continue;
+          }
+          a &= ~(a >> 31); b &= ~(b >> 31); e &= ~(e >> 31); d &= ~(d >> 31); // ReLU: negatives to +0
+          const s01 = (a - b) >> 31, s23 = (e - d) >> 31; // -1 where the second of a pair is larger
+          const m01 = a ^ ((a ^ b) & s01), m23 = e ^ ((e ^ d) & s23);
+          const t01 = s01 & 1, t23 = 2 | (s23 & 1);
+          const s = (m01 - m23) >> 31; // -1 where the bottom row's max is larger
+          const m = m01 ^ ((m01 ^ m23) & s);
+          const z = (m - 1) >> 31; // -1 where the max is +0: no gradient
+          ob[o] = m;
+          tap[o] = ((t01 ^ ((t01 ^ t23) & s)) & ~z) | (4 & z);
+        }
+      }
+    }
+  }
+}
+
+function bits(a: Float32Array): Int32Array {
+  return new Int32Array(a.buffer, a.byteOffset, a.length);
+}
+
+function isNanBits(v: number): boolean {
+  return (v & 0x7fffffff) > 0x7f800000;
+}
+
+/**
+ * Backward of maxPool2x2Relu: writes gout to each window's tap in dsrc (same strided layout,
+ * zeroed by the caller; +0 where no gradient passes), branch-free; dbias[c] (if given) += Σ of
+ * the gradients that pass, i.e. the bias gradient of the conv that produced src, summed over
+ * the pooled (4x smaller) gradient.
+ */
+export function maxPool2x2ReluBackward(
+  dsrc: Float32Array, srcOff: number, gout: Float32Array, tap: Uint8Array, outOff: number,
+  N: number, C: number, PH: number, PW: number, sN: number, sC: number, sH: number, dbias: Float32Array | null,
+): void {
+  const gb = bits(gout), db = bits(dsrc);
+  let o = outOff;
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      const base = srcOff + n * sN + c * sC;
+      let s = 0;
+      for (let ph = 0; ph < PH; ph++) {
+        const r0 = base + 2 * ph * sH;
+        for (let pw = 0; pw < PW; pw++, o++) {
+          const t = tap[o];
+          const pos = r0 + ((t >> 1) & 1) * sH + 2 * pw + (t & 1); // tap 4: the window's first element, written +0
+          db[pos] = gb[o] & ((t - 4) >> 31);
+          s += dsrc[pos];
+        }
+      }
+      if (dbias) dbias[c] += s;
+    }
+  }
+}

@@ -29,6 +29,8 @@ export const jsKernels: Kernels = {
   col2im: conv.col2im,
   maxPool2d: conv.maxPool2d,
   maxPool2dBackward: conv.maxPool2dBackward,
+  maxPool2x2Relu: conv.maxPool2x2Relu,
+  maxPool2x2ReluBackward: conv.maxPool2x2ReluBackward,
   avgPool2d: conv.avgPool2d,
   avgPool2dBackward: conv.avgPool2dBackward,
   adaptiveAvgPool2d: conv.adaptiveAvgPool2d,
