@@ -2,6 +2,7 @@ import { type Kernels, setKernelResolver, setKernels } from "./kernels.js";
 import { jsKernels } from "./js/index.js";
 import { loadBlas, makeBlasKernels } from "./blas/index.js";
 import { tuneMalloc } from "./blas/malloc.js";
+import { simdGemmAvailable } from "./simd/gemm.js";
 import { ArgumentError, ChainruleError } from "../errors.js";
 
 export type BackendName = "js" | "blas";
@@ -37,7 +38,7 @@ export function selectBackend(requested: string | undefined = process.env.CHAINR
 function pick(requested: string | undefined): Kernels {
   const want = requested === undefined || requested === "" ? "auto" : requested;
   if (want === "js") {
-    report = { name: "js", reason: "js: forced (CHAINRULE_BACKEND=js or useBackend('js')); TypeScript kernels" };
+    report = { name: "js", reason: `js: forced (CHAINRULE_BACKEND=js or useBackend('js')); ${jsLine()}` };
     return jsKernels;
   }
   if (want === "blas") {
@@ -52,8 +53,13 @@ function pick(requested: string | undefined): Kernels {
     report = { name: "blas", reason: `blas: auto-detected; ${b.line}` };
     return b.kernels;
   }
-  report = { name: "js", reason: `js: auto, because ${b.line}` };
+  report = { name: "js", reason: `js: auto, because ${b.line}; ${jsLine()}` };
   return jsKernels;
+}
+
+/** What the js backend runs: its GEMM in WebAssembly SIMD, or (SIMD off or missing) in TypeScript. */
+function jsLine(): string {
+  return simdGemmAvailable() ? "TypeScript kernels, GEMM in WebAssembly SIMD" : "TypeScript kernels (GEMM too: WebAssembly SIMD off or unavailable)";
 }
 
 /** What `kernels()` uses now, with a one-line reason (resolves the backend if nothing has yet). */
