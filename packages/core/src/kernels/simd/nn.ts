@@ -313,10 +313,11 @@ function causalSoftmaxFn() {
     ...decrementLoop(q), 0x0b,
     ...hsum4(acc), ...set(sum),
     0x43, ...f32bytes(1), ...get(sum), 0x95, ...set(inv),
-    ...get(P), ...set(pp), ...get(nq), ...set(q),
+    ...get(P), ...set(pp), ...laneIdx, ...set(idx), ...get(nq), ...set(q),
     0x03, 0x40,
-    ...st(pp, [...ld(pp), ...get(inv), ...simd(0x13), ...fmul]),
-    ...bumpBy(pp, 16),
+    ...lanes,
+    ...st(pp, [...ld(pp), ...get(inv), ...simd(0x13), ...fmul, ...get(msk), ...vand]), // past i: 0 even when 1/sum is NaN
+    ...bumpBy(pp, 16), ...get(idx), ...ci(4), ...iadd, ...set(idx),
     ...decrementLoop(q), 0x0b,
     // zero the quads past i
     ...get(T), ...i32const(2), 0x76, ...get(nq), 0x6b, ...set(q),
