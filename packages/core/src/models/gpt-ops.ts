@@ -19,6 +19,7 @@ import { linearBackward, linearForward } from "../ops/matmul.js";
 import { gradBuffer, graphFreedAfterBackward, isGradEnabled, leafGradSink, releaseGradBuffer } from "../autograd/engine.js";
 import { toIndices } from "../ops/indexing.js";
 import { ShapeError, fmtShape } from "../errors.js";
+import { simdGelu, simdGeluWithGrad } from "../kernels/simd/nn.js";
 
 /**
  * gelu(v) = v·Φ(v) (exact, erf form) and gelu'(v) = Φ(v) + v·φ(v) as piecewise cubic
@@ -63,8 +64,21 @@ export function erfAccurate(x: number): number {
   return x < 0 ? -r : r;
 }
 
-/** In place: h ← gelu(h) (exact, erf form); d ← gelu'(h). NaN stays NaN. */
+/**
+ * In place: h ← gelu(h) (exact, erf form); d ← gelu'(h). NaN stays NaN. In WebAssembly SIMD
+ * (kernels/simd/nn.ts, ~5× faster) where available, else the table loop below.
+ */
 export function geluForwardWithGrad(h: Float32Array, d: Float32Array, n: number): void {
+  if (!simdGeluWithGrad(h, d, n)) geluForwardWithGradJs(h, d, n);
+}
+
+/** In place: h ← gelu(h), the forward-only path (inference); SIMD where available. */
+export function geluForward(h: Float32Array, n: number): void {
+  if (!simdGelu(h, n)) geluForwardJs(h, n);
+}
+
+/** geluForwardWithGrad's TypeScript loop (the table; the fallback without SIMD). */
+export function geluForwardWithGradJs(h: Float32Array, d: Float32Array, n: number): void {
   const tab = GELU_TABLE;
   for (let i = 0; i < n; i++) {
     const v = h[i];
@@ -84,8 +98,8 @@ export function geluForwardWithGrad(h: Float32Array, d: Float32Array, n: number)
   }
 }
 
-/** In place: h ← gelu(h), same arithmetic as geluForwardWithGrad (inference path). */
-export function geluForward(h: Float32Array, n: number): void {
+/** In place: h ← gelu(h), same arithmetic as geluForwardWithGradJs (the fallback of geluForward). */
+export function geluForwardJs(h: Float32Array, n: number): void {
   const tab = GELU_TABLE;
   for (let i = 0; i < n; i++) {
     const v = h[i];
@@ -122,7 +136,11 @@ export function linearGelu(x: Tensor, weight: Tensor, bias: Tensor | null = null
   });
 }
 
-/** out[i] = a[i]·b[i] (a top-level loop: inside the backward closure it ran unoptimised at first, boxing every product). */
+/**
+ * out[i] = a[i]·b[i]: a top-level loop (inside the backward closure it ran unoptimised at first,
+ * boxing every product). It stays in TypeScript: in WebAssembly, with the copies in and out, it
+ * measured no faster (0.78 vs 0.70 ms for 393k floats).
+ */
 function mulInto(out: Float32Array, a: Float32Array, b: Float32Array, n: number): void {
   for (let i = 0; i < n; i++) out[i] = a[i] * b[i];
 }

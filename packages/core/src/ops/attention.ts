@@ -5,6 +5,7 @@ import { kernels } from "../kernels/kernels.js";
 import { result } from "./op.js";
 import { gradBuffer, graphFreedAfterBackward, isGradEnabled, releaseGradBuffer } from "../autograd/engine.js";
 import { expNonPositive } from "../kernels/js/nn.js";
+import { simdCausalSoftmax, simdCausalSoftmaxBackward } from "../kernels/simd/nn.js";
 
 export interface CausalAttentionOptions {
   /** Dropout probability on the attention weights (applied only when `training`). */
@@ -104,7 +105,13 @@ export function causalAttention(qkv: Tensor, nHead: number, opts: CausalAttentio
  * In place over H score matrices (T, T) at P[pb..]: row i ← softmax of its first i + 1 entries,
  * zeros after (the causal mask). With a dropout mask, Pd ← P ⊙ mask over the same range.
  */
-function causalSoftmax(P: Float32Array, pb: number, H: number, T: number, mask: Float32Array | null, Pd: Float32Array): void {
+export function causalSoftmax(P: Float32Array, pb: number, H: number, T: number, mask: Float32Array | null, Pd: Float32Array): void {
+  if (mask === null && simdCausalSoftmax(P, pb, H, T)) return; // WebAssembly SIMD (kernels/simd/nn.ts)
+  causalSoftmaxJs(P, pb, H, T, mask, Pd);
+}
+
+/** causalSoftmax's TypeScript loop (with dropout, and the fallback without SIMD). */
+export function causalSoftmaxJs(P: Float32Array, pb: number, H: number, T: number, mask: Float32Array | null, Pd: Float32Array): void {
   for (let h = 0; h < H; h++) {
     const ph = pb + h * T * T;
     for (let i = 0; i < T; i++) {
@@ -129,7 +136,13 @@ function causalSoftmax(P: Float32Array, pb: number, H: number, T: number, mask: 
  * In place over H gradient matrices (T, T) at dP[0..] (one batch element), with the
  * probabilities at P[pb..]: dP ← P ⊙ (dP·mask − Σ_j P·dP·mask) on j ≤ i, zero after.
  */
-function causalSoftmaxBackward(dP: Float32Array, P: Float32Array, pb: number, H: number, T: number, mask: Float32Array | null): void {
+export function causalSoftmaxBackward(dP: Float32Array, P: Float32Array, pb: number, H: number, T: number, mask: Float32Array | null): void {
+  if (mask === null && simdCausalSoftmaxBackward(dP, P, pb, H, T)) return; // WebAssembly SIMD (kernels/simd/nn.ts)
+  causalSoftmaxBackwardJs(dP, P, pb, H, T, mask);
+}
+
+/** causalSoftmaxBackward's TypeScript loop (with dropout, and the fallback without SIMD). */
+export function causalSoftmaxBackwardJs(dP: Float32Array, P: Float32Array, pb: number, H: number, T: number, mask: Float32Array | null): void {
   const TT = T * T;
   for (let h = 0; h < H; h++) {
     for (let i = 0; i < T; i++) {

@@ -1,3 +1,5 @@
+import { simdLayerNorm, simdLayerNormBackward } from "../simd/nn.js";
+
 // exp(x) for x ≤ 0 without Math.exp (an out-of-line call in V8, ~2x this): x = -k·ln2 + r,
 // |r| ≤ ln2/2, exp(r) by its degree-7 Taylor polynomial (relative error < 1e-8, far below
 // float32's 6e-8), 2^-k from a table. Below -700 (true value < 1e-304) the result is 0.
@@ -65,8 +67,17 @@ export function layerNorm(
   out: Float32Array, mean: Float32Array, rstd: Float32Array, x: Float32Array,
   weight: Float32Array | null, bias: Float32Array | null, rows: number, n: number, eps: number,
 ): void {
-  if (weight && bias) layerNormAffine(out, mean, rstd, x, weight, bias, rows, n, eps);
-  else layerNormGeneral(out, mean, rstd, x, weight, bias, rows, n, eps);
+  if (weight && bias) {
+    if (!simdLayerNorm(out, mean, rstd, x, weight, bias, rows, n, eps)) layerNormAffine(out, mean, rstd, x, weight, bias, rows, n, eps);
+  } else layerNormGeneral(out, mean, rstd, x, weight, bias, rows, n, eps);
+}
+
+/** The affine case's TypeScript loop (the fallback of the WebAssembly kernel; exported for its tests). */
+export function layerNormAffineJs(
+  out: Float32Array, mean: Float32Array, rstd: Float32Array, x: Float32Array,
+  weight: Float32Array, bias: Float32Array, rows: number, n: number, eps: number,
+): void {
+  layerNormAffine(out, mean, rstd, x, weight, bias, rows, n, eps);
 }
 
 function layerNormAffine(
@@ -124,7 +135,8 @@ export function layerNormBackward(
   accW.fill(0, 0, n);
   accB.fill(0, 0, n);
   if (dx && weight) {
-    lnBackwardAffine(dx, accW, accB, dout, x, mean, rstd, weight, rows, n); // the transformer's case: dx and the column sums in one sweep
+    // the transformer's case: dx and the column sums in one sweep (WebAssembly SIMD where available)
+    if (!simdLayerNormBackward(dx, accW, accB, dout, x, mean, rstd, weight, rows, n)) lnBackwardAffine(dx, accW, accB, dout, x, mean, rstd, weight, rows, n);
   } else {
     if (dx) lnBackwardPlain(dx, dout, x, mean, rstd, rows, n);
     if (dweight || dbias) lnColumnSums(accW, accB, dout, x, mean, rstd, rows, n);
@@ -132,6 +144,12 @@ export function layerNormBackward(
   if (dweight) for (let i = 0; i < n; i++) dweight[i] += accW[i];
   if (dbias) for (let i = 0; i < n; i++) dbias[i] += accB[i];
 }
+
+/** lnBackwardAffine, exported for the WebAssembly kernel's tests. */
+export const lnBackwardAffineJs = (
+  dx: Float32Array, accW: Float64Array, accB: Float64Array, dout: Float32Array, x: Float32Array,
+  mean: Float32Array, rstd: Float32Array, weight: Float32Array, rows: number, n: number,
+): void => lnBackwardAffine(dx, accW, accB, dout, x, mean, rstd, weight, rows, n);
 
 function lnBackwardAffine(
   dx: Float32Array, accW: Float64Array, accB: Float64Array, dout: Float32Array, x: Float32Array,

@@ -1,0 +1,207 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { setSimdNnEnabled, simdGelu, simdGeluWithGrad, simdLayerNorm, simdLayerNormBackward, simdNnAvailable } from "./nn.js";
+import { causalSoftmax, causalSoftmaxBackward, causalSoftmaxBackwardJs, causalSoftmaxJs } from "../../ops/attention.js";
+import { simdCausalSoftmax } from "./nn.js";
+import { layerNorm, layerNormAffineJs, layerNormBackward, lnBackwardAffineJs } from "../js/nn.js";
+import { erfAccurate, geluForward, geluForwardJs, geluForwardWithGrad, geluForwardWithGradJs } from "../../models/gpt-ops.js";
+
+const on = process.env.CHAINRULE_SIMD !== "0" && process.env.CHAINRULE_PARALLEL_SIMD !== "0";
+afterEach(() => setSimdNnEnabled(on));
+
+function exactGelu(x: number): [number, number] {
+  const cdf = 0.5 * (1 + erfAccurate(x * Math.SQRT1_2)), pdf = Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI);
+  return [x * cdf, cdf + x * pdf];
+}
+
+/** Values for one length: a spread over (−10, 10), plus the specials. */
+function inputs(n: number): Float32Array {
+  const specials = [NaN, Infinity, -Infinity, 1e30, -1e30, 8, -8, 7.9999995, -7.9999995, 0, -0, 4, -4, 5.6, -5.6, 3.4e38, -3.4e38, 1e-30];
+  return Float32Array.from({ length: n }, (_, i) => (i % 7 === 3 ? specials[(i * 5) % specials.length] : Math.sin(i * 12.9898) * 10));
+}
+
+describe.runIf(on)("WebAssembly SIMD GELU (kernels/simd/nn.ts)", () => {
+  it("is available and switches off", () => {
+    expect(simdNnAvailable()).toBe(true);
+    setSimdNnEnabled(false);
+    expect(simdNnAvailable()).toBe(false);
+    const h = new Float32Array(4);
+    expect(simdGelu(h, 4)).toBe(false);
+    expect(simdGeluWithGrad(h, h.slice(), 4)).toBe(false);
+  });
+
+  it("matches the exact GELU and gelu' to float32 precision on a dense grid", () => {
+    const n = 40001;
+    const v = Float32Array.from({ length: n }, (_, i) => -10 + i * 5e-4);
+    const h = v.slice(), d = new Float32Array(n), h2 = v.slice();
+    expect(simdGeluWithGrad(h, d, n)).toBe(true);
+    expect(simdGelu(h2, n)).toBe(true);
+    let eh = 0, ed = 0;
+    for (let i = 0; i < n; i++) {
+      const [g, dg] = exactGelu(v[i]);
+      eh = Math.max(eh, Math.abs(h[i] - g) / Math.max(1, Math.abs(v[i])));
+      ed = Math.max(ed, Math.abs(d[i] - dg));
+      expect(h2[i]).toBe(h[i]);
+    }
+    expect(eh).toBeLessThan(2e-7);
+    expect(ed).toBeLessThan(1.5e-7);
+  });
+
+  it("agrees with the TypeScript table loops at odd lengths, NaN, ±Inf and large |x|", () => {
+    for (const n of [1, 3, 5, 17, 1001, 4096 + 5, 3 * 4096]) {
+      const v = inputs(n);
+      const hs = v.slice(), ds = new Float32Array(n).fill(123), hj = v.slice(), dj = new Float32Array(n);
+      const fs = v.slice(), fj = v.slice();
+      expect(simdGeluWithGrad(hs, ds, n)).toBe(true);
+      geluForwardWithGradJs(hj, dj, n);
+      expect(simdGelu(fs, n)).toBe(true);
+      geluForwardJs(fj, n);
+      for (let i = 0; i < n; i++) {
+        if (Number.isNaN(v[i])) {
+          expect(hs[i]).toBeNaN();
+          expect(ds[i]).toBeNaN();
+          expect(fs[i]).toBeNaN();
+          continue;
+        }
+        if (hs[i] !== hj[i]) expect(Math.abs(hs[i] - hj[i])).toBeLessThanOrEqual(3e-7 * Math.max(1, Math.abs(v[i])));
+        expect(Math.abs(ds[i] - dj[i])).toBeLessThanOrEqual(3e-7);
+        expect(fs[i]).toBe(hs[i]);
+        if (Math.abs(v[i]) >= 8) {
+          // outside the table: exactly the TypeScript results (v or 0; 1 or 0)
+          expect(hs[i]).toBe(hj[i]);
+          expect(ds[i]).toBe(dj[i]);
+        }
+      }
+    }
+  });
+
+  it("is what geluForwardWithGrad / geluForward run, and the fallback still runs with SIMD off", () => {
+    const v = inputs(1001);
+    const a = v.slice(), da = new Float32Array(1001), b = v.slice(), db = new Float32Array(1001);
+    geluForwardWithGrad(a, da, 1001);
+    simdGeluWithGrad(b, db, 1001);
+    expect(Array.from(a)).toEqual(Array.from(b));
+    expect(Array.from(da)).toEqual(Array.from(db));
+    setSimdNnEnabled(false);
+    const c = v.slice(), dc = new Float32Array(1001), e = v.slice(), de = new Float32Array(1001);
+    geluForwardWithGrad(c, dc, 1001);
+    geluForwardWithGradJs(e, de, 1001);
+    expect(Array.from(c)).toEqual(Array.from(e));
+    expect(Array.from(dc)).toEqual(Array.from(de));
+    const f = v.slice(), g = v.slice();
+    geluForward(f, 1001);
+    geluForwardJs(g, 1001);
+    expect(Array.from(f)).toEqual(Array.from(g));
+  });
+});
+
+describe.runIf(on)("WebAssembly SIMD layer norm (kernels/simd/nn.ts)", () => {
+  const fill = (len: number, f: (i: number) => number) => Float32Array.from({ length: len }, (_, i) => f(i));
+  const close = (a: ArrayLike<number>, b: ArrayLike<number>, tol: number) => {
+    expect(a.length).toBe(b.length);
+    for (let i = 0; i < a.length; i++) {
+      if (Number.isNaN(b[i])) expect(a[i]).toBeNaN();
+      else if (a[i] !== b[i]) expect(Math.abs(a[i] - b[i])).toBeLessThanOrEqual(tol * Math.max(1, Math.abs(b[i])));
+    }
+  };
+
+  it("forward and backward agree with the TypeScript loops (several shapes, chunk boundaries, offsets)", () => {
+    for (const [rows, n] of [[1, 2], [3, 6], [5, 18], [17, 128], [100, 128], [33, 4096], [2, 1002]] as const) {
+      const x = fill(rows * n, (i) => Math.sin(i * 1.7) * 3 + (i % n === 0 ? 40 : 0) + Math.floor(i / n));
+      const w = fill(n, (i) => 0.5 + Math.cos(i)), b = fill(n, (i) => Math.sin(i * 0.3));
+      const dout = fill(rows * n, (i) => Math.cos(i * 0.61));
+      const [o1, o2] = [new Float32Array(rows * n), new Float32Array(rows * n)];
+      const [m1, m2, r1, r2] = [0, 0, 0, 0].map(() => new Float32Array(rows));
+      expect(simdLayerNorm(o1, m1, r1, x, w, b, rows, n, 1e-5)).toBe(true);
+      layerNormAffineJs(o2, m2, r2, x, w, b, rows, n, 1e-5);
+      close(o1, o2, 2e-6);
+      close(m1, m2, 1e-6);
+      close(r1, r2, 1e-6);
+      const [dx1, dx2] = [new Float32Array(rows * n), new Float32Array(rows * n)];
+      const [aw1, ab1, aw2, ab2] = [0, 0, 0, 0].map(() => Float64Array.from({ length: n }, (_, i) => i * 0.25)); // added to
+      expect(simdLayerNormBackward(dx1, aw1, ab1, dout, x, m2, r2, w, rows, n)).toBe(true);
+      lnBackwardAffineJs(dx2, aw2, ab2, dout, x, m2, r2, w, rows, n);
+      close(dx1, dx2, 2e-6);
+      close(aw1, aw2, 1e-9);
+      close(ab1, ab2, 1e-9);
+    }
+  });
+
+  it("propagates NaN and ±Inf like the loops, declines odd widths, and the kernels' entry points use it", () => {
+    const rows = 4, n = 8;
+    const x = fill(rows * n, (i) => i * 0.1);
+    x[3] = NaN;
+    x[13] = Infinity;
+    x[22] = -Infinity;
+    const w = fill(n, () => 1.5), b = fill(n, () => 0.25), dout = fill(rows * n, (i) => (i % 3) - 1);
+    const [o1, o2] = [new Float32Array(rows * n), new Float32Array(rows * n)];
+    const [m1, m2, r1, r2] = [0, 0, 0, 0].map(() => new Float32Array(rows));
+    expect(simdLayerNorm(o1, m1, r1, x, w, b, rows, n, 1e-5)).toBe(true);
+    layerNormAffineJs(o2, m2, r2, x, w, b, rows, n, 1e-5);
+    close(o1, o2, 2e-6);
+    close(m1, m2, 1e-6);
+    expect(o1[0]).toBeNaN();
+    close(o1.subarray(24), o2.subarray(24), 2e-6);
+    const [dx1, dx2] = [new Float32Array(rows * n), new Float32Array(rows * n)];
+    const [aw1, ab1, aw2, ab2] = [0, 0, 0, 0].map(() => new Float64Array(n));
+    simdLayerNormBackward(dx1, aw1, ab1, dout, x, m2, r2, w, rows, n);
+    lnBackwardAffineJs(dx2, aw2, ab2, dout, x, m2, r2, w, rows, n);
+    close(dx1, dx2, 2e-6);
+    close(aw1, aw2, 1e-9);
+    expect(simdLayerNorm(o1, m1, r1, x, w, b, 3, 5, 1e-5)).toBe(false);
+    // through the kernels' entry points, SIMD on vs off
+    const y = fill(6 * 10, (i) => Math.sin(i));
+    const w10 = fill(10, (i) => 1 + i * 0.1), b10 = fill(10, (i) => -i * 0.05), g = fill(60, (i) => Math.cos(i));
+    const run = () => {
+      const o = new Float32Array(60), m = new Float32Array(6), r = new Float32Array(6), dx = new Float32Array(60), dw = new Float32Array(10), db = new Float32Array(10);
+      layerNorm(o, m, r, y, w10, b10, 6, 10, 1e-5);
+      layerNormBackward(dx, dw, db, g, y, m, r, w10, 6, 10);
+      return [o, m, r, dx, dw, db];
+    };
+    const withSimd = run();
+    setSimdNnEnabled(false);
+    const without = run();
+    for (let k = 0; k < withSimd.length; k++) close(withSimd[k], without[k], 2e-6);
+  });
+});
+
+describe.runIf(on)("WebAssembly SIMD causal softmax (kernels/simd/nn.ts)", () => {
+  const closeArr = (a: Float32Array, b: Float32Array, tol: number) => {
+    for (let i = 0; i < a.length; i++) {
+      if (Number.isNaN(b[i])) expect(a[i], `at ${i}`).toBeNaN();
+      else if (a[i] !== b[i]) expect(Math.abs(a[i] - b[i]), `at ${i}`).toBeLessThanOrEqual(tol);
+    }
+  };
+
+  it("forward and backward agree with the TypeScript loops (T = 4, 8, 64, 68; an offset batch; wide rows)", () => {
+    for (const [H, T, pb] of [[1, 4, 0], [3, 8, 5], [4, 64, 0], [2, 68, 3 * 68 * 68]] as const) {
+      const TT = T * T, len = pb + H * TT;
+      const S = Float32Array.from({ length: len }, (_, i) => Math.sin(i * 0.37) * (i % 11 === 0 ? 40 : 5));
+      const P1 = S.slice(), P2 = S.slice();
+      causalSoftmax(P1, pb, H, T, null, P1);
+      causalSoftmaxJs(P2, pb, H, T, null, P2);
+      closeArr(P1, P2, 3e-7);
+      for (let i = 0; i < pb; i++) expect(P1[i]).toBe(S[i]); // outside the batch element: untouched
+      const G = Float32Array.from({ length: H * TT }, (_, i) => Math.cos(i * 0.11) * 3);
+      const D1 = G.slice(), D2 = G.slice();
+      causalSoftmaxBackward(D1, P2, pb, H, T, null);
+      causalSoftmaxBackwardJs(D2, P2, pb, H, T, null);
+      closeArr(D1, D2, 1e-6);
+    }
+  });
+
+  it("NaN and ±Inf scores, and a fully masked row, come out as in the loops; T not a multiple of 4 falls back", () => {
+    const H = 1, T = 8;
+    const S = Float32Array.from({ length: T * T }, (_, i) => (i % 5) - 2);
+    S[2 * T + 1] = NaN; // row 2 all NaN
+    S[3 * T + 2] = Infinity; // row 3: NaN (Inf − Inf) like the loop
+    S[4 * T + 0] = -Infinity; // row 4: that weight 0
+    for (let j = 0; j <= 5; j++) S[5 * T + j] = -Infinity; // row 5: fully masked → NaN
+    S[6 * T + 7] = NaN; // beyond the diagonal of row 6: ignored
+    const P1 = S.slice(), P2 = S.slice();
+    expect(simdCausalSoftmax(P1, 0, H, T)).toBe(true);
+    causalSoftmaxJs(P2, 0, H, T, null, P2);
+    closeArr(P1, P2, 3e-7);
+    expect(P1[4 * T]).toBe(0);
+    expect(simdCausalSoftmax(new Float32Array(36), 0, 1, 6)).toBe(false);
+  });
+});

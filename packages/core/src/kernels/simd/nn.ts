@@ -1,0 +1,591 @@
+/**
+ * WebAssembly SIMD (f32x4) versions of the GPT's elementwise hot loops, which V8 does not
+ * vectorise: GELU with its derivative (gpt-ops.ts linearGelu), GELU alone, and the
+ * elementwise product of linearGelu's backward.
+ *
+ * WebAssembly addresses only its own memory, so the operands are copied in (TypedArray.set,
+ * a memcpy) and the results out, in chunks of CHUNK floats that stay in L1/L2. This module
+ * owns its memory; each thread that loads this file gets its own instance (no shared state).
+ *
+ * GELU: gelu(v) = v·Φ(v), Φ(v) = (1 + erf(v/√2))/2, gelu'(v) = Φ(v) + v·φ(v),
+ * φ(v) = exp(−v²/2)/√(2π). erf: the rational approximation for float32 of Eigen / XLA
+ * (x·P(x²)/Q(x²) with x clamped to [−4, 4], no table, no gather); exp: range reduction
+ * by ln 2 (Cody–Waite hi/lo), degree-7 Taylor polynomial on |r| ≤ ln2/2, 2^k built by
+ * shifting k + 127 into the exponent bits. Outside (−8, 8) the results are those of the
+ * TypeScript table (gelu = v, gelu' = 1 above; 0 and 0 below); NaN gives NaN.
+ *
+ * `simdNn()` returns null where WebAssembly SIMD is missing or CHAINRULE_SIMD=0 (or after
+ * `setSimdNnEnabled(false)`); callers then run their TypeScript loops.
+ */
+import { F32, I32, V128, WA, funcBody, funcType, get, i32const, moduleBytes, set, simd, tee } from "./asm.js";
+
+// ---- opcodes (local helpers; asm.ts holds only the encoder) ----
+const ld = (addr: number, offset = 0) => [...get(addr), ...simd(0x00, 0, offset)]; // v128.load (align 1)
+const st = (addr: number, value: number[], offset = 0) => [...get(addr), ...value, ...simd(0x0b, 0, offset)]; // v128.store
+const f32bytes = (x: number) => Array.from(new Uint8Array(Float32Array.of(x).buffer));
+/**
+ * Vector constants, hoisted: `cf(x)` (four float32 x), `cd(x)` (two float64 x), `ci(x)` (four
+ * int32 x) read a local that `constLocals` fills once before the loop (V8 builds a v128.const
+ * from immediates with several instructions at every use, inside the loop).
+ */
+let pool: Map<string, { bytes: number[]; local: number }> = new Map();
+let poolBase = 0;
+function constant(key: string, bytes: number[]): number[] {
+  let c = pool.get(key);
+  if (!c) pool.set(key, (c = { bytes, local: poolBase + pool.size }));
+  return get(c.local);
+}
+/** Starts a function whose first constant local is `base`. */
+function beginConsts(base: number): void {
+  pool = new Map();
+  poolBase = base;
+}
+/** The code that fills the constant locals, and how many there are. */
+function constLocals(): { init: number[]; count: number } {
+  const init: number[] = [];
+  for (const { bytes, local } of pool.values()) init.push(...simd(0x0c, ...bytes), ...set(local));
+  return { init, count: pool.size };
+}
+const cf = (x: number) => constant(`f${x}`, [...f32bytes(x), ...f32bytes(x), ...f32bytes(x), ...f32bytes(x)]);
+const ci = (x: number) => constant(`i${x}`, new Array(4).fill(0).flatMap(() => Array.from(new Uint8Array(Int32Array.of(x).buffer))));
+const [fadd, fsub, fmul, fmax] = [0xe4, 0xe5, 0xe6, 0xeb].map((op) => simd(op)); // fmax: f32x4.pmax
+const fnearest = simd(0x6a);
+const fle = simd(0x45), fge = simd(0x46);
+const vandnot = simd(0x4f), vbitselect = simd(0x52);
+const truncSat = simd(0xf8); // i32x4.trunc_sat_f32x4_s
+const iadd = simd(0xae), ishl = simd(0xab);
+const addTo = (l: number, n: number[]) => [...get(l), ...n, 0x6a, ...set(l)]; // l += n (i32)
+const decrementLoop = (l: number) => [...get(l), ...i32const(1), 0x6b, ...tee(l), 0x0d, 0]; // if (--l != 0) continue
+
+const f64bytes = (x: number) => Array.from(new Uint8Array(Float64Array.of(x).buffer));
+const cd = (x: number) => constant(`d${x}`, [...f64bytes(x), ...f64bytes(x)]);
+// pmin(a, b) = b < a ? b : a and pmax(a, b) = a < b ? b : a (one minpd / maxpd each); with the
+// variable as a, a NaN stays NaN.
+const [dadd, dmul, ddiv, dmin, dmax] = [0xf0, 0xf2, 0xf3, 0xf6, 0xf7].map((op) => simd(op));
+const promote = simd(0x5f), demote = simd(0x5e); // f64x2.promote_low_f32x4, f32x4.demote_f64x2_zero
+/** i8x16.shuffle: lanes 0, 1 of the first operand, then lanes 0, 1 of the second. */
+const join = simd(0x0d, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+
+function hornerD(y: number[], c: number[]): number[] {
+  const code = cd(c[c.length - 1]);
+  for (let i = c.length - 2; i >= 0; i--) code.push(...y, ...dmul, ...cd(c[i]), ...dadd);
+  return code;
+}
+
+/** Horner: c[0] + y·(c[1] + y·(…)) with y the code that pushes the variable. */
+function horner(y: number[], c: number[]): number[] {
+  const code = cf(c[c.length - 1]);
+  for (let i = c.length - 2; i >= 0; i--) code.push(...y, ...fmul, ...cf(c[i]), ...fadd);
+  return code;
+}
+
+// Eigen's / XLA's erf for float32: erf(x) ≈ x·P(x²)/Q(x²) on [−4, 4].
+const ERF_P = [-1.60960333262415e-2, -2.95459980854025e-3, -7.34990630326855e-4, -5.69250639462346e-5, -2.10102402082508e-6, 2.77068142495902e-8, -2.72614225801306e-10];
+const ERF_Q = [-1.42647390514189e-2, -7.37332916720468e-3, -1.68282697438203e-3, -2.13374055278905e-4, -1.45660718464996e-5];
+const EXP_TAYLOR = [1, 1, 1 / 2, 1 / 6, 1 / 24, 1 / 120, 1 / 720, 1 / 5040];
+const LN2_HI = 0.693359375, LN2_LO = -2.12194440e-4; // Cephes' split: k·LN2_HI is exact for |k| < 2^15
+
+/**
+ * gelu(H, D, quads) with D unused for the forward-only variant: per quad of floats at H,
+ * H ← gelu(v) and (withGrad) D ← gelu'(v). Φ, v·Φ and Φ + v·φ are formed in float64 lanes
+ * (two f64x2 halves per quad, rounded once to float32 on the way out): in float32 the
+ * roundings of the rational erf and of 1 + erf add up to ~2 ulp near 1. exp stays float32
+ * (v·φ's relative error there is ~1e-7 of a term ≤ 0.25).
+ */
+function geluFn(withGrad: boolean) {
+  const [H, D, N] = [0, 1, 2];
+  const [v, vphi, t, k, x, x2, c, hLo, dLo] = [3, 4, 5, 6, 7, 8, 9, 10, 11];
+  /** The low (0) or high (1) two floats of the f32x4 in local l, as f64x2. */
+  beginConsts(12);
+  const half = (l: number, hi: number) => (hi ? [...get(l), ...get(l), ...simd(0x0d, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15), ...promote] : [...get(l), ...promote]);
+  const code: number[] = [
+    0x02, 0x40, ...get(N), 0x45, 0x0d, 0, // if (n == 0) return
+    0x03, 0x40,
+    ...ld(H), ...set(v),
+  ];
+  if (withGrad) {
+    code.push(
+      // t = max(−v²/2, −40); k = round(t·log2 e); r = t − k·ln2 (hi, lo); vφ = v·p(r)·2^k/√(2π)
+      ...get(v), ...get(v), ...fmul, ...cf(-0.5), ...fmul, ...cf(-40), ...fmax, ...tee(t),
+      ...cf(Math.LOG2E), ...fmul, ...fnearest, ...set(k),
+      ...get(t), ...get(k), ...cf(LN2_HI), ...fmul, ...fsub, ...get(k), ...cf(LN2_LO), ...fmul, ...fsub, ...set(t),
+      ...get(v), ...horner(get(t), EXP_TAYLOR),
+      ...get(k), ...truncSat, ...ci(127), ...iadd, ...i32const(23), ...ishl, ...fmul, // · 2^k
+      ...cf(1 / Math.sqrt(2 * Math.PI)), ...fmul, ...fmul, ...set(vphi),
+    );
+  }
+  for (const hi of [0, 1]) {
+    // x = clamp(v/√2, −4, 4) (min/max keep NaN); erf = x·P(x²)/Q(x²); c = Φ = 0.5 + 0.5·erf
+    code.push(
+      ...half(v, hi), ...cd(Math.SQRT1_2), ...dmul, ...cd(4), ...dmin, ...cd(-4), ...dmax, ...tee(x),
+      ...get(x), ...dmul, ...set(x2),
+      ...get(x), ...hornerD(get(x2), ERF_P), ...dmul,
+      ...hornerD(get(x2), ERF_Q), ...ddiv,
+      ...cd(0.5), ...dmul, ...cd(0.5), ...dadd, ...set(c),
+      ...half(v, hi), ...get(c), ...dmul, ...demote, // v·Φ
+    );
+    if (withGrad) code.push(...get(c), ...half(vphi, hi), ...dadd, ...demote); // Φ + v·φ
+    if (hi) {
+      // join the halves: lanes 0, 1 of the low results, then lanes 0, 1 of these
+      if (withGrad) code.push(...set(x), ...get(dLo), ...get(x), ...join, ...set(x)); // x: d (f32x4)
+      code.push(...set(c), ...get(hLo), ...get(c), ...join, ...set(c)); // c: gelu (f32x4)
+    } else {
+      if (withGrad) code.push(...set(dLo));
+      code.push(...set(hLo));
+    }
+  }
+  // H = v ≥ 8 ? v : v ≤ −8 ? 0 : v·Φ;  D = v ≥ 8 ? 1 : v ≤ −8 ? 0 : Φ + v·φ (NaN compares false: kept)
+  code.push(...st(H, [...get(v), ...get(c), ...get(v), ...cf(-8), ...fle, ...vandnot, ...get(v), ...cf(8), ...fge, ...vbitselect]));
+  if (withGrad) {
+    code.push(
+      ...st(D, [...cf(1), ...get(x), ...get(v), ...cf(-8), ...fle, ...vandnot, ...get(v), ...cf(8), ...fge, ...vbitselect]),
+      ...addTo(D, i32const(16)),
+    );
+  }
+  code.push(...addTo(H, i32const(16)), ...decrementLoop(N), 0x0b, 0x0b, 0x0b);
+  const { init, count } = constLocals();
+  return { type: funcType([I32, I32, I32]), code: funcBody([[9 + count, V128]], [...init, ...code]) };
+}
+
+/** mul(out, a, b, quads): out = a ⊙ b. */
+function mulFn() {
+  const [O, A, B, N] = [0, 1, 2, 3];
+  const code = [
+    0x02, 0x40, ...get(N), 0x45, 0x0d, 0,
+    0x03, 0x40,
+    ...st(O, [...ld(A), ...ld(B), ...fmul]),
+    ...addTo(O, i32const(16)), ...addTo(A, i32const(16)), ...addTo(B, i32const(16)),
+    ...decrementLoop(N), 0x0b, 0x0b, 0x0b,
+  ];
+  return { type: funcType([I32, I32, I32, I32]), code: funcBody([], code) };
+}
+
+// ---- layer norm (affine), in float64 lanes: two floats per f64x2, arithmetic as js/nn.ts ----
+const F64 = 0x7c;
+const ld2 = (addr: number) => [...get(addr), ...simd(0x5d, 0, 0), ...promote]; // two floats → f64x2
+const st2 = (addr: number, value: number[]) => [...get(addr), ...value, ...demote, ...simd(0x5b, 0, 0, 0)]; // f64x2 → two floats
+const ldv = (addr: number) => [...get(addr), ...simd(0x00, 0, 0)];
+const stv = (addr: number, value: number[]) => [...get(addr), ...value, ...simd(0x0b, 0, 0)];
+const dsub = simd(0xf1);
+const zero = simd(0x0c, ...new Array(16).fill(0));
+const lanesSum = (l: number) => [...get(l), ...simd(0x21, 0), ...get(l), ...simd(0x21, 1), 0xa0]; // f64: lane 0 + lane 1
+const splat2 = simd(0x14);
+const f32load = (addr: number) => [...get(addr), 0x2a, 2, 0, 0xbb]; // f64.promote_f32(f32.load)
+const f32store = (addr: number, value: number[]) => [...get(addr), ...value, 0xb6, 0x38, 2, 0]; // f32.store(f32.demote_f64)
+const bumpBy = (l: number, bytes: number) => addTo(l, i32const(bytes));
+/** A counted loop over n/2 pairs (n even, ≥ 2) in local `j`. */
+const pairsLoop = (j: number, n: number, body: number[]) => [...get(n), ...i32const(1), 0x76, ...set(j), 0x03, 0x40, ...body, ...decrementLoop(j), 0x0b]; // j = n >>> 1
+
+/**
+ * lnForward(X, O, W, Bb, M, R, rows, n, eps): per row of n floats (n even), mean and variance
+ * from Σx, Σx² in float64, rs = 1/√(max(var, 0) + eps), out = (x − m)·rs·w + b.
+ */
+function lnForwardFn() {
+  const [X, O, W, Bb, M, R, ROWS, N, EPS] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const [j, px, po, pw, pb] = [9, 10, 11, 12, 13];
+  const [m, rs, nf, vr] = [14, 15, 16, 17];
+  const [as, ass, v, m2, rs2] = [18, 19, 20, 21, 22];
+  const code = [
+    ...get(N), 0xb7, ...set(nf),
+    0x02, 0x40, 0x03, 0x40,
+    ...get(ROWS), 0x45, 0x0d, 1,
+    ...zero, ...set(as), ...zero, ...set(ass), ...get(X), ...set(px),
+    ...pairsLoop(j, N, [
+      ...ld2(px), ...tee(v), ...get(as), ...dadd, ...set(as),
+      ...get(v), ...get(v), ...dmul, ...get(ass), ...dadd, ...set(ass),
+      ...bumpBy(px, 8),
+    ]),
+    ...lanesSum(as), ...get(nf), 0xa3, ...set(m),
+    ...lanesSum(ass), ...get(nf), 0xa3, ...get(m), ...get(m), 0xa2, 0xa1, ...set(vr),
+    // rs = 1 / sqrt((vr > 0 ? vr : 0) + eps)
+    0x44, ...f64bytes(1), ...get(vr), 0x44, ...f64bytes(0), ...get(vr), 0x44, ...f64bytes(0), 0x64, 0x1b, ...get(EPS), 0xa0, 0x9f, 0xa3, ...set(rs),
+    ...f32store(M, get(m)), ...f32store(R, get(rs)), ...bumpBy(M, 4), ...bumpBy(R, 4),
+    ...get(m), ...splat2, ...set(m2), ...get(rs), ...splat2, ...set(rs2),
+    ...get(X), ...set(px), ...get(O), ...set(po), ...get(W), ...set(pw), ...get(Bb), ...set(pb),
+    ...pairsLoop(j, N, [
+      ...st2(po, [...ld2(px), ...get(m2), ...dsub, ...get(rs2), ...dmul, ...ld2(pw), ...dmul, ...ld2(pb), ...dadd]),
+      ...bumpBy(px, 8), ...bumpBy(po, 8), ...bumpBy(pw, 8), ...bumpBy(pb, 8),
+    ]),
+    ...get(px), ...set(X), ...get(po), ...set(O),
+    ...get(ROWS), ...i32const(1), 0x6b, ...set(ROWS),
+    0x0c, 0, 0x0b, 0x0b, 0x0b,
+  ];
+  return { type: funcType([I32, I32, I32, I32, I32, I32, I32, I32, F64]), code: funcBody([[5, I32], [4, F64], [5, V128]], code) };
+}
+
+/**
+ * lnBackward(DX, DO, X, W, AW, AB, M, R, rows, n): js/nn.ts lnBackwardAffine. Per row,
+ * d = dout·w; Σd and Σd·(x − m); dx = rs·(dout·w − meanD − h·meanDX) with h = (x − m)·rs;
+ * the float64 column sums AW += dout·h, AB += dout (n float64 each).
+ */
+function lnBackwardFn() {
+  const [DX, DO, X, W, AW, AB, M, R, ROWS, N] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+  const [j, pdx, pdo, px, pw, paw, pab] = [10, 11, 12, 13, 14, 15, 16];
+  const [nf, rs] = [17, 18];
+  const [sd, sdx, m2, rs2, md, mdx, dy, h] = [19, 20, 21, 22, 23, 24, 25, 26];
+  const code = [
+    ...get(N), 0xb7, ...set(nf),
+    0x02, 0x40, 0x03, 0x40,
+    ...get(ROWS), 0x45, 0x0d, 1,
+    ...f32load(M), ...splat2, ...set(m2), ...f32load(R), ...tee(rs), ...splat2, ...set(rs2), ...bumpBy(M, 4), ...bumpBy(R, 4),
+    ...zero, ...set(sd), ...zero, ...set(sdx), ...get(DO), ...set(pdo), ...get(X), ...set(px), ...get(W), ...set(pw),
+    ...pairsLoop(j, N, [
+      ...ld2(pdo), ...ld2(pw), ...dmul, ...tee(dy), ...get(sd), ...dadd, ...set(sd),
+      ...get(dy), ...ld2(px), ...get(m2), ...dsub, ...dmul, ...get(sdx), ...dadd, ...set(sdx),
+      ...bumpBy(pdo, 8), ...bumpBy(px, 8), ...bumpBy(pw, 8),
+    ]),
+    ...lanesSum(sd), ...get(nf), 0xa3, ...splat2, ...set(md),
+    ...get(rs), ...lanesSum(sdx), 0xa2, ...get(nf), 0xa3, ...splat2, ...set(mdx),
+    ...get(DX), ...set(pdx), ...get(DO), ...set(pdo), ...get(X), ...set(px), ...get(W), ...set(pw), ...get(AW), ...set(paw), ...get(AB), ...set(pab),
+    ...pairsLoop(j, N, [
+      ...ld2(pdo), ...set(dy),
+      ...ld2(px), ...get(m2), ...dsub, ...get(rs2), ...dmul, ...set(h),
+      ...st2(pdx, [...get(rs2), ...get(dy), ...ld2(pw), ...dmul, ...get(md), ...dsub, ...get(h), ...get(mdx), ...dmul, ...dsub, ...dmul]),
+      ...stv(paw, [...ldv(paw), ...get(dy), ...get(h), ...dmul, ...dadd]),
+      ...stv(pab, [...ldv(pab), ...get(dy), ...dadd]),
+      ...bumpBy(pdx, 8), ...bumpBy(pdo, 8), ...bumpBy(px, 8), ...bumpBy(pw, 8), ...bumpBy(paw, 16), ...bumpBy(pab, 16),
+    ]),
+    ...get(pdx), ...set(DX), ...get(pdo), ...set(DO), ...get(px), ...set(X),
+    ...get(ROWS), ...i32const(1), 0x6b, ...set(ROWS),
+    0x0c, 0, 0x0b, 0x0b, 0x0b,
+  ];
+  return { type: funcType([I32, I32, I32, I32, I32, I32, I32, I32, I32, I32]), code: funcBody([[7, I32], [2, F64], [8, V128]], code) };
+}
+
+// ---- causal softmax (attention), f32x4 over each row's first i + 1 entries ----
+const i32x4splat = simd(0x11), ile = simd(0x3d); // i32x4.le_s
+const laneIdx = simd(0x0c, ...[0, 1, 2, 3].flatMap((k) => Array.from(new Uint8Array(Int32Array.of(k).buffer))));
+const vand = simd(0x4e);
+/** f32x4 lanes sum (horizontal), as f32: extract_lane 0..3. */
+const hsum4 = (l: number) => [...get(l), ...simd(0x1f, 0), ...get(l), ...simd(0x1f, 1), 0x92, ...get(l), ...simd(0x1f, 2), ...get(l), ...simd(0x1f, 3), 0x92, 0x92];
+const hmax4 = (l: number) => [...get(l), ...simd(0x1f, 0), ...get(l), ...simd(0x1f, 1), 0x97, ...get(l), ...simd(0x1f, 2), ...get(l), ...simd(0x1f, 3), 0x97, 0x97]; // f32.max
+/**
+ * exp(t) in f32x4 for t ≤ 0 (t in local tl, scratch locals kl, ml): as geluFn's, t clamped
+ * to ≥ −87 for the polynomial and the result 0 where t < −87 (−Inf gives 0, NaN gives NaN).
+ */
+function expCode(tl: number, kl: number, ml: number): number[] {
+  return [
+    ...get(tl), ...cf(-87), ...simd(0x43), ...set(ml), // f32x4.lt
+    ...get(tl), ...cf(-87), ...fmax, ...set(tl),
+    ...get(tl), ...cf(Math.LOG2E), ...fmul, ...fnearest, ...set(kl),
+    ...get(tl), ...get(kl), ...cf(LN2_HI), ...fmul, ...fsub, ...get(kl), ...cf(LN2_LO), ...fmul, ...fsub, ...set(tl),
+    ...horner(get(tl), EXP_TAYLOR),
+    ...get(kl), ...truncSat, ...ci(127), ...iadd, ...i32const(23), ...ishl, ...fmul,
+    ...get(ml), ...vandnot,
+  ];
+}
+
+/**
+ * softmax(P, rows, T, i0): rows of T floats (T a multiple of 4) at P, row k holding causal row
+ * i = i0 + k: its first i + 1 entries ← their softmax (max subtracted, exp, sum, scaled by
+ * 1/sum), the rest ← 0.
+ */
+function causalSoftmaxFn() {
+  const [P, ROWS, T, I0] = [0, 1, 2, 3];
+  const [q, pp, nq] = [4, 5, 6];
+  const [mx, sum, inv] = [7, 8, 9];
+  const [v, msk, idx, t, k, acc, iv] = [10, 11, 12, 13, 14, 15, 16];
+  beginConsts(17);
+  const lanes = [...get(idx), ...get(iv), ...ile, ...set(msk)]; // msk: lane index ≤ i
+  const code = [
+    0x02, 0x40, 0x03, 0x40,
+    ...get(ROWS), 0x45, 0x0d, 1,
+    ...get(I0), ...i32x4splat, ...set(iv),
+    ...get(I0), ...i32const(4), 0x6d, ...i32const(1), 0x6a, ...set(nq), // quads holding j ≤ i: i/4 + 1
+    // max over j ≤ i
+    ...cf(-Infinity), ...set(acc), ...get(P), ...set(pp), ...laneIdx, ...set(idx), ...get(nq), ...set(q),
+    0x03, 0x40,
+    ...lanes,
+    ...ld(pp), ...cf(-Infinity), ...get(msk), ...vbitselect, ...get(acc), ...simd(0xe9), ...set(acc), // f32x4.max (NaN propagates)
+    ...bumpBy(pp, 16), ...get(idx), ...ci(4), ...iadd, ...set(idx),
+    ...decrementLoop(q), 0x0b,
+    ...hmax4(acc), ...set(mx),
+    // m = -Inf (all masked) → 0, like the loop
+    0x43, ...f32bytes(0), ...get(mx), ...get(mx), 0x43, ...f32bytes(-Infinity), 0x5b, 0x1b, ...set(mx),
+    // e = exp(x − m) on j ≤ i, 0 beyond; sum
+    ...simd(0x0c, ...new Array(16).fill(0)), ...set(acc), ...get(P), ...set(pp), ...laneIdx, ...set(idx), ...get(nq), ...set(q),
+    0x03, 0x40,
+    ...lanes,
+    ...ld(pp), ...get(mx), ...simd(0x13), ...fsub, ...set(t),
+    ...st(pp, [...expCode(t, k, v), ...get(msk), ...vand]), // and with the mask: beyond i → +0
+    ...get(acc), ...ld(pp), ...fadd, ...set(acc),
+    ...bumpBy(pp, 16), ...get(idx), ...ci(4), ...iadd, ...set(idx),
+    ...decrementLoop(q), 0x0b,
+    ...hsum4(acc), ...set(sum),
+    0x43, ...f32bytes(1), ...get(sum), 0x95, ...set(inv),
+    ...get(P), ...set(pp), ...laneIdx, ...set(idx), ...get(nq), ...set(q),
+    0x03, 0x40,
+    ...lanes,
+    ...st(pp, [...ld(pp), ...get(inv), ...simd(0x13), ...fmul, ...get(msk), ...vand]), // past i: 0 even when 1/sum is NaN
+    ...bumpBy(pp, 16), ...get(idx), ...ci(4), ...iadd, ...set(idx),
+    ...decrementLoop(q), 0x0b,
+    // zero the quads past i
+    ...get(T), ...i32const(2), 0x76, ...get(nq), 0x6b, ...set(q),
+    0x02, 0x40, ...get(q), 0x45, 0x0d, 0,
+    0x03, 0x40,
+    ...st(pp, simd(0x0c, ...new Array(16).fill(0))),
+    ...bumpBy(pp, 16),
+    ...decrementLoop(q), 0x0b, 0x0b,
+    ...get(pp), ...set(P),
+    ...addTo(I0, i32const(1)),
+    ...get(ROWS), ...i32const(1), 0x6b, ...set(ROWS),
+    0x0c, 0, 0x0b, 0x0b, 0x0b,
+  ];
+  const { init, count } = constLocals();
+  return { type: funcType([I32, I32, I32, I32]), code: funcBody([[3, I32], [3, F32], [7 + count, V128]], [...init, ...code]) };
+}
+
+/**
+ * softmaxBack(D, P, rows, T, i0): per row (causal row i = i0 + k), D ← P ⊙ (D − Σ_{j≤i} P·D) on
+ * j ≤ i, 0 beyond.
+ */
+function causalSoftmaxBackwardFn() {
+  const [D, P, ROWS, T, I0] = [0, 1, 2, 3, 4];
+  const [q, pd, pp, nq] = [5, 6, 7, 8];
+  const [dot] = [9];
+  const [msk, idx, acc, iv, dv] = [10, 11, 12, 13, 14];
+  beginConsts(15);
+  const lanes = [...get(idx), ...get(iv), ...ile, ...set(msk)];
+  const code = [
+    0x02, 0x40, 0x03, 0x40,
+    ...get(ROWS), 0x45, 0x0d, 1,
+    ...get(I0), ...i32x4splat, ...set(iv),
+    ...get(I0), ...i32const(4), 0x6d, ...i32const(1), 0x6a, ...set(nq),
+    ...simd(0x0c, ...new Array(16).fill(0)), ...set(acc), ...get(D), ...set(pd), ...get(P), ...set(pp), ...laneIdx, ...set(idx), ...get(nq), ...set(q),
+    0x03, 0x40,
+    ...lanes,
+    ...get(acc), ...ld(pp), ...ld(pd), ...fmul, ...get(msk), ...vand, ...fadd, ...set(acc),
+    ...bumpBy(pd, 16), ...bumpBy(pp, 16), ...get(idx), ...ci(4), ...iadd, ...set(idx),
+    ...decrementLoop(q), 0x0b,
+    ...hsum4(acc), ...simd(0x13), ...set(dv),
+    ...get(D), ...set(pd), ...get(P), ...set(pp), ...laneIdx, ...set(idx), ...get(nq), ...set(q),
+    0x03, 0x40,
+    ...lanes,
+    ...st(pd, [...ld(pp), ...ld(pd), ...get(dv), ...fsub, ...fmul, ...get(msk), ...vand]),
+    ...bumpBy(pd, 16), ...bumpBy(pp, 16), ...get(idx), ...ci(4), ...iadd, ...set(idx),
+    ...decrementLoop(q), 0x0b,
+    ...get(T), ...i32const(2), 0x76, ...get(nq), 0x6b, ...set(q),
+    0x02, 0x40, ...get(q), 0x45, 0x0d, 0,
+    0x03, 0x40,
+    ...st(pd, simd(0x0c, ...new Array(16).fill(0))),
+    ...bumpBy(pd, 16), ...bumpBy(pp, 16),
+    ...decrementLoop(q), 0x0b, 0x0b,
+    ...get(pd), ...set(D), ...get(pp), ...set(P),
+    ...addTo(I0, i32const(1)),
+    ...get(ROWS), ...i32const(1), 0x6b, ...set(ROWS),
+    0x0c, 0, 0x0b, 0x0b, 0x0b,
+  ];
+  const { init, count } = constLocals();
+  return { type: funcType([I32, I32, I32, I32, I32]), code: funcBody([[4, I32], [1, F32], [5 + count, V128]], [...init, ...code]) };
+}
+
+type Fn3 = (a: number, b: number, n: number) => void;
+type Fn4 = (a: number, b: number, c: number, n: number) => void;
+
+type LnForward = (x: number, o: number, w: number, b: number, m: number, r: number, rows: number, n: number, eps: number) => void;
+type LnBackward = (dx: number, dout: number, x: number, w: number, aw: number, ab: number, m: number, r: number, rows: number, n: number) => void;
+
+type Softmax = (p: number, rows: number, T: number, i0: number) => void;
+type SoftmaxBack = (d: number, p: number, rows: number, T: number, i0: number) => void;
+
+interface Engine {
+  softmax: Softmax;
+  softmaxBack: SoftmaxBack;
+  lnForward: LnForward;
+  lnBackward: LnBackward;
+  f64: Float64Array;
+  geluGrad: Fn3;
+  gelu: Fn3;
+  mul: Fn4;
+  memory: { readonly buffer: ArrayBufferLike; grow(pages: number): number };
+  f32: Float32Array;
+}
+
+/** Floats per chunk and operand (16 KiB: three operands stay in L1/L2). */
+const CHUNK = 4096;
+/**
+ * Where the operand regions start in the memory (floats). Not at multiples of 4 KiB: a Float32Array
+ * of the size these kernels get is page-aligned, and copying out of a region at the same address
+ * modulo 4096 runs ~5× slower (4K aliasing between the copy's loads and stores: 0.95 vs 0.1 ms for
+ * 393k floats measured here).
+ */
+const A0 = 64, B0 = A0 + CHUNK + 128;
+// layer norm's regions (floats): dx, weight, bias, mean, rstd, and the float64 column sums (2·CHUNK floats each)
+const C0 = B0 + CHUNK + 128, W0 = C0 + CHUNK + 128, BB0 = W0 + CHUNK + 128, M0 = BB0 + CHUNK + 128, R0 = M0 + CHUNK / 2 + 64;
+const AW0 = R0 + CHUNK / 2 + 64, AB0 = AW0 + 2 * CHUNK + 128, MEM_FLOATS = AB0 + 2 * CHUNK;
+
+let enabled = process.env.CHAINRULE_SIMD !== "0" && process.env.CHAINRULE_PARALLEL_SIMD !== "0";
+let engine: Engine | null | undefined;
+
+/** Turns these kernels off (the TypeScript loops run) or back on; the initial value comes from CHAINRULE_SIMD. */
+export function setSimdNnEnabled(on: boolean): void {
+  enabled = on;
+}
+
+function instantiate(): Engine | null {
+  if (engine !== undefined) return engine;
+  try {
+    const mod = new WA.Module(moduleBytes([geluFn(true), geluFn(false), mulFn(), lnForwardFn(), lnBackwardFn(), causalSoftmaxFn(), causalSoftmaxBackwardFn()], ["geluGrad", "gelu", "mul", "lnForward", "lnBackward", "softmax", "softmaxBack"], false));
+    const memory = new WA.Memory({ initial: Math.ceil((4 * MEM_FLOATS) / 65536) });
+    const ex = new WA.Instance(mod, { env: { memory } }).exports;
+    engine = {
+      geluGrad: ex.geluGrad as Fn3, gelu: ex.gelu as Fn3, mul: ex.mul as Fn4,
+      softmax: ex.softmax as Softmax, softmaxBack: ex.softmaxBack as SoftmaxBack,
+      lnForward: ex.lnForward as LnForward, lnBackward: ex.lnBackward as LnBackward,
+      memory, f32: new Float32Array(memory.buffer), f64: new Float64Array(memory.buffer),
+    };
+  } catch {
+    engine = null;
+  }
+  return engine;
+}
+
+/** The engine, or null where SIMD is unavailable or disabled. */
+export function simdNn(): Engine | null {
+  return enabled ? instantiate() : null;
+}
+
+/** Whether these kernels will run. */
+export function simdNnAvailable(): boolean {
+  return simdNn() !== null;
+}
+
+/** In place h ← gelu(h), d ← gelu'(h) over n floats; false (nothing touched) where SIMD is off. */
+export function simdGeluWithGrad(h: Float32Array, d: Float32Array, n: number): boolean {
+  const e = simdNn();
+  if (e === null) return false;
+  const m = e.f32;
+  for (let i = 0; i < n; i += CHUNK) {
+    const c = Math.min(CHUNK, n - i);
+    m.set(h.subarray(i, i + c), A0);
+    e.geluGrad(4 * A0, 4 * B0, (c + 3) >> 2);
+    h.set(m.subarray(A0, A0 + c), i);
+    d.set(m.subarray(B0, B0 + c), i);
+  }
+  return true;
+}
+
+/** In place h ← gelu(h) over n floats; false where SIMD is off. */
+export function simdGelu(h: Float32Array, n: number): boolean {
+  const e = simdNn();
+  if (e === null) return false;
+  const m = e.f32;
+  for (let i = 0; i < n; i += CHUNK) {
+    const c = Math.min(CHUNK, n - i);
+    m.set(h.subarray(i, i + c), A0);
+    e.gelu(4 * A0, 0, (c + 3) >> 2);
+    h.set(m.subarray(A0, A0 + c), i);
+  }
+  return true;
+}
+
+/** out = a ⊙ b over n floats (out may alias a or b); false where SIMD is off. */
+export function simdMul(out: Float32Array, a: Float32Array, b: Float32Array, n: number): boolean {
+  const e = simdNn();
+  if (e === null) return false;
+  const m = e.f32;
+  for (let i = 0; i < n; i += CHUNK) {
+    const c = Math.min(CHUNK, n - i);
+    m.set(a.subarray(i, i + c), A0);
+    m.set(b.subarray(i, i + c), B0);
+    e.mul(4 * A0, 4 * A0, 4 * B0, (c + 3) >> 2);
+    out.set(m.subarray(A0, A0 + c), i);
+  }
+  return true;
+}
+
+/**
+ * js/nn.ts layerNorm's affine case (weight and bias) in WebAssembly; false (nothing touched)
+ * where SIMD is off or the shape does not fit (n odd or over CHUNK): the caller runs its loop.
+ */
+export function simdLayerNorm(
+  out: Float32Array, mean: Float32Array, rstd: Float32Array, x: Float32Array,
+  weight: Float32Array, bias: Float32Array, rows: number, n: number, eps: number,
+): boolean {
+  if ((n & 1) !== 0 || n > CHUNK || rows === 0) return false;
+  const e = simdNn();
+  if (e === null) return false;
+  const m = e.f32;
+  m.set(weight.subarray(0, n), W0);
+  m.set(bias.subarray(0, n), BB0);
+  const per = Math.floor(CHUNK / n);
+  for (let r = 0; r < rows; r += per) {
+    const c = Math.min(per, rows - r), len = c * n;
+    m.set(x.subarray(r * n, r * n + len), A0);
+    e.lnForward(4 * A0, 4 * B0, 4 * W0, 4 * BB0, 4 * M0, 4 * R0, c, n, eps);
+    out.set(m.subarray(B0, B0 + len), r * n);
+    mean.set(m.subarray(M0, M0 + c), r);
+    rstd.set(m.subarray(R0, R0 + c), r);
+  }
+  return true;
+}
+
+/**
+ * js/nn.ts lnBackwardAffine in WebAssembly: dx, and the float64 column sums added into accW
+ * (Σ dout·x̂) and accB (Σ dout). False where SIMD is off or the shape does not fit.
+ */
+export function simdLayerNormBackward(
+  dx: Float32Array, accW: Float64Array, accB: Float64Array, dout: Float32Array, x: Float32Array,
+  mean: Float32Array, rstd: Float32Array, weight: Float32Array, rows: number, n: number,
+): boolean {
+  if ((n & 1) !== 0 || n > CHUNK || rows === 0) return false;
+  const e = simdNn();
+  if (e === null) return false;
+  const m = e.f32, d = e.f64;
+  m.set(weight.subarray(0, n), W0);
+  d.set(accW.subarray(0, n), AW0 / 2);
+  d.set(accB.subarray(0, n), AB0 / 2);
+  const per = Math.floor(CHUNK / n);
+  for (let r = 0; r < rows; r += per) {
+    const c = Math.min(per, rows - r), len = c * n;
+    m.set(x.subarray(r * n, r * n + len), A0);
+    m.set(dout.subarray(r * n, r * n + len), B0);
+    m.set(mean.subarray(r, r + c), M0);
+    m.set(rstd.subarray(r, r + c), R0);
+    e.lnBackward(4 * C0, 4 * B0, 4 * A0, 4 * W0, 4 * AW0, 4 * AB0, 4 * M0, 4 * R0, c, n);
+    dx.set(m.subarray(C0, C0 + len), r * n);
+  }
+  accW.set(d.subarray(AW0 / 2, AW0 / 2 + n));
+  accB.set(d.subarray(AB0 / 2, AB0 / 2 + n));
+  return true;
+}
+
+/**
+ * ops/attention.ts causalSoftmax without dropout: in place over H score matrices (T, T) at
+ * P[pb..], row i ← softmax of its first i + 1 entries, zeros after. False (nothing touched)
+ * where SIMD is off or T is not a multiple of 4 (or over CHUNK).
+ */
+export function simdCausalSoftmax(P: Float32Array, pb: number, H: number, T: number): boolean {
+  if ((T & 3) !== 0 || T > CHUNK) return false;
+  const e = simdNn();
+  if (e === null) return false;
+  const m = e.f32, per = Math.floor(CHUNK / T);
+  for (let h = 0; h < H; h++) {
+    const ph = pb + h * T * T;
+    for (let i = 0; i < T; i += per) {
+      const c = Math.min(per, T - i), at = ph + i * T, len = c * T;
+      m.set(P.subarray(at, at + len), A0);
+      e.softmax(4 * A0, c, T, i);
+      P.set(m.subarray(A0, A0 + len), at);
+    }
+  }
+  return true;
+}
+
+/** ops/attention.ts causalSoftmaxBackward without dropout: dP[0..] ← P ⊙ (dP − Σ P·dP) on j ≤ i, 0 after. */
+export function simdCausalSoftmaxBackward(dP: Float32Array, P: Float32Array, pb: number, H: number, T: number): boolean {
+  if ((T & 3) !== 0 || T > CHUNK) return false;
+  const e = simdNn();
+  if (e === null) return false;
+  const m = e.f32, per = Math.floor(CHUNK / T);
+  for (let h = 0; h < H; h++) {
+    for (let i = 0; i < T; i += per) {
+      const c = Math.min(per, T - i), at = h * T * T + i * T, len = c * T;
+      m.set(dP.subarray(at, at + len), A0);
+      m.set(P.subarray(pb + at, pb + at + len), B0);
+      e.softmaxBack(4 * A0, 4 * B0, c, T, i);
+      dP.set(m.subarray(A0, A0 + len), at);
+    }
+  }
+  return true;
+}
