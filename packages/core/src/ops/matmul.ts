@@ -124,14 +124,23 @@ export function linearForward(op: string, x: Tensor, weight: Tensor, bias: Tenso
   const k = kernels();
   let out: Float32Array;
   if (residual) {
-    out = residual.data.slice();
-    if (bias) k.addRowVector(out, bias.data, rows, outF);
+    out = bias ? residualPlusBias(residual.data, bias.data, rows, outF) : residual.data.slice();
   } else {
     out = new Float32Array(rows * outF);
     if (bias) for (let r = 0; r < rows; r++) out.set(bias.data, r * outF);
   }
   k.gemm(false, true, rows, outF, inF, 1, x.data, 0, inF, weight.data, 0, inF, bias || residual ? 1 : 0, out, 0, outF); // (rows, out)
   return { out, rows, inF, outF, shape };
+}
+
+/** residual + bias broadcast over rows, in one pass (a copy, then an add pass, read and wrote the output twice). */
+function residualPlusBias(res: Float32Array, bias: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols); // (rows, cols)
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    for (let c = 0; c < cols; c++) out[o + c] = res[o + c] + bias[c];
+  }
+  return out;
 }
 
 /**
