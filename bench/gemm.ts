@@ -58,7 +58,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   if (blas.ok) {
     contenders.push(["blas", viaKernels(makeBlasKernels(blas.lib))]);
     // The reference: the same library's cblas_sgemm, bound here on its own and called with the arrays as they are.
-    const koffi = createRequire(import.meta.url)("koffi") as typeof import("koffi");
+    const koffi = createRequire(import.meta.url)("koffi") as { load(path: string): { func(signature: string): unknown } }; // core's dependency
     const direct = koffi.load(blas.lib.path).func("void cblas_sgemm(int, int, int, int, int, int, float, float *, int, float *, int, float, float *, int)") as Sgemm;
     const ta = tA ? CblasTrans : CblasNoTrans, tb = tB ? CblasTrans : CblasNoTrans;
     contenders.push(["openblas-direct", (n) => (A, B, C) => direct(CblasRowMajor, ta, tb, n, n, n, 1, A, n, B, n, 0, C, n)]);

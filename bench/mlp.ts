@@ -58,7 +58,9 @@ function gemmVsRest(acc: { gemm: number; kernels: number; byName: Record<string,
 }
 
 /** Share of step time per category, from an instrumented run of `steps` steps (after warm-up). */
-async function profile(batch: number, steps: number): Promise<Record<string, number> & { kernelMs: Record<string, number> }> {
+interface Profile { msPerStep: number; gemm: number; elementwise: number; optimizer: number; gc: number; other: number; kernelMs: Record<string, number> }
+
+async function profile(batch: number, steps: number): Promise<Profile> {
   const base = kernels();
   const acc = { gemm: 0, kernels: 0, byName: {} as Record<string, number> };
   setKernels(timedKernels(base, gemmVsRest(acc)));
