@@ -34,6 +34,23 @@ const waitAsync = (Atomics as unknown as {
   waitAsync(a: Int32Array, i: number, v: number, ms: number): { async: false; value: string } | { async: true; value: Promise<string> };
 }).waitAsync;
 
+/** The ranks' step loops and what they were started with; `failed` rejects with the first loop's `{ rank, cause }`. */
+interface Serving {
+  ds: SharedDataset;
+  idx: SharedArrayBuffer;
+  fixed: string;
+  runs: (Promise<void> | null)[];
+  failed: Promise<never>;
+  fail: (e: unknown) => void;
+}
+
+function newServing(ds: SharedDataset, idx: SharedArrayBuffer, fixed: string, world: number): Serving {
+  let fail!: (e: unknown) => void;
+  const failed = new Promise<never>((_, reject) => { fail = reject; });
+  failed.catch(() => {}); // observed by the step that is waiting, if any
+  return { ds, idx, fixed, runs: new Array(world).fill(null), failed, fail };
+}
+
 /** How long a rank's step loop waits for the next step before it returns (and is started anew when one comes). */
 const SERVE_IDLE_MS = 1000;
 
@@ -222,7 +239,7 @@ export class DataParallel {
   private pool: Piscina | null = null;
   private idxBuf = new Int32Array(new SharedArrayBuffer(4));
   /** The ranks' step loops (see `serveStep`) and what they were started with; null: none running. */
-  private serving: { ds: SharedDataset; idx: SharedArrayBuffer; fixed: string; runs: (Promise<void> | null)[] } | null = null;
+  private serving: Serving | null = null;
   /** The last doorbell command (steps rung so far in this process's pools). */
   private seq = 0;
   /** All gradient slots (main-thread view), zeroed here only after a failed step. */
@@ -584,7 +601,7 @@ export class DataParallel {
     const fixed = JSON.stringify({ rest, augment, clip, microBatchSize });
     const idxBuf = this.idxBuf.buffer as SharedArrayBuffer;
     if (this.serving && (this.serving.ds !== ds || this.serving.idx !== idxBuf || this.serving.fixed !== fixed)) await this.stopServing();
-    const sv = (this.serving ??= { ds, idx: idxBuf, fixed, runs: new Array(W).fill(null) });
+    const sv = (this.serving ??= newServing(ds, idxBuf, fixed, W));
     const bell = new Int32Array(ctx.bell), desc = new Float64Array(ctx.stepDesc), out = new Float64Array(ctx.stepResults);
     desc[STEP_DESC.STEP] = step;
     desc[STEP_DESC.ROW_START] = rowStart;
@@ -604,7 +621,7 @@ export class DataParallel {
       Atomics.store(bell, word, seq);
       const run: Promise<void> = pool.run({ kind: "serve", session: ctx.session, rank: r, seen: seq - 1, data, idx: idxBuf, microBatchSize, hyper, clip, augment, idleMs: SERVE_IDLE_MS })
         .then(() => { if (sv.runs[r] === run) sv.runs[r] = null; }, (cause) => { throw { rank: r, cause }; });
-      run.catch(() => {});
+      run.catch(sv.fail); // once per loop, not once per step
       sv.runs[r] = run;
     }
     const deadline = performance.now() + this.timeoutMs;
@@ -618,9 +635,8 @@ export class DataParallel {
         if (w.async) await w.value;
       }
     })();
-    const failed = new Promise<never>((_, reject) => { for (const p of sv.runs) p?.catch(reject); });
     try {
-      await Promise.race([done, failed]);
+      await Promise.race([done, sv.failed]);
     } catch (e) {
       Atomics.store(bell, BELL.DONE, 1 << 30); // ends the waiter above
       Atomics.notify(bell, BELL.DONE);

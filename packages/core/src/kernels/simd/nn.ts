@@ -452,29 +452,26 @@ export function simdNnAvailable(): boolean {
 
 /** In place h ← gelu(h), d ← gelu'(h) over n floats; false (nothing touched) where SIMD is off. */
 export function simdGeluWithGrad(h: Float32Array, d: Float32Array, n: number): boolean {
-  const e = simdNn();
-  if (e === null) return false;
-  const m = e.f32;
-  for (let i = 0; i < n; i += CHUNK) {
-    const c = Math.min(CHUNK, n - i);
-    m.set(h.subarray(i, i + c), A0);
-    e.geluGrad(4 * A0, 4 * B0, (c + 3) >> 2);
-    h.set(m.subarray(A0, A0 + c), i);
-    d.set(m.subarray(B0, B0 + c), i);
-  }
-  return true;
+  return geluChunks(h, d, n);
 }
 
 /** In place h ← gelu(h) over n floats; false where SIMD is off. */
 export function simdGelu(h: Float32Array, n: number): boolean {
+  return geluChunks(h, null, n);
+}
+
+/** Both of the above: chunks of h copied in, gelu (and gelu' into d when given) run, results copied out. */
+function geluChunks(h: Float32Array, d: Float32Array | null, n: number): boolean {
   const e = simdNn();
   if (e === null) return false;
   const m = e.f32;
   for (let i = 0; i < n; i += CHUNK) {
     const c = Math.min(CHUNK, n - i);
     m.set(h.subarray(i, i + c), A0);
-    e.gelu(4 * A0, 0, (c + 3) >> 2);
+    if (d) e.geluGrad(4 * A0, 4 * B0, (c + 3) >> 2);
+    else e.gelu(4 * A0, 0, (c + 3) >> 2);
     h.set(m.subarray(A0, A0 + c), i);
+    if (d) d.set(m.subarray(B0, B0 + c), i);
   }
   return true;
 }
