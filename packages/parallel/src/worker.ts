@@ -403,6 +403,12 @@ function reduceSeg(s: ThreadState, w: Float64Array, from: number, to: number, no
   return ss;
 }
 
+/** Marks rank r as updating parameters (a failure from here on reports them maybe changed); the test hook throws here. */
+function beginUpdate(s: ThreadState, r: number, step: number): void {
+  Atomics.store(s.control, CONTROL.STAGE + r, STAGE_UPDATE);
+  if (s.injectFailure === `update:${r}:${step}`) throw new Error(`injected failure (CHAINRULE_PARALLEL_INJECT_FAILURE=${s.injectFailure})`);
+}
+
 /** Floats per block of the fused reduce + update (6 arrays × 8 KiB stay in L2). */
 const FUSED_BLOCK = 2048;
 
@@ -486,8 +492,7 @@ async function step(t: StepTask): Promise<StepResult> {
   if (!clip) {
     // Reduce and update block by block, so each block's slots, mean gradient and optimizer
     // state are still in cache when the update reads them (one pass over memory, not two).
-    Atomics.store(c, CONTROL.STAGE + r, STAGE_UPDATE); // parameters change from the first block on
-    if (s.injectFailure === `update:${r}:${t.step}`) throw new Error(`injected failure (CHAINRULE_PARALLEL_INJECT_FAILURE=${s.injectFailure})`);
+    beginUpdate(s, r, t.step); // parameters change from the first block on
     for (let i = 0; i < seg.length; i += 2) {
       for (let a = seg[i], end = seg[i + 1]; a < end; a += FUSED_BLOCK) {
         const b = Math.min(a + FUSED_BLOCK, end);
@@ -513,8 +518,7 @@ async function step(t: StepTask): Promise<StepResult> {
     const coef = t.clip / (gradNorm + 1e-6);
     if (coef < 1) for (let i = 0; i < seg.length; i += 2) scaleInPlace(s.grad, coef, seg[i], seg[i + 1]);
     reduceMs += performance.now() - t1;
-    Atomics.store(c, CONTROL.STAGE + r, STAGE_UPDATE);
-    if (s.injectFailure === `update:${r}:${t.step}`) throw new Error(`injected failure (CHAINRULE_PARALLEL_INJECT_FAILURE=${s.injectFailure})`);
+    beginUpdate(s, r, t.step);
     const t2 = performance.now();
     for (let i = 0; i < seg.length; i += 2) update(s, h, seg[i], seg[i + 1], t.step);
     optMs = performance.now() - t2;
