@@ -21,7 +21,7 @@ import { DataParallel, createSharedDataset } from "../packages/parallel/src/inde
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join, resolve } from "node:path";
-import { F, Generator, Tensor, backendReport, manualSeed, nn, noGrad, optim, rand, useBackend } from "../packages/core/src/index.js";
+import { BufferArena, F, Generator, Tensor, backendReport, manualSeed, nn, noGrad, optim, rand, useBackend } from "../packages/core/src/index.js";
 import { randomCrop } from "../packages/core/src/data/augment.js";
 import { createMnistCnn } from "../packages/core/src/models/cnn.js";
 import { type Conv2dLayout, getConv2dLayout, setConv2dLayout } from "../packages/core/src/ops/conv.js";
@@ -39,13 +39,17 @@ export function makeCnnTrainer(batch: number, seed = 0): Trainer {
   const opt = new optim.Adam(model.parameters(), { lr: 1e-3 });
   const x = rand([batch, 1, 28, 28]); // (B, 1, 28, 28)
   const y = new Int32Array(batch).map((_, i) => (i * 7919) % 10);
+  const arena = new BufferArena(); // activations reused from step to step, as the CLI's trainer and the workers do
   return {
     step() {
       opt.zeroGrad();
-      const loss = F.crossEntropy(model.forward(x), y); // (B, 10) → ()
-      loss.backward();
+      const loss = arena.run(() => {
+        const loss = F.crossEntropy(model.forward(x), y); // (B, 10) → ()
+        loss.backward();
+        return loss.item();
+      });
       opt.step();
-      return loss.item();
+      return loss;
     },
   };
 }
@@ -74,11 +78,12 @@ function profile(batch: number, steps: number): Record<string, number> {
     const x = rand([batch, 1, 28, 28]);
     const y = new Int32Array(batch).map((_, i) => (i * 7919) % 10);
     let optMs = 0;
+    const arena = new BufferArena();
     const step = () => {
       let t = performance.now();
       opt.zeroGrad();
       optMs += performance.now() - t;
-      F.crossEntropy(model.forward(x), y).backward();
+      arena.run(() => F.crossEntropy(model.forward(x), y).backward());
       t = performance.now();
       opt.step();
       optMs += performance.now() - t;

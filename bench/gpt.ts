@@ -15,7 +15,7 @@
  */
 import { existsSync } from "node:fs";
 import { PerformanceObserver } from "node:perf_hooks";
-import { GPT, manualSeed, nn, optim, useBackend } from "../packages/core/src/index.js";
+import { BufferArena, GPT, manualSeed, nn, optim, useBackend } from "../packages/core/src/index.js";
 import { kernels, setKernels } from "../packages/core/src/kernels/kernels.js";
 import { anchorPath, findPython, flag, hasFlag, median, runAnchor, runIfMain, table, timeSteps, timedKernels, trySelectBackend } from "./_util.js";
 import { DataParallel, createSharedDataset, type SharedDataset } from "../packages/parallel/src/index.js";
@@ -37,6 +37,7 @@ export function makeTrainer(opts: { fused?: boolean; seed?: number; batch?: numb
   for (const b of model.transformer.h) (b as any).attn.fused = opts.fused ?? true;
   nn.flattenParameters(model); // one flat buffer for parameters, one for gradients
   const opt = new optim.AdamW(model.parameters(), { lr: 1e-3 });
+  const arena = new BufferArena();
   const x = new Int32Array(B * T), y = new Int32Array(B * T);
   for (let i = 0; i < x.length; i++) {
     x[i] = (i * 7919) % CFG.vocabSize;
@@ -46,10 +47,14 @@ export function makeTrainer(opts: { fused?: boolean; seed?: number; batch?: numb
     model,
     step() {
       opt.zeroGrad();
-      const loss = model.loss(x, y, [B, T]); // (B, T, V) → ()
-      loss.backward();
+      // Activations reused from step to step, as the CLI's trainer and the parallel workers do (BufferArena).
+      const loss = arena.run(() => {
+        const loss = model.loss(x, y, [B, T]); // (B, T, V) → ()
+        loss.backward();
+        return loss.item();
+      });
       opt.step();
-      return loss.item();
+      return loss;
     },
   };
 }
@@ -83,14 +88,17 @@ async function profile(steps: number, fused: boolean): Promise<Record<string, un
     const opt = new optim.AdamW(model.parameters(), { lr: 1e-3 });
     const x = new Int32Array(BATCH * 64).map((_, i) => (i * 7919) % 65), y = x.map((v) => (v + 1) % 65);
     const phase = { forward: 0, backward: 0, optimizer: 0 };
+    const arena = new BufferArena();
     const step = () => {
       let t = performance.now();
       opt.zeroGrad();
-      const loss = model.loss(x, y, [BATCH, 64]);
-      phase.forward += performance.now() - t;
-      t = performance.now();
-      loss.backward();
-      phase.backward += performance.now() - t;
+      arena.run(() => {
+        const loss = model.loss(x, y, [BATCH, 64]);
+        phase.forward += performance.now() - t;
+        t = performance.now();
+        loss.backward();
+        phase.backward += performance.now() - t;
+      });
       t = performance.now();
       opt.step();
       phase.optimizer += performance.now() - t;

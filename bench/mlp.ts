@@ -16,7 +16,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { PerformanceObserver } from "node:perf_hooks";
-import { F, Tensor, manualSeed, nn, optim, rand, useBackend } from "../packages/core/src/index.js";
+import { BufferArena, F, Tensor, manualSeed, nn, optim, rand, useBackend } from "../packages/core/src/index.js";
 import { kernels, setKernels } from "../packages/core/src/kernels/kernels.js";
 import { anchorPath, findPython, flag, hasFlag, median, numList, runAnchor, runIfMain, table, timeSteps, timedKernels, trySelectBackend } from "./_util.js";
 
@@ -33,14 +33,18 @@ export function makeTrainer(batch: number, seed = 0): Trainer {
   const x = rand([batch, 784]); // (B, 784)
   const y = new Int32Array(batch);
   for (let i = 0; i < batch; i++) y[i] = (i * 7919) % 10;
+  const arena = new BufferArena(); // activations reused from step to step, as the CLI's trainer and the workers do
   return {
     params: model.numParameters?.() ?? 0,
     step() {
       opt.zeroGrad();
-      const loss = F.crossEntropy(model.forward(x) as Tensor, y); // (B, 10) → ()
-      loss.backward();
+      const loss = arena.run(() => {
+        const loss = F.crossEntropy(model.forward(x) as Tensor, y); // (B, 10) → ()
+        loss.backward();
+        return loss.item();
+      });
       opt.step();
-      return loss.item();
+      return loss;
     },
   };
 }
@@ -74,12 +78,12 @@ async function profile(batch: number, steps: number): Promise<Profile> {
     const x = rand([batch, 784]);
     const y = new Int32Array(batch).map((_, i) => (i * 7919) % 10);
     let optMs = 0;
+    const arena = new BufferArena();
     const step = () => {
       let t = performance.now();
       opt.zeroGrad();
       optMs += performance.now() - t;
-      const loss = F.crossEntropy(model.forward(x) as Tensor, y);
-      loss.backward();
+      arena.run(() => F.crossEntropy(model.forward(x) as Tensor, y).backward());
       t = performance.now();
       opt.step();
       optMs += performance.now() - t;

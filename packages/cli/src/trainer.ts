@@ -6,7 +6,7 @@
  * factory (models.ts), so they start from identical parameters.
  */
 import {
-  F, Tensor, argmax, augmentRows, manualSeed, noGrad, optim, type Dataset, nn,
+  BufferArena, F, Tensor, argmax, augmentRows, manualSeed, noGrad, optim, type Dataset, nn,
 } from "@chainrule/core";
 import { DataParallel, type DataParallelState, type SharedDataset } from "@chainrule/parallel";
 import type { Job } from "./job.js";
@@ -111,6 +111,8 @@ export class InProcessTrainer implements Trainer {
 
   private steps = 0;
   private augScratch = new Float32Array(0);
+  /** Activations are reused from step to step (see BufferArena): nothing of a step outlives it but the loss. */
+  private arena = new BufferArena();
 
   constructor(private readonly o: TrainerOptions) {
     this.lossFn = (F as unknown as Record<string, LossFn>)[o.loss];
@@ -158,13 +160,16 @@ export class InProcessTrainer implements Trainer {
     }
     this.model.train();
     this.opt.zeroGrad();
-    const loss = this.lossFn(this.model.forward(x), y); // mean over the batch
-    loss.backward();
+    const loss = this.arena.run(() => {
+      const loss = this.lossFn(this.model.forward(x), y); // mean over the batch
+      loss.backward();
+      return loss.item();
+    });
     if (this.o.job.clipGradNorm !== undefined) optim.clipGradNorm(this.model.parameters(), this.o.job.clipGradNorm);
     this.opt.setLr(lr);
     if (this.lrScale.length > 1) this.opt.paramGroups.forEach((g, i) => (g.hyper.lr = lr * this.lrScale[i]));
     this.opt.step();
-    return loss.item();
+    return loss;
   }
 
   async evaluate(ds: Dataset): Promise<EvalResult> {
@@ -175,10 +180,12 @@ export class InProcessTrainer implements Trainer {
       for (let s = 0; s < ds.length; s += bs) {
         const idx = Int32Array.from({ length: Math.min(bs, ds.length - s) }, (_, i) => s + i);
         const { x, y } = gather(ds, idx);
-        const out = this.model.forward(x);
-        lossSum += this.lossFn(out, y).item() * idx.length;
-        // Accuracy per row needs one target per row (as DataParallel's evaluate); a GPT's (T) targets get none.
-        const c = ds.targetShape.length === 0 ? correctCount(this.o.loss, out, y) : undefined;
+        const c = this.arena.run(() => {
+          const out = this.model.forward(x);
+          lossSum += this.lossFn(out, y).item() * idx.length;
+          // Accuracy per row needs one target per row (as DataParallel's evaluate); a GPT's (T) targets get none.
+          return ds.targetShape.length === 0 ? correctCount(this.o.loss, out, y) : undefined;
+        });
         if (c !== undefined) { correct += c; hasAcc = true; }
       }
     });

@@ -3,6 +3,7 @@ import "./ops/methods.js";
 import "./kernels/select.js";
 
 export { Tensor } from "./tensor/tensor.js";
+export { BufferArena, outputBuffer, zeroedOutputBuffer, isArenaArray } from "./tensor/arena.js";
 export { type Shape, sizeOf, broadcastShapes } from "./tensor/shape.js";
 export { Generator, manualSeed, getRngState, setRngState, defaultGenerator } from "./tensor/random.js";
 export { noGrad, isGradEnabled, setGradEnabled, setAnomalyDetection, detectAnomaly } from "./autograd/engine.js";

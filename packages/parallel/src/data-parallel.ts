@@ -74,6 +74,8 @@ export interface StepStats {
   wallMs: number;
   /** Forward + loss + backward (max over ranks). */
   computeMs: number;
+  /** Forward + loss + backward of each rank, in rank order (shows how unevenly the ranks ran). */
+  rankComputeMs: number[];
   /** Zeroing the gradient slots: 0, folded into the reduce (kept for compatibility). */
   zeroMs: number;
   /** Gathering shuffled rows (0 for contiguous batches). */
@@ -757,7 +759,7 @@ export class DataParallel {
     const reduceMs = max(res.map((r) => r.reduceMs)), optMs = max(res.map((r) => r.optMs));
     const busyMs = max(res.map((g) => g.gatherMs + g.computeMs)) + max(res.map((r) => r.reduceMs + r.optMs));
     this.lastStats = {
-      step, loss, rows: n, wallMs, computeMs, zeroMs: 0, gatherMs, reduceMs, optMs,
+      step, loss, rows: n, wallMs, computeMs, rankComputeMs: res.map((g) => g.computeMs), zeroMs: 0, gatherMs, reduceMs, optMs,
       waitMs: max(res.map((r) => r.waitMs)),
       syncMs: Math.max(0, wallMs - busyMs), overheadMs: wallMs - computeMs, gradNorm: this.clip !== undefined ? res[0].gradNorm : undefined,
     };

@@ -6,7 +6,7 @@
  * any thread.
  */
 import { threadId } from "node:worker_threads";
-import { type BatchNormSync, type SimdKernels, Tensor, augmentRows, manualSeed, nn, noGrad, optim, registerSimdMemory } from "@chainrule/core";
+import { type BatchNormSync, BufferArena, type SimdKernels, Tensor, augmentRows, manualSeed, nn, noGrad, optim, registerSimdMemory } from "@chainrule/core";
 import { BELL, CONTROL, type DatasetViews, STAGE_DONE, STEP_DESC, STEP_RESULT, STAGE_GRAD, STAGE_REDUCE, STAGE_UPDATE, datasetViews, mixSeed } from "./layout.js";
 import { type LossFn, buildModel, layoutDiff, resolveLoss } from "./spec.js";
 import type {
@@ -67,6 +67,8 @@ interface ThreadState {
   augScratch: Float32Array;
   /** Synchronised batch norm (null: per-worker statistics). */
   bnSync: SharedBatchNorm | null;
+  /** Reuses activation buffers from one micro-batch to the next (no per-step garbage for V8 to collect). */
+  arena: BufferArena;
 }
 
 let state: ThreadState | null = null;
@@ -104,7 +106,7 @@ async function ensureState(ctx: WorkerContext): Promise<ThreadState | { mismatch
     gradViews: new Map(), boundRank: 0, loss: fn, lossName: name, ignoreIndex,
     control: new Int32Array(ctx.control), exchange: new Float64Array(ctx.exchange), weights: new Float64Array(ctx.world), weightsAt: 0,
     xScratch: new Float32Array(0), yScratch: new Float32Array(0), data: null,
-    bufTensors: named.map(([, t]) => t), bufCanon, bufViews: new Map(), bufBound: -1, augScratch: new Float32Array(0), bnSync,
+    bufTensors: named.map(([, t]) => t), bufCanon, bufViews: new Map(), bufBound: -1, augScratch: new Float32Array(0), bnSync, arena: new BufferArena(),
   };
   return state;
 }
@@ -460,11 +462,14 @@ async function step(t: StepTask): Promise<StepResult> {
     if (cm === 0 && s.bnSync && m > 0) throw new Error(`step ${t.step}: syncBatchNorm needs counted targets in every non-empty shard (rows ${a}..${b} are all ignoreIndex)`);
     if (cm > 0) {
       manualSeed(mixSeed(ctx.seed, t.step, a)); // dropout masks: fixed by step and batch position
-      const out = s.model.forward(new Tensor(xs, [m, ...d.ref.xShape]));
-      const loss = s.loss(out, target(s, d, y, m));
-      if (cm === counted) loss.backward();
-      else loss.backward(new Float32Array([cm / counted]));
-      lossSum += loss.item() * cm;
+      // Activations live in the arena: the next micro-batch reuses them (nothing outlives backward).
+      lossSum += s.arena.run(() => {
+        const out = s.model.forward(new Tensor(xs, [m, ...d.ref.xShape]));
+        const loss = s.loss(out, target(s, d, y, m));
+        if (cm === counted) loss.backward();
+        else loss.backward(new Float32Array([cm / counted]));
+        return loss.item() * cm;
+      });
     }
     gatherMs += g1 - g0;
     computeMs += performance.now() - g1;
@@ -571,6 +576,9 @@ async function serve(t: ServeTask): Promise<void> {
   }
 }
 
+/** Evaluation batches' activations, reused from batch to batch (this thread's; see BufferArena). */
+const evalArena = new BufferArena();
+
 /** Σ loss·rows and correct predictions over batch positions [start, end), no graph, eval mode. Shared with the comlink evaluator. */
 export function evalRange(
   model: nn.Module, loss: LossFn, lossName: string, d: DatasetViews, scratch: { xScratch: Float32Array; yScratch: Float32Array | Int32Array },
@@ -581,7 +589,7 @@ export function evalRange(
   model.eval();
   try {
     noGrad(() => {
-      for (let a = start; a < end; a += batchSize) {
+      for (let a = start; a < end; a += batchSize) evalArena.run(() => {
         const b = Math.min(a + batchSize, end), m = b - a;
         const { x, y } = rows(s, d, idx, rowStart, a, b);
         const out = model.forward(new Tensor(x, [m, ...d.ref.xShape]));
@@ -604,7 +612,7 @@ export function evalRange(
           for (let i = 0; i < y.length; i++) if ((out.data[i] > th) === (y[i] > 0.5)) hits++;
           correct += hits / d.yRow;
         }
-      }
+      });
     });
   } finally {
     model.train();

@@ -1,5 +1,6 @@
 import { AnomalyError, AutogradError, ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
+import { isArenaArray, outputBuffer } from "../tensor/arena.js";
 
 /**
  * The node an op leaves on its output: which op, which inputs, and how to turn
@@ -129,7 +130,7 @@ function backwardPass(root: Tensor, rootGrad: Float32Array, retainGraph: boolean
     grads.delete(t);
     const fn = t.gradFn;
     if (fn === null) {
-      if (owned.has(t) && t.grad === null) t.grad = new Tensor(g, t.shape, false); // adopt, no copy
+      if (owned.has(t) && t.grad === null && !isArenaArray(g)) t.grad = new Tensor(g, t.shape, false); // adopt, no copy
       else {
         accumulateLeaf(t, g);
         if (owned.has(t)) releaseGradBuffer(g);
@@ -201,7 +202,7 @@ const POOL_MAX_BYTES = 64 << 20;
 
 /** Hands an array nobody references any more to the pool (see gradBuffer). */
 export function releaseGradBuffer(a: Float32Array): void {
-  if (a.byteOffset !== 0 || a.byteLength !== a.buffer.byteLength || !(a.buffer instanceof ArrayBuffer)) return;
+  if (a.byteOffset !== 0 || a.byteLength !== a.buffer.byteLength || !(a.buffer instanceof ArrayBuffer) || isArenaArray(a)) return;
   if (a.length < 1024 || pooledBytes + a.byteLength > POOL_MAX_BYTES) return;
   let list = gradPool.get(a.length);
   if (!list) gradPool.set(a.length, (list = []));
@@ -211,7 +212,8 @@ export function releaseGradBuffer(a: Float32Array): void {
 
 /**
  * A Float32Array of length n for an op to fill COMPLETELY (its contents are arbitrary): a
- * recycled dead array when one of that length is pooled, else a new one. Backward closures
+ * recycled dead array when one of that length is pooled, else a new one (from the BufferArena
+ * when one is running: arena arrays are never pooled nor adopted as a .grad). Backward closures
  * take their gradients from here; forward passes take buffers they save for backward only
  * (never a tensor's data, which user code may keep), and hand them back from the backward
  * when graphFreedAfterBackward() says nothing will read them again.
@@ -223,7 +225,7 @@ export function gradBuffer(n: number): Float32Array {
     pooledBytes -= a.byteLength;
     return a;
   }
-  return new Float32Array(n);
+  return outputBuffer(n);
 }
 
 /**

@@ -14,6 +14,7 @@
  * in backward, cost more than the lookups).
  */
 import { Tensor } from "../tensor/tensor.js";
+import { outputBuffer } from "../tensor/arena.js";
 import { result } from "../ops/op.js";
 import { linearBackward, linearForward } from "../ops/matmul.js";
 import { gradBuffer, graphFreedAfterBackward, isGradEnabled, leafGradSink, releaseGradBuffer } from "../autograd/engine.js";
@@ -156,7 +157,7 @@ export function tokenPositionEmbedding(ids: Int32Array, B: number, T: number, wt
   if (ids.length !== B * T) throw new ShapeError(`tokenPositionEmbedding: ${ids.length} ids for (B, T) = (${B}, ${T})`);
   const [V, C] = wte.shape;
   toIndices(ids, V, "embedding");
-  const out = new Float32Array(B * T * C);
+  const out = outputBuffer(B * T * C);
   embedForward(out, ids, B, T, C, wte.data, wpe.data);
   return result("tokenPositionEmbedding", out, [B, T, C], [wte, wpe], (g) => {
     let dte: Float32Array | null = null, dpe: Float32Array | null = null;

@@ -1,5 +1,6 @@
 import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
+import { outputBuffer } from "../tensor/arena.js";
 import { type Generator, defaultGenerator } from "../tensor/random.js";
 import { kernels } from "../kernels/kernels.js";
 import { result } from "./op.js";
@@ -54,7 +55,7 @@ export function causalAttention(qkv: Tensor, nHead: number, opts: CausalAttentio
     Pd = gradBuffer(B * H * TT);
     for (let i = 0; i < mask.length; i++) mask[i] = gen.random() < p ? 0 : keep;
   }
-  const y = new Float32Array(B * T * C);
+  const y = outputBuffer(B * T * C); // every head's columns written with beta = 0
 
   for (let b = 0; b < B; b++) {
     const base = b * T * C3;

@@ -9,6 +9,7 @@ import { Tensor } from "../tensor/tensor.js";
 import { type Conv2dGeometry, type Pool2dGeometry, kernels } from "../kernels/kernels.js";
 import { result } from "./op.js";
 import { gradBuffer, leafGradSink } from "../autograd/engine.js";
+import { outputBuffer, zeroedOutputBuffer } from "../tensor/arena.js";
 import { relu } from "./elementwise.js";
 
 /** An int or an (h, w) pair. */
@@ -264,7 +265,7 @@ function shiftedConv(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2dGe
   const Q = NP - shift(taps - 1); // columns computed: every valid output position, reads in bounds
   const nb = Math.max(1, Math.min(N, Math.floor(SHIFTED_CHUNK_FLOATS / (O * P)))); // images per chunk
   const k = kernels();
-  const xp = new Float32Array(C * NP); // (C, N, Hp, Wp), zero padding
+  const xp = zeroedOutputBuffer(C * NP); // (C, N, Hp, Wp), zero padding
   k.nchwToPadded(xp, x.data, N, C, H, W, ph, pw, Hp, Wp);
   const wt = new Float32Array(weight.size); // (taps, O, Cg): one contiguous (O, Cg) matrix per tap
   k.permute(wt, weight.data, [O * Cg, taps], [1, 0]);
@@ -332,7 +333,7 @@ function conv2dShifted(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2d
   const k = kernels();
   const conv = shiftedConv(x, weight, bias, g, groups);
   const { Hp, Wp } = conv;
-  const out = new Float32Array(N * O * L); // (N, O, OH, OW)
+  const out = outputBuffer(N * O * L); // (N, O, OH, OW), every chunk written
   conv.forward((wide, n0, m) => k.paddedToNchw(out.subarray(n0 * O * L), wide, m, O, OH, OW, 0, 0, Hp, Wp));
 
   const inputs = bias ? [x, weight, bias] : [x, weight];
@@ -376,7 +377,7 @@ export function conv2dMaxPoolRelu(x: Tensor, weight: Tensor, bias: Tensor | null
   }
   const k = kernels();
   const PL = PH * PW;
-  const out = new Float32Array(N * O * PL); // (N, O, PH, PW)
+  const out = outputBuffer(N * O * PL); // (N, O, PH, PW), every element written by the pool kernel
   const tap = new Uint8Array(N * O * PL);
   const inputs = bias ? [x, weight, bias] : [x, weight];
   const layout = conv2dLayout === "auto" ? (C >= 8 && kh * kw > 1 ? "shifted" : "perImage") : conv2dLayout;
@@ -460,11 +461,11 @@ export function maxPool2d(x: Tensor, kernelSize: Size2, opts: Pool2dOptions = {}
   const [N, C] = x.shape;
   const planes = N * C, oplane = g.OH * g.OW;
   const k = kernels();
-  const out = new Float32Array(planes * oplane);
+  const out = outputBuffer(planes * oplane);
   const argmax = new Int32Array(planes * oplane);
   k.maxPool2d(out, argmax, x.data, planes, g);
   return result("maxPool2d", out, [N, C, g.OH, g.OW], [x], (gout) => {
-    const dx = new Float32Array(x.size);
+    const dx = gradBuffer(x.size); // zeroed by the kernel
     k.maxPool2dBackward(dx, gout, argmax, planes, g.H * g.W, oplane);
     return [dx];
   });
@@ -482,7 +483,7 @@ export function avgPool2d(x: Tensor, kernelSize: Size2, opts: AvgPool2dOptions =
   const [N, C] = x.shape;
   const planes = N * C;
   const k = kernels();
-  const out = new Float32Array(planes * g.OH * g.OW);
+  const out = outputBuffer(planes * g.OH * g.OW);
   k.avgPool2d(out, x.data, planes, g, cip);
   return result("avgPool2d", out, [N, C, g.OH, g.OW], [x], (gout) => {
     const dx = new Float32Array(x.size);
@@ -577,7 +578,7 @@ function batchNorm2dSync(
     throw new ArgumentError(`${op}: pass both runningMean and runningVar, or neither`);
   }
   const k = kernels();
-  const out = new Float32Array(x.size);
+  const out = outputBuffer(x.size);
   k.batchNormApply(out, xd, mean, rstd, weight?.data ?? null, bias?.data ?? null, N, C, HW);
   const inputs = [x];
   if (weight) inputs.push(weight);
@@ -650,13 +651,13 @@ export function batchNorm2d(
     mean.set(runningMean.data);
     for (let c = 0; c < C; c++) rstd[c] = 1 / Math.sqrt(runningVar.data[c] + eps);
   }
-  const out = new Float32Array(x.size);
+  const out = outputBuffer(x.size);
   k.batchNormApply(out, x.data, mean, rstd, weight?.data ?? null, bias?.data ?? null, N, C, HW);
   const inputs = [x];
   if (weight) inputs.push(weight);
   if (bias) inputs.push(bias);
   return result(op, out, x.shape, inputs, (gout) => {
-    const dx = x.requiresGrad ? new Float32Array(x.size) : null;
+    const dx = x.requiresGrad ? gradBuffer(x.size) : null; // every element written by the kernel
     const dwt = weight?.requiresGrad ? new Float32Array(C) : null;
     const db = bias?.requiresGrad ? new Float32Array(C) : null;
     k.batchNormBackward(dx, dwt, db, gout, x.data, mean, rstd, weight?.data ?? null, N, C, HW, training);

@@ -4,12 +4,13 @@ import { broadcastShapes, broadcastStrides, sizeOf } from "../tensor/shape.js";
 import { type BinaryOp, type UnaryOp, kernels } from "../kernels/kernels.js";
 import { type TensorLike, asTensor, result, sumToShape } from "./op.js";
 import { gradBuffer, releaseGradBuffer } from "../autograd/engine.js";
+import { outputBuffer } from "../tensor/arena.js";
 
 // ---- binary ops with numpy broadcasting -------------------------------------------------
 
 function binaryForward(op: BinaryOp, a: Tensor, b: Tensor): { data: Float32Array; shape: number[] } {
   const shape = broadcastShapes(a.shape, b.shape, op);
-  const data = new Float32Array(sizeOf(shape));
+  const data = outputBuffer(sizeOf(shape));
   kernels().binary(op, data, shape, a.data, broadcastStrides(a.shape, shape), b.data, broadcastStrides(b.shape, shape));
   return { data, shape };
 }
@@ -29,7 +30,7 @@ export function sub(x: TensorLike, y: TensorLike): Tensor {
   return result("sub", data, shape, [a, b], (g) => {
     let gb: Float32Array | null = null;
     if (b.requiresGrad) {
-      const neg = new Float32Array(g.length);
+      const neg = gradBuffer(g.length);
       for (let i = 0; i < g.length; i++) neg[i] = -g[i];
       gb = sumToShape(neg, shape, b.shape);
     }
@@ -64,13 +65,13 @@ export function div(x: TensorLike, y: TensorLike): Tensor {
     const full = broadcastStrides(shape, shape);
     let ga: Float32Array | null = null, gb: Float32Array | null = null;
     if (a.requiresGrad) {
-      const o = new Float32Array(g.length);
+      const o = gradBuffer(g.length);
       k.binary("div", o, shape, g, full, b.data, broadcastStrides(b.shape, shape)); // g / b
       ga = sumToShape(o, shape, a.shape);
     }
     if (b.requiresGrad) {
       // d(a/b)/db = -(a/b) / b = -out / b
-      const o = new Float32Array(g.length);
+      const o = gradBuffer(g.length);
       k.binary("div", o, shape, data, full, b.data, broadcastStrides(b.shape, shape));
       for (let i = 0; i < o.length; i++) o[i] = -o[i] * g[i];
       gb = sumToShape(o, shape, b.shape);
@@ -83,10 +84,10 @@ export function div(x: TensorLike, y: TensorLike): Tensor {
 
 function unaryOp(op: UnaryOp, x: Tensor): Tensor {
   const k = kernels();
-  const out = new Float32Array(x.data.length);
+  const out = outputBuffer(x.data.length);
   k.unary(op, out, x.data);
   return result(op, out, x.shape, [x], (g) => {
-    const dx = new Float32Array(g.length);
+    const dx = gradBuffer(g.length);
     k.unaryBackward(op, dx, g, x.data, out);
     return [dx];
   });
@@ -107,12 +108,13 @@ export const gelu = (x: Tensor, opts: { approximate?: "none" | "tanh" } = {}) =>
 /** x ** p for a scalar exponent p. */
 export function pow(x: Tensor, p: number): Tensor {
   if (typeof p !== "number" || Number.isNaN(p)) throw new ArgumentError(`pow: exponent must be a number, got ${p}`);
-  const out = new Float32Array(x.data.length);
+  const out = outputBuffer(x.data.length);
   const xd = x.data;
   if (p === 2) for (let i = 0; i < xd.length; i++) out[i] = xd[i] * xd[i];
   else for (let i = 0; i < xd.length; i++) out[i] = Math.pow(xd[i], p);
   return result("pow", out, x.shape, [x], (g) => {
-    const dx = new Float32Array(g.length);
+    const dx = gradBuffer(g.length);
+    if (p === 0) dx.fill(0);
     if (p === 2) for (let i = 0; i < g.length; i++) dx[i] = 2 * xd[i] * g[i];
     else if (p !== 0) for (let i = 0; i < g.length; i++) dx[i] = p * Math.pow(xd[i], p - 1) * g[i]; // x^0 is constant: 0, not 0·∞ at x = 0
     return [dx];
@@ -121,11 +123,11 @@ export function pow(x: Tensor, p: number): Tensor {
 
 /** Clamps into [min, max]; the gradient passes where the input was inside. */
 export function clamp(x: Tensor, min = -Infinity, max = Infinity): Tensor {
-  const out = new Float32Array(x.data.length);
+  const out = outputBuffer(x.data.length);
   const xd = x.data;
   for (let i = 0; i < xd.length; i++) out[i] = xd[i] < min ? min : xd[i] > max ? max : xd[i];
   return result("clamp", out, x.shape, [x], (g) => {
-    const dx = new Float32Array(g.length);
+    const dx = gradBuffer(g.length);
     for (let i = 0; i < g.length; i++) dx[i] = xd[i] >= min && xd[i] <= max ? g[i] : 0;
     return [dx];
   });

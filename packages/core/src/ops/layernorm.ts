@@ -3,6 +3,7 @@ import { Tensor } from "../tensor/tensor.js";
 import { sizeOf } from "../tensor/shape.js";
 import { kernels } from "../kernels/kernels.js";
 import { gradBuffer, leafGradSink } from "../autograd/engine.js";
+import { outputBuffer } from "../tensor/arena.js";
 import { result } from "./op.js";
 
 /** Layer normalisation over the trailing dims `normalizedShape`, with optional affine weight and bias. */
@@ -17,7 +18,7 @@ export function layerNorm(x: Tensor, normalizedShape: readonly number[], weight:
   }
   const k = kernels();
   const rows = x.size / n;
-  const out = new Float32Array(x.size);
+  const out = outputBuffer(x.size); // every element written by the kernel
   const mean = new Float32Array(rows), rstd = new Float32Array(rows);
   k.layerNorm(out, mean, rstd, x.data, weight?.data ?? null, bias?.data ?? null, rows, n, eps);
   const inputs = [x];

@@ -3,6 +3,7 @@ import { Tensor } from "../tensor/tensor.js";
 import { broadcastShapes, sizeOf, stridesOf } from "../tensor/shape.js";
 import { kernels } from "../kernels/kernels.js";
 import { gradBuffer, leafGradSink } from "../autograd/engine.js";
+import { outputBuffer } from "../tensor/arena.js";
 import { result } from "./op.js";
 import { reshape } from "./shape.js";
 
@@ -29,7 +30,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   // (..., M, K) @ (K, N): one GEMM over all rows of a.
   if (b.ndim === 2) {
     const rows = a.data.length / K;
-    const out = new Float32Array(rows * N);
+    const out = outputBuffer(rows * N);
     k.gemm(false, false, rows, N, K, 1, a.data, 0, K, b.data, 0, N, 0, out, 0, N);
     const shape = [...a.shape.slice(0, -1), N];
     return result("matmul", out, shape, [a, b], (g) => {
@@ -40,7 +41,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
       }
       if (b.requiresGrad) {
         const sink = leafGradSink(b);
-        k.gemm(true, false, K, N, rows, 1, a.data, 0, K, g, 0, N, sink ? 1 : 0, sink ?? (db = new Float32Array(b.data.length)), 0, N);
+        k.gemm(true, false, K, N, rows, 1, a.data, 0, K, g, 0, N, sink ? 1 : 0, sink ?? (db = gradBuffer(b.data.length)), 0, N);
       }
       return [da, db];
     });
@@ -50,7 +51,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   const batchShape = broadcastShapes(aBatch, bBatch, `matmul: ${fmtShape(a.shape)} x ${fmtShape(b.shape)}: batch dimensions`);
   const batch = sizeOf(batchShape);
   const outShape = [...batchShape, M, N];
-  const out = new Float32Array(batch * M * N);
+  const out = outputBuffer(batch * M * N); // every matrix written with beta = 0
   const aOffs = batchOffsets(aBatch, batchShape, M * K);
   const bOffs = batchOffsets(bBatch, batchShape, K * N);
   const sameBatch = sizeOf(aBatch) === batch && sizeOf(bBatch) === batch;
@@ -62,13 +63,13 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   return result("matmul", out, outShape, [a, b], (g) => {
     let da: Float32Array | null = null, db: Float32Array | null = null;
     if (a.requiresGrad) {
-      da = new Float32Array(a.data.length);
+      da = sameBatch ? gradBuffer(a.data.length) : new Float32Array(a.data.length); // broadcast: accumulated into
       if (sameBatch) k.gemmStridedBatched(false, true, M, K, N, 1, g, 0, N, M * N, b.data, 0, N, K * N, 0, da, 0, K, M * K, batch);
       // Broadcast batch: accumulate (beta = 1) into the shared slice.
       else for (let p = 0; p < batch; p++) k.gemm(false, true, M, K, N, 1, g, p * M * N, N, b.data, bOffs[p], N, 1, da, aOffs[p], K);
     }
     if (b.requiresGrad) {
-      db = new Float32Array(b.data.length);
+      db = sameBatch ? gradBuffer(b.data.length) : new Float32Array(b.data.length);
       if (sameBatch) k.gemmStridedBatched(true, false, K, N, M, 1, a.data, 0, K, M * K, g, 0, N, M * N, 0, db, 0, N, K * N, batch);
       else for (let p = 0; p < batch; p++) k.gemm(true, false, K, N, M, 1, a.data, aOffs[p], K, g, p * M * N, N, 1, db, bOffs[p], N);
     }
@@ -124,9 +125,11 @@ export function linearForward(op: string, x: Tensor, weight: Tensor, bias: Tenso
   const k = kernels();
   let out: Float32Array;
   if (residual) {
-    out = bias ? residualPlusBias(residual.data, bias.data, rows, outF) : residual.data.slice();
+    out = outputBuffer(rows * outF);
+    if (bias) residualPlusBias(out, residual.data, bias.data, rows, outF);
+    else out.set(residual.data);
   } else {
-    out = new Float32Array(rows * outF);
+    out = outputBuffer(rows * outF); // every element written: the bias rows below, or the GEMM with beta = 0
     if (bias) for (let r = 0; r < rows; r++) out.set(bias.data, r * outF);
   }
   k.gemm(false, true, rows, outF, inF, 1, x.data, 0, inF, weight.data, 0, inF, bias || residual ? 1 : 0, out, 0, outF); // (rows, out)
@@ -134,13 +137,11 @@ export function linearForward(op: string, x: Tensor, weight: Tensor, bias: Tenso
 }
 
 /** residual + bias broadcast over rows, in one pass (a copy, then an add pass, read and wrote the output twice). */
-function residualPlusBias(res: Float32Array, bias: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(rows * cols); // (rows, cols)
-  for (let r = 0; r < rows; r++) {
+function residualPlusBias(out: Float32Array, res: Float32Array, bias: Float32Array, rows: number, cols: number): void {
+  for (let r = 0; r < rows; r++) { // (rows, cols)
     const o = r * cols;
     for (let c = 0; c < cols; c++) out[o + c] = res[o + c] + bias[c];
   }
-  return out;
 }
 
 /**
@@ -156,11 +157,11 @@ export function linearBackward(dh: Float32Array, x: Tensor, weight: Tensor, bias
   }
   if (weight.requiresGrad) {
     const sink = leafGradSink(weight);
-    k.gemm(true, false, outF, inF, rows, 1, dh, 0, outF, x.data, 0, inF, sink ? 1 : 0, sink ?? (dw = new Float32Array(weight.size)), 0, inF); // (out, in)
+    k.gemm(true, false, outF, inF, rows, 1, dh, 0, outF, x.data, 0, inF, sink ? 1 : 0, sink ?? (dw = gradBuffer(weight.size)), 0, inF); // (out, in)
   }
   if (bias && bias.requiresGrad) {
     const sink = leafGradSink(bias);
-    k.sumRows(sink ?? (db = new Float32Array(outF)), dh, rows, outF, sink !== null); // (out)
+    k.sumRows(sink ?? (db = gradBuffer(outF)), dh, rows, outF, sink !== null); // (out)
   }
   return bias ? [dx, dw, db] : [dx, dw];
 }

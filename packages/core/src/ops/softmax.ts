@@ -1,6 +1,8 @@
 import { Tensor } from "../tensor/tensor.js";
 import { normAxis, sizeOf } from "../tensor/shape.js";
 import { kernels } from "../kernels/kernels.js";
+import { gradBuffer } from "../autograd/engine.js";
+import { outputBuffer } from "../tensor/arena.js";
 import { result } from "./op.js";
 import { transpose } from "./shape.js";
 
@@ -10,11 +12,11 @@ function lastAxisOp(x: Tensor, axis: number, op: "softmax" | "logSoftmax"): Tens
   const k = kernels();
   const n = x.shape[a] ?? 1;
   const rows = sizeOf(x.shape) / Math.max(n, 1);
-  const out = new Float32Array(x.size);
+  const out = outputBuffer(x.size);
   if (op === "softmax") k.softmax(out, x.data, rows, n);
   else k.logSoftmax(out, x.data, rows, n);
   return result(op, out, x.shape, [x], (g) => {
-    const dx = new Float32Array(g.length);
+    const dx = gradBuffer(g.length);
     if (op === "softmax") k.softmaxBackward(dx, g, out, rows, n);
     else k.logSoftmaxBackward(dx, g, out, rows, n);
     return [dx];
