@@ -1,5 +1,6 @@
 // Thread body for bench/parallel.ts --ceiling: fixed, independent work with no shared state
-// (the MLP's forward GEMMs on a 256-row shard, or a scalar JS loop), timed.
+// (the MLP's forward GEMMs on a 256-row shard, a scalar JS loop, or whole training steps of the
+// MLP on 256 rows: forward, backward, Adam, each thread its own model), timed.
 import { parentPort, workerData } from "node:worker_threads";
 import { register } from "tsx/esm/api";
 
@@ -10,8 +11,11 @@ const { kind, reps } = workerData;
 const rows = 256, a = new Float32Array(rows * 784).fill(0.5), w1 = new Float32Array(512 * 784).fill(0.01), o1 = new Float32Array(rows * 512);
 const w2 = new Float32Array(256 * 512).fill(0.01), o2 = new Float32Array(rows * 256);
 const buf = new Float64Array(1 << 16).fill(1.0001);
+const trainer = kind === "train" ? (await import("./mlp.ts")).makeTrainer(256) : null;
 function once() {
-  if (kind === "gemm") {
+  if (trainer) {
+    trainer.step();
+  } else if (kind === "gemm") {
     k.gemm(false, true, rows, 512, 784, 1, a, 0, 784, w1, 0, 784, 0, o1, 0, 512);
     k.gemm(false, true, rows, 256, 512, 1, o1, 0, 512, w2, 0, 512, 0, o2, 0, 256);
   } else {

@@ -90,15 +90,15 @@ function rssOf(workers: number, batch: number): { rssMiB: number; baseMiB: numbe
  * Returns the median of (2 threads' aggregate throughput / 1 thread's): what 2 workers
  * could reach at best with zero synchronisation, on this machine at this load.
  */
-async function ceiling(kind: "gemm" | "scalar", rounds: number): Promise<{ ratio: number; runs: number[] }> {
+async function ceiling(kind: "gemm" | "scalar" | "train", rounds: number): Promise<{ ratio: number; runs: number[] }> {
   const { Worker } = await import("node:worker_threads");
-  const reps = kind === "gemm" ? 20 : 6;
+  const reps = kind === "gemm" ? 20 : kind === "train" ? 10 : 6;
   const mk = () => new Worker(new URL("./parallel-ceiling-worker.mjs", import.meta.url), { workerData: { kind, reps } });
   const ws = [mk(), mk()];
   const run = (w: InstanceType<typeof Worker>) => new Promise<number>((res) => { w.once("message", res); w.postMessage(0); });
   const ratios: number[] = [];
   try {
-    await Promise.all(ws.map(run)); // warm-up
+    for (let i = 0; i < (kind === "train" ? 4 : 1); i++) await Promise.all(ws.map(run)); // warm-up (JIT: training steps need ~30)
     for (let r = 0; r < rounds; r++) {
       const one = await run(ws[0]);
       const t0 = performance.now();
@@ -173,9 +173,13 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
 
   let ceil: Record<string, unknown> | undefined;
   if (hasFlag(args, "ceiling") || !quick) {
-    const g = await ceiling("gemm", 5), sc = await ceiling("scalar", 5);
-    ceil = { gemm: g, scalar: sc };
-    console.log(`scaling ceiling (independent work, 2 threads vs 1, median of 5): GEMM ${g.ratio.toFixed(2)}x, scalar JS ${sc.ratio.toFixed(2)}x  [${g.runs.map((x) => x.toFixed(2)).join(" ")} | ${sc.runs.map((x) => x.toFixed(2)).join(" ")}]`);
+    const g = await ceiling("gemm", 5), sc = await ceiling("scalar", 5), tr = await ceiling("train", 5);
+    ceil = { gemm: g, scalar: sc, train: tr };
+    const runs = (c: { runs: number[] }) => c.runs.map((x) => x.toFixed(2)).join(" ");
+    console.log(`scaling ceiling (independent work, 2 threads vs 1, median of 5): GEMM ${g.ratio.toFixed(2)}x, scalar JS ${sc.ratio.toFixed(2)}x, ` +
+      `training steps (256 rows, own model per thread) ${tr.ratio.toFixed(2)}x  [${runs(g)} | ${runs(sc)} | ${runs(tr)}]`);
+    const two = perWorkers[2] as { speedupVs1: number } | undefined;
+    if (two) console.log(`2 workers: ${two.speedupVs1.toFixed(2)}x of 1 worker, ${(two.speedupVs1 / tr.ratio * 100).toFixed(0)}% of what two independent trainings reach on this machine now`);
   }
 
   const memory: Record<string, unknown> = {};
