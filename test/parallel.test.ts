@@ -65,6 +65,17 @@ test("global-norm clipping and micro-batch accumulation match the core loop", as
   expect(relDiff(dp.params, ref)).toBeLessThan(1e-5);
 });
 
+test("reuseActivations: false keeps a cache the model builds in its first forward; the default activation reuse overwrites it", async () => {
+  const ds = makeData(N, D, C);
+  const idx = batches(N, BS, 4);
+  const ref = referenceRun(ds, SIZES, SEED, { type: "adam", lr: 1e-2 }, idx, "crossEntropy");
+  const lazy = { model: { module: MODELS, export: "LazyCache", options: { sizes: SIZES } } };
+  const kept = await train(2, adam, idx, { ...lazy, reuseActivations: false }, ds);
+  expect(relDiff(kept.params, ref)).toBeLessThan(1e-5); // the cache's mean stays 1
+  const reused = await train(2, adam, idx, lazy, ds);
+  expect(relDiff(reused.params, ref)).toBeGreaterThan(1e-3); // the cache became the next step's 0.5s
+});
+
 test("float targets (mseLoss) with 3 workers match the core loop", async () => {
   const ds = makeData(N, D, 0);
   const idx = batches(N, BS, 10);

@@ -169,6 +169,11 @@ export const JobSchema = z
       .optional(),
     /** Batch norm over the whole global batch (statistics exchanged between workers); default: per-worker statistics. */
     syncBatchNorm: z.boolean().default(false),
+    /**
+     * Reuse a step's activation arrays in the next step (core's BufferArena): no per-step garbage.
+     * Turn off for a custom model whose forward keeps an op's output across steps.
+     */
+    reuseActivations: z.boolean().default(true),
     /** Kernel backend: auto picks the best available (see `chainrule info`). */
     backend: z.enum(["auto", "js", "blas"]).default("auto"),
     checkpoint: z

@@ -113,6 +113,9 @@ export class InProcessTrainer implements Trainer {
   private augScratch = new Float32Array(0);
   /** Activations are reused from step to step (see BufferArena): nothing of a step outlives it but the loss. */
   private arena = new BufferArena();
+  private inArena<T>(fn: () => T): T {
+    return this.o.job.reuseActivations ? this.arena.run(fn) : fn();
+  }
 
   constructor(private readonly o: TrainerOptions) {
     this.lossFn = (F as unknown as Record<string, LossFn>)[o.loss];
@@ -160,7 +163,7 @@ export class InProcessTrainer implements Trainer {
     }
     this.model.train();
     this.opt.zeroGrad();
-    const loss = this.arena.run(() => {
+    const loss = this.inArena(() => {
       const loss = this.lossFn(this.model.forward(x), y); // mean over the batch
       loss.backward();
       return loss.item();
@@ -180,7 +183,7 @@ export class InProcessTrainer implements Trainer {
       for (let s = 0; s < ds.length; s += bs) {
         const idx = Int32Array.from({ length: Math.min(bs, ds.length - s) }, (_, i) => s + i);
         const { x, y } = gather(ds, idx);
-        const c = this.arena.run(() => {
+        const c = this.inArena(() => {
           const out = this.model.forward(x);
           lossSum += this.lossFn(out, y).item() * idx.length;
           // Accuracy per row needs one target per row (as DataParallel's evaluate); a GPT's (T) targets get none.
@@ -231,6 +234,7 @@ export class ParallelTrainer implements Trainer {
       seed: job.seed,
       clipGradNorm: job.clipGradNorm,
       syncBatchNorm: job.syncBatchNorm,
+      reuseActivations: job.reuseActivations,
       augment: job.augment && (job.augment.crop > 0 || job.augment.flip) ? { crop: job.augment.crop, flip: job.augment.flip } : undefined,
     });
   }

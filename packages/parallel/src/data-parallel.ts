@@ -330,7 +330,7 @@ export class DataParallel {
         stepDesc: new SharedArrayBuffer(8 * STEP_DESC.size(this.world)),
         stepResults: new SharedArrayBuffer(8 * STEP_RESULT.size * this.world),
         barrierTimeoutMs: this.timeoutMs + 5000,
-        buffers, buffersAt, bufSlotsAt, syncBatchNorm, bnAt, bnRow,
+        buffers, buffersAt, bufSlotsAt, syncBatchNorm, bnAt, bnRow, reuseActivations: this.opts.reuseActivations ?? true,
       };
       this.slots = new Float32Array(buf, slotsAt, (this.world * region) / 4);
       await this.startPool();

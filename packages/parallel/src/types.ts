@@ -55,6 +55,12 @@ export interface DataParallelOptions {
    * each worker normalises with its own shard's statistics. Not with microBatchSize.
    */
   syncBatchNorm?: boolean;
+  /**
+   * Reuse each micro-batch's activation arrays in the next one (core's BufferArena): no per-step
+   * garbage. Default true. Set false for a model whose forward keeps an op's output beyond the
+   * step (a cache it builds lazily from ops inside forward), which the next step would overwrite.
+   */
+  reuseActivations?: boolean;
   /** Image augmentation of the training rows, done by each worker on its own shard (seeded per row). */
   augment?: AugmentSpec;
 }
@@ -151,6 +157,8 @@ export interface WorkerContext {
   syncBatchNorm: boolean;
   bnAt: number;
   bnRow: number;
+  /** Run forward/backward inside a BufferArena (DataParallelOptions.reuseActivations). */
+  reuseActivations: boolean;
 }
 
 export interface InitTask { kind: "init"; ctx: WorkerContext; rank: number; timeoutMs: number }

@@ -462,14 +462,15 @@ async function step(t: StepTask): Promise<StepResult> {
     if (cm === 0 && s.bnSync && m > 0) throw new Error(`step ${t.step}: syncBatchNorm needs counted targets in every non-empty shard (rows ${a}..${b} are all ignoreIndex)`);
     if (cm > 0) {
       manualSeed(mixSeed(ctx.seed, t.step, a)); // dropout masks: fixed by step and batch position
-      // Activations live in the arena: the next micro-batch reuses them (nothing outlives backward).
-      lossSum += s.arena.run(() => {
+      const fwdBwd = () => {
         const out = s.model.forward(new Tensor(xs, [m, ...d.ref.xShape]));
         const loss = s.loss(out, target(s, d, y, m));
         if (cm === counted) loss.backward();
         else loss.backward(new Float32Array([cm / counted]));
         return loss.item() * cm;
-      });
+      };
+      // Activations live in the arena: the next micro-batch reuses them (nothing outlives backward).
+      lossSum += ctx.reuseActivations ? s.arena.run(fwdBwd) : fwdBwd();
     }
     gatherMs += g1 - g0;
     computeMs += performance.now() - g1;
@@ -576,20 +577,22 @@ async function serve(t: ServeTask): Promise<void> {
   }
 }
 
-/** Evaluation batches' activations, reused from batch to batch (this thread's; see BufferArena). */
-const evalArena = new BufferArena();
-
-/** Σ loss·rows and correct predictions over batch positions [start, end), no graph, eval mode. Shared with the comlink evaluator. */
+/**
+ * Σ loss·rows and correct predictions over batch positions [start, end), no graph, eval mode.
+ * Shared with the comlink evaluator. With an arena, each batch reuses the previous one's activations.
+ */
 export function evalRange(
   model: nn.Module, loss: LossFn, lossName: string, d: DatasetViews, scratch: { xScratch: Float32Array; yScratch: Float32Array | Int32Array },
   idx: Int32Array | null, rowStart: number, start: number, end: number, batchSize: number, ignoreIndex: number | null = null,
+  arena: BufferArena | null = null,
 ): { lossSum: number; correct: number; hasAccuracy: boolean; counted: number } {
   let lossSum = 0, correct = 0, hasAccuracy = false, counted = 0;
   const s = { ...scratch, lossName } as ThreadState;
+  const inArena = (fn: () => void) => (arena ? arena.run(fn) : fn());
   model.eval();
   try {
     noGrad(() => {
-      for (let a = start; a < end; a += batchSize) evalArena.run(() => {
+      for (let a = start; a < end; a += batchSize) inArena(() => {
         const b = Math.min(a + batchSize, end), m = b - a;
         const { x, y } = rows(s, d, idx, rowStart, a, b);
         const out = model.forward(new Tensor(x, [m, ...d.ref.xShape]));
@@ -625,7 +628,7 @@ async function evaluate(t: EvalTask): Promise<EvalResult> {
   bindBuffers(s, -1);
   const d = viewsFor(s, t.data);
   const idx = t.idx ? new Int32Array(t.idx) : null;
-  const r = evalRange(s.model, s.loss, s.lossName, d, s, idx, t.rowStart, t.start, t.end, t.batchSize, s.ignoreIndex);
+  const r = evalRange(s.model, s.loss, s.lossName, d, s, idx, t.rowStart, t.start, t.end, t.batchSize, s.ignoreIndex, s.ctx.reuseActivations ? s.arena : null);
   return { rank: t.rank, rows: t.end - t.start, ...r };
 }
 
