@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { BufferArena, F, GPT, Tensor, createMnistCnn, isArenaArray, manualSeed, nn, optim, outputBuffer, rand, relu, sum, tensor } from "../index.js";
 import { gradBuffer } from "../autograd/engine.js";
+import { setArenaPoison } from "./arena.js";
 
 /** Runs `steps` Adam steps of `model` on fixed data, each in `arena.run` when an arena is given; returns the flat parameters. */
 function train(make: () => nn.Module, loss: (m: nn.Module) => Tensor, steps: number, arena: BufferArena | null): Float32Array {
@@ -64,23 +65,33 @@ describe("BufferArena", () => {
     for (let i = 0; i < 4; i++) expect(isArenaArray(gradBuffer(4096))).toBe(false); // outside a run: no arena array from the pool
   });
 
-  it("trains an MLP, a CNN and a GPT to bit-identical parameters with and without an arena", () => {
-    const xm = rand([64, 20]), ym = new Int32Array(64).map((_, i) => i % 5);
-    const mlp = () => new nn.Sequential(new nn.Linear(20, 64), new nn.ReLU(), new nn.Linear(64, 32), new nn.GELU(), new nn.Linear(32, 5));
-    const mlpLoss = (m: nn.Module) => F.crossEntropy(m.forward(xm) as Tensor, ym);
-    expect(train(mlp, mlpLoss, 4, new BufferArena())).toEqual(train(mlp, mlpLoss, 4, null));
-
-    const xc = rand([6, 1, 12, 12]), yc = new Int32Array(6).map((_, i) => i % 3);
-    for (const batchNorm of [false, true]) {
-      const cnn = () => createMnistCnn({ height: 12, width: 12, channels: [4, 8], hidden: 16, numClasses: 3, batchNorm });
-      const cnnLoss = (m: nn.Module) => F.crossEntropy(m.forward(xc) as Tensor, yc);
-      expect(train(cnn, cnnLoss, 3, new BufferArena())).toEqual(train(cnn, cnnLoss, 3, null));
+  it("trains an MLP, a CNN and a GPT to bit-identical parameters with and without an arena (recycled arrays filled with NaN first)", () => {
+    setArenaPoison(true);
+    try {
+      trainAll();
+    } finally {
+      setArenaPoison(false);
     }
-
-    const cfg = { vocabSize: 11, blockSize: 16, nLayer: 2, nHead: 2, nEmbd: 32, dropout: 0.1, bias: true, tieWeights: true };
-    const ids = new Int32Array(4 * 16).map((_, i) => (i * 7) % 11), tgt = new Int32Array(4 * 16).map((_, i) => (i * 5 + 1) % 11);
-    const gpt = () => new GPT(cfg);
-    const gptLoss = (m: nn.Module) => { manualSeed(1); return (m as GPT).loss(ids, tgt, [4, 16]); };
-    expect(train(gpt, gptLoss, 3, new BufferArena())).toEqual(train(gpt, gptLoss, 3, null));
   });
 });
+
+/** MLP (linear, ReLU, GELU), CNN (fused conv-pool-ReLU in both layouts, batch norm) and GPT (dropout, tied weights): with and without an arena. */
+function trainAll(): void {
+  const xm = rand([64, 20]), ym = new Int32Array(64).map((_, i) => i % 5);
+  const mlp = () => new nn.Sequential(new nn.Linear(20, 64), new nn.ReLU(), new nn.Linear(64, 32), new nn.GELU(), new nn.Linear(32, 5));
+  const mlpLoss = (m: nn.Module) => F.crossEntropy(m.forward(xm) as Tensor, ym);
+  expect(train(mlp, mlpLoss, 4, new BufferArena())).toEqual(train(mlp, mlpLoss, 4, null));
+
+  const xc = rand([6, 1, 12, 12]), yc = new Int32Array(6).map((_, i) => i % 3);
+  for (const batchNorm of [false, true]) {
+    const cnn = () => createMnistCnn({ height: 12, width: 12, channels: [8, 8], hidden: 16, numClasses: 3, batchNorm });
+    const cnnLoss = (m: nn.Module) => F.crossEntropy(m.forward(xc) as Tensor, yc);
+    expect(train(cnn, cnnLoss, 3, new BufferArena())).toEqual(train(cnn, cnnLoss, 3, null));
+  }
+
+  const cfg = { vocabSize: 11, blockSize: 16, nLayer: 2, nHead: 2, nEmbd: 32, dropout: 0.1, bias: true, tieWeights: true };
+  const ids = new Int32Array(4 * 16).map((_, i) => (i * 7) % 11), tgt = new Int32Array(4 * 16).map((_, i) => (i * 5 + 1) % 11);
+  const gpt = () => new GPT(cfg);
+  const gptLoss = (m: nn.Module) => { manualSeed(1); return (m as GPT).loss(ids, tgt, [4, 16]); };
+  expect(train(gpt, gptLoss, 3, new BufferArena())).toEqual(train(gpt, gptLoss, 3, null));
+}

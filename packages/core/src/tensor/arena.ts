@@ -31,6 +31,12 @@ let active: BufferArena | null = null;
 /** Every arena's arrays (by buffer): they must never become a `.grad` or enter the gradient pool. */
 const arenaBuffers = new WeakSet<ArrayBufferLike>();
 
+/** Test hook: fill every recycled array with NaN before handing it out (an op that reads its output before writing it shows). */
+let poison = false;
+export function setArenaPoison(on: boolean): void {
+  poison = on;
+}
+
 export class BufferArena {
   /** Arrays handed out in the previous run, by length: free for this run. */
   private free = new Map<number, Float32Array[]>();
@@ -85,6 +91,7 @@ export class BufferArena {
       arenaBuffers.add(a.buffer);
     } else {
       this.bytes -= a.byteLength;
+      if (poison) a.fill(NaN);
     }
     this.used.push(a);
     return a;
