@@ -42,7 +42,6 @@ export class BufferArena {
   private free = new Map<number, Float32Array[]>();
   /** Arrays handed out in this run. */
   private used: Float32Array[] = [];
-  private bytes = 0;
 
   /**
    * Runs `fn` with op outputs taken from this arena. First, everything handed out in the previous
@@ -52,12 +51,10 @@ export class BufferArena {
   run<T>(fn: () => T): T {
     if (active === this) return fn();
     this.free.clear();
-    this.bytes = 0;
     for (const a of this.used) {
       let list = this.free.get(a.length);
       if (!list) this.free.set(a.length, (list = []));
       list.push(a);
-      this.bytes += a.byteLength;
     }
     this.used = [];
     const prev = active;
@@ -73,12 +70,12 @@ export class BufferArena {
   clear(): void {
     this.free.clear();
     this.used = [];
-    this.bytes = 0;
   }
 
-  /** Bytes held for reuse by the next run (for tests and memory reports). */
+  /** Bytes the arena holds: free from the previous run, or handed out in this one (for tests and memory reports). */
   get heldBytes(): number {
-    let n = this.bytes;
+    let n = 0;
+    for (const list of this.free.values()) for (const a of list) n += a.byteLength;
     for (const a of this.used) n += a.byteLength;
     return n;
   }
@@ -89,9 +86,8 @@ export class BufferArena {
     if (a === undefined) {
       a = new Float32Array(n);
       arenaBuffers.add(a.buffer);
-    } else {
-      this.bytes -= a.byteLength;
-      if (poison) a.fill(NaN);
+    } else if (poison) {
+      a.fill(NaN);
     }
     this.used.push(a);
     return a;
