@@ -11,7 +11,8 @@
  *                   PyTorch: the same script timed with time.process_time), which a busy machine disturbs less
  *     (default)     also data-parallel tokens/s: DataParallel with 2 workers at batch 24 vs 1 worker at batch 12
  *                   (and vs the one-thread in-process step), alternating rounds, medians; --no-parallel skips it
- *   tsx bench/gpt.ts --parallel-only [--steps 20] [--rounds 5]   only the data-parallel figure
+ *   tsx bench/gpt.ts --parallel-only [--steps 20] [--rounds 5] [--warmup 8]   only the data-parallel figure
+ *     (--warmup: untimed steps per pool first; with 3, the first timed round was the slowest in 5 of 6 runs)
  */
 import { existsSync } from "node:fs";
 import { PerformanceObserver } from "node:perf_hooks";
@@ -150,9 +151,9 @@ function tokenDataset(n: number): SharedDataset {
  * 1 worker at batch 12, and vs the one-thread in-process step at batch 12.
  * Rounds alternate 1 worker, 2 workers, in-process; the ratio is the median of per-round ratios.
  */
-export async function parallelScaling(steps: number, rounds: number): Promise<Record<string, unknown>> {
+export async function parallelScaling(steps: number, rounds: number, warmup = 8): Promise<Record<string, unknown>> {
   const T = CFG.blockSize;
-  const data = tokenDataset(24 * (steps + 4));
+  const data = tokenDataset(24 * Math.max(steps, warmup));
   const make = (workers: number) => new DataParallel({
     model: { module: CATALOGUE_MODULE, export: "buildModel", options: { model: { type: "gpt", ...CFG, vocabSize: undefined }, ctx: { inputShape: [T], outputSize: CFG.vocabSize } } },
     loss: "crossEntropy", optimizer: { type: "adamw", lr: 1e-3 }, workers, seed: 0,
@@ -172,8 +173,8 @@ export async function parallelScaling(steps: number, rounds: number): Promise<Re
     return (B * T * n * 1000) / wall;
   };
   try {
-    await run(dp1, 12, 3, false); // warm-up
-    await run(dp2, 24, 3, false);
+    await run(dp1, 12, warmup, false); // warm-up (JIT in every worker thread)
+    await run(dp2, 24, warmup, false);
     msPerStep(inproc, 3);
     const one: number[] = [], two: number[] = [], local: number[] = [], load: number[] = [];
     for (let r = 0; r < rounds; r++) {
@@ -207,7 +208,7 @@ export async function parallelScaling(steps: number, rounds: number): Promise<Re
 export async function main(args: string[]): Promise<Record<string, unknown>> {
   if (hasFlag(args, "parallel-only")) {
     const quick = hasFlag(args, "quick");
-    return { parallel: await parallelScaling(Number(flag(args, "steps", quick ? "5" : "20")), Number(flag(args, "rounds", quick ? "1" : "5"))) };
+    return { parallel: await parallelScaling(Number(flag(args, "steps", quick ? "5" : "20")), Number(flag(args, "rounds", quick ? "1" : "5")), Number(flag(args, "warmup", quick ? "3" : "8"))) };
   }
   const quick = hasFlag(args, "quick");
   const steps = Number(flag(args, "steps", quick ? "5" : "20"));
@@ -268,7 +269,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   useBackend("auto");
   console.log(`GPT L4 H4 C128 T64 B${BATCH} V65 training step, AdamW, one thread (median of ${rounds} rounds, alternating with PyTorch; breakdown from a separate instrumented pass):`);
   table(rows);
-  const parallel = hasFlag(args, "no-parallel") ? undefined : await parallelScaling(steps, rounds);
+  const parallel = hasFlag(args, "no-parallel") ? undefined : await parallelScaling(steps, rounds, Number(flag(args, "warmup", quick ? "3" : "8")));
   return { config: { ...CFG, batch: BATCH }, params: makeTrainer().model.numParameters(), runs, parallel };
 }
 
