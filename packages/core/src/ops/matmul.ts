@@ -126,22 +126,14 @@ export function linearForward(op: string, x: Tensor, weight: Tensor, bias: Tenso
   let out: Float32Array;
   if (residual) {
     out = outputBuffer(rows * outF);
-    if (bias) residualPlusBias(out, residual.data, bias.data, rows, outF);
-    else out.set(residual.data);
+    out.set(residual.data); // a memcpy; the bias add below is a K = 1 GEMM under BLAS (one rounding, as res + b)
+    if (bias) k.addRowVector(out, bias.data, rows, outF);
   } else {
     out = outputBuffer(rows * outF); // every element written: the bias rows below, or the GEMM with beta = 0
     if (bias) for (let r = 0; r < rows; r++) out.set(bias.data, r * outF);
   }
   k.gemm(false, true, rows, outF, inF, 1, x.data, 0, inF, weight.data, 0, inF, bias || residual ? 1 : 0, out, 0, outF); // (rows, out)
   return { out, rows, inF, outF, shape };
-}
-
-/** residual + bias broadcast over rows, in one pass (a copy, then an add pass, read and wrote the output twice). */
-function residualPlusBias(out: Float32Array, res: Float32Array, bias: Float32Array, rows: number, cols: number): void {
-  for (let r = 0; r < rows; r++) { // (rows, cols)
-    const o = r * cols;
-    for (let c = 0; c < cols; c++) out[o + c] = res[o + c] + bias[c];
-  }
 }
 
 /**

@@ -50,6 +50,15 @@ export function makeBlasKernels(lib: BlasLibrary): Kernels {
       if (ones.length < rows) ones = new Float32Array(rows).fill(1);
       gemm(false, false, 1, cols, rows, 1, ones, 0, rows, x, 0, cols, accumulate ? 1 : 0, out, 0, cols);
     },
+    /**
+     * out (rows, cols) += bias broadcast over rows, as the rank-1 GEMM ones (rows × 1) · bias (1 × cols)
+     * with beta = 1: vectorised by BLAS, and bit-identical to the loop (1·b is exact, one rounding).
+     */
+    addRowVector(out, bias, rows, cols) {
+      if (rows * cols < 4096) { jsKernels.addRowVector(out, bias, rows, cols); return; }
+      if (ones.length < rows) ones = new Float32Array(rows).fill(1);
+      gemm(false, false, rows, cols, 1, 1, ones, 0, 1, bias, 0, cols, 1, out, 0, cols);
+    },
     gemmStridedBatched(transA, transB, M, N, K, alpha, A, aOff, lda, strideA, B, bOff, ldb, strideB, beta, C, cOff, ldc, strideC, batch) {
       for (let p = 0; p < batch; p++) {
         gemm(transA, transB, M, N, K, alpha, A, aOff + p * strideA, lda, B, bOff + p * strideB, ldb, beta, C, cOff + p * strideC, ldc);

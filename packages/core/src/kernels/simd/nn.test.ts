@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { setSimdNnEnabled, simdGelu, simdGeluWithGrad, simdLayerNorm, simdLayerNormBackward, simdNnAvailable } from "./nn.js";
 import { causalSoftmax, causalSoftmaxBackward, causalSoftmaxBackwardJs, causalSoftmaxJs } from "../../ops/attention.js";
-import { simdCausalSoftmax } from "./nn.js";
+import { simdAdd, simdCausalSoftmax, simdMul } from "./nn.js";
 import { layerNorm, layerNormAffineJs, layerNormBackward, lnBackwardAffineJs } from "../js/nn.js";
 import { erfAccurate, geluForward, geluForwardJs, geluForwardWithGrad, geluForwardWithGradJs } from "../../models/gpt-ops.js";
 
@@ -18,6 +18,25 @@ function inputs(n: number): Float32Array {
   const specials = [NaN, Infinity, -Infinity, 1e30, -1e30, 8, -8, 7.9999995, -7.9999995, 0, -0, 4, -4, 5.6, -5.6, 3.4e38, -3.4e38, 1e-30];
   return Float32Array.from({ length: n }, (_, i) => (i % 7 === 3 ? specials[(i * 5) % specials.length] : Math.sin(i * 12.9898) * 10));
 }
+
+describe.runIf(on)("WebAssembly SIMD mul and add (kernels/simd/nn.ts)", () => {
+  it("equal the float32 loops bit for bit at odd lengths, in place too, and touch nothing past n", () => {
+    for (const n of [1, 3, 4, 4095, 4096, 4097, 3 * 4096 + 5]) {
+      const a = inputs(n + 3), b = Float32Array.from({ length: n + 3 }, (_, i) => Math.cos(i * 0.37) * 3);
+      const mul = new Float32Array(n + 3).fill(7), add = new Float32Array(n + 3).fill(7);
+      expect(simdMul(mul, a, b, n)).toBe(true);
+      expect(simdAdd(add, a, b, n)).toBe(true);
+      for (let i = 0; i < n; i++) {
+        expect(mul[i]).toBe(Math.fround(a[i] * b[i]));
+        expect(add[i]).toBe(Math.fround(a[i] + b[i]));
+      }
+      for (let i = n; i < n + 3; i++) expect([mul[i], add[i]]).toEqual([7, 7]);
+      const inPlace = a.slice();
+      simdAdd(inPlace, inPlace, b, n); // out aliasing a: the engine's dst += src
+      expect(inPlace.subarray(0, n)).toEqual(add.subarray(0, n));
+    }
+  });
+});
 
 describe.runIf(on)("WebAssembly SIMD GELU (kernels/simd/nn.ts)", () => {
   it("is available and switches off", () => {

@@ -1,7 +1,8 @@
 /**
  * WebAssembly SIMD (f32x4) versions of the GPT's elementwise hot loops, which V8 does not
- * vectorise: GELU with its derivative (gpt-ops.ts linearGelu), GELU alone, and the
- * elementwise product of linearGelu's backward.
+ * vectorise: GELU with its derivative (gpt-ops.ts linearGelu), GELU alone, the
+ * elementwise product of linearGelu's backward, and the sum with which the autograd engine
+ * accumulates a gradient.
  *
  * WebAssembly addresses only its own memory, so the operands are copied in (TypedArray.set,
  * a memcpy) and the results out, in chunks of CHUNK floats that stay in L1/L2. This module
@@ -147,13 +148,13 @@ function geluFn(withGrad: boolean) {
   return { type: funcType([I32, I32, I32]), code: funcBody([[9 + count, V128]], [...init, ...code]) };
 }
 
-/** mul(out, a, b, quads): out = a ⊙ b. */
-function mulFn() {
+/** mul / add (out, a, b, quads): out = a ⊙ b or a + b. */
+function binaryFn(op: number[]) {
   const [O, A, B, N] = [0, 1, 2, 3];
   const code = [
     0x02, 0x40, ...get(N), 0x45, 0x0d, 0,
     0x03, 0x40,
-    ...st(O, [...ld(A), ...ld(B), ...fmul]),
+    ...st(O, [...ld(A), ...ld(B), ...op]),
     ...addTo(O, i32const(16)), ...addTo(A, i32const(16)), ...addTo(B, i32const(16)),
     ...decrementLoop(N), 0x0b, 0x0b, 0x0b,
   ];
@@ -397,6 +398,7 @@ interface Engine {
   geluGrad: Fn3;
   gelu: Fn3;
   mul: Fn4;
+  add: Fn4;
   memory: { readonly buffer: ArrayBufferLike; grow(pages: number): number };
   f32: Float32Array;
 }
@@ -425,11 +427,11 @@ export function setSimdNnEnabled(on: boolean): void {
 function instantiate(): Engine | null {
   if (engine !== undefined) return engine;
   try {
-    const mod = new WA.Module(moduleBytes([geluFn(true), geluFn(false), mulFn(), lnForwardFn(), lnBackwardFn(), causalSoftmaxFn(), causalSoftmaxBackwardFn()], ["geluGrad", "gelu", "mul", "lnForward", "lnBackward", "softmax", "softmaxBack"], false));
+    const mod = new WA.Module(moduleBytes([geluFn(true), geluFn(false), binaryFn(fmul), binaryFn(fadd), lnForwardFn(), lnBackwardFn(), causalSoftmaxFn(), causalSoftmaxBackwardFn()], ["geluGrad", "gelu", "mul", "add", "lnForward", "lnBackward", "softmax", "softmaxBack"], false));
     const memory = new WA.Memory({ initial: Math.ceil((4 * MEM_FLOATS) / 65536) });
     const ex = new WA.Instance(mod, { env: { memory } }).exports;
     engine = {
-      geluGrad: ex.geluGrad as Fn3, gelu: ex.gelu as Fn3, mul: ex.mul as Fn4,
+      geluGrad: ex.geluGrad as Fn3, gelu: ex.gelu as Fn3, mul: ex.mul as Fn4, add: ex.add as Fn4,
       softmax: ex.softmax as Softmax, softmaxBack: ex.softmaxBack as SoftmaxBack,
       lnForward: ex.lnForward as LnForward, lnBackward: ex.lnBackward as LnBackward,
       memory, f32: new Float32Array(memory.buffer), f64: new Float64Array(memory.buffer),
@@ -479,13 +481,22 @@ function geluChunks(h: Float32Array, d: Float32Array | null, n: number): boolean
 /** out = a ⊙ b over n floats (out may alias a or b); false where SIMD is off. */
 export function simdMul(out: Float32Array, a: Float32Array, b: Float32Array, n: number): boolean {
   const e = simdNn();
-  if (e === null) return false;
-  const m = e.f32;
+  return e !== null && binaryChunks(e.mul, e.f32, out, a, b, n);
+}
+
+/** out = a + b over n floats (out may alias a or b); false where SIMD is off. */
+export function simdAdd(out: Float32Array, a: Float32Array, b: Float32Array, n: number): boolean {
+  const e = simdNn();
+  return e !== null && binaryChunks(e.add, e.f32, out, a, b, n);
+}
+
+/** Chunks of a and b copied in (memcpy), `fn` run over them, the results copied out. */
+function binaryChunks(fn: Fn4, m: Float32Array, out: Float32Array, a: Float32Array, b: Float32Array, n: number): true {
   for (let i = 0; i < n; i += CHUNK) {
     const c = Math.min(CHUNK, n - i);
     m.set(a.subarray(i, i + c), A0);
     m.set(b.subarray(i, i + c), B0);
-    e.mul(4 * A0, 4 * A0, 4 * B0, (c + 3) >> 2);
+    fn(4 * A0, 4 * A0, 4 * B0, (c + 3) >> 2);
     out.set(m.subarray(A0, A0 + c), i);
   }
   return true;
