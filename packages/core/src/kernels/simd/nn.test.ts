@@ -1,7 +1,8 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { setSimdNnEnabled, simdGelu, simdGeluWithGrad, simdLayerNorm, simdLayerNormBackward, simdNnAvailable } from "./nn.js";
 import { causalSoftmax, causalSoftmaxBackward, causalSoftmaxBackwardJs, causalSoftmaxJs } from "../../ops/attention.js";
-import { simdAdd, simdCausalSoftmax, simdMul } from "./nn.js";
+import { simdAdd, simdCausalSoftmax, simdMul, simdRelu, simdReluBackward } from "./nn.js";
+import { reluBackward, reluForward } from "../js/elementwise.js";
 import { layerNorm, layerNormAffineJs, layerNormBackward, lnBackwardAffineJs } from "../js/nn.js";
 import { erfAccurate, geluForward, geluForwardJs, geluForwardWithGrad, geluForwardWithGradJs } from "../../models/gpt-ops.js";
 
@@ -34,6 +35,31 @@ describe.runIf(on)("WebAssembly SIMD mul and add (kernels/simd/nn.ts)", () => {
       const inPlace = a.slice();
       simdAdd(inPlace, inPlace, b, n); // out aliasing a: the engine's dst += src
       expect(inPlace.subarray(0, n)).toEqual(add.subarray(0, n));
+    }
+  });
+});
+
+describe.runIf(on)("WebAssembly SIMD ReLU (kernels/simd/nn.ts)", () => {
+  it("gives the branch-free loops' bits (NaN payloads, -0, ±Inf) forward and backward, and is what they run from 1024 floats", () => {
+    for (const n of [1, 5, 1024, 4096 + 3, 3 * 4096]) {
+      const x = inputs(n), xb = new Int32Array(x.buffer);
+      for (let i = 0; i < n; i += 11) xb[i] = 0xffc00000 | 0; // negative-signed NaNs
+      for (let i = 5; i < n; i += 13) x[i] = -0;
+      const dout = Float32Array.from({ length: n }, (_, i) => [2, NaN, Infinity, -3, -0][i % 5]);
+      const fs = new Float32Array(n + 2).fill(9), bs = new Float32Array(n + 2).fill(9);
+      expect(simdRelu(fs, x, n)).toBe(true);
+      expect(simdReluBackward(bs, dout, x, n)).toBe(true);
+      setSimdNnEnabled(false); // the bit loops
+      const fj = new Float32Array(n), bj = new Float32Array(n);
+      reluForward(fj, x);
+      reluBackward(bj, dout, x);
+      setSimdNnEnabled(true);
+      expect(new Int32Array(fs.buffer, 0, n)).toEqual(new Int32Array(fj.buffer));
+      expect(new Int32Array(bs.buffer, 0, n)).toEqual(new Int32Array(bj.buffer));
+      expect([fs[n], fs[n + 1], bs[n], bs[n + 1]]).toEqual([9, 9, 9, 9]);
+      const via = new Float32Array(n);
+      reluForward(via, x); // dispatches to SIMD from 1024 floats: same bits either way
+      expect(new Int32Array(via.buffer)).toEqual(new Int32Array(fj.buffer));
     }
   });
 });

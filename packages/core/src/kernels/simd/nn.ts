@@ -1,8 +1,8 @@
 /**
  * WebAssembly SIMD (f32x4) versions of the GPT's elementwise hot loops, which V8 does not
  * vectorise: GELU with its derivative (gpt-ops.ts linearGelu), GELU alone, the
- * elementwise product of linearGelu's backward, and the sum with which the autograd engine
- * accumulates a gradient.
+ * elementwise product of linearGelu's backward, the sum with which the autograd engine
+ * accumulates a gradient, and ReLU forward and backward (the MLP's).
  *
  * WebAssembly addresses only its own memory, so the operands are copied in (TypedArray.set,
  * a memcpy) and the results out, in chunks of CHUNK floats that stay in L1/L2. This module
@@ -161,6 +161,26 @@ function binaryFn(op: number[]) {
   return { type: funcType([I32, I32, I32, I32]), code: funcBody([], code) };
 }
 
+const [fgt, fne, vand, vor] = [0x44, 0x42, 0x4e, 0x50].map((op) => simd(op));
+
+/**
+ * relu(out, x, _, quads): out = x where x > 0 or NaN, else +0, as a mask on the bits (the same
+ * bits as js/elementwise.ts reluForward: a NaN's payload is kept, −0 becomes +0).
+ */
+function reluFn() {
+  const [O, A, , N] = [0, 1, 2, 3];
+  const v = 4;
+  const code = [
+    0x02, 0x40, ...get(N), 0x45, 0x0d, 0,
+    0x03, 0x40,
+    ...ld(A), ...set(v),
+    ...st(O, [...get(v), ...get(v), ...zero, ...fgt, ...get(v), ...get(v), ...fne, ...vor, ...vand]),
+    ...addTo(O, i32const(16)), ...addTo(A, i32const(16)),
+    ...decrementLoop(N), 0x0b, 0x0b, 0x0b,
+  ];
+  return { type: funcType([I32, I32, I32, I32]), code: funcBody([[1, V128]], code) };
+}
+
 // ---- layer norm (affine), in float64 lanes: two floats per f64x2, arithmetic as js/nn.ts ----
 const F64 = 0x7c;
 const ld2 = (addr: number) => [...get(addr), ...simd(0x5d, 0, 0), ...promote]; // two floats → f64x2
@@ -256,7 +276,6 @@ function lnBackwardFn() {
 // ---- causal softmax (attention), f32x4 over each row's first i + 1 entries ----
 const i32x4splat = simd(0x11), ile = simd(0x3d); // i32x4.le_s
 const laneIdx = simd(0x0c, ...[0, 1, 2, 3].flatMap((k) => Array.from(new Uint8Array(Int32Array.of(k).buffer))));
-const vand = simd(0x4e);
 /** f32x4 lanes sum (horizontal), as f32: extract_lane 0..3. */
 const hsum4 = (l: number) => [...get(l), ...simd(0x1f, 0), ...get(l), ...simd(0x1f, 1), 0x92, ...get(l), ...simd(0x1f, 2), ...get(l), ...simd(0x1f, 3), 0x92, 0x92];
 const hmax4 = (l: number) => [...get(l), ...simd(0x1f, 0), ...get(l), ...simd(0x1f, 1), 0x97, ...get(l), ...simd(0x1f, 2), ...get(l), ...simd(0x1f, 3), 0x97, 0x97]; // f32.max
@@ -399,6 +418,8 @@ interface Engine {
   gelu: Fn3;
   mul: Fn4;
   add: Fn4;
+  relu: Fn4;
+  reluBack: Fn4;
   memory: { readonly buffer: ArrayBufferLike; grow(pages: number): number };
   f32: Float32Array;
 }
@@ -427,11 +448,11 @@ export function setSimdNnEnabled(on: boolean): void {
 function instantiate(): Engine | null {
   if (engine !== undefined) return engine;
   try {
-    const mod = new WA.Module(moduleBytes([geluFn(true), geluFn(false), binaryFn(fmul), binaryFn(fadd), lnForwardFn(), lnBackwardFn(), causalSoftmaxFn(), causalSoftmaxBackwardFn()], ["geluGrad", "gelu", "mul", "add", "lnForward", "lnBackward", "softmax", "softmaxBack"], false));
+    const mod = new WA.Module(moduleBytes([geluFn(true), geluFn(false), binaryFn(fmul), binaryFn(fadd), reluFn(), binaryFn([...zero, ...fgt, ...vand]), lnForwardFn(), lnBackwardFn(), causalSoftmaxFn(), causalSoftmaxBackwardFn()], ["geluGrad", "gelu", "mul", "add", "relu", "reluBack", "lnForward", "lnBackward", "softmax", "softmaxBack"], false));
     const memory = new WA.Memory({ initial: Math.ceil((4 * MEM_FLOATS) / 65536) });
     const ex = new WA.Instance(mod, { env: { memory } }).exports;
     engine = {
-      geluGrad: ex.geluGrad as Fn3, gelu: ex.gelu as Fn3, mul: ex.mul as Fn4, add: ex.add as Fn4,
+      geluGrad: ex.geluGrad as Fn3, gelu: ex.gelu as Fn3, mul: ex.mul as Fn4, add: ex.add as Fn4, relu: ex.relu as Fn4, reluBack: ex.reluBack as Fn4,
       softmax: ex.softmax as Softmax, softmaxBack: ex.softmaxBack as SoftmaxBack,
       lnForward: ex.lnForward as LnForward, lnBackward: ex.lnBackward as LnBackward,
       memory, f32: new Float32Array(memory.buffer), f64: new Float64Array(memory.buffer),
@@ -488,6 +509,26 @@ export function simdMul(out: Float32Array, a: Float32Array, b: Float32Array, n: 
 export function simdAdd(out: Float32Array, a: Float32Array, b: Float32Array, n: number): boolean {
   const e = simdNn();
   return e !== null && binaryChunks(e.add, e.f32, out, a, b, n);
+}
+
+/** out = relu(x) over n floats, bit for bit as js/elementwise.ts reluForward; false where SIMD is off. */
+export function simdRelu(out: Float32Array, x: Float32Array, n: number): boolean {
+  const e = simdNn();
+  if (e === null) return false;
+  const m = e.f32;
+  for (let i = 0; i < n; i += CHUNK) {
+    const c = Math.min(CHUNK, n - i);
+    m.set(x.subarray(i, i + c), A0);
+    e.relu(4 * A0, 4 * A0, 0, (c + 3) >> 2);
+    out.set(m.subarray(A0, A0 + c), i);
+  }
+  return true;
+}
+
+/** dx = dout where x > 0, else 0, over n floats, as js/elementwise.ts reluBackward; false where SIMD is off. */
+export function simdReluBackward(dx: Float32Array, dout: Float32Array, x: Float32Array, n: number): boolean {
+  const e = simdNn();
+  return e !== null && binaryChunks(e.reluBack, e.f32, dx, dout, x, n);
 }
 
 /** Chunks of a and b copied in (memcpy), `fn` run over them, the results copied out. */
