@@ -4,6 +4,7 @@
  * Geometry is passed as a `Conv2dGeometry` / `Pool2dGeometry` so call sites stay short.
  */
 import type { Conv2dGeometry, Pool2dGeometry } from "../kernels.js";
+import { simdMaxPool2x2Relu } from "../simd/nn.js";
 
 /** First output column whose input column ow·s - p + off is ≥ 0. */
 function validLo(OW: number, s: number, p: number, off: number): number {
@@ -398,6 +399,8 @@ export function maxPool2x2Relu(
   out: Float32Array, tap: Uint8Array, outOff: number, src: Float32Array, srcOff: number,
   N: number, C: number, PH: number, PW: number, sN: number, sC: number, sH: number,
 ): void {
+  // Same bits in WebAssembly SIMD, ~4x faster, from a few hundred outputs (it declines planes holding a NaN).
+  if (N * C * PH * PW >= 256 && simdMaxPool2x2Relu(out, tap, outOff, src, srcOff, N, C, PH, PW, sN, sC, sH)) return;
   const xb = bits(src), ob = bits(out);
   let o = outOff;
   for (let n = 0; n < N; n++) {

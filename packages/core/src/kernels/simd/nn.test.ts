@@ -3,6 +3,8 @@ import { setSimdNnEnabled, simdGelu, simdGeluWithGrad, simdLayerNorm, simdLayerN
 import { causalSoftmax, causalSoftmaxBackward, causalSoftmaxBackwardJs, causalSoftmaxJs } from "../../ops/attention.js";
 import { simdAdd, simdCausalSoftmax, simdMul, simdRelu, simdReluBackward } from "./nn.js";
 import { reluBackward, reluForward } from "../js/elementwise.js";
+import { maxPool2x2Relu } from "../js/conv.js";
+import { simdMaxPool2x2Relu } from "./nn.js";
 import { layerNorm, layerNormAffineJs, layerNormBackward, lnBackwardAffineJs } from "../js/nn.js";
 import { erfAccurate, geluForward, geluForwardJs, geluForwardWithGrad, geluForwardWithGradJs } from "../../models/gpt-ops.js";
 
@@ -61,6 +63,46 @@ describe.runIf(on)("WebAssembly SIMD ReLU (kernels/simd/nn.ts)", () => {
       reluForward(via, x); // dispatches to SIMD from 1024 floats: same bits either way
       expect(new Int32Array(via.buffer)).toEqual(new Int32Array(fj.buffer));
     }
+  });
+});
+
+describe.runIf(on)("WebAssembly SIMD 2x2 max pool + ReLU (kernels/simd/nn.ts)", () => {
+  /** The loop's and the SIMD kernel's outputs and taps for one source layout; `nanAt` plants a NaN. */
+  function both(N: number, C: number, OH: number, OW: number, Hp: number, Wp: number, channelMajor: boolean, nanAt = -1) {
+    const PH = OH >> 1, PW = OW >> 1, P = Hp * Wp;
+    const sN = channelMajor ? P : C * P, sC = channelMajor ? N * P : P;
+    // halves and small integers: many ties, zeros of both signs, negatives
+    const src = Float32Array.from({ length: N * C * P }, (_, i) => (i % 11 === 0 ? 0 : i % 13 === 0 ? -0 : Math.round(Math.sin(i * 1.7) * 4) / 2));
+    if (nanAt >= 0) src[nanAt] = NaN;
+    const outJ = new Float32Array(N * C * PH * PW + 4).fill(9), tapJ = new Uint8Array(outJ.length).fill(9);
+    const outS = outJ.slice(), tapS = tapJ.slice();
+    setSimdNnEnabled(false);
+    maxPool2x2Relu(outJ, tapJ, 2, src, 0, N, C, PH, PW, sN, sC, Wp);
+    setSimdNnEnabled(true);
+    const took = simdMaxPool2x2Relu(outS, tapS, 2, src, 0, N, C, PH, PW, sN, sC, Wp);
+    const viaLoop = outJ.slice(), tapViaLoop = tapJ.slice();
+    maxPool2x2Relu(viaLoop, tapViaLoop, 2, src, 0, N, C, PH, PW, sN, sC, Wp); // dispatches to SIMD
+    return { took, outJ, tapJ, outS, tapS, viaLoop, tapViaLoop };
+  }
+  const bitsOf = (a: Float32Array) => new Int32Array(a.buffer);
+
+  it("gives the loop's bits and taps (first maximum on ties, tap 4 at +0) for both layouts and odd sizes", () => {
+    for (const [N, C, OH, OW, Hp, Wp, channelMajor] of [[4, 3, 28, 28, 30, 30, true], [4, 5, 14, 14, 16, 16, true], [3, 4, 7, 7, 9, 9, false], [2, 3, 28, 28, 28, 28, false], [5, 2, 13, 11, 13, 11, false], [2, 2, 2, 2, 2, 2, false]] as const) {
+      const r = both(N, C, OH, OW, Hp, Wp, channelMajor);
+      expect(r.took).toBe(true);
+      expect(bitsOf(r.outS)).toEqual(bitsOf(r.outJ)); // untouched past the end too (9s)
+      expect(r.tapS).toEqual(r.tapJ);
+      expect(bitsOf(r.viaLoop)).toEqual(bitsOf(r.outJ));
+      expect(r.tapViaLoop).toEqual(r.tapJ);
+    }
+  });
+
+  it("declines a source holding a NaN, so the loop returns it (tap 4)", () => {
+    const r = both(4, 3, 28, 28, 30, 30, true, 500);
+    expect(r.took).toBe(false);
+    expect(bitsOf(r.viaLoop)).toEqual(bitsOf(r.outJ));
+    expect(r.tapViaLoop).toEqual(r.tapJ);
+    expect(r.outJ.some((v) => Number.isNaN(v))).toBe(true);
   });
 });
 

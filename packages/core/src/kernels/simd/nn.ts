@@ -17,7 +17,7 @@
  * `simdNn()` returns null where WebAssembly SIMD is missing or CHAINRULE_SIMD=0 (or after
  * `setSimdNnEnabled(false)`); callers then run their TypeScript loops.
  */
-import { F32, I32, V128, WA, funcBody, funcType, get, i32const, moduleBytes, set, simd, tee } from "./asm.js";
+import { F32, I32, V128, WA, funcBody, funcType, get, i32const, moduleBytes, set, simd, tee, vec } from "./asm.js";
 
 // ---- opcodes (local helpers; asm.ts holds only the encoder) ----
 const ld = (addr: number, offset = 0) => [...get(addr), ...simd(0x00, 0, offset)]; // v128.load (align 1)
@@ -407,6 +407,76 @@ function causalSoftmaxBackwardFn() {
   return { type: funcType([I32, I32, I32, I32, I32]), code: funcBody([[4, I32], [1, F32], [5 + count, V128]], [...init, ...code]) };
 }
 
+// ---- 2×2 max pooling + ReLU over copied planes (the CNN's conv2dMaxPoolRelu), i32x4 on the bits ----
+const [ieq, igt, ishr] = [0x37, 0x3b, 0xac].map((op) => simd(op)); // i32x4.eq, i32x4.gt_s, i32x4.shr_s
+const anyTrue = simd(0x53);
+const evenFloats = simd(0x0d, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+const oddFloats = simd(0x0d, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+
+/**
+ * pool(IN, OUT, TAP, planes, PH, G, PW, sHb, planeB) → any NaN seen: js/conv.ts maxPool2x2Relu's
+ * arithmetic on `planes` planes copied to IN (planeB bytes apart, rows sHb bytes apart), four
+ * outputs at a time (G groups a row): out and tap rows PW apart at OUT and TAP, in plane order.
+ * A row's last group may write up to 3 outputs past PW: the next row's, written again after
+ * (the caller leaves room past the last). On the bits after ReLU (non-negative floats order like
+ * their int32 bits): the first maximum of each window (ties: the earlier tap), tap 4 where it is
+ * +0. NaN is only detected: the caller then runs the loop, which knows which NaN to return.
+ */
+function maxPoolReluFn() {
+  const [IN, OUT, TAP, PLANES, PH, G, PW, SHB, PLANEB] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const [pp, ph, rowp, cp, r1, op, tp, o, tq, gc] = [9, 10, 11, 12, 13, 14, 15, 16, 17, 18]; // i32
+  const [x0, x1, y0, y1, a, b, e, d, s01, s23, m01, m23, nan] = [19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31]; // v128
+  beginConsts(32);
+  const relu = (l: number) => [...get(l), ...get(l), ...i32const(31), ...ishr, ...vandnot, ...set(l)]; // x & ~(x >> 31)
+  const isNan = (l: number) => [...get(l), ...get(l), ...fne];
+  const load = (ptr: number, offset: number) => [...get(ptr), ...simd(0x00, 0, offset)];
+  const loop = (counter: number, body: number[]) => [0x03, 0x40, ...body, ...decrementLoop(counter), 0x0b];
+  const group = [
+    // the window rows: 8 floats of row 2·ph (x) and of row 2·ph + 1 (y), split into even and odd columns
+    ...load(cp, 0), ...set(x0), ...load(cp, 16), ...set(x1),
+    ...get(cp), ...get(SHB), 0x6a, ...set(r1), ...load(r1, 0), ...set(y0), ...load(r1, 16), ...set(y1),
+    ...get(nan), ...isNan(x0), ...vor, ...isNan(x1), ...vor, ...isNan(y0), ...vor, ...isNan(y1), ...vor, ...set(nan),
+    ...get(x0), ...get(x1), ...evenFloats, ...set(a), ...get(x0), ...get(x1), ...oddFloats, ...set(b),
+    ...get(y0), ...get(y1), ...evenFloats, ...set(e), ...get(y0), ...get(y1), ...oddFloats, ...set(d),
+    ...relu(a), ...relu(b), ...relu(e), ...relu(d),
+    ...get(b), ...get(a), ...igt, ...set(s01), ...get(b), ...get(a), ...get(s01), ...vbitselect, ...set(m01),
+    ...get(d), ...get(e), ...igt, ...set(s23), ...get(d), ...get(e), ...get(s23), ...vbitselect, ...set(m23),
+    // x0 = s (the bottom pair's max is larger), y0 = m (the window's max)
+    ...get(m23), ...get(m01), ...igt, ...set(x0),
+    ...get(m23), ...get(m01), ...get(x0), ...vbitselect, ...set(y0),
+    ...st(o, get(y0)),
+    // tap = m == 0 ? 4 : s ? 2 | (s23 & 1) : s01 & 1, narrowed to bytes, four stored
+    ...ci(4),
+    ...get(s23), ...ci(1), ...vand, ...ci(2), ...vor, ...get(s01), ...ci(1), ...vand, ...get(x0), ...vbitselect,
+    ...get(y0), ...zero, ...ieq, ...vbitselect, ...set(x1),
+    ...get(tq), ...get(x1), ...get(x1), ...simd(0x85), ...tee(x1), ...get(x1), ...simd(0x65), ...simd(0x5a, 0, 0, 0), // v128.store32_lane, lane 0
+    ...addTo(o, i32const(16)), ...addTo(tq, i32const(4)), ...addTo(cp, i32const(32)),
+  ];
+  const code = [
+    ...zero, ...set(nan),
+    0x02, 0x40, ...get(PLANES), 0x45, 0x0d, 0, // if (planes == 0) skip
+    ...get(OUT), ...set(op), ...get(TAP), ...set(tp), ...get(IN), ...set(pp),
+    ...loop(PLANES, [
+      ...get(pp), ...set(rowp), ...get(PH), ...set(ph),
+      ...loop(ph, [
+        ...get(rowp), ...set(cp), ...get(op), ...set(o), ...get(tp), ...set(tq), ...get(G), ...set(gc),
+        ...loop(gc, group),
+        ...get(op), ...get(PW), ...i32const(2), 0x74, 0x6a, ...set(op), // op += 4·PW (bytes)
+        ...get(tp), ...get(PW), 0x6a, ...set(tp),
+        ...get(rowp), ...get(SHB), ...i32const(1), 0x74, 0x6a, ...set(rowp), // two rows down
+      ]),
+      ...get(pp), ...get(PLANEB), 0x6a, ...set(pp),
+    ]),
+    0x0b,
+    ...get(nan), ...anyTrue, 0x0b,
+  ];
+  const { init, count } = constLocals();
+  return {
+    type: [0x60, ...vec([IN, OUT, TAP, PLANES, PH, G, PW, SHB, PLANEB].map(() => [I32])), 1, I32],
+    code: funcBody([[10, I32], [13 + count, V128]], [...init, ...code]),
+  };
+}
+
 type Fn3 = (a: number, b: number, n: number) => void;
 type Fn4 = (a: number, b: number, c: number, n: number) => void;
 
@@ -428,6 +498,8 @@ interface Engine {
   add: Fn4;
   relu: Fn4;
   reluBack: Fn4;
+  maxPoolRelu: (inp: number, out: number, tap: number, planes: number, PH: number, G: number, PW: number, sHb: number, planeB: number) => number;
+  u8: Uint8Array;
   memory: { readonly buffer: ArrayBufferLike; grow(pages: number): number };
   f32: Float32Array;
 }
@@ -443,7 +515,10 @@ const CHUNK = 4096;
 const A0 = 64, B0 = A0 + CHUNK + 128;
 // layer norm's regions (floats): dx, weight, bias, mean, rstd, and the float64 column sums (2·CHUNK floats each)
 const C0 = B0 + CHUNK + 128, W0 = C0 + CHUNK + 128, BB0 = W0 + CHUNK + 128, M0 = BB0 + CHUNK + 128, R0 = M0 + CHUNK / 2 + 64;
-const AW0 = R0 + CHUNK / 2 + 64, AB0 = AW0 + 2 * CHUNK + 128, MEM_FLOATS = AB0 + 2 * CHUNK;
+const AW0 = R0 + CHUNK / 2 + 64, AB0 = AW0 + 2 * CHUNK + 128;
+// max pooling's regions: copied planes (POOL_IN floats), pooled outputs (floats) and taps (bytes), each with slack
+const POOL_IN = 4 * CHUNK, PIN0 = AB0 + 2 * CHUNK + 128, POUT0 = PIN0 + POOL_IN + 128, PTAP0 = POUT0 + POOL_IN / 4 + 128;
+const MEM_FLOATS = PTAP0 + POOL_IN / 16 + 64;
 
 let enabled = process.env.CHAINRULE_SIMD !== "0" && process.env.CHAINRULE_PARALLEL_SIMD !== "0";
 let engine: Engine | null | undefined;
@@ -456,16 +531,17 @@ export function setSimdNnEnabled(on: boolean): void {
 function instantiate(): Engine | null {
   if (engine !== undefined) return engine;
   try {
-    const mod = new WA.Module(moduleBytes([geluFn(true), geluFn(false), binaryFn(fmul), binaryFn(fadd), reluFn(), binaryFn([...zero, ...fgt, ...vand]), lnForwardFn(), lnBackwardFn(), causalSoftmaxFn(), causalSoftmaxBackwardFn()], ["geluGrad", "gelu", "mul", "add", "relu", "reluBack", "lnForward", "lnBackward", "softmax", "softmaxBack"], false));
+    const mod = new WA.Module(moduleBytes([geluFn(true), geluFn(false), binaryFn(fmul), binaryFn(fadd), reluFn(), binaryFn([...zero, ...fgt, ...vand]), maxPoolReluFn(), lnForwardFn(), lnBackwardFn(), causalSoftmaxFn(), causalSoftmaxBackwardFn()], ["geluGrad", "gelu", "mul", "add", "relu", "reluBack", "maxPoolRelu", "lnForward", "lnBackward", "softmax", "softmaxBack"], false));
     const memory = new WA.Memory({ initial: Math.ceil((4 * MEM_FLOATS) / 65536) });
     const ex = new WA.Instance(mod, { env: { memory } }).exports;
     engine = {
-      geluGrad: ex.geluGrad as Fn3, gelu: ex.gelu as Fn3, mul: ex.mul as Fn4, add: ex.add as Fn4, relu: ex.relu as Fn4, reluBack: ex.reluBack as Fn4,
+      geluGrad: ex.geluGrad as Fn3, gelu: ex.gelu as Fn3, mul: ex.mul as Fn4, add: ex.add as Fn4, relu: ex.relu as Fn4, reluBack: ex.reluBack as Fn4, maxPoolRelu: ex.maxPoolRelu as Engine["maxPoolRelu"],
       softmax: ex.softmax as Softmax, softmaxBack: ex.softmaxBack as SoftmaxBack,
       lnForward: ex.lnForward as LnForward, lnBackward: ex.lnBackward as LnBackward,
-      memory, f32: new Float32Array(memory.buffer), f64: new Float64Array(memory.buffer),
+      memory, f32: new Float32Array(memory.buffer), f64: new Float64Array(memory.buffer), u8: new Uint8Array(memory.buffer),
     };
-  } catch {
+  } catch (err) {
+    if (process.env.CHAINRULE_DEBUG_SIMD) console.error(err);
     engine = null;
   }
   return engine;
@@ -537,6 +613,40 @@ export function simdRelu(out: Float32Array, x: Float32Array, n: number): boolean
 export function simdReluBackward(dx: Float32Array, dout: Float32Array, x: Float32Array, n: number): boolean {
   const e = simdNn();
   return e !== null && binaryChunks(e.reluBack, e.f32, dx, dout, x, n);
+}
+
+/**
+ * js/conv.ts maxPool2x2Relu (same arguments, same bits, taps included) with the pooling in
+ * WebAssembly SIMD: the (n, c) planes are copied in (one memcpy each, in the loop's order),
+ * pooled four outputs at a time, and the outputs and taps copied out together. False (the
+ * caller runs its loop) where SIMD is off, a plane does not fit, or a plane holds a NaN.
+ */
+export function simdMaxPool2x2Relu(
+  out: Float32Array, tap: Uint8Array, outOff: number, src: Float32Array, srcOff: number,
+  N: number, C: number, PH: number, PW: number, sN: number, sC: number, sH: number,
+): boolean {
+  const e = simdNn();
+  const planeLen = (2 * PH - 1) * sH + 2 * PW; // floats from a plane's first row to its last window
+  if (e === null || PH === 0 || PW === 0 || sH < 2 * PW || planeLen > POOL_IN) return false;
+  const PL = PH * PW, per = Math.floor(POOL_IN / planeLen), G = (PW + 3) >> 2;
+  const m = e.f32;
+  let o = outOff, j = 0;
+  const flush = (): boolean => {
+    if (e.maxPoolRelu(4 * PIN0, 4 * POUT0, 4 * PTAP0, j, PH, G, PW, 4 * sH, 4 * planeLen)) return false; // a NaN
+    out.set(m.subarray(POUT0, POUT0 + j * PL), o);
+    tap.set(e.u8.subarray(4 * PTAP0, 4 * PTAP0 + j * PL), o);
+    o += j * PL;
+    j = 0;
+    return true;
+  };
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      const s = srcOff + n * sN + c * sC;
+      m.set(src.subarray(s, s + planeLen), PIN0 + j * planeLen);
+      if (++j === per && !flush()) return false;
+    }
+  }
+  return j === 0 || flush();
 }
 
 /** Chunks of a and b copied in (memcpy), `fn` run over them, the results copied out. */
