@@ -202,7 +202,7 @@ describe("GPT runs: resume and worker count", () => {
 });
 
 describe("freeze patterns and per-group learning rates", () => {
-  it("frozen parameters stay bit-identical, the rest train at their group's lr; paramGroups with 2 workers is refused", async () => {
+  it("frozen parameters stay bit-identical, the rest train at their group's lr, in-process and with 2 workers alike", async () => {
     const job = {
       init: { checkpoint: PRE, strict: true },
       freeze: ["^transformer\\.(wte|wpe)", "\\.attn\\."],
@@ -211,21 +211,29 @@ describe("freeze patterns and per-group learning rates", () => {
       optimizer: { type: "adam", lr: 0.01 },
       epochs: 1, batchSize: 32, workers: 1, sample: { tokens: 0 },
     };
-    const out = join(TMP, "frozen");
-    const [r, refused] = await Promise.all([
+    const out = join(TMP, "frozen"), out2 = join(TMP, "frozen2"), outFlat = join(TMP, "frozen-one-lr");
+    const [r, r2, rFlat] = await Promise.all([
       cli(["train", writeJob("frozen", job), "--out", out]),
-      cli(["train", writeJob("frozen2", { ...job, workers: 2 }), "--out", join(TMP, "frozen2")]),
+      cli(["train", writeJob("frozen2", { ...job, workers: 2 }), "--out", out2]),
+      cli(["train", writeJob("frozen-one-lr", { ...job, paramGroups: undefined }), "--out", outFlat]),
     ]);
-    expect(r.code, r.stdout + r.stderr).toBe(0);
+    for (const x of [r, r2, rFlat]) expect(x.code, x.stdout + x.stderr).toBe(0);
     expect(r.stdout).toMatch(/init: loaded \d+ tensors .* missing keys none · unexpected keys none\n/);
-    const base = weights(PRE), tuned = weights(out);
-    const same = (k: string) => Buffer.from(base[k].buffer, base[k].byteOffset, base[k].byteLength).equals(Buffer.from(tuned[k].buffer, tuned[k].byteOffset, tuned[k].byteLength));
+    const base = weights(PRE), tuned = weights(out), tuned2 = weights(out2), flat = weights(outFlat);
+    const same = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+    const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
     for (const k of Object.keys(base)) {
-      if (/^transformer\.(wte|wpe)|\.attn\./.test(k)) expect(same(k), k).toBe(true);
-      else expect(same(k), k).toBe(false);
+      const frozen = /^transformer\.(wte|wpe)|\.attn\./.test(k);
+      expect(same(base[k], tuned[k]), k).toBe(frozen);
+      expect(same(base[k], tuned2[k]), k).toBe(frozen);
+      // 2 workers follow the in-process run (same mean gradients up to rounding; Adam's drift as above)
+      expect(maxDiff(tuned2[k], tuned[k]), k).toBeLessThan(5e-3);
     }
-    expectOneLineError(refused, /paramGroups: per-group learning rates need the in-process engine; run with --workers 1/);
-  }, 60_000);
+    // the group's lr is used: lm_head moved ~10x less than with the one lr of 0.01
+    const moved = (w: Record<string, Float32Array>) => maxDiff(w["lm_head.weight"], base["lm_head.weight"]);
+    expect(moved(tuned)).toBeLessThan(moved(flat) / 4);
+    expect(moved(tuned2)).toBeLessThan(moved(flat) / 4);
+  }, 90_000);
 });
 
 describe("safetensors interop: a file built byte by byte from the spec loads by name into a GPT", () => {

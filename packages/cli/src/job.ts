@@ -439,7 +439,5 @@ export function absolutizePaths(raw: Record<string, unknown>, baseDir: string): 
 
 /** The number of worker threads a job asks for. */
 export function resolveWorkers(job: Job): number {
-  // Per-group learning rates are an in-process feature (DataParallel has one lr): "auto" means 1 worker then.
-  if (job.workers === "auto" && job.paramGroups?.length) return 1;
   return job.workers === "auto" ? Math.max(1, Math.min(availableParallelism(), job.batchSize)) : job.workers;
 }

@@ -221,9 +221,6 @@ export class ParallelTrainer implements Trainer {
     const { job } = o;
     this.description = `DataParallel, ${o.workers} worker threads${extrasOf(job, o.workers)}`;
     const oc = job.optimizer;
-    if (job.paramGroups?.length) {
-      throw new UsageError(`paramGroups: per-group learning rates need the in-process engine; run with --workers 1 (DataParallel has one learning rate)`);
-    }
     this.dp = new DataParallel({
       model: { module: CATALOGUE_MODULE, export: "buildModel", options: { model: job.model, ctx: o.ctx, adapt: adaptationOf(job) } },
       loss: o.loss as "crossEntropy",
@@ -235,6 +232,7 @@ export class ParallelTrainer implements Trainer {
       clipGradNorm: job.clipGradNorm,
       syncBatchNorm: job.syncBatchNorm,
       reuseActivations: job.reuseActivations,
+      paramGroups: job.paramGroups,
       augment: job.augment && (job.augment.crop > 0 || job.augment.flip) ? { crop: job.augment.crop, flip: job.augment.flip } : undefined,
     });
   }

@@ -26,7 +26,7 @@ import { BELL, CONTROL, STAGE_GRAD, STAGE_UPDATE, STEP_DESC, STEP_RESULT, datase
 import { sharedMemory } from "@chainrule/core";
 import { buildModel, layoutDiff, normalizeLoss, normalizeModel } from "./spec.js";
 import type {
-  AugmentSpec, DataParallelOptions, DatasetRef, EvalResult, InitResult, OptimizerHyper, OptimizerSpec, SharedDataset, StepResult, StepTask, Task, WorkerContext,
+  AugmentSpec, DataParallelOptions, DatasetRef, EvalResult, InitResult, OptimizerHyper, OptimizerSpec, ParamGroupSpec, SharedDataset, StepResult, StepTask, Task, WorkerContext,
 } from "./types.js";
 
 /** Node's Atomics.waitAsync (ES2024; the project's lib is ES2022). */
@@ -204,6 +204,35 @@ function resolveAugment(a: AugmentSpec | undefined): StepTask["augment"] | "from
   return { ...d, shape: [...a.imageShape] as [number, number, number] };
 }
 
+/**
+ * paramGroups as flat ranges [from, to, scale, ...] (scale = group lr / base lr), ascending, only
+ * where the scale is not 1. The first group whose pattern matches a parameter's name is its group.
+ */
+export function groupLrRanges(groups: readonly ParamGroupSpec[], names: readonly string[], layout: readonly { offset: number; size: number }[], baseLr: number): number[] {
+  if (groups.length === 0) return [];
+  const res = groups.map((g, i) => {
+    if (!(typeof g.lr === "number" && Number.isFinite(g.lr) && g.lr > 0)) throw new ParallelError(`DataParallel: paramGroups[${i}].lr must be a finite number > 0, got ${g.lr}`);
+    if (g.match instanceof RegExp) return g.match;
+    try {
+      return new RegExp(g.match);
+    } catch (e) {
+      throw new ParallelError(`DataParallel: paramGroups[${i}].match is not a regular expression: ${(e as Error).message}`);
+    }
+  });
+  if (!(baseLr > 0)) throw new ParallelError(`DataParallel: paramGroups need optimizer.lr > 0 (group lrs are scaled by lr / optimizer.lr), got ${baseLr}`);
+  const out: number[] = [];
+  names.forEach((name, i) => {
+    const g = res.findIndex((re) => re.test(name));
+    const scale = g < 0 ? 1 : groups[g].lr / baseLr;
+    const { offset, size } = layout[i];
+    if (scale === 1 || size === 0) return;
+    const n = out.length;
+    if (n > 0 && out[n - 2] === offset && out[n - 1] === scale) out[n - 2] = offset + size; // merge neighbours
+    else out.push(offset, offset + size, scale);
+  });
+  return out;
+}
+
 function checkLr(lr: number): void {
   if (typeof lr !== "number" || !Number.isFinite(lr) || lr < 0) throw new ParallelError(`DataParallel: learning rate must be a finite number ≥ 0, got ${lr}`);
 }
@@ -320,9 +349,10 @@ export class DataParallel {
       // chunks are balanced over the trainable floats.
       const trainable = m.namedParameters().map(([, p]) => p.requiresGrad);
       const { chunks, segments } = trainableChunks(P, trainableRanges(flat.layout, trainable), this.world);
+      const lrRanges = groupLrRanges(this.opts.paramGroups ?? [], m.namedParameters().map(([name]) => name), flat.layout, this.hyper.lr);
       this.ctx = {
         session: "", world: this.world, seed: this.seed, model, loss: normalizeLoss(this.opts.loss), numParams: P, layout: flat.layout,
-        chunks, trainable, segments,
+        chunks, trainable, segments, lrRanges,
         memory, paramsAt, gradAt, slotsAt, optAt, weightsAt, optBuffers,
         control: new SharedArrayBuffer(4 * CONTROL.size(this.world)),
         exchange: new SharedArrayBuffer(8 * 3 * this.world),

@@ -6,6 +6,6 @@ export {
 export { createSharedDataset, shardOffsets, chunkOffsets } from "./layout.js";
 export { ParallelError, ParallelStepError, LayoutMismatchError, type Phase } from "./errors.js";
 export { mlp, MODELS, type MlpOptions } from "./models.js";
-export type { DataParallelOptions, ModelSpec, LossSpec, OptimizerSpec, OptimizerHyper, SharedDataset } from "./types.js";
+export type { DataParallelOptions, ModelSpec, LossSpec, OptimizerSpec, OptimizerHyper, ParamGroupSpec, SharedDataset } from "./types.js";
 export { Evaluator } from "./evaluator.js";
 export { simdAvailable } from "@chainrule/core";

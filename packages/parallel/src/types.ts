@@ -63,6 +63,21 @@ export interface DataParallelOptions {
   reuseActivations?: boolean;
   /** Image augmentation of the training rows, done by each worker on its own shard (seeded per row). */
   augment?: AugmentSpec;
+  /**
+   * Per-group learning rates (fine-tuning): a parameter takes the lr of the first group whose
+   * `match` its name matches (`namedParameters()` names, e.g. "lm_head.weight"); the others take
+   * optimizer.lr. A group's lr follows a schedule as PyTorch's groups do: each step it is
+   * scheduled lr × (group lr / optimizer.lr). Applied by each worker to its chunk (ZeRO-1).
+   */
+  paramGroups?: ParamGroupSpec[];
+}
+
+/** One group of DataParallelOptions.paramGroups. */
+export interface ParamGroupSpec {
+  /** A regular expression (or its source) tested against each parameter's name. */
+  match: string | RegExp;
+  /** The group's learning rate (> 0). */
+  lr: number;
 }
 
 /** Seeded augmentation in the workers: row i of step s's global batch uses core's augmentSeed(seed, s, i). */
@@ -119,6 +134,8 @@ export interface WorkerContext {
   trainable: boolean[];
   /** Per rank: the trainable flat ranges inside its chunk, as [from, to, from, to, ...]. */
   segments: number[][];
+  /** Flat ranges whose lr is scaled (paramGroups), as [from, to, scale, ...], ascending; empty: one lr. */
+  lrRanges: number[];
   /**
    * One shared WebAssembly.Memory holds parameters, mean gradient, slots and optimizer
    * state (so the SIMD kernels can run over them); the regions below are byte offsets into it.

@@ -414,8 +414,26 @@ function beginUpdate(s: ThreadState, r: number, step: number): void {
 /** Floats per block of the fused reduce + update (6 arrays × 8 KiB stay in L2). */
 const FUSED_BLOCK = 2048;
 
-/** The optimizer step over [from, to) of the mean gradient (SIMD in place: the memory is registered). */
+/**
+ * The optimizer step over [from, to) of the mean gradient (SIMD in place: the memory is registered),
+ * split where paramGroups scale the learning rate (ctx.lrRanges).
+ */
 function update(s: ThreadState, h: OptimizerHyper, from: number, to: number, step: number): void {
+  const lr = s.ctx.lrRanges;
+  let a = from;
+  for (let i = 0; i < lr.length && a < to; i += 3) {
+    const rf = lr[i], rt = lr[i + 1];
+    if (rt <= a) continue;
+    if (rf >= to) break;
+    if (rf > a) updateRange(s, h, a, rf, step);
+    const b = Math.min(rt, to);
+    updateRange(s, { ...h, lr: h.lr * lr[i + 2] }, Math.max(a, rf), b, step);
+    a = b;
+  }
+  if (a < to) updateRange(s, h, a, to, step);
+}
+
+function updateRange(s: ThreadState, h: OptimizerHyper, from: number, to: number, step: number): void {
   if (h.type === "sgd") sgdUpdate(s.flat, s.grad, s.opt.length > 0 ? s.opt[0] : null, from, to, h, step === 1);
   else adamUpdate(s.flat, s.grad, s.opt[0], s.opt[1], from, to, h, step);
 }
