@@ -4,7 +4,7 @@
  * Geometry is passed as a `Conv2dGeometry` / `Pool2dGeometry` so call sites stay short.
  */
 import type { Conv2dGeometry, Pool2dGeometry } from "../kernels.js";
-import { simdMaxPool2x2Relu } from "../simd/nn.js";
+import { simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward } from "../simd/nn.js";
 
 /** First output column whose input column ow·s - p + off is ≥ 0. */
 function validLo(OW: number, s: number, p: number, off: number): number {
@@ -450,6 +450,7 @@ export function maxPool2x2ReluBackward(
   dsrc: Float32Array, srcOff: number, gout: Float32Array, tap: Uint8Array, outOff: number,
   N: number, C: number, PH: number, PW: number, sN: number, sC: number, sH: number, dbias: Float32Array | null,
 ): void {
+  if (N * C * PH * PW >= 256 && simdMaxPool2x2ReluBackward(dsrc, srcOff, gout, tap, outOff, N, C, PH, PW, sN, sC, sH, dbias)) return;
   const gb = bits(gout), db = bits(dsrc);
   let o = outOff;
   for (let n = 0; n < N; n++) {

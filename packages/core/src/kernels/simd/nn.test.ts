@@ -3,8 +3,8 @@ import { setSimdNnEnabled, simdGelu, simdGeluWithGrad, simdLayerNorm, simdLayerN
 import { causalSoftmax, causalSoftmaxBackward, causalSoftmaxBackwardJs, causalSoftmaxJs } from "../../ops/attention.js";
 import { simdAdd, simdCausalSoftmax, simdMul, simdRelu, simdReluBackward } from "./nn.js";
 import { reluBackward, reluForward } from "../js/elementwise.js";
-import { maxPool2x2Relu } from "../js/conv.js";
-import { simdMaxPool2x2Relu } from "./nn.js";
+import { maxPool2x2Relu, maxPool2x2ReluBackward } from "../js/conv.js";
+import { simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward } from "./nn.js";
 import { layerNorm, layerNormAffineJs, layerNormBackward, lnBackwardAffineJs } from "../js/nn.js";
 import { erfAccurate, geluForward, geluForwardJs, geluForwardWithGrad, geluForwardWithGradJs } from "../../models/gpt-ops.js";
 
@@ -94,6 +94,23 @@ describe.runIf(on)("WebAssembly SIMD 2x2 max pool + ReLU (kernels/simd/nn.ts)", 
       expect(r.tapS).toEqual(r.tapJ);
       expect(bitsOf(r.viaLoop)).toEqual(bitsOf(r.outJ));
       expect(r.tapViaLoop).toEqual(r.tapJ);
+    }
+  });
+
+  it("backward: the loop's scattered gradients and bias sums, bit for bit, for both layouts and odd sizes", () => {
+    for (const [N, C, OH, OW, Hp, Wp, channelMajor] of [[4, 3, 28, 28, 30, 30, true], [4, 5, 14, 14, 16, 16, true], [3, 4, 7, 7, 9, 9, false], [5, 2, 13, 11, 13, 11, false], [2, 2, 2, 2, 2, 2, false]] as const) {
+      const PH = OH >> 1, PW = OW >> 1, P = Hp * Wp, PL = PH * PW;
+      const sN = channelMajor ? P : C * P, sC = channelMajor ? N * P : P;
+      const r = both(N, C, OH, OW, Hp, Wp, channelMajor);
+      const gout = Float32Array.from({ length: N * C * PL + 2 }, (_, i) => (i % 9 === 0 ? -0 : Math.cos(i * 0.77) * 3));
+      const dJ = new Float32Array(N * C * P + 8), dS = dJ.slice(), bJ = Float32Array.from({ length: C }, (_, c) => c / 3), bS = bJ.slice();
+      setSimdNnEnabled(false);
+      maxPool2x2ReluBackward(dJ, 0, gout, r.tapJ, 2, N, C, PH, PW, sN, sC, Wp, bJ);
+      setSimdNnEnabled(true);
+      expect(simdMaxPool2x2ReluBackward(dS, 0, gout, r.tapJ, 2, N, C, PH, PW, sN, sC, Wp, bS)).toBe(true);
+      expect(bitsOf(dS)).toEqual(bitsOf(dJ));
+      expect(bitsOf(bS)).toEqual(bitsOf(bJ));
+      expect(dJ.some((v) => v !== 0)).toBe(true);
     }
   });
 

@@ -477,6 +477,68 @@ function maxPoolReluFn() {
   };
 }
 
+/**
+ * poolBack(GOUT, TAP, DST, planes, PH, G, PW, sHb, planeB, SUMS): js/conv.ts maxPool2x2ReluBackward's
+ * scatter over `planes` planes of a zeroed DST (layout as maxPoolReluFn's IN): each output's
+ * gradient to its tap's window position (none for tap 4), four outputs at a time; the window rows
+ * are OR-ed into DST (a position gets at most one gradient, and a row's last group may spill
+ * zeros into the next row, which the OR leaves intact). SUMS[p] (float64) = the sum of the
+ * gradients that passed in plane p, added in output order as the loop adds them (the conv bias's).
+ */
+function maxPoolReluBackFn() {
+  const [GOUT, TAP, DST, PLANES, PH, G, PW, SHB, PLANEB, SUMS] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+  const [pp, ph, rowp, cp, r1, go, tq, gc] = [10, 11, 12, 13, 14, 15, 16, 17]; // i32
+  const sum = 18; // f64
+  const [g, t, lanes, valid, v0, v1, v2, v3] = [19, 20, 21, 22, 23, 24, 25, 26]; // v128
+  beginConsts(27);
+  const loop = (counter: number, body: number[]) => [0x03, 0x40, ...body, ...decrementLoop(counter), 0x0b];
+  const pick = (k: number, l: number) => [...get(g), ...get(t), ...ci(k), ...ieq, ...vand, ...get(valid), ...vand, ...set(l)];
+  const lowPairs = simd(0x0d, 0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const highPairs = simd(0x0d, 8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  /** DST[addr + off] |= value (v128). */
+  const orInto = (addr: number, off: number, value: number[]) => [...get(addr), ...get(addr), ...simd(0x00, 0, off), ...value, ...vor, ...simd(0x0b, 0, off)];
+  const addLane = (k: number) => [...get(sum), ...get(g), ...simd(0x1f, k), 0xbb, 0xa0, ...set(sum)]; // sum += f64(lane k)
+  const group = [
+    ...get(go), ...simd(0x00, 0, 0), ...set(g),
+    ...get(tq), ...simd(0x5c, 0, 0), ...simd(0x89), ...simd(0xa9), ...set(t), // 4 tap bytes → i32x4
+    ...get(lanes), ...get(PW), ...simd(0x11), ...simd(0x39), ...set(valid), // lane < PW (i32x4.lt_s)
+    ...pick(0, v0), ...pick(1, v1), ...pick(2, v2), ...pick(3, v3),
+    ...orInto(cp, 0, [...get(v0), ...get(v1), ...lowPairs]), ...orInto(cp, 16, [...get(v0), ...get(v1), ...highPairs]),
+    ...get(cp), ...get(SHB), 0x6a, ...set(r1),
+    ...orInto(r1, 0, [...get(v2), ...get(v3), ...lowPairs]), ...orInto(r1, 16, [...get(v2), ...get(v3), ...highPairs]),
+    // the passed gradients (tap < 4, lane < PW), summed lane by lane in output order
+    ...get(v0), ...get(v1), ...vor, ...get(v2), ...vor, ...get(v3), ...vor, ...set(g),
+    ...addLane(0), ...addLane(1), ...addLane(2), ...addLane(3),
+    ...get(lanes), ...ci(4), ...iadd, ...set(lanes),
+    ...addTo(go, i32const(16)), ...addTo(tq, i32const(4)), ...addTo(cp, i32const(32)),
+  ];
+  const code = [
+    0x02, 0x40, ...get(PLANES), 0x45, 0x0d, 0, // if (planes == 0) skip
+    ...get(DST), ...set(pp),
+    ...loop(PLANES, [
+      0x44, ...f64bytes(0), ...set(sum),
+      ...get(pp), ...set(rowp), ...get(PH), ...set(ph),
+      ...loop(ph, [
+        ...get(rowp), ...set(cp), ...get(G), ...set(gc), ...laneIdx, ...set(lanes),
+        ...get(GOUT), ...set(go), ...get(TAP), ...set(tq),
+        ...loop(gc, group),
+        ...get(GOUT), ...get(PW), ...i32const(2), 0x74, 0x6a, ...set(GOUT), // next output row
+        ...get(TAP), ...get(PW), 0x6a, ...set(TAP),
+        ...get(rowp), ...get(SHB), ...i32const(1), 0x74, 0x6a, ...set(rowp), // two rows down
+      ]),
+      ...get(SUMS), ...get(sum), 0x39, 3, 0, // f64.store
+      ...addTo(SUMS, i32const(8)),
+      ...get(pp), ...get(PLANEB), 0x6a, ...set(pp),
+    ]),
+    0x0b, 0x0b,
+  ];
+  const { init, count } = constLocals();
+  return {
+    type: funcType([I32, I32, I32, I32, I32, I32, I32, I32, I32, I32]),
+    code: funcBody([[8, I32], [1, F64], [8 + count, V128]], [...init, ...code]),
+  };
+}
+
 type Fn3 = (a: number, b: number, n: number) => void;
 type Fn4 = (a: number, b: number, c: number, n: number) => void;
 
@@ -499,6 +561,7 @@ interface Engine {
   relu: Fn4;
   reluBack: Fn4;
   maxPoolRelu: (inp: number, out: number, tap: number, planes: number, PH: number, G: number, PW: number, sHb: number, planeB: number) => number;
+  maxPoolReluBack: (gout: number, tap: number, dst: number, planes: number, PH: number, G: number, PW: number, sHb: number, planeB: number, sums: number) => void;
   u8: Uint8Array;
   memory: { readonly buffer: ArrayBufferLike; grow(pages: number): number };
   f32: Float32Array;
@@ -518,7 +581,8 @@ const C0 = B0 + CHUNK + 128, W0 = C0 + CHUNK + 128, BB0 = W0 + CHUNK + 128, M0 =
 const AW0 = R0 + CHUNK / 2 + 64, AB0 = AW0 + 2 * CHUNK + 128;
 // max pooling's regions: copied planes (POOL_IN floats), pooled outputs (floats) and taps (bytes), each with slack
 const POOL_IN = 4 * CHUNK, PIN0 = AB0 + 2 * CHUNK + 128, POUT0 = PIN0 + POOL_IN + 128, PTAP0 = POUT0 + POOL_IN / 4 + 128;
-const MEM_FLOATS = PTAP0 + POOL_IN / 16 + 64;
+const PSUM0 = PTAP0 + POOL_IN / 16 + 64; // float64 sums, one per plane (≤ POOL_IN / 4 planes)
+const MEM_FLOATS = PSUM0 + POOL_IN / 2 + 64;
 
 let enabled = process.env.CHAINRULE_SIMD !== "0" && process.env.CHAINRULE_PARALLEL_SIMD !== "0";
 let engine: Engine | null | undefined;
@@ -531,11 +595,11 @@ export function setSimdNnEnabled(on: boolean): void {
 function instantiate(): Engine | null {
   if (engine !== undefined) return engine;
   try {
-    const mod = new WA.Module(moduleBytes([geluFn(true), geluFn(false), binaryFn(fmul), binaryFn(fadd), reluFn(), binaryFn([...zero, ...fgt, ...vand]), maxPoolReluFn(), lnForwardFn(), lnBackwardFn(), causalSoftmaxFn(), causalSoftmaxBackwardFn()], ["geluGrad", "gelu", "mul", "add", "relu", "reluBack", "maxPoolRelu", "lnForward", "lnBackward", "softmax", "softmaxBack"], false));
+    const mod = new WA.Module(moduleBytes([geluFn(true), geluFn(false), binaryFn(fmul), binaryFn(fadd), reluFn(), binaryFn([...zero, ...fgt, ...vand]), maxPoolReluFn(), maxPoolReluBackFn(), lnForwardFn(), lnBackwardFn(), causalSoftmaxFn(), causalSoftmaxBackwardFn()], ["geluGrad", "gelu", "mul", "add", "relu", "reluBack", "maxPoolRelu", "maxPoolReluBack", "lnForward", "lnBackward", "softmax", "softmaxBack"], false));
     const memory = new WA.Memory({ initial: Math.ceil((4 * MEM_FLOATS) / 65536) });
     const ex = new WA.Instance(mod, { env: { memory } }).exports;
     engine = {
-      geluGrad: ex.geluGrad as Fn3, gelu: ex.gelu as Fn3, mul: ex.mul as Fn4, add: ex.add as Fn4, relu: ex.relu as Fn4, reluBack: ex.reluBack as Fn4, maxPoolRelu: ex.maxPoolRelu as Engine["maxPoolRelu"],
+      geluGrad: ex.geluGrad as Fn3, gelu: ex.gelu as Fn3, mul: ex.mul as Fn4, add: ex.add as Fn4, relu: ex.relu as Fn4, reluBack: ex.reluBack as Fn4, maxPoolRelu: ex.maxPoolRelu as Engine["maxPoolRelu"], maxPoolReluBack: ex.maxPoolReluBack as Engine["maxPoolReluBack"],
       softmax: ex.softmax as Softmax, softmaxBack: ex.softmaxBack as SoftmaxBack,
       lnForward: ex.lnForward as LnForward, lnBackward: ex.lnBackward as LnBackward,
       memory, f32: new Float32Array(memory.buffer), f64: new Float64Array(memory.buffer), u8: new Uint8Array(memory.buffer),
@@ -647,6 +711,44 @@ export function simdMaxPool2x2Relu(
     }
   }
   return j === 0 || flush();
+}
+
+/**
+ * js/conv.ts maxPool2x2ReluBackward (same arguments; dsrc zeroed by the caller) with the scatter
+ * in WebAssembly SIMD: a batch of planes' gradients and taps copied in (one memcpy each), scattered
+ * into a zeroed region, each plane copied out whole (zeros where no gradient passes), and dbias[c]
+ * += the plane's sum in the loop's order (same float64 sums, same bits). False (the caller runs
+ * its loop) where SIMD is off or the planes could overlap in dsrc.
+ */
+export function simdMaxPool2x2ReluBackward(
+  dsrc: Float32Array, srcOff: number, gout: Float32Array, tap: Uint8Array, outOff: number,
+  N: number, C: number, PH: number, PW: number, sN: number, sC: number, sH: number, dbias: Float32Array | null,
+): boolean {
+  const e = simdNn();
+  const planeLen = (2 * PH - 1) * sH + 2 * PW;
+  if (e === null || PH === 0 || PW === 0 || sH < 2 * PW || planeLen > POOL_IN) return false;
+  // Whole planes are written back: they must not overlap (channel-major or image-major strides).
+  const disjoint = (sN >= planeLen && (C === 1 || sC >= N * sN)) || (sC >= planeLen && (N === 1 || sN >= C * sC));
+  if (!disjoint) return false;
+  const PL = PH * PW, per = Math.floor(POOL_IN / planeLen), G = (PW + 3) >> 2;
+  const m = e.f32, sums = e.f64;
+  let o = outOff, j = 0, p = 0;
+  const flush = (): void => {
+    m.set(gout.subarray(o, o + j * PL), POUT0);
+    e.u8.set(tap.subarray(o, o + j * PL), 4 * PTAP0);
+    m.fill(0, PIN0, PIN0 + j * planeLen + 64);
+    e.maxPoolReluBack(4 * POUT0, 4 * PTAP0, 4 * PIN0, j, PH, G, PW, 4 * sH, 4 * planeLen, 4 * PSUM0);
+    for (let k = 0; k < j; k++, p++) {
+      const n = Math.floor(p / C), c = p - n * C;
+      dsrc.set(m.subarray(PIN0 + k * planeLen, PIN0 + (k + 1) * planeLen), srcOff + n * sN + c * sC);
+      if (dbias) dbias[c] += sums[PSUM0 / 2 + k];
+    }
+    o += j * PL;
+    j = 0;
+  };
+  for (let q = 0; q < N * C; q++) if (++j === per) flush();
+  if (j > 0) flush();
+  return true;
 }
 
 /** Chunks of a and b copied in (memcpy), `fn` run over them, the results copied out. */
