@@ -1,7 +1,7 @@
 /**
  * Data-parallel throughput: the reference MLP (784-512-256-10, ReLU, cross-entropy,
  * Adam lr 1e-3) at global batch 512, trained by DataParallel with 1, 2 and 4 workers,
- * plus a plain single-thread core loop in the main thread for reference.
+ * plus the single-thread core loop in the main thread (flat parameters, BufferArena) for reference.
  * Runs are alternated (round-robin over worker counts) and medians reported; the time
  * outside forward/backward is broken down per step; resident memory is measured in a
  * fresh child process per worker count.
@@ -16,7 +16,7 @@
 import { spawnSync } from "node:child_process";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
-import { F, Generator, Tensor, backendReport, manualSeed, optim } from "../packages/core/src/index.js";
+import { BufferArena, F, Generator, Tensor, backendReport, manualSeed, nn, optim } from "../packages/core/src/index.js";
 import { DataParallel, MODELS, createSharedDataset, mlp, simdAvailable, type SharedDataset, type StepStats } from "../packages/parallel/src/index.js";
 import { flag, hasFlag, median, numList, runIfMain, table } from "./_util.js";
 
@@ -41,19 +41,24 @@ function indexBatches(rows: number, batch: number, n: number): Int32Array[] {
   return out;
 }
 
-/** The plain core loop in the main thread (no workers), samples/s. */
+/**
+ * The core loop in the main thread (no workers), samples/s: the same gather per step, and what
+ * the CLI's in-process trainer does (one flat parameter buffer, activations reused by BufferArena).
+ */
 function singleThread(ds: SharedDataset, idx: Int32Array[]): number {
   manualSeed(0);
   const model = mlp({ sizes: SIZES });
+  nn.flattenParameters(model);
   const opt = new optim.Adam(model.parameters(), { lr: 1e-3 });
+  const arena = new BufferArena();
   const step = (b: Int32Array) => {
     const x = new Float32Array(b.length * 784), y = new Int32Array(b.length);
     b.forEach((r, i) => { x.set(ds.x.subarray(r * 784, (r + 1) * 784), i * 784); y[i] = ds.y[r]; });
     opt.zeroGrad();
-    F.crossEntropy(model.forward(new Tensor(x, [b.length, 784])), y).backward();
+    arena.run(() => F.crossEntropy(model.forward(new Tensor(x, [b.length, 784])), y).backward());
     opt.step();
   };
-  step(idx[0]);
+  for (let i = 0; i < 5; i++) step(idx[i % idx.length]); // JIT warm-up
   const t0 = performance.now();
   let rows = 0;
   for (const b of idx) { step(b); rows += b.length; }
