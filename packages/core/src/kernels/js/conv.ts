@@ -4,7 +4,10 @@
  * Geometry is passed as a `Conv2dGeometry` / `Pool2dGeometry` so call sites stay short.
  */
 import type { Conv2dGeometry, Pool2dGeometry } from "../kernels.js";
-import { simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward } from "../simd/nn.js";
+import { simdBatchNormApply, simdBatchNormBackward, simdBatchNormStats, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward } from "../simd/nn.js";
+
+/** From this many values the batch-norm loops run in WebAssembly SIMD. */
+const BN_SIMD_MIN = 4096;
 
 /** First output column whose input column ow·s - p + off is ≥ 0. */
 function validLo(OW: number, s: number, p: number, off: number): number {
@@ -126,7 +129,8 @@ export function maxPool2d(out: Float32Array, argmax: Int32Array, x: Float32Array
 }
 
 /** The common 2×2, stride 2 case: no bounds checks, the window unrolled. */
-function maxPool2x2(out: Float32Array, argmax: Int32Array, x: Float32Array, planes: number, H: number, W: number, OH: number, OW: number): void {
+export function maxPool2x2(out: Float32Array, argmax: Int32Array, x: Float32Array, planes: number, H: number, W: number, OH: number, OW: number): void {
+  if (planes * OH * OW >= 256 && simdMaxPool2x2(out, argmax, x, planes, H, W, OH, OW)) return; // same outputs and indices, SIMD
   const plane = H * W, oplane = OH * OW;
   for (let p = 0; p < planes; p++) {
     const xb = p * plane;
@@ -249,6 +253,7 @@ export function adaptiveAvgPool2dBackward(dx: Float32Array, dout: Float32Array, 
  * float64 (two passes, so large means do not cancel the variance).
  */
 export function batchNormStats(mean: Float32Array, variance: Float32Array, x: Float32Array, N: number, C: number, HW: number): void {
+  if (N * C * HW >= BN_SIMD_MIN && simdBatchNormStats(mean, variance, x, N, C, HW)) return;
   const count = N * HW;
   for (let c = 0; c < C; c++) {
     let s = 0;
@@ -275,6 +280,7 @@ export function batchNormApply(
   out: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array,
   weight: Float32Array | null, bias: Float32Array | null, N: number, C: number, HW: number,
 ): void {
+  if (N * C * HW >= BN_SIMD_MIN && simdBatchNormApply(out, x, mean, rstd, weight, bias, N, C, HW)) return;
   for (let c = 0; c < C; c++) {
     const scale = rstd[c] * (weight ? weight[c] : 1);
     const shift = (bias ? bias[c] : 0) - mean[c] * scale;
@@ -295,6 +301,7 @@ export function batchNormBackward(
   dout: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array, weight: Float32Array | null,
   N: number, C: number, HW: number, training: boolean,
 ): void {
+  if (N * C * HW >= BN_SIMD_MIN && simdBatchNormBackward(dx, dweight, dbias, dout, x, mean, rstd, weight, N, C, HW, training)) return;
   const count = N * HW;
   for (let c = 0; c < C; c++) {
     const m = mean[c], rs = rstd[c];

@@ -3,8 +3,8 @@ import { setSimdNnEnabled, simdGelu, simdGeluWithGrad, simdLayerNorm, simdLayerN
 import { causalSoftmax, causalSoftmaxBackward, causalSoftmaxBackwardJs, causalSoftmaxJs } from "../../ops/attention.js";
 import { simdAdd, simdCausalSoftmax, simdMul, simdRelu, simdReluBackward } from "./nn.js";
 import { reluBackward, reluForward } from "../js/elementwise.js";
-import { maxPool2x2Relu, maxPool2x2ReluBackward } from "../js/conv.js";
-import { simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward } from "./nn.js";
+import { batchNormApply, batchNormBackward, batchNormStats, maxPool2x2, maxPool2x2Relu, maxPool2x2ReluBackward } from "../js/conv.js";
+import { simdBatchNormApply, simdBatchNormBackward, simdBatchNormStats, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward } from "./nn.js";
 import { layerNorm, layerNormAffineJs, layerNormBackward, lnBackwardAffineJs } from "../js/nn.js";
 import { erfAccurate, geluForward, geluForwardJs, geluForwardWithGrad, geluForwardWithGradJs } from "../../models/gpt-ops.js";
 
@@ -120,6 +120,79 @@ describe.runIf(on)("WebAssembly SIMD 2x2 max pool + ReLU (kernels/simd/nn.ts)", 
     expect(bitsOf(r.viaLoop)).toEqual(bitsOf(r.outJ));
     expect(r.tapViaLoop).toEqual(r.tapJ);
     expect(r.outJ.some((v) => Number.isNaN(v))).toBe(true);
+  });
+});
+
+describe.runIf(on)("WebAssembly SIMD 2x2 max pool (kernels/simd/nn.ts)", () => {
+  it("gives the loop's outputs and argmax: ties to the first, NaN propagates, -0, odd sizes, many planes", () => {
+    for (const [P, H, W] of [[8, 28, 28], [16, 14, 14], [5, 7, 7], [3, 5, 9], [40, 28, 28], [1, 2, 2]] as const) {
+      const OH = H >> 1, OW = W >> 1;
+      const x = Float32Array.from({ length: P * H * W }, (_, i) => (i % 17 === 0 ? NaN : i % 11 === 0 ? -0 : Math.round(Math.sin(i * 1.3) * 4) / 2));
+      const [o1, o2] = [new Float32Array(P * OH * OW + 3).fill(9), new Float32Array(P * OH * OW + 3).fill(9)];
+      const [a1, a2] = [new Int32Array(o1.length).fill(9), new Int32Array(o1.length).fill(9)];
+      expect(simdMaxPool2x2(o1, a1, x, P, H, W, OH, OW)).toBe(true);
+      setSimdNnEnabled(false);
+      maxPool2x2(o2, a2, x, P, H, W, OH, OW);
+      setSimdNnEnabled(true);
+      expect(new Int32Array(o1.buffer)).toEqual(new Int32Array(o2.buffer));
+      expect(a1).toEqual(a2);
+    }
+  });
+});
+
+describe.runIf(on)("WebAssembly SIMD batch norm (kernels/simd/nn.ts)", () => {
+  const bitsOf = (a: Float32Array) => new Int32Array(a.buffer, a.byteOffset, a.length);
+  /** |a − b| ≤ tol·max(1, |b|) everywhere (NaN where b is NaN). */
+  function near(a: Float32Array, b: Float32Array, tol: number) {
+    for (let i = 0; i < b.length; i++) {
+      if (Number.isNaN(b[i])) expect(a[i]).toBeNaN();
+      else expect(Math.abs(a[i] - b[i])).toBeLessThanOrEqual(tol * Math.max(1, Math.abs(b[i])));
+    }
+  }
+  it("stats, apply (bit for bit) and backward (training and eval) agree with the loops, planes spanning calls included", () => {
+    for (const [N, C, HW] of [[8, 32, 784], [16, 64, 196], [3, 5, 20000 / 4], [2, 3, 2]] as const) {
+      const n = N * C * HW;
+      const x = Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37) * 3 + (i % 97) / 50);
+      const dout = Float32Array.from({ length: n }, (_, i) => Math.cos(i * 0.61));
+      const weight = Float32Array.from({ length: C }, (_, c) => 0.5 + c / C), bias = Float32Array.from({ length: C }, (_, c) => c / 7 - 1);
+      const [m1, v1, m2, v2] = [0, 0, 0, 0].map(() => new Float32Array(C));
+      const took = simdBatchNormStats(m1, v1, x, N, C, HW);
+      expect(took).toBe(n >= 4 && HW % 2 === 0);
+      setSimdNnEnabled(false);
+      batchNormStats(m2, v2, x, N, C, HW);
+      setSimdNnEnabled(true);
+      near(m1, m2, 1e-6);
+      near(v1, v2, 1e-6);
+      const rstd = v2.map((v) => 1 / Math.sqrt(v + 1e-5));
+      const [o1, o2] = [new Float32Array(n), new Float32Array(n)];
+      expect(simdBatchNormApply(o1, x, m2, rstd, weight, bias, N, C, HW)).toBe(true);
+      setSimdNnEnabled(false);
+      batchNormApply(o2, x, m2, rstd, weight, bias, N, C, HW);
+      setSimdNnEnabled(true);
+      expect(bitsOf(o1)).toEqual(bitsOf(o2));
+      for (const training of [true, false]) {
+        const [dx1, dx2] = [new Float32Array(n), new Float32Array(n)];
+        const [dw1, db1, dw2, db2] = [0, 0, 0, 0].map(() => new Float32Array(C));
+        expect(simdBatchNormBackward(dx1, dw1, db1, dout, x, m2, rstd, weight, N, C, HW, training)).toBe(true);
+        setSimdNnEnabled(false);
+        batchNormBackward(dx2, dw2, db2, dout, x, m2, rstd, weight, N, C, HW, training);
+        setSimdNnEnabled(true);
+        near(dx1, dx2, 1e-6);
+        near(dw1, dw2, 1e-6);
+        near(db1, db2, 1e-6);
+        if (!training) expect(bitsOf(dx1)).toEqual(bitsOf(dx2)); // no sums in it
+      }
+    }
+  });
+  it("declines odd planes and too many channels (the loops run), and NaN propagates", () => {
+    const m = new Float32Array(3), v = new Float32Array(3);
+    expect(simdBatchNormStats(m, v, new Float32Array(2 * 3 * 9), 2, 3, 9)).toBe(false);
+    expect(simdBatchNormStats(new Float32Array(2000), new Float32Array(2000), new Float32Array(2 * 2000 * 2), 2, 2000, 2)).toBe(false);
+    const x = Float32Array.from({ length: 2 * 2 * 8 }, (_, i) => i);
+    x[3] = NaN;
+    expect(simdBatchNormStats(m, v, x, 2, 2, 8)).toBe(true);
+    expect(m[0]).toBeNaN();
+    expect(m[1]).not.toBeNaN();
   });
 });
 

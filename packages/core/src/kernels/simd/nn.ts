@@ -17,7 +17,7 @@
  * `simdNn()` returns null where WebAssembly SIMD is missing or CHAINRULE_SIMD=0 (or after
  * `setSimdNnEnabled(false)`); callers then run their TypeScript loops.
  */
-import { F32, I32, V128, WA, funcBody, funcType, get, i32const, moduleBytes, set, simd, tee, vec } from "./asm.js";
+import { F32, I32, V128, WA, funcBody, funcType, get, i32const, moduleBytes, set, simd, tee, uleb, vec } from "./asm.js";
 
 // ---- opcodes (local helpers; asm.ts holds only the encoder) ----
 const ld = (addr: number, offset = 0) => [...get(addr), ...simd(0x00, 0, offset)]; // v128.load (align 1)
@@ -539,6 +539,119 @@ function maxPoolReluBackFn() {
   };
 }
 
+/**
+ * maxPool(IN, OUT, ARG, planes, OH, G, OW, Wb, planeB): js/conv.ts maxPool2x2 (2×2, stride 2, no
+ * padding) on float compares: per window the first of a, b, e, d unless a later one is larger, or
+ * is NaN where the best so far is not (PyTorch's NaN propagation); ARG gets the in-plane flat index
+ * (int32). Planes of H rows of W floats (Wb = 4W bytes) planeB bytes apart; outputs OW a row, four
+ * at a time (a row's last group may write the next row's first outputs, rewritten after).
+ */
+function maxPool2x2Fn() {
+  const [IN, OUT, ARG, PLANES, OH, G, OW, WB, PLANEB] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const [pp, oh, rowp, cp, r1, o, ag, gc, rowIdx, w] = [9, 10, 11, 12, 13, 14, 15, 16, 17, 18]; // i32
+  const [x0, x1, y0, y1, best, idx, take, col, v, iv] = [19, 20, 21, 22, 23, 24, 25, 26, 27, 28]; // v128
+  beginConsts(29);
+  const load = (ptr: number, offset: number) => [...get(ptr), ...simd(0x00, 0, offset)];
+  const loop = (counter: number, body: number[]) => [0x03, 0x40, ...body, ...decrementLoop(counter), 0x0b];
+  /** best, idx ← v, iv where v > best, or v is NaN and best is not. */
+  const consider = [
+    ...get(v), ...get(best), ...fgt, ...get(v), ...get(v), ...fne, ...get(best), ...get(best), ...simd(0x41), ...vand, ...vor, ...set(take),
+    ...get(v), ...get(best), ...get(take), ...vbitselect, ...set(best),
+    ...get(iv), ...get(idx), ...get(take), ...vbitselect, ...set(idx),
+  ];
+  const group = [
+    ...load(cp, 0), ...set(x0), ...load(cp, 16), ...set(x1),
+    ...get(cp), ...get(WB), 0x6a, ...set(r1), ...load(r1, 0), ...set(y0), ...load(r1, 16), ...set(y1),
+    // a: even columns of the top row (the first of each window), its indices rowIdx + col
+    ...get(x0), ...get(x1), ...evenFloats, ...set(best), ...get(rowIdx), ...simd(0x11), ...get(col), ...iadd, ...set(idx),
+    ...get(x0), ...get(x1), ...oddFloats, ...set(v), ...get(idx), ...ci(1), ...iadd, ...set(iv), ...consider,
+    ...get(y0), ...get(y1), ...evenFloats, ...set(v), ...get(rowIdx), ...get(w), 0x6a, ...simd(0x11), ...get(col), ...iadd, ...set(iv), ...consider,
+    ...get(y0), ...get(y1), ...oddFloats, ...set(v), ...get(iv), ...ci(1), ...iadd, ...set(iv), ...consider,
+    ...st(o, get(best)), ...st(ag, get(idx)),
+    ...get(col), ...ci(8), ...iadd, ...set(col),
+    ...addTo(o, i32const(16)), ...addTo(ag, i32const(16)), ...addTo(cp, i32const(32)),
+  ];
+  const code = [
+    0x02, 0x40, ...get(PLANES), 0x45, 0x0d, 0,
+    ...get(WB), ...i32const(2), 0x76, ...set(w), // W (floats) = Wb >> 2
+    ...get(IN), ...set(pp), ...get(OUT), ...set(o), ...get(ARG), ...set(ag),
+    ...loop(PLANES, [
+      ...get(pp), ...set(rowp), ...get(OH), ...set(oh), ...i32const(0), ...set(rowIdx),
+      ...loop(oh, [
+        ...get(rowp), ...set(cp), ...get(G), ...set(gc), ...evenLanes, ...set(col),
+        ...loop(gc, group),
+        ...get(OUT), ...get(OW), ...i32const(2), 0x74, 0x6a, ...tee(OUT), ...set(o),
+        ...get(ARG), ...get(OW), ...i32const(2), 0x74, 0x6a, ...tee(ARG), ...set(ag),
+        ...get(rowp), ...get(WB), ...i32const(1), 0x74, 0x6a, ...set(rowp), // two rows down
+        ...get(rowIdx), ...get(w), ...i32const(1), 0x74, 0x6a, ...set(rowIdx),
+      ]),
+      ...get(pp), ...get(PLANEB), 0x6a, ...set(pp),
+    ]),
+    0x0b, 0x0b,
+  ];
+  const { init, count } = constLocals();
+  return { type: funcType([I32, I32, I32, I32, I32, I32, I32, I32, I32]), code: funcBody([[10, I32], [10 + count, V128]], [...init, ...code]) };
+}
+const evenLanes = simd(0x0c, ...[0, 2, 4, 6].flatMap((k) => Array.from(new Uint8Array(Int32Array.of(k).buffer))));
+
+// ---- batch norm over (N, C, HW) planes, in float64 lanes (js/conv.ts's arithmetic) ----
+/** Channels the per-channel float64 arrays hold (more: the loops run). */
+const BN_MAXC = 1024;
+/** The per-channel float64 arrays, BN_MAXC each, after the base pointer PB. */
+const BN = { MEAN: 0, RSTD: 1, K: 2, MDY: 3, MDYX: 4, SUM: 5, SUM2: 6, count: 7 } as const;
+type BnMode = "sum" | "var" | "apply" | "backSums" | "backDx" | "scale";
+
+/**
+ * bn<mode>(X, Y, OUT, planes, HW2, c0, C, PB): over `planes` planes of HW = 2·HW2 floats (plane k
+ * is channel (c0 + k) mod C), two floats a lane pair in f64x2:
+ *   sum: SUM[c] += Σ x;  var: SUM[c] += Σ (x − MEAN)²;  apply: out = x·RSTD + K (the scale and shift);
+ *   backSums: SUM[c] += Σ dy, SUM2[c] += Σ dy·(x − MEAN)·RSTD;
+ *   backDx: dx = K·(dy − MDY − (x − MEAN)·RSTD·MDYX);  scale: dx = K·dy.
+ * The elementwise modes are js/conv.ts's expressions operation for operation in float64, rounded
+ * once to float32 (the same bits); the sums add lane pairs, so they can differ in the last bits of a
+ * float64 from the loops' one running sum.
+ */
+function batchNormFn(mode: BnMode) {
+  const [X, Y, OUT, PLANES, HW2, C0, C, PB] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const [x, y, o, c, j, cb] = [8, 9, 10, 11, 12, 13]; // i32
+  const [acc, acc2, t, p0, p1, p2, p3, p4] = [14, 15, 16, 17, 18, 19, 20, 21]; // v128
+  const arr = (i: number) => i * BN_MAXC * 8;
+  const param = (i: number, l: number) => [...get(PB), ...get(cb), 0x6a, 0x2b, 3, ...uleb(arr(i)), ...splat2, ...set(l)]; // f64x2.splat(f64.load)
+  /** PB array i at channel c += lanes of local l. */
+  const addSum = (i: number, l: number) => [...get(PB), ...get(cb), 0x6a, ...get(PB), ...get(cb), 0x6a, 0x2b, 3, ...uleb(arr(i)), ...lanesSum(l), 0xa0, 0x39, 3, ...uleb(arr(i))];
+  const body: Record<BnMode, number[]> = {
+    sum: [...get(acc), ...ld2(x), ...dadd, ...set(acc)],
+    var: [...ld2(x), ...get(p0), ...dsub, ...tee(t), ...get(t), ...dmul, ...get(acc), ...dadd, ...set(acc)],
+    apply: st2(o, [...ld2(x), ...get(p1), ...dmul, ...get(p2), ...dadd]),
+    backSums: [
+      ...ld2(y), ...tee(t), ...get(acc), ...dadd, ...set(acc),
+      ...get(t), ...ld2(x), ...get(p0), ...dsub, ...dmul, ...get(p1), ...dmul, ...get(acc2), ...dadd, ...set(acc2),
+    ],
+    backDx: st2(o, [...get(p2), ...ld2(y), ...get(p3), ...dsub, ...ld2(x), ...get(p0), ...dsub, ...get(p1), ...dmul, ...get(p4), ...dmul, ...dsub, ...dmul]),
+    scale: st2(o, [...get(p2), ...ld2(y), ...dmul]),
+  };
+  const sums = mode === "sum" || mode === "var" || mode === "backSums";
+  const code = [
+    0x02, 0x40, ...get(PLANES), 0x45, 0x0d, 0,
+    ...get(C0), ...set(c), ...get(X), ...set(x), ...get(Y), ...set(y), ...get(OUT), ...set(o),
+    0x03, 0x40,
+    ...get(c), ...i32const(3), 0x74, ...set(cb),
+    ...param(BN.MEAN, p0), ...param(BN.RSTD, p1), ...param(BN.K, p2), ...param(BN.MDY, p3), ...param(BN.MDYX, p4),
+    ...zero, ...set(acc), ...zero, ...set(acc2), ...get(HW2), ...set(j),
+    0x03, 0x40,
+    ...body[mode],
+    ...addTo(x, i32const(8)), ...addTo(y, i32const(8)), ...addTo(o, i32const(8)),
+    ...decrementLoop(j), 0x0b,
+    ...(sums ? addSum(BN.SUM, acc) : []), ...(mode === "backSums" ? addSum(BN.SUM2, acc2) : []),
+    // next channel: c = c + 1 == C ? 0 : c + 1
+    ...addTo(c, i32const(1)), ...get(c), ...get(C), 0x46, 0x04, 0x40, ...i32const(0), ...set(c), 0x0b,
+    ...decrementLoop(PLANES), 0x0b,
+    0x0b, 0x0b,
+  ];
+  return { type: funcType([I32, I32, I32, I32, I32, I32, I32, I32]), code: funcBody([[6, I32], [8, V128]], code) };
+}
+const BN_MODES: BnMode[] = ["sum", "var", "apply", "backSums", "backDx", "scale"];
+
 type Fn3 = (a: number, b: number, n: number) => void;
 type Fn4 = (a: number, b: number, c: number, n: number) => void;
 
@@ -562,6 +675,8 @@ interface Engine {
   reluBack: Fn4;
   maxPoolRelu: (inp: number, out: number, tap: number, planes: number, PH: number, G: number, PW: number, sHb: number, planeB: number) => number;
   maxPoolReluBack: (gout: number, tap: number, dst: number, planes: number, PH: number, G: number, PW: number, sHb: number, planeB: number, sums: number) => void;
+  maxPool: (inp: number, out: number, arg: number, planes: number, OH: number, G: number, OW: number, Wb: number, planeB: number) => void;
+  bn: Record<BnMode, (x: number, y: number, out: number, planes: number, hw2: number, c0: number, C: number, pb: number) => void>;
   u8: Uint8Array;
   memory: { readonly buffer: ArrayBufferLike; grow(pages: number): number };
   f32: Float32Array;
@@ -582,7 +697,9 @@ const AW0 = R0 + CHUNK / 2 + 64, AB0 = AW0 + 2 * CHUNK + 128;
 // max pooling's regions: copied planes (POOL_IN floats), pooled outputs (floats) and taps (bytes), each with slack
 const POOL_IN = 4 * CHUNK, PIN0 = AB0 + 2 * CHUNK + 128, POUT0 = PIN0 + POOL_IN + 128, PTAP0 = POUT0 + POOL_IN / 4 + 128;
 const PSUM0 = PTAP0 + POOL_IN / 16 + 64; // float64 sums, one per plane (≤ POOL_IN / 4 planes)
-const MEM_FLOATS = PSUM0 + POOL_IN / 2 + 64;
+// batch norm's regions: x, dy, out (POOL_IN floats each) and the per-channel float64 arrays
+const BX0 = PSUM0 + POOL_IN / 2 + 128, BY0 = BX0 + POOL_IN + 128, BO0 = BY0 + POOL_IN + 128, BNP0 = BO0 + POOL_IN + 128;
+const MEM_FLOATS = BNP0 + 2 * BN.count * BN_MAXC;
 
 let enabled = process.env.CHAINRULE_SIMD !== "0" && process.env.CHAINRULE_PARALLEL_SIMD !== "0";
 let engine: Engine | null | undefined;
@@ -595,11 +712,13 @@ export function setSimdNnEnabled(on: boolean): void {
 function instantiate(): Engine | null {
   if (engine !== undefined) return engine;
   try {
-    const mod = new WA.Module(moduleBytes([geluFn(true), geluFn(false), binaryFn(fmul), binaryFn(fadd), reluFn(), binaryFn([...zero, ...fgt, ...vand]), maxPoolReluFn(), maxPoolReluBackFn(), lnForwardFn(), lnBackwardFn(), causalSoftmaxFn(), causalSoftmaxBackwardFn()], ["geluGrad", "gelu", "mul", "add", "relu", "reluBack", "maxPoolRelu", "maxPoolReluBack", "lnForward", "lnBackward", "softmax", "softmaxBack"], false));
+    const mod = new WA.Module(moduleBytes([geluFn(true), geluFn(false), binaryFn(fmul), binaryFn(fadd), reluFn(), binaryFn([...zero, ...fgt, ...vand]), maxPoolReluFn(), maxPoolReluBackFn(), maxPool2x2Fn(), ...BN_MODES.map(batchNormFn), lnForwardFn(), lnBackwardFn(), causalSoftmaxFn(), causalSoftmaxBackwardFn()], ["geluGrad", "gelu", "mul", "add", "relu", "reluBack", "maxPoolRelu", "maxPoolReluBack", "maxPool", ...BN_MODES.map((m) => `bn_${m}`), "lnForward", "lnBackward", "softmax", "softmaxBack"], false));
     const memory = new WA.Memory({ initial: Math.ceil((4 * MEM_FLOATS) / 65536) });
     const ex = new WA.Instance(mod, { env: { memory } }).exports;
     engine = {
       geluGrad: ex.geluGrad as Fn3, gelu: ex.gelu as Fn3, mul: ex.mul as Fn4, add: ex.add as Fn4, relu: ex.relu as Fn4, reluBack: ex.reluBack as Fn4, maxPoolRelu: ex.maxPoolRelu as Engine["maxPoolRelu"], maxPoolReluBack: ex.maxPoolReluBack as Engine["maxPoolReluBack"],
+      maxPool: ex.maxPool as Engine["maxPool"],
+      bn: Object.fromEntries(BN_MODES.map((m) => [m, ex[`bn_${m}`]])) as Engine["bn"],
       softmax: ex.softmax as Softmax, softmaxBack: ex.softmaxBack as SoftmaxBack,
       lnForward: ex.lnForward as LnForward, lnBackward: ex.lnBackward as LnBackward,
       memory, f32: new Float32Array(memory.buffer), f64: new Float64Array(memory.buffer), u8: new Uint8Array(memory.buffer),
@@ -748,6 +867,115 @@ export function simdMaxPool2x2ReluBackward(
   };
   for (let q = 0; q < N * C; q++) if (++j === per) flush();
   if (j > 0) flush();
+  return true;
+}
+
+/**
+ * js/conv.ts maxPool2x2 (planes of H×W, 2×2 windows, stride 2) in WebAssembly SIMD, the same
+ * outputs and argmax: whole planes copied in, outputs and indices copied out. False where SIMD is
+ * off or a plane does not fit.
+ */
+export function simdMaxPool2x2(out: Float32Array, argmax: Int32Array, x: Float32Array, planes: number, H: number, W: number, OH: number, OW: number): boolean {
+  const e = simdNn();
+  const plane = H * W, oplane = OH * OW;
+  if (e === null || OH === 0 || OW === 0 || plane > POOL_IN) return false;
+  const per = Math.floor(POOL_IN / plane), G = (OW + 3) >> 2, m = e.f32;
+  const arg = new Int32Array(e.memory.buffer, 4 * BO0, POOL_IN);
+  for (let p = 0; p < planes; p += per) {
+    const k = Math.min(per, planes - p);
+    m.set(x.subarray(p * plane, (p + k) * plane), PIN0);
+    e.maxPool(4 * PIN0, 4 * POUT0, 4 * BO0, k, OH, G, OW, 4 * W, 4 * plane);
+    out.set(m.subarray(POUT0, POUT0 + k * oplane), p * oplane);
+    argmax.set(arg.subarray(0, k * oplane), p * oplane);
+  }
+  return true;
+}
+
+/** Whether the batch-norm kernels take (N, C, HW): even planes that fit a region, channels that fit the arrays. */
+function bnFits(C: number, HW: number): boolean {
+  return HW >= 2 && HW % 2 === 0 && HW <= POOL_IN && C <= BN_MAXC;
+}
+
+/**
+ * Runs batch-norm mode `mode` over all N·C planes, as many whole planes per call as fit a region:
+ * x (and dy) copied in, out copied back for the elementwise modes. The per-channel arrays are set first.
+ */
+function bnPass(e: Engine, mode: BnMode, x: Float32Array | null, dy: Float32Array | null, out: Float32Array | null, N: number, C: number, HW: number): void {
+  const per = Math.floor(POOL_IN / HW), total = N * C, m = e.f32;
+  for (let p = 0; p < total; p += per) {
+    const k = Math.min(per, total - p), a = p * HW, b = a + k * HW;
+    if (x) m.set(x.subarray(a, b), BX0);
+    if (dy) m.set(dy.subarray(a, b), BY0);
+    e.bn[mode](4 * BX0, 4 * BY0, 4 * BO0, k, HW >> 1, p % C, C, 4 * BNP0);
+    if (out) out.set(m.subarray(BO0, BO0 + k * HW), a);
+  }
+}
+
+/** The per-channel float64 array `i` (BN) in the engine's memory. */
+function bnArray(e: Engine, i: number, C: number): Float64Array {
+  const at = BNP0 / 2 + i * BN_MAXC;
+  return e.f64.subarray(at, at + C);
+}
+
+/** js/conv.ts batchNormStats in WebAssembly SIMD (float64 lanes); false where SIMD is off or the shape does not fit. */
+export function simdBatchNormStats(mean: Float32Array, variance: Float32Array, x: Float32Array, N: number, C: number, HW: number): boolean {
+  const e = simdNn();
+  if (e === null || !bnFits(C, HW)) return false;
+  const count = N * HW, sum = bnArray(e, BN.SUM, C), mu = bnArray(e, BN.MEAN, C);
+  sum.fill(0);
+  bnPass(e, "sum", x, null, null, N, C, HW);
+  for (let c = 0; c < C; c++) mu[c] = sum[c] / count; // the float64 mean, as the loop's
+  sum.fill(0);
+  bnPass(e, "var", x, null, null, N, C, HW);
+  for (let c = 0; c < C; c++) {
+    mean[c] = mu[c];
+    variance[c] = sum[c] / count;
+  }
+  return true;
+}
+
+/** js/conv.ts batchNormApply in WebAssembly SIMD, bit for bit (float64 lanes); false where SIMD is off or the shape does not fit. */
+export function simdBatchNormApply(
+  out: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array,
+  weight: Float32Array | null, bias: Float32Array | null, N: number, C: number, HW: number,
+): boolean {
+  const e = simdNn();
+  if (e === null || !bnFits(C, HW)) return false;
+  const scale = bnArray(e, BN.RSTD, C), shift = bnArray(e, BN.K, C);
+  for (let c = 0; c < C; c++) {
+    scale[c] = rstd[c] * (weight ? weight[c] : 1);
+    shift[c] = (bias ? bias[c] : 0) - mean[c] * scale[c];
+  }
+  bnPass(e, "apply", x, null, out, N, C, HW);
+  return true;
+}
+
+/** js/conv.ts batchNormBackward in WebAssembly SIMD (float64 lanes); false where SIMD is off or the shape does not fit. */
+export function simdBatchNormBackward(
+  dx: Float32Array | null, dweight: Float32Array | null, dbias: Float32Array | null,
+  dout: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array, weight: Float32Array | null,
+  N: number, C: number, HW: number, training: boolean,
+): boolean {
+  const e = simdNn();
+  if (e === null || !bnFits(C, HW)) return false;
+  const count = N * HW;
+  const mu = bnArray(e, BN.MEAN, C), rs = bnArray(e, BN.RSTD, C), k = bnArray(e, BN.K, C);
+  const mdy = bnArray(e, BN.MDY, C), mdyx = bnArray(e, BN.MDYX, C), sdy = bnArray(e, BN.SUM, C), sdyx = bnArray(e, BN.SUM2, C);
+  for (let c = 0; c < C; c++) {
+    mu[c] = mean[c];
+    rs[c] = rstd[c];
+  }
+  sdy.fill(0);
+  sdyx.fill(0);
+  bnPass(e, "backSums", x, dout, null, N, C, HW);
+  for (let c = 0; c < C; c++) {
+    if (dweight) dweight[c] = sdyx[c];
+    if (dbias) dbias[c] = sdy[c];
+    k[c] = (weight ? weight[c] : 1) * rs[c];
+    mdy[c] = sdy[c] / count;
+    mdyx[c] = sdyx[c] / count;
+  }
+  if (dx) bnPass(e, training ? "backDx" : "scale", x, dout, dx, N, C, HW);
   return true;
 }
 
