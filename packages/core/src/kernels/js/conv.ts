@@ -4,7 +4,7 @@
  * Geometry is passed as a `Conv2dGeometry` / `Pool2dGeometry` so call sites stay short.
  */
 import type { Conv2dGeometry, Pool2dGeometry } from "../kernels.js";
-import { simdBatchNormApply, simdBatchNormBackward, simdBatchNormStats, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward } from "../simd/nn.js";
+import { simdBatchNormApply, simdBatchNormBackward, simdBatchNormStats, simdMaxPool2dBackward, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward } from "../simd/nn.js";
 
 /** From this many values the batch-norm loops run in WebAssembly SIMD. */
 const BN_SIMD_MIN = 4096;
@@ -155,6 +155,7 @@ export function maxPool2x2(out: Float32Array, argmax: Int32Array, x: Float32Arra
 
 /** dx (=) scatter of dout to the argmax positions saved by maxPool2d. */
 export function maxPool2dBackward(dx: Float32Array, dout: Float32Array, argmax: Int32Array, planes: number, plane: number, oplane: number): void {
+  if (planes * oplane >= 256 && simdMaxPool2dBackward(dx, dout, argmax, planes, plane, oplane)) return; // same bits, in WebAssembly
   dx.fill(0);
   for (let p = 0; p < planes; p++) {
     const xb = p * plane, ob = p * oplane;

@@ -3,8 +3,8 @@ import { setSimdNnEnabled, simdGelu, simdGeluWithGrad, simdLayerNorm, simdLayerN
 import { causalSoftmax, causalSoftmaxBackward, causalSoftmaxBackwardJs, causalSoftmaxJs } from "../../ops/attention.js";
 import { simdAdd, simdCausalSoftmax, simdMul, simdRelu, simdReluBackward } from "./nn.js";
 import { reluBackward, reluForward } from "../js/elementwise.js";
-import { batchNormApply, batchNormBackward, batchNormStats, maxPool2x2, maxPool2x2Relu, maxPool2x2ReluBackward } from "../js/conv.js";
-import { simdBatchNormApply, simdBatchNormBackward, simdBatchNormStats, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward } from "./nn.js";
+import { batchNormApply, batchNormBackward, batchNormStats, maxPool2d, maxPool2dBackward, maxPool2x2, maxPool2x2Relu, maxPool2x2ReluBackward } from "../js/conv.js";
+import { simdBatchNormApply, simdBatchNormBackward, simdBatchNormStats, simdMaxPool2dBackward, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward } from "./nn.js";
 import { layerNorm, layerNormAffineJs, layerNormBackward, lnBackwardAffineJs } from "../js/nn.js";
 import { erfAccurate, geluForward, geluForwardJs, geluForwardWithGrad, geluForwardWithGradJs } from "../../models/gpt-ops.js";
 
@@ -136,6 +136,25 @@ describe.runIf(on)("WebAssembly SIMD 2x2 max pool (kernels/simd/nn.ts)", () => {
       setSimdNnEnabled(true);
       expect(new Int32Array(o1.buffer)).toEqual(new Int32Array(o2.buffer));
       expect(a1).toEqual(a2);
+    }
+  });
+});
+
+describe.runIf(on)("WebAssembly max-pool backward scatter (kernels/simd/nn.ts)", () => {
+  it("gives the loop's bits: overlapping windows (stride 1) add up, all of dx is written", () => {
+    for (const [P, H, W, k, st] of [[40, 28, 28, 2, 2], [7, 9, 9, 3, 1], [5, 7, 7, 3, 2]] as const) {
+      const OH = Math.floor((H - k) / st) + 1, OW = Math.floor((W - k) / st) + 1;
+      const g = { H, W, kh: k, kw: k, sh: st, sw: st, ph: 0, pw: 0, dh: 1, dw: 1, OH, OW };
+      const x = Float32Array.from({ length: P * H * W }, (_, i) => Math.sin(i * 1.3));
+      const out = new Float32Array(P * OH * OW), arg = new Int32Array(out.length);
+      maxPool2d(out, arg, x, P, g);
+      const dout = Float32Array.from({ length: out.length }, (_, i) => Math.cos(i * 0.7));
+      const d1 = new Float32Array(P * H * W + 3).fill(5), d2 = d1.slice();
+      expect(simdMaxPool2dBackward(d1, dout, arg, P, H * W, OH * OW)).toBe(true);
+      setSimdNnEnabled(false);
+      maxPool2dBackward(d2, dout, arg, P, H * W, OH * OW);
+      setSimdNnEnabled(true);
+      expect(new Int32Array(d1.buffer)).toEqual(new Int32Array(d2.buffer));
     }
   });
 });

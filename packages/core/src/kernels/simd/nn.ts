@@ -594,6 +594,35 @@ function maxPool2x2Fn() {
 }
 const evenLanes = simd(0x0c, ...[0, 2, 4, 6].flatMap((k) => Array.from(new Uint8Array(Int32Array.of(k).buffer))));
 
+/**
+ * poolScatter(DX, DOUT, ARG, planes, oplane, planeB): js/conv.ts maxPool2dBackward's scatter into
+ * zeroed planes: DX[plane p][ARG[o]] += DOUT[o] for each output (ARG < 0: none), scalar float32 adds
+ * (the loop's float64 add of two float32 values rounds to the same float32).
+ */
+function poolScatterFn() {
+  const [DX, DOUT, ARG, PLANES, OPLANE, PLANEB] = [0, 1, 2, 3, 4, 5];
+  const [o, a, at] = [6, 7, 8];
+  const loop = (counter: number, body: number[]) => [0x03, 0x40, ...body, ...decrementLoop(counter), 0x0b];
+  const code = [
+    0x02, 0x40, ...get(PLANES), 0x45, 0x0d, 0, ...get(OPLANE), 0x45, 0x0d, 0,
+    ...loop(PLANES, [
+      ...get(OPLANE), ...set(o),
+      ...loop(o, [
+        ...get(ARG), 0x28, 2, 0, ...tee(a), // i32.load
+        ...i32const(0), 0x4e, // a >= 0 (i32.ge_s)
+        0x04, 0x40,
+        ...get(DX), ...get(a), ...i32const(2), 0x74, 0x6a, ...tee(at),
+        ...get(at), 0x2a, 2, 0, ...get(DOUT), 0x2a, 2, 0, 0x92, 0x38, 2, 0, // f32: dx[a] += dout[o]
+        0x0b,
+        ...addTo(ARG, i32const(4)), ...addTo(DOUT, i32const(4)),
+      ]),
+      ...get(DX), ...get(PLANEB), 0x6a, ...set(DX),
+    ]),
+    0x0b, 0x0b,
+  ];
+  return { type: funcType([I32, I32, I32, I32, I32, I32]), code: funcBody([[3, I32]], code) };
+}
+
 // ---- batch norm over (N, C, HW) planes, in float64 lanes (js/conv.ts's arithmetic) ----
 /** Channels the per-channel float64 arrays hold (more: the loops run). */
 const BN_MAXC = 1024;
@@ -675,6 +704,7 @@ interface Engine {
   reluBack: Fn4;
   maxPoolRelu: (inp: number, out: number, tap: number, planes: number, PH: number, G: number, PW: number, sHb: number, planeB: number) => number;
   maxPoolReluBack: (gout: number, tap: number, dst: number, planes: number, PH: number, G: number, PW: number, sHb: number, planeB: number, sums: number) => void;
+  poolScatter: (dx: number, dout: number, arg: number, planes: number, oplane: number, planeB: number) => void;
   maxPool: (inp: number, out: number, arg: number, planes: number, OH: number, G: number, OW: number, Wb: number, planeB: number) => void;
   bn: Record<BnMode, (x: number, y: number, out: number, planes: number, hw2: number, c0: number, C: number, pb: number) => void>;
   u8: Uint8Array;
@@ -712,12 +742,12 @@ export function setSimdNnEnabled(on: boolean): void {
 function instantiate(): Engine | null {
   if (engine !== undefined) return engine;
   try {
-    const mod = new WA.Module(moduleBytes([geluFn(true), geluFn(false), binaryFn(fmul), binaryFn(fadd), reluFn(), binaryFn([...zero, ...fgt, ...vand]), maxPoolReluFn(), maxPoolReluBackFn(), maxPool2x2Fn(), ...BN_MODES.map(batchNormFn), lnForwardFn(), lnBackwardFn(), causalSoftmaxFn(), causalSoftmaxBackwardFn()], ["geluGrad", "gelu", "mul", "add", "relu", "reluBack", "maxPoolRelu", "maxPoolReluBack", "maxPool", ...BN_MODES.map((m) => `bn_${m}`), "lnForward", "lnBackward", "softmax", "softmaxBack"], false));
+    const mod = new WA.Module(moduleBytes([geluFn(true), geluFn(false), binaryFn(fmul), binaryFn(fadd), reluFn(), binaryFn([...zero, ...fgt, ...vand]), maxPoolReluFn(), maxPoolReluBackFn(), maxPool2x2Fn(), poolScatterFn(), ...BN_MODES.map(batchNormFn), lnForwardFn(), lnBackwardFn(), causalSoftmaxFn(), causalSoftmaxBackwardFn()], ["geluGrad", "gelu", "mul", "add", "relu", "reluBack", "maxPoolRelu", "maxPoolReluBack", "maxPool", "poolScatter", ...BN_MODES.map((m) => `bn_${m}`), "lnForward", "lnBackward", "softmax", "softmaxBack"], false));
     const memory = new WA.Memory({ initial: Math.ceil((4 * MEM_FLOATS) / 65536) });
     const ex = new WA.Instance(mod, { env: { memory } }).exports;
     engine = {
       geluGrad: ex.geluGrad as Fn3, gelu: ex.gelu as Fn3, mul: ex.mul as Fn4, add: ex.add as Fn4, relu: ex.relu as Fn4, reluBack: ex.reluBack as Fn4, maxPoolRelu: ex.maxPoolRelu as Engine["maxPoolRelu"], maxPoolReluBack: ex.maxPoolReluBack as Engine["maxPoolReluBack"],
-      maxPool: ex.maxPool as Engine["maxPool"],
+      maxPool: ex.maxPool as Engine["maxPool"], poolScatter: ex.poolScatter as Engine["poolScatter"],
       bn: Object.fromEntries(BN_MODES.map((m) => [m, ex[`bn_${m}`]])) as Engine["bn"],
       softmax: ex.softmax as Softmax, softmaxBack: ex.softmaxBack as SoftmaxBack,
       lnForward: ex.lnForward as LnForward, lnBackward: ex.lnBackward as LnBackward,
@@ -888,6 +918,28 @@ export function simdMaxPool2x2(out: Float32Array, argmax: Int32Array, x: Float32
     out.set(m.subarray(POUT0, POUT0 + k * oplane), p * oplane);
     argmax.set(arg.subarray(0, k * oplane), p * oplane);
   }
+  return true;
+}
+
+/**
+ * js/conv.ts maxPool2dBackward in WebAssembly: a chunk of whole dx planes zeroed in the memory, the
+ * outputs' gradients added at their argmax, the planes copied out (all of dx is written). Same bits.
+ * False where SIMD is off or a plane does not fit.
+ */
+export function simdMaxPool2dBackward(dx: Float32Array, dout: Float32Array, argmax: Int32Array, planes: number, plane: number, oplane: number): boolean {
+  const e = simdNn();
+  if (e === null || plane > POOL_IN || oplane > POOL_IN || plane === 0) return false;
+  const per = Math.floor(POOL_IN / Math.max(plane, oplane)), m = e.f32;
+  const arg = new Int32Array(e.memory.buffer, 4 * BO0, POOL_IN);
+  for (let p = 0; p < planes; p += per) {
+    const k = Math.min(per, planes - p);
+    m.fill(0, BX0, BX0 + k * plane);
+    m.set(dout.subarray(p * oplane, (p + k) * oplane), BY0);
+    arg.set(argmax.subarray(p * oplane, (p + k) * oplane));
+    e.poolScatter(4 * BX0, 4 * BY0, 4 * BO0, k, oplane, 4 * plane);
+    dx.set(m.subarray(BX0, BX0 + k * plane), p * plane);
+  }
+  if (dx.length > planes * plane) dx.fill(0, planes * plane); // as the loop's fill
   return true;
 }
 
