@@ -58,7 +58,6 @@ const addTo = (l: number, n: number[]) => [...get(l), ...n, 0x6a, ...set(l)]; //
 const decrementLoop = (l: number) => [...get(l), ...i32const(1), 0x6b, ...tee(l), 0x0d, 0]; // if (--l != 0) continue
 
 const f64bytes = (x: number) => Array.from(new Uint8Array(Float64Array.of(x).buffer));
-const cd = (x: number) => constant(`d${x}`, [...f64bytes(x), ...f64bytes(x)]);
 const [dadd, dmul] = [0xf0, 0xf2].map((op) => simd(op));
 const promote = simd(0x5f), demote = simd(0x5e); // f64x2.promote_low_f32x4, f32x4.demote_f64x2_zero
 
@@ -370,7 +369,7 @@ function causalSoftmaxFn() {
 function causalSoftmaxBackwardFn() {
   const [D, P, ROWS, T, I0] = [0, 1, 2, 3, 4];
   const [q, pd, pp, nq] = [5, 6, 7, 8];
-  const [dot] = [9];
+  // local 9: unused
   const [msk, idx, acc, iv, dv] = [10, 11, 12, 13, 14];
   beginConsts(15);
   const lanes = [...get(idx), ...get(iv), ...ile, ...set(msk)];
@@ -708,6 +707,7 @@ interface Engine {
   maxPool: (inp: number, out: number, arg: number, planes: number, OH: number, G: number, OW: number, Wb: number, planeB: number) => void;
   bn: Record<BnMode, (x: number, y: number, out: number, planes: number, hw2: number, c0: number, C: number, pb: number) => void>;
   u8: Uint8Array;
+  i32: Int32Array;
   memory: { readonly buffer: ArrayBufferLike; grow(pages: number): number };
   f32: Float32Array;
 }
@@ -751,7 +751,7 @@ function instantiate(): Engine | null {
       bn: Object.fromEntries(BN_MODES.map((m) => [m, ex[`bn_${m}`]])) as Engine["bn"],
       softmax: ex.softmax as Softmax, softmaxBack: ex.softmaxBack as SoftmaxBack,
       lnForward: ex.lnForward as LnForward, lnBackward: ex.lnBackward as LnBackward,
-      memory, f32: new Float32Array(memory.buffer), f64: new Float64Array(memory.buffer), u8: new Uint8Array(memory.buffer),
+      memory, f32: new Float32Array(memory.buffer), f64: new Float64Array(memory.buffer), u8: new Uint8Array(memory.buffer), i32: new Int32Array(memory.buffer),
     };
   } catch (err) {
     if (process.env.CHAINRULE_DEBUG_SIMD) console.error(err);
@@ -910,13 +910,12 @@ export function simdMaxPool2x2(out: Float32Array, argmax: Int32Array, x: Float32
   const plane = H * W, oplane = OH * OW;
   if (e === null || OH === 0 || OW === 0 || plane > POOL_IN) return false;
   const per = Math.floor(POOL_IN / plane), G = (OW + 3) >> 2, m = e.f32;
-  const arg = new Int32Array(e.memory.buffer, 4 * BO0, POOL_IN);
   for (let p = 0; p < planes; p += per) {
     const k = Math.min(per, planes - p);
     m.set(x.subarray(p * plane, (p + k) * plane), PIN0);
     e.maxPool(4 * PIN0, 4 * POUT0, 4 * BO0, k, OH, G, OW, 4 * W, 4 * plane);
     out.set(m.subarray(POUT0, POUT0 + k * oplane), p * oplane);
-    argmax.set(arg.subarray(0, k * oplane), p * oplane);
+    argmax.set(e.i32.subarray(BO0, BO0 + k * oplane), p * oplane); // the indices sit in the out region
   }
   return true;
 }
@@ -930,12 +929,11 @@ export function simdMaxPool2dBackward(dx: Float32Array, dout: Float32Array, argm
   const e = simdNn();
   if (e === null || plane > POOL_IN || oplane > POOL_IN || plane === 0) return false;
   const per = Math.floor(POOL_IN / Math.max(plane, oplane)), m = e.f32;
-  const arg = new Int32Array(e.memory.buffer, 4 * BO0, POOL_IN);
   for (let p = 0; p < planes; p += per) {
     const k = Math.min(per, planes - p);
     m.fill(0, BX0, BX0 + k * plane);
     m.set(dout.subarray(p * oplane, (p + k) * oplane), BY0);
-    arg.set(argmax.subarray(p * oplane, (p + k) * oplane));
+    e.i32.set(argmax.subarray(p * oplane, (p + k) * oplane), BO0);
     e.poolScatter(4 * BX0, 4 * BY0, 4 * BO0, k, oplane, 4 * plane);
     dx.set(m.subarray(BX0, BX0 + k * plane), p * plane);
   }
