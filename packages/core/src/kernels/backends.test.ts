@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { F, backendReport, kernels, manualSeed, nn, optim, rand, useBackend } from "../index.js";
-import { loadBlas, tryLoadBlas } from "./blas/loader.js";
+import { coreTypeAdvice, cpuFlags, loadBlas, tryLoadBlas } from "./blas/loader.js";
 
 const blasFound = loadBlas().ok;
 const initial = backendReport().name;
@@ -105,5 +105,38 @@ describe.skipIf(!blasFound)("blas addRowVector (a K = 1 GEMM)", () => {
       for (let i = rows * cols; i < out.length; i++) expect(b[i]).toBe(out[i]); // past the end: untouched
       expect(a[rows * cols - 1]).toBe(Math.fround(out[rows * cols - 1] + bias[cols - 1]));
     }
+  });
+});
+
+describe("OpenBLAS kernel target check", () => {
+  const haswellFlags = new Set(["sse3", "avx", "avx2", "fma"]);
+  const avx512Flags = new Set([...haswellFlags, "avx512f", "avx512bw", "avx512vl", "avx512dq"]);
+
+  it("advises a target when OpenBLAS fell back to a pre-AVX2 one on an AVX2 CPU", () => {
+    expect(coreTypeAdvice("Prescott", haswellFlags, undefined)).toMatch(/Prescott kernels.*OPENBLAS_CORETYPE=Haswell/);
+    // As seen on a 16-core Xeon VM with AVX-512 (OpenBLAS 0.3.21).
+    expect(coreTypeAdvice("Prescott", avx512Flags, undefined)).toMatch(/AVX-512.*OPENBLAS_CORETYPE=SkylakeX/);
+    expect(coreTypeAdvice("sandybridge", haswellFlags, "")).toMatch(/OPENBLAS_CORETYPE=Haswell/);
+  });
+
+  it("stays silent when the target fits, the CPU lacks AVX2, the user chose one, or the library is not OpenBLAS", () => {
+    expect(coreTypeAdvice("Haswell", avx512Flags, undefined)).toBeNull();
+    expect(coreTypeAdvice("Zen", haswellFlags, undefined)).toBeNull();
+    expect(coreTypeAdvice("Prescott", new Set(["sse3", "avx"]), undefined)).toBeNull();
+    expect(coreTypeAdvice("Prescott", avx512Flags, "Prescott")).toBeNull();
+    expect(coreTypeAdvice(null, avx512Flags, undefined)).toBeNull();
+  });
+
+  it("reads the flags line of /proc/cpuinfo, and nothing when it cannot", () => {
+    const text = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse3 avx2 fma avx512f\nbugs\t\t: spectre_v1\nprocessor\t: 1\nflags\t\t: fpu\n";
+    expect([...cpuFlags(() => text)]).toEqual(["fpu", "sse3", "avx2", "fma", "avx512f"]);
+    expect(cpuFlags(() => { throw new Error("ENOENT"); }).size).toBe(0);
+  });
+
+  it.skipIf(!blasFound)("names OpenBLAS's kernel target when the library is OpenBLAS", () => {
+    const r = loadBlas();
+    if (!r.ok) return;
+    if (/OpenBLAS/.test(r.lib.description)) expect(r.lib.core).toMatch(/^\w+$/);
+    else expect(r.lib.core).toBeNull();
   });
 });

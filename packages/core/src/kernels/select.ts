@@ -1,6 +1,7 @@
 import { type Kernels, setKernelResolver, setKernels } from "./kernels.js";
 import { jsKernels } from "./js/index.js";
-import { loadBlas, makeBlasKernels } from "./blas/index.js";
+import { isMainThread } from "node:worker_threads";
+import { coreTypeAdvice, cpuFlags, loadBlas, makeBlasKernels } from "./blas/index.js";
 import { tuneMalloc } from "./blas/malloc.js";
 import { simdGemmAvailable } from "./simd/gemm.js";
 import { ArgumentError, ChainruleError } from "../errors.js";
@@ -21,8 +22,14 @@ function blas(): { kernels: Kernels; line: string } | { kernels: null; line: str
   if (!r.ok) return { kernels: null, line: r.tried.length > 0 ? `no BLAS with cblas_sgemm found (tried ${r.error})` : r.error };
   blasKernels ??= makeBlasKernels(r.lib);
   const threads = r.lib.threading ?? "thread count left to the library";
-  return { kernels: blasKernels, line: `cblas_sgemm from ${r.lib.path} [${r.lib.description}], ${threads}` };
+  const advice = coreTypeAdvice(r.lib.core, cpuFlags(), process.env.OPENBLAS_CORETYPE);
+  if (advice !== null && isMainThread && !warned) {
+    warned = true; // once per process: every worker thread loads BLAS too
+    process.emitWarning(advice, { code: "CHAINRULE_OPENBLAS_CORETYPE" });
+  }
+  return { kernels: blasKernels, line: `cblas_sgemm from ${r.lib.path} [${r.lib.description}], ${threads}${advice ? ` — ${advice}` : ""}` };
 }
+let warned = false;
 
 /**
  * Picks the backend: CHAINRULE_BACKEND=js|blas forces one; unset (or "auto")

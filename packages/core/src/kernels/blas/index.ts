@@ -9,7 +9,7 @@ import { jsKernels } from "../js/index.js";
 import { jsGemm } from "../js/gemm.js";
 import { type BlasLibrary, CblasNoTrans, CblasRowMajor, CblasTrans, type Sgemm } from "./loader.js";
 
-export { loadBlas, blasCandidates, type BlasLibrary, type BlasLoadResult } from "./loader.js";
+export { loadBlas, blasCandidates, coreTypeAdvice, cpuFlags, type BlasLibrary, type BlasLoadResult } from "./loader.js";
 
 /**
  * Below this many multiply-adds the ~1 µs FFI call costs more than the js loop

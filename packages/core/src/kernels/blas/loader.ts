@@ -3,6 +3,7 @@
  * Nothing here is needed by the js backend: when koffi or every library is
  * missing, `loadBlas()` returns the list of what it tried and why each failed.
  */
+import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
 /** cblas_sgemm(order, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc), all pointers as float*. */
@@ -19,6 +20,8 @@ export interface BlasLibrary {
   sgemm: Sgemm;
   /** How BLAS was made single-threaded (e.g. "openblas_set_num_threads(1)"), or null when it offers no such call. */
   threading: string | null;
+  /** OpenBLAS's kernel target (openblas_get_corename(), e.g. "Haswell"), or null for other libraries. */
+  core: string | null;
 }
 
 export type BlasLoadResult = { ok: true; lib: BlasLibrary } | { ok: false; tried: string[]; error: string };
@@ -81,7 +84,8 @@ export function tryLoadBlas(candidates: string[]): BlasLoadResult {
       continue;
     }
     const threading = singleThread(lib);
-    return { ok: true, lib: { path, description: describe(lib) ?? path, sgemm, threading } };
+    const core = coreName(lib);
+    return { ok: true, lib: { path, description: describe(lib, core) ?? path, sgemm, threading, core } };
   }
   return { ok: false, tried: candidates, error: failures.join("; ") };
 }
@@ -104,14 +108,52 @@ function singleThread(lib: import("koffi").IKoffiLib): string | null {
   return null;
 }
 
-function describe(lib: import("koffi").IKoffiLib): string | null {
+function coreName(lib: import("koffi").IKoffiLib): string | null {
+  try {
+    return (lib.func("const char *openblas_get_corename()")() as string) || null;
+  } catch {
+    return null; // not OpenBLAS, or an old one
+  }
+}
+
+function describe(lib: import("koffi").IKoffiLib, core: string | null): string | null {
   try {
     const config = lib.func("const char *openblas_get_config()")() as string;
-    let core = "";
-    try { core = lib.func("const char *openblas_get_corename()")() as string; } catch { /* older OpenBLAS */ }
     return core && !config.includes(core) ? `${config} (${core})` : config;
   } catch {
     return null;
+  }
+}
+
+// OpenBLAS kernel targets older than AVX2 + FMA (names as openblas_get_corename() spells them, any case).
+const PRE_AVX2_CORES = new Set([
+  "katmai", "coppermine", "northwood", "prescott", "banias", "atom", "core2", "penryn", "dunnington", "nehalem", "sandybridge",
+  "opteron", "opteron_sse3", "barcelona", "bobcat", "bulldozer", "piledriver", "steamroller", "generic",
+]);
+
+/**
+ * A DYNAMIC_ARCH OpenBLAS that does not know the processor (a new model, or a VM that hides its
+ * identity) falls back to an old kernel target: on a 16-core Xeon VM with AVX-512, OpenBLAS 0.3.21
+ * picked Prescott (SSE3) and the MLP's step took 3.3× as long as with OPENBLAS_CORETYPE=Haswell.
+ * Returns the advice to print when `core` is such a target on a CPU whose `cpuFlags` (from
+ * /proc/cpuinfo) have AVX2 and FMA, and the user has not chosen a target (`coretype` unset); else null.
+ */
+export function coreTypeAdvice(core: string | null, cpuFlags: ReadonlySet<string>, coretype: string | undefined): string | null {
+  if (core === null || coretype || !PRE_AVX2_CORES.has(core.toLowerCase())) return null;
+  if (!cpuFlags.has("avx2") || !cpuFlags.has("fma")) return null;
+  const avx512 = ["avx512f", "avx512bw", "avx512vl", "avx512dq"].every((f) => cpuFlags.has(f));
+  const fix = avx512 ? "SkylakeX" : "Haswell";
+  return `OpenBLAS chose its ${core} kernels on a CPU with AVX2${avx512 ? " and AVX-512" : ""} (a model it does not recognise): GEMM runs several times slower than it can. ` +
+    `Set OPENBLAS_CORETYPE=${fix} in the environment before starting to use its fast kernels.`;
+}
+
+/** The CPU's feature flags (Linux: the first "flags" line of /proc/cpuinfo); empty elsewhere or when unreadable. */
+export function cpuFlags(read: () => string = () => readFileSync("/proc/cpuinfo", "utf8")): Set<string> {
+  try {
+    const line = read().split("\n").find((l) => /^flags\s*:/.test(l));
+    return new Set(line ? line.slice(line.indexOf(":") + 1).trim().split(/\s+/) : []);
+  } catch {
+    return new Set();
   }
 }
 
