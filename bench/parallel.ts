@@ -166,15 +166,15 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
     const wall = m("wallMs");
     const row = {
       workers: String(w), "samples/s": v, speedup: v / base, best: Math.max(...sps.get(w)!), "best speedup": Math.max(...sps.get(w)!) / Math.max(...sps.get(workersList[0])!), "ms/step": wall, "fwd+bwd": m("computeMs"),
-      gather: m("gatherMs"), reduce: m("reduceMs"), optim: m("optMs"), wait: m("waitMs"), sync: m("syncMs"),
+      gather: m("gatherMs"), reduce: m("reduceMs"), optim: m("optMs"), wait: m("waitMs"), sync: m("syncMs"), dispatch: m("dispatchMs"),
       "overhead%": median(s.map((x) => (100 * x.overheadMs) / x.wallMs)),
     };
     rowsOut.push(row);
-    perWorkers[w] = { samplesPerSec: v, bestSamplesPerSec: row.best, runs: sps.get(w), speedupVs1: v / base, stepMs: wall, computeMs: row["fwd+bwd"], waitMs: row.wait, gatherMs: row.gather, reduceMs: row.reduce, optMs: row.optim, syncMs: row.sync, overheadPct: row["overhead%"] };
+    perWorkers[w] = { samplesPerSec: v, bestSamplesPerSec: row.best, runs: sps.get(w), speedupVs1: v / base, stepMs: wall, computeMs: row["fwd+bwd"], waitMs: row.wait, gatherMs: row.gather, reduceMs: row.reduce, optMs: row.optim, syncMs: row.sync, dispatchMs: row.dispatch, overheadPct: row["overhead%"] };
   }
   rowsOut.push({ ...Object.fromEntries(Object.keys(rowsOut[0]).map((k) => [k, ""])), workers: "main thread", "samples/s": mainSps, speedup: mainSps / base, "ms/step": (batch / mainSps) * 1000 });
   table(rowsOut);
-  console.log("(samples/s: median over rounds; best: the fastest round (least disturbed by other load); ms are medians per step; per-rank parts are the max over ranks; wait = at the in-worker barrier, part of sync; overhead% = (wall − max fwd+bwd) / wall, median over steps)");
+  console.log("(samples/s: median over rounds; best: the fastest round (least disturbed by other load); ms are medians per step; per-rank parts are the max over ranks; wait = at the in-worker barrier, part of sync; dispatch = wall − the longest rank's whole step (ringing, waking, noticing), part of sync; overhead% = (wall − max fwd+bwd) / wall, median over steps)");
 
   let ceil: Record<string, unknown> | undefined;
   if (hasFlag(args, "ceiling") || !quick) {

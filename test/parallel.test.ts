@@ -185,3 +185,22 @@ test("the comlink evaluator scores a snapshot in its own thread while training g
     await dp.close();
   }
 });
+
+test("step statistics split the wall time: forward/backward per rank, the parts outside it, dispatch", async () => {
+  const ds = makeData(N, D, C);
+  const dp = new DataParallel({ model: { module: MODELS, export: "mlp", options: { sizes: SIZES } }, loss: "crossEntropy", optimizer: adam, workers: 2, seed: SEED });
+  try {
+    await dp.init();
+    for (const b of batches(N, BS, 3)) await dp.step({ dataset: ds, indices: b });
+    const s = dp.lastStats!;
+    expect(s.step).toBe(3);
+    expect(s.rankComputeMs).toHaveLength(2);
+    expect(s.computeMs).toBe(Math.max(...s.rankComputeMs));
+    for (const k of ["gatherMs", "reduceMs", "optMs", "waitMs", "syncMs", "dispatchMs"] as const) expect(s[k]).toBeGreaterThanOrEqual(0);
+    expect(s.overheadMs).toBeCloseTo(s.wallMs - s.computeMs, 9);
+    // Dispatch is what the longest rank's own step time leaves of the wall time.
+    expect(s.dispatchMs).toBeLessThan(s.wallMs);
+  } finally {
+    await dp.close();
+  }
+});

@@ -88,6 +88,8 @@ export interface StepStats {
   syncMs: number;
   /** Time a rank spent waiting at the in-worker barrier(s) (max over ranks; part of syncMs). */
   waitMs: number;
+  /** wallMs minus the longest rank's whole step: ringing the ranks, their waking, the main thread noticing them done. */
+  dispatchMs: number;
   /** wallMs - computeMs: time outside forward/backward. */
   overheadMs: number;
   /** Global gradient norm before clipping (only with clipGradNorm). */
@@ -682,6 +684,7 @@ export class DataParallel {
         rank: r, rows: out[o + STEP_RESULT.ROWS], counted: out[o + STEP_RESULT.COUNTED], lossSum: out[o + STEP_RESULT.LOSS_SUM],
         gatherMs: out[o + STEP_RESULT.GATHER_MS], computeMs: out[o + STEP_RESULT.COMPUTE_MS], waitMs: out[o + STEP_RESULT.WAIT_MS],
         reduceMs: out[o + STEP_RESULT.REDUCE_MS], optMs: out[o + STEP_RESULT.OPT_MS], gradNorm: out[o + STEP_RESULT.GRAD_NORM],
+        stepMs: out[o + STEP_RESULT.STEP_MS],
       };
     });
   }
@@ -790,7 +793,7 @@ export class DataParallel {
     const busyMs = max(res.map((g) => g.gatherMs + g.computeMs)) + max(res.map((r) => r.reduceMs + r.optMs));
     this.lastStats = {
       step, loss, rows: n, wallMs, computeMs, rankComputeMs: res.map((g) => g.computeMs), zeroMs: 0, gatherMs, reduceMs, optMs,
-      waitMs: max(res.map((r) => r.waitMs)),
+      waitMs: max(res.map((r) => r.waitMs)), dispatchMs: Math.max(0, wallMs - max(res.map((r) => r.stepMs ?? 0))),
       syncMs: Math.max(0, wallMs - busyMs), overheadMs: wallMs - computeMs, gradNorm: this.clip !== undefined ? res[0].gradNorm : undefined,
     };
     return loss;

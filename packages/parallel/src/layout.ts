@@ -104,7 +104,9 @@ export const STEP_RESULT = {
   ROWS: 0, COUNTED: 1, LOSS_SUM: 2, GATHER_MS: 3, COMPUTE_MS: 4, WAIT_MS: 5, REDUCE_MS: 6, OPT_MS: 7, GRAD_NORM: 8,
   /** The step this row is for (a rank whose row is not yet for the current step is still running). */
   STEP: 9,
-  size: 10,
+  /** The rank's whole step, from reading the step description to writing this row (the rest of the wall time is dispatch). */
+  STEP_MS: 10,
+  size: 11,
 } as const;
 
 /** Stages a rank goes through in a step (CONTROL.STAGE + rank). */

@@ -215,6 +215,8 @@ export interface StepResult {
   reduceMs: number; optMs: number;
   /** Rank 0 only: global gradient norm (with clipping). */
   gradNorm: number;
+  /** The rank's whole step as its step loop timed it (absent for a step run as a task). */
+  stepMs?: number;
 }
 
 /**

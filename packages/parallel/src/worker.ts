@@ -576,6 +576,7 @@ async function serve(t: ServeTask): Promise<void> {
     }
     if (cmd === BELL.STOP) return;
     seen = cmd;
+    const t0 = performance.now();
     const res = await step({
       kind: "step", session: t.session, rank: r, step: desc[STEP_DESC.STEP], data: t.data, idx: desc[STEP_DESC.HAS_IDX] ? t.idx : null,
       start: desc[STEP_DESC.OFFSETS + r], end: desc[STEP_DESC.OFFSETS + r + 1], rowStart: desc[STEP_DESC.ROW_START],
@@ -590,6 +591,7 @@ async function serve(t: ServeTask): Promise<void> {
     out[row + STEP_RESULT.REDUCE_MS] = res.reduceMs;
     out[row + STEP_RESULT.OPT_MS] = res.optMs;
     out[row + STEP_RESULT.GRAD_NORM] = res.gradNorm;
+    out[row + STEP_RESULT.STEP_MS] = performance.now() - t0;
     out[row + STEP_RESULT.STEP] = desc[STEP_DESC.STEP];
     if (Atomics.add(bell, BELL.DONE, 1) + 1 >= W) Atomics.notify(bell, BELL.DONE);
   }
