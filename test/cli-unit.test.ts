@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { existsSync, mkdtempSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DEFAULT_JOB, parseJob } from "../packages/cli/src/job.js";
+import { DEFAULT_JOB, autoWorkers, parseJob, resolveWorkers } from "../packages/cli/src/job.js";
 import { rawJob } from "../packages/cli/src/resolve.js";
 import { lineChart, ticks } from "../packages/cli/src/plot.js";
 import { commitCheckpoint, createRunDir, listCheckpoints, resolveCheckpoint } from "../packages/cli/src/rundir.js";
@@ -42,6 +42,24 @@ describe("job schema", () => {
     expect(j.data).toMatchObject({ type: "mnist", limitTrain: 100 });
     expect(j.model).toMatchObject({ type: "mlp", hidden: [64] });
     expect(source).toBe("default job (with --workers, --batch-size, --lr, --set data.limitTrain, --set model.hidden)");
+  });
+});
+
+describe("workers: auto", () => {
+  it("takes one worker per core, at most one per row, and shards of at least 4M forward multiply-adds", () => {
+    const mlp = 784 * 512 + 512 * 256 + 256 * 10; // the default job's model
+    expect(autoWorkers(16, 64, mlp)).toBe(8); // 16 workers of 4 rows ran slower than 8 on a 16-core VM
+    expect(autoWorkers(2, 64, mlp)).toBe(2);
+    expect(autoWorkers(16, 64, 4.72e6)).toBe(16); // the cnn job
+    expect(autoWorkers(16, 64, 784 * 32 + 32 * 10)).toBe(1); // a tiny model trains faster in the main thread
+    expect(autoWorkers(16, 3, null)).toBe(3); // cost unknown: cores and rows only
+    expect(autoWorkers(1, 64, mlp)).toBe(1);
+  });
+  it("leaves an explicit count alone", async () => {
+    const { raw, source } = await rawJob(undefined, { workers: "3" }, []);
+    expect(resolveWorkers(parseJob(raw, source), 10, 16)).toBe(3);
+    const auto = await rawJob(undefined, { workers: "auto" }, []);
+    expect(resolveWorkers(parseJob(auto.raw, auto.source), 784 * 512 + 512 * 256 + 256 * 10, 16)).toBe(8);
   });
 });
 

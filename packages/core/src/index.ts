@@ -17,7 +17,7 @@ export { softmax, logSoftmax } from "./ops/softmax.js";
 export { embedding, where, maskedFill, dropout } from "./ops/indexing.js";
 export { layerNorm } from "./ops/layernorm.js";
 export { conv2d, maxPool2d, avgPool2d, adaptiveAvgPool2d, batchNorm2d, type Conv2dOptions, type Pool2dOptions, type AvgPool2dOptions, type BatchNorm2dOptions, type BatchNormSync, type Size2 } from "./ops/conv.js";
-export { kernels, setKernels, type Kernels, type UnaryOp, type BinaryOp } from "./kernels/kernels.js";
+export { kernels, setKernels, countMacs, type Kernels, type UnaryOp, type BinaryOp } from "./kernels/kernels.js";
 export { jsKernels } from "./kernels/js/index.js";
 export { loadKernels as loadSimdKernels, registerMemory as registerSimdMemory, kernelsFor as simdKernelsFor, sharedMemory, simdAvailable, setSimdEnabled, type SimdKernels, type SharedMemory, type WasmMemory } from "./kernels/simd/index.js";
 export { setSimdGemmEnabled, simdGemmAvailable } from "./kernels/simd/gemm.js";

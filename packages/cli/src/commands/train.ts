@@ -4,12 +4,13 @@
  * metrics, periodic checkpoints, exact resume and clean interrupts.
  */
 import { existsSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { Generator, getRngState, readCheckpoint, describeMismatch, saveCheckpoint, setRngState, CheckpointError, CharTokenizer, GPT, nn, saveSafetensors } from "@chainrule/core";
+import { Generator, getRngState, readCheckpoint, describeMismatch, saveCheckpoint, setRngState, CheckpointError, CharTokenizer, GPT, countMacs, nn, noGrad, saveSafetensors, zeros } from "@chainrule/core";
 import { generateText } from "./generate.js";
 import { CliError, UsageError } from "../errors.js";
-import { type Job, parseJob, resolveWorkers } from "../job.js";
+import { type Job, MIN_MACS_PER_SHARD, parseJob, resolveWorkers } from "../job.js";
 import { loadJobData } from "../data.js";
 import { Progress, fmtDuration, fmtInt } from "../progress.js";
 import {
@@ -17,6 +18,7 @@ import {
 } from "../rundir.js";
 import { applyBackend, defaultLoss, describeModel, firstDifference, makeSchedule, rawJob, readRunJob } from "../resolve.js";
 import { createTrainer, type Trainer } from "../trainer.js";
+import { adaptationOf, buildModel, type ModelContext } from "../models.js";
 
 /** The LoRA adapters alone, next to model.safetensors in a fine-tuning run's checkpoints. */
 export const ADAPTERS_FILE = "adapters.safetensors";
@@ -121,7 +123,8 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const loss = defaultLoss(job, data.classification);
   if (loss === "crossEntropy" && !data.classification) throw new UsageError(`loss: crossEntropy needs class labels, but ${data.description} has numeric targets (use mseLoss or l1Loss)`);
   const ctx = { inputShape: data.inputShape, outputSize: data.outputSize };
-  let workers = resolveWorkers(job);
+  const macsPerRow = job.workers === "auto" ? await forwardMacsPerRow(job, ctx) : null;
+  let workers = resolveWorkers(job, macsPerRow);
 
   // ---- resume: read and check the checkpoint before building anything heavy ----
   let pos: Position = { epoch: 0, batch: 0, step: 0, lossSum: 0, rows: 0, wall: 0 };
@@ -159,9 +162,32 @@ export async function trainCommand(argv: string[]): Promise<number> {
       createRunDir(runDir);
     }
     writeJson(join(runDir, JOB_FILE), job);
-    return await runLoop({ job, runDir, trainer, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, initReport });
+    return await runLoop({ job, runDir, trainer, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, initReport, workersNote: autoWorkersNote(job, workers, macsPerRow) });
   } finally {
     await trainer.close();
+  }
+}
+
+/** " (auto: …)" when `workers: "auto"` stopped below one worker per core because shards would be too small. */
+function autoWorkersNote(job: Job, workers: number, macsPerRow: number | null): string | undefined {
+  const cores = availableParallelism();
+  if (job.workers !== "auto" || macsPerRow === null || workers >= Math.min(cores, job.batchSize)) return undefined;
+  const m = (v: number) => (v >= 1e6 ? `${(v / 1e6).toFixed(1)}M` : `${Math.round(v / 1e3)}k`);
+  return ` (auto: ${workers} of ${cores} cores: ${m(macsPerRow)} multiply-adds per row × ${job.batchSize} rows, shards of ≥ ${m(MIN_MACS_PER_SHARD)})`;
+}
+
+/**
+ * The model's forward multiply-adds for one row (one forward of a zero row, GEMMs counted), which
+ * `workers: "auto"` sizes shards by; null when the probe fails (auto then ignores the model's cost).
+ * The trainer seeds its own build, so this one does not change the run.
+ */
+async function forwardMacsPerRow(job: Job, ctx: ModelContext): Promise<number | null> {
+  try {
+    const probe = await buildModel({ model: job.model, ctx, adapt: adaptationOf(job) });
+    probe.eval();
+    return countMacs(() => noGrad(() => { probe.forward(zeros([1, ...ctx.inputShape])); }));
+  } catch {
+    return null;
   }
 }
 
@@ -191,6 +217,8 @@ function loadInit(model: nn.Module, ck: ReturnType<typeof readCheckpoint>, dir: 
 }
 
 interface LoopArgs {
+  /** Why "auto" chose fewer workers than cores, for the engine line. */
+  workersNote?: string;
   job: Job;
   runDir: string;
   trainer: Trainer;
@@ -219,7 +247,7 @@ async function runLoop(a: LoopArgs): Promise<number> {
   const opt = job.optimizer;
 
   out.write(`chainrule train: ${describeModel(job, a.ctx, trainer.model)} on ${data.description}: ${fmtInt(N)} train / ${fmtInt(data.heldOut.length)} held-out rows\n`);
-  out.write(`engine: ${trainer.description} · backend ${a.backendReason}\n`);
+  out.write(`engine: ${trainer.description}${a.workersNote ?? ""} · backend ${a.backendReason}\n`);
   out.write(`${opt.type} lr ${opt.lr}${job.schedule.type !== "constant" ? ` (${job.schedule.type} schedule)` : ""} · batch ${B} · ${job.epochs} epoch${job.epochs === 1 ? "" : "s"} (${fmtInt(totalSteps)} steps) · seed ${job.seed} · loss ${loss}\n`);
   if (a.resumedFrom) {
     metrics.truncateAfter(pos.step);

@@ -127,3 +127,31 @@ export function setKernels(k: Kernels): void {
 export function setKernelResolver(fn: () => Kernels): void {
   resolver = fn;
 }
+
+/**
+ * Multiply-adds of the GEMMs `fn` runs (gemm and gemmStridedBatched: M·N·K each; the linear,
+ * convolution and attention ops all reach them), counted by wrapping the active backend for the
+ * call. For sizing work, e.g. how many rows a worker needs before its shard outweighs a step's
+ * fixed costs: `countMacs(() => noGrad(() => model.forward(oneRow)))`.
+ */
+export function countMacs(fn: () => void): number {
+  const k = kernels();
+  let macs = 0;
+  const counting: Kernels = Object.assign(Object.create(k) as Kernels, {
+    gemm(...a: Parameters<Kernels["gemm"]>) {
+      macs += a[2] * a[3] * a[4];
+      k.gemm(...a);
+    },
+    gemmStridedBatched(...a: Parameters<Kernels["gemmStridedBatched"]>) {
+      macs += a[2] * a[3] * a[4] * a[19];
+      k.gemmStridedBatched(...a);
+    },
+  });
+  setKernels(counting);
+  try {
+    fn();
+  } finally {
+    setKernels(k);
+  }
+  return macs;
+}
