@@ -204,3 +204,20 @@ test("step statistics split the wall time: forward/backward per rank, the parts 
     await dp.close();
   }
 });
+
+test("a pool of more than 10 workers starts without Node's listener-leak warning", async () => {
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+  process.on("warning", onWarning);
+  const ds = makeData(N, D, C);
+  const dp = new DataParallel({ model: { module: MODELS, export: "mlp", options: { sizes: SIZES } }, loss: "crossEntropy", optimizer: adam, workers: 12, seed: SEED });
+  try {
+    await dp.init();
+    await dp.step({ dataset: ds, indices: batches(N, BS, 1)[0] });
+    await new Promise((r) => setImmediate(r)); // warnings are emitted on the next tick
+  } finally {
+    await dp.close();
+    process.off("warning", onWarning);
+  }
+  expect(warnings.filter((w) => /MaxListeners/.test(w))).toEqual([]);
+}, 60_000);

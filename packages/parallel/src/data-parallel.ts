@@ -19,6 +19,7 @@
  * The main thread's await ends the step, bounded by `timeoutMs`; per-rank stage words in
  * shared memory tell, after a failure, the phase and whether parameters may have changed.
  */
+import { setMaxListeners } from "node:events";
 import { Generator, nn } from "@chainrule/core";
 import { Piscina } from "piscina";
 import { type Phase, LayoutMismatchError, ParallelError, ParallelStepError, phaseTimedOut, workerFailed } from "./errors.js";
@@ -570,6 +571,7 @@ export class DataParallel {
   private async runPhase<R>(phase: Phase, step: number, paramsModified: boolean, task: (rank: number) => Task, timeoutMs = this.timeoutMs): Promise<R[]> {
     const pool = this.pool!;
     const ac = new AbortController();
+    setMaxListeners(this.world + 1, ac.signal); // one abort listener per rank's task (Node warns past 10)
     const pending = new Set<number>();
     const runs = Array.from({ length: this.world }, (_, r) => {
       pending.add(r);
