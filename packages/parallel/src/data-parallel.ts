@@ -24,7 +24,7 @@ import { Generator, nn } from "@chainrule/core";
 import { Piscina } from "piscina";
 import { type Phase, LayoutMismatchError, ParallelError, ParallelStepError, phaseTimedOut, workerFailed } from "./errors.js";
 import { BELL, CONTROL, STAGE_GRAD, STAGE_UPDATE, STEP_DESC, STEP_RESULT, datasetRef, mixSeed, shardOffsets, trainableChunks, trainableRanges } from "./layout.js";
-import { sharedMemory } from "@chainrule/core";
+import { MAX_SHARED_MEMORY_BYTES, sharedMemory } from "@chainrule/core";
 import { buildModel, layoutDiff, normalizeLoss, normalizeModel } from "./spec.js";
 import type {
   AugmentSpec, DataParallelOptions, DatasetRef, EvalResult, InitResult, OptimizerHyper, OptimizerSpec, ParamGroupSpec, SharedDataset, StepResult, StepTask, Task, WorkerContext,
@@ -332,7 +332,17 @@ export class DataParallel {
       for (const [, mod] of m.namedModules()) if (mod instanceof nn.BatchNorm2d) maxC = Math.max(maxC, mod.numFeatures);
       const syncBatchNorm = !!this.opts.syncBatchNorm && this.world > 1 && maxC > 0;
       const bnAt = bufSlotsAt + this.world * bregion, bnRow = 2 + 2 * maxC;
-      const memory = sharedMemory(bnAt + (syncBatchNorm ? 8 * 2 * this.world * bnRow : 0));
+      const bytes = bnAt + (syncBatchNorm ? 8 * 2 * this.world * bnRow : 0);
+      if (bytes > MAX_SHARED_MEMORY_BYTES) {
+        // Everything but the per-rank regions, then how many ranks' slots fit beside it.
+        const perRank = region + bregion + 8 * this.world + (syncBatchNorm ? 16 * bnRow : 0);
+        const fit = Math.max(0, Math.floor((MAX_SHARED_MEMORY_BYTES - (bytes - this.world * perRank)) / perRank));
+        throw new ParallelError(
+          `DataParallel: ${P.toLocaleString("en-US")} parameters with ${this.world} workers need ${(bytes / 2 ** 30).toFixed(1)} GiB of shared memory ` +
+          `(parameters, mean gradient, one gradient slot per worker, ${optBuffers.length} optimizer buffer${optBuffers.length === 1 ? "" : "s"}), ` +
+          `above WebAssembly's 4 GiB: ${fit > 0 ? `use at most ${fit} worker${fit === 1 ? "" : "s"}` : "even 1 worker does not fit; train it in the main thread"} or a smaller model`);
+      }
+      const memory = sharedMemory(bytes);
       const buf = memory.buffer;
       this.bufs = new Float32Array(buf, buffersAt, B);
       let at = 0;

@@ -18,6 +18,7 @@
  */
 
 import { F32, F64, I32, V128, WA, get, moduleBytes, set, simd, uleb, vec } from "./asm.js";
+import { ArgumentError } from "../../errors.js";
 
 export interface SimdKernels {
   /** g = w0·s0 (float64, rounded once), s0 = 0; over `pairs` pairs of floats at byte addresses. */
@@ -45,8 +46,14 @@ export interface WasmMemory {
   readonly buffer: ArrayBufferLike;
 }
 
-/** A shared memory of `bytes` (rounded up to 64 KiB pages), zero-filled. */
+/** The most a (32-bit) WebAssembly memory can hold: 65,536 pages of 64 KiB, 4 GiB. */
+export const MAX_SHARED_MEMORY_BYTES = 65536 * 65536;
+
+/** A shared memory of `bytes` (rounded up to 64 KiB pages), zero-filled; at most MAX_SHARED_MEMORY_BYTES. */
 export function sharedMemory(bytes: number): SharedMemory {
+  if (!(bytes <= MAX_SHARED_MEMORY_BYTES)) {
+    throw new ArgumentError(`sharedMemory: ${(bytes / 2 ** 30).toFixed(2)} GiB requested, above WebAssembly's 4 GiB per memory`);
+  }
   const pages = Math.max(1, Math.ceil(bytes / 65536));
   return new WA.Memory({ initial: pages, maximum: pages, shared: true }) as SharedMemory;
 }

@@ -96,3 +96,10 @@ describe("WebAssembly SIMD kernels", () => {
     expect(oa.stateDict()).toEqual(ob.stateDict());
   });
 });
+
+describe("sharedMemory", () => {
+  it("refuses more than WebAssembly's 4 GiB with the size asked for", () => {
+    expect(() => sharedMemory(5 * 2 ** 30)).toThrow(/sharedMemory: 5\.00 GiB requested, above WebAssembly's 4 GiB per memory/);
+    expect(sharedMemory(100).buffer.byteLength).toBe(65536);
+  });
+});
