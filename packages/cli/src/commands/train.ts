@@ -217,8 +217,6 @@ function loadInit(model: nn.Module, ck: ReturnType<typeof readCheckpoint>, dir: 
 }
 
 interface LoopArgs {
-  /** Why "auto" chose fewer workers than cores, for the engine line. */
-  workersNote?: string;
   job: Job;
   runDir: string;
   trainer: Trainer;
@@ -226,6 +224,8 @@ interface LoopArgs {
   loss: string;
   ctx: { inputShape: number[]; outputSize: number };
   workers: number;
+  /** Why "auto" chose fewer workers than cores, for the engine line. */
+  workersNote?: string;
   pos: Position;
   backendReason: string;
   resumedFrom: string | null;
