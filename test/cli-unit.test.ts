@@ -31,6 +31,7 @@ describe("job schema", () => {
     expect(err({ epochs: "ten" })).toBe('job.json: epochs: expected number, got "ten"');
     expect(err({ data: { type: "mnist", heldOut: 2.5 } })).toMatch(/data\.heldOut: expected a fraction in \(0, 1\) or a whole number of rows/);
     expect(err({ workers: 3, batchSize: 2 })).toMatch(/workers: 3 workers but batchSize is 2/);
+    expect(err({ workers: "all" })).toBe('job.json: workers: expected a whole number ≥ 1 or "auto" (got "all")');
     expect(err({ schedule: { type: "cosine", minLr: 1 } })).toMatch(/schedule\.minLr: minLr 1 is above optimizer\.lr 0\.001/);
     expect(err({ a: 1, b: 2, c: 3, d: 4 })).toMatch(/a: unknown key; b: unknown key; c: unknown key; d: unknown key/);
   });

@@ -155,7 +155,7 @@ export const JobSchema = z
     /** Global batch size (split across workers). */
     batchSize: posInt.default(128),
     /** Worker threads for data-parallel training ("auto": one per core, at most batchSize, each shard ≥ 4M forward multiply-adds). 1 trains in the main thread. */
-    workers: z.union([posInt, z.literal("auto")]).default("auto"),
+    workers: z.union([posInt, z.literal("auto")], { error: 'expected a whole number ≥ 1 or "auto"' }).default("auto"),
     /** Clip the global gradient norm (off when absent). */
     clipGradNorm: z.number().positive().optional(),
     /** Image augmentation of the training rows (each worker augments its own shard, seeded by (seed, step, row position)). */
