@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DEFAULT_JOB, autoWorkers, parseJob, resolveWorkers } from "../packages/cli/src/job.js";
 import { rawJob } from "../packages/cli/src/resolve.js";
+import { maxWorkersFor } from "@chainrule/parallel";
 import { lineChart, ticks } from "../packages/cli/src/plot.js";
 import { commitCheckpoint, createRunDir, listCheckpoints, resolveCheckpoint } from "../packages/cli/src/rundir.js";
 
@@ -47,20 +48,28 @@ describe("job schema", () => {
 });
 
 describe("workers: auto", () => {
+  const probe = (macsPerRow: number, maxWorkers = 1000) => ({ macsPerRow, maxWorkers });
   it("takes one worker per core, at most one per row, and shards of at least 4M forward multiply-adds", () => {
     const mlp = 784 * 512 + 512 * 256 + 256 * 10; // the default job's model
-    expect(autoWorkers(16, 64, mlp)).toBe(8); // 16 workers of 4 rows ran slower than 8 on a 16-core VM
-    expect(autoWorkers(2, 64, mlp)).toBe(2);
-    expect(autoWorkers(16, 64, 4.72e6)).toBe(16); // the cnn job
-    expect(autoWorkers(16, 64, 784 * 32 + 32 * 10)).toBe(1); // a tiny model trains faster in the main thread
-    expect(autoWorkers(16, 3, null)).toBe(3); // cost unknown: cores and rows only
-    expect(autoWorkers(1, 64, mlp)).toBe(1);
+    expect(autoWorkers(16, 64, probe(mlp))).toBe(8); // 16 workers of 4 rows ran slower than 8 on a 16-core VM
+    expect(autoWorkers(2, 64, probe(mlp))).toBe(2);
+    expect(autoWorkers(16, 64, probe(4.72e6))).toBe(16); // the cnn job
+    expect(autoWorkers(16, 64, probe(784 * 32 + 32 * 10))).toBe(1); // a tiny model trains faster in the main thread
+    expect(autoWorkers(16, 3, null)).toBe(3); // not probed: cores and rows only
+    expect(autoWorkers(1, 64, probe(mlp))).toBe(1);
+  });
+  it("takes no more workers than WebAssembly's 4 GiB holds", () => {
+    expect(autoWorkers(64, 1024, probe(1e9, 3))).toBe(3);
+    // 10.5M parameters with Adam: 4 regions besides the slots, ~42 MB each.
+    expect(maxWorkersFor(10_506_762, 2)).toBe(97); // init allows 98 (this keeps 16 MiB aside)
+    expect(maxWorkersFor(134_316_042, 2)).toBe(3);
+    expect(maxWorkersFor(300_000_000, 2)).toBe(0);
   });
   it("leaves an explicit count alone", async () => {
     const { raw, source } = await rawJob(undefined, { workers: "3" }, []);
-    expect(resolveWorkers(parseJob(raw, source), 10, 16)).toBe(3);
+    expect(resolveWorkers(parseJob(raw, source), probe(10), 16)).toBe(3);
     const auto = await rawJob(undefined, { workers: "auto" }, []);
-    expect(resolveWorkers(parseJob(auto.raw, auto.source), 784 * 512 + 512 * 256 + 256 * 10, 16)).toBe(8);
+    expect(resolveWorkers(parseJob(auto.raw, auto.source), probe(784 * 512 + 512 * 256 + 256 * 10), 16)).toBe(8);
   });
 });
 

@@ -446,14 +446,26 @@ export function absolutizePaths(raw: Record<string, unknown>, baseDir: string): 
  */
 export const MIN_MACS_PER_SHARD = 4e6;
 
-/** "auto": one worker per core, at most one per row, and no more than shards of MIN_MACS_PER_SHARD (when the model's cost per row is known). */
-export function autoWorkers(cores: number, batchSize: number, macsPerRow: number | null): number {
+/** What start-up measured of the model: forward multiply-adds per row, and how many workers' shared memory fits. */
+export interface ModelProbe {
+  macsPerRow: number;
+  maxWorkers: number;
+}
+
+/**
+ * "auto": one worker per core, at most one per row, no more than shards of MIN_MACS_PER_SHARD,
+ * and no more than fit WebAssembly's 4 GiB (when the model was probed).
+ */
+export function autoWorkers(cores: number, batchSize: number, probe: ModelProbe | null): number {
   let w = Math.min(cores, batchSize);
-  if (macsPerRow !== null && macsPerRow > 0) w = Math.min(w, Math.floor((batchSize * macsPerRow) / MIN_MACS_PER_SHARD));
+  if (probe !== null) {
+    if (probe.macsPerRow > 0) w = Math.min(w, Math.floor((batchSize * probe.macsPerRow) / MIN_MACS_PER_SHARD));
+    w = Math.min(w, probe.maxWorkers);
+  }
   return Math.max(1, w);
 }
 
-/** The number of worker threads a job asks for (`macsPerRow`: the model's forward multiply-adds per row, if measured). */
-export function resolveWorkers(job: Job, macsPerRow: number | null = null, cores = availableParallelism()): number {
-  return job.workers === "auto" ? autoWorkers(cores, job.batchSize, macsPerRow) : job.workers;
+/** The number of worker threads a job asks for. */
+export function resolveWorkers(job: Job, probe: ModelProbe | null = null, cores = availableParallelism()): number {
+  return job.workers === "auto" ? autoWorkers(cores, job.batchSize, probe) : job.workers;
 }

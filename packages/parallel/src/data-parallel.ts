@@ -247,6 +247,16 @@ function lrAt(spec: LrSpec | undefined, step: number): number | undefined {
   return spec.lrAt(step);
 }
 
+/**
+ * The most workers whose shared memory (parameters, mean gradient, one gradient slot per worker,
+ * `optimizerBuffers` state buffers, each P floats) fits WebAssembly's 4 GiB, with 16 MiB left for
+ * model buffers and control rows; init checks the exact size.
+ */
+export function maxWorkersFor(numParams: number, optimizerBuffers: number): number {
+  const region = Math.ceil((numParams * 4) / 64) * 64;
+  return Math.max(0, Math.floor((MAX_SHARED_MEMORY_BYTES - (16 << 20)) / Math.max(region, 64)) - 2 - optimizerBuffers);
+}
+
 const WORKER = new URL("./worker-entry.mjs", import.meta.url).href;
 let sessions = 0;
 
@@ -334,9 +344,7 @@ export class DataParallel {
       const bnAt = bufSlotsAt + this.world * bregion, bnRow = 2 + 2 * maxC;
       const bytes = bnAt + (syncBatchNorm ? 8 * 2 * this.world * bnRow : 0);
       if (bytes > MAX_SHARED_MEMORY_BYTES) {
-        // Everything but the per-rank regions, then how many ranks' slots fit beside it.
-        const perRank = region + bregion + 8 * this.world + (syncBatchNorm ? 16 * bnRow : 0);
-        const fit = Math.max(0, Math.floor((MAX_SHARED_MEMORY_BYTES - (bytes - this.world * perRank)) / perRank));
+        const fit = maxWorkersFor(P, optBuffers.length);
         throw new ParallelError(
           `DataParallel: ${P.toLocaleString("en-US")} parameters with ${this.world} workers need ${(bytes / 2 ** 30).toFixed(1)} GiB of shared memory ` +
           `(parameters, mean gradient, one gradient slot per worker, ${optBuffers.length} optimizer buffer${optBuffers.length === 1 ? "" : "s"}), ` +

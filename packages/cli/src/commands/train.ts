@@ -10,13 +10,14 @@ import { parseArgs } from "node:util";
 import { Generator, getRngState, readCheckpoint, describeMismatch, saveCheckpoint, setRngState, CheckpointError, CharTokenizer, GPT, countMacs, nn, noGrad, saveSafetensors, zeros } from "@chainrule/core";
 import { generateText } from "./generate.js";
 import { CliError, UsageError } from "../errors.js";
-import { type Job, MIN_MACS_PER_SHARD, parseJob, resolveWorkers } from "../job.js";
+import { type Job, MIN_MACS_PER_SHARD, type ModelProbe, parseJob, resolveWorkers } from "../job.js";
 import { loadJobData } from "../data.js";
 import { Progress, fmtDuration, fmtInt } from "../progress.js";
 import {
   JOB_FILE, MetricsLog, commitCheckpoint, createRunDir, defaultRunDir, listCheckpoints, resolveCheckpoint, runDirExists, writeJson,
 } from "../rundir.js";
 import { applyBackend, defaultLoss, describeModel, firstDifference, makeSchedule, rawJob, readRunJob } from "../resolve.js";
+import { maxWorkersFor } from "@chainrule/parallel";
 import { createTrainer, type Trainer } from "../trainer.js";
 import { adaptationOf, buildModel, type ModelContext } from "../models.js";
 
@@ -123,8 +124,8 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const loss = defaultLoss(job, data.classification);
   if (loss === "crossEntropy" && !data.classification) throw new UsageError(`loss: crossEntropy needs class labels, but ${data.description} has numeric targets (use mseLoss or l1Loss)`);
   const ctx = { inputShape: data.inputShape, outputSize: data.outputSize };
-  const macsPerRow = job.workers === "auto" ? await forwardMacsPerRow(job, ctx) : null;
-  let workers = resolveWorkers(job, macsPerRow);
+  const probe = job.workers === "auto" ? await probeModel(job, ctx) : null;
+  let workers = resolveWorkers(job, probe);
 
   // ---- resume: read and check the checkpoint before building anything heavy ----
   let pos: Position = { epoch: 0, batch: 0, step: 0, lossSum: 0, rows: 0, wall: 0 };
@@ -162,30 +163,35 @@ export async function trainCommand(argv: string[]): Promise<number> {
       createRunDir(runDir);
     }
     writeJson(join(runDir, JOB_FILE), job);
-    return await runLoop({ job, runDir, trainer, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, initReport, workersNote: autoWorkersNote(job, workers, macsPerRow) });
+    return await runLoop({ job, runDir, trainer, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, initReport, workersNote: autoWorkersNote(job, workers, probe) });
   } finally {
     await trainer.close();
   }
 }
 
-/** " (auto: …)" when `workers: "auto"` stopped below one worker per core because shards would be too small. */
-function autoWorkersNote(job: Job, workers: number, macsPerRow: number | null): string | undefined {
+/** " (auto: …)" when `workers: "auto"` stopped below one worker per core: shards too small, or memory. */
+function autoWorkersNote(job: Job, workers: number, probe: ModelProbe | null): string | undefined {
   const cores = availableParallelism();
-  if (job.workers !== "auto" || macsPerRow === null || workers >= Math.min(cores, job.batchSize)) return undefined;
+  if (job.workers !== "auto" || probe === null || workers >= Math.min(cores, job.batchSize)) return undefined;
+  if (workers === probe.maxWorkers) return ` (auto: ${workers} of ${cores} cores: more workers' gradient slots do not fit WebAssembly's 4 GiB)`;
   const m = (v: number) => (v >= 1e6 ? `${(v / 1e6).toFixed(1)}M` : `${Math.round(v / 1e3)}k`);
-  return ` (auto: ${workers} of ${cores} cores: ${m(macsPerRow)} multiply-adds per row × ${job.batchSize} rows, shards of ≥ ${m(MIN_MACS_PER_SHARD)})`;
+  return ` (auto: ${workers} of ${cores} cores: ${m(probe.macsPerRow)} multiply-adds per row × ${job.batchSize} rows, shards of ≥ ${m(MIN_MACS_PER_SHARD)})`;
 }
 
 /**
- * The model's forward multiply-adds for one row (one forward of a zero row, GEMMs counted), which
- * `workers: "auto"` sizes shards by; null when the probe fails (auto then ignores the model's cost).
- * The trainer seeds its own build, so this one does not change the run.
+ * What `workers: "auto"` sizes by: the model's forward multiply-adds for one row (one forward of a
+ * zero row, GEMMs counted) and how many workers' shared memory fits; null when the probe fails
+ * (auto then counts cores and rows only). The trainer seeds its own build, so this one does not
+ * change the run.
  */
-async function forwardMacsPerRow(job: Job, ctx: ModelContext): Promise<number | null> {
+async function probeModel(job: Job, ctx: ModelContext): Promise<ModelProbe | null> {
   try {
-    const probe = await buildModel({ model: job.model, ctx, adapt: adaptationOf(job) });
-    probe.eval();
-    return countMacs(() => noGrad(() => { probe.forward(zeros([1, ...ctx.inputShape])); }));
+    const model = await buildModel({ model: job.model, ctx, adapt: adaptationOf(job) });
+    model.eval();
+    const macsPerRow = countMacs(() => noGrad(() => { model.forward(zeros([1, ...ctx.inputShape])); }));
+    const P = model.parameters().reduce((n, p) => n + p.data.length, 0);
+    const stateBuffers = job.optimizer.type === "sgd" ? (job.optimizer.momentum > 0 ? 1 : 0) : 2;
+    return { macsPerRow, maxWorkers: maxWorkersFor(P, stateBuffers) };
   } catch {
     return null;
   }
