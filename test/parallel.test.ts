@@ -180,6 +180,10 @@ test("the comlink evaluator scores a snapshot in its own thread while training g
     expect(got.accuracy).toBeCloseTo(want.accuracy!, 10);
     ev.snapshot();
     expect((await ev.evaluate(ds)).loss).toBeCloseTo((await dp.evaluate(ds)).loss, 5);
+    // Batches of 16 (5 of them, the last 6 rows): the evaluator reuses one batch's activations for the next.
+    const small = await ev.evaluate(ds, { batchSize: 16 });
+    expect(small.loss).toBeCloseTo((await dp.evaluate(ds, { batchSize: 16 })).loss, 5);
+    expect(small.accuracy).toBeCloseTo((await dp.evaluate(ds)).accuracy!, 10);
   } finally {
     await ev.close();
     await dp.close();

@@ -26,14 +26,14 @@ export class Evaluator {
   ) {}
 
   /** Starts the evaluator thread for `dp`'s model (after dp.init()) and takes a first snapshot. */
-  static async start(dp: DataParallel, opts: Pick<DataParallelOptions, "model" | "loss" | "seed">): Promise<Evaluator> {
+  static async start(dp: DataParallel, opts: Pick<DataParallelOptions, "model" | "loss" | "seed" | "reuseActivations">): Promise<Evaluator> {
     const params = new Float32Array(new SharedArrayBuffer(dp.numParameters * 4));
     const worker = new Worker(new URL("./evaluator-entry.mjs", import.meta.url));
     const api = Comlink.wrap<EvaluatorApi>(nodeEndpoint(worker));
     const buffers = new Float32Array(new SharedArrayBuffer(Math.max(1, dp.buffers.length) * 4), 0, dp.buffers.length);
     const ev = new Evaluator(worker, api, params, dp, buffers);
     try {
-      await api.load(normalizeModel(opts.model), opts.seed ?? 0, normalizeLoss(opts.loss), dp.layout, params.buffer as SharedArrayBuffer, buffers.buffer as SharedArrayBuffer);
+      await api.load(normalizeModel(opts.model), opts.seed ?? 0, normalizeLoss(opts.loss), dp.layout, params.buffer as SharedArrayBuffer, buffers.buffer as SharedArrayBuffer, opts.reuseActivations ?? true);
     } catch (e) {
       await ev.close();
       throw new ParallelError(`Evaluator: ${(e as Error).message}`);
