@@ -16,20 +16,21 @@ export interface BackendReport {
 
 let report: BackendReport = { name: "js", reason: "not yet resolved" };
 let blasKernels: Kernels | null = null;
+/** Advice on OpenBLAS's kernel target (coreTypeAdvice), decided once with the kernels; null: none. */
+let coreAdvice: string | null = null;
 
 function blas(): { kernels: Kernels; line: string } | { kernels: null; line: string } {
   const r = loadBlas();
   if (!r.ok) return { kernels: null, line: r.tried.length > 0 ? `no BLAS with cblas_sgemm found (tried ${r.error})` : r.error };
-  blasKernels ??= makeBlasKernels(r.lib);
-  const threads = r.lib.threading ?? "thread count left to the library";
-  const advice = coreTypeAdvice(r.lib.core, cpuFlags(), process.env.OPENBLAS_CORETYPE);
-  if (advice !== null && isMainThread && !warned) {
-    warned = true; // once per process: every worker thread loads BLAS too
-    process.emitWarning(advice, { code: "CHAINRULE_OPENBLAS_CORETYPE" });
+  if (blasKernels === null) {
+    blasKernels = makeBlasKernels(r.lib);
+    coreAdvice = coreTypeAdvice(r.lib.core, cpuFlags(), process.env.OPENBLAS_CORETYPE);
+    // Warned by the main thread only: every worker thread loads BLAS too.
+    if (coreAdvice !== null && isMainThread) process.emitWarning(coreAdvice, { code: "CHAINRULE_OPENBLAS_CORETYPE" });
   }
-  return { kernels: blasKernels, line: `cblas_sgemm from ${r.lib.path} [${r.lib.description}], ${threads}${advice ? ` — ${advice}` : ""}` };
+  const threads = r.lib.threading ?? "thread count left to the library";
+  return { kernels: blasKernels, line: `cblas_sgemm from ${r.lib.path} [${r.lib.description}], ${threads}${coreAdvice ? ` — ${coreAdvice}` : ""}` };
 }
-let warned = false;
 
 /**
  * Picks the backend: CHAINRULE_BACKEND=js|blas forces one; unset (or "auto")
