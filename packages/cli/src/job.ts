@@ -276,7 +276,7 @@ export const DEFAULT_JOB = {
 } as const;
 /**
  * `chainrule train gpt`: a character-level GPT on the bundled female first-names
- * list (lines shuffled, last 10% held out), data-parallel on all cores, with a
+ * list (lines shuffled, last 10% held out), data-parallel over the cores (workers auto), with a
  * sample of generated names at the end.
  */
 export const GPT_JOB = {
@@ -296,7 +296,7 @@ export const GPT_JOB = {
  * `chainrule train cnn`: the two-conv-block CNN (conv 32 → conv 64, each with batch norm,
  * max-pool, ReLU; Linear 128) on the embedded MNIST digits (9,000 train / 1,000 held-out),
  * random crop (padding 2) done in the workers, Adam with a cosine schedule, data-parallel on
- * all cores. Any IDX image set: `--set data.type=idx --set data.dir=DIR`.
+ * the cores (workers auto). Any IDX image set: `--set data.type=idx --set data.dir=DIR`.
  */
 export const CNN_JOB = {
   name: "cnn",

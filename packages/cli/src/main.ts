@@ -10,7 +10,7 @@ const HELP = `chainrule: train neural networks in TypeScript on every core
 usage: chainrule <command> [options]
 
 commands:
-  train [JOB]               train a job (default: an MLP on the embedded MNIST digits, on all cores)
+  train [JOB]               train a job (default: an MLP on the embedded MNIST digits, over the cores)
   eval CHECKPOINT           held-out loss and accuracy of a checkpoint (or run directory)
   predict CHECKPOINT INPUT  predictions for INPUT: mnist:N, a CSV file, an IDX file, or "v1,v2,..."
   generate CHECKPOINT       stream text from a GPT checkpoint (--prompt, --tokens, --temperature, --top-k, --seed)

@@ -27,16 +27,17 @@ export const ADAPTERS_FILE = "adapters.safetensors";
 export const TRAIN_HELP = `usage: chainrule train [JOB] [options]
 
 JOB is a JSON job file or a .ts module exporting a job; without it, the default
-job trains an MLP on the embedded MNIST digits on all cores. Built-in jobs by
+job trains an MLP on the embedded MNIST digits over the cores. Built-in jobs by
 name: gpt (a character-level GPT on the bundled names list), cnn (a CNN with
 batch norm and random crops on the digits), mnist (the default).
 
 options:
-  --epochs E            epochs to train (default job: 8)
+  --epochs E            epochs to train (default job: 15)
   --batch-size B        global batch size (split across workers)
   --lr X                learning rate
   --seed S              seed for init, shuffling and dropout
-  --workers N|auto      worker threads (1: train in the main thread)
+  --workers N|auto      worker threads (1: train in the main thread; auto: one per
+                        core, each with ≥ 4M multiply-adds of every batch)
   --backend js|blas|auto  kernel backend
   --out DIR             run directory (default runs/<name> or runs/<timestamp>)
   --name NAME           run name
