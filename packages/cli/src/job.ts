@@ -452,17 +452,26 @@ export interface ModelProbe {
   maxWorkers: number;
 }
 
+/** What set the count `workers: "auto"` chose. */
+export type AutoWorkersLimit = "cores" | "rows" | "shards" | "memory";
+
 /**
  * "auto": one worker per core, at most one per row, no more than shards of MIN_MACS_PER_SHARD,
- * and no more than fit WebAssembly's 4 GiB (when the model was probed).
+ * and no more than fit WebAssembly's 4 GiB (when the model was probed); and which bound set it.
  */
-export function autoWorkers(cores: number, batchSize: number, probe: ModelProbe | null): number {
-  let w = Math.min(cores, batchSize);
+export function autoWorkersChoice(cores: number, batchSize: number, probe: ModelProbe | null): { workers: number; limit: AutoWorkersLimit } {
+  const bounds: [number, AutoWorkersLimit][] = [[cores, "cores"], [batchSize, "rows"]];
   if (probe !== null) {
-    if (probe.macsPerRow > 0) w = Math.min(w, Math.floor((batchSize * probe.macsPerRow) / MIN_MACS_PER_SHARD));
-    w = Math.min(w, probe.maxWorkers);
+    bounds.push([probe.maxWorkers, "memory"]);
+    if (probe.macsPerRow > 0) bounds.push([Math.floor((batchSize * probe.macsPerRow) / MIN_MACS_PER_SHARD), "shards"]);
   }
-  return Math.max(1, w);
+  let [n, limit] = bounds[0];
+  for (const [m, l] of bounds) if (m < n) [n, limit] = [m, l];
+  return { workers: Math.max(1, n), limit };
+}
+
+export function autoWorkers(cores: number, batchSize: number, probe: ModelProbe | null): number {
+  return autoWorkersChoice(cores, batchSize, probe).workers;
 }
 
 /** The number of worker threads a job asks for. */

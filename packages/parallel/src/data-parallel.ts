@@ -247,6 +247,11 @@ function lrAt(spec: LrSpec | undefined, step: number): number | undefined {
   return spec.lrAt(step);
 }
 
+/** The optimizer's state buffers, P floats each: Adam's two moments, SGD's momentum (none without). */
+export function optimizerStateBuffers(o: { type: "sgd" | "adam" | "adamw"; momentum?: number }): string[] {
+  return o.type === "sgd" ? ((o.momentum ?? 0) > 0 ? ["momentumBuffer"] : []) : ["expAvg", "expAvgSq"];
+}
+
 /**
  * The most workers whose shared memory (parameters, mean gradient, one gradient slot per worker,
  * `optimizerBuffers` state buffers, each P floats) fits WebAssembly's 4 GiB, with 16 MiB left for
@@ -327,7 +332,7 @@ export class DataParallel {
       const model = normalizeModel(this.opts.model);
       const m = await buildModel(model, this.seed);
       const P = nn.paramLayout(m).reduce((n, e) => n + e.size, 0);
-      const optBuffers = this.hyper.type === "sgd" ? (this.hyper.momentum > 0 ? ["momentumBuffer"] : []) : ["expAvg", "expAvgSq"];
+      const optBuffers = optimizerStateBuffers(this.hyper);
       // One shared WebAssembly.Memory: params | grad | slots (world) | optimizer state, each region 64-byte aligned.
       const region = Math.ceil((P * 4) / 64) * 64;
       const paramsAt = 0, gradAt = region, slotsAt = 2 * region, optAt = slotsAt + this.world * region;

@@ -10,14 +10,14 @@ import { parseArgs } from "node:util";
 import { Generator, getRngState, readCheckpoint, describeMismatch, saveCheckpoint, setRngState, CheckpointError, CharTokenizer, GPT, countMacs, nn, noGrad, saveSafetensors, zeros } from "@chainrule/core";
 import { generateText } from "./generate.js";
 import { CliError, UsageError } from "../errors.js";
-import { type Job, MIN_MACS_PER_SHARD, type ModelProbe, parseJob, resolveWorkers } from "../job.js";
+import { type Job, MIN_MACS_PER_SHARD, type ModelProbe, autoWorkersChoice, parseJob, resolveWorkers } from "../job.js";
 import { loadJobData } from "../data.js";
 import { Progress, fmtDuration, fmtInt } from "../progress.js";
 import {
   JOB_FILE, MetricsLog, commitCheckpoint, createRunDir, defaultRunDir, listCheckpoints, resolveCheckpoint, runDirExists, writeJson,
 } from "../rundir.js";
 import { applyBackend, defaultLoss, describeModel, firstDifference, makeSchedule, rawJob, readRunJob } from "../resolve.js";
-import { maxWorkersFor } from "@chainrule/parallel";
+import { maxWorkersFor, optimizerStateBuffers } from "@chainrule/parallel";
 import { createTrainer, type Trainer } from "../trainer.js";
 import { adaptationOf, buildModel, type ModelContext } from "../models.js";
 
@@ -125,7 +125,8 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const loss = defaultLoss(job, data.classification);
   if (loss === "crossEntropy" && !data.classification) throw new UsageError(`loss: crossEntropy needs class labels, but ${data.description} has numeric targets (use mseLoss or l1Loss)`);
   const ctx = { inputShape: data.inputShape, outputSize: data.outputSize };
-  const probe = job.workers === "auto" ? await probeModel(job, ctx) : null;
+  // A resume without --workers takes the checkpoint's count: nothing to probe.
+  const probe = job.workers === "auto" && !(resumeFrom && flags.workers === undefined) ? await probeModel(job, ctx) : null;
   let workers = resolveWorkers(job, probe);
 
   // ---- resume: read and check the checkpoint before building anything heavy ----
@@ -164,17 +165,19 @@ export async function trainCommand(argv: string[]): Promise<number> {
       createRunDir(runDir);
     }
     writeJson(join(runDir, JOB_FILE), job);
-    return await runLoop({ job, runDir, trainer, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, initReport, workersNote: autoWorkersNote(job, workers, probe) });
+    return await runLoop({ job, runDir, trainer, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, initReport, workersNote: autoWorkersNote(job, probe) });
   } finally {
     await trainer.close();
   }
 }
 
 /** " (auto: …)" when `workers: "auto"` stopped below one worker per core: shards too small, or memory. */
-function autoWorkersNote(job: Job, workers: number, probe: ModelProbe | null): string | undefined {
+function autoWorkersNote(job: Job, probe: ModelProbe | null): string | undefined {
+  if (job.workers !== "auto" || probe === null) return undefined;
   const cores = availableParallelism();
-  if (job.workers !== "auto" || probe === null || workers >= Math.min(cores, job.batchSize)) return undefined;
-  if (workers === probe.maxWorkers) return ` (auto: ${workers} of ${cores} cores: more workers' gradient slots do not fit WebAssembly's 4 GiB)`;
+  const { workers, limit } = autoWorkersChoice(cores, job.batchSize, probe);
+  if (limit === "memory") return ` (auto: ${workers} of ${cores} cores: more workers' gradient slots do not fit WebAssembly's 4 GiB)`;
+  if (limit !== "shards") return undefined;
   const m = (v: number) => (v >= 1e6 ? `${(v / 1e6).toFixed(1)}M` : `${Math.round(v / 1e3)}k`);
   return ` (auto: ${workers} of ${cores} cores: ${m(probe.macsPerRow)} multiply-adds per row × ${job.batchSize} rows, shards of ≥ ${m(MIN_MACS_PER_SHARD)})`;
 }
@@ -191,8 +194,7 @@ async function probeModel(job: Job, ctx: ModelContext): Promise<ModelProbe | nul
     model.eval();
     const macsPerRow = countMacs(() => noGrad(() => { model.forward(zeros([1, ...ctx.inputShape])); }));
     const P = model.parameters().reduce((n, p) => n + p.data.length, 0);
-    const stateBuffers = job.optimizer.type === "sgd" ? (job.optimizer.momentum > 0 ? 1 : 0) : 2;
-    return { macsPerRow, maxWorkers: maxWorkersFor(P, stateBuffers) };
+    return { macsPerRow, maxWorkers: maxWorkersFor(P, optimizerStateBuffers(job.optimizer).length) };
   } catch {
     return null;
   }
