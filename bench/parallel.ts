@@ -6,11 +6,16 @@
  * outside forward/backward is broken down per step; resident memory is measured in a
  * fresh child process per worker count.
  *
- *   npx tsx bench/parallel.ts [--workers 1,2,4] [--batch 512] [--steps 6] [--rounds 3] [--warmup 20] [--quick] [--no-rss] [--ceiling]
- * (--warmup: untimed steps each pool takes first. Every worker thread JIT-compiles core on its own and
- * needs ~10 steps to reach its steady speed; with the former 2 steps the 6-step rounds timed mostly
- * warm-up, and 2 workers measured 1.40-1.48x of 1 where 20 steps gave 1.62-1.89x on the same machine,
- * alternating; see packages/parallel/README.md.)
+ *   npx tsx bench/parallel.ts [--workers 1,2,4] [--batch 512] [--steps 6] [--rounds 3] [--warmup 300] [--quick] [--no-rss] [--ceiling]
+ * (--warmup: untimed steps each pool takes first, default 300. Every worker thread JIT-compiles core on
+ * its own, and V8 keeps compiling the once-per-step functions with TurboFan for the first ~350 steps
+ * (20-100 ms each, 2.3 s of CPU for the CNN's 2 workers; `node --trace-opt`). The compiles run on V8's
+ * helper threads: with 1 worker they take the idle core, with 2 workers on 2 cores they take CPU from
+ * a rank, so a short warm-up measures 2 workers low. With 2 steps 2 workers measured 1.40-1.48x of 1,
+ * with 20 1.62-1.89x; see packages/parallel/README.md.)
+ * (speed-up: the median over rounds of each round's ratio to the first worker count's run in the
+ * same round; the order of the pools is reversed every other round, so slow drifts of a shared
+ * machine fall on both sides.)
  * (--ceiling: also in every non-quick run; measures how far 2 threads scale on this machine at all)
  */
 import { spawnSync } from "node:child_process";
@@ -123,7 +128,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   const batch = Number(flag(args, "batch", "512"));
   const steps = Number(flag(args, "steps", quick ? "3" : "6"));
   const rounds = Number(flag(args, "rounds", quick ? "1" : "3"));
-  const warmup = Number(flag(args, "warmup", quick ? "4" : "20"));
+  const warmup = Number(flag(args, "warmup", quick ? "4" : "300"));
   const rows = batch * 4;
   const ds = dataset(rows);
   const idx = indexBatches(rows, batch, steps);
@@ -142,7 +147,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   try {
     for (let r = 0; r < rounds; r++) {
       sps.get("main")!.push(singleThread(ds, idx));
-      for (const w of workersList) {
+      for (const w of r % 2 === 0 ? workersList : [...workersList].reverse()) {
         const dp = dps.get(w)!;
         const t0 = performance.now();
         for (const b of idx) {
@@ -157,6 +162,8 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   }
 
   const base = median(sps.get(workersList[0])!);
+  const baseRuns = sps.get(workersList[0])!;
+  const pairedSpeedup = (w: number) => median(sps.get(w)!.map((v, r) => v / baseRuns[r]));
   const rowsOut: Record<string, string | number>[] = [];
   const perWorkers: Record<string, unknown> = {};
   const mainSps = median(sps.get("main")!);
@@ -165,16 +172,16 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
     const v = median(sps.get(w)!);
     const wall = m("wallMs");
     const row = {
-      workers: String(w), "samples/s": v, speedup: v / base, best: Math.max(...sps.get(w)!), "best speedup": Math.max(...sps.get(w)!) / Math.max(...sps.get(workersList[0])!), "ms/step": wall, "fwd+bwd": m("computeMs"),
+      workers: String(w), "samples/s": v, speedup: pairedSpeedup(w), best: Math.max(...sps.get(w)!), "best speedup": Math.max(...sps.get(w)!) / Math.max(...sps.get(workersList[0])!), "ms/step": wall, "fwd+bwd": m("computeMs"),
       gather: m("gatherMs"), reduce: m("reduceMs"), optim: m("optMs"), wait: m("waitMs"), sync: m("syncMs"), dispatch: m("dispatchMs"),
       "overhead%": median(s.map((x) => (100 * x.overheadMs) / x.wallMs)),
     };
     rowsOut.push(row);
-    perWorkers[w] = { samplesPerSec: v, bestSamplesPerSec: row.best, runs: sps.get(w), speedupVs1: v / base, stepMs: wall, computeMs: row["fwd+bwd"], waitMs: row.wait, gatherMs: row.gather, reduceMs: row.reduce, optMs: row.optim, syncMs: row.sync, dispatchMs: row.dispatch, overheadPct: row["overhead%"] };
+    perWorkers[w] = { samplesPerSec: v, bestSamplesPerSec: row.best, runs: sps.get(w), speedupVs1: pairedSpeedup(w), speedupRuns: sps.get(w)!.map((x, r) => x / baseRuns[r]), stepMs: wall, computeMs: row["fwd+bwd"], waitMs: row.wait, gatherMs: row.gather, reduceMs: row.reduce, optMs: row.optim, syncMs: row.sync, dispatchMs: row.dispatch, overheadPct: row["overhead%"] };
   }
-  rowsOut.push({ ...Object.fromEntries(Object.keys(rowsOut[0]).map((k) => [k, ""])), workers: "main thread", "samples/s": mainSps, speedup: mainSps / base, "ms/step": (batch / mainSps) * 1000 });
+  rowsOut.push({ ...Object.fromEntries(Object.keys(rowsOut[0]).map((k) => [k, ""])), workers: "main thread", "samples/s": mainSps, speedup: median(sps.get("main")!.map((v, r) => v / baseRuns[r])), "ms/step": (batch / mainSps) * 1000 });
   table(rowsOut);
-  console.log("(samples/s: median over rounds; best: the fastest round (least disturbed by other load); ms are medians per step; per-rank parts are the max over ranks; wait = at the in-worker barrier, part of sync; dispatch = wall − the longest rank's whole step (ringing, waking, noticing), part of sync; overhead% = (wall − max fwd+bwd) / wall, median over steps)");
+  console.log("(samples/s: median over rounds; speedup: median of the per-round ratios; best: the fastest round (least disturbed by other load); ms are medians per step; per-rank parts are the max over ranks; wait = at the in-worker barrier, part of sync; dispatch = wall − the longest rank's whole step (ringing, waking, noticing), part of sync; overhead% = (wall − max fwd+bwd) / wall, median over steps)");
 
   let ceil: Record<string, unknown> | undefined;
   if (hasFlag(args, "ceiling") || !quick) {
