@@ -6,7 +6,7 @@ export { Tensor } from "./tensor/tensor.js";
 export { BufferArena, outputBuffer, zeroedOutputBuffer, isArenaArray } from "./tensor/arena.js";
 export { type Shape, sizeOf, broadcastShapes } from "./tensor/shape.js";
 export { Generator, manualSeed, getRngState, setRngState, defaultGenerator } from "./tensor/random.js";
-export { noGrad, isGradEnabled, setGradEnabled, setAnomalyDetection, detectAnomaly } from "./autograd/engine.js";
+export { noGrad, isGradEnabled, setGradEnabled, setAnomalyDetection, detectAnomaly, markGradsStale, zeroStaleGrads } from "./autograd/engine.js";
 export { ChainruleError, ShapeError, ArgumentError, AutogradError, AnomalyError } from "./errors.js";
 export { tensor, zeros, ones, full, zerosLike, onesLike, rand, randn, randint, arange, type CreateOptions } from "./ops/creation.js";
 export { add, sub, mul, div, neg, pow, exp, log, sqrt, abs, relu, sigmoid, tanh, gelu, clamp } from "./ops/elementwise.js";

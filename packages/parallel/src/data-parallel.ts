@@ -12,10 +12,10 @@
  * A step runs in each rank's step loop (one long piscina task per rank, rung through a shared
  * doorbell: no message per step; see serveStep); the ranks meet at an in-worker barrier
  * (Atomics.wait with a timeout) between their forward/backward and the update:
- *   rank r: forward + backward on its shard into slot r (zero from the last reduce)
- *           → barrier → reduce chunk r (trainable ranges only) over all slots in rank order
- *           with weights counted_k / Σ counted, zeroing the slots' chunk → [clipping: Σg²,
- *           second barrier, norm] → optimizer on chunk r.
+ *   rank r: forward + backward on its shard into slot r (each parameter's first gradient
+ *           overwrites the last step's: no zeroing pass) → barrier → reduce chunk r (trainable
+ *           ranges only) over all slots in rank order with weights counted_k / Σ counted →
+ *           [clipping: Σg², second barrier, norm] → optimizer on chunk r.
  * The main thread's await ends the step, bounded by `timeoutMs`; per-rank stage words in
  * shared memory tell, after a failure, the phase and whether parameters may have changed.
  */
@@ -35,21 +35,30 @@ const waitAsync = (Atomics as unknown as {
   waitAsync(a: Int32Array, i: number, v: number, ms: number): { async: false; value: string } | { async: true; value: Promise<string> };
 }).waitAsync;
 
-/** The ranks' step loops and what they were started with; `failed` rejects with the first loop's `{ rank, cause }`. */
+/**
+ * The ranks' step loops and what they were started with. `fail` records the first loop's
+ * `{ rank, cause }` and rejects the step waiting, if any, through `stepFailed` (set per step:
+ * racing one long-lived promise every step would leave a reaction on it per step, ~0.4 KB each).
+ */
 interface Serving {
   ds: SharedDataset;
   idx: SharedArrayBuffer;
   fixed: string;
   runs: (Promise<void> | null)[];
-  failed: Promise<never>;
+  failure: { error: unknown } | null;
+  stepFailed: ((e: unknown) => void) | null;
   fail: (e: unknown) => void;
 }
 
 function newServing(ds: SharedDataset, idx: SharedArrayBuffer, fixed: string, world: number): Serving {
-  let fail!: (e: unknown) => void;
-  const failed = new Promise<never>((_, reject) => { fail = reject; });
-  failed.catch(() => {}); // observed by the step that is waiting, if any
-  return { ds, idx, fixed, runs: new Array(world).fill(null), failed, fail };
+  const sv: Serving = {
+    ds, idx, fixed, runs: new Array(world).fill(null), failure: null, stepFailed: null,
+    fail: (e) => {
+      sv.failure ??= { error: e };
+      sv.stepFailed?.(sv.failure.error);
+    },
+  };
+  return sv;
 }
 
 /** How long a rank's step loop waits for the next step before it returns (and is started anew when one comes). */
@@ -77,7 +86,7 @@ export interface StepStats {
   computeMs: number;
   /** Forward + loss + backward of each rank, in rank order (shows how unevenly the ranks ran). */
   rankComputeMs: number[];
-  /** Zeroing the gradient slots: 0, folded into the reduce (kept for compatibility). */
+  /** Zeroing the gradient slots: 0, there is none (backward overwrites them; kept for compatibility). */
   zeroMs: number;
   /** Gathering shuffled rows (0 for contiguous batches). */
   gatherMs: number;
@@ -291,10 +300,6 @@ export class DataParallel {
   private serving: Serving | null = null;
   /** The last doorbell command (steps rung so far in this process's pools). */
   private seq = 0;
-  /** All gradient slots (main-thread view), zeroed here only after a failed step. */
-  private slots: Float32Array | null = null;
-  /** A step failed: the slots may hold partial gradients (workers zero them in the reduce otherwise). */
-  private slotsDirty = false;
   private _step = 0;
   private queue: Promise<unknown> = Promise.resolve();
   private busy = false;
@@ -388,7 +393,6 @@ export class DataParallel {
         barrierTimeoutMs: this.timeoutMs + 5000,
         buffers, buffersAt, bufSlotsAt, syncBatchNorm, bnAt, bnRow, reuseActivations: this.opts.reuseActivations ?? true,
       };
-      this.slots = new Float32Array(buf, slotsAt, (this.world * region) / 4);
       await this.startPool();
     });
   }
@@ -684,24 +688,30 @@ export class DataParallel {
       sv.runs[r] = run;
     }
     const deadline = performance.now() + this.timeoutMs;
-    const done = (async () => {
-      for (;;) {
-        const v = Atomics.load(bell, BELL.DONE);
-        if (v >= W) return;
-        const left = deadline - performance.now();
-        if (left <= 0) throw { timeout: true };
-        const w = waitAsync(bell, BELL.DONE, v, left);
-        if (w.async) await w.value;
-      }
-    })();
+    const done = new Promise<void>((resolve, reject) => {
+      if (sv.failure) return reject(sv.failure.error);
+      sv.stepFailed = reject;
+      (async () => {
+        for (;;) {
+          const v = Atomics.load(bell, BELL.DONE);
+          if (v >= W) return;
+          const left = deadline - performance.now();
+          if (left <= 0) throw { timeout: true };
+          const w = waitAsync(bell, BELL.DONE, v, left);
+          if (w.async) await w.value;
+        }
+      })().then(resolve, reject);
+    });
     try {
-      await Promise.race([done, sv.failed]);
+      await done;
     } catch (e) {
       Atomics.store(bell, BELL.DONE, 1 << 30); // ends the waiter above
       Atomics.notify(bell, BELL.DONE);
       const pending: number[] = [];
       for (let r = 0; r < W; r++) if (out[r * STEP_RESULT.size + STEP_RESULT.STEP] !== step) pending.push(r);
       throw await this.failure(e, "grad", step, false, pending, this.timeoutMs);
+    } finally {
+      sv.stepFailed = null;
     }
     return Array.from({ length: W }, (_, r) => {
       const o = r * STEP_RESULT.size;
@@ -788,10 +798,6 @@ export class DataParallel {
     const step = this._step + 1, W = this.world;
     const data = datasetRef(ds), offs = shardOffsets(n, W);
     const augment = this.augment === "fromData" ? { ...augmentDefaults(this.opts.augment!), shape: imageShapeOf(ds.xShape) } : this.augment;
-    if (this.slotsDirty) {
-      this.slots!.fill(0);
-      this.slotsDirty = false;
-    }
     const c = new Int32Array(ctx.control);
     Atomics.store(c, CONTROL.BARRIER, 0);
     Atomics.store(c, CONTROL.BN, 0);
@@ -800,13 +806,7 @@ export class DataParallel {
       Atomics.store(c, CONTROL.arrivedAt(W) + r, 0);
     }
     const t0 = performance.now();
-    let res: StepResult[];
-    try {
-      res = await this.serveStep(step, ds, data, idx, rowStart, n, offs, hyper, augment);
-    } catch (e) {
-      this.slotsDirty = true;
-      throw e;
-    }
+    const res = await this.serveStep(step, ds, data, idx, rowStart, n, offs, hyper, augment);
     this._step = step;
     const wallMs = performance.now() - t0;
     let loss = 0, counted = 0;

@@ -6,7 +6,7 @@
  * any thread.
  */
 import { threadId } from "node:worker_threads";
-import { type BatchNormSync, BufferArena, type SimdKernels, Tensor, augmentRows, manualSeed, nn, noGrad, optim, registerSimdMemory } from "@chainrule/core";
+import { type BatchNormSync, BufferArena, type SimdKernels, Tensor, augmentRows, manualSeed, markGradsStale, nn, noGrad, optim, registerSimdMemory, zeroStaleGrads } from "@chainrule/core";
 import { BELL, CONTROL, type DatasetViews, STAGE_DONE, STEP_DESC, STEP_RESULT, STAGE_GRAD, STAGE_REDUCE, STAGE_UPDATE, datasetViews, mixSeed } from "./layout.js";
 import { type LossFn, buildModel, layoutDiff, resolveLoss } from "./spec.js";
 import type {
@@ -355,22 +355,19 @@ function barrier(c: Int32Array, world: number, rank: number, k: number, step: nu
 }
 
 /**
- * grad = Σ_k w_k · slot_k over [from, to), in fixed rank order, and the slots' range is
- * zeroed for the next step's backward (which accumulates into them). Returns Σ grad² when `norm`.
+ * grad = Σ_k w_k · slot_k over [from, to), in fixed rank order. Returns Σ grad² when `norm`.
+ * (The slots are not zeroed: the next step's backward overwrites them; see step.)
  */
 function reduceRange(g: Float32Array, slots: Float32Array[], w: Float64Array, from: number, to: number, norm: boolean): number {
   const W = slots.length;
   let ss = 0;
   if (W === 1) {
     const s0 = slots[0], w0 = w[0];
-    if (w0 === 1) {
-      for (let i = from; i < to; i++) { const v = s0[i]; g[i] = v; s0[i] = 0; }
-    } else {
-      for (let i = from; i < to; i++) { g[i] = w0 * s0[i]; s0[i] = 0; }
-    }
+    if (w0 === 1) g.set(s0.subarray(from, to), from);
+    else for (let i = from; i < to; i++) g[i] = w0 * s0[i];
   } else if (W === 2) {
     const s0 = slots[0], s1 = slots[1], w0 = w[0], w1 = w[1];
-    for (let i = from; i < to; i++) { g[i] = w0 * s0[i] + w1 * s1[i]; s0[i] = 0; s1[i] = 0; }
+    for (let i = from; i < to; i++) g[i] = w0 * s0[i] + w1 * s1[i];
   } else {
     // Fixed rank order, accumulated in float64, rounded once. Blocked so each slot's stretch stays in cache.
     const B = 1024;
@@ -381,7 +378,6 @@ function reduceRange(g: Float32Array, slots: Float32Array[], w: Float64Array, fr
       for (let k = 0; k < W; k++) {
         const sk = slots[k], wk = w[k];
         if (wk !== 0) for (let i = a; i < b; i++) acc[i - a] += wk * sk[i];
-        sk.fill(0, a, b);
       }
       for (let i = a; i < b; i++) g[i] = acc[i - a];
     }
@@ -455,6 +451,11 @@ async function step(t: StepTask): Promise<StepResult> {
   bindRank(s, r);
   bindBuffers(s, r);
   s.model.train();
+  // This rank's slot still holds its last gradient: the first gradient this step writes into each
+  // parameter's view overwrites it, and what no backward reaches is zeroed below. Cheaper than
+  // zeroing the slots after the reduce (a write pass over P floats, and backward's GEMMs read them).
+  const trainable = s.params.filter((p) => p.requiresGrad);
+  markGradsStale(trainable);
   const n = t.end - t.start;
   const d = viewsFor(s, t.data);
   const idx = t.idx ? new Int32Array(t.idx) : null;
@@ -493,6 +494,7 @@ async function step(t: StepTask): Promise<StepResult> {
     gatherMs += g1 - g0;
     computeMs += performance.now() - g1;
   }
+  zeroStaleGrads(trainable); // parameters no gradient reached (unused in the forward, or an empty shard)
   x[3 * r] = counted;
   x[3 * r + 1] = lossSum;
   let waitMs = barrier(c, world, r, 1, t.step, ctx.barrierTimeoutMs);

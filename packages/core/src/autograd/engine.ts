@@ -181,17 +181,50 @@ function backwardPass(root: Tensor, rootGrad: Float32Array, retainGraph: boolean
   }
 }
 
+// Leaf .grad arrays whose contents are stale (markGradsStale): the next gradient written into
+// each overwrites it instead of adding to it, so nobody has to zero it first (one pass over
+// memory less per step; PyTorch's zero_grad(set_to_none=True) gets the same by dropping the array).
+const staleGrads = new WeakSet<Float32Array>();
+
 /**
- * Where an op's backward may add a gradient for input `t` directly, as PyTorch's
- * AccumulateGrad does: the `.grad` buffer of a leaf that needs a gradient (created
- * zeroed if absent). The op then writes with accumulation (e.g. GEMM with beta = 1)
- * and returns null for that input, saving a temporary array and a second pass.
- * Null for non-leaves, and in anomaly mode (where the engine checks every gradient).
+ * Marks the .grad of each tensor stale: the next backward overwrites it rather than adding to it.
+ * What that backward does not reach keeps its old values until zeroStaleGrads: call that after it.
+ * For callers that own the gradient arrays (data-parallel workers' slots); Optimizer.zeroGrad zeroes.
  */
-export function leafGradSink(t: Tensor): Float32Array | null {
+export function markGradsStale(tensors: Iterable<Tensor>): void {
+  for (const t of tensors) if (t.grad !== null) staleGrads.add(t.grad.data);
+}
+
+/** Zeroes the .grad of each tensor still stale (no backward wrote it since markGradsStale). */
+export function zeroStaleGrads(tensors: Iterable<Tensor>): void {
+  for (const t of tensors) if (t.grad !== null && staleGrads.delete(t.grad.data)) t.grad.data.fill(0);
+}
+
+/** A leaf's .grad array for an op's backward to write into, and how: beta 1 adds, beta 0 overwrites (it was stale). */
+export interface GradSink {
+  data: Float32Array;
+  beta: 0 | 1;
+}
+
+/**
+ * Where an op's backward may write a gradient for input `t` directly, as PyTorch's
+ * AccumulateGrad does: the `.grad` buffer of a leaf that needs a gradient (created
+ * zeroed if absent). The op then writes with `beta` (e.g. GEMM with beta = 1 adds, 0
+ * overwrites a stale array) and returns null for that input, saving a temporary array
+ * and a second pass. Null for non-leaves, and in anomaly mode (where the engine checks every gradient).
+ */
+export function leafGradSink(t: Tensor): GradSink | null {
   if (!t.requiresGrad || t.gradFn !== null || anomalyMode) return null;
   if (t.grad === null) t.grad = new Tensor(new Float32Array(t.data.length), t.shape, false);
-  return t.grad.data;
+  const data = t.grad.data;
+  return { data, beta: staleGrads.delete(data) ? 0 : 1 };
+}
+
+/** leafGradSink for a backward that can only add into the array (+=): a stale one is zeroed first. */
+export function leafGradAddSink(t: Tensor): Float32Array | null {
+  const sink = leafGradSink(t);
+  if (sink?.beta === 0) sink.data.fill(0);
+  return sink?.data ?? null;
 }
 
 // Gradient arrays that died during a backward (consumed by their tensor's backward, not handed
@@ -257,5 +290,6 @@ function accumulateLeaf(t: Tensor, g: Float32Array): void {
     t.grad = new Tensor(g.slice(), t.shape, false);
     return;
   }
-  addInto(t.grad.data, g);
+  if (staleGrads.delete(t.grad.data)) t.grad.data.set(g);
+  else addInto(t.grad.data, g);
 }

@@ -17,7 +17,7 @@ import { Tensor } from "../tensor/tensor.js";
 import { outputBuffer } from "../tensor/arena.js";
 import { result } from "../ops/op.js";
 import { linearBackward, linearForward } from "../ops/matmul.js";
-import { gradBuffer, graphFreedAfterBackward, isGradEnabled, leafGradSink, releaseGradBuffer } from "../autograd/engine.js";
+import { gradBuffer, graphFreedAfterBackward, isGradEnabled, leafGradAddSink, releaseGradBuffer } from "../autograd/engine.js";
 import { toIndices } from "../ops/indexing.js";
 import { ShapeError, fmtShape } from "../errors.js";
 import { simdGelu, simdGeluWithGrad, simdMul } from "../kernels/simd/nn.js";
@@ -162,11 +162,11 @@ export function tokenPositionEmbedding(ids: Int32Array, B: number, T: number, wt
   return result("tokenPositionEmbedding", out, [B, T, C], [wte, wpe], (g) => {
     let dte: Float32Array | null = null, dpe: Float32Array | null = null;
     if (wte.requiresGrad) {
-      const sink = leafGradSink(wte);
+      const sink = leafGradAddSink(wte);
       embedTokenBackward(sink ?? (dte = new Float32Array(wte.size)), g, ids, C);
     }
     if (wpe.requiresGrad) {
-      const sink = leafGradSink(wpe);
+      const sink = leafGradAddSink(wpe);
       embedPositionBackward(sink ?? (dpe = new Float32Array(wpe.size)), g, B, T, C);
     }
     return [dte, dpe];

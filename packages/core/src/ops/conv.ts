@@ -8,7 +8,7 @@ import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
 import { type Conv2dGeometry, type Pool2dGeometry, kernels } from "../kernels/kernels.js";
 import { result } from "./op.js";
-import { gradBuffer, leafGradSink } from "../autograd/engine.js";
+import { gradBuffer, leafGradAddSink, leafGradSink } from "../autograd/engine.js";
 import { outputBuffer, zeroedOutputBuffer } from "../tensor/arena.js";
 import { relu } from "./elementwise.js";
 
@@ -389,7 +389,7 @@ export function conv2dMaxPoolRelu(x: Tensor, weight: Tensor, bias: Tensor | null
     conv.forward((wide, n0, m) => k.maxPool2x2Relu(out, tap, n0 * O * PL, wide, 0, m, O, PH, PW, P, m * P, Wp));
     return result(op, out, [N, O, PH, PW], inputs, (gout) => {
       // The bias gradient is summed (+=) straight into a leaf bias's .grad when there is one.
-      const dbSink = bias?.requiresGrad ? leafGradSink(bias) : null;
+      const dbSink = bias?.requiresGrad ? leafGradAddSink(bias) : null;
       const db = bias?.requiresGrad && !dbSink ? new Float32Array(O) : null;
       const [dx, dwt] = conv.backward((gw, n0, m) => k.maxPool2x2ReluBackward(gw, 0, gout, tap, n0 * O * PL, m, O, PH, PW, P, m * P, Wp, dbSink ?? db));
       return bias ? [dx, dwt, db] : [dx, dwt];
@@ -408,11 +408,11 @@ export function conv2dMaxPoolRelu(x: Tensor, weight: Tensor, bias: Tensor | null
     k.maxPool2x2Relu(out, tap, n0 * O * PL, y, 0, m, O, PH, PW, L, mL, OW); // y: (O, m, OH, OW)
   }
   return result(op, out, [N, O, PH, PW], inputs, (gout) => {
-    // Leaf parameters get their gradients added (+=, GEMM beta 1) straight into .grad.
-    const dbSink = bias?.requiresGrad ? leafGradSink(bias) : null, dwSink = weight.requiresGrad ? leafGradSink(weight) : null;
+    // Leaf parameters get their gradients written straight into .grad (added, or over a stale one).
+    const dbSink = bias?.requiresGrad ? leafGradAddSink(bias) : null, dwSink = weight.requiresGrad ? leafGradSink(weight) : null;
     const db = bias?.requiresGrad && !dbSink ? new Float32Array(O) : null;
     const dwt = weight.requiresGrad && !dwSink ? new Float32Array(weight.size) : null;
-    const dW = dwSink ?? dwt;
+    const dW = dwSink?.data ?? dwt, dwBeta = dwSink?.beta ?? 0; // the first chunk's GEMM overwrites a fresh or stale dW
     const dx = x.requiresGrad ? gradBuffer(x.size) : null; // col2im overwrites each image
     for (let n0 = 0; n0 < N; n0 += nb) {
       const m = Math.min(nb, N - n0), mL = m * L;
@@ -422,7 +422,7 @@ export function conv2dMaxPoolRelu(x: Tensor, weight: Tensor, bias: Tensor | null
         // dW (O, K) += dy (O, m·L) @ colsᵀ (m·L, K); the columns are unfolded again rather than kept
         const cols = scratchCols(K * mL);
         for (let i = 0; i < m; i++) k.im2col(cols, i * L, mL, x.data, (n0 + i) * img, g);
-        k.gemm(false, true, O, K, mL, 1, dy, 0, mL, cols, 0, mL, n0 === 0 && !dwSink ? 0 : 1, dW, 0, K);
+        k.gemm(false, true, O, K, mL, 1, dy, 0, mL, cols, 0, mL, n0 === 0 ? dwBeta : 1, dW, 0, K);
       }
       if (dx) {
         const dcol = scratchDcol(K * mL); // (K, m·L) = Wᵀ (K, O) @ dy (O, m·L)

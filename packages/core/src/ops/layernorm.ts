@@ -2,7 +2,7 @@ import { ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
 import { sizeOf } from "../tensor/shape.js";
 import { kernels } from "../kernels/kernels.js";
-import { gradBuffer, leafGradSink } from "../autograd/engine.js";
+import { gradBuffer, leafGradAddSink } from "../autograd/engine.js";
 import { outputBuffer } from "../tensor/arena.js";
 import { result } from "./op.js";
 
@@ -26,8 +26,8 @@ export function layerNorm(x: Tensor, normalizedShape: readonly number[], weight:
   if (bias) inputs.push(bias);
   return result("layerNorm", out, x.shape, inputs, (g) => {
     const dx = x.requiresGrad ? gradBuffer(x.size) : null; // every element written by the kernel
-    // dweight / dbias are added straight into a leaf's .grad (leafGradSink), else into fresh zeroed arrays.
-    const wSink = weight?.requiresGrad ? leafGradSink(weight) : null, bSink = bias?.requiresGrad ? leafGradSink(bias) : null;
+    // dweight / dbias are added straight into a leaf's .grad (leafGradAddSink), else into fresh zeroed arrays.
+    const wSink = weight?.requiresGrad ? leafGradAddSink(weight) : null, bSink = bias?.requiresGrad ? leafGradAddSink(bias) : null;
     const dw = weight?.requiresGrad ? wSink ?? new Float32Array(n) : null;
     const db = bias?.requiresGrad ? bSink ?? new Float32Array(n) : null;
     k.layerNormBackward(dx, dw, db, g, x.data, mean, rstd, weight?.data ?? null, rows, n);

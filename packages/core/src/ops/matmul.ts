@@ -37,11 +37,11 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
       let da: Float32Array | null = null, db: Float32Array | null = null;
       if (a.requiresGrad) {
         const sink = leafGradSink(a);
-        k.gemm(false, true, rows, K, N, 1, g, 0, N, b.data, 0, N, sink ? 1 : 0, sink ?? (da = gradBuffer(a.data.length)), 0, K);
+        k.gemm(false, true, rows, K, N, 1, g, 0, N, b.data, 0, N, sink?.beta ?? 0, sink?.data ?? (da = gradBuffer(a.data.length)), 0, K);
       }
       if (b.requiresGrad) {
         const sink = leafGradSink(b);
-        k.gemm(true, false, K, N, rows, 1, a.data, 0, K, g, 0, N, sink ? 1 : 0, sink ?? (db = gradBuffer(b.data.length)), 0, N);
+        k.gemm(true, false, K, N, rows, 1, a.data, 0, K, g, 0, N, sink?.beta ?? 0, sink?.data ?? (db = gradBuffer(b.data.length)), 0, N);
       }
       return [da, db];
     });
@@ -138,22 +138,22 @@ export function linearForward(op: string, x: Tensor, weight: Tensor, bias: Tenso
 
 /**
  * Gradients of h = x · Wᵀ + b given dh (rows, out): [dx, dW(, db)]. Leaf parameters get theirs
- * added straight into .grad (beta = 1): no temporary, no second pass.
+ * written straight into .grad (the sink's beta: 1 adds, 0 overwrites a stale one): no temporary, no second pass.
  */
 export function linearBackward(dh: Float32Array, x: Tensor, weight: Tensor, bias: Tensor | null, { rows, inF, outF }: LinearDims): (Float32Array | null)[] {
   const k = kernels();
   let dx: Float32Array | null = null, dw: Float32Array | null = null, db: Float32Array | null = null;
   if (x.requiresGrad) {
     const sink = leafGradSink(x);
-    k.gemm(false, false, rows, inF, outF, 1, dh, 0, outF, weight.data, 0, inF, sink ? 1 : 0, sink ?? (dx = gradBuffer(x.size)), 0, inF); // (rows, in)
+    k.gemm(false, false, rows, inF, outF, 1, dh, 0, outF, weight.data, 0, inF, sink?.beta ?? 0, sink?.data ?? (dx = gradBuffer(x.size)), 0, inF); // (rows, in)
   }
   if (weight.requiresGrad) {
     const sink = leafGradSink(weight);
-    k.gemm(true, false, outF, inF, rows, 1, dh, 0, outF, x.data, 0, inF, sink ? 1 : 0, sink ?? (dw = gradBuffer(weight.size)), 0, inF); // (out, in)
+    k.gemm(true, false, outF, inF, rows, 1, dh, 0, outF, x.data, 0, inF, sink?.beta ?? 0, sink?.data ?? (dw = gradBuffer(weight.size)), 0, inF); // (out, in)
   }
   if (bias && bias.requiresGrad) {
     const sink = leafGradSink(bias);
-    k.sumRows(sink ?? (db = gradBuffer(outF)), dh, rows, outF, sink !== null); // (out)
+    k.sumRows(sink?.data ?? (db = gradBuffer(outF)), dh, rows, outF, sink?.beta === 1); // (out)
   }
   return bias ? [dx, dw, db] : [dx, dw];
 }

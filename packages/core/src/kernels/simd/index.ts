@@ -21,11 +21,11 @@ import { F32, F64, I32, V128, WA, get, moduleBytes, set, simd, uleb, vec } from 
 import { ArgumentError } from "../../errors.js";
 
 export interface SimdKernels {
-  /** g = w0·s0 (float64, rounded once), s0 = 0; over `pairs` pairs of floats at byte addresses. */
+  /** g = w0·s0 (float64, rounded once) over `pairs` pairs of floats at byte addresses. */
   reduce1(gAt: number, s0At: number, pairs: number, w0: number): void;
-  /** g = w0·s0 + w1·s1, s0 = s1 = 0. */
+  /** g = w0·s0 + w1·s1. */
   reduce2(gAt: number, s0At: number, s1At: number, pairs: number, w0: number, w1: number): void;
-  /** g = Σ_k w_k·s_k (k in slot order, float64 from 0, w_k = 0 skipped), all K slots zeroed; weights: K float64 at wAt. */
+  /** g = Σ_k w_k·s_k (k in slot order, float64 from 0, w_k = 0 skipped); weights: K float64 at wAt. */
   reduceK(gAt: number, s0At: number, pairs: number, K: number, stride: number, wAt: number): void;
   /** Adam without weight decay (rules.ts fast path), float32 arithmetic over `quads` groups of four floats. */
   adam(pAt: number, gAt: number, mAt: number, vAt: number, quads: number, beta1: number, beta2: number, b1c: number, b2c: number, stepSize: number, invSqrtBc2: number, eps: number): void;
@@ -141,7 +141,7 @@ function adamBody(wd: boolean) {
 /**
  * reduceK(g, s0, pairs, K, stride, w): g = Σ_k w_k·s_k over K slots `stride` bytes apart,
  * accumulated in float64 from 0 in slot order, skipping w_k = 0 (rules as reduceRange's
- * ≥ 3-slot path), every slot zeroed; weights are K float64 at byte address w.
+ * ≥ 3-slot path); weights are K float64 at byte address w.
  */
 function reduceKFn() {
   const [G, S0, PAIRS, K, STRIDE, W, k, sp, wp, wk, acc] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
@@ -160,7 +160,6 @@ function reduceKFn() {
     0x04, 0x40, // if
     ...get(acc), ...get(wk), ...splat, ...ld(sp), ...mul, ...add, ...set(acc),
     0x0b,
-    ...store64(sp, zero128),
     ...addTo(sp, get(STRIDE)), ...addTo(wp, [0x41, 8]), ...get(k), 0x41, 1, 0x6b, ...set(k),
     0x0c, 0, 0x0b, 0x0b, // br slots, end loop, end block
     ...store64(G, [...get(acc), ...demote]),
@@ -177,13 +176,10 @@ function buildModule(shared: boolean): Uint8Array {
     // reduce1(g, s0, pairs, w0)
     kernel(2, 1, 1, (L) => [
       ...store64(L.ptr(0), [...get(L.s(0)), ...ld(L.ptr(1)), ...mul, ...demote]),
-      ...store64(L.ptr(1), zero128),
     ]),
     // reduce2(g, s0, s1, pairs, w0, w1): w0·s0 + w1·s1
     kernel(3, 2, 1, (L) => [
       ...store64(L.ptr(0), [...get(L.s(0)), ...ld(L.ptr(1)), ...mul, ...get(L.s(1)), ...ld(L.ptr(2)), ...mul, ...add, ...demote]),
-      ...store64(L.ptr(1), zero128),
-      ...store64(L.ptr(2), zero128),
     ]),
     kernel(4, 7, 4, adamBody(false), 4),
     kernel(4, 9, 4, adamBody(true), 4),
