@@ -11,8 +11,11 @@
  *                   PyTorch: the same script timed with time.process_time), which a busy machine disturbs less
  *     (default)     also data-parallel tokens/s: DataParallel with 2 workers at batch 24 vs 1 worker at batch 12
  *                   (and vs the one-thread in-process step), alternating rounds, medians; --no-parallel skips it
- *   tsx bench/gpt.ts --parallel-only [--steps 20] [--rounds 5] [--warmup 8]   only the data-parallel figure
- *     (--warmup: untimed steps per pool first; with 3, the first timed round was the slowest in 5 of 6 runs)
+ *   tsx bench/gpt.ts --parallel-only [--steps 20] [--rounds 5] [--warmup 100]   only the data-parallel figure
+ *     (--warmup: untimed steps per pool first; with 3, the first timed round was the slowest in 5 of 6 runs.
+ *     V8 keeps compiling the per-step functions for the first ~100 steps on helper threads, which 2 workers
+ *     on 2 cores share with the ranks: back to back on 2026-11-30, warm-up 8 gave 1.58x with 166 CPU µs
+ *     per token on 2 workers against 147 on 1, warm-up 100 gave 1.91x with 141 against 146.)
  */
 import { existsSync } from "node:fs";
 import { PerformanceObserver } from "node:perf_hooks";
@@ -151,7 +154,7 @@ function tokenDataset(n: number): SharedDataset {
  * 1 worker at batch 12, and vs the one-thread in-process step at batch 12.
  * Rounds alternate 1 worker, 2 workers, in-process; the ratio is the median of per-round ratios.
  */
-export async function parallelScaling(steps: number, rounds: number, warmup = 8): Promise<Record<string, unknown>> {
+export async function parallelScaling(steps: number, rounds: number, warmup = 100): Promise<Record<string, unknown>> {
   const T = CFG.blockSize;
   const data = tokenDataset(24 * Math.max(steps, warmup));
   const make = (workers: number) => new DataParallel({
@@ -208,7 +211,7 @@ export async function parallelScaling(steps: number, rounds: number, warmup = 8)
 export async function main(args: string[]): Promise<Record<string, unknown>> {
   if (hasFlag(args, "parallel-only")) {
     const quick = hasFlag(args, "quick");
-    return { parallel: await parallelScaling(Number(flag(args, "steps", quick ? "5" : "20")), Number(flag(args, "rounds", quick ? "1" : "5")), Number(flag(args, "warmup", quick ? "3" : "8"))) };
+    return { parallel: await parallelScaling(Number(flag(args, "steps", quick ? "5" : "20")), Number(flag(args, "rounds", quick ? "1" : "5")), Number(flag(args, "warmup", quick ? "3" : "100"))) };
   }
   const quick = hasFlag(args, "quick");
   const steps = Number(flag(args, "steps", quick ? "5" : "20"));
@@ -269,7 +272,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   useBackend("auto");
   console.log(`GPT L4 H4 C128 T64 B${BATCH} V65 training step, AdamW, one thread (median of ${rounds} rounds, alternating with PyTorch; breakdown from a separate instrumented pass):`);
   table(rows);
-  const parallel = hasFlag(args, "no-parallel") ? undefined : await parallelScaling(steps, rounds, Number(flag(args, "warmup", quick ? "3" : "8")));
+  const parallel = hasFlag(args, "no-parallel") ? undefined : await parallelScaling(steps, rounds, Number(flag(args, "warmup", quick ? "3" : "100")));
   return { config: { ...CFG, batch: BATCH }, params: makeTrainer().model.numParameters(), runs, parallel };
 }
 
