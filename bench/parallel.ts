@@ -161,7 +161,6 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
     for (const dp of dps.values()) await dp.close();
   }
 
-  const base = median(sps.get(workersList[0])!);
   const baseRuns = sps.get(workersList[0])!;
   const pairedSpeedup = (w: number) => median(sps.get(w)!.map((v, r) => v / baseRuns[r]));
   const rowsOut: Record<string, string | number>[] = [];

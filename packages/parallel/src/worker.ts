@@ -27,6 +27,8 @@ interface ThreadState {
   session: string;
   model: nn.Module;
   params: nn.Parameter[];
+  /** The parameters that take gradients (fixed at init: the main thread's requiresGrad, checked). */
+  trainable: nn.Parameter[];
   layout: nn.ParamLayoutEntry[];
   flat: Float32Array;
   grad: Float32Array;
@@ -99,7 +101,7 @@ async function ensureState(ctx: WorkerContext): Promise<ThreadState | { mismatch
   const bnSync = ctx.syncBatchNorm ? new SharedBatchNorm(ctx) : null;
   if (bnSync) for (const [, m] of model.namedModules()) if (m instanceof nn.BatchNorm2d) m.sync = bnSync;
   state = {
-    session: ctx.session, model, params: model.parameters(), layout: fp.layout, flat,
+    session: ctx.session, model, params: model.parameters(), trainable: model.parameters().filter((p) => p.requiresGrad), layout: fp.layout, flat,
     grad: new Float32Array(buf, ctx.gradAt, P), slots,
     opt: ctx.optBuffers.map((_, i) => new Float32Array(buf, ctx.optAt + i * region, P)),
     simd: registerSimdMemory(ctx.memory), region, ctx, injectFailure: process.env.CHAINRULE_PARALLEL_INJECT_FAILURE,
@@ -454,8 +456,7 @@ async function step(t: StepTask): Promise<StepResult> {
   // This rank's slot still holds its last gradient: the first gradient this step writes into each
   // parameter's view overwrites it, and what no backward reaches is zeroed below. Cheaper than
   // zeroing the slots after the reduce (a write pass over P floats, and backward's GEMMs read them).
-  const trainable = s.params.filter((p) => p.requiresGrad);
-  markGradsStale(trainable);
+  markGradsStale(s.trainable);
   const n = t.end - t.start;
   const d = viewsFor(s, t.data);
   const idx = t.idx ? new Int32Array(t.idx) : null;
@@ -494,7 +495,7 @@ async function step(t: StepTask): Promise<StepResult> {
     gatherMs += g1 - g0;
     computeMs += performance.now() - g1;
   }
-  zeroStaleGrads(trainable); // parameters no gradient reached (unused in the forward, or an empty shard)
+  zeroStaleGrads(s.trainable); // parameters no gradient reached (unused in the forward, or an empty shard)
   x[3 * r] = counted;
   x[3 * r + 1] = lossSum;
   let waitMs = barrier(c, world, r, 1, t.step, ctx.barrierTimeoutMs);
