@@ -154,7 +154,10 @@ function tokenDataset(n: number): SharedDataset {
  * 1 worker at batch 12, and vs the one-thread in-process step at batch 12.
  * Rounds alternate 1 worker, 2 workers, in-process; the ratio is the median of per-round ratios.
  */
-export async function parallelScaling(steps: number, rounds: number, warmup = 100): Promise<Record<string, unknown>> {
+/** Untimed steps per pool before the data-parallel rounds (see --warmup above). */
+const PARALLEL_WARMUP = 100;
+
+export async function parallelScaling(steps: number, rounds: number, warmup = PARALLEL_WARMUP): Promise<Record<string, unknown>> {
   const T = CFG.blockSize;
   const data = tokenDataset(24 * Math.max(steps, warmup));
   const make = (workers: number) => new DataParallel({
@@ -211,7 +214,7 @@ export async function parallelScaling(steps: number, rounds: number, warmup = 10
 export async function main(args: string[]): Promise<Record<string, unknown>> {
   if (hasFlag(args, "parallel-only")) {
     const quick = hasFlag(args, "quick");
-    return { parallel: await parallelScaling(Number(flag(args, "steps", quick ? "5" : "20")), Number(flag(args, "rounds", quick ? "1" : "5")), Number(flag(args, "warmup", quick ? "3" : "100"))) };
+    return { parallel: await parallelScaling(Number(flag(args, "steps", quick ? "5" : "20")), Number(flag(args, "rounds", quick ? "1" : "5")), Number(flag(args, "warmup", quick ? "3" : String(PARALLEL_WARMUP)))) };
   }
   const quick = hasFlag(args, "quick");
   const steps = Number(flag(args, "steps", quick ? "5" : "20"));
@@ -272,7 +275,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   useBackend("auto");
   console.log(`GPT L4 H4 C128 T64 B${BATCH} V65 training step, AdamW, one thread (median of ${rounds} rounds, alternating with PyTorch; breakdown from a separate instrumented pass):`);
   table(rows);
-  const parallel = hasFlag(args, "no-parallel") ? undefined : await parallelScaling(steps, rounds, Number(flag(args, "warmup", quick ? "3" : "100")));
+  const parallel = hasFlag(args, "no-parallel") ? undefined : await parallelScaling(steps, rounds, Number(flag(args, "warmup", quick ? "3" : String(PARALLEL_WARMUP))));
   return { config: { ...CFG, batch: BATCH }, params: makeTrainer().model.numParameters(), runs, parallel };
 }
 

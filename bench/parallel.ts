@@ -162,23 +162,23 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   }
 
   const baseRuns = sps.get(workersList[0])!;
-  const pairedSpeedup = (w: number) => median(sps.get(w)!.map((v, r) => v / baseRuns[r]));
+  const ratiosToFirst = (w: number | "main") => sps.get(w)!.map((v, r) => v / baseRuns[r]); // per round, paired
   const rowsOut: Record<string, string | number>[] = [];
   const perWorkers: Record<string, unknown> = {};
   const mainSps = median(sps.get("main")!);
   for (const w of workersList) {
     const s = stats.get(w)!, m = (k: keyof StepStats) => median(s.map((x) => x[k] as number));
-    const v = median(sps.get(w)!);
+    const v = median(sps.get(w)!), ratios = ratiosToFirst(w);
     const wall = m("wallMs");
     const row = {
-      workers: String(w), "samples/s": v, speedup: pairedSpeedup(w), best: Math.max(...sps.get(w)!), "best speedup": Math.max(...sps.get(w)!) / Math.max(...sps.get(workersList[0])!), "ms/step": wall, "fwd+bwd": m("computeMs"),
+      workers: String(w), "samples/s": v, speedup: median(ratios), best: Math.max(...sps.get(w)!), "best speedup": Math.max(...sps.get(w)!) / Math.max(...sps.get(workersList[0])!), "ms/step": wall, "fwd+bwd": m("computeMs"),
       gather: m("gatherMs"), reduce: m("reduceMs"), optim: m("optMs"), wait: m("waitMs"), sync: m("syncMs"), dispatch: m("dispatchMs"),
       "overhead%": median(s.map((x) => (100 * x.overheadMs) / x.wallMs)),
     };
     rowsOut.push(row);
-    perWorkers[w] = { samplesPerSec: v, bestSamplesPerSec: row.best, runs: sps.get(w), speedupVs1: pairedSpeedup(w), speedupRuns: sps.get(w)!.map((x, r) => x / baseRuns[r]), stepMs: wall, computeMs: row["fwd+bwd"], waitMs: row.wait, gatherMs: row.gather, reduceMs: row.reduce, optMs: row.optim, syncMs: row.sync, dispatchMs: row.dispatch, overheadPct: row["overhead%"] };
+    perWorkers[w] = { samplesPerSec: v, bestSamplesPerSec: row.best, runs: sps.get(w), speedupVs1: row.speedup, speedupRuns: ratios, stepMs: wall, computeMs: row["fwd+bwd"], waitMs: row.wait, gatherMs: row.gather, reduceMs: row.reduce, optMs: row.optim, syncMs: row.sync, dispatchMs: row.dispatch, overheadPct: row["overhead%"] };
   }
-  rowsOut.push({ ...Object.fromEntries(Object.keys(rowsOut[0]).map((k) => [k, ""])), workers: "main thread", "samples/s": mainSps, speedup: median(sps.get("main")!.map((v, r) => v / baseRuns[r])), "ms/step": (batch / mainSps) * 1000 });
+  rowsOut.push({ ...Object.fromEntries(Object.keys(rowsOut[0]).map((k) => [k, ""])), workers: "main thread", "samples/s": mainSps, speedup: median(ratiosToFirst("main")), "ms/step": (batch / mainSps) * 1000 });
   table(rowsOut);
   console.log("(samples/s: median over rounds; speedup: median of the per-round ratios; best: the fastest round (least disturbed by other load); ms are medians per step; per-rank parts are the max over ranks; wait = at the in-worker barrier, part of sync; dispatch = wall − the longest rank's whole step (ringing, waking, noticing), part of sync; overhead% = (wall − max fwd+bwd) / wall, median over steps)");
 
