@@ -84,6 +84,12 @@ export interface Kernels {
   batchNormApply(out: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array, weight: Float32Array | null, bias: Float32Array | null, N: number, C: number, HW: number): void;
   /** training: mean/rstd are batch statistics (gradient flows through them); else constants. */
   batchNormBackward(dx: Float32Array | null, dweight: Float32Array | null, dbias: Float32Array | null, dout: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array, weight: Float32Array | null, N: number, C: number, HW: number, training: boolean): void;
+  /** relu(maxPool2d(x·scale[c] + shift[c], 2)) of x (N, C, H, W): out (N, C, H/2, W/2) and taps as maxPool2x2Relu's. */
+  batchNormMaxPoolRelu(out: Float32Array, tap: Uint8Array, x: Float32Array, scale: Float32Array, shift: Float32Array, N: number, C: number, H: number, W: number): void;
+  /** Per channel, with dz the pooled gradient gout scattered through the taps: sdy = Σ dz, sdyx = Σ dz·(x - mean)·rstd (float64). */
+  batchNormMaxPoolReluGradSums(sdy: Float64Array, sdyx: Float64Array, gout: Float32Array, tap: Uint8Array, x: Float32Array, mean: Float32Array, rstd: Float32Array, N: number, C: number, H: number, W: number): void;
+  /** dx (=) a[c]·(dz - mdy[c] - (x - mean)·rstd·mdyx[c]) when training, else a[c]·dz; dz as above. */
+  batchNormMaxPoolReluGradInput(dx: Float32Array, gout: Float32Array, tap: Uint8Array, x: Float32Array, mean: Float32Array, rstd: Float32Array, a: Float32Array, mdy: Float32Array, mdyx: Float32Array, training: boolean, N: number, C: number, H: number, W: number): void;
   /** out (N, C, HW) += bias[c]. */
   addChannelBias(out: Float32Array, bias: Float32Array, N: number, C: number, HW: number): void;
   /** dbias[c] = Σ_{n, i} dout (N, C, HW). */

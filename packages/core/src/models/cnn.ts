@@ -9,7 +9,7 @@
 import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { reshape } from "../ops/shape.js";
-import { type Size2, conv2dMaxPoolRelu } from "../ops/conv.js";
+import { type Size2, batchNorm2dMaxPoolRelu, conv2dMaxPoolRelu } from "../ops/conv.js";
 import { Dropout, Flatten, Linear, ReLU, Sequential } from "../nn/layers.js";
 import type { Module } from "../nn/module.js";
 import { BatchNorm2d, Conv2d, MaxPool2d } from "../nn/conv.js";
@@ -53,7 +53,8 @@ function isPool2Relu(pool: Module | undefined, act: Module | undefined): boolean
 
 /**
  * A Sequential whose forward also takes flat rows (N, C·H·W), the MLP datasets' format, and runs
- * each Conv2d → MaxPool2d(2) → ReLU as the fused conv2dMaxPoolRelu (same function and gradients).
+ * each Conv2d → MaxPool2d(2) → ReLU as the fused conv2dMaxPoolRelu, and each
+ * BatchNorm2d → MaxPool2d(2) → ReLU as batchNorm2dMaxPoolRelu (same functions and gradients).
  */
 export class ImageClassifier extends Sequential {
   readonly config: CnnConfig;
@@ -75,6 +76,10 @@ export class ImageClassifier extends Sequential {
       if (m instanceof Conv2d && isPool2Relu(layers[i + 1], layers[i + 2])) {
         // Conv2d, MaxPool2d(2), ReLU as one op: the full-size conv output is never stored.
         x = conv2dMaxPoolRelu(x, m.weight, m.bias, m.opts);
+        i += 2;
+      } else if (m instanceof BatchNorm2d && isPool2Relu(layers[i + 1], layers[i + 2])) {
+        // BatchNorm2d, MaxPool2d(2), ReLU as one op: the normalised activation is never stored.
+        x = batchNorm2dMaxPoolRelu(x, m.runningMean, m.runningVar, m.weight, m.bias, m.nextOptions());
         i += 2;
       } else {
         x = m.forward(x);

@@ -4,7 +4,7 @@ import { Tensor } from "../tensor/tensor.js";
 import { Module, Parameter } from "./module.js";
 import { constant_, fanIn, kaimingUniformDefault_, uniform_ } from "./init.js";
 import {
-  type AvgPool2dOptions, type BatchNormSync, type Conv2dOptions, type Pool2dOptions, type Size2,
+  type AvgPool2dOptions, type BatchNorm2dOptions, type BatchNormSync, type Conv2dOptions, type Pool2dOptions, type Size2,
   adaptiveAvgPool2d, avgPool2d, batchNorm2d, conv2d, maxPool2d,
 } from "../ops/conv.js";
 
@@ -146,6 +146,13 @@ export class BatchNorm2d extends Module {
     if (this.bias) constant_(this.bias, 0);
   }
   forward(x: Tensor): Tensor {
+    return batchNorm2d(x, this.runningMean, this.runningVar, this.weight, this.bias, this.nextOptions());
+  }
+  /**
+   * The options of this layer's next batch-norm op (what forward passes to batchNorm2d, and
+   * ImageClassifier to the fused batchNorm2dMaxPoolRelu); counts the batch when training.
+   */
+  nextOptions(): BatchNorm2dOptions {
     let momentum = this.momentum ?? 0;
     if (this.training && this.numBatchesTracked) {
       this.numBatchesTracked.data[0] += 1;
@@ -153,6 +160,6 @@ export class BatchNorm2d extends Module {
     }
     // Without running statistics, evaluation also normalises with the batch's own.
     const useBatchStats = this.training || this.runningMean === null;
-    return batchNorm2d(x, this.runningMean, this.runningVar, this.weight, this.bias, { training: useBatchStats, momentum, eps: this.eps, sync: this.training ? this.sync : null });
+    return { training: useBatchStats, momentum, eps: this.eps, sync: this.training ? this.sync : null };
   }
 }

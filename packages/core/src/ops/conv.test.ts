@@ -1,7 +1,8 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { Generator, ShapeError, ArgumentError, Tensor, conv2d, maxPool2d, avgPool2d, adaptiveAvgPool2d, batchNorm2d, type Conv2dOptions } from "../index.js";
 import { gradcheck, assertClose } from "../testing/index.js";
-import { type Conv2dLayout, conv2dMaxPoolRelu, getConv2dLayout, setConv2dLayout } from "./conv.js";
+import { type BatchNorm2dOptions, type BatchNormSync, type Conv2dLayout, batchNorm2dMaxPoolRelu, conv2dMaxPoolRelu, getConv2dLayout, setConv2dLayout } from "./conv.js";
+import { setSimdNnEnabled, simdNnAvailable } from "../kernels/simd/nn.js";
 import { relu } from "./elementwise.js";
 import { createMnistCnn } from "../models/cnn.js";
 import { Sequential } from "../nn/layers.js";
@@ -370,5 +371,123 @@ describe("batchNorm2d", () => {
     expect(() => batchNorm2d(x, null, null, null, null, { training: false })).toThrow("batchNorm2d: evaluation mode needs runningMean and runningVar");
     expect(() => batchNorm2d(randT([1, 3, 1, 1], false), null, null)).toThrow("batchNorm2d: expected more than 1 value per channel when training");
     expect(() => batchNorm2d(x, null, null, null, null, { momentum: 2 })).toThrow(ArgumentError);
+  });
+});
+
+describe("batchNorm2dMaxPoolRelu", () => {
+  const composed = (x: Tensor, rm: Tensor | null, rv: Tensor | null, w: Tensor | null, b: Tensor | null, opts: BatchNorm2dOptions) =>
+    relu(maxPool2d(batchNorm2d(x, rm, rv, w, b, opts), 2));
+  /** Output, gradients of x, weight, bias for output gradient g, and the running statistics after. */
+  const run = (f: typeof composed, x: Tensor, w: Tensor | null, b: Tensor | null, opts: BatchNorm2dOptions, g: Float32Array, running: boolean) => {
+    const C = x.shape[1];
+    const rm = running ? new Tensor(Float32Array.from({ length: C }, (_, c) => 0.1 * c), [C]) : null;
+    const rv = running ? new Tensor(Float32Array.from({ length: C }, (_, c) => 1 + 0.2 * c), [C]) : null;
+    for (const t of [x, w, b]) if (t) t.grad = null;
+    const y = f(x, rm, rv, w, b, opts);
+    y.backward(g);
+    return { y, grads: [x, w, b].filter((t) => t !== null).map((t) => t!.grad!.data), rm, rv };
+  };
+  const cases = [
+    { name: "small (loop path)", x: [3, 4, 6, 8] },
+    { name: "CNN-sized (SIMD path where available)", x: [8, 16, 14, 14] },
+    { name: "odd height and width (last row and column dropped)", x: [3, 5, 7, 9] },
+    { name: "odd plane size, large (loop path)", x: [16, 8, 7, 7] },
+  ];
+  for (const simd of [true, false]) {
+    for (const c of cases) {
+      for (const mode of ["training", "eval", "training, no affine"] as const) {
+        it(`${simd ? "simd on" : "simd off"}: ${c.name}, ${mode}: same output, gradients and running statistics as relu(maxPool2d(batchNorm2d))`, () => {
+          setSimdNnEnabled(simd);
+          try {
+            const x = randT(c.x, true, 2);
+            const C = c.x[1];
+            const affine = mode !== "training, no affine";
+            const w = affine ? randT([C]) : null, b = affine ? randT([C]) : null;
+            const opts: BatchNorm2dOptions = { training: mode !== "eval", momentum: 0.1, eps: 1e-5 };
+            const outShape = [c.x[0], C, c.x[2] >> 1, c.x[3] >> 1];
+            const g = randT(outShape, false).data;
+            const a = run(batchNorm2dMaxPoolRelu, x, w, b, opts, g, true), e = run(composed, x, w, b, opts, g, true);
+            expect(a.y.shape).toEqual(outShape);
+            assertClose(a.y.data, e.y.data, { atol: 1e-5, rtol: 1e-5 });
+            for (let i = 0; i < e.grads.length; i++) assertClose(a.grads[i], e.grads[i], { atol: 1e-5, rtol: 1e-4 });
+            assertClose(a.rm!.data, e.rm!.data, { atol: 1e-6, rtol: 1e-6 });
+            assertClose(a.rv!.data, e.rv!.data, { atol: 1e-6, rtol: 1e-6 });
+          } finally {
+            setSimdNnEnabled(true);
+          }
+        });
+      }
+    }
+  }
+
+  it("the SIMD engine runs the CNN-sized case (where WebAssembly SIMD exists)", () => {
+    if (!simdNnAvailable()) return;
+    // A NaN makes the SIMD pool decline and the loop run: a different path, the same result.
+    const x = randT([8, 16, 14, 14], false, 2);
+    const y = batchNorm2dMaxPoolRelu(x, null, null);
+    x.data[5] = NaN;
+    const yNan = batchNorm2dMaxPoolRelu(x, null, null), eNan = composed(x, null, null, null, null, {});
+    expect(Array.from(yNan.data, Number.isNaN)).toEqual(Array.from(eNan.data, Number.isNaN));
+    expect(y.data.some((v, i) => v !== yNan.data[i])).toBe(true);
+  });
+
+  it("gradcheck, training and eval", () => {
+    const x = distinctT([2, 3, 4, 4]), w = randT([3]), b = randT([3]);
+    gradcheck((a, ww, bb) => batchNorm2dMaxPoolRelu(a, null, null, ww, bb, { training: true }), [x, w, b], { eps: 1e-3, atol: 3e-3 });
+    const rm = randT([3], false), rv = new Tensor(new Float32Array([0.5, 1, 2]), [3]);
+    gradcheck((a, ww, bb) => batchNorm2dMaxPoolRelu(a, rm, rv, ww, bb, { training: false }), [x, w, b], { eps: 1e-3, atol: 3e-3 });
+  });
+
+  it("synchronised: the statistics and gradient sums go through the sync (one rank: the same as without)", () => {
+    // Multi-rank parity runs end to end in test/cnn-parallel.test.ts (the CNN's blocks use this op).
+    const calls: string[] = [];
+    const identity: BatchNormSync = {
+      forward(count, mean, m2) {
+        calls.push(`forward ${count}`);
+        return { count, mean, variance: m2.map((v) => v / count) };
+      },
+      backward(sdy, sdyx) {
+        calls.push("backward");
+        return { sdy, sdyx };
+      },
+    };
+    const x = randT([4, 3, 6, 6], true, 2), w = randT([3]), b = randT([3]);
+    const g = randT([4, 3, 3, 3], false).data;
+    const a = run((xx, rm, rv, ww, bb, o) => batchNorm2dMaxPoolRelu(xx, rm, rv, ww, bb, { ...o, sync: identity }), x, w, b, { training: true }, g, true);
+    const e = run(batchNorm2dMaxPoolRelu, x, w, b, { training: true }, g, true);
+    expect(calls).toEqual(["forward 144", "backward"]);
+    assertClose(a.y.data, e.y.data, { atol: 1e-6, rtol: 1e-5 });
+    for (let i = 0; i < e.grads.length; i++) assertClose(a.grads[i], e.grads[i], { atol: 1e-5, rtol: 1e-4 });
+    assertClose(a.rv!.data, e.rv!.data, { atol: 1e-6, rtol: 1e-5 });
+    // In evaluation the sync is not used.
+    run((xx, rm, rv, ww, bb, o) => batchNorm2dMaxPoolRelu(xx, rm, rv, ww, bb, { ...o, sync: identity }), x, w, b, { training: false }, g, true);
+    expect(calls).toHaveLength(2);
+  });
+
+  it("the CNN runs batch norm, pooling and ReLU fused: same logits, gradients and running statistics as layer by layer", () => {
+    const model = createMnistCnn({ channels: [8, 16], hidden: 16, batchNorm: true });
+    const x = randT([4, 1, 28, 28], false);
+    const g = randT([4, 10], false).data;
+    const buffers = model.namedBuffers().map(([, t]) => t);
+    const state = () => buffers.map((t) => t.data.slice());
+    const start = state();
+    const grads = (forward: (t: Tensor) => Tensor) => {
+      buffers.forEach((t, i) => t.data.set(start[i]));
+      for (const p of model.parameters()) p.grad = null;
+      const y = forward(x);
+      y.backward(g);
+      return [y.data, ...model.parameters().map((p) => p.grad!.data), ...state()];
+    };
+    const fused = grads((t) => model.forward(t));
+    const plain = grads((t) => Sequential.prototype.forward.call(model, t));
+    for (let i = 0; i < plain.length; i++) assertClose(fused[i], plain[i], { atol: 1e-5, rtol: 1e-4 });
+  });
+
+  it("names the op and the shapes on bad input", () => {
+    const x = randT([2, 3, 4, 4], false);
+    expect(() => batchNorm2dMaxPoolRelu(x, null, null, randT([2], false))).toThrow("batchNorm2dMaxPoolRelu: weight [2] must be [3] for input [2,3,4,4]");
+    expect(() => batchNorm2dMaxPoolRelu(x, null, null, null, null, { training: false })).toThrow("batchNorm2dMaxPoolRelu: evaluation mode needs runningMean and runningVar");
+    expect(() => batchNorm2dMaxPoolRelu(randT([2, 3, 4], false), null, null)).toThrow(ShapeError);
+    expect(() => batchNorm2dMaxPoolRelu(randT([1, 3, 1, 1], false), null, null)).toThrow("expected more than 1 value per channel");
   });
 });

@@ -546,6 +546,59 @@ export interface BatchNormSync {
   backward(sdy: Float64Array, sdyx: Float64Array): { sdy: Float64Array; sdyx: Float64Array };
 }
 
+/** A batch norm's affine parameters and running statistics (each [C] or null), as batchNorm2d takes them. */
+interface BatchNormParams {
+  runningMean: Tensor | null;
+  runningVar: Tensor | null;
+  weight: Tensor | null;
+  bias: Tensor | null;
+}
+
+/** Checks batch norm's arguments for x (N, C, H, W); the options with their defaults. */
+function batchNormSetup(op: string, x: Tensor, bn: BatchNormParams, opts: BatchNorm2dOptions): { training: boolean; momentum: number; eps: number } {
+  check4d(op, x);
+  const C = x.shape[1];
+  const training = opts.training ?? true;
+  const momentum = opts.momentum ?? 0.1;
+  const eps = opts.eps ?? 1e-5;
+  for (const [name, t] of [["runningMean", bn.runningMean], ["runningVar", bn.runningVar], ["weight", bn.weight], ["bias", bn.bias]] as const) {
+    if (t && (t.ndim !== 1 || t.shape[0] !== C)) throw new ShapeError(`${op}: ${name} ${fmtShape(t.shape)} must be [${C}] for input ${fmtShape(x.shape)}`);
+  }
+  if (!(momentum >= 0 && momentum <= 1)) throw new ArgumentError(`${op}: momentum must be in [0, 1], got ${momentum}`);
+  if (!(eps > 0)) throw new ArgumentError(`${op}: eps must be positive, got ${eps}`);
+  if (training && !bn.runningMean !== !bn.runningVar) throw new ArgumentError(`${op}: pass both runningMean and runningVar, or neither`);
+  if (!training && (!bn.runningMean || !bn.runningVar)) throw new ArgumentError(`${op}: evaluation mode needs runningMean and runningVar`);
+  return { training, momentum, eps };
+}
+
+/** running = (1 - momentum)·running + momentum·batch, with the batch's unbiased variance (PyTorch's rule). */
+function updateRunningStats(
+  runningMean: Tensor | null, runningVar: Tensor | null, mean: ArrayLike<number>, variance: ArrayLike<number>, count: number, momentum: number,
+): void {
+  if (!runningMean || !runningVar) return;
+  const unbias = count / (count - 1);
+  for (let c = 0; c < runningMean.size; c++) {
+    runningMean.data[c] = (1 - momentum) * runningMean.data[c] + momentum * mean[c];
+    runningVar.data[c] = (1 - momentum) * runningVar.data[c] + momentum * variance[c] * unbias;
+  }
+}
+
+/** Per-channel mean and M2 = Σ(x - mean)² of x (N, C, HW), float64, two passes: a rank's share for a synchronised batch norm. */
+function localMoments(xd: Float32Array, N: number, C: number, HW: number): { mean: Float64Array; m2: Float64Array } {
+  const count = N * HW;
+  const mean = new Float64Array(C), m2 = new Float64Array(C);
+  for (let c = 0; c < C; c++) {
+    let s = 0;
+    for (let n = 0; n < N; n++) for (let b = (n * C + c) * HW, i = b; i < b + HW; i++) s += xd[i];
+    const m = count > 0 ? s / count : 0;
+    let v = 0;
+    for (let n = 0; n < N; n++) for (let b = (n * C + c) * HW, i = b; i < b + HW; i++) { const d = xd[i] - m; v += d * d; }
+    mean[c] = m;
+    m2[c] = v;
+  }
+  return { mean, m2 };
+}
+
 /** Training-mode batch norm with statistics and gradient sums exchanged through `sync`. */
 function batchNorm2dSync(
   x: Tensor, runningMean: Tensor | null, runningVar: Tensor | null, weight: Tensor | null, bias: Tensor | null,
@@ -554,29 +607,12 @@ function batchNorm2dSync(
   const op = "batchNorm2d";
   const [N, C, H, W] = x.shape;
   const HW = H * W, count = N * HW, xd = x.data;
-  const lmean = new Float64Array(C), lm2 = new Float64Array(C);
-  for (let c = 0; c < C; c++) {
-    let s = 0;
-    for (let n = 0; n < N; n++) for (let b = (n * C + c) * HW, i = b; i < b + HW; i++) s += xd[i];
-    const m = count > 0 ? s / count : 0;
-    let v = 0;
-    for (let n = 0; n < N; n++) for (let b = (n * C + c) * HW, i = b; i < b + HW; i++) { const d = xd[i] - m; v += d * d; }
-    lmean[c] = m;
-    lm2[c] = v;
-  }
-  const g = sync.forward(count, lmean, lm2);
+  const local = localMoments(xd, N, C, HW);
+  const g = sync.forward(count, local.mean, local.m2);
   if (g.count <= 1) throw new ShapeError(`${op}: expected more than 1 value per channel when training, got ${g.count} over all workers`);
   const mean = Float32Array.from(g.mean), rstd = new Float32Array(C);
   for (let c = 0; c < C; c++) rstd[c] = 1 / Math.sqrt(g.variance[c] + eps);
-  if (runningMean && runningVar) {
-    const unbias = g.count / (g.count - 1);
-    for (let c = 0; c < C; c++) {
-      runningMean.data[c] = (1 - momentum) * runningMean.data[c] + momentum * g.mean[c];
-      runningVar.data[c] = (1 - momentum) * runningVar.data[c] + momentum * g.variance[c] * unbias;
-    }
-  } else if (runningMean || runningVar) {
-    throw new ArgumentError(`${op}: pass both runningMean and runningVar, or neither`);
-  }
+  updateRunningStats(runningMean, runningVar, g.mean, g.variance, g.count, momentum);
   const k = kernels();
   const out = outputBuffer(x.size);
   k.batchNormApply(out, xd, mean, rstd, weight?.data ?? null, bias?.data ?? null, N, C, HW);
@@ -617,17 +653,9 @@ export function batchNorm2d(
   weight: Tensor | null = null, bias: Tensor | null = null, opts: BatchNorm2dOptions = {},
 ): Tensor {
   const op = "batchNorm2d";
-  check4d(op, x);
-  const training = opts.training ?? true;
-  const momentum = opts.momentum ?? 0.1;
-  const eps = opts.eps ?? 1e-5;
+  const { training, momentum, eps } = batchNormSetup(op, x, { runningMean, runningVar, weight, bias }, opts);
   const [N, C, H, W] = x.shape;
   const HW = H * W;
-  for (const [name, t] of [["runningMean", runningMean], ["runningVar", runningVar], ["weight", weight], ["bias", bias]] as const) {
-    if (t && (t.ndim !== 1 || t.shape[0] !== C)) throw new ShapeError(`${op}: ${name} ${fmtShape(t.shape)} must be [${C}] for input ${fmtShape(x.shape)}`);
-  }
-  if (!(momentum >= 0 && momentum <= 1)) throw new ArgumentError(`${op}: momentum must be in [0, 1], got ${momentum}`);
-  if (!(eps > 0)) throw new ArgumentError(`${op}: eps must be positive, got ${eps}`);
   if (training && opts.sync) return batchNorm2dSync(x, runningMean, runningVar, weight, bias, momentum, eps, opts.sync);
   const k = kernels();
   const mean = new Float32Array(C), rstd = new Float32Array(C);
@@ -637,19 +665,10 @@ export function batchNorm2d(
     const variance = new Float32Array(C);
     k.batchNormStats(mean, variance, x.data, N, C, HW);
     for (let c = 0; c < C; c++) rstd[c] = 1 / Math.sqrt(variance[c] + eps);
-    if (runningMean && runningVar) {
-      const unbias = count / (count - 1);
-      for (let c = 0; c < C; c++) {
-        runningMean.data[c] = (1 - momentum) * runningMean.data[c] + momentum * mean[c];
-        runningVar.data[c] = (1 - momentum) * runningVar.data[c] + momentum * variance[c] * unbias;
-      }
-    } else if (runningMean || runningVar) {
-      throw new ArgumentError(`${op}: pass both runningMean and runningVar, or neither`);
-    }
+    updateRunningStats(runningMean, runningVar, mean, variance, count, momentum);
   } else {
-    if (!runningMean || !runningVar) throw new ArgumentError(`${op}: evaluation mode needs runningMean and runningVar`);
-    mean.set(runningMean.data);
-    for (let c = 0; c < C; c++) rstd[c] = 1 / Math.sqrt(runningVar.data[c] + eps);
+    mean.set(runningMean!.data);
+    for (let c = 0; c < C; c++) rstd[c] = 1 / Math.sqrt(runningVar!.data[c] + eps);
   }
   const out = outputBuffer(x.size);
   k.batchNormApply(out, x.data, mean, rstd, weight?.data ?? null, bias?.data ?? null, N, C, HW);
@@ -664,6 +683,92 @@ export function batchNorm2d(
     const grads: (Float32Array | null)[] = [dx];
     if (weight) grads.push(dwt);
     if (bias) grads.push(db);
+    return grads;
+  });
+}
+
+/**
+ * relu(maxPool2d(batchNorm2d(x, runningMean, runningVar, weight, bias, opts), 2)) in one op: the
+ * batch norm → 2×2 max-pool → ReLU of a CNN block (the `cnn` job's). x (N, C, H, W) →
+ * (N, C, ⌊H/2⌋, ⌊W/2⌋). The normalised activation is never stored: the forward normalises each
+ * batch of planes and pools it at once (in the SIMD engine's memory, so only x is copied in and a
+ * quarter of it out), and the backward rebuilds batch norm's output gradient from the pooled
+ * gradient and the taps, plane by plane, for its two passes (the sums, then dx). Same function,
+ * gradients and running statistics as the composition (training or evaluation, synchronised or
+ * not), to rounding. Planes smaller than 2×2 run the composition.
+ */
+export function batchNorm2dMaxPoolRelu(
+  x: Tensor, runningMean: Tensor | null, runningVar: Tensor | null,
+  weight: Tensor | null = null, bias: Tensor | null = null, opts: BatchNorm2dOptions = {},
+): Tensor {
+  const op = "batchNorm2dMaxPoolRelu";
+  const { training, momentum, eps } = batchNormSetup(op, x, { runningMean, runningVar, weight, bias }, opts);
+  const [N, C, H, W] = x.shape;
+  const PH = H >> 1, PW = W >> 1;
+  if (PH === 0 || PW === 0) return relu(maxPool2d(batchNorm2d(x, runningMean, runningVar, weight, bias, opts), 2));
+  const HW = H * W, xd = x.data;
+  const sync = training ? opts.sync ?? null : null;
+  const k = kernels();
+
+  // Statistics: the batch's (with sync, the global batch's), or the running ones.
+  const mean = new Float32Array(C), rstd = new Float32Array(C);
+  let count = N * HW;
+  if (sync) {
+    const local = localMoments(xd, N, C, HW);
+    const g = sync.forward(count, local.mean, local.m2);
+    count = g.count;
+    if (count <= 1) throw new ShapeError(`${op}: expected more than 1 value per channel when training, got ${count} over all workers`);
+    for (let c = 0; c < C; c++) {
+      mean[c] = g.mean[c];
+      rstd[c] = 1 / Math.sqrt(g.variance[c] + eps);
+    }
+    updateRunningStats(runningMean, runningVar, g.mean, g.variance, count, momentum);
+  } else if (training) {
+    if (count <= 1) throw new ShapeError(`${op}: expected more than 1 value per channel when training, got input ${fmtShape(x.shape)}`);
+    const variance = new Float32Array(C);
+    k.batchNormStats(mean, variance, xd, N, C, HW);
+    for (let c = 0; c < C; c++) rstd[c] = 1 / Math.sqrt(variance[c] + eps);
+    updateRunningStats(runningMean, runningVar, mean, variance, count, momentum);
+  } else {
+    mean.set(runningMean!.data);
+    for (let c = 0; c < C; c++) rstd[c] = 1 / Math.sqrt(runningVar!.data[c] + eps);
+  }
+
+  // z = x·scale + shift (batchNormApply's folding), pooled with ReLU.
+  const gamma = weight?.data ?? null, beta = bias?.data ?? null;
+  const scale = new Float32Array(C), shift = new Float32Array(C);
+  for (let c = 0; c < C; c++) {
+    scale[c] = rstd[c] * (gamma ? gamma[c] : 1);
+    shift[c] = (beta ? beta[c] : 0) - mean[c] * scale[c];
+  }
+  const out = outputBuffer(N * C * PH * PW); // every element written
+  const tap = new Uint8Array(N * C * PH * PW);
+  k.batchNormMaxPoolRelu(out, tap, xd, scale, shift, N, C, H, W);
+
+  const inputs = [x];
+  if (weight) inputs.push(weight);
+  if (bias) inputs.push(bias);
+  return result(op, out, [N, C, PH, PW], inputs, (gout) => {
+    const sdy = new Float64Array(C), sdyx = new Float64Array(C); // Σ dz, Σ dz·x̂ over this batch
+    k.batchNormMaxPoolReluGradSums(sdy, sdyx, gout, tap, xd, mean, rstd, N, C, H, W);
+    const dgamma = weight?.requiresGrad ? Float32Array.from(sdyx) : null;
+    const dbeta = bias?.requiresGrad ? Float32Array.from(sdy) : null;
+    // Every rank exchanges its sums, whatever needs gradients, so that the ranks stay in step.
+    const sums = sync ? sync.backward(sdy, sdyx) : { sdy, sdyx };
+    let dx: Float32Array | null = null;
+    if (x.requiresGrad) {
+      const a = new Float32Array(C), mdy = new Float32Array(C), mdyx = new Float32Array(C);
+      for (let c = 0; c < C; c++) {
+        a[c] = (gamma ? gamma[c] : 1) * rstd[c];
+        mdy[c] = sums.sdy[c] / count;
+        mdyx[c] = sums.sdyx[c] / count;
+      }
+      dx = gradBuffer(x.size); // every element written
+      k.batchNormMaxPoolReluGradInput(dx, gout, tap, xd, mean, rstd, a, mdy, mdyx, training, N, C, H, W);
+    }
+    const grads: (Float32Array | null)[] = [dx];
+    if (weight) grads.push(dgamma);
+    if (bias) grads.push(dbeta);
     return grads;
   });
 }

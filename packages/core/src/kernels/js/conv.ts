@@ -4,7 +4,10 @@
  * Geometry is passed as a `Conv2dGeometry` / `Pool2dGeometry` so call sites stay short.
  */
 import type { Conv2dGeometry, Pool2dGeometry } from "../kernels.js";
-import { simdBatchNormApply, simdBatchNormBackward, simdBatchNormStats, simdMaxPool2dBackward, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward } from "../simd/nn.js";
+import {
+  simdBatchNormApply, simdBatchNormBackward, simdBatchNormMaxPoolRelu, simdBatchNormMaxPoolReluGradInput, simdBatchNormMaxPoolReluGradSums,
+  simdBatchNormStats, simdMaxPool2dBackward, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward,
+} from "../simd/nn.js";
 
 /** From this many values the batch-norm loops run in WebAssembly SIMD. */
 const BN_SIMD_MIN = 4096;
@@ -330,6 +333,94 @@ export function batchNormBackward(
       for (let n = 0; n < N; n++) {
         const b = (n * C + c) * HW;
         for (let i = 0; i < HW; i++) dx[b + i] = k * dout[b + i];
+      }
+    }
+  }
+}
+
+// Batch norm's output in batchNormMaxPoolRelu's loop path (pooled from there), reused across calls.
+let normBuf = new Float32Array(0);
+
+/**
+ * relu(maxPool2d(z, 2)) with z = x·scale[c] + shift[c] (batch norm with its scale and shift folded,
+ * batchNormApply's expression): x (N, C, H, W) → out (N, C, ⌊H/2⌋, ⌊W/2⌋) and tap as maxPool2x2Relu
+ * writes them (window position of the maximum, 4 where no gradient passes). The SIMD version
+ * normalises in its own memory and copies out only the pooled values; this loop writes z to a
+ * scratch and pools it.
+ */
+export function batchNormMaxPoolRelu(
+  out: Float32Array, tap: Uint8Array, x: Float32Array, scale: Float32Array, shift: Float32Array, N: number, C: number, H: number, W: number,
+): void {
+  if (N * C * H * W >= BN_SIMD_MIN && simdBatchNormMaxPoolRelu(out, tap, x, scale, shift, N, C, H, W)) return;
+  const HW = H * W;
+  if (normBuf.length < N * C * HW) normBuf = new Float32Array(N * C * HW);
+  const z = normBuf;
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      const b = (n * C + c) * HW, a = scale[c], t = shift[c];
+      for (let i = b; i < b + HW; i++) z[i] = x[i] * a + t;
+    }
+  }
+  maxPool2x2Relu(out, tap, 0, z, 0, N, C, H >> 1, W >> 1, C * HW, HW, W);
+}
+
+/** Position in x (N, C, H, W) of pooled output o's tap t (t < 4), o = ((n·C + c)·PH + ph)·PW + pw. */
+function tapPosition(o: number, t: number, H: number, W: number, PH: number, PW: number): number {
+  const plane = Math.floor(o / (PH * PW)), r = o - plane * PH * PW, ph = Math.floor(r / PW), pw = r - ph * PW;
+  return plane * H * W + (2 * ph + (t >> 1)) * W + 2 * pw + (t & 1);
+}
+
+/**
+ * Batch norm's gradient sums behind batchNormMaxPoolRelu: dz (the gradient of z) is gout at each
+ * window's tap and 0 elsewhere, so per channel sdy = Σ dz and sdyx = Σ dz·(x - mean[c])·rstd[c]
+ * run over the pooled outputs only (float64; = over whole planes).
+ */
+export function batchNormMaxPoolReluGradSums(
+  sdy: Float64Array, sdyx: Float64Array, gout: Float32Array, tap: Uint8Array, x: Float32Array,
+  mean: Float32Array, rstd: Float32Array, N: number, C: number, H: number, W: number,
+): void {
+  if (N * C * H * W >= BN_SIMD_MIN && simdBatchNormMaxPoolReluGradSums(sdy, sdyx, gout, tap, x, mean, rstd, N, C, H, W)) return;
+  const PH = H >> 1, PW = W >> 1, PL = PH * PW;
+  sdy.fill(0);
+  sdyx.fill(0);
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      const m = mean[c], rs = rstd[c];
+      let s = 0, sx = 0;
+      for (let o = (n * C + c) * PL; o < (n * C + c + 1) * PL; o++) {
+        const t = tap[o];
+        if (t === 4) continue;
+        const g = gout[o];
+        s += g;
+        sx += g * (x[tapPosition(o, t, H, W, PH, PW)] - m) * rs;
+      }
+      sdy[c] += s;
+      sdyx[c] += sx;
+    }
+  }
+}
+
+/**
+ * Batch norm's input gradient behind batchNormMaxPoolRelu (dz as above): dx = a[c]·(dz - mdy[c] -
+ * x̂·mdyx[c]), x̂ = (x - mean[c])·rstd[c], with batch statistics (mdy, mdyx: the means of dz and
+ * dz·x̂ over the batch); dx = a[c]·dz with running ones. Writes all of dx.
+ */
+export function batchNormMaxPoolReluGradInput(
+  dx: Float32Array, gout: Float32Array, tap: Uint8Array, x: Float32Array, mean: Float32Array, rstd: Float32Array,
+  a: Float32Array, mdy: Float32Array, mdyx: Float32Array, training: boolean, N: number, C: number, H: number, W: number,
+): void {
+  if (N * C * H * W >= BN_SIMD_MIN && simdBatchNormMaxPoolReluGradInput(dx, gout, tap, x, mean, rstd, a, mdy, mdyx, training, N, C, H, W)) return;
+  const HW = H * W, PH = H >> 1, PW = W >> 1, PL = PH * PW;
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      const b = (n * C + c) * HW, k = a[c], m = mean[c], rs = rstd[c], g0 = mdy[c], gx = mdyx[c];
+      if (training) for (let i = b; i < b + HW; i++) dx[i] = k * (0 - g0 - (x[i] - m) * rs * gx);
+      else dx.fill(0, b, b + HW);
+      for (let o = (n * C + c) * PL; o < (n * C + c + 1) * PL; o++) {
+        const t = tap[o];
+        if (t === 4) continue;
+        const i = tapPosition(o, t, H, W, PH, PW);
+        dx[i] = training ? k * (gout[o] - g0 - (x[i] - m) * rs * gx) : k * gout[o];
       }
     }
   }
