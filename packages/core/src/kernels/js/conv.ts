@@ -6,7 +6,7 @@
 import type { Conv2dGeometry, Pool2dGeometry } from "../kernels.js";
 import {
   simdBatchNormApply, simdBatchNormBackward, simdBatchNormMaxPoolRelu, simdBatchNormMaxPoolReluGradInput, simdBatchNormMaxPoolReluGradSums,
-  simdBatchNormStats, simdMaxPool2dBackward, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward,
+  simdBatchNormStats, simdMaxPool2dBackward, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward, simdNchwToPadded, simdPaddedToNchw,
 } from "../simd/nn.js";
 
 /** From this many values the batch-norm loops run in WebAssembly SIMD. */
@@ -451,9 +451,11 @@ export function sumChannels(dbias: Float32Array, dout: Float32Array, N: number, 
 
 /**
  * Scatters x (N, C, H, W) into a zero-initialised channel-major padded buffer
- * dst (C, N, Hp, Wp) at row `top`, column `left` of each plane; other cells are left as they are.
+ * dst (C, N, Hp, Wp) at row `top`, column `left` of each plane. The other cells must be zero
+ * already: this loop leaves them alone, the SIMD version (from 4096 values) writes them zero again.
  */
 export function nchwToPadded(dst: Float32Array, x: Float32Array, N: number, C: number, H: number, W: number, top: number, left: number, Hp: number, Wp: number): void {
+  if (N * C * H * W >= BN_SIMD_MIN && simdNchwToPadded(dst, x, N, C, H, W, top, left, Hp, Wp)) return;
   const P = Hp * Wp;
   for (let n = 0; n < N; n++) {
     for (let c = 0; c < C; c++) {
@@ -469,6 +471,7 @@ export function nchwToPadded(dst: Float32Array, x: Float32Array, N: number, C: n
 
 /** The inverse gather: x (N, C, H, W) (=) src (C, N, Hp, Wp) at row `top`, column `left` of each plane. */
 export function paddedToNchw(x: Float32Array, src: Float32Array, N: number, C: number, H: number, W: number, top: number, left: number, Hp: number, Wp: number): void {
+  if (N * C * H * W >= BN_SIMD_MIN && simdPaddedToNchw(x, src, N, C, H, W, top, left, Hp, Wp)) return;
   const P = Hp * Wp;
   for (let n = 0; n < N; n++) {
     for (let c = 0; c < C; c++) {

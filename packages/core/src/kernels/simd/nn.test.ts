@@ -3,8 +3,8 @@ import { setSimdNnEnabled, simdGelu, simdGeluWithGrad, simdLayerNorm, simdLayerN
 import { causalSoftmax, causalSoftmaxBackward, causalSoftmaxBackwardJs, causalSoftmaxJs } from "../../ops/attention.js";
 import { simdAdd, simdCausalSoftmax, simdMul, simdRelu, simdReluBackward } from "./nn.js";
 import { reluBackward, reluForward } from "../js/elementwise.js";
-import { batchNormApply, batchNormBackward, batchNormStats, maxPool2d, maxPool2dBackward, maxPool2x2, maxPool2x2Relu, maxPool2x2ReluBackward } from "../js/conv.js";
-import { simdBatchNormApply, simdBatchNormBackward, simdBatchNormStats, simdMaxPool2dBackward, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward } from "./nn.js";
+import { batchNormApply, batchNormBackward, batchNormStats, maxPool2d, maxPool2dBackward, maxPool2x2, maxPool2x2Relu, maxPool2x2ReluBackward, nchwToPadded, paddedToNchw } from "../js/conv.js";
+import { simdBatchNormApply, simdBatchNormBackward, simdBatchNormStats, simdMaxPool2dBackward, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward, simdNchwToPadded, simdPaddedToNchw } from "./nn.js";
 import { layerNorm, layerNormAffineJs, layerNormBackward, lnBackwardAffineJs } from "../js/nn.js";
 import { erfAccurate, geluForward, geluForwardJs, geluForwardWithGrad, geluForwardWithGradJs } from "../../models/gpt-ops.js";
 
@@ -214,6 +214,56 @@ describe.runIf(on)("WebAssembly SIMD batch norm (kernels/simd/nn.ts)", () => {
     expect(simdBatchNormStats(m, v, x, 2, 2, 8)).toBe(true);
     expect(m[0]).toBeNaN();
     expect(m[1]).not.toBeNaN();
+  });
+});
+
+describe.runIf(on)("WebAssembly padded layout copies (kernels/simd/nn.ts)", () => {
+  const bitsOf = (a: Float32Array) => new Int32Array(a.buffer, a.byteOffset, a.length);
+  it("nchwToPadded and paddedToNchw give the loops' values: widths with and without a tail, offsets, a tensor that grows the memory", () => {
+    const shapes = [
+      [2, 3, 5, 5, 1, 1, 7, 7], // tail 1
+      [3, 2, 6, 6, 1, 2, 8, 9], // tail 2, uneven offsets
+      [2, 4, 7, 3, 0, 0, 7, 3], // W < 4: tail only, no padding
+      [4, 8, 14, 14, 1, 1, 16, 16], // the CNN's second conv
+      [1, 1, 4, 8, 2, 0, 9, 8], // whole groups, padding above only
+      [64, 32, 30, 30, 1, 1, 32, 32], // 1.8M + 2.1M floats: past the memory's first size
+    ];
+    for (const [N, C, H, W, top, left, Hp, Wp] of shapes) {
+      const n = N * C * H * W, P = Hp * Wp;
+      const x = Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37) * 3 + i / n);
+      const [d1, d2] = [new Float32Array(C * N * P), new Float32Array(C * N * P)];
+      expect(simdNchwToPadded(d1, x, N, C, H, W, top, left, Hp, Wp)).toBe(true);
+      setSimdNnEnabled(false);
+      nchwToPadded(d2, x, N, C, H, W, top, left, Hp, Wp);
+      setSimdNnEnabled(true);
+      expect(bitsOf(d1)).toEqual(bitsOf(d2));
+      // Back, from a padded tensor whose padding holds garbage (never read).
+      const src = new Float32Array(C * N * P).fill(-7);
+      const [b1, b2] = [new Float32Array(n), new Float32Array(n)];
+      setSimdNnEnabled(false);
+      nchwToPadded(src, x, N, C, H, W, top, left, Hp, Wp); // the loop writes the windows only
+      setSimdNnEnabled(true);
+      expect(simdPaddedToNchw(b1, src, N, C, H, W, top, left, Hp, Wp)).toBe(true);
+      setSimdNnEnabled(false);
+      paddedToNchw(b2, src, N, C, H, W, top, left, Hp, Wp);
+      setSimdNnEnabled(true);
+      expect(bitsOf(b1)).toEqual(bitsOf(b2));
+      expect(bitsOf(b1)).toEqual(bitsOf(x));
+    }
+  });
+  it("declines a window that does not fit its plane, and an empty tensor", () => {
+    expect(simdNchwToPadded(new Float32Array(64), new Float32Array(16), 1, 1, 4, 4, 2, 1, 5, 5)).toBe(false);
+    expect(simdPaddedToNchw(new Float32Array(0), new Float32Array(0), 0, 3, 4, 4, 0, 0, 4, 4)).toBe(false);
+  });
+  it("is what the kernels run: the conv2d layouts agree with the loops' result", () => {
+    // The shifted layout's copies through nchwToPadded/paddedToNchw: a conv's output with SIMD on and off.
+    const N = 4, C = 8, H = 14, W = 14, Hp = 16, Wp = 16;
+    const x = Float32Array.from({ length: N * C * H * W }, (_, i) => Math.cos(i * 0.11));
+    const d = new Float32Array(C * N * Hp * Wp);
+    nchwToPadded(d, x, N, C, H, W, 1, 1, Hp, Wp); // dispatches (≥ 4096 values)
+    const back = new Float32Array(x.length);
+    paddedToNchw(back, d, N, C, H, W, 1, 1, Hp, Wp);
+    expect(bitsOf(back)).toEqual(bitsOf(x));
   });
 });
 

@@ -622,6 +622,37 @@ function poolScatterFn() {
   return { type: funcType([I32, I32, I32, I32, I32, I32]), code: funcBody([[3, I32]], code) };
 }
 
+// ---- strided row copies (the shifted convolution's padded layout) ----
+/**
+ * copyRows(SRC, DST, planes, rows, G, tail, sRowB, dRowB, sPlaneB, dPlaneB): copies `planes` planes
+ * of `rows` rows of 4·G + tail floats from SRC to DST (row and plane strides in bytes), four floats
+ * a v128, then the tail one by one; nothing past a row's last float is read or written.
+ */
+function copyRowsFn() {
+  const [SRC, DST, PLANES, ROWS, G, TAIL, SROW, DROW, SPLANE, DPLANE] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+  const [r, s, d, j, rs, rd] = [10, 11, 12, 13, 14, 15];
+  /** `count` times `body` (skipped when count is 0), counting down j. */
+  const repeat = (count: number, body: number[]) => [
+    0x02, 0x40, ...get(count), 0x45, 0x0d, 0, ...get(count), ...set(j),
+    0x03, 0x40, ...body, ...decrementLoop(j), 0x0b, 0x0b,
+  ];
+  const code = [
+    0x02, 0x40, ...get(PLANES), 0x45, 0x0d, 0, ...get(ROWS), 0x45, 0x0d, 0,
+    0x03, 0x40,
+    ...get(ROWS), ...set(r), ...get(SRC), ...set(rs), ...get(DST), ...set(rd),
+    0x03, 0x40,
+    ...get(rs), ...set(s), ...get(rd), ...set(d),
+    ...repeat(G, [...st(d, ld(s)), ...addTo(s, i32const(16)), ...addTo(d, i32const(16))]),
+    ...repeat(TAIL, [...get(d), ...get(s), 0x28, 2, 0, 0x36, 2, 0, ...addTo(s, i32const(4)), ...addTo(d, i32const(4))]), // i32 load/store
+    ...addTo(rs, get(SROW)), ...addTo(rd, get(DROW)),
+    ...decrementLoop(r), 0x0b,
+    ...addTo(SRC, get(SPLANE)), ...addTo(DST, get(DPLANE)),
+    ...decrementLoop(PLANES), 0x0b,
+    0x0b, 0x0b,
+  ];
+  return { type: funcType(new Array(10).fill(I32)), code: funcBody([[6, I32]], code) };
+}
+
 // ---- batch norm over (N, C, HW) planes, in float64 lanes (js/conv.ts's arithmetic) ----
 /** Channels the per-channel float64 arrays hold (more: the loops run). */
 const BN_MAXC = 1024;
@@ -706,6 +737,7 @@ interface Engine {
   poolScatter: (dx: number, dout: number, arg: number, planes: number, oplane: number, planeB: number) => void;
   maxPool: (inp: number, out: number, arg: number, planes: number, OH: number, G: number, OW: number, Wb: number, planeB: number) => void;
   bn: Record<BnMode, (x: number, y: number, out: number, planes: number, hw2: number, c0: number, C: number, pb: number) => void>;
+  copyRows: (src: number, dst: number, planes: number, rows: number, G: number, tail: number, sRowB: number, dRowB: number, sPlaneB: number, dPlaneB: number) => void;
   u8: Uint8Array;
   i32: Int32Array;
   memory: { readonly buffer: ArrayBufferLike; grow(pages: number): number };
@@ -730,6 +762,27 @@ const PSUM0 = PTAP0 + POOL_IN / 16 + 64; // float64 sums, one per plane (≤ POO
 // batch norm's regions: x, dy, out (POOL_IN floats each) and the per-channel float64 arrays
 const BX0 = PSUM0 + POOL_IN / 2 + 128, BY0 = BX0 + POOL_IN + 128, BO0 = BY0 + POOL_IN + 128, BNP0 = BO0 + POOL_IN + 128;
 const MEM_FLOATS = BNP0 + 2 * BN.count * BN_MAXC;
+/** Where the growable scratch for whole tensors begins (floats, 64-byte aligned), and its largest size. */
+const BIG0 = Math.ceil((MEM_FLOATS + 128) / 16) * 16 + 64;
+const BIG_MAX = 1 << 26;
+
+/**
+ * The engine's memory from BIG0 on, grown to hold `floats` (the views refreshed: growing replaces
+ * the buffer); false above BIG_MAX floats (256 MiB), where callers run their loops.
+ */
+function bigScratch(e: Engine, floats: number): boolean {
+  if (floats > BIG_MAX) return false;
+  const need = 4 * (BIG0 + floats + 64);
+  if (e.memory.buffer.byteLength < need) {
+    e.memory.grow(Math.ceil((need - e.memory.buffer.byteLength) / 65536));
+    const b = e.memory.buffer;
+    e.f32 = new Float32Array(b);
+    e.f64 = new Float64Array(b);
+    e.u8 = new Uint8Array(b);
+    e.i32 = new Int32Array(b);
+  }
+  return true;
+}
 
 let enabled = process.env.CHAINRULE_SIMD !== "0" && process.env.CHAINRULE_PARALLEL_SIMD !== "0";
 let engine: Engine | null | undefined;
@@ -742,13 +795,14 @@ export function setSimdNnEnabled(on: boolean): void {
 function instantiate(): Engine | null {
   if (engine !== undefined) return engine;
   try {
-    const mod = new WA.Module(moduleBytes([geluFn(true), geluFn(false), binaryFn(fmul), binaryFn(fadd), reluFn(), binaryFn([...zero, ...fgt, ...vand]), maxPoolReluFn(), maxPoolReluBackFn(), maxPool2x2Fn(), poolScatterFn(), ...BN_MODES.map(batchNormFn), lnForwardFn(), lnBackwardFn(), causalSoftmaxFn(), causalSoftmaxBackwardFn()], ["geluGrad", "gelu", "mul", "add", "relu", "reluBack", "maxPoolRelu", "maxPoolReluBack", "maxPool", "poolScatter", ...BN_MODES.map((m) => `bn_${m}`), "lnForward", "lnBackward", "softmax", "softmaxBack"], false));
+    const mod = new WA.Module(moduleBytes([geluFn(true), geluFn(false), binaryFn(fmul), binaryFn(fadd), reluFn(), binaryFn([...zero, ...fgt, ...vand]), maxPoolReluFn(), maxPoolReluBackFn(), maxPool2x2Fn(), poolScatterFn(), ...BN_MODES.map(batchNormFn), lnForwardFn(), lnBackwardFn(), causalSoftmaxFn(), causalSoftmaxBackwardFn(), copyRowsFn()], ["geluGrad", "gelu", "mul", "add", "relu", "reluBack", "maxPoolRelu", "maxPoolReluBack", "maxPool", "poolScatter", ...BN_MODES.map((m) => `bn_${m}`), "lnForward", "lnBackward", "softmax", "softmaxBack", "copyRows"], false));
     const memory = new WA.Memory({ initial: Math.ceil((4 * MEM_FLOATS) / 65536) });
     const ex = new WA.Instance(mod, { env: { memory } }).exports;
     engine = {
       geluGrad: ex.geluGrad as Fn3, gelu: ex.gelu as Fn3, mul: ex.mul as Fn4, add: ex.add as Fn4, relu: ex.relu as Fn4, reluBack: ex.reluBack as Fn4, maxPoolRelu: ex.maxPoolRelu as Engine["maxPoolRelu"], maxPoolReluBack: ex.maxPoolReluBack as Engine["maxPoolReluBack"],
       maxPool: ex.maxPool as Engine["maxPool"], poolScatter: ex.poolScatter as Engine["poolScatter"],
       bn: Object.fromEntries(BN_MODES.map((m) => [m, ex[`bn_${m}`]])) as Engine["bn"],
+      copyRows: ex.copyRows as Engine["copyRows"],
       softmax: ex.softmax as Softmax, softmaxBack: ex.softmaxBack as SoftmaxBack,
       lnForward: ex.lnForward as LnForward, lnBackward: ex.lnBackward as LnBackward,
       memory, f32: new Float32Array(memory.buffer), f64: new Float64Array(memory.buffer), u8: new Uint8Array(memory.buffer), i32: new Int32Array(memory.buffer),
@@ -1125,6 +1179,46 @@ export function simdBatchNormMaxPoolReluGradInput(
     e.bn[training ? "backDx" : "scale"](4 * BX0, 4 * BY0, 4 * BO0, k, HW >> 1, p % C, C, 4 * BNP0);
     dx.set(m.subarray(BO0, BO0 + k * HW), p * HW);
   }
+  return true;
+}
+
+/**
+ * js/conv.ts nchwToPadded in WebAssembly: x copied into the engine's memory whole (one memcpy),
+ * each channel's rows copied into zeroed padded planes there (a wasm loop per channel, over the
+ * images), and the padded tensor copied out whole (zeros included, which the caller's zeroed dst
+ * holds anyway). Whole tensors, because a memcpy per plane costs ~0.4 µs here (`subarray` + `set`)
+ * and a JavaScript loop ~3 ns a float. False where SIMD is off or the tensors do not fit.
+ */
+export function simdNchwToPadded(dst: Float32Array, x: Float32Array, N: number, C: number, H: number, W: number, top: number, left: number, Hp: number, Wp: number): boolean {
+  const e = simdNn();
+  const HW = H * W, P = Hp * Wp, n = N * C * HW, np = N * C * P;
+  if (e === null || n === 0 || top + H > Hp || left + W > Wp || !bigScratch(e, n + np + 16)) return false;
+  const X0 = BIG0, D0 = BIG0 + Math.ceil(n / 16) * 16 + 16, m = e.f32;
+  m.set(x.subarray(0, n), X0);
+  m.fill(0, D0, D0 + np);
+  for (let c = 0; c < C; c++) {
+    // planes (n, c) of x, C·HW apart → planes (c, n) of dst, P apart
+    e.copyRows(4 * (X0 + c * HW), 4 * (D0 + c * N * P + top * Wp + left), N, H, W >> 2, W & 3, 4 * W, 4 * Wp, 4 * C * HW, 4 * P);
+  }
+  dst.set(m.subarray(D0, D0 + np));
+  return true;
+}
+
+/**
+ * js/conv.ts paddedToNchw in WebAssembly: src (C, N, Hp, Wp) copied in whole, each channel's
+ * windows copied into NCHW order in the memory, x copied out whole. False where SIMD is off or
+ * the tensors do not fit.
+ */
+export function simdPaddedToNchw(x: Float32Array, src: Float32Array, N: number, C: number, H: number, W: number, top: number, left: number, Hp: number, Wp: number): boolean {
+  const e = simdNn();
+  const HW = H * W, P = Hp * Wp, n = N * C * HW, np = N * C * P;
+  if (e === null || n === 0 || top + H > Hp || left + W > Wp || !bigScratch(e, n + np + 16)) return false;
+  const S0 = BIG0, X0 = BIG0 + Math.ceil(np / 16) * 16 + 16, m = e.f32;
+  m.set(src.subarray(0, np), S0);
+  for (let c = 0; c < C; c++) {
+    e.copyRows(4 * (S0 + c * N * P + top * Wp + left), 4 * (X0 + c * HW), N, H, W >> 2, W & 3, 4 * Wp, 4 * W, 4 * P, 4 * C * HW);
+  }
+  x.set(m.subarray(X0, X0 + n));
   return true;
 }
 
