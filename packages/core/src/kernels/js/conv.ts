@@ -543,8 +543,9 @@ function isNanBits(v: number): boolean {
 }
 
 /**
- * Backward of maxPool2x2Relu: writes gout to each window's tap in dsrc (same strided layout,
- * zeroed by the caller; +0 where no gradient passes), branch-free; dbias[c] (if given) += Σ of
+ * Backward of maxPool2x2Relu: writes gout to each window's tap in dsrc (same strided layout;
+ * the caller zeroes dsrc from srcOff to the last plane's last window, all of which the SIMD
+ * version writes; +0 where no gradient passes), branch-free; dbias[c] (if given) += Σ of
  * the gradients that pass, i.e. the bias gradient of the conv that produced src, summed over
  * the pooled (4x smaller) gradient.
  */

@@ -882,75 +882,66 @@ export function simdReluBackward(dx: Float32Array, dout: Float32Array, x: Float3
   return e !== null && binaryChunks(e.reluBack, e.f32, dx, dout, x, n);
 }
 
+/** Float offset `at` rounded up to a 64-byte boundary, past `slack` floats. */
+const after = (at: number, slack = 64) => Math.ceil((at + slack) / 16) * 16;
+
 /**
  * js/conv.ts maxPool2x2Relu (same arguments, same bits, taps included) with the pooling in
- * WebAssembly SIMD: the (n, c) planes are copied in (one memcpy each, in the loop's order),
- * pooled four outputs at a time, and the outputs and taps copied out together. False (the
- * caller runs its loop) where SIMD is off, a plane does not fit, or a plane holds a NaN.
+ * WebAssembly SIMD: the source span holding every plane copied into the engine's memory with one
+ * memcpy, pooled there one image at a time (its C planes sC apart) four outputs at a time, and
+ * the outputs and taps copied out with one memcpy each (a memcpy per plane cost ~0.4 µs here).
+ * False (the caller runs its loop) where SIMD is off, the span does not fit, or a plane holds a NaN.
  */
 export function simdMaxPool2x2Relu(
   out: Float32Array, tap: Uint8Array, outOff: number, src: Float32Array, srcOff: number,
   N: number, C: number, PH: number, PW: number, sN: number, sC: number, sH: number,
 ): boolean {
   const e = simdNn();
+  if (e === null || N === 0 || C === 0 || PH === 0 || PW === 0 || sH < 2 * PW) return false;
   const planeLen = (2 * PH - 1) * sH + 2 * PW; // floats from a plane's first row to its last window
-  if (e === null || PH === 0 || PW === 0 || sH < 2 * PW || planeLen > POOL_IN) return false;
-  const PL = PH * PW, per = Math.floor(POOL_IN / planeLen), G = (PW + 3) >> 2;
+  const span = (N - 1) * sN + (C - 1) * sC + planeLen, PL = PH * PW, n = N * C * PL, G = (PW + 3) >> 2;
+  const S0 = BIG0, O0 = after(S0 + span), T0 = after(O0 + n); // source, outputs, taps (bytes from 4·T0)
+  if (!bigScratch(e, T0 - BIG0 + n / 4 + 64)) return false;
   const m = e.f32;
-  let o = outOff, j = 0;
-  const flush = (): boolean => {
-    if (e.maxPoolRelu(4 * PIN0, 4 * POUT0, 4 * PTAP0, j, PH, G, PW, 4 * sH, 4 * planeLen)) return false; // a NaN
-    out.set(m.subarray(POUT0, POUT0 + j * PL), o);
-    tap.set(e.u8.subarray(4 * PTAP0, 4 * PTAP0 + j * PL), o);
-    o += j * PL;
-    j = 0;
-    return true;
-  };
-  for (let n = 0; n < N; n++) {
-    for (let c = 0; c < C; c++) {
-      const s = srcOff + n * sN + c * sC;
-      m.set(src.subarray(s, s + planeLen), PIN0 + j * planeLen);
-      if (++j === per && !flush()) return false;
-    }
+  m.set(src.subarray(srcOff, srcOff + span), S0);
+  for (let i = 0; i < N; i++) {
+    // A row's last group may write up to 3 outputs past its end: the next image's, written after.
+    if (e.maxPoolRelu(4 * (S0 + i * sN), 4 * (O0 + i * C * PL), 4 * T0 + i * C * PL, C, PH, G, PW, 4 * sH, 4 * sC)) return false; // a NaN
   }
-  return j === 0 || flush();
+  out.set(m.subarray(O0, O0 + n), outOff);
+  tap.set(e.u8.subarray(4 * T0, 4 * T0 + n), outOff);
+  return true;
 }
 
 /**
  * js/conv.ts maxPool2x2ReluBackward (same arguments; dsrc zeroed by the caller) with the scatter
- * in WebAssembly SIMD: a batch of planes' gradients and taps copied in (one memcpy each), scattered
- * into a zeroed region, each plane copied out whole (zeros where no gradient passes), and dbias[c]
- * += the plane's sum in the loop's order (same float64 sums, same bits). False (the caller runs
- * its loop) where SIMD is off or the planes could overlap in dsrc.
+ * in WebAssembly SIMD: gout and the taps copied in, scattered one image at a time into a zeroed
+ * copy of dsrc's span (zeros where no gradient passes), the span copied out whole, and dbias[c] +=
+ * each plane's sum in the loop's order (same float64 sums, same bits). False (the caller runs its
+ * loop) where SIMD is off or the planes could overlap in dsrc.
  */
 export function simdMaxPool2x2ReluBackward(
   dsrc: Float32Array, srcOff: number, gout: Float32Array, tap: Uint8Array, outOff: number,
   N: number, C: number, PH: number, PW: number, sN: number, sC: number, sH: number, dbias: Float32Array | null,
 ): boolean {
   const e = simdNn();
+  if (e === null || N === 0 || C === 0 || PH === 0 || PW === 0 || sH < 2 * PW || C > POOL_IN / 4) return false;
   const planeLen = (2 * PH - 1) * sH + 2 * PW;
-  if (e === null || PH === 0 || PW === 0 || sH < 2 * PW || planeLen > POOL_IN) return false;
-  // Whole planes are written back: they must not overlap (channel-major or image-major strides).
+  // Planes must not overlap (channel-major or image-major strides): each position gets one gradient.
   const disjoint = (sN >= planeLen && (C === 1 || sC >= N * sN)) || (sC >= planeLen && (N === 1 || sN >= C * sC));
   if (!disjoint) return false;
-  const PL = PH * PW, per = Math.floor(POOL_IN / planeLen), G = (PW + 3) >> 2;
+  const span = (N - 1) * sN + (C - 1) * sC + planeLen, PL = PH * PW, n = N * C * PL, G = (PW + 3) >> 2;
+  const D0 = BIG0, G0 = after(D0 + span), T0 = after(G0 + n); // dsrc's span, gout, taps (bytes from 4·T0)
+  if (!bigScratch(e, T0 - BIG0 + n / 4 + 64)) return false;
   const m = e.f32, sums = e.f64;
-  let o = outOff, j = 0, p = 0;
-  const flush = (): void => {
-    m.set(gout.subarray(o, o + j * PL), POUT0);
-    e.u8.set(tap.subarray(o, o + j * PL), 4 * PTAP0);
-    m.fill(0, PIN0, PIN0 + j * planeLen + 64);
-    e.maxPoolReluBack(4 * POUT0, 4 * PTAP0, 4 * PIN0, j, PH, G, PW, 4 * sH, 4 * planeLen, 4 * PSUM0);
-    for (let k = 0; k < j; k++, p++) {
-      const n = Math.floor(p / C), c = p - n * C;
-      dsrc.set(m.subarray(PIN0 + k * planeLen, PIN0 + (k + 1) * planeLen), srcOff + n * sN + c * sC);
-      if (dbias) dbias[c] += sums[PSUM0 / 2 + k];
-    }
-    o += j * PL;
-    j = 0;
-  };
-  for (let q = 0; q < N * C; q++) if (++j === per) flush();
-  if (j > 0) flush();
+  m.fill(0, D0, G0); // the scatter ORs rows in, and may spill zeros past a plane's last row
+  m.set(gout.subarray(outOff, outOff + n), G0);
+  e.u8.set(tap.subarray(outOff, outOff + n), 4 * T0);
+  for (let i = 0; i < N; i++) {
+    e.maxPoolReluBack(4 * (G0 + i * C * PL), 4 * T0 + i * C * PL, 4 * (D0 + i * sN), C, PH, G, PW, 4 * sH, 4 * sC, 4 * PSUM0);
+    if (dbias) for (let c = 0; c < C; c++) dbias[c] += sums[PSUM0 / 2 + c];
+  }
+  dsrc.set(m.subarray(D0, D0 + span), srcOff);
   return true;
 }
 
