@@ -1181,35 +1181,33 @@ export function simdBatchNormMaxPoolReluGradInput(
  * and a JavaScript loop ~3 ns a float. False where SIMD is off or the tensors do not fit.
  */
 export function simdNchwToPadded(dst: Float32Array, x: Float32Array, N: number, C: number, H: number, W: number, top: number, left: number, Hp: number, Wp: number): boolean {
-  const e = simdNn();
-  const HW = H * W, P = Hp * Wp, n = N * C * HW, np = N * C * P;
-  if (e === null || n === 0 || top + H > Hp || left + W > Wp || !bigScratch(e, n + np + 16)) return false;
-  const X0 = BIG0, D0 = BIG0 + Math.ceil(n / 16) * 16 + 16, m = e.f32;
-  m.set(x.subarray(0, n), X0);
-  m.fill(0, D0, D0 + np);
-  for (let c = 0; c < C; c++) {
-    // planes (n, c) of x, C·HW apart → planes (c, n) of dst, P apart
-    e.copyRows(4 * (X0 + c * HW), 4 * (D0 + c * N * P + top * Wp + left), N, H, W >> 2, W & 3, 4 * W, 4 * Wp, 4 * C * HW, 4 * P);
-  }
-  dst.set(m.subarray(D0, D0 + np));
-  return true;
+  return paddedCopy(true, dst, x, N, C, H, W, top, left, Hp, Wp);
 }
 
-/**
- * js/conv.ts paddedToNchw in WebAssembly: src (C, N, Hp, Wp) copied in whole, each channel's
- * windows copied into NCHW order in the memory, x copied out whole. False where SIMD is off or
- * the tensors do not fit.
- */
+/** js/conv.ts paddedToNchw in WebAssembly: the same copies the other way (src's padding is never read). */
 export function simdPaddedToNchw(x: Float32Array, src: Float32Array, N: number, C: number, H: number, W: number, top: number, left: number, Hp: number, Wp: number): boolean {
+  return paddedCopy(false, x, src, N, C, H, W, top, left, Hp, Wp);
+}
+
+/** Both directions between x (N, C, H, W) and the padded (C, N, Hp, Wp) holding x's planes at (top, left). */
+function paddedCopy(
+  toPadded: boolean, out: Float32Array, inp: Float32Array, N: number, C: number, H: number, W: number, top: number, left: number, Hp: number, Wp: number,
+): boolean {
   const e = simdNn();
-  const HW = H * W, P = Hp * Wp, n = N * C * HW, np = N * C * P;
-  if (e === null || n === 0 || top + H > Hp || left + W > Wp || !bigScratch(e, n + np + 16)) return false;
-  const S0 = BIG0, X0 = BIG0 + Math.ceil(np / 16) * 16 + 16, m = e.f32;
-  m.set(src.subarray(0, np), S0);
+  const HW = H * W, P = Hp * Wp, dense = N * C * HW, padded = N * C * P;
+  if (e === null || dense === 0 || top + H > Hp || left + W > Wp || !bigScratch(e, dense + padded + 64)) return false;
+  const [inLen, outLen] = toPadded ? [dense, padded] : [padded, dense];
+  const I0 = BIG0, O0 = after(I0 + inLen), m = e.f32;
+  m.set(inp.subarray(0, inLen), I0);
+  if (toPadded) m.fill(0, O0, O0 + padded);
+  const [D0, P0] = toPadded ? [I0, O0] : [O0, I0]; // where the dense and the padded tensor sit
   for (let c = 0; c < C; c++) {
-    e.copyRows(4 * (S0 + c * N * P + top * Wp + left), 4 * (X0 + c * HW), N, H, W >> 2, W & 3, 4 * Wp, 4 * W, 4 * P, 4 * C * HW);
+    // planes (n, c) of the dense tensor, C·HW apart ↔ planes (c, n) of the padded one, P apart
+    const d = 4 * (D0 + c * HW), p = 4 * (P0 + c * N * P + top * Wp + left);
+    if (toPadded) e.copyRows(d, p, N, H, W >> 2, W & 3, 4 * W, 4 * Wp, 4 * C * HW, 4 * P);
+    else e.copyRows(p, d, N, H, W >> 2, W & 3, 4 * Wp, 4 * W, 4 * P, 4 * C * HW);
   }
-  x.set(m.subarray(X0, X0 + n));
+  out.set(m.subarray(O0, O0 + outLen));
   return true;
 }
 
