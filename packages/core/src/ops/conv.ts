@@ -599,6 +599,40 @@ function localMoments(xd: Float32Array, N: number, C: number, HW: number): { mea
   return { mean, m2 };
 }
 
+/**
+ * The mean and rstd = 1/√(var + eps) batch norm normalises x with: training, the batch's (with
+ * `sync`, the global batch's, exchanged here), and the running statistics updated; otherwise the
+ * running ones. `count`: the values per channel the statistics cover (over all ranks with sync).
+ */
+function batchNormStatistics(
+  op: string, x: Tensor, bn: BatchNormParams, training: boolean, momentum: number, eps: number, sync: BatchNormSync | null,
+): { mean: Float32Array; rstd: Float32Array; count: number } {
+  const [N, C, H, W] = x.shape;
+  const HW = H * W;
+  const mean = new Float32Array(C), rstd = new Float32Array(C);
+  if (!training) {
+    mean.set(bn.runningMean!.data);
+    for (let c = 0; c < C; c++) rstd[c] = 1 / Math.sqrt(bn.runningVar!.data[c] + eps);
+    return { mean, rstd, count: N * HW };
+  }
+  let count = N * HW, batchMean: ArrayLike<number> = mean, variance: ArrayLike<number>;
+  if (sync) {
+    const local = localMoments(x.data, N, C, HW);
+    const g = sync.forward(count, local.mean, local.m2);
+    if (g.count <= 1) throw new ShapeError(`${op}: expected more than 1 value per channel when training, got ${g.count} over all workers`);
+    ({ count, mean: batchMean, variance } = g);
+    mean.set(g.mean);
+  } else {
+    if (count <= 1) throw new ShapeError(`${op}: expected more than 1 value per channel when training, got input ${fmtShape(x.shape)}`);
+    const v = new Float32Array(C);
+    kernels().batchNormStats(mean, v, x.data, N, C, HW);
+    variance = v;
+  }
+  for (let c = 0; c < C; c++) rstd[c] = 1 / Math.sqrt(variance[c] + eps);
+  updateRunningStats(bn.runningMean, bn.runningVar, batchMean, variance, count, momentum);
+  return { mean, rstd, count };
+}
+
 /** Training-mode batch norm with statistics and gradient sums exchanged through `sync`. */
 function batchNorm2dSync(
   x: Tensor, runningMean: Tensor | null, runningVar: Tensor | null, weight: Tensor | null, bias: Tensor | null,
@@ -606,13 +640,8 @@ function batchNorm2dSync(
 ): Tensor {
   const op = "batchNorm2d";
   const [N, C, H, W] = x.shape;
-  const HW = H * W, count = N * HW, xd = x.data;
-  const local = localMoments(xd, N, C, HW);
-  const g = sync.forward(count, local.mean, local.m2);
-  if (g.count <= 1) throw new ShapeError(`${op}: expected more than 1 value per channel when training, got ${g.count} over all workers`);
-  const mean = Float32Array.from(g.mean), rstd = new Float32Array(C);
-  for (let c = 0; c < C; c++) rstd[c] = 1 / Math.sqrt(g.variance[c] + eps);
-  updateRunningStats(runningMean, runningVar, g.mean, g.variance, g.count, momentum);
+  const HW = H * W, xd = x.data;
+  const { mean, rstd, count } = batchNormStatistics(op, x, { runningMean, runningVar, weight, bias }, true, momentum, eps, sync);
   const k = kernels();
   const out = outputBuffer(x.size);
   k.batchNormApply(out, xd, mean, rstd, weight?.data ?? null, bias?.data ?? null, N, C, HW);
@@ -629,7 +658,7 @@ function batchNorm2dSync(
       dx = new Float32Array(x.size);
       for (let c = 0; c < C; c++) {
         const rs = rstd[c], m = mean[c], kk = (weight ? weight.data[c] : 1) * rs;
-        const mdy = gs.sdy[c] / g.count, mdyx = gs.sdyx[c] / g.count;
+        const mdy = gs.sdy[c] / count, mdyx = gs.sdyx[c] / count;
         for (let n = 0; n < N; n++) {
           for (let b = (n * C + c) * HW, i = b; i < b + HW; i++) dx[i] = kk * (gout[i] - mdy - (xd[i] - m) * rs * mdyx);
         }
@@ -658,18 +687,7 @@ export function batchNorm2d(
   const HW = H * W;
   if (training && opts.sync) return batchNorm2dSync(x, runningMean, runningVar, weight, bias, momentum, eps, opts.sync);
   const k = kernels();
-  const mean = new Float32Array(C), rstd = new Float32Array(C);
-  if (training) {
-    const count = N * HW;
-    if (count <= 1) throw new ShapeError(`${op}: expected more than 1 value per channel when training, got input ${fmtShape(x.shape)}`);
-    const variance = new Float32Array(C);
-    k.batchNormStats(mean, variance, x.data, N, C, HW);
-    for (let c = 0; c < C; c++) rstd[c] = 1 / Math.sqrt(variance[c] + eps);
-    updateRunningStats(runningMean, runningVar, mean, variance, count, momentum);
-  } else {
-    mean.set(runningMean!.data);
-    for (let c = 0; c < C; c++) rstd[c] = 1 / Math.sqrt(runningVar!.data[c] + eps);
-  }
+  const { mean, rstd } = batchNormStatistics(op, x, { runningMean, runningVar, weight, bias }, training, momentum, eps, null);
   const out = outputBuffer(x.size);
   k.batchNormApply(out, x.data, mean, rstd, weight?.data ?? null, bias?.data ?? null, N, C, HW);
   const inputs = [x];
@@ -706,33 +724,11 @@ export function batchNorm2dMaxPoolRelu(
   const [N, C, H, W] = x.shape;
   const PH = H >> 1, PW = W >> 1;
   if (PH === 0 || PW === 0) return relu(maxPool2d(batchNorm2d(x, runningMean, runningVar, weight, bias, opts), 2));
-  const HW = H * W, xd = x.data;
+  const xd = x.data;
   const sync = training ? opts.sync ?? null : null;
   const k = kernels();
 
-  // Statistics: the batch's (with sync, the global batch's), or the running ones.
-  const mean = new Float32Array(C), rstd = new Float32Array(C);
-  let count = N * HW;
-  if (sync) {
-    const local = localMoments(xd, N, C, HW);
-    const g = sync.forward(count, local.mean, local.m2);
-    count = g.count;
-    if (count <= 1) throw new ShapeError(`${op}: expected more than 1 value per channel when training, got ${count} over all workers`);
-    for (let c = 0; c < C; c++) {
-      mean[c] = g.mean[c];
-      rstd[c] = 1 / Math.sqrt(g.variance[c] + eps);
-    }
-    updateRunningStats(runningMean, runningVar, g.mean, g.variance, count, momentum);
-  } else if (training) {
-    if (count <= 1) throw new ShapeError(`${op}: expected more than 1 value per channel when training, got input ${fmtShape(x.shape)}`);
-    const variance = new Float32Array(C);
-    k.batchNormStats(mean, variance, xd, N, C, HW);
-    for (let c = 0; c < C; c++) rstd[c] = 1 / Math.sqrt(variance[c] + eps);
-    updateRunningStats(runningMean, runningVar, mean, variance, count, momentum);
-  } else {
-    mean.set(runningMean!.data);
-    for (let c = 0; c < C; c++) rstd[c] = 1 / Math.sqrt(runningVar!.data[c] + eps);
-  }
+  const { mean, rstd, count } = batchNormStatistics(op, x, { runningMean, runningVar, weight, bias }, training, momentum, eps, sync);
 
   // z = x·scale + shift (batchNormApply's folding), pooled with ReLU.
   const gamma = weight?.data ?? null, beta = bias?.data ?? null;

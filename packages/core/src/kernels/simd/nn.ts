@@ -766,6 +766,9 @@ const MEM_FLOATS = BNP0 + 2 * BN.count * BN_MAXC;
 const BIG0 = Math.ceil((MEM_FLOATS + 128) / 16) * 16 + 64;
 const BIG_MAX = 1 << 26;
 
+/** Float offset `at` rounded up to a 64-byte boundary, past `slack` floats. */
+const after = (at: number, slack = 64) => Math.ceil((at + slack) / 16) * 16;
+
 /**
  * The engine's memory from BIG0 on, grown to hold `floats` (the views refreshed: growing replaces
  * the buffer); false above BIG_MAX floats (256 MiB), where callers run their loops.
@@ -881,9 +884,6 @@ export function simdReluBackward(dx: Float32Array, dout: Float32Array, x: Float3
   const e = simdNn();
   return e !== null && binaryChunks(e.reluBack, e.f32, dx, dout, x, n);
 }
-
-/** Float offset `at` rounded up to a 64-byte boundary, past `slack` floats. */
-const after = (at: number, slack = 64) => Math.ceil((at + slack) / 16) * 16;
 
 /**
  * js/conv.ts maxPool2x2Relu (same arguments, same bits, taps included) with the pooling in
