@@ -9,7 +9,7 @@ import { Tensor } from "../tensor/tensor.js";
 import { type Conv2dGeometry, type Pool2dGeometry, kernels } from "../kernels/kernels.js";
 import { result } from "./op.js";
 import { gradBuffer, leafGradAddSink, leafGradSink } from "../autograd/engine.js";
-import { outputBuffer, zeroedOutputBuffer } from "../tensor/arena.js";
+import { outputBuffer, outputBytes, outputInt32, zeroedOutputBuffer } from "../tensor/arena.js";
 import { relu } from "./elementwise.js";
 
 /** An int or an (h, w) pair. */
@@ -151,7 +151,7 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
     if (stride1) return conv2dShifted(x, weight, bias, g, groups);
     layout = "perImage";
   }
-  const out = new Float32Array(N * O * L);
+  const out = outputBuffer(N * O * L); // every element written (bias fill or beta-0 GEMM; the permute)
   let col: Float32Array;
 
   /** Image n's column matrix (K, L): x itself when pointwise, else unfolded into a cache-sized scratch. */
@@ -175,9 +175,9 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
     col = scratch; // not kept: backward unfolds each image again (cheaper than a batch-sized buffer through RAM)
   } else {
     const NL = N * L;
-    col = new Float32Array(K * NL); // (K, N·L)
+    col = outputBuffer(K * NL); // (K, N·L), every element written by im2col (zeros outside the image)
     for (let n = 0; n < N; n++) k.im2col(col, n * L, NL, x.data, n * img, g);
-    const tmp = new Float32Array(O * NL); // (O, N, L)
+    const tmp = outputBuffer(O * NL); // (O, N, L)
     if (bias) for (let o = 0; o < O; o++) tmp.fill(bias.data[o], o * NL, (o + 1) * NL);
     const beta = bias ? 1 : 0;
     for (let gi = 0; gi < groups; gi++) {
@@ -195,7 +195,7 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
     }
     if (layout === "perImage") {
       if (weight.requiresGrad) {
-        dwt = new Float32Array(weight.size);
+        dwt = gradBuffer(weight.size); // the first image's GEMMs (beta 0) write it all
         const scratch = pointwise ? x.data : scratchCols(K * L);
         for (let n = 0; n < N; n++) {
           const [c, cOff] = imageCols(n, scratch);
@@ -206,7 +206,7 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
         }
       }
       if (x.requiresGrad) {
-        dx = new Float32Array(x.size);
+        dx = gradBuffer(x.size); // each image written by col2im (or its beta-0 GEMMs when pointwise)
         const dcol = pointwise ? dx : scratchDcol(K * L); // one image's columns, reused
         for (let n = 0; n < N; n++) {
           const dOff = pointwise ? n * img : 0;
@@ -219,17 +219,17 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
       }
     } else {
       const NL = N * L;
-      const gt = new Float32Array(O * NL); // (O, N, L)
+      const gt = outputBuffer(O * NL); // (O, N, L)
       k.permute(gt, gout, [N, O, L], [1, 0, 2]);
       if (weight.requiresGrad) {
-        dwt = new Float32Array(weight.size);
+        dwt = gradBuffer(weight.size);
         for (let gi = 0; gi < groups; gi++) {
           k.gemm(false, true, Og, Kg, NL, 1, gt, gi * Og * NL, NL, col, gi * Kg * NL, NL, 0, dwt, gi * Og * Kg, Kg);
         }
       }
       if (x.requiresGrad) {
-        dx = new Float32Array(x.size);
-        const dcol = new Float32Array(K * NL);
+        dx = gradBuffer(x.size); // each image written by col2im
+        const dcol = outputBuffer(K * NL);
         for (let gi = 0; gi < groups; gi++) {
           k.gemm(true, false, Kg, NL, Og, 1, weight.data, gi * Og * Kg, Kg, gt, gi * Og * NL, NL, 0, dcol, gi * Kg * NL, NL);
         }
@@ -267,7 +267,7 @@ function shiftedConv(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2dGe
   const k = kernels();
   const xp = zeroedOutputBuffer(C * NP); // (C, N, Hp, Wp), zero padding
   k.nchwToPadded(xp, x.data, N, C, H, W, ph, pw, Hp, Wp);
-  const wt = new Float32Array(weight.size); // (taps, O, Cg): one contiguous (O, Cg) matrix per tap
+  const wt = outputBuffer(weight.size); // (taps, O, Cg): one contiguous (O, Cg) matrix per tap; saved for backward
   k.permute(wt, weight.data, [O * Cg, taps], [1, 0]);
   /** Chunk [n0, n0 + m): its leading dimension and the columns computed (the last image stops at Q). */
   const chunk = (n0: number) => {
@@ -293,7 +293,7 @@ function shiftedConv(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2dGe
   };
 
   const backward = (fill: (gw: Float32Array, n0: number, m: number) => void): [Float32Array | null, Float32Array | null] => {
-    const dwT = weight.requiresGrad ? new Float32Array(weight.size) : null; // (taps, O, Cg)
+    const dwT = weight.requiresGrad ? outputBuffer(weight.size) : null; // (taps, O, Cg); the first chunk's GEMMs (beta 0) write it all
     const dxp = x.requiresGrad ? scratchDcol(C * NP).fill(0, 0, C * NP) : null; // accumulated over taps and chunks
     const gw = scratchWide(O * nb * P);
     for (let n0 = 0; n0 < N; n0 += nb) {
@@ -312,7 +312,7 @@ function shiftedConv(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2dGe
     }
     let dx: Float32Array | null = null, dwt: Float32Array | null = null;
     if (dwT) {
-      dwt = new Float32Array(weight.size);
+      dwt = gradBuffer(weight.size);
       k.permute(dwt, dwT, [taps, O * Cg], [1, 0]);
     }
     if (dxp) {
@@ -378,7 +378,7 @@ export function conv2dMaxPoolRelu(x: Tensor, weight: Tensor, bias: Tensor | null
   const k = kernels();
   const PL = PH * PW;
   const out = outputBuffer(N * O * PL); // (N, O, PH, PW), every element written by the pool kernel
-  const tap = new Uint8Array(N * O * PL);
+  const tap = outputBytes(N * O * PL); // every tap written by the pool kernel
   const inputs = bias ? [x, weight, bias] : [x, weight];
   const layout = conv2dLayout === "auto" ? (C >= 8 && kh * kw > 1 ? "shifted" : "perImage") : conv2dLayout;
 
@@ -411,7 +411,7 @@ export function conv2dMaxPoolRelu(x: Tensor, weight: Tensor, bias: Tensor | null
     // Leaf parameters get their gradients written straight into .grad (added, or over a stale one).
     const dbSink = bias?.requiresGrad ? leafGradAddSink(bias) : null, dwSink = weight.requiresGrad ? leafGradSink(weight) : null;
     const db = bias?.requiresGrad && !dbSink ? new Float32Array(O) : null;
-    const dwt = weight.requiresGrad && !dwSink ? new Float32Array(weight.size) : null;
+    const dwt = weight.requiresGrad && !dwSink ? gradBuffer(weight.size) : null;
     const dW = dwSink?.data ?? dwt, dwBeta = dwSink?.beta ?? 0; // the first chunk's GEMM overwrites a fresh or stale dW
     const dx = x.requiresGrad ? gradBuffer(x.size) : null; // col2im overwrites each image
     for (let n0 = 0; n0 < N; n0 += nb) {
@@ -462,7 +462,7 @@ export function maxPool2d(x: Tensor, kernelSize: Size2, opts: Pool2dOptions = {}
   const planes = N * C, oplane = g.OH * g.OW;
   const k = kernels();
   const out = outputBuffer(planes * oplane);
-  const argmax = new Int32Array(planes * oplane);
+  const argmax = outputInt32(planes * oplane); // every element written by the kernel
   k.maxPool2d(out, argmax, x.data, planes, g);
   return result("maxPool2d", out, [N, C, g.OH, g.OW], [x], (gout) => {
     const dx = gradBuffer(x.size); // zeroed by the kernel
@@ -486,7 +486,7 @@ export function avgPool2d(x: Tensor, kernelSize: Size2, opts: AvgPool2dOptions =
   const out = outputBuffer(planes * g.OH * g.OW);
   k.avgPool2d(out, x.data, planes, g, cip);
   return result("avgPool2d", out, [N, C, g.OH, g.OW], [x], (gout) => {
-    const dx = new Float32Array(x.size);
+    const dx = gradBuffer(x.size); // zeroed by the kernel
     k.avgPool2dBackward(dx, gout, planes, g, cip);
     return [dx];
   });
@@ -501,10 +501,10 @@ export function adaptiveAvgPool2d(x: Tensor, outputSize: Size2): Tensor {
   if (H === 0 || W === 0) throw new ShapeError(`${op}: input ${fmtShape(x.shape)} has an empty spatial dimension`);
   const planes = N * C;
   const k = kernels();
-  const out = new Float32Array(planes * OH * OW);
+  const out = outputBuffer(planes * OH * OW);
   k.adaptiveAvgPool2d(out, x.data, planes, H, W, OH, OW);
   return result(op, out, [N, C, OH, OW], [x], (gout) => {
-    const dx = new Float32Array(x.size);
+    const dx = gradBuffer(x.size); // zeroed by the kernel
     k.adaptiveAvgPool2dBackward(dx, gout, planes, H, W, OH, OW);
     return [dx];
   });
@@ -655,7 +655,7 @@ function batchNorm2dSync(
     const gs = sync.backward(Float64Array.from(sdy), Float64Array.from(sdyx));
     let dx: Float32Array | null = null;
     if (x.requiresGrad) {
-      dx = new Float32Array(x.size);
+      dx = gradBuffer(x.size); // every element written below
       for (let c = 0; c < C; c++) {
         const rs = rstd[c], m = mean[c], kk = (weight ? weight.data[c] : 1) * rs;
         const mdy = gs.sdy[c] / count, mdyx = gs.sdyx[c] / count;
@@ -738,7 +738,7 @@ export function batchNorm2dMaxPoolRelu(
     shift[c] = (beta ? beta[c] : 0) - mean[c] * scale[c];
   }
   const out = outputBuffer(N * C * PH * PW); // every element written
-  const tap = new Uint8Array(N * C * PH * PW);
+  const tap = outputBytes(N * C * PH * PW); // every tap written by the pool kernel
   k.batchNormMaxPoolRelu(out, tap, xd, scale, shift, N, C, H, W);
 
   const inputs = [x];

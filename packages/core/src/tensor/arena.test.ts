@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { BufferArena, F, GPT, Tensor, createMnistCnn, isArenaArray, manualSeed, nn, optim, outputBuffer, rand, relu, sum, tensor } from "../index.js";
 import { gradBuffer } from "../autograd/engine.js";
 import { setArenaPoison } from "./arena.js";
+import { setConv2dLayout } from "../ops/conv.js";
 
 /** Runs `steps` Adam steps of `model` on fixed data, each in `arena.run` when an arena is given; returns the flat parameters. */
 function train(make: () => nn.Module, loss: (m: nn.Module) => Tensor, steps: number, arena: BufferArena | null): Float32Array {
@@ -75,7 +76,7 @@ describe("BufferArena", () => {
   });
 });
 
-/** MLP (linear, ReLU, GELU), CNN (fused conv-pool-ReLU in both layouts, batch norm) and GPT (dropout, tied weights): with and without an arena. */
+/** MLP (linear, ReLU, GELU), CNN (fused conv-pool-ReLU in both layouts, batch norm), unfused conv/pool layers in every layout, and GPT (dropout, tied weights): with and without an arena. */
 function trainAll(): void {
   const xm = rand([64, 20]), ym = new Int32Array(64).map((_, i) => i % 5);
   const mlp = () => new nn.Sequential(new nn.Linear(20, 64), new nn.ReLU(), new nn.Linear(64, 32), new nn.GELU(), new nn.Linear(32, 5));
@@ -87,6 +88,23 @@ function trainAll(): void {
     const cnn = () => createMnistCnn({ height: 12, width: 12, channels: [8, 8], hidden: 16, numClasses: 3, batchNorm });
     const cnnLoss = (m: nn.Module) => F.crossEntropy(m.forward(xc) as Tensor, yc);
     expect(train(cnn, cnnLoss, 3, new BufferArena())).toEqual(train(cnn, cnnLoss, 3, null));
+  }
+
+  // The unfused layers (conv2d in every layout, max, average and adaptive pooling), recycled arrays included.
+  const xl = rand([8, 2, 16, 16]), yl = new Int32Array(8).map((_, i) => i % 3);
+  const layered = () => new nn.Sequential(
+    new nn.Conv2d(2, 8, 3, { padding: 1 }), new nn.ReLU(), new nn.MaxPool2d(2),
+    new nn.Conv2d(8, 8, 3, { padding: 1 }), new nn.BatchNorm2d(8), new nn.AvgPool2d(2),
+    new nn.Conv2d(8, 8, 1), new nn.AdaptiveAvgPool2d(2), new nn.Flatten(), new nn.Linear(32, 3),
+  );
+  const layeredLoss = (m: nn.Module) => F.crossEntropy(m.forward(xl) as Tensor, yl);
+  try {
+    for (const layout of ["perImage", "batched", "shifted"] as const) {
+      setConv2dLayout(layout);
+      expect(train(layered, layeredLoss, 3, new BufferArena())).toEqual(train(layered, layeredLoss, 3, null));
+    }
+  } finally {
+    setConv2dLayout("auto");
   }
 
   const cfg = { vocabSize: 11, blockSize: 16, nLayer: 2, nHead: 2, nEmbd: 32, dropout: 0.1, bias: true, tieWeights: true };

@@ -32,7 +32,7 @@ let active: BufferArena | null = null;
 const arenaBuffers = new WeakSet<ArrayBufferLike>();
 
 /** Test hook: fill every recycled array with NaN before handing it out (an op that reads its output before writing it shows). */
-let poison = false;
+let poison = process.env.CHAINRULE_ARENA_POISON === "1";
 export function setArenaPoison(on: boolean): void {
   poison = on;
 }
@@ -100,6 +100,21 @@ export class BufferArena {
  */
 export function outputBuffer(n: number): Float32Array {
   return active !== null && n >= MIN_LENGTH ? active.take(n) : new Float32Array(n);
+}
+
+/**
+ * Like outputBuffer, for n bytes an op writes completely and saves for its backward (pooling
+ * taps): a view on a recycled Float32Array of ⌈n/4⌉ floats, so it costs no fresh external memory.
+ */
+export function outputBytes(n: number): Uint8Array {
+  const f = outputBuffer(Math.ceil(n / 4));
+  return new Uint8Array(f.buffer, f.byteOffset, n);
+}
+
+/** Like outputBytes, for n int32s (pooling's argmax): a view on a recycled Float32Array of n floats. */
+export function outputInt32(n: number): Int32Array {
+  const f = outputBuffer(n);
+  return new Int32Array(f.buffer, f.byteOffset, n);
 }
 
 /** Like outputBuffer, but zero-filled (for ops that accumulate into their output). */
