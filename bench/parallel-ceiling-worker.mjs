@@ -1,6 +1,8 @@
 // Thread body for bench/parallel.ts --ceiling: fixed, independent work with no shared state
 // (the MLP's forward GEMMs on a 256-row shard, a scalar JS loop, or whole training steps of the
-// MLP on 256 rows: forward, backward, Adam, each thread its own model), timed.
+// MLP on 256 rows: forward, backward, Adam, each thread its own model), timed. "lockstep" is
+// "train" with a barrier after every step among the threads of the run: what synchronous data
+// parallelism costs on this machine with nothing exchanged (each step waits for the slower thread).
 import { parentPort, workerData } from "node:worker_threads";
 import { register } from "tsx/esm/api";
 
@@ -11,7 +13,7 @@ const { kind, reps } = workerData;
 const rows = 256, a = new Float32Array(rows * 784).fill(0.5), w1 = new Float32Array(512 * 784).fill(0.01), o1 = new Float32Array(rows * 512);
 const w2 = new Float32Array(256 * 512).fill(0.01), o2 = new Float32Array(rows * 256);
 const buf = new Float64Array(1 << 16).fill(1.0001);
-const trainer = kind === "train" ? (await import("./mlp.ts")).makeTrainer(256) : null;
+const trainer = kind === "train" || kind === "lockstep" ? (await import("./mlp.ts")).makeTrainer(256) : null;
 function once() {
   if (trainer) {
     trainer.step();
@@ -24,9 +26,30 @@ function once() {
     buf[0] = s > 0 ? 1 : 2;
   }
 }
+/** Waits until the `n` threads of this run have arrived (bounded: a thread that never comes fails the run). */
+const bar = new Int32Array(workerData.barrier); // [arrived, generation]
+function barrier(n) {
+  if (n <= 1) return;
+  const gen = Atomics.load(bar, 1);
+  if (Atomics.add(bar, 0, 1) + 1 === n) {
+    Atomics.store(bar, 0, 0);
+    Atomics.add(bar, 1, 1);
+    Atomics.notify(bar, 1);
+    return;
+  }
+  const deadline = performance.now() + 60_000;
+  while (Atomics.load(bar, 1) === gen) {
+    if (performance.now() > deadline) throw new Error("ceiling lockstep: the other thread did not reach the barrier within 60 s");
+    Atomics.wait(bar, 1, gen, 1000);
+  }
+}
+
 once();
-parentPort.on("message", () => {
+parentPort.on("message", (threads) => {
   const t0 = performance.now();
-  for (let i = 0; i < reps; i++) once();
+  for (let i = 0; i < reps; i++) {
+    once();
+    if (kind === "lockstep") barrier(threads);
+  }
   parentPort.postMessage(performance.now() - t0);
 });

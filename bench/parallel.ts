@@ -16,7 +16,8 @@
  * (speed-up: the median over rounds of each round's ratio to the first worker count's run in the
  * same round; the order of the pools is reversed every other round, so slow drifts of a shared
  * machine fall on both sides.)
- * (--ceiling: also in every non-quick run; measures how far 2 threads scale on this machine at all)
+ * (--ceiling: also in every non-quick run; measures how far 2 threads scale on this machine at all, and what a
+ *  barrier per step costs by itself: two trainings in lockstep, nothing exchanged)
  */
 import { spawnSync } from "node:child_process";
 import os from "node:os";
@@ -100,17 +101,27 @@ function rssOf(workers: number, batch: number): { rssMiB: number; baseMiB: numbe
  * Returns the median of (2 threads' aggregate throughput / 1 thread's): what 2 workers
  * could reach at best with zero synchronisation, on this machine at this load.
  */
-async function ceiling(kind: "gemm" | "scalar" | "train", rounds: number): Promise<{ ratio: number; runs: number[] }> {
+async function ceiling(kind: "gemm" | "scalar" | "train" | "lockstep", rounds: number): Promise<{ ratio: number; runs: number[] }> {
   const { Worker } = await import("node:worker_threads");
-  const reps = kind === "gemm" ? 20 : kind === "train" ? 10 : 6;
-  const mk = () => new Worker(new URL("./parallel-ceiling-worker.mjs", import.meta.url), { workerData: { kind, reps } });
+  const steps = kind === "train" || kind === "lockstep";
+  const reps = kind === "gemm" ? 20 : steps ? 10 : 6;
+  const barrier = new SharedArrayBuffer(8);
+  const mk = () => new Worker(new URL("./parallel-ceiling-worker.mjs", import.meta.url), { workerData: { kind, reps, barrier } });
   const ws = [mk(), mk()];
-  const run = (w: InstanceType<typeof Worker>) => new Promise<number>((res) => { w.once("message", res); w.postMessage(0); });
+  let threads = 1; // threads in the current run (the lockstep barrier's count)
+  const run = (w: InstanceType<typeof Worker>) => new Promise<number>((res, rej) => {
+    w.once("error", rej);
+    w.once("message", (ms: number) => { w.off("error", rej); res(ms); });
+    w.postMessage(threads);
+  });
   const ratios: number[] = [];
   try {
-    for (let i = 0; i < (kind === "train" ? 4 : 1); i++) await Promise.all(ws.map(run)); // warm-up (JIT: training steps need ~30)
+    threads = 2;
+    for (let i = 0; i < (steps ? 4 : 1); i++) await Promise.all(ws.map(run)); // warm-up (JIT: training steps need ~30)
     for (let r = 0; r < rounds; r++) {
+      threads = 1;
       const one = await run(ws[0]);
+      threads = 2;
       const t0 = performance.now();
       await Promise.all(ws.map(run));
       const two = performance.now() - t0;
@@ -184,13 +195,13 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
 
   let ceil: Record<string, unknown> | undefined;
   if (hasFlag(args, "ceiling") || !quick) {
-    const g = await ceiling("gemm", 5), sc = await ceiling("scalar", 5), tr = await ceiling("train", 5);
-    ceil = { gemm: g, scalar: sc, train: tr };
+    const g = await ceiling("gemm", 5), sc = await ceiling("scalar", 5), tr = await ceiling("train", 5), ls = await ceiling("lockstep", 5);
+    ceil = { gemm: g, scalar: sc, train: tr, lockstep: ls };
     const runs = (c: { runs: number[] }) => c.runs.map((x) => x.toFixed(2)).join(" ");
     console.log(`scaling ceiling (independent work, 2 threads vs 1, median of 5): GEMM ${g.ratio.toFixed(2)}x, scalar JS ${sc.ratio.toFixed(2)}x, ` +
-      `training steps (256 rows, own model per thread) ${tr.ratio.toFixed(2)}x  [${runs(g)} | ${runs(sc)} | ${runs(tr)}]`);
+      `training steps (256 rows, own model per thread) ${tr.ratio.toFixed(2)}x, the same in lockstep (a barrier per step, nothing exchanged) ${ls.ratio.toFixed(2)}x  [${runs(g)} | ${runs(sc)} | ${runs(tr)} | ${runs(ls)}]`);
     const two = perWorkers[2] as { speedupVs1: number } | undefined;
-    if (two) console.log(`2 workers: ${two.speedupVs1.toFixed(2)}x of 1 worker, ${(two.speedupVs1 / tr.ratio * 100).toFixed(0)}% of what two independent trainings reach on this machine now`);
+    if (two) console.log(`2 workers: ${two.speedupVs1.toFixed(2)}x of 1 worker, ${(two.speedupVs1 / tr.ratio * 100).toFixed(0)}% of what two independent trainings reach on this machine now, ${(two.speedupVs1 / ls.ratio * 100).toFixed(0)}% of two in lockstep`);
   }
 
   const memory: Record<string, unknown> = {};
