@@ -31,6 +31,7 @@ import { randomCrop } from "../packages/core/src/data/augment.js";
 import { createMnistCnn } from "../packages/core/src/models/cnn.js";
 import { type Conv2dLayout, getConv2dLayout, setConv2dLayout } from "../packages/core/src/ops/conv.js";
 import { kernels, setKernels } from "../packages/core/src/kernels/kernels.js";
+import { ceiling } from "./parallel.js";
 import { anchorPath, findPython, flag, hasFlag, median, repoRoot, runAnchor, runIfMain, table, timeSteps, timedKernels, trySelectBackend } from "./_util.js";
 
 interface Trainer {
@@ -303,7 +304,14 @@ async function parallelScaling(args: string[]): Promise<Record<string, unknown>>
     table(rows);
     const ratio = median(ratios);
     console.log(`${W} workers @${W * B} vs 1 worker @${B}: ×${ratio.toFixed(2)} (median of per-round ratios; best round ×${Math.max(...ratios).toFixed(2)})`);
-    return { model: "torch_cnn.py's CNN, cross-entropy, Adam", configs: configs.map((c, i) => ({ ...c, samplesPerSec: res[i].sps, samplesPerCpuSec: res[i].cpuSps })), ratios, ratio, loadavg: [load0, loadavg()[0]] };
+    let lockstep: { ratio: number; runs: number[] } | undefined;
+    if (W === 2 && B === 64 && !hasFlag(args, "quick")) {
+      // What a barrier per step costs here by itself: two plain training threads (no DataParallel, nothing exchanged).
+      lockstep = await ceiling("cnnLockstep", 5);
+      console.log(`lockstep ceiling: two plain CNN trainings at 64 images, a barrier after every step, vs one: ×${lockstep.ratio.toFixed(2)} ` +
+        `[${lockstep.runs.map((x) => x.toFixed(2)).join(" ")}]; 2 workers reach ${((ratio / lockstep.ratio) * 100).toFixed(0)}% of it`);
+    }
+    return { model: "torch_cnn.py's CNN, cross-entropy, Adam", configs: configs.map((c, i) => ({ ...c, samplesPerSec: res[i].sps, samplesPerCpuSec: res[i].cpuSps })), ratios, ratio, lockstep, loadavg: [load0, loadavg()[0]] };
   } finally {
     for (const dp of dps) await dp.close();
   }

@@ -2,7 +2,8 @@
 // (the MLP's forward GEMMs on a 256-row shard, a scalar JS loop, or whole training steps of the
 // MLP on 256 rows: forward, backward, Adam, each thread its own model), timed. "lockstep" is
 // "train" with a barrier after every step among the threads of the run: what synchronous data
-// parallelism costs on this machine with nothing exchanged (each step waits for the slower thread).
+// parallelism costs on this machine with nothing exchanged (each step waits for the slower thread);
+// "cnnLockstep" the same with the anchor CNN at 64 images a thread (bench/cnn.ts --parallel).
 import { parentPort, workerData } from "node:worker_threads";
 import { register } from "tsx/esm/api";
 
@@ -13,7 +14,8 @@ const { kind, reps } = workerData;
 const rows = 256, a = new Float32Array(rows * 784).fill(0.5), w1 = new Float32Array(512 * 784).fill(0.01), o1 = new Float32Array(rows * 512);
 const w2 = new Float32Array(256 * 512).fill(0.01), o2 = new Float32Array(rows * 256);
 const buf = new Float64Array(1 << 16).fill(1.0001);
-const trainer = kind === "train" || kind === "lockstep" ? (await import("./mlp.ts")).makeTrainer(256) : null;
+const trainer = kind === "train" || kind === "lockstep" ? (await import("./mlp.ts")).makeTrainer(256)
+  : kind === "cnnLockstep" ? (await import("./cnn.ts")).makeCnnTrainer(64) : null;
 function once() {
   if (trainer) {
     trainer.step();
@@ -49,7 +51,7 @@ parentPort.on("message", (threads) => {
   const t0 = performance.now();
   for (let i = 0; i < reps; i++) {
     once();
-    if (kind === "lockstep") barrier(threads);
+    if (kind === "lockstep" || kind === "cnnLockstep") barrier(threads);
   }
   parentPort.postMessage(performance.now() - t0);
 });

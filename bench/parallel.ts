@@ -101,10 +101,10 @@ function rssOf(workers: number, batch: number): { rssMiB: number; baseMiB: numbe
  * Returns the median of (2 threads' aggregate throughput / 1 thread's): what 2 workers
  * could reach at best with zero synchronisation, on this machine at this load.
  */
-async function ceiling(kind: "gemm" | "scalar" | "train" | "lockstep", rounds: number): Promise<{ ratio: number; runs: number[] }> {
+export async function ceiling(kind: "gemm" | "scalar" | "train" | "lockstep" | "cnnLockstep", rounds: number): Promise<{ ratio: number; runs: number[] }> {
   const { Worker } = await import("node:worker_threads");
-  const steps = kind === "train" || kind === "lockstep";
-  const reps = kind === "gemm" ? 20 : steps ? 10 : 6;
+  const steps = kind === "train" || kind === "lockstep" || kind === "cnnLockstep";
+  const reps = kind === "gemm" ? 20 : kind === "cnnLockstep" ? 12 : steps ? 10 : 6;
   const barrier = new SharedArrayBuffer(8);
   const mk = () => new Worker(new URL("./parallel-ceiling-worker.mjs", import.meta.url), { workerData: { kind, reps, barrier } });
   const ws = [mk(), mk()];
