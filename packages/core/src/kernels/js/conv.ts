@@ -6,7 +6,7 @@
 import type { Conv2dGeometry, Pool2dGeometry } from "../kernels.js";
 import {
   simdBatchNormApply, simdBatchNormBackward, simdBatchNormMaxPoolRelu, simdBatchNormMaxPoolReluGradInput, simdBatchNormMaxPoolReluGradSums,
-  simdBatchNormStats, simdMaxPool2dBackward, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward, simdNchwToPadded, simdPaddedToNchw,
+  simdBatchNormStats, simdIm2col, simdMaxPool2dBackward, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward, simdNchwToPadded, simdPaddedToNchw,
 } from "../simd/nn.js";
 
 /** From this many values the batch-norm loops run in WebAssembly SIMD. */
@@ -31,6 +31,15 @@ function validHi(OW: number, W: number, s: number, p: number, off: number, lo: n
  * (C·kh·kw, N·OH·OW) matrix (image n at colOff = n·OH·OW, ldc = N·OH·OW).
  */
 export function im2col(col: Float32Array, colOff: number, ldc: number, x: Float32Array, xOff: number, g: Conv2dGeometry): void {
+  if (g.C * g.kh * g.kw * g.OH * g.OW >= IM2COL_SIMD_MIN && simdIm2col(col, colOff, ldc, x, xOff, g)) return; // same values, in WebAssembly
+  im2colLoop(col, colOff, ldc, x, xOff, g);
+}
+
+/** From this many column values im2col runs in WebAssembly SIMD (stride 1). */
+const IM2COL_SIMD_MIN = 1024;
+
+/** im2col's loops (strided convolutions, SIMD off, and the reference its tests compare with). */
+export function im2colLoop(col: Float32Array, colOff: number, ldc: number, x: Float32Array, xOff: number, g: Conv2dGeometry): void {
   const { C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW } = g;
   const plane = H * W;
   for (let c = 0; c < C; c++) {

@@ -3,6 +3,9 @@ import { setSimdNnEnabled, simdGelu, simdGeluWithGrad, simdLayerNorm, simdLayerN
 import { causalSoftmax, causalSoftmaxBackward, causalSoftmaxBackwardJs, causalSoftmaxJs } from "../../ops/attention.js";
 import { simdAdd, simdCausalSoftmax, simdMul, simdRelu, simdReluBackward } from "./nn.js";
 import { reluBackward, reluForward } from "../js/elementwise.js";
+import { im2col, im2colLoop } from "../js/conv.js";
+import { simdIm2col } from "./nn.js";
+import type { Conv2dGeometry } from "../kernels.js";
 import { batchNormApply, batchNormBackward, batchNormStats, maxPool2d, maxPool2dBackward, maxPool2x2, maxPool2x2Relu, maxPool2x2ReluBackward, nchwToPadded, paddedToNchw } from "../js/conv.js";
 import { simdBatchNormApply, simdBatchNormBackward, simdBatchNormStats, simdMaxPool2dBackward, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward, simdNchwToPadded, simdPaddedToNchw } from "./nn.js";
 import { layerNorm, layerNormAffineJs, layerNormBackward, lnBackwardAffineJs } from "../js/nn.js";
@@ -218,6 +221,17 @@ describe.runIf(on)("WebAssembly SIMD batch norm (kernels/simd/nn.ts)", () => {
 });
 
 describe.runIf(on)("WebAssembly padded layout copies (kernels/simd/nn.ts)", () => {
+  /**
+   * Bit patterns, compared by a loop: toEqual on the largest case's 2M-element arrays took ~35 s
+   * of this test (near the 60 s timeout under load). Equal arrays give "equal"; else the first
+   * differing index and both values, so a failure still says where.
+   */
+  const sameBits = (a: Float32Array, b: Float32Array): string => {
+    if (a.length !== b.length) return `lengths ${a.length} and ${b.length}`;
+    const ia = new Int32Array(a.buffer, a.byteOffset, a.length), ib = new Int32Array(b.buffer, b.byteOffset, b.length);
+    for (let i = 0; i < ia.length; i++) if (ia[i] !== ib[i]) return `first difference at ${i}: ${a[i]} vs ${b[i]}`;
+    return "equal";
+  };
   const bitsOf = (a: Float32Array) => new Int32Array(a.buffer, a.byteOffset, a.length);
   it("nchwToPadded and paddedToNchw give the loops' values: widths with and without a tail, offsets, a tensor that grows the memory", () => {
     const shapes = [
@@ -236,7 +250,7 @@ describe.runIf(on)("WebAssembly padded layout copies (kernels/simd/nn.ts)", () =
       setSimdNnEnabled(false);
       nchwToPadded(d2, x, N, C, H, W, top, left, Hp, Wp);
       setSimdNnEnabled(true);
-      expect(bitsOf(d1)).toEqual(bitsOf(d2));
+      expect(sameBits(d1, d2)).toBe("equal");
       // Back, from a padded tensor whose padding holds garbage (never read).
       const src = new Float32Array(C * N * P).fill(-7);
       const [b1, b2] = [new Float32Array(n), new Float32Array(n)];
@@ -247,8 +261,8 @@ describe.runIf(on)("WebAssembly padded layout copies (kernels/simd/nn.ts)", () =
       setSimdNnEnabled(false);
       paddedToNchw(b2, src, N, C, H, W, top, left, Hp, Wp);
       setSimdNnEnabled(true);
-      expect(bitsOf(b1)).toEqual(bitsOf(b2));
-      expect(bitsOf(b1)).toEqual(bitsOf(x));
+      expect(sameBits(b1, b2)).toBe("equal");
+      expect(sameBits(b1, x)).toBe("equal");
     }
   });
   it("declines a window that does not fit its plane, and an empty tensor", () => {
@@ -264,6 +278,48 @@ describe.runIf(on)("WebAssembly padded layout copies (kernels/simd/nn.ts)", () =
     const back = new Float32Array(x.length);
     paddedToNchw(back, d, N, C, H, W, 1, 1, Hp, Wp);
     expect(bitsOf(back)).toEqual(bitsOf(x));
+  });
+});
+
+describe.runIf(on)("WebAssembly im2col (kernels/simd/nn.ts)", () => {
+  const bitsOf = (a: Float32Array) => new Int32Array(a.buffer, a.byteOffset, a.length);
+  /** Conv2dGeometry of a C×H×W image under a kh×kw kernel (stride s, padding p, dilation d). */
+  const geom = (C: number, H: number, W: number, kh: number, kw: number, s: number, ph: number, pw: number, d = 1): Conv2dGeometry => {
+    const OH = Math.floor((H + 2 * ph - d * (kh - 1) - 1) / s) + 1, OW = Math.floor((W + 2 * pw - d * (kw - 1) - 1) / s) + 1;
+    return { C, H, W, kh, kw, sh: s, sw: s, ph, pw, dh: d, dw: d, OH, OW };
+  };
+  it("gives the loop's values, bit for bit: padding wider than the kernel reaches, dilation, no padding, 1×1, widths with a tail, several images in one matrix", () => {
+    const cases: [Conv2dGeometry, number][] = [
+      [geom(1, 28, 28, 3, 3, 1, 1, 1), 3], // the MNIST CNNs' first conv, 3 images side by side
+      [geom(3, 9, 7, 3, 3, 1, 1, 1), 1],
+      [geom(2, 10, 11, 3, 5, 1, 2, 1, 2), 2], // dilation 2, uneven padding
+      [geom(4, 6, 6, 3, 3, 1, 0, 0), 2], // no padding
+      [geom(2, 5, 5, 3, 3, 1, 4, 3), 1], // padding past the kernel's reach: whole zero rows and columns
+      [geom(16, 8, 8, 1, 1, 1, 0, 0), 1], // 1×1
+      [geom(3, 7, 5, 2, 2, 1, 1, 0), 4], // W < 4 in the copies
+    ];
+    for (const [g, images] of cases) {
+      const img = g.C * g.H * g.W, L = g.OH * g.OW, K = g.C * g.kh * g.kw, ld = images * L;
+      const x = Float32Array.from({ length: images * img + 5 }, (_, i) => Math.sin(i * 0.71) * 2 + 0.25);
+      const a = new Float32Array(K * ld + 7).fill(NaN), b = new Float32Array(K * ld + 7).fill(NaN);
+      for (let n = 0; n < images; n++) {
+        expect(simdIm2col(a, 3 + n * L, ld, x, 5 + n * img, g)).toBe(true);
+        im2colLoop(b, 3 + n * L, ld, x, 5 + n * img, g);
+      }
+      expect(bitsOf(a)).toEqual(bitsOf(b)); // the same values, and nothing outside the rows written (NaN stays)
+    }
+  });
+  it("declines a strided convolution; im2col dispatches and runs the loop then", () => {
+    const g2 = geom(2, 9, 9, 3, 3, 2, 1, 1);
+    expect(simdIm2col(new Float32Array(2 * 9 * 25), 0, 25, new Float32Array(2 * 81), 0, g2)).toBe(false);
+    for (const g of [geom(1, 28, 28, 3, 3, 1, 1, 1), g2]) {
+      const L = g.OH * g.OW, K = g.C * g.kh * g.kw;
+      const x = Float32Array.from({ length: g.C * g.H * g.W }, (_, i) => Math.cos(i * 0.3));
+      const a = new Float32Array(K * L).fill(NaN), b = new Float32Array(K * L).fill(NaN);
+      im2col(a, 0, L, x, 0, g);
+      im2colLoop(b, 0, L, x, 0, g);
+      expect(bitsOf(a)).toEqual(bitsOf(b));
+    }
   });
 });
 
