@@ -31,7 +31,7 @@ let active: BufferArena | null = null;
 /** Every arena's arrays (by buffer): they must never become a `.grad` or enter the gradient pool. */
 const arenaBuffers = new WeakSet<ArrayBufferLike>();
 
-/** Test hook: fill every recycled array with NaN before handing it out (an op that reads its output before writing it shows). */
+/** Test hook: fill every recycled array with NaN before handing it out (an op that reads its output before writing it shows); CHAINRULE_ARENA_POISON=1 sets it for a whole run, worker threads included. */
 let poison = process.env.CHAINRULE_ARENA_POISON === "1";
 export function setArenaPoison(on: boolean): void {
   poison = on;
