@@ -11,6 +11,9 @@ import { simdBatchNormApply, simdBatchNormBackward, simdBatchNormStats, simdMaxP
 import { layerNorm, layerNormAffineJs, layerNormBackward, lnBackwardAffineJs } from "../js/nn.js";
 import { erfAccurate, geluForward, geluForwardJs, geluForwardWithGrad, geluForwardWithGradJs } from "../../models/gpt-ops.js";
 
+/** A float array's bit patterns, to compare results exactly (NaN payloads and -0 included). */
+const bitsOf = (a: Float32Array) => new Int32Array(a.buffer, a.byteOffset, a.length);
+
 const on = process.env.CHAINRULE_SIMD !== "0" && process.env.CHAINRULE_PARALLEL_SIMD !== "0";
 afterEach(() => setSimdNnEnabled(on));
 
@@ -87,7 +90,6 @@ describe.runIf(on)("WebAssembly SIMD 2x2 max pool + ReLU (kernels/simd/nn.ts)", 
     maxPool2x2Relu(viaLoop, tapViaLoop, 2, src, 0, N, C, PH, PW, sN, sC, Wp); // dispatches to SIMD
     return { took, outJ, tapJ, outS, tapS, viaLoop, tapViaLoop };
   }
-  const bitsOf = (a: Float32Array) => new Int32Array(a.buffer);
 
   it("gives the loop's bits and taps (first maximum on ties, tap 4 at +0) for both layouts and odd sizes", () => {
     for (const [N, C, OH, OW, Hp, Wp, channelMajor] of [[4, 3, 28, 28, 30, 30, true], [4, 5, 14, 14, 16, 16, true], [3, 4, 7, 7, 9, 9, false], [2, 3, 28, 28, 28, 28, false], [5, 2, 13, 11, 13, 11, false], [2, 2, 2, 2, 2, 2, false]] as const) {
@@ -163,7 +165,6 @@ describe.runIf(on)("WebAssembly max-pool backward scatter (kernels/simd/nn.ts)",
 });
 
 describe.runIf(on)("WebAssembly SIMD batch norm (kernels/simd/nn.ts)", () => {
-  const bitsOf = (a: Float32Array) => new Int32Array(a.buffer, a.byteOffset, a.length);
   /** |a − b| ≤ tol·max(1, |b|) everywhere (NaN where b is NaN); one assertion with the worst index. */
   function near(a: Float32Array, b: Float32Array, tol: number) {
     let worst = -1;
@@ -232,7 +233,6 @@ describe.runIf(on)("WebAssembly padded layout copies (kernels/simd/nn.ts)", () =
     for (let i = 0; i < ia.length; i++) if (ia[i] !== ib[i]) return `first difference at ${i}: ${a[i]} vs ${b[i]}`;
     return "equal";
   };
-  const bitsOf = (a: Float32Array) => new Int32Array(a.buffer, a.byteOffset, a.length);
   it("nchwToPadded and paddedToNchw give the loops' values: widths with and without a tail, offsets, a tensor that grows the memory", () => {
     const shapes = [
       [2, 3, 5, 5, 1, 1, 7, 7], // tail 1
@@ -282,7 +282,6 @@ describe.runIf(on)("WebAssembly padded layout copies (kernels/simd/nn.ts)", () =
 });
 
 describe.runIf(on)("WebAssembly im2col (kernels/simd/nn.ts)", () => {
-  const bitsOf = (a: Float32Array) => new Int32Array(a.buffer, a.byteOffset, a.length);
   /** Conv2dGeometry of a C×H×W image under a kh×kw kernel (stride s, padding p, dilation d). */
   const geom = (C: number, H: number, W: number, kh: number, kw: number, s: number, ph: number, pw: number, d = 1): Conv2dGeometry => {
     const OH = Math.floor((H + 2 * ph - d * (kh - 1) - 1) / s) + 1, OW = Math.floor((W + 2 * pw - d * (kw - 1) - 1) / s) + 1;

@@ -1190,6 +1190,28 @@ export function simdPaddedToNchw(x: Float32Array, src: Float32Array, N: number, 
   return paddedCopy(false, x, src, N, C, H, W, top, left, Hp, Wp);
 }
 
+/** Both directions between x (N, C, H, W) and the padded (C, N, Hp, Wp) holding x's planes at (top, left). */
+function paddedCopy(
+  toPadded: boolean, out: Float32Array, inp: Float32Array, N: number, C: number, H: number, W: number, top: number, left: number, Hp: number, Wp: number,
+): boolean {
+  const e = simdNn();
+  const HW = H * W, P = Hp * Wp, dense = N * C * HW, padded = N * C * P;
+  if (e === null || dense === 0 || top + H > Hp || left + W > Wp || !bigScratch(e, dense + padded + 64)) return false;
+  const [inLen, outLen] = toPadded ? [dense, padded] : [padded, dense];
+  const I0 = BIG0, O0 = after(I0 + inLen), m = e.f32;
+  m.set(inp.subarray(0, inLen), I0);
+  if (toPadded) m.fill(0, O0, O0 + padded);
+  const [D0, P0] = toPadded ? [I0, O0] : [O0, I0]; // where the dense and the padded tensor sit
+  for (let c = 0; c < C; c++) {
+    // planes (n, c) of the dense tensor, C·HW apart ↔ planes (c, n) of the padded one, P apart
+    const d = 4 * (D0 + c * HW), p = 4 * (P0 + c * N * P + top * Wp + left);
+    if (toPadded) e.copyRows(d, p, N, H, W >> 2, W & 3, 4 * W, 4 * Wp, 4 * C * HW, 4 * P);
+    else e.copyRows(p, d, N, H, W >> 2, W & 3, 4 * Wp, 4 * W, 4 * P, 4 * C * HW);
+  }
+  out.set(m.subarray(O0, O0 + outLen));
+  return true;
+}
+
 /**
  * js/conv.ts im2col in WebAssembly for stride 1 (any padding, dilation): the image goes into the
  * engine's memory with one memcpy, the column matrix there is zeroed, and each column row
@@ -1223,28 +1245,6 @@ export function simdIm2col(col: Float32Array, colOff: number, ldc: number, x: Fl
   }
   if (ldc === L) col.set(m.subarray(Q0, Q0 + K * L), colOff);
   else for (let r = 0; r < K; r++) col.set(m.subarray(Q0 + r * L, Q0 + (r + 1) * L), colOff + r * ldc);
-  return true;
-}
-
-/** Both directions between x (N, C, H, W) and the padded (C, N, Hp, Wp) holding x's planes at (top, left). */
-function paddedCopy(
-  toPadded: boolean, out: Float32Array, inp: Float32Array, N: number, C: number, H: number, W: number, top: number, left: number, Hp: number, Wp: number,
-): boolean {
-  const e = simdNn();
-  const HW = H * W, P = Hp * Wp, dense = N * C * HW, padded = N * C * P;
-  if (e === null || dense === 0 || top + H > Hp || left + W > Wp || !bigScratch(e, dense + padded + 64)) return false;
-  const [inLen, outLen] = toPadded ? [dense, padded] : [padded, dense];
-  const I0 = BIG0, O0 = after(I0 + inLen), m = e.f32;
-  m.set(inp.subarray(0, inLen), I0);
-  if (toPadded) m.fill(0, O0, O0 + padded);
-  const [D0, P0] = toPadded ? [I0, O0] : [O0, I0]; // where the dense and the padded tensor sit
-  for (let c = 0; c < C; c++) {
-    // planes (n, c) of the dense tensor, C·HW apart ↔ planes (c, n) of the padded one, P apart
-    const d = 4 * (D0 + c * HW), p = 4 * (P0 + c * N * P + top * Wp + left);
-    if (toPadded) e.copyRows(d, p, N, H, W >> 2, W & 3, 4 * W, 4 * Wp, 4 * C * HW, 4 * P);
-    else e.copyRows(p, d, N, H, W >> 2, W & 3, 4 * Wp, 4 * W, 4 * P, 4 * C * HW);
-  }
-  out.set(m.subarray(O0, O0 + outLen));
   return true;
 }
 
