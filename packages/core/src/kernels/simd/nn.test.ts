@@ -3,11 +3,9 @@ import { setSimdNnEnabled, simdGelu, simdGeluWithGrad, simdLayerNorm, simdLayerN
 import { causalSoftmax, causalSoftmaxBackward, causalSoftmaxBackwardJs, causalSoftmaxJs } from "../../ops/attention.js";
 import { simdAdd, simdCausalSoftmax, simdMul, simdRelu, simdReluBackward } from "./nn.js";
 import { reluBackward, reluForward } from "../js/elementwise.js";
-import { im2col, im2colLoop } from "../js/conv.js";
-import { simdIm2col } from "./nn.js";
 import type { Conv2dGeometry } from "../kernels.js";
-import { batchNormApply, batchNormBackward, batchNormStats, maxPool2d, maxPool2dBackward, maxPool2x2, maxPool2x2Relu, maxPool2x2ReluBackward, nchwToPadded, paddedToNchw } from "../js/conv.js";
-import { simdBatchNormApply, simdBatchNormBackward, simdBatchNormStats, simdMaxPool2dBackward, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward, simdNchwToPadded, simdPaddedToNchw } from "./nn.js";
+import { batchNormApply, batchNormBackward, batchNormStats, im2col, im2colLoop, maxPool2d, maxPool2dBackward, maxPool2x2, maxPool2x2Relu, maxPool2x2ReluBackward, nchwToPadded, paddedToNchw } from "../js/conv.js";
+import { simdBatchNormApply, simdBatchNormBackward, simdBatchNormStats, simdIm2col, simdMaxPool2dBackward, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward, simdNchwToPadded, simdPaddedToNchw } from "./nn.js";
 import { layerNorm, layerNormAffineJs, layerNormBackward, lnBackwardAffineJs } from "../js/nn.js";
 import { erfAccurate, geluForward, geluForwardJs, geluForwardWithGrad, geluForwardWithGradJs } from "../../models/gpt-ops.js";
 
