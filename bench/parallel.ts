@@ -6,7 +6,8 @@
  * outside forward/backward is broken down per step; resident memory is measured in a
  * fresh child process per worker count.
  *
- *   npx tsx bench/parallel.ts [--workers 1,2,4] [--batch 512] [--steps 6] [--rounds 3] [--warmup 300] [--quick] [--no-rss] [--ceiling]
+ *   npx tsx bench/parallel.ts [--workers 1,2,4] [--batch 512] [--steps 6] [--rounds 3] [--warmup 300] [--quick] [--no-rss] [--ceiling] [--one-by-one]
+ * (steps are posted one ahead, as fit() and the CLI post them; --one-by-one awaits each before posting the next)
  * (--warmup: untimed steps each pool takes first, default 300. Every worker thread JIT-compiles core on
  * its own, and V8 keeps compiling the once-per-step functions with TurboFan for the first ~350 steps
  * (20-100 ms each, 2.3 s of CPU for the CNN's 2 workers; `node --trace-opt`). The compiles run on V8's
@@ -23,7 +24,7 @@ import { spawnSync } from "node:child_process";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { BufferArena, F, Generator, Tensor, backendReport, manualSeed, nn, optim } from "../packages/core/src/index.js";
-import { DataParallel, MODELS, createSharedDataset, mlp, simdAvailable, type SharedDataset, type StepStats } from "../packages/parallel/src/index.js";
+import { DataParallel, MODELS, createSharedDataset, mlp, simdAvailable, type SharedDataset, type StepOutcome, type StepStats } from "../packages/parallel/src/index.js";
 import { flag, hasFlag, median, numList, runIfMain, table } from "./_util.js";
 
 const SIZES = [784, 512, 256, 10];
@@ -144,13 +145,26 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   const ds = dataset(rows);
   const idx = indexBatches(rows, batch, steps);
   console.log(`load average ${os.loadavg().map((x) => x.toFixed(2)).join(" ")} on ${os.cpus().length} cores`);
-  console.log(`MLP ${SIZES.join("-")}, Adam, global batch ${batch}; ${warmup} warm-up steps, then ${steps} steps x ${rounds} rounds (alternating); backend: ${backendReport().reason}; reduce/Adam kernels: ${simdAvailable() ? "wasm simd" : "js"}`);
+  console.log(`MLP ${SIZES.join("-")}, Adam, global batch ${batch}; ${warmup} warm-up steps, then ${steps} steps x ${rounds} rounds (alternating), ${hasFlag(args, "one-by-one") ? "each step awaited before the next is posted" : "each step posted while the last runs"}; backend: ${backendReport().reason}; reduce/Adam kernels: ${simdAvailable() ? "wasm simd" : "js"}`);
 
+  // Each step is posted before the last one is awaited, as fit() and the CLI do: the workers go
+  // from one step to the next without a round trip through the main thread (--one-by-one: await each).
+  const oneByOne = hasFlag(args, "one-by-one");
+  const run = async (dp: DataParallel, batches: Int32Array[], out: StepStats[] | null) => {
+    let last: Promise<StepOutcome> | null = null;
+    for (const b of batches) {
+      const next = dp.trainStep({ dataset: ds, indices: b });
+      if (oneByOne) out?.push((await next).stats);
+      else if (last) out?.push((await last).stats);
+      last = next;
+    }
+    if (!oneByOne && last) out?.push((await last).stats);
+  };
   const dps = new Map<number, DataParallel>();
   for (const w of workersList) {
     const dp = makeDp(w);
     await dp.init();
-    for (let i = 0; i < warmup; i++) await dp.step({ dataset: ds, indices: idx[i % idx.length] }); // warm-up (JIT in every thread, scratch buffers)
+    await run(dp, Array.from({ length: warmup }, (_, i) => idx[i % idx.length]), null); // warm-up (JIT in every thread, scratch buffers)
     dps.set(w, dp);
   }
   const sps = new Map<number | "main", number[]>([["main", []], ...workersList.map((w) => [w, []] as [number, number[]])]);
@@ -161,10 +175,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
       for (const w of r % 2 === 0 ? workersList : [...workersList].reverse()) {
         const dp = dps.get(w)!;
         const t0 = performance.now();
-        for (const b of idx) {
-          await dp.step({ dataset: ds, indices: b });
-          stats.get(w)!.push(dp.lastStats!);
-        }
+        await run(dp, idx, stats.get(w)!);
         sps.get(w)!.push((steps * batch) / ((performance.now() - t0) / 1000));
       }
     }

@@ -165,10 +165,10 @@ describe("Ctrl-C", () => {
           }
         }, 10);
       },
-      onStderr: (text) => (sawFirst ||= text.includes("SIGINT: finishing the current step")),
+      onStderr: (text) => (sawFirst ||= text.includes("SIGINT: finishing the steps in flight")),
     });
     expect(r.code, r.stdout + r.stderr).toBe(130);
-    expect(r.stderr).toContain("SIGINT: finishing the current step, then writing a checkpoint (Ctrl-C again to exit at once)");
+    expect(r.stderr).toContain("SIGINT: finishing the steps in flight, then writing a checkpoint (Ctrl-C again to exit at once)");
     // Either the second Ctrl-C won the race (exit at once) or the step and checkpoint finished first.
     if (r.stderr.includes("SIGINT again:")) expect(r.stderr).toMatch(/SIGINT again: exiting now; the last checkpoint \(.*step-\d+\) is intact/);
     else expect(r.stdout).toContain("resume with:");

@@ -5,6 +5,15 @@ import { MODELS, makeData } from "./fixtures/parallel-data.ts";
 
 const D = 4, C = 3, N = 12, W = 3; // whole-dataset batches: rank 1 gets rows 4..7
 
+/** The clean rows, then a copy of them with a sentinel in row 5 (rank 1's shard): steps on rows [0, N) and [N, 2N) of one dataset can be posted back to back. */
+function cleanThenPoisoned(clean: SharedDataset, sentinel: number): SharedDataset {
+  const p = poisoned(clean, sentinel);
+  const x = new Float32Array(2 * N * D), y = new Int32Array(2 * N);
+  x.set(clean.x); x.set(p.x, N * D);
+  y.set(clean.y as Int32Array); y.set(p.y as Int32Array, N);
+  return createSharedDataset({ x, y, xShape: [D] });
+}
+
 /** The clean data with one value of row 5 (rank 1's shard) replaced by a sentinel. */
 function poisoned(clean: SharedDataset, sentinel: number): SharedDataset {
   const x = clean.x.slice();
@@ -70,6 +79,61 @@ test("a worker that hangs: the step times out, names the worker, and the threads
   await d.step(clean);
   const err = await expectFailure(d, poisoned(clean, 4242), /^step 2: worker 1 timed out in grad after 1500 ms/, 6_000);
   expect(err.ranks).toEqual([1]);
+});
+
+test("a worker that throws while the next step is already posted: both steps reject with the same error, nothing is updated", async () => {
+  const d = make();
+  await d.init();
+  const clean = makeData(N, D, C);
+  await d.step(clean);
+  const before = d.params.slice();
+  const both = cleanThenPoisoned(clean, 1234.5); // one dataset: a new one would wait for the step in flight
+  const failing = d.step({ dataset: both, start: N, end: 2 * N }).then(() => null, (e) => e);
+  const behind = d.step({ dataset: both, start: 0, end: N }).then(() => null, (e) => e);
+  const [e1, e2] = await Promise.all([failing, behind]);
+  expect(e1).toBeInstanceOf(ParallelStepError);
+  expect(e1.message).toMatch(/^step 2: worker 1 failed in grad: sentinel 1234\.5 in the input.*parameters unchanged/);
+  expect(e2).toBe(e1); // the step behind never started
+  expect(d.threads).toBe(0);
+  expect(d.stepCount).toBe(1);
+  expect(Buffer.from(d.params.buffer, d.params.byteOffset, d.params.byteLength).equals(Buffer.from(before.buffer))).toBe(true);
+  expect(Number.isFinite(await d.step(clean))).toBe(true); // a fresh pool goes on from step 2
+  expect(d.stepCount).toBe(2);
+});
+
+test("a step that fails behind one that completes: the first stands, the second reports its own step", async () => {
+  const d = make();
+  await d.init();
+  const clean = makeData(N, D, C);
+  const both = cleanThenPoisoned(clean, 1234.5);
+  const first = d.step({ dataset: both, start: 0, end: N });
+  const second = d.step({ dataset: both, start: N, end: 2 * N }).then(() => null, (e) => e);
+  expect(Number.isFinite(await first)).toBe(true);
+  const afterFirst = d.params.slice();
+  const err = await second;
+  expect(err).toBeInstanceOf(ParallelStepError);
+  expect(err.message).toMatch(/^step 2: worker 1 failed in grad: sentinel 1234\.5/);
+  expect(err.paramsModified).toBe(false);
+  expect(d.stepCount).toBe(1);
+  expect(Buffer.from(d.params.buffer, d.params.byteOffset, d.params.byteLength).equals(Buffer.from(afterFirst.buffer))).toBe(true);
+});
+
+test("a worker that hangs with the next step posted: both reject on the first step's deadline, naming it", async () => {
+  const d = make(1500);
+  await d.init();
+  const clean = makeData(N, D, C);
+  await d.step(clean);
+  const t0 = performance.now();
+  const both = cleanThenPoisoned(clean, 4242);
+  const [e1, e2] = await Promise.all([
+    d.step({ dataset: both, start: N, end: 2 * N }).then(() => null, (e) => e),
+    d.step({ dataset: both, start: 0, end: N }).then(() => null, (e) => e),
+  ]);
+  expect(performance.now() - t0).toBeLessThan(6_000);
+  expect(e1.message).toMatch(/^step 2: worker 1 timed out in grad after 1500 ms/);
+  expect(e2).toBe(e1);
+  expect(d.threads).toBe(0);
+  expect(d.stepCount).toBe(1);
 });
 
 test("workers whose model layout differs from the main thread's fail init with LayoutMismatchError", async () => {

@@ -110,17 +110,21 @@ test("fit: per-epoch reshuffle, callbacks, evaluate; resume from getState is bit
   const want = full.getState();
   await full.close();
 
-  // Interrupted after 4 steps (mid-epoch), state saved, new instance resumes.
+  // Interrupted mid-epoch, state saved, new instance resumes. fit keeps the next step posted, so
+  // aborting in step 4's onStep lets step 5 (already posted) complete, and it gets its onStep too.
   const a = mk();
   await a.init();
   const ac = new AbortController();
-  await a.fit(ds, { epochs: 3, batchSize: BS, lr, signal: ac.signal, onStep: (i) => { if (i.step === 4) ac.abort(); } });
+  const seenA: number[] = [];
+  const resA = await a.fit(ds, { epochs: 3, batchSize: BS, lr, signal: ac.signal, onStep: (i) => { seenA.push(i.step); if (i.step === 4) ac.abort(); } });
+  expect(resA.stopped).toBe(true);
+  expect(seenA).toEqual([1, 2, 3, 4, 5]);
   const saved = structuredClone(a.getState());
   await a.close();
   const b = mk();
   await b.init();
   b.setState(saved);
-  expect(b.stepCount).toBe(4);
+  expect(b.stepCount).toBe(5);
   await b.fit(ds, { epochs: 3, batchSize: BS, lr, startStep: saved.step });
   const got = b.getState();
   await b.close();
@@ -150,6 +154,62 @@ test("steps run through the ranks' step loops: after the loops idled out, after 
   const a = await run(false), b = await run(true);
   expect(a.threads).toBe(2);
   expect(Buffer.from(a.params.buffer).equals(Buffer.from(b.params.buffer))).toBe(true);
+});
+
+describe.each([
+  ["adam, 2 workers", 2, adam, {}],
+  ["sgd with momentum, 3 workers", 3, sgd, {}],
+  ["adam, clipping and micro-batches, 3 workers", 3, adam, { clipGradNorm: 0.5, microBatchSize: 5 }],
+  ["adam, 4 workers (a last batch of 5 rows: shards 2, 1, 1, 1)", 4, adam, {}],
+] as const)("steps posted while the last one runs (%s)", (_name, workers, opt, extra) => {
+  test("equal steps awaited one by one, bit for bit, across a contiguous batch, a new dataset and an lr change", async () => {
+    const ds = makeData(N, D, C), ds2 = makeData(N, D, C, 5);
+    const idx = batches(N, BS, 10);
+    type Step = { data: Parameters<DataParallel["step"]>[0]; lr?: number };
+    const plan: Step[] = idx.map((b, i) => ({ data: { dataset: i >= 6 && i < 8 ? ds2 : ds, indices: b }, lr: i >= 4 ? 4e-3 : undefined }));
+    plan.splice(3, 0, { data: { dataset: ds, start: 10, end: 34 } }); // contiguous rows: views, no gather
+    const run = async (ahead: boolean) => {
+      const dp = new DataParallel({ model: { module: MODELS, export: "mlp", options: { sizes: SIZES } }, loss: "crossEntropy", optimizer: opt, workers, seed: SEED, ...extra });
+      try {
+        await dp.init();
+        const losses: number[] = [], steps: number[] = [];
+        if (ahead) {
+          // Keep two posted: the workers take the next step without waiting for the main thread.
+          const posted = plan.map((p) => dp.trainStep(p.data, { lr: p.lr }));
+          for (const o of posted) { const r = await o; losses.push(r.loss); steps.push(r.step); }
+        } else {
+          for (const p of plan) { const r = await dp.trainStep(p.data, { lr: p.lr }); losses.push(r.loss); steps.push(r.step); }
+        }
+        return { params: dp.params.slice(), losses, steps, state: dp.getState() };
+      } finally {
+        await dp.close();
+      }
+    };
+    const one = await run(false), ahead = await run(true);
+    expect(ahead.steps).toEqual(plan.map((_, i) => i + 1));
+    expect(ahead.losses).toEqual(one.losses);
+    expect(Buffer.from(ahead.params.buffer).equals(Buffer.from(one.params.buffer))).toBe(true);
+    for (const [k, v] of Object.entries(one.state.optimizer.buffers)) expect(Buffer.from(ahead.state.optimizer.buffers[k].buffer).equals(Buffer.from(v.buffer))).toBe(true);
+    expect(ahead.state.step).toBe(plan.length);
+  });
+});
+
+test("getState and setState refuse while a posted step is in flight; evaluate waits for it", async () => {
+  const ds = makeData(N, D, C);
+  const dp = new DataParallel({ model: { module: MODELS, export: "mlp", options: { sizes: SIZES } }, loss: "crossEntropy", optimizer: adam, workers: 2, seed: SEED });
+  try {
+    await dp.init();
+    const a = dp.step(ds), b = dp.step(ds);
+    const ev = dp.evaluate(ds); // runs after both steps
+    await a;
+    expect(() => dp.getState()).toThrow(/a step is running/);
+    await b;
+    await ev;
+    expect(dp.stepCount).toBe(2);
+    expect(dp.getState().step).toBe(2);
+  } finally {
+    await dp.close();
+  }
 });
 
 test("the main-thread replica and the workers share one copy of the parameters", async () => {
@@ -243,6 +303,17 @@ test("a long run of steps keeps nothing per step on the main thread (no promise 
     for (let i = 0; i < 8000; i++) await dp.step({ dataset: ds, start: 0, end: BS });
     gc();
     expect(process.memoryUsage().heapUsed - before).toBeLessThan(1 << 20);
+    // The same with each step posted while the last runs (two in flight).
+    const ahead = process.memoryUsage().heapUsed;
+    let last = dp.step({ dataset: ds, start: 0, end: BS });
+    for (let i = 0; i < 8000; i++) {
+      const next = dp.step({ dataset: ds, start: 0, end: BS });
+      await last;
+      last = next;
+    }
+    await last;
+    gc();
+    expect(process.memoryUsage().heapUsed - ahead).toBeLessThan(1 << 20);
   } finally {
     await dp.close();
   }

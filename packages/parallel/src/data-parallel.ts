@@ -37,8 +37,9 @@ const waitAsync = (Atomics as unknown as {
 
 /**
  * The ranks' step loops and what they were started with. `fail` records the first loop's
- * `{ rank, cause }` and rejects the step waiting, if any, through `stepFailed` (set per step:
- * racing one long-lived promise every step would leave a reaction on it per step, ~0.4 KB each).
+ * `{ rank, cause }` and wakes the steps waiting (each checks `failure` when woken: no promise
+ * raced per step, which would leave a reaction on a long-lived one per step, ~0.4 KB each).
+ * `error` is the one error every step in flight when it failed rejects with.
  */
 interface Serving {
   ds: SharedDataset;
@@ -46,19 +47,27 @@ interface Serving {
   fixed: string;
   runs: (Promise<void> | null)[];
   failure: { error: unknown } | null;
-  stepFailed: ((e: unknown) => void) | null;
+  error: Promise<ParallelStepError> | null;
   fail: (e: unknown) => void;
 }
 
-function newServing(ds: SharedDataset, idx: SharedArrayBuffer, fixed: string, world: number): Serving {
+function newServing(ds: SharedDataset, idx: SharedArrayBuffer, fixed: string, world: number, bell: Int32Array): Serving {
   const sv: Serving = {
-    ds, idx, fixed, runs: new Array(world).fill(null), failure: null, stepFailed: null,
+    ds, idx, fixed, runs: new Array(world).fill(null), failure: null, error: null,
     fail: (e) => {
       sv.failure ??= { error: e };
-      sv.stepFailed?.(sv.failure.error);
+      Atomics.notify(bell, BELL.DONE);
+      Atomics.notify(bell, BELL.DONE + 1);
     },
   };
   return sv;
+}
+
+/** A step posted to the ranks and not yet completed (at most two: the next is rung while the last runs). */
+interface InFlight {
+  step: number;
+  seq: number;
+  done: Promise<StepOutcome>;
 }
 
 /** How long a rank's step loop waits for the next step before it returns (and is started anew when one comes). */
@@ -75,12 +84,24 @@ export interface StepOptions {
   lr?: number;
 }
 
+/** What `trainStep` resolves to. */
+export interface StepOutcome {
+  /** The step's number (optimizer steps taken, this one included). */
+  step: number;
+  /** Mean loss over the batch. */
+  loss: number;
+  stats: StepStats;
+}
+
 /** Where the time of the last step went (ms; per-rank figures are the max over ranks). */
 export interface StepStats {
   step: number;
   loss: number;
   rows: number;
-  /** Wall time of the whole step, main thread. */
+  /**
+   * Wall time of the step, main thread: from posting it, or — when it was posted while the step
+   * before ran — from that step's completion, to its own.
+   */
   wallMs: number;
   /** Forward + loss + backward (max over ranks). */
   computeMs: number;
@@ -295,14 +316,22 @@ export class DataParallel {
   private ctx: WorkerContext | null = null;
   private optViews: Record<string, Float32Array> = {};
   private pool: Piscina | null = null;
-  private idxBuf = new Int32Array(new SharedArrayBuffer(4));
-  /** The ranks' step loops (see `serveStep`) and what they were started with; null: none running. */
+  /** Indices of shuffled batches: two halves of `idxHalf` ints, one per command parity. */
+  private idxBuf = new Int32Array(new SharedArrayBuffer(8));
+  private idxHalf = 1;
+  /** The ranks' step loops (see `post`) and what they were started with; null: none running. */
   private serving: Serving | null = null;
   /** The last doorbell command (steps rung so far in this process's pools). */
   private seq = 0;
   private _step = 0;
   private queue: Promise<unknown> = Promise.resolve();
-  private busy = false;
+  /** Steps posted and not yet completed, oldest first (at most two). */
+  private inflight: InFlight[] = [];
+  /** The barrier count the next step's barriers start from (CONTROL.BARRIER counts on while steps follow each other). */
+  private barrierCount = 0;
+  /** When the last step completed (performance.now()). */
+  private lastDoneAt = 0;
+  private posting = false;
   private closed = false;
 
   constructor(opts: DataParallelOptions) {
@@ -388,8 +417,8 @@ export class DataParallel {
         control: new SharedArrayBuffer(4 * CONTROL.size(this.world)),
         exchange: new SharedArrayBuffer(8 * 3 * this.world),
         bell: new SharedArrayBuffer(4 * BELL.size(this.world)),
-        stepDesc: new SharedArrayBuffer(8 * STEP_DESC.size(this.world)),
-        stepResults: new SharedArrayBuffer(8 * STEP_RESULT.size * this.world),
+        stepDesc: new SharedArrayBuffer(8 * 2 * STEP_DESC.size(this.world)),
+        stepResults: new SharedArrayBuffer(8 * 2 * STEP_RESULT.size * this.world),
         barrierTimeoutMs: this.timeoutMs + 5000,
         buffers, buffersAt, bufSlotsAt, syncBatchNorm, bnAt, bnRow, reuseActivations: this.opts.reuseActivations ?? true,
       };
@@ -436,14 +465,33 @@ export class DataParallel {
     return this.pool?.threads.length ?? 0;
   }
 
-  /** Runs one optimizer step on `batch`; resolves to its mean loss. Steps are serialised. */
+  /** Runs one optimizer step on `batch`; resolves to its mean loss. Steps run in the order they are called (see trainStep). */
   step(batch: Batch, opts: StepOptions = {}): Promise<number> {
-    return this.enqueue(() => this.doStep(batch, opts));
+    return this.trainStep(batch, opts).then((o) => o.loss);
   }
 
-  /** Trains for `epochs`, reshuffling each epoch from (shuffleSeed, epoch). */
+  /**
+   * Posts one optimizer step on `batch`; resolves to its loss and timings when it completes.
+   * Steps run in the order they are posted. Post the next step before awaiting the last (as
+   * `fit` does) and the workers start it as soon as the last is done, without a round trip
+   * through the main thread, and gather its shuffled rows while they wait at the last step's
+   * barrier. At most two steps are in flight: a third post waits for the oldest. If a step
+   * fails, the step posted behind it rejects with the same error (it never started).
+   */
+  trainStep(batch: Batch, opts: StepOptions = {}): Promise<StepOutcome> {
+    // Wrapped: an async function returning a promise would resolve only when that one does.
+    return this.enqueue(() => this.post(batch, opts), true).then((posted) => posted.done);
+  }
+
+  /**
+   * Trains for `epochs`, reshuffling each epoch from (shuffleSeed, epoch). Keeps the next step
+   * posted while it awaits the current one (see trainStep), so `onStep` runs while the workers
+   * compute; when `signal` aborts, the step already posted still completes (and gets its onStep).
+   */
   async fit(dataset: SharedDataset, o: FitOptions): Promise<FitResult> {
     this.ready();
+    await this.queue.catch(() => {});
+    await this.drain();
     const N = dataset.length, B = o.batchSize;
     if (!Number.isInteger(B) || B < 1) throw new ParallelError(`fit: batchSize must be a positive integer, got ${B}`);
     const perEpoch = o.dropLast ? Math.floor(N / B) : Math.ceil(N / B);
@@ -455,19 +503,28 @@ export class DataParallel {
     for (let epoch = Math.floor(start / perEpoch); epoch < o.epochs; epoch++) {
       const perm = shuffle ? new Generator(mixSeed(shuffleSeed, epoch)).permutation(N) : null;
       const t0 = performance.now();
-      let lossSum = 0, rows = 0, epochSteps = 0;
-      for (let b = epoch === Math.floor(start / perEpoch) ? start % perEpoch : 0; b < perEpoch; b++) {
-        const a = b * B, e = Math.min(a + B, N);
-        const lr = lrAt(o.lr, this._step);
-        const batch: Batch = perm ? { dataset, indices: perm.subarray(a, e) } : { dataset, start: a, end: e };
-        const loss = await this.step(batch, { lr });
-        lossSum += loss * (e - a);
-        rows += e - a;
+      let lossSum = 0, rows = 0, epochSteps = 0, stopped = false;
+      const posted: { b: number; lr: number | undefined; rows: number; out: Promise<StepOutcome> }[] = [];
+      let next = epoch === Math.floor(start / perEpoch) ? start % perEpoch : 0, stepIndex = this._step;
+      while (posted.length > 0 || (next < perEpoch && !stopped)) {
+        while (next < perEpoch && posted.length < 2 && !stopped) {
+          const a = next * B, e = Math.min(a + B, N);
+          const lr = lrAt(o.lr, stepIndex++);
+          const batch: Batch = perm ? { dataset, indices: perm.subarray(a, e) } : { dataset, start: a, end: e };
+          const out = this.trainStep(batch, { lr });
+          out.catch(() => {}); // a step behind a failed one rejects too; the failed one is thrown below
+          posted.push({ b: next++, lr, rows: e - a, out });
+        }
+        const cur = posted.shift()!;
+        const { step, loss, stats } = await cur.out;
+        lossSum += loss * cur.rows;
+        rows += cur.rows;
         steps++;
         epochSteps++;
-        await o.onStep?.({ step: this._step, epoch, batch: b, batches: perEpoch, loss, lr: lr ?? this.hyper.lr, rows: e - a, stats: this.lastStats! });
-        if (o.signal?.aborted) return { steps, epochs, stopped: true };
+        await o.onStep?.({ step, epoch, batch: cur.b, batches: perEpoch, loss, lr: cur.lr ?? this.hyper.lr, rows: cur.rows, stats });
+        if (o.signal?.aborted) stopped = true; // posts nothing more; what is posted completes
       }
+      if (stopped) return { steps, epochs, stopped: true };
       const seconds = (performance.now() - t0) / 1000;
       const info: EpochInfo = { epoch, loss: lossSum / rows, steps: epochSteps, seconds, samplesPerSec: rows / seconds };
       if (o.validation) info.validation = await this.evaluate(o.validation);
@@ -528,10 +585,11 @@ export class DataParallel {
     this._step = s.step;
   }
 
-  /** Waits for the running step, then terminates the workers. Idempotent. */
+  /** Waits for the steps in flight, then terminates the workers. Idempotent. */
   async close(): Promise<void> {
     this.closed = true;
     await this.queue.catch(() => {});
+    await this.drain();
     await this.destroyPool();
   }
 
@@ -546,17 +604,29 @@ export class DataParallel {
     if (this.closed) throw new ParallelError("DataParallel: closed");
   }
 
-  private enqueue<T>(fn: () => Promise<T>): Promise<T> {
+  /** A step is being posted or is in flight. */
+  private get busy(): boolean {
+    return this.posting || this.inflight.length > 0;
+  }
+
+  /** Runs `fn` after everything enqueued before it; unless `post` (a step), also after every step in flight completed. */
+  private enqueue<T>(fn: () => Promise<T>, post = false): Promise<T> {
     const run = this.queue.catch(() => {}).then(async () => {
-      this.busy = true;
+      if (!post) await this.drain();
+      this.posting = true;
       try {
         return await fn();
       } finally {
-        this.busy = false;
+        this.posting = false;
       }
     });
     this.queue = run;
     return run;
+  }
+
+  /** Waits until no step is in flight (failed ones included). */
+  private async drain(): Promise<void> {
+    while (this.inflight.length > 0) await this.inflight[0].done.catch(() => {});
   }
 
   private async startPool(): Promise<void> {
@@ -631,13 +701,13 @@ export class DataParallel {
     let ranks = [...pending].sort((a, b) => a - b);
     await this.destroyPool();
     const stepTask = phase === "grad";
-    if (stepTask) paramsModified = this.anyRankUpdating();
+    if (stepTask) paramsModified = this.anyRankUpdating(step);
     if ((e as { timeout?: boolean }).timeout) {
       if (stepTask) ranks = this.laggards(ranks);
       return phaseTimedOut(ranks, step, stepTask ? this.stageOf(ranks[0]) : phase, paramsModified, timeoutMs);
     }
     const { rank, cause } = e as { rank: number; cause: unknown };
-    if (stepTask && /barrier \d+ timed out/.test(String((cause as Error)?.message))) {
+    if (stepTask && /barrier \S+ timed out/.test(String((cause as Error)?.message))) {
       // A rank gave up waiting for its peers: report the peers that never arrived.
       const late = this.laggards(ranks);
       return phaseTimedOut(late, step, this.stageOf(late[0]), paramsModified, timeoutMs);
@@ -646,34 +716,84 @@ export class DataParallel {
   }
 
   /**
-   * One step through the ranks' step loops: write the step description to shared memory, ring
-   * each rank's doorbell word, wait (Atomics.waitAsync, bounded by `timeoutMs`) until all ranks
-   * counted themselves done, read their result rows. No message per step — a piscina task per
-   * rank and step cost ~0.2–0.3 ms of dispatch here, the doorbell ~0.05. A loop is started
-   * (a piscina task) for a rank that has none or whose loop gave up idling; loops are restarted
-   * when what they were started with changes (dataset, index buffer, optimizer, augmentation).
-   * A rank's error rejects its loop's task, which fails the step like a rejected step task.
+   * Posts one step to the ranks' step loops: writes its description (and indices) to shared memory
+   * in the halves of the command's parity, rings each rank's doorbell word and returns the step's
+   * completion, which waits (Atomics.waitAsync, bounded by `timeoutMs`) until all ranks counted
+   * themselves done and reads their result rows. No message per step — a piscina task per rank
+   * and step cost ~0.2–0.3 ms of dispatch here, the doorbell ~0.05. When a step is still in
+   * flight the new one is rung at once, marked to start with a barrier (no rank reads the
+   * parameters before every rank updated its chunk of them). A loop is started (a piscina task)
+   * for a rank that has none or whose loop gave up idling; loops are restarted when what they
+   * were started with changes (dataset, index buffer, optimizer, augmentation), after the steps
+   * in flight. A rank's error rejects its loop's task, which fails the step in flight and the
+   * one posted behind it.
    */
-  private async serveStep(
-    step: number, ds: SharedDataset, data: DatasetRef, idx: SharedArrayBuffer | null, rowStart: number, n: number, offs: number[],
-    hyper: OptimizerHyper, augment: StepTask["augment"],
-  ): Promise<StepResult[]> {
-    const ctx = this.ctx!, W = this.world, pool = this.pool!;
+  private async post(batch: Batch, opts: StepOptions): Promise<{ done: Promise<StepOutcome> }> {
+    const { ds, indices, n, rowStart } = this.resolveBatch(batch);
+    if (n === 0) throw new ParallelError("step: empty batch");
+    const hyper = { ...this.hyper, lr: opts.lr ?? this.hyper.lr };
+    checkLr(hyper.lr);
+    const augment = this.augment === "fromData" ? { ...augmentDefaults(this.opts.augment!), shape: imageShapeOf(ds.xShape) } : this.augment;
     const clip = this.clip ?? 0, microBatchSize = this.microBatchSize;
     const { lr, ...rest } = hyper;
     const fixed = JSON.stringify({ rest, augment, clip, microBatchSize });
+    for (;;) {
+      while (this.inflight.length >= 2) await this.inflight[0].done.catch(() => {});
+      await this.ensurePool();
+      // What restarts the loops (or outgrows the index buffer) waits for the steps in flight, as
+      // does a step behind one that failed (its pool is gone, or going).
+      const restart = this.serving !== null && (this.serving.ds !== ds || this.serving.fixed !== fixed);
+      const grow = indices !== null && n > this.idxHalf;
+      const failed = this.inflight.length > 0 && (this.serving === null || this.serving.failure !== null);
+      if ((restart || grow || failed) && this.inflight.length > 0) {
+        await this.drain();
+        continue;
+      }
+      if (grow) {
+        this.idxHalf = n;
+        this.idxBuf = new Int32Array(new SharedArrayBuffer(8 * n));
+      }
+      if (restart || grow) {
+        await this.stopServing();
+        continue;
+      }
+      break; // from here to the ring nothing awaits: the pool and its loops are the ones checked
+    }
+    const ctx = this.ctx!, W = this.world, pool = this.pool!;
     const idxBuf = this.idxBuf.buffer as SharedArrayBuffer;
-    if (this.serving && (this.serving.ds !== ds || this.serving.idx !== idxBuf || this.serving.fixed !== fixed)) await this.stopServing();
-    const sv = (this.serving ??= newServing(ds, idxBuf, fixed, W));
-    const bell = new Int32Array(ctx.bell), desc = new Float64Array(ctx.stepDesc), out = new Float64Array(ctx.stepResults);
+    const bell = new Int32Array(ctx.bell);
+    const sv = (this.serving ??= newServing(ds, idxBuf, fixed, W, bell));
+    const c = new Int32Array(ctx.control);
+    const prev = this.inflight.at(-1);
+    if (!prev) {
+      // Nothing in flight: every rank is idle, so the control words can start afresh.
+      this.barrierCount = 0;
+      Atomics.store(c, CONTROL.BARRIER, 0);
+      Atomics.store(c, CONTROL.BN, 0);
+      for (let r = 0; r < W; r++) {
+        Atomics.store(c, CONTROL.STAGE + r, 0);
+        Atomics.store(c, CONTROL.arrivedAt(W) + r, 0);
+        Atomics.store(c, CONTROL.stepOf(W) + r, 0);
+      }
+    }
+    const step = (prev ? prev.step : this._step) + 1;
+    const seq = ++this.seq, p = seq & 1;
+    const desc = new Float64Array(ctx.stepDesc, 8 * p * STEP_DESC.size(W), STEP_DESC.size(W));
+    const idxAt = p * this.idxHalf;
+    if (indices) this.idxBuf.set(indices, idxAt);
+    const offs = shardOffsets(n, W);
     desc[STEP_DESC.STEP] = step;
     desc[STEP_DESC.ROW_START] = rowStart;
     desc[STEP_DESC.LR] = lr;
     desc[STEP_DESC.ACTIVE] = Math.min(n, W);
-    desc[STEP_DESC.HAS_IDX] = idx ? 1 : 0;
+    desc[STEP_DESC.HAS_IDX] = indices ? 1 : 0;
+    desc[STEP_DESC.BARRIER_BASE] = this.barrierCount;
+    desc[STEP_DESC.START_BARRIER] = prev ? 1 : 0;
+    desc[STEP_DESC.IDX_AT] = idxAt;
     for (let r = 0; r <= W; r++) desc[STEP_DESC.OFFSETS + r] = offs[r];
-    Atomics.store(bell, BELL.DONE, 0);
-    const seq = ++this.seq;
+    this.barrierCount += (prev ? 1 : 0) + 1 + (clip > 0 ? 1 : 0);
+    Atomics.store(bell, BELL.DONE + p, 0);
+    const data = datasetRef(ds);
     for (let r = 0; r < W; r++) {
       const word = BELL.SEQ + r;
       if (sv.runs[r] !== null && Atomics.compareExchange(bell, word, seq - 1, seq) === seq - 1) {
@@ -687,41 +807,78 @@ export class DataParallel {
       run.catch(sv.fail); // once per loop, not once per step
       sv.runs[r] = run;
     }
-    const deadline = performance.now() + this.timeoutMs;
-    const done = new Promise<void>((resolve, reject) => {
-      if (sv.failure) return reject(sv.failure.error);
-      sv.stepFailed = reject;
-      (async () => {
-        for (;;) {
-          const v = Atomics.load(bell, BELL.DONE);
-          if (v >= W) return;
-          const left = deadline - performance.now();
-          if (left <= 0) throw { timeout: true };
-          const w = waitAsync(bell, BELL.DONE, v, left);
-          if (w.async) await w.value;
-        }
-      })().then(resolve, reject);
+    const postedAt = performance.now();
+    const entry: InFlight = { step, seq, done: null! };
+    entry.done = this.complete(entry, sv, n, postedAt, prev?.done ?? null).finally(() => {
+      this.inflight.splice(this.inflight.indexOf(entry), 1);
     });
+    entry.done.catch(() => {}); // the caller handles it; an unawaited step must not crash the process
+    this.inflight.push(entry);
+    return { done: entry.done };
+  }
+
+  /** Ranks that counted themselves done with command `seq` (all of them: it completed). */
+  private doneCount(seq: number): number {
+    return Atomics.load(new Int32Array(this.ctx!.bell), BELL.DONE + (seq & 1));
+  }
+
+  /** Waits for a posted step, reads its result rows, records it (after the step before it). */
+  private async complete(f: InFlight, sv: Serving, n: number, postedAt: number, prev: Promise<StepOutcome> | null): Promise<StepOutcome> {
+    const ctx = this.ctx!, W = this.world, p = f.seq & 1;
+    const bell = new Int32Array(ctx.bell);
+    const deadline = postedAt + this.timeoutMs;
     try {
-      await done;
+      for (;;) {
+        if (sv.failure) throw sv.failure.error;
+        const v = Atomics.load(bell, BELL.DONE + p);
+        if (v >= W) break;
+        const left = deadline - performance.now();
+        if (left <= 0) throw { timeout: true };
+        const w = waitAsync(bell, BELL.DONE + p, v, left);
+        if (w.async) await w.value;
+      }
     } catch (e) {
-      Atomics.store(bell, BELL.DONE, 1 << 30); // ends the waiter above
-      Atomics.notify(bell, BELL.DONE);
-      const pending: number[] = [];
-      for (let r = 0; r < W; r++) if (out[r * STEP_RESULT.size + STEP_RESULT.STEP] !== step) pending.push(r);
-      throw await this.failure(e, "grad", step, false, pending, this.timeoutMs);
-    } finally {
-      sv.stepFailed = null;
+      // A later step's failure wakes this one too: if it completed, it stands.
+      if (this.doneCount(f.seq) < W) {
+        if (!sv.error) {
+          // The step named is the oldest one in flight that did not complete; the step behind it never started.
+          const failed = this.inflight.find((g) => this.doneCount(g.seq) < W) ?? f;
+          const out = new Float64Array(ctx.stepResults), pending: number[] = [];
+          for (let r = 0; r < W; r++) if (out[((failed.seq & 1) * W + r) * STEP_RESULT.size + STEP_RESULT.STEP] !== failed.step) pending.push(r);
+          sv.error = this.failure(e, "grad", failed.step, false, pending, this.timeoutMs);
+        }
+        throw await sv.error;
+      }
     }
-    return Array.from({ length: W }, (_, r) => {
-      const o = r * STEP_RESULT.size;
+    if (prev) await prev.catch(() => {});
+    const out = new Float64Array(ctx.stepResults);
+    const res = Array.from({ length: W }, (_, r) => {
+      const o = (p * W + r) * STEP_RESULT.size;
       return {
-        rank: r, rows: out[o + STEP_RESULT.ROWS], counted: out[o + STEP_RESULT.COUNTED], lossSum: out[o + STEP_RESULT.LOSS_SUM],
+        rows: out[o + STEP_RESULT.ROWS], counted: out[o + STEP_RESULT.COUNTED], lossSum: out[o + STEP_RESULT.LOSS_SUM],
         gatherMs: out[o + STEP_RESULT.GATHER_MS], computeMs: out[o + STEP_RESULT.COMPUTE_MS], waitMs: out[o + STEP_RESULT.WAIT_MS],
         reduceMs: out[o + STEP_RESULT.REDUCE_MS], optMs: out[o + STEP_RESULT.OPT_MS], gradNorm: out[o + STEP_RESULT.GRAD_NORM],
         stepMs: out[o + STEP_RESULT.STEP_MS],
       };
     });
+    const now = performance.now();
+    const wallMs = now - (prev ? Math.max(postedAt, this.lastDoneAt) : postedAt);
+    this.lastDoneAt = now;
+    this._step = f.step;
+    let loss = 0, counted = 0;
+    for (const g of res) { loss += g.lossSum; counted += g.counted; } // rank order
+    loss /= counted;
+    const max = (xs: number[]) => xs.reduce((a, b) => Math.max(a, b), 0);
+    const computeMs = max(res.map((g) => g.computeMs)), gatherMs = max(res.map((g) => g.gatherMs));
+    const reduceMs = max(res.map((r) => r.reduceMs)), optMs = max(res.map((r) => r.optMs));
+    const busyMs = max(res.map((g) => g.gatherMs + g.computeMs)) + max(res.map((r) => r.reduceMs + r.optMs));
+    const stats: StepStats = {
+      step: f.step, loss, rows: n, wallMs, computeMs, rankComputeMs: res.map((g) => g.computeMs), zeroMs: 0, gatherMs, reduceMs, optMs,
+      waitMs: max(res.map((r) => r.waitMs)), dispatchMs: Math.max(0, wallMs - max(res.map((r) => r.stepMs))),
+      syncMs: Math.max(0, wallMs - busyMs), overheadMs: wallMs - computeMs, gradNorm: this.clip !== undefined ? res[0].gradNorm : undefined,
+    };
+    this.lastStats = stats;
+    return { step: f.step, loss, stats };
   }
 
   /** Ends the ranks' step loops (between steps), so the threads take other tasks; bounded wait. */
@@ -743,10 +900,13 @@ export class DataParallel {
     if (!stopped) await this.destroyPool(); // cannot happen between steps; never hang on it
   }
 
-  /** After a failed step: did any rank start updating parameters (its stage reached update)? */
-  private anyRankUpdating(): boolean {
-    const c = new Int32Array(this.ctx!.control);
-    for (let r = 0; r < this.world; r++) if (Atomics.load(c, CONTROL.STAGE + r) >= STAGE_UPDATE) return true;
+  /** After step `step` failed: did any rank start updating parameters in it (its stage reached update, or it went on to a later step)? */
+  private anyRankUpdating(step: number): boolean {
+    const c = new Int32Array(this.ctx!.control), W = this.world;
+    for (let r = 0; r < W; r++) {
+      const at = Atomics.load(c, CONTROL.stepOf(W) + r);
+      if (at > step || (at === step && Atomics.load(c, CONTROL.STAGE + r) >= STAGE_UPDATE)) return true;
+    }
     return false;
   }
 
@@ -768,59 +928,22 @@ export class DataParallel {
     return behind.length > 0 ? behind : pending.length > 0 ? pending : Array.from({ length: this.world }, (_, r) => r);
   }
 
-  private resolveBatch(batch: Batch): { ds: SharedDataset; idx: SharedArrayBuffer | null; n: number; rowStart: number } {
-    if ("x" in batch) return { ds: batch, idx: null, n: batch.length, rowStart: 0 };
+  /** The batch's dataset and rows (indices checked, not yet copied). */
+  private resolveBatch(batch: Batch): { ds: SharedDataset; indices: ArrayLike<number> | null; n: number; rowStart: number } {
+    if ("x" in batch) return { ds: batch, indices: null, n: batch.length, rowStart: 0 };
     const ds = batch.dataset;
     if ("indices" in batch) {
       const ix = batch.indices, n = ix.length;
-      if (this.idxBuf.length < n) this.idxBuf = new Int32Array(new SharedArrayBuffer(n * 4));
       for (let i = 0; i < n; i++) {
         const v = ix[i];
         if (!Number.isInteger(v) || v < 0 || v >= ds.length) throw new ParallelError(`step: batch index ${v} at position ${i} is out of range [0, ${ds.length})`);
-        this.idxBuf[i] = v;
       }
-      return { ds, idx: this.idxBuf.buffer as SharedArrayBuffer, n, rowStart: 0 };
+      return { ds, indices: ix, n, rowStart: 0 };
     }
     const { start, end } = batch;
     if (!(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end && end <= ds.length)) {
       throw new ParallelError(`step: rows [${start}, ${end}) are not inside [0, ${ds.length})`);
     }
-    return { ds, idx: null, n: end - start, rowStart: start };
-  }
-
-  private async doStep(batch: Batch, opts: StepOptions): Promise<number> {
-    await this.ensurePool();
-    const ctx = this.ctx!;
-    const { ds, idx, n, rowStart } = this.resolveBatch(batch);
-    if (n === 0) throw new ParallelError("step: empty batch");
-    const hyper = { ...this.hyper, lr: opts.lr ?? this.hyper.lr };
-    checkLr(hyper.lr);
-    const step = this._step + 1, W = this.world;
-    const data = datasetRef(ds), offs = shardOffsets(n, W);
-    const augment = this.augment === "fromData" ? { ...augmentDefaults(this.opts.augment!), shape: imageShapeOf(ds.xShape) } : this.augment;
-    const c = new Int32Array(ctx.control);
-    Atomics.store(c, CONTROL.BARRIER, 0);
-    Atomics.store(c, CONTROL.BN, 0);
-    for (let r = 0; r < W; r++) {
-      Atomics.store(c, CONTROL.STAGE + r, 0);
-      Atomics.store(c, CONTROL.arrivedAt(W) + r, 0);
-    }
-    const t0 = performance.now();
-    const res = await this.serveStep(step, ds, data, idx, rowStart, n, offs, hyper, augment);
-    this._step = step;
-    const wallMs = performance.now() - t0;
-    let loss = 0, counted = 0;
-    for (const g of res) { loss += g.lossSum; counted += g.counted; } // rank order
-    loss /= counted;
-    const max = (xs: number[]) => xs.reduce((a, b) => Math.max(a, b), 0);
-    const computeMs = max(res.map((g) => g.computeMs)), gatherMs = max(res.map((g) => g.gatherMs));
-    const reduceMs = max(res.map((r) => r.reduceMs)), optMs = max(res.map((r) => r.optMs));
-    const busyMs = max(res.map((g) => g.gatherMs + g.computeMs)) + max(res.map((r) => r.reduceMs + r.optMs));
-    this.lastStats = {
-      step, loss, rows: n, wallMs, computeMs, rankComputeMs: res.map((g) => g.computeMs), zeroMs: 0, gatherMs, reduceMs, optMs,
-      waitMs: max(res.map((r) => r.waitMs)), dispatchMs: Math.max(0, wallMs - max(res.map((r) => r.stepMs ?? 0))),
-      syncMs: Math.max(0, wallMs - busyMs), overheadMs: wallMs - computeMs, gradNorm: this.clip !== undefined ? res[0].gradNorm : undefined,
-    };
-    return loss;
+    return { ds, indices: null, n: end - start, rowStart: start };
   }
 }

@@ -1,6 +1,6 @@
 /** @chainrule/parallel: data-parallel training over worker threads and shared memory. */
 export {
-  DataParallel, maxWorkersFor, optimizerStateBuffers, type Batch, type LrSpec, type StepOptions, type StepStats, type StepInfo, type EpochInfo,
+  DataParallel, maxWorkersFor, optimizerStateBuffers, type Batch, type LrSpec, type StepOptions, type StepOutcome, type StepStats, type StepInfo, type EpochInfo,
   type FitOptions, type FitResult, type EvalSummary, type DataParallelState,
 } from "./data-parallel.js";
 export { createSharedDataset, shardOffsets, chunkOffsets } from "./layout.js";

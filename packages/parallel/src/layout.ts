@@ -69,37 +69,53 @@ export function trainableChunks(numParams: number, ranges: readonly number[], wo
 export const CONTROL = {
   /** Init barrier: arrivals. */
   INIT: 0,
-  /** Step barrier: arrivals so far in this step (reset by the main thread before each step). */
+  /**
+   * Step barriers: arrivals, counted on from one step to the next while steps follow each other in
+   * the step loops (each step's description carries the count its barriers start from); reset by the
+   * main thread only when no step is in flight.
+   */
   BARRIER: 1,
-  /** Synchronised batch norm: arrivals at its exchanges so far in this step (reset before each step). */
+  /** Synchronised batch norm: arrivals at its exchanges so far in this step (reset by rank 0 after the step's gradient barrier, when no rank is in an exchange). */
   BN: 2,
   /** Per rank r: its stage in the current step, at STAGE + r (see STAGE_*). */
   STAGE: 4,
   /** Control words for `world` ranks. */
-  size: (world: number) => 4 + 2 * world,
-  /** Per rank r: barriers it has reached in this step, at arrivedAt(world) + r. */
+  size: (world: number) => 4 + 3 * world,
+  /** Per rank r: the count of barriers it has reached (BARRIER's numbering), at arrivedAt(world) + r. */
   arrivedAt: (world: number) => 4 + world,
+  /** Per rank r: the step it is running or last ran, at stepOf(world) + r (after a failure: which step its stage is for). */
+  stepOf: (world: number) => 4 + 2 * world,
 } as const;
 
 /**
  * Int32 words of the step doorbell. Rank r's loop waits on SEQ + r for a command after the one
- * it handled: a step number (its step description is in STEP_DESC), STOP, or — written by the
- * loop itself with compareExchange when it gives up idling — EXITED, so the main thread knows
- * to start a new loop instead of ringing an empty one.
+ * it handled: the number of the last step command rung (the loop runs them one after another, in
+ * order: the main thread may ring the next one while the last still runs), STOP, or — written by
+ * the loop itself with compareExchange when it gives up idling — EXITED, so the main thread knows
+ * to start a new loop instead of ringing an empty one. Command `seq` uses the step description,
+ * result rows, index half and done count of parity `seq & 1`.
  */
 export const BELL = {
-  /** Ranks that finished the current step. */
+  /** Ranks that finished command seq, at DONE + (seq & 1). */
   DONE: 0,
-  SEQ: 1,
+  SEQ: 2,
   STOP: -1,
   EXITED: -2,
-  size: (world: number) => 1 + world,
+  size: (world: number) => 2 + world,
 } as const;
 
-/** Float64 step description: step, rowStart, lr, active ranks, indices used (0/1), then world+1 shard offsets. */
-export const STEP_DESC = { STEP: 0, ROW_START: 1, LR: 2, ACTIVE: 3, HAS_IDX: 4, OFFSETS: 5, size: (world: number) => 6 + world } as const;
+/**
+ * Float64 step description (one per parity): step, rowStart, lr, active ranks, indices used (0/1),
+ * the barrier count this step's barriers start from, whether the step starts with a barrier (it was
+ * rung while the step before still ran: no rank may read the parameters before every rank updated
+ * its chunk), where its indices start in the index buffer, then world+1 shard offsets.
+ */
+export const STEP_DESC = {
+  STEP: 0, ROW_START: 1, LR: 2, ACTIVE: 3, HAS_IDX: 4, BARRIER_BASE: 5, START_BARRIER: 6, IDX_AT: 7, OFFSETS: 8,
+  size: (world: number) => 9 + world,
+} as const;
 
-/** Float64 per-rank step result row. */
+/** Float64 per-rank step result row (rank r of command seq: row ((seq & 1) · world + r)). */
 export const STEP_RESULT = {
   ROWS: 0, COUNTED: 1, LOSS_SUM: 2, GATHER_MS: 3, COMPUTE_MS: 4, WAIT_MS: 5, REDUCE_MS: 6, OPT_MS: 7, GRAD_NORM: 8,
   /** The step this row is for (a rank whose row is not yet for the current step is still running). */

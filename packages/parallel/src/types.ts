@@ -191,9 +191,15 @@ export interface StepTask {
   /** The pool session whose context every thread received in init. */
   session: string;
   rank: number; step: number;
+  /** The doorbell command this step came with (its parity picks the scratch rows, description and result row). */
+  seq: number;
   data: DatasetRef;
-  /** Row indices of the global batch (shared Int32Array), or null for contiguous rows starting at rowStart. */
+  /** Row indices of the global batch (shared Int32Array from int idxAt on), or null for contiguous rows starting at rowStart. */
   idx: SharedArrayBuffer | null;
+  idxAt: number;
+  /** The barrier count this step's barriers start from, and whether it starts with one (rung while the step before ran). */
+  barrierBase: number;
+  startBarrier: boolean;
   /** This shard is positions [start, end) of the global batch. */
   start: number; end: number; rowStart: number;
   microBatchSize: number;
@@ -247,4 +253,4 @@ export interface EvalTask {
 }
 export interface EvalResult { rank: number; rows: number; lossSum: number; correct: number; hasAccuracy: boolean; /** Rows (targets) the loss counts: not ignoreIndex. */ counted: number }
 
-export type Task = InitTask | StepTask | ServeTask | EvalTask;
+export type Task = InitTask | ServeTask | EvalTask;

@@ -23,6 +23,8 @@ class BarrierTimeout extends Error {
   }
 }
 
+interface Scratch { xScratch: Float32Array; yScratch: Float32Array | Int32Array }
+
 interface ThreadState {
   session: string;
   model: nn.Module;
@@ -55,9 +57,13 @@ interface ThreadState {
   weights: Float64Array;
   /** Byte address of `weights` in the shared memory. */
   weightsAt: number;
-  /** Scratch rows for gathered (shuffled) shards. */
+  /** Scratch rows for gathered (shuffled) shards in evaluation. */
   xScratch: Float32Array;
   yScratch: Float32Array | Int32Array;
+  /** Scratch rows for the steps' gathered shards, one per command parity: the next step's rows are gathered while this step's are in use. */
+  gathered: [Scratch, Scratch];
+  /** Rows gathered ahead (while waiting at the last step's barrier): command seq, positions [a, b) of its batch. */
+  prefetched: { seq: number; a: number; b: number };
   data: { ref: DatasetRef; views: DatasetViews } | null;
   /** The replica's buffer tensors (namedBuffers order), their canonical views, and per-rank working views. */
   bufTensors: Tensor[];
@@ -108,6 +114,8 @@ async function ensureState(ctx: WorkerContext): Promise<ThreadState | { mismatch
     gradViews: new Map(), boundRank: 0, loss: fn, lossName: name, ignoreIndex,
     control: new Int32Array(ctx.control), exchange: new Float64Array(ctx.exchange), weights: new Float64Array(ctx.world), weightsAt: 0,
     xScratch: new Float32Array(0), yScratch: new Float32Array(0), data: null,
+    gathered: [{ xScratch: new Float32Array(0), yScratch: new Float32Array(0) }, { xScratch: new Float32Array(0), yScratch: new Float32Array(0) }],
+    prefetched: { seq: -1, a: 0, b: 0 },
     bufTensors: named.map(([, t]) => t), bufCanon, bufViews: new Map(), bufBound: -1, augScratch: new Float32Array(0), bnSync, arena: new BufferArena(),
   };
   return state;
@@ -276,9 +284,9 @@ function viewsFor(s: ThreadState, ref: DatasetRef): DatasetViews {
 
 /**
  * Rows for batch positions [a, b) of this task: a view when the batch is a
- * contiguous range of the dataset, else gathered into scratch.
+ * contiguous range of the dataset, else gathered into scratch (`copy` false: they are there already).
  */
-function rows(s: ThreadState, d: DatasetViews, idx: Int32Array | null, rowStart: number, a: number, b: number): { x: Float32Array; y: Float32Array | Int32Array } {
+function rows(s: Scratch, d: DatasetViews, idx: Int32Array | null, rowStart: number, a: number, b: number, copy = true): { x: Float32Array; y: Float32Array | Int32Array } {
   const m = b - a;
   if (idx === null) {
     const r0 = rowStart + a;
@@ -288,6 +296,7 @@ function rows(s: ThreadState, d: DatasetViews, idx: Int32Array | null, rowStart:
   const yInt = d.y instanceof Int32Array;
   if (s.yScratch.length < m * d.yRow || (s.yScratch instanceof Int32Array) !== yInt) s.yScratch = yInt ? new Int32Array(m * d.yRow) : new Float32Array(m * d.yRow);
   const x = s.xScratch.subarray(0, m * d.xRow), y = s.yScratch.subarray(0, m * d.yRow);
+  if (!copy) return { x, y };
   for (let i = 0; i < m; i++) {
     const r = idx[a + i];
     x.set(d.x.subarray(r * d.xRow, (r + 1) * d.xRow), i * d.xRow);
@@ -332,24 +341,27 @@ export function countedTargets(ignoreIndex: number, d: DatasetViews, idx: Int32A
 }
 
 /**
- * Waits until all ranks have reached barrier `k` (1-based) of this step, bounded by
- * `timeoutMs`; on timeout throws naming the ranks it waited on. Returns the ms waited.
+ * Waits until all ranks have reached barrier number `n` (BARRIER counts on across the steps of a
+ * run of step loops; `label` names it within the step), bounded by `timeoutMs`; on timeout throws
+ * naming the ranks it waited on. `whileWaiting` runs once if the others have not all arrived yet
+ * (work that fills the wait). Returns the ms from arriving to leaving.
  */
-function barrier(c: Int32Array, world: number, rank: number, k: number, step: number, timeoutMs: number): number {
+function barrier(c: Int32Array, world: number, rank: number, n: number, label: string, step: number, timeoutMs: number, whileWaiting: (() => void) | null = null): number {
   const t0 = performance.now();
-  Atomics.store(c, CONTROL.arrivedAt(world) + rank, k);
-  const target = k * world;
+  Atomics.store(c, CONTROL.arrivedAt(world) + rank, n);
+  const target = n * world;
   if (Atomics.add(c, CONTROL.BARRIER, 1) + 1 >= target) {
     Atomics.notify(c, CONTROL.BARRIER);
     return performance.now() - t0;
   }
+  whileWaiting?.();
   const deadline = t0 + timeoutMs;
   for (let v = Atomics.load(c, CONTROL.BARRIER); v < target; v = Atomics.load(c, CONTROL.BARRIER)) {
     const left = deadline - performance.now();
     if (left <= 0) {
       const missing: number[] = [];
-      for (let r = 0; r < world; r++) if (Atomics.load(c, CONTROL.arrivedAt(world) + r) < k) missing.push(r);
-      throw new BarrierTimeout(`step ${step}: barrier ${k} timed out after ${timeoutMs} ms waiting for worker${missing.length === 1 ? "" : "s"} ${missing.join(", ")}`, missing);
+      for (let r = 0; r < world; r++) if (Atomics.load(c, CONTROL.arrivedAt(world) + r) < n) missing.push(r);
+      throw new BarrierTimeout(`step ${step}: barrier ${label} timed out after ${timeoutMs} ms waiting for worker${missing.length === 1 ? "" : "s"} ${missing.join(", ")}`, missing);
     }
     Atomics.wait(c, CONTROL.BARRIER, v, left);
   }
@@ -442,14 +454,21 @@ function reduceScratch(n: number): Float64Array {
   return scratch64;
 }
 
-async function step(t: StepTask): Promise<StepResult> {
+async function step(t: StepTask, prefetchNext: (() => void) | null = null): Promise<StepResult> {
   // Every thread built its state in init (the init barrier saw `world` threads), so a step
   // task carries only the session id, not the context (no per-step clone of the layout).
   const s = state;
   if (s === null || s.session !== t.session) throw new Error(`this thread holds no replica for pool session ${t.session} (it did not take part in init)`);
   const ctx = s.ctx, { world } = ctx, r = t.rank;
   const c = s.control, x = s.exchange;
+  let barriers = t.barrierBase, waitMs = 0;
+  const meet = (label: string, whileWaiting: (() => void) | null = null) => {
+    waitMs += barrier(c, world, r, ++barriers, label, t.step, ctx.barrierTimeoutMs, whileWaiting);
+  };
+  Atomics.store(c, CONTROL.stepOf(world) + r, t.step);
   Atomics.store(c, CONTROL.STAGE + r, STAGE_GRAD);
+  // Rung while the step before still ran: every rank must have updated its chunk before any reads the parameters.
+  if (t.startBarrier) meet("start");
   bindRank(s, r);
   bindBuffers(s, r);
   s.model.train();
@@ -459,8 +478,9 @@ async function step(t: StepTask): Promise<StepResult> {
   markGradsStale(s.trainable);
   const n = t.end - t.start;
   const d = viewsFor(s, t.data);
-  const idx = t.idx ? new Int32Array(t.idx) : null;
+  const idx = t.idx ? new Int32Array(t.idx, 4 * t.idxAt) : null;
   const mb = t.microBatchSize > 0 ? t.microBatchSize : n;
+  const scratch = s.gathered[t.seq & 1], pre = s.prefetched;
   // The slot holds this shard's mean gradient over its counted targets: each micro-batch's
   // mean loss is weighted by its share of them. Counting needs the targets first.
   const counted = s.ignoreIndex === null ? n : countedTargets(s.ignoreIndex, d, idx, t.rowStart, t.start, t.end);
@@ -471,7 +491,9 @@ async function step(t: StepTask): Promise<StepResult> {
   for (let a = t.start; a < t.end; a += mb) {
     const b = Math.min(a + mb, t.end), m = b - a;
     const g0 = performance.now();
-    let { x: xs, y } = rows(s, d, idx, t.rowStart, a, b);
+    const ready = pre.seq === t.seq && pre.a === a && pre.b === b; // gathered while this rank waited at the last step's barrier
+    if (ready) pre.seq = -1;
+    let { x: xs, y } = rows(scratch, d, idx, t.rowStart, a, b, !ready);
     if (aug) {
       // Seeded by (seed, step, position in the global batch): the same whatever the number of workers.
       if (s.augScratch.length < m * d.xRow) s.augScratch = new Float32Array(m * d.xRow);
@@ -498,7 +520,9 @@ async function step(t: StepTask): Promise<StepResult> {
   zeroStaleGrads(s.trainable); // parameters no gradient reached (unused in the forward, or an empty shard)
   x[3 * r] = counted;
   x[3 * r + 1] = lossSum;
-  let waitMs = barrier(c, world, r, 1, t.step, ctx.barrierTimeoutMs);
+  meet("1", prefetchNext); // a rank that arrives first gathers the next step's rows meanwhile, if it was rung
+  // No rank is in a batch-norm exchange of this step any more, and none can start the next step's before rank 0 arrives at a later barrier.
+  if (r === 0) Atomics.store(c, CONTROL.BN, 0);
   if (r === 0 && s.bufTensors.length > 0) averageBuffers(s, t.active);
 
   // Reduce-scatter of this rank's chunk: weights counted_k / Σ counted, in rank order.
@@ -537,7 +561,7 @@ async function step(t: StepTask): Promise<StepResult> {
     for (let i = 0; i < seg.length; i += 2) ss += reduceSeg(s, w, seg[i], seg[i + 1], true);
     reduceMs = performance.now() - t0;
     x[3 * r + 2] = ss;
-    waitMs += barrier(c, world, r, 2, t.step, ctx.barrierTimeoutMs);
+    meet("2");
     const t1 = performance.now();
     let tot = 0;
     for (let k = 0; k < world; k++) tot += x[3 * k + 2]; // rank order: every rank computes the same norm
@@ -557,16 +581,20 @@ async function step(t: StepTask): Promise<StepResult> {
 /**
  * Runs this rank's steps as the main thread rings the doorbell: wait on the rank's command word
  * (bounded by `idleMs`), read the step description, run the step, write the result row, count
- * the rank done. A step that throws ends the loop with that error (the task rejects). After
- * `idleMs` without a command the loop marks its word EXITED — compareExchange, so a command that
- * arrives at that moment is never lost — and returns; the main thread then starts a new loop.
+ * the rank done. Commands run in order, one after another: the main thread may ring the next
+ * one while this rank still runs the last (at most one ahead; descriptions, result rows and done
+ * counts alternate by the command's parity). A step that throws ends the loop with that error
+ * (the task rejects). After `idleMs` without a command the loop marks its word EXITED —
+ * compareExchange, so a command that arrives at that moment is never lost — and returns; the
+ * main thread then starts a new loop.
  */
 async function serve(t: ServeTask): Promise<void> {
   const s = state;
   if (s === null || s.session !== t.session) throw new Error(`this thread holds no replica for pool session ${t.session} (it did not take part in init)`);
   const ctx = s.ctx, W = ctx.world, r = t.rank;
   const bell = new Int32Array(ctx.bell), desc = new Float64Array(ctx.stepDesc), out = new Float64Array(ctx.stepResults);
-  const word = BELL.SEQ + r, row = r * STEP_RESULT.size;
+  const word = BELL.SEQ + r, descSize = STEP_DESC.size(W);
+  const d = viewsFor(s, t.data);
   for (let seen = t.seen; ;) {
     let cmd = Atomics.load(bell, word);
     if (cmd === seen) {
@@ -578,13 +606,26 @@ async function serve(t: ServeTask): Promise<void> {
       }
     }
     if (cmd === BELL.STOP) return;
-    seen = cmd;
+    const seq = ++seen, at = (seq & 1) * descSize, row = ((seq & 1) * W + r) * STEP_RESULT.size;
+    // While waiting at this step's gradient barrier: if the next step was rung already, gather its rows (shuffled batches, one micro-batch).
+    const prefetchNext = () => {
+      if (Atomics.load(bell, word) <= seq) return;
+      const nx = ((seq + 1) & 1) * descSize;
+      if (!desc[nx + STEP_DESC.HAS_IDX]) return;
+      const a = desc[nx + STEP_DESC.OFFSETS + r], b = desc[nx + STEP_DESC.OFFSETS + r + 1];
+      if (b <= a || (t.microBatchSize > 0 && t.microBatchSize < b - a)) return;
+      rows(s.gathered[(seq + 1) & 1], d, new Int32Array(t.idx, 4 * desc[nx + STEP_DESC.IDX_AT]), desc[nx + STEP_DESC.ROW_START], a, b);
+      s.prefetched.seq = seq + 1;
+      s.prefetched.a = a;
+      s.prefetched.b = b;
+    };
     const t0 = performance.now();
     const res = await step({
-      kind: "step", session: t.session, rank: r, step: desc[STEP_DESC.STEP], data: t.data, idx: desc[STEP_DESC.HAS_IDX] ? t.idx : null,
-      start: desc[STEP_DESC.OFFSETS + r], end: desc[STEP_DESC.OFFSETS + r + 1], rowStart: desc[STEP_DESC.ROW_START],
-      microBatchSize: t.microBatchSize, hyper: { ...t.hyper, lr: desc[STEP_DESC.LR] }, clip: t.clip, active: desc[STEP_DESC.ACTIVE], augment: t.augment,
-    });
+      kind: "step", session: t.session, rank: r, seq, step: desc[at + STEP_DESC.STEP], data: t.data, idx: desc[at + STEP_DESC.HAS_IDX] ? t.idx : null,
+      idxAt: desc[at + STEP_DESC.IDX_AT], start: desc[at + STEP_DESC.OFFSETS + r], end: desc[at + STEP_DESC.OFFSETS + r + 1], rowStart: desc[at + STEP_DESC.ROW_START],
+      microBatchSize: t.microBatchSize, hyper: { ...t.hyper, lr: desc[at + STEP_DESC.LR] }, clip: t.clip, active: desc[at + STEP_DESC.ACTIVE], augment: t.augment,
+      barrierBase: desc[at + STEP_DESC.BARRIER_BASE], startBarrier: desc[at + STEP_DESC.START_BARRIER] === 1,
+    }, W > 1 ? prefetchNext : null);
     out[row + STEP_RESULT.ROWS] = res.rows;
     out[row + STEP_RESULT.COUNTED] = res.counted;
     out[row + STEP_RESULT.LOSS_SUM] = res.lossSum;
@@ -595,8 +636,9 @@ async function serve(t: ServeTask): Promise<void> {
     out[row + STEP_RESULT.OPT_MS] = res.optMs;
     out[row + STEP_RESULT.GRAD_NORM] = res.gradNorm;
     out[row + STEP_RESULT.STEP_MS] = performance.now() - t0;
-    out[row + STEP_RESULT.STEP] = desc[STEP_DESC.STEP];
-    if (Atomics.add(bell, BELL.DONE, 1) + 1 >= W) Atomics.notify(bell, BELL.DONE);
+    out[row + STEP_RESULT.STEP] = desc[at + STEP_DESC.STEP];
+    const done = BELL.DONE + (seq & 1);
+    if (Atomics.add(bell, done, 1) + 1 >= W) Atomics.notify(bell, done);
   }
 }
 
@@ -658,7 +700,6 @@ async function evaluate(t: EvalTask): Promise<EvalResult> {
 export default async function run(task: Task): Promise<unknown> {
   switch (task.kind) {
     case "init": return init(task);
-    case "step": return step(task);
     case "serve": return serve(task);
     case "eval": return evaluate(task);
   }

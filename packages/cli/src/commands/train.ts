@@ -314,7 +314,7 @@ async function runLoop(a: LoopArgs): Promise<number> {
     }
     stop = sig;
     progress.stopBar();
-    process.stderr.write(`\n${sig}: finishing the current step, then writing a checkpoint (Ctrl-C again to exit at once)\n`);
+    process.stderr.write(`\n${sig}: finishing the steps in flight, then writing a checkpoint (Ctrl-C again to exit at once)\n`);
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
@@ -333,12 +333,26 @@ async function runLoop(a: LoopArgs): Promise<number> {
       progress.startEpoch(pos.epoch, job.epochs, perEpoch, pos.batch);
       const te = performance.now();
       let epochRows = 0;
+      // Steps are posted one ahead of the one awaited, so DataParallel's workers go on to the next
+      // step while this thread draws progress and writes metrics. Never past a checkpoint (it
+      // saves that step's state) or the epoch's end; after a signal nothing more is posted.
+      const ahead: { lr: number; out: Promise<number> }[] = [];
+      let next = pos.batch;
+      const checkpointAfter = (step: number) => job.checkpoint.everySteps > 0 && step % job.checkpoint.everySteps === 0;
       while (pos.batch < perEpoch) {
         await yieldNow(); // lets signal handlers run between steps
-        if (stop) break;
+        if (stop && ahead.length === 0) break;
+        while (!stop && next < perEpoch && ahead.length < 2 && !(ahead.length > 0 && checkpointAfter(pos.step + ahead.length))) {
+          const idx = perm.subarray(next * B, Math.min(N, (next + 1) * B));
+          const lr = lrAt(pos.step + ahead.length);
+          const out = trainer.step(data.train, idx, lr, pos.step + ahead.length + 1);
+          out.catch(() => {}); // a step behind a failed one rejects too; the failed one is thrown below
+          ahead.push({ lr, out });
+          next++;
+        }
+        const { lr, out } = ahead.shift()!;
         const idx = perm.subarray(pos.batch * B, Math.min(N, (pos.batch + 1) * B));
-        const lr = lrAt(pos.step);
-        const l = await trainer.step(data.train, idx, lr, pos.step + 1);
+        const l = await out;
         if (!Number.isFinite(l)) throw new CliError(`loss became ${l} at step ${pos.step + 1} (epoch ${pos.epoch + 1}); try a lower --lr`);
         pos.batch++;
         pos.step++;
