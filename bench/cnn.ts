@@ -274,11 +274,15 @@ async function parallelScaling(args: string[]): Promise<Record<string, unknown>>
     let cursor = 0;
     const run = async (dp: DataParallel, batch: number, n: number) => {
       const c0 = process.cpuUsage(), t0 = performance.now();
+      let last: Promise<number> | null = null;
       for (let i = 0; i < n; i++) {
         const idx = Int32Array.from({ length: batch }, (_, j) => (cursor + j * 7919) % N);
         cursor += batch;
-        await dp.step({ dataset: ds, indices: idx });
+        const next = dp.step({ dataset: ds, indices: idx }); // posted while the last runs, as fit() and the CLI post them
+        await last;
+        last = next;
       }
+      await last;
       const c = process.cpuUsage(c0);
       return { sps: (n * batch) / ((performance.now() - t0) / 1000), cpuSps: (n * batch) / ((c.user + c.system) / 1e6) };
     };

@@ -173,7 +173,13 @@ export async function parallelScaling(steps: number, rounds: number, warmup = PA
   const run = async (dp: DataParallel, B: number, n: number, record = true) => {
     const c0 = process.cpuUsage();
     const t0 = performance.now();
-    for (let i = 0; i < n; i++) await dp.step({ dataset: data, start: i * B, end: (i + 1) * B });
+    let last: Promise<number> | null = null;
+    for (let i = 0; i < n; i++) {
+      const next = dp.step({ dataset: data, start: i * B, end: (i + 1) * B }); // posted while the last runs, as fit() and the CLI post them
+      await last;
+      last = next;
+    }
+    await last;
     const wall = performance.now() - t0, c = process.cpuUsage(c0);
     if (record) cpuPerToken.get(dp.threads ?? (B === 12 ? 1 : 2))?.push((c.user + c.system) / (B * T * n));
     return (B * T * n * 1000) / wall;
