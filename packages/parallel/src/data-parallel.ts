@@ -10,14 +10,15 @@
  *   weights world × world   — float64 reduce weights, row r written by rank r (SIMD reduce input)
  *
  * A step runs in each rank's step loop (one long piscina task per rank, rung through a shared
- * doorbell: no message per step; see serveStep); the ranks meet at an in-worker barrier
+ * doorbell: no message per step; see post); the ranks meet at an in-worker barrier
  * (Atomics.wait with a timeout) between their forward/backward and the update:
  *   rank r: forward + backward on its shard into slot r (each parameter's first gradient
  *           overwrites the last step's: no zeroing pass) → barrier → reduce chunk r (trainable
  *           ranges only) over all slots in rank order with weights counted_k / Σ counted →
  *           [clipping: Σg², second barrier, norm] → optimizer on chunk r.
- * The main thread's await ends the step, bounded by `timeoutMs`; per-rank stage words in
- * shared memory tell, after a failure, the phase and whether parameters may have changed.
+ * The main thread's await ends the step, bounded by `timeoutMs`; per-rank stage and step words in
+ * shared memory tell, after a failure, the phase and whether parameters may have changed. The
+ * next step may be rung while one runs (trainStep): it then starts with a barrier of its own.
  */
 import { setMaxListeners } from "node:events";
 import { Generator, nn } from "@chainrule/core";
