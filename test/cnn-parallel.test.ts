@@ -8,7 +8,7 @@ const SEED = 5;
 const ds = imageData(96);
 const idx = batchIndices(96, 16, 6);
 
-async function run(workers: number, extra: Partial<DataParallelOptions> = {}, opts: { bn?: boolean; steps?: Int32Array[]; state?: ReturnType<DataParallel["getState"]> } = {}) {
+async function run(workers: number, extra: Partial<DataParallelOptions> = {}, opts: { bn?: boolean; steps?: Int32Array[]; state?: ReturnType<DataParallel["getState"]>; ahead?: boolean } = {}) {
   const dp = new DataParallel({
     model: { module: CNN_MODELS, export: "smallCnn", options: { batchNorm: opts.bn ?? true } },
     loss: "crossEntropy", optimizer: { type: "adam", lr: 1e-2 }, workers, seed: SEED, ...extra,
@@ -17,7 +17,13 @@ async function run(workers: number, extra: Partial<DataParallelOptions> = {}, op
     await dp.init();
     if (opts.state) dp.setState(opts.state);
     const losses: number[] = [];
-    for (const b of opts.steps ?? idx) losses.push(await dp.step({ dataset: ds, indices: b }));
+    if (opts.ahead) {
+      // Every step posted at once: two run at a time, each rung while the one before still runs.
+      const posted = (opts.steps ?? idx).map((b) => dp.step({ dataset: ds, indices: b }));
+      for (const p of posted) losses.push(await p);
+    } else {
+      for (const b of opts.steps ?? idx) losses.push(await dp.step({ dataset: ds, indices: b }));
+    }
     const ev = await dp.evaluate(ds);
     return { params: dp.params.slice(), state: dp.getState(), losses, ev, sd: dp.model.stateDict() };
   } finally {
@@ -121,6 +127,17 @@ describe("augmentation in the workers", () => {
     expect(relDiff(two.params, one.params)).toBeLessThan(1e-5);
     expect(Buffer.from(again.params.buffer).equals(Buffer.from(two.params.buffer))).toBe(true);
     expect(relDiff(plain.params, two.params)).toBeGreaterThan(1e-3);
+  });
+
+  test("steps posted while the last runs equal steps awaited, bit for bit: synchronised and per-worker batch norm, augmentation", async () => {
+    for (const extra of [{ syncBatchNorm: true, augment: { crop: 1, flip: true } }, { augment: { crop: 2, flip: true } }]) {
+      const one = await run(3, extra);
+      const ahead = await run(3, extra, { ahead: true });
+      expect(ahead.losses).toEqual(one.losses);
+      expect(Buffer.from(ahead.params.buffer).equals(Buffer.from(one.params.buffer))).toBe(true);
+      expect(Buffer.from(ahead.state.buffers!.buffer).equals(Buffer.from(one.state.buffers!.buffer))).toBe(true);
+      expect(ahead.ev).toEqual(one.ev);
+    }
   });
 
   test("resume is bit-exact with augmentation and batch-norm running statistics", async () => {
