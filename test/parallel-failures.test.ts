@@ -136,6 +136,21 @@ test("a worker that hangs with the next step posted: both reject on the first st
   expect(d.stepCount).toBe(1);
 });
 
+test("a step posted behind a slow one gets its own full timeout: its deadline starts when the step before completes", async () => {
+  // Each step takes ~900 ms (rank 1 sleeps), the timeout is 1500 ms: two posted together take ~1800 ms.
+  dp = new DataParallel({
+    model: { module: MODELS, export: "Faulty", options: { sizes: [D, 8, C], slowOn: 555, slowMs: 900 } },
+    loss: "crossEntropy", optimizer: { type: "adam", lr: 1e-2 }, workers: W, seed: 3, timeoutMs: 1500,
+  });
+  await dp.init();
+  const slow = poisoned(makeData(N, D, C), 555);
+  const t0 = performance.now();
+  const losses = await Promise.all([dp.step(slow), dp.step(slow)]);
+  expect(performance.now() - t0).toBeGreaterThan(1500);
+  expect(losses.every(Number.isFinite)).toBe(true);
+  expect(dp.stepCount).toBe(2);
+});
+
 test("workers whose model layout differs from the main thread's fail init with LayoutMismatchError", async () => {
   dp = new DataParallel({ model: { module: MODELS, export: "mismatched" }, loss: "mseLoss", optimizer: { type: "sgd", lr: 0.1 }, workers: 2 });
   await expect(dp.init()).rejects.toThrow(LayoutMismatchError);

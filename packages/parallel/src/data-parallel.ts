@@ -823,14 +823,19 @@ export class DataParallel {
     return Atomics.load(new Int32Array(this.ctx!.bell), BELL.DONE + (seq & 1));
   }
 
-  /** Waits for a posted step, reads its result rows, records it (after the step before it). */
+  /**
+   * Waits for a posted step, reads its result rows, records it. A step posted behind another
+   * waits for that one first: it cannot start before, so its deadline starts then.
+   */
   private async complete(f: InFlight, sv: Serving, n: number, postedAt: number, prev: Promise<StepOutcome> | null): Promise<StepOutcome> {
     const ctx = this.ctx!, W = this.world, p = f.seq & 1;
     const bell = new Int32Array(ctx.bell);
-    const deadline = postedAt + this.timeoutMs;
+    if (prev) await prev.catch(() => {});
+    const deadline = performance.now() + this.timeoutMs;
     try {
       for (;;) {
         if (sv.failure) throw sv.failure.error;
+        if (sv.error) throw new Error("the step before failed"); // replaced below by that step's error
         const v = Atomics.load(bell, BELL.DONE + p);
         if (v >= W) break;
         const left = deadline - performance.now();
@@ -851,7 +856,6 @@ export class DataParallel {
         throw await sv.error;
       }
     }
-    if (prev) await prev.catch(() => {});
     const out = new Float64Array(ctx.stepResults);
     const res = Array.from({ length: W }, (_, r) => {
       const o = (p * W + r) * STEP_RESULT.size;
