@@ -63,6 +63,22 @@ export function runIfMain(metaUrl: string, name: string, main: (args: string[]) 
 }
 
 /** Prints rows as an aligned table. */
+/**
+ * Runs `n` data-parallel steps as fit() and the CLI run them: step i + 1 is posted before step i is
+ * awaited, so the workers go from one step to the next without waiting for the main thread.
+ * `done` gets each step's outcome, in order. With `oneByOne`, each step is awaited before the next is posted.
+ */
+export async function postAhead<T>(n: number, post: (i: number) => Promise<T>, done: (r: T) => void = () => {}, oneByOne = false): Promise<void> {
+  let last: Promise<T> | null = null;
+  for (let i = 0; i < n; i++) {
+    const next = post(i);
+    if (oneByOne) done(await next);
+    else if (last) done(await last);
+    last = next;
+  }
+  if (!oneByOne && last) done(await last);
+}
+
 export function table(rows: Record<string, string | number>[]): void {
   if (rows.length === 0) return;
   const cols = Object.keys(rows[0]);

@@ -32,7 +32,7 @@ import { createMnistCnn } from "../packages/core/src/models/cnn.js";
 import { type Conv2dLayout, getConv2dLayout, setConv2dLayout } from "../packages/core/src/ops/conv.js";
 import { kernels, setKernels } from "../packages/core/src/kernels/kernels.js";
 import { ceiling } from "./parallel.js";
-import { anchorPath, findPython, flag, hasFlag, median, repoRoot, runAnchor, runIfMain, table, timeSteps, timedKernels, trySelectBackend } from "./_util.js";
+import { anchorPath, findPython, flag, hasFlag, median, postAhead, repoRoot, runAnchor, runIfMain, table, timeSteps, timedKernels, trySelectBackend } from "./_util.js";
 
 interface Trainer {
   step(): number;
@@ -274,15 +274,11 @@ async function parallelScaling(args: string[]): Promise<Record<string, unknown>>
     let cursor = 0;
     const run = async (dp: DataParallel, batch: number, n: number) => {
       const c0 = process.cpuUsage(), t0 = performance.now();
-      let last: Promise<number> | null = null;
-      for (let i = 0; i < n; i++) {
+      await postAhead(n, () => {
         const idx = Int32Array.from({ length: batch }, (_, j) => (cursor + j * 7919) % N);
         cursor += batch;
-        const next = dp.step({ dataset: ds, indices: idx }); // posted while the last runs, as fit() and the CLI post them
-        await last;
-        last = next;
-      }
-      await last;
+        return dp.step({ dataset: ds, indices: idx });
+      });
       const c = process.cpuUsage(c0);
       return { sps: (n * batch) / ((performance.now() - t0) / 1000), cpuSps: (n * batch) / ((c.user + c.system) / 1e6) };
     };

@@ -21,7 +21,7 @@ import { existsSync } from "node:fs";
 import { PerformanceObserver } from "node:perf_hooks";
 import { BufferArena, GPT, manualSeed, nn, optim, useBackend } from "../packages/core/src/index.js";
 import { kernels, setKernels } from "../packages/core/src/kernels/kernels.js";
-import { anchorPath, findPython, flag, hasFlag, median, runAnchor, runIfMain, table, timeSteps, timedKernels, trySelectBackend } from "./_util.js";
+import { anchorPath, findPython, flag, hasFlag, median, postAhead, runAnchor, runIfMain, table, timeSteps, timedKernels, trySelectBackend } from "./_util.js";
 import { DataParallel, createSharedDataset, type SharedDataset } from "../packages/parallel/src/index.js";
 import { CATALOGUE_MODULE } from "../packages/cli/src/models.js";
 import { loadavg } from "node:os";
@@ -173,13 +173,7 @@ export async function parallelScaling(steps: number, rounds: number, warmup = PA
   const run = async (dp: DataParallel, B: number, n: number, record = true) => {
     const c0 = process.cpuUsage();
     const t0 = performance.now();
-    let last: Promise<number> | null = null;
-    for (let i = 0; i < n; i++) {
-      const next = dp.step({ dataset: data, start: i * B, end: (i + 1) * B }); // posted while the last runs, as fit() and the CLI post them
-      await last;
-      last = next;
-    }
-    await last;
+    await postAhead(n, (i) => dp.step({ dataset: data, start: i * B, end: (i + 1) * B }));
     const wall = performance.now() - t0, c = process.cpuUsage(c0);
     if (record) cpuPerToken.get(dp.threads ?? (B === 12 ? 1 : 2))?.push((c.user + c.system) / (B * T * n));
     return (B * T * n * 1000) / wall;

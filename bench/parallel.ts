@@ -24,8 +24,8 @@ import { spawnSync } from "node:child_process";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { BufferArena, F, Generator, Tensor, backendReport, manualSeed, nn, optim } from "../packages/core/src/index.js";
-import { DataParallel, MODELS, createSharedDataset, mlp, simdAvailable, type SharedDataset, type StepOutcome, type StepStats } from "../packages/parallel/src/index.js";
-import { flag, hasFlag, median, numList, runIfMain, table } from "./_util.js";
+import { DataParallel, MODELS, createSharedDataset, mlp, simdAvailable, type SharedDataset, type StepStats } from "../packages/parallel/src/index.js";
+import { flag, hasFlag, median, numList, postAhead, runIfMain, table } from "./_util.js";
 
 const SIZES = [784, 512, 256, 10];
 
@@ -150,16 +150,8 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   // Each step is posted before the last one is awaited, as fit() and the CLI do: the workers go
   // from one step to the next without a round trip through the main thread (--one-by-one: await each).
   const oneByOne = hasFlag(args, "one-by-one");
-  const run = async (dp: DataParallel, batches: Int32Array[], out: StepStats[] | null) => {
-    let last: Promise<StepOutcome> | null = null;
-    for (const b of batches) {
-      const next = dp.trainStep({ dataset: ds, indices: b });
-      if (oneByOne) out?.push((await next).stats);
-      else if (last) out?.push((await last).stats);
-      last = next;
-    }
-    if (!oneByOne && last) out?.push((await last).stats);
-  };
+  const run = (dp: DataParallel, batches: Int32Array[], out: StepStats[] | null) =>
+    postAhead(batches.length, (i) => dp.trainStep({ dataset: ds, indices: batches[i] }), (r) => out?.push(r.stats), oneByOne);
   const dps = new Map<number, DataParallel>();
   for (const w of workersList) {
     const dp = makeDp(w);

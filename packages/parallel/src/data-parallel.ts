@@ -315,6 +315,8 @@ export class DataParallel {
   private mainModel: nn.Module | null = null;
   private flat: nn.FlatParameters | null = null;
   private ctx: WorkerContext | null = null;
+  /** Views of the context's control words, doorbell, step descriptions (one per parity) and result rows; made once, in init. */
+  private views: { control: Int32Array; bell: Int32Array; desc: [Float64Array, Float64Array]; results: Float64Array } | null = null;
   private optViews: Record<string, Float32Array> = {};
   private pool: Piscina | null = null;
   /** Indices of shuffled batches: two halves of `idxHalf` ints, one per command parity. */
@@ -422,6 +424,11 @@ export class DataParallel {
         stepResults: new SharedArrayBuffer(8 * 2 * STEP_RESULT.size * this.world),
         barrierTimeoutMs: this.timeoutMs + 5000,
         buffers, buffersAt, bufSlotsAt, syncBatchNorm, bnAt, bnRow, reuseActivations: this.opts.reuseActivations ?? true,
+      };
+      const c = this.ctx, descSize = STEP_DESC.size(this.world);
+      this.views = {
+        control: new Int32Array(c.control), bell: new Int32Array(c.bell), results: new Float64Array(c.stepResults),
+        desc: [new Float64Array(c.stepDesc, 0, descSize), new Float64Array(c.stepDesc, 8 * descSize, descSize)],
       };
       await this.startPool();
     });
@@ -633,7 +640,7 @@ export class DataParallel {
   private async startPool(): Promise<void> {
     const ctx = this.ctx!;
     ctx.session = `${process.pid}.${++sessions}`;
-    new Int32Array(ctx.control).fill(0);
+    this.views!.control.fill(0);
     this.pool = new Piscina({
       filename: WORKER, minThreads: this.world, maxThreads: this.world, idleTimeout: 2 ** 31 - 1,
       concurrentTasksPerWorker: 1, recordTiming: false,
@@ -762,9 +769,8 @@ export class DataParallel {
     }
     const ctx = this.ctx!, W = this.world, pool = this.pool!;
     const idxBuf = this.idxBuf.buffer as SharedArrayBuffer;
-    const bell = new Int32Array(ctx.bell);
+    const { bell, control: c } = this.views!;
     const sv = (this.serving ??= newServing(ds, idxBuf, fixed, W, bell));
-    const c = new Int32Array(ctx.control);
     const prev = this.inflight.at(-1);
     if (!prev) {
       // Nothing in flight: every rank is idle, so the control words can start afresh.
@@ -779,7 +785,7 @@ export class DataParallel {
     }
     const step = (prev ? prev.step : this._step) + 1;
     const seq = ++this.seq, p = seq & 1;
-    const desc = new Float64Array(ctx.stepDesc, 8 * p * STEP_DESC.size(W), STEP_DESC.size(W));
+    const desc = this.views!.desc[p];
     const idxAt = p * this.idxHalf;
     if (indices) this.idxBuf.set(indices, idxAt);
     const offs = shardOffsets(n, W);
@@ -820,7 +826,7 @@ export class DataParallel {
 
   /** Ranks that counted themselves done with command `seq` (all of them: it completed). */
   private doneCount(seq: number): number {
-    return Atomics.load(new Int32Array(this.ctx!.bell), BELL.DONE + (seq & 1));
+    return Atomics.load(this.views!.bell, BELL.DONE + (seq & 1));
   }
 
   /**
@@ -828,8 +834,7 @@ export class DataParallel {
    * waits for that one first: it cannot start before, so its deadline starts then.
    */
   private async complete(f: InFlight, sv: Serving, n: number, postedAt: number, prev: Promise<StepOutcome> | null): Promise<StepOutcome> {
-    const ctx = this.ctx!, W = this.world, p = f.seq & 1;
-    const bell = new Int32Array(ctx.bell);
+    const W = this.world, p = f.seq & 1, { bell, results: out } = this.views!;
     if (prev) await prev.catch(() => {});
     const deadline = performance.now() + this.timeoutMs;
     try {
@@ -849,14 +854,13 @@ export class DataParallel {
         if (!sv.error) {
           // The step named is the oldest one in flight that did not complete; the step behind it never started.
           const failed = this.inflight.find((g) => this.doneCount(g.seq) < W) ?? f;
-          const out = new Float64Array(ctx.stepResults), pending: number[] = [];
+          const pending: number[] = [];
           for (let r = 0; r < W; r++) if (out[((failed.seq & 1) * W + r) * STEP_RESULT.size + STEP_RESULT.STEP] !== failed.step) pending.push(r);
           sv.error = this.failure(e, "grad", failed.step, false, pending, this.timeoutMs);
         }
         throw await sv.error;
       }
     }
-    const out = new Float64Array(ctx.stepResults);
     const res = Array.from({ length: W }, (_, r) => {
       const o = (p * W + r) * STEP_RESULT.size;
       return {
@@ -891,7 +895,7 @@ export class DataParallel {
     const sv = this.serving;
     if (!sv) return;
     this.serving = null;
-    const bell = new Int32Array(this.ctx!.bell);
+    const bell = this.views!.bell;
     for (let r = 0; r < this.world; r++) {
       Atomics.store(bell, BELL.SEQ + r, BELL.STOP);
       Atomics.notify(bell, BELL.SEQ + r);
@@ -907,7 +911,7 @@ export class DataParallel {
 
   /** After step `step` failed: did any rank start updating parameters in it (its stage reached update, or it went on to a later step)? */
   private anyRankUpdating(step: number): boolean {
-    const c = new Int32Array(this.ctx!.control), W = this.world;
+    const c = this.views!.control, W = this.world;
     for (let r = 0; r < W; r++) {
       const at = Atomics.load(c, CONTROL.stepOf(W) + r);
       if (at > step || (at === step && Atomics.load(c, CONTROL.STAGE + r) >= STAGE_UPDATE)) return true;
@@ -917,7 +921,7 @@ export class DataParallel {
 
   /** The phase rank r was in when the step failed. */
   private stageOf(r: number): Phase {
-    const st = Atomics.load(new Int32Array(this.ctx!.control), CONTROL.STAGE + r);
+    const st = Atomics.load(this.views!.control, CONTROL.STAGE + r);
     return st <= STAGE_GRAD ? "grad" : st < STAGE_UPDATE ? "reduce" : "update";
   }
 
@@ -926,7 +930,7 @@ export class DataParallel {
    * others were waiting at (the ones that hung); all of them when none was waiting.
    */
   private laggards(pending: number[]): number[] {
-    const c = new Int32Array(this.ctx!.control), at = CONTROL.arrivedAt(this.world);
+    const c = this.views!.control, at = CONTROL.arrivedAt(this.world);
     let most = 0;
     for (let r = 0; r < this.world; r++) most = Math.max(most, Atomics.load(c, at + r));
     const behind = pending.filter((r) => Atomics.load(c, at + r) < most);

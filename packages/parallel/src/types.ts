@@ -182,12 +182,11 @@ export interface InitTask { kind: "init"; ctx: WorkerContext; rank: number; time
 export interface InitResult { rank: number; threadId: number; layout: nn.ParamLayoutEntry[]; mismatch: string | null }
 
 /**
- * One rank's whole step: forward/backward on its shard into its slot, an in-worker
- * barrier, reduce-scatter of its chunk (zeroing the slots' chunk for the next step),
- * (with clipping, a second barrier for the global norm), optimizer on its chunk.
+ * One rank's whole step, as its step loop reads it from the step description (not a task of its
+ * own): forward/backward on its shard into its slot, the in-worker barrier, reduce-scatter of
+ * its chunk, (with clipping, a second barrier for the global norm), optimizer on its chunk.
  */
 export interface StepTask {
-  kind: "step";
   /** The pool session whose context every thread received in init. */
   session: string;
   rank: number; step: number;

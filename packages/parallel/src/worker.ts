@@ -595,6 +595,19 @@ async function serve(t: ServeTask): Promise<void> {
   const bell = new Int32Array(ctx.bell), desc = new Float64Array(ctx.stepDesc), out = new Float64Array(ctx.stepResults);
   const word = BELL.SEQ + r, descSize = STEP_DESC.size(W);
   const d = viewsFor(s, t.data);
+  let seq = t.seen;
+  // While waiting at a step's gradient barrier: if the next step was rung already, gather its rows (shuffled batches, one micro-batch).
+  const prefetchNext = () => {
+    if (Atomics.load(bell, word) <= seq) return;
+    const nx = ((seq + 1) & 1) * descSize;
+    if (!desc[nx + STEP_DESC.HAS_IDX]) return;
+    const a = desc[nx + STEP_DESC.OFFSETS + r], b = desc[nx + STEP_DESC.OFFSETS + r + 1];
+    if (b <= a || (t.microBatchSize > 0 && t.microBatchSize < b - a)) return;
+    rows(s.gathered[(seq + 1) & 1], d, new Int32Array(t.idx, 4 * desc[nx + STEP_DESC.IDX_AT]), desc[nx + STEP_DESC.ROW_START], a, b);
+    s.prefetched.seq = seq + 1;
+    s.prefetched.a = a;
+    s.prefetched.b = b;
+  };
   for (let seen = t.seen; ;) {
     let cmd = Atomics.load(bell, word);
     if (cmd === seen) {
@@ -606,22 +619,11 @@ async function serve(t: ServeTask): Promise<void> {
       }
     }
     if (cmd === BELL.STOP) return;
-    const seq = ++seen, at = (seq & 1) * descSize, row = ((seq & 1) * W + r) * STEP_RESULT.size;
-    // While waiting at this step's gradient barrier: if the next step was rung already, gather its rows (shuffled batches, one micro-batch).
-    const prefetchNext = () => {
-      if (Atomics.load(bell, word) <= seq) return;
-      const nx = ((seq + 1) & 1) * descSize;
-      if (!desc[nx + STEP_DESC.HAS_IDX]) return;
-      const a = desc[nx + STEP_DESC.OFFSETS + r], b = desc[nx + STEP_DESC.OFFSETS + r + 1];
-      if (b <= a || (t.microBatchSize > 0 && t.microBatchSize < b - a)) return;
-      rows(s.gathered[(seq + 1) & 1], d, new Int32Array(t.idx, 4 * desc[nx + STEP_DESC.IDX_AT]), desc[nx + STEP_DESC.ROW_START], a, b);
-      s.prefetched.seq = seq + 1;
-      s.prefetched.a = a;
-      s.prefetched.b = b;
-    };
+    seq = ++seen;
+    const at = (seq & 1) * descSize, row = ((seq & 1) * W + r) * STEP_RESULT.size;
     const t0 = performance.now();
     const res = await step({
-      kind: "step", session: t.session, rank: r, seq, step: desc[at + STEP_DESC.STEP], data: t.data, idx: desc[at + STEP_DESC.HAS_IDX] ? t.idx : null,
+      session: t.session, rank: r, seq, step: desc[at + STEP_DESC.STEP], data: t.data, idx: desc[at + STEP_DESC.HAS_IDX] ? t.idx : null,
       idxAt: desc[at + STEP_DESC.IDX_AT], start: desc[at + STEP_DESC.OFFSETS + r], end: desc[at + STEP_DESC.OFFSETS + r + 1], rowStart: desc[at + STEP_DESC.ROW_START],
       microBatchSize: t.microBatchSize, hyper: { ...t.hyper, lr: desc[at + STEP_DESC.LR] }, clip: t.clip, active: desc[at + STEP_DESC.ACTIVE], augment: t.augment,
       barrierBase: desc[at + STEP_DESC.BARRIER_BASE], startBarrier: desc[at + STEP_DESC.START_BARRIER] === 1,

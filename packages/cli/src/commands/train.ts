@@ -336,7 +336,7 @@ async function runLoop(a: LoopArgs): Promise<number> {
       // Steps are posted one ahead of the one awaited, so DataParallel's workers go on to the next
       // step while this thread draws progress and writes metrics. Never past a checkpoint (it
       // saves that step's state) or the epoch's end; after a signal nothing more is posted.
-      const ahead: { lr: number; out: Promise<number> }[] = [];
+      const ahead: { idx: Int32Array; lr: number; out: Promise<number> }[] = [];
       let next = pos.batch;
       const checkpointAfter = (step: number) => job.checkpoint.everySteps > 0 && step % job.checkpoint.everySteps === 0;
       while (pos.batch < perEpoch) {
@@ -347,11 +347,10 @@ async function runLoop(a: LoopArgs): Promise<number> {
           const lr = lrAt(pos.step + ahead.length);
           const out = trainer.step(data.train, idx, lr, pos.step + ahead.length + 1);
           out.catch(() => {}); // a step behind a failed one rejects too; the failed one is thrown below
-          ahead.push({ lr, out });
+          ahead.push({ idx, lr, out });
           next++;
         }
-        const { lr, out } = ahead.shift()!;
-        const idx = perm.subarray(pos.batch * B, Math.min(N, (pos.batch + 1) * B));
+        const { idx, lr, out } = ahead.shift()!;
         const l = await out;
         if (!Number.isFinite(l)) throw new CliError(`loss became ${l} at step ${pos.step + 1} (epoch ${pos.epoch + 1}); try a lower --lr`);
         pos.batch++;
