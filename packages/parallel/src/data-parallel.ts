@@ -28,7 +28,7 @@ import { BELL, CONTROL, STAGE_GRAD, STAGE_UPDATE, STEP_DESC, STEP_RESULT, datase
 import { MAX_SHARED_MEMORY_BYTES, sharedMemory } from "@chainrule/core";
 import { buildModel, layoutDiff, normalizeLoss, normalizeModel } from "./spec.js";
 import type {
-  AugmentSpec, DataParallelOptions, DatasetRef, EvalResult, InitResult, OptimizerHyper, OptimizerSpec, ParamGroupSpec, SharedDataset, StepResult, StepTask, Task, WorkerContext,
+  AugmentSpec, DataParallelOptions, EvalResult, InitResult, OptimizerHyper, OptimizerSpec, ParamGroupSpec, SharedDataset, StepTask, Task, WorkerContext,
 } from "./types.js";
 
 /** Node's Atomics.waitAsync (ES2024; the project's lib is ES2022). */
@@ -633,8 +633,13 @@ export class DataParallel {
   }
 
   /** Waits until no step is in flight (failed ones included). */
-  private async drain(): Promise<void> {
-    while (this.inflight.length > 0) await this.inflight[0].done.catch(() => {});
+  private drain(): Promise<void> {
+    return this.settle(0);
+  }
+
+  /** Waits until at most `most` steps are in flight, the oldest settling first. */
+  private async settle(most: number): Promise<void> {
+    while (this.inflight.length > most) await this.inflight[0].done.catch(() => {});
   }
 
   private async startPool(): Promise<void> {
@@ -746,7 +751,7 @@ export class DataParallel {
     const { lr, ...rest } = hyper;
     const fixed = JSON.stringify({ rest, augment, clip, microBatchSize });
     for (;;) {
-      while (this.inflight.length >= 2) await this.inflight[0].done.catch(() => {});
+      await this.settle(1); // at most two in flight
       await this.ensurePool();
       // What restarts the loops (or outgrows the index buffer) waits for the steps in flight, as
       // does a step behind one that failed (its pool is gone, or going).
@@ -839,8 +844,7 @@ export class DataParallel {
     const deadline = performance.now() + this.timeoutMs;
     try {
       for (;;) {
-        if (sv.failure) throw sv.failure.error;
-        if (sv.error) throw new Error("the step before failed"); // replaced below by that step's error
+        if (sv.failure || sv.error) throw sv.failure?.error; // a failed step before this one: its error is thrown below
         const v = Atomics.load(bell, BELL.DONE + p);
         if (v >= W) break;
         const left = deadline - performance.now();
@@ -861,30 +865,32 @@ export class DataParallel {
         throw await sv.error;
       }
     }
-    const res = Array.from({ length: W }, (_, r) => {
-      const o = (p * W + r) * STEP_RESULT.size;
-      return {
-        rows: out[o + STEP_RESULT.ROWS], counted: out[o + STEP_RESULT.COUNTED], lossSum: out[o + STEP_RESULT.LOSS_SUM],
-        gatherMs: out[o + STEP_RESULT.GATHER_MS], computeMs: out[o + STEP_RESULT.COMPUTE_MS], waitMs: out[o + STEP_RESULT.WAIT_MS],
-        reduceMs: out[o + STEP_RESULT.REDUCE_MS], optMs: out[o + STEP_RESULT.OPT_MS], gradNorm: out[o + STEP_RESULT.GRAD_NORM],
-        stepMs: out[o + STEP_RESULT.STEP_MS],
-      };
-    });
     const now = performance.now();
     const wallMs = now - (prev ? Math.max(postedAt, this.lastDoneAt) : postedAt);
     this.lastDoneAt = now;
     this._step = f.step;
-    let loss = 0, counted = 0;
-    for (const g of res) { loss += g.lossSum; counted += g.counted; } // rank order
+    // One pass over the ranks' result rows (rank order): sums, and the max of each per-rank time.
+    let loss = 0, counted = 0, computeMs = 0, gatherMs = 0, reduceMs = 0, optMs = 0, waitMs = 0, stepMs = 0, fwdMs = 0, updMs = 0;
+    const rankComputeMs: number[] = [];
+    for (let r = 0; r < W; r++) {
+      const o = (p * W + r) * STEP_RESULT.size, R = STEP_RESULT;
+      loss += out[o + R.LOSS_SUM];
+      counted += out[o + R.COUNTED];
+      rankComputeMs.push(out[o + R.COMPUTE_MS]);
+      computeMs = Math.max(computeMs, out[o + R.COMPUTE_MS]);
+      gatherMs = Math.max(gatherMs, out[o + R.GATHER_MS]);
+      reduceMs = Math.max(reduceMs, out[o + R.REDUCE_MS]);
+      optMs = Math.max(optMs, out[o + R.OPT_MS]);
+      waitMs = Math.max(waitMs, out[o + R.WAIT_MS]);
+      stepMs = Math.max(stepMs, out[o + R.STEP_MS]);
+      fwdMs = Math.max(fwdMs, out[o + R.GATHER_MS] + out[o + R.COMPUTE_MS]);
+      updMs = Math.max(updMs, out[o + R.REDUCE_MS] + out[o + R.OPT_MS]);
+    }
     loss /= counted;
-    const max = (xs: number[]) => xs.reduce((a, b) => Math.max(a, b), 0);
-    const computeMs = max(res.map((g) => g.computeMs)), gatherMs = max(res.map((g) => g.gatherMs));
-    const reduceMs = max(res.map((r) => r.reduceMs)), optMs = max(res.map((r) => r.optMs));
-    const busyMs = max(res.map((g) => g.gatherMs + g.computeMs)) + max(res.map((r) => r.reduceMs + r.optMs));
     const stats: StepStats = {
-      step: f.step, loss, rows: n, wallMs, computeMs, rankComputeMs: res.map((g) => g.computeMs), zeroMs: 0, gatherMs, reduceMs, optMs,
-      waitMs: max(res.map((r) => r.waitMs)), dispatchMs: Math.max(0, wallMs - max(res.map((r) => r.stepMs))),
-      syncMs: Math.max(0, wallMs - busyMs), overheadMs: wallMs - computeMs, gradNorm: this.clip !== undefined ? res[0].gradNorm : undefined,
+      step: f.step, loss, rows: n, wallMs, computeMs, rankComputeMs, zeroMs: 0, gatherMs, reduceMs, optMs,
+      waitMs, dispatchMs: Math.max(0, wallMs - stepMs), syncMs: Math.max(0, wallMs - fwdMs - updMs), overheadMs: wallMs - computeMs,
+      gradNorm: this.clip !== undefined ? out[p * W * STEP_RESULT.size + STEP_RESULT.GRAD_NORM] : undefined,
     };
     this.lastStats = stats;
     return { step: f.step, loss, stats };
