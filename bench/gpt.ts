@@ -10,12 +10,11 @@
  *                   ratio of wall-clock step times, and likewise of CPU time per step (ours: process.cpuUsage;
  *                   PyTorch: the same script timed with time.process_time), which a busy machine disturbs less
  *     (default)     also data-parallel tokens/s: DataParallel with 2 workers at batch 24 vs 1 worker at batch 12
- *                   (and vs the one-thread in-process step), alternating rounds, medians; --no-parallel skips it
+ *                   (and vs a plain one-thread training step), alternating rounds, medians; --no-parallel skips it
  *   tsx bench/gpt.ts --parallel-only [--steps 20] [--rounds 5] [--warmup 100]   only the data-parallel figure
- *     (--warmup: untimed steps per pool first; with 3, the first timed round was the slowest in 5 of 6 runs.
- *     V8 keeps compiling the per-step functions for the first ~100 steps on helper threads, which 2 workers
- *     on 2 cores share with the ranks: back to back on 2026-11-30, warm-up 8 gave 1.58x with 166 CPU µs
- *     per token on 2 workers against 147 on 1, warm-up 100 gave 1.91x with 141 against 146.)
+ *     (--warmup: untimed steps per pool first. V8 keeps compiling the per-step functions for the first
+ *     ~100 steps on helper threads, which share the cores with the ranks, so a short warm-up measures
+ *     2 workers low.)
  */
 import { existsSync } from "node:fs";
 import { PerformanceObserver } from "node:perf_hooks";

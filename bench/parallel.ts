@@ -1,7 +1,7 @@
 /**
  * Data-parallel throughput: the reference MLP (784-512-256-10, ReLU, cross-entropy,
  * Adam lr 1e-3) at global batch 512, trained by DataParallel with 1, 2 and 4 workers,
- * plus the single-thread core loop in the main thread (flat parameters, BufferArena) for reference.
+ * plus a plain single-thread core loop in the main thread (flat parameters, BufferArena) for reference.
  * Runs are alternated (round-robin over worker counts) and medians reported; the time
  * outside forward/backward is broken down per step; resident memory is measured in a
  * fresh child process per worker count.
@@ -12,8 +12,7 @@
  * its own, and V8 keeps compiling the once-per-step functions with TurboFan for the first ~350 steps
  * (20-100 ms each, 2.3 s of CPU for the CNN's 2 workers; `node --trace-opt`). The compiles run on V8's
  * helper threads: with 1 worker they take the idle core, with 2 workers on 2 cores they take CPU from
- * a rank, so a short warm-up measures 2 workers low. With 2 steps 2 workers measured 1.40-1.48x of 1,
- * with 20 1.62-1.89x; see packages/parallel/README.md.)
+ * a rank, so a short warm-up measures 2 workers low.)
  * (speed-up: the median over rounds of each round's ratio to the first worker count's run in the
  * same round; the order of the pools is reversed every other round, so slow drifts of a shared
  * machine fall on both sides.)
@@ -49,8 +48,8 @@ function indexBatches(rows: number, batch: number, n: number): Int32Array[] {
 }
 
 /**
- * The core loop in the main thread (no workers), samples/s: the same gather per step, and what
- * the CLI's in-process trainer does (one flat parameter buffer, activations reused by BufferArena).
+ * A plain core training loop in the main thread (no DataParallel), samples/s: the same gather per
+ * step, one flat parameter buffer, activations reused by BufferArena.
  */
 function singleThread(ds: SharedDataset, idx: Int32Array[]): number {
   manualSeed(0);
