@@ -1,7 +1,7 @@
 import { AnomalyError, AutogradError, ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
 import { isArenaArray, outputBuffer } from "../tensor/arena.js";
-import { simdAdd } from "../kernels/simd/nn.js";
+import { kernels } from "../kernels/kernels.js";
 
 /**
  * The node an op leaves on its output: which op, which inputs, and how to turn
@@ -163,16 +163,16 @@ function backwardPass(root: Tensor, rootGrad: Float32Array, retainGraph: boolean
         grads.set(input, ig);
         if (exclusive(ig, g, inputGrads, i)) owned.add(input);
       } else if (owned.has(input)) {
-        addInto(prev, ig);
+        kernels().accumulate(prev, ig);
       } else if (exclusive(ig, g, inputGrads, i)) {
         // The op's fresh array: add the pending gradient into it instead of allocating a sum.
-        addInto(ig, prev);
+        kernels().accumulate(ig, prev);
         owned.add(input);
         grads.set(input, ig);
       } else {
         const sum = gradBuffer(prev.length);
         sum.set(prev);
-        addInto(sum, ig);
+        kernels().accumulate(sum, ig);
         owned.add(input);
         grads.set(input, sum);
       }
@@ -274,16 +274,6 @@ function exclusive(ig: Float32Array, g: Float32Array, all: readonly (Float32Arra
   return true;
 }
 
-/**
- * dst += src: in WebAssembly SIMD from 1024 floats (4–5× the loop's speed here, copies included),
- * else a top-level loop, not inline in backwardPass: that runs once per backward, so its loops
- * would start in the interpreter each time (and deoptimise), boxing every sum.
- */
-function addInto(dst: Float32Array, src: Float32Array): void {
-  if (dst.length >= 1024 && simdAdd(dst, dst, src, dst.length)) return;
-  for (let j = 0; j < dst.length; j++) dst[j] += src[j];
-}
-
 /** Adds into a leaf's `.grad` in place, so gradients bound to a flat (shared) buffer stay bound. */
 function accumulateLeaf(t: Tensor, g: Float32Array): void {
   if (t.grad === null) {
@@ -291,5 +281,5 @@ function accumulateLeaf(t: Tensor, g: Float32Array): void {
     return;
   }
   if (staleGrads.delete(t.grad.data)) t.grad.data.set(g);
-  else addInto(t.grad.data, g);
+  else kernels().accumulate(t.grad.data, g);
 }

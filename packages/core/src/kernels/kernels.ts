@@ -1,8 +1,10 @@
 /**
  * The kernel interface: plain functions over Float32Arrays that know nothing
- * about graphs. Ops (ops/*.ts) call them through `kernels()`, so a faster
- * backend can replace any of them without touching autodiff.
- * Kernels write (=) into their output unless their name says `Accumulate`.
+ * about graphs. Ops, autograd, models, nn and optim call them through `kernels()`,
+ * so a faster backend can replace any of them without touching autodiff.
+ * Kernels write (=) into their output unless their doc says they add (+=) or work in place.
+ * The backends: js/ (TypeScript loops, and WebAssembly SIMD from simd/ where it is faster)
+ * and blas/ (the js kernels with GEMM through cblas_sgemm); README.md says more.
  */
 export type UnaryOp = "neg" | "exp" | "log" | "sqrt" | "abs" | "relu" | "sigmoid" | "tanh" | "gelu" | "geluTanh";
 export type BinaryOp = "add" | "sub" | "mul" | "div";
@@ -98,6 +100,71 @@ export interface Kernels {
   nchwToPadded(dst: Float32Array, x: Float32Array, N: number, C: number, H: number, W: number, top: number, left: number, Hp: number, Wp: number): void;
   /** x (N, C, H, W) = src (C, N, Hp, Wp) at [c, n, top + h, left + w]. */
   paddedToNchw(x: Float32Array, src: Float32Array, N: number, C: number, H: number, W: number, top: number, left: number, Hp: number, Wp: number): void;
+
+  // Flat elementwise passes (no shapes or broadcasting: `unary` and `binary` have those).
+  /** dst += src over dst.length (the autograd engine's gradient sums). */
+  accumulate(dst: Float32Array, src: Float32Array): void;
+  /** out = a ⊙ b over the first n floats; out may alias a or b. */
+  mul(out: Float32Array, a: Float32Array, b: Float32Array, n: number): void;
+
+  // GELU (exact, erf form) in place, the GPT's fused linearGelu (models/gpt-ops.ts).
+  /** h ← gelu(h) over the first n floats. */
+  geluInPlace(h: Float32Array, n: number): void;
+  /** h ← gelu(h) and d ← gelu'(h) over the first n floats, in one pass. */
+  geluInPlaceWithGrad(h: Float32Array, d: Float32Array, n: number): void;
+
+  // Causal attention's softmax (ops/attention.ts), over H score matrices (T, T).
+  /** In place at P[pb..]: row i ← softmax of its first i + 1 entries, zeros after; with a dropout mask, Pd ← P ⊙ mask as well. */
+  causalSoftmax(P: Float32Array, pb: number, H: number, T: number, mask: Float32Array | null, Pd: Float32Array): void;
+  /** In place at dP[0..] (probabilities at P[pb..]): dP ← P ⊙ (dP·mask − Σ_j P·dP·mask) on j ≤ i, zeros after. */
+  causalSoftmaxBackward(dP: Float32Array, P: Float32Array, pb: number, H: number, T: number, mask: Float32Array | null): void;
+
+  // Optimizer passes over [from, to) of flat arrays (optim/rules.ts computes the scalars).
+  /** PyTorch's SGD step; buf (the momentum buffer) may be null when momentum is 0. */
+  sgdUpdate(p: Float32Array, g: Float32Array, buf: Float32Array | null, from: number, to: number, s: SgdScalars): void;
+  /** One Adam / AdamW step in float32 arithmetic; p, m, v updated in place. */
+  adamUpdate(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, from: number, to: number, s: AdamScalars): void;
+  /** Σ x² over [from, to), in float64. */
+  sumOfSquares(x: Float32Array, from: number, to: number): number;
+  /** x *= s over [from, to). */
+  scaleInPlace(x: Float32Array, s: number, from: number, to: number): void;
+  /**
+   * Memory of at least `bytes` (shared: on a SharedArrayBuffer) on which adamUpdate runs in place
+   * when p, g, m and v all lie in it (nn.flattenParameters puts parameters, gradients and optimizer
+   * state there); null where the backend has none, and plain buffers are used.
+   */
+  arenaMemory(bytes: number, shared: boolean): { readonly buffer: ArrayBufferLike } | null;
+}
+
+/** One SGD step's scalars (PyTorch's SGD). */
+export interface SgdScalars {
+  lr: number;
+  momentum: number;
+  dampening: number;
+  nesterov: boolean;
+  weightDecay: number;
+  /** The momentum buffer starts as the gradient. */
+  firstStep: boolean;
+}
+
+/** One Adam / AdamW step's scalars, each rounded to float32 (optim/rules.ts adamScalars). */
+export interface AdamScalars {
+  beta1: number;
+  beta2: number;
+  /** 1 − β1 and 1 − β2. */
+  b1c: number;
+  b2c: number;
+  /** lr / (1 − β1^t). */
+  stepSize: number;
+  /** 1 / √(1 − β2^t). */
+  invSqrtBc2: number;
+  eps: number;
+  /** AdamW: p ← p·decay (1 − lr·wd); else 1. */
+  decay: number;
+  /** Adam's L2 term: g ← g + l2·p (wd); else 0. */
+  l2: number;
+  /** False: no weight decay of either kind, and decay and l2 are not applied (the faster pass). */
+  weightDecay: boolean;
 }
 
 /** One image's convolution geometry: C input channels (all groups), kernel, stride, padding, dilation, output size. */

@@ -2,7 +2,9 @@ import { describe, expect, it } from "vitest";
 import { ArgumentError, GPT, Generator, ShapeError, Tensor, generate, gptConfig, manualSeed, nn, noGrad, optim, randn, sampleToken } from "../index.js";
 import { assertClose, gradcheck } from "../testing/index.js";
 import { gelu, linear } from "../index.js";
-import { erfAccurate, geluForward, geluForwardWithGrad, linearGelu, tokenPositionEmbedding } from "./gpt-ops.js";
+import { linearGelu, tokenPositionEmbedding } from "./gpt-ops.js";
+import { erfAccurate } from "../kernels/js/gelu.js";
+import { kernels } from "../kernels/kernels.js";
 import { add, embedding, reshape } from "../index.js";
 
 const tiny = { vocabSize: 5, blockSize: 4, nLayer: 1, nHead: 2, nEmbd: 4 };
@@ -184,8 +186,8 @@ describe("linearGelu (fused MLP expansion)", () => {
     const n = 40001;
     const v = Float32Array.from({ length: n }, (_, i) => -10 + i * 5e-4); // past both ends of the table
     const h = v.slice(), d = new Float32Array(n), h2 = v.slice();
-    geluForwardWithGrad(h, d, n);
-    geluForward(h2, n);
+    kernels().geluInPlaceWithGrad(h, d, n);
+    kernels().geluInPlace(h2, n);
     for (let i = 0; i < n; i++) {
       const x = v[i], cdf = 0.5 * (1 + erfAccurate(x * Math.SQRT1_2)), pdf = Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI);
       expect(Math.abs(h[i] - x * cdf)).toBeLessThan(1e-6 * Math.max(1, Math.abs(x)));
@@ -193,7 +195,7 @@ describe("linearGelu (fused MLP expansion)", () => {
       expect(h2[i]).toBe(h[i]);
     }
     const nan = new Float32Array([NaN, Infinity, -Infinity]), dn = new Float32Array(3);
-    geluForwardWithGrad(nan, dn, 3);
+    kernels().geluInPlaceWithGrad(nan, dn, 3);
     expect(Array.from(nan)).toEqual([NaN, Infinity, 0]);
     expect(Array.from(dn)).toEqual([NaN, 1, 0]);
   });

@@ -1,5 +1,5 @@
 import { ArgumentError } from "../errors.js";
-import { arenaMemory } from "../kernels/simd/index.js";
+import { kernels } from "../kernels/kernels.js";
 import { Tensor } from "../tensor/tensor.js";
 import type { Module, Parameter } from "./module.js";
 
@@ -20,8 +20,9 @@ export interface FlatParameters {
 }
 
 /**
- * The WebAssembly.Memory that `flattenParameters` packs a model into when the SIMD kernels
- * are available: values, gradients and `stateAt.length` regions for optimizer state, each
+ * The memory that `flattenParameters` packs a model into when the backend has one
+ * (kernels().arenaMemory: the js backend's WebAssembly.Memory, registered with its SIMD Adam):
+ * values, gradients and `stateAt.length` regions for optimizer state, each
  * `total` floats, 64-byte aligned. A parameter at float offset o of the values has its
  * state at float offset o of every state region, so an optimizer's state lies next to its
  * operands and the Adam kernel runs in place. One optimizer at a time holds the state
@@ -69,7 +70,7 @@ export function arenaStateView(arena: FlatArena, values: Float32Array, k: number
 
 function allocArena(total: number, shared: boolean): { data: Float32Array; grad: Float32Array } | null {
   const region = Math.ceil((total * 4) / 64) * 64;
-  const memory = arenaMemory(region * (2 + ARENA_STATE_REGIONS), shared);
+  const memory = kernels().arenaMemory(region * (2 + ARENA_STATE_REGIONS), shared);
   if (memory === null) return null;
   const buffer = memory.buffer;
   const stateAt = Array.from({ length: ARENA_STATE_REGIONS }, (_, k) => (2 + k) * region);

@@ -5,8 +5,6 @@ import { type Generator, defaultGenerator } from "../tensor/random.js";
 import { kernels } from "../kernels/kernels.js";
 import { result } from "./op.js";
 import { gradBuffer, graphFreedAfterBackward, isGradEnabled, releaseGradBuffer } from "../autograd/engine.js";
-import { expNonPositive } from "../kernels/js/nn.js";
-import { simdCausalSoftmax, simdCausalSoftmaxBackward } from "../kernels/simd/nn.js";
 
 export interface CausalAttentionOptions {
   /** Dropout probability on the attention weights (applied only when `training`). */
@@ -62,7 +60,7 @@ export function causalAttention(qkv: Tensor, nHead: number, opts: CausalAttentio
     const pb = b * H * TT;
     // scores (H, T, T) = scale · q kᵀ, one GEMM per head over the packed layout.
     k.gemmStridedBatched(false, true, T, T, hs, scale, x, base, C3, hs, x, base + C, C3, hs, 0, P, pb, T, TT, H);
-    causalSoftmax(P, pb, H, T, mask, Pd);
+    k.causalSoftmax(P, pb, H, T, mask, Pd);
     // y[b, :, h] (T, hs) = Pd (T, T) · v (T, hs), written straight into merged-head layout.
     k.gemmStridedBatched(false, false, T, hs, T, 1, Pd, pb, T, TT, x, base + 2 * C, C3, hs, 0, y, b * T * C, C, hs, H);
   }
@@ -83,7 +81,7 @@ export function causalAttention(qkv: Tensor, nHead: number, opts: CausalAttentio
       k.gemmStridedBatched(false, true, T, T, hs, 1, dy, yb, C, hs, x, base + 2 * C, C3, hs, 0, dP, 0, T, TT, H);
       k.gemmStridedBatched(true, false, T, hs, T, 1, Pd, pb, T, TT, dy, yb, C, hs, 0, dqkv, base + 2 * C, C3, hs, H);
       // Through dropout and the causal softmax: dS = P ⊙ (dP − Σ_j P·dP), zero above the diagonal.
-      causalSoftmaxBackward(dP, P, pb, H, T, mask);
+      k.causalSoftmaxBackward(dP, P, pb, H, T, mask);
       // dq = scale · dS · k ; dk = scale · dSᵀ · q
       k.gemmStridedBatched(false, false, T, hs, T, scale, dP, 0, T, TT, x, base + C, C3, hs, 0, dqkv, base, C3, hs, H);
       k.gemmStridedBatched(true, false, T, hs, T, scale, dP, 0, T, TT, x, base, C3, hs, 0, dqkv, base + C, C3, hs, H);
@@ -95,64 +93,4 @@ export function causalAttention(qkv: Tensor, nHead: number, opts: CausalAttentio
     }
     return [dqkv];
   });
-}
-
-// The per-row loops live in plain top-level functions rather than in causalAttention and its
-// backward closure: those run a few times per step, so V8 would execute their long loops in
-// the interpreter until on-stack replacement and then deoptimise on the code after them
-// (measured: boxed doubles, ~MBs of garbage per step). These stay optimised.
-
-/**
- * In place over H score matrices (T, T) at P[pb..]: row i ← softmax of its first i + 1 entries,
- * zeros after (the causal mask). With a dropout mask, Pd ← P ⊙ mask over the same range.
- */
-export function causalSoftmax(P: Float32Array, pb: number, H: number, T: number, mask: Float32Array | null, Pd: Float32Array): void {
-  if (mask === null && simdCausalSoftmax(P, pb, H, T)) return; // WebAssembly SIMD (kernels/simd/nn.ts)
-  causalSoftmaxJs(P, pb, H, T, mask, Pd);
-}
-
-/** causalSoftmax's TypeScript loop (with dropout, and the fallback without SIMD). */
-export function causalSoftmaxJs(P: Float32Array, pb: number, H: number, T: number, mask: Float32Array | null, Pd: Float32Array): void {
-  for (let h = 0; h < H; h++) {
-    const ph = pb + h * T * T;
-    for (let i = 0; i < T; i++) {
-      const row = ph + i * T;
-      let m = -Infinity;
-      for (let j = 0; j <= i; j++) if (P[row + j] > m) m = P[row + j];
-      let s = 0;
-      for (let j = 0; j <= i; j++) {
-        const e = expNonPositive(P[row + j] - m);
-        P[row + j] = e;
-        s += e;
-      }
-      const inv = 1 / s;
-      for (let j = 0; j <= i; j++) P[row + j] *= inv;
-      P.fill(0, row + i + 1, row + T); // causal mask: future positions get zero weight
-      if (mask !== null) for (let j = 0; j < T; j++) Pd[row + j] = P[row + j] * mask[row + j];
-    }
-  }
-}
-
-/**
- * In place over H gradient matrices (T, T) at dP[0..] (one batch element), with the
- * probabilities at P[pb..]: dP ← P ⊙ (dP·mask − Σ_j P·dP·mask) on j ≤ i, zero after.
- */
-export function causalSoftmaxBackward(dP: Float32Array, P: Float32Array, pb: number, H: number, T: number, mask: Float32Array | null): void {
-  if (mask === null && simdCausalSoftmaxBackward(dP, P, pb, H, T)) return; // WebAssembly SIMD (kernels/simd/nn.ts)
-  causalSoftmaxBackwardJs(dP, P, pb, H, T, mask);
-}
-
-/** causalSoftmaxBackward's TypeScript loop (with dropout, and the fallback without SIMD). */
-export function causalSoftmaxBackwardJs(dP: Float32Array, P: Float32Array, pb: number, H: number, T: number, mask: Float32Array | null): void {
-  const TT = T * T;
-  for (let h = 0; h < H; h++) {
-    for (let i = 0; i < T; i++) {
-      const row = h * TT + i * T, prow = pb + row;
-      if (mask !== null) for (let j = 0; j <= i; j++) dP[row + j] *= mask[prow + j];
-      let dot = 0;
-      for (let j = 0; j <= i; j++) dot += P[prow + j] * dP[row + j];
-      for (let j = 0; j <= i; j++) dP[row + j] = P[prow + j] * (dP[row + j] - dot);
-      dP.fill(0, row + i + 1, row + T);
-    }
-  }
 }

@@ -1,11 +1,20 @@
 import type { Kernels } from "../kernels.js";
 import { gemmStridedBatchedVia, jsGemm } from "./gemm.js";
-import { addRowVector, binary, permute, sumRows, unary, unaryBackward } from "./elementwise.js";
+import { accumulate, addRowVector, binary, mul, permute, sumRows, unary, unaryBackward } from "./elementwise.js";
 import { maxAxis, sumAxis } from "./reduce.js";
 import { crossEntropy, layerNorm, layerNormBackward, logSoftmax, logSoftmaxBackward, softmax, softmaxBackward } from "./nn.js";
 import * as conv from "./conv.js";
+import { geluInPlace, geluInPlaceWithGrad } from "./gelu.js";
+import { causalSoftmax, causalSoftmaxBackward } from "./attention.js";
+import { adamUpdate, scaleInPlace, sgdUpdate, sumOfSquares } from "./optim.js";
+import { arenaMemory } from "../simd/index.js";
 
-/** The reference backend: always available, pure TypeScript. */
+/**
+ * The js backend, always available: TypeScript loops (the reference), with WebAssembly SIMD
+ * (../simd) where it is faster and available: the GEMM, and many elementwise, image, attention
+ * and optimizer kernels. Each such kernel runs its TypeScript loop where SIMD is off
+ * (CHAINRULE_SIMD=0) or missing, or where the operands do not fit it.
+ */
 export const jsKernels: Kernels = {
   name: "js",
   gemm: jsGemm,
@@ -45,4 +54,15 @@ export const jsKernels: Kernels = {
   sumChannels: conv.sumChannels,
   nchwToPadded: conv.nchwToPadded,
   paddedToNchw: conv.paddedToNchw,
+  accumulate,
+  mul,
+  geluInPlace,
+  geluInPlaceWithGrad,
+  causalSoftmax,
+  causalSoftmaxBackward,
+  sgdUpdate,
+  adamUpdate,
+  sumOfSquares,
+  scaleInPlace,
+  arenaMemory,
 };

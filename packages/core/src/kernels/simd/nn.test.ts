@@ -1,13 +1,13 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { setSimdNnEnabled, simdGelu, simdGeluWithGrad, simdLayerNorm, simdLayerNormBackward, simdNnAvailable } from "./nn.js";
-import { causalSoftmax, causalSoftmaxBackward, causalSoftmaxBackwardJs, causalSoftmaxJs } from "../../ops/attention.js";
+import { causalSoftmax, causalSoftmaxBackward, causalSoftmaxBackwardLoop, causalSoftmaxLoop } from "../js/attention.js";
 import { simdAdd, simdCausalSoftmax, simdMul, simdRelu, simdReluBackward } from "./nn.js";
 import { reluBackward, reluForward } from "../js/elementwise.js";
 import type { Conv2dGeometry } from "../kernels.js";
 import { batchNormApply, batchNormBackward, batchNormStats, im2col, im2colLoop, maxPool2d, maxPool2dBackward, maxPool2x2, maxPool2x2Relu, maxPool2x2ReluBackward, nchwToPadded, paddedToNchw } from "../js/conv.js";
 import { simdBatchNormApply, simdBatchNormBackward, simdBatchNormStats, simdIm2col, simdMaxPool2dBackward, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward, simdNchwToPadded, simdPaddedToNchw } from "./nn.js";
 import { layerNorm, layerNormAffineJs, layerNormBackward, lnBackwardAffineJs } from "../js/nn.js";
-import { erfAccurate, geluForward, geluForwardJs, geluForwardWithGrad, geluForwardWithGradJs } from "../../models/gpt-ops.js";
+import { erfAccurate, geluInPlace, geluInPlaceLoop, geluInPlaceWithGrad, geluInPlaceWithGradLoop } from "../js/gelu.js";
 
 /** A float array's bit patterns, to compare results exactly (NaN payloads and -0 included). */
 const bitsOf = (a: Float32Array) => new Int32Array(a.buffer, a.byteOffset, a.length);
@@ -355,9 +355,9 @@ describe.runIf(on)("WebAssembly SIMD GELU (kernels/simd/nn.ts)", () => {
       const hs = v.slice(), ds = new Float32Array(n).fill(123), hj = v.slice(), dj = new Float32Array(n);
       const fs = v.slice(), fj = v.slice();
       expect(simdGeluWithGrad(hs, ds, n)).toBe(true);
-      geluForwardWithGradJs(hj, dj, n);
+      geluInPlaceWithGradLoop(hj, dj, n);
       expect(simdGelu(fs, n)).toBe(true);
-      geluForwardJs(fj, n);
+      geluInPlaceLoop(fj, n);
       for (let i = 0; i < n; i++) {
         if (Number.isNaN(v[i])) {
           expect(hs[i]).toBeNaN();
@@ -377,22 +377,22 @@ describe.runIf(on)("WebAssembly SIMD GELU (kernels/simd/nn.ts)", () => {
     }
   });
 
-  it("is what geluForwardWithGrad / geluForward run, and the fallback still runs with SIMD off", () => {
+  it("is what geluInPlaceWithGrad / geluInPlace run, and the table loops run with SIMD off", () => {
     const v = inputs(1001);
     const a = v.slice(), da = new Float32Array(1001), b = v.slice(), db = new Float32Array(1001);
-    geluForwardWithGrad(a, da, 1001);
+    geluInPlaceWithGrad(a, da, 1001);
     simdGeluWithGrad(b, db, 1001);
     expect(Array.from(a)).toEqual(Array.from(b));
     expect(Array.from(da)).toEqual(Array.from(db));
     setSimdNnEnabled(false);
     const c = v.slice(), dc = new Float32Array(1001), e = v.slice(), de = new Float32Array(1001);
-    geluForwardWithGrad(c, dc, 1001);
-    geluForwardWithGradJs(e, de, 1001);
+    geluInPlaceWithGrad(c, dc, 1001);
+    geluInPlaceWithGradLoop(e, de, 1001);
     expect(Array.from(c)).toEqual(Array.from(e));
     expect(Array.from(dc)).toEqual(Array.from(de));
     const f = v.slice(), g = v.slice();
-    geluForward(f, 1001);
-    geluForwardJs(g, 1001);
+    geluInPlace(f, 1001);
+    geluInPlaceLoop(g, 1001);
     expect(Array.from(f)).toEqual(Array.from(g));
   });
 });
@@ -481,13 +481,13 @@ describe.runIf(on)("WebAssembly SIMD causal softmax (kernels/simd/nn.ts)", () =>
       const S = Float32Array.from({ length: len }, (_, i) => Math.sin(i * 0.37) * (i % 11 === 0 ? 40 : 5));
       const P1 = S.slice(), P2 = S.slice();
       causalSoftmax(P1, pb, H, T, null, P1);
-      causalSoftmaxJs(P2, pb, H, T, null, P2);
+      causalSoftmaxLoop(P2, pb, H, T, null, P2);
       closeArr(P1, P2, 3e-7);
       for (let i = 0; i < pb; i++) expect(P1[i]).toBe(S[i]); // outside the batch element: untouched
       const G = Float32Array.from({ length: H * TT }, (_, i) => Math.cos(i * 0.11) * 3);
       const D1 = G.slice(), D2 = G.slice();
       causalSoftmaxBackward(D1, P2, pb, H, T, null);
-      causalSoftmaxBackwardJs(D2, P2, pb, H, T, null);
+      causalSoftmaxBackwardLoop(D2, P2, pb, H, T, null);
       closeArr(D1, D2, 1e-6);
     }
   });
@@ -502,7 +502,7 @@ describe.runIf(on)("WebAssembly SIMD causal softmax (kernels/simd/nn.ts)", () =>
     S[6 * T + 7] = NaN; // beyond the diagonal of row 6: ignored
     const P1 = S.slice(), P2 = S.slice();
     expect(simdCausalSoftmax(P1, 0, H, T)).toBe(true);
-    causalSoftmaxJs(P2, 0, H, T, null, P2);
+    causalSoftmaxLoop(P2, 0, H, T, null, P2);
     closeArr(P1, P2, 3e-7);
     expect(P1[4 * T]).toBe(0);
     expect(simdCausalSoftmax(new Float32Array(36), 0, 1, 6)).toBe(false);
