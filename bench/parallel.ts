@@ -22,15 +22,15 @@
 import { spawnSync } from "node:child_process";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
-import { BufferArena, F, Generator, Tensor, backendReport, manualSeed, nn, optim } from "../packages/core/src/index.js";
-import { DataParallel, MODELS, createSharedDataset, mlp, simdAvailable, type SharedDataset, type StepStats } from "../packages/parallel/src/index.js";
+import { BufferArena, F, Generator, Tensor, backendReport, manualSeed, nn, optim, makeDataset, toShared, type Dataset } from "../packages/core/src/index.js";
+import { DataParallel, MODELS, mlp, simdAvailable, type StepStats } from "../packages/parallel/src/index.js";
 import { flag, hasFlag, median, numList, postAhead, runIfMain, table } from "./_util.js";
 
 const SIZES = [784, 512, 256, 10];
 
-function dataset(rows: number): SharedDataset {
+function dataset(rows: number): Dataset {
   const g = new Generator(0);
-  return createSharedDataset({ x: new Float32Array(rows * 784).map(() => g.random()), y: new Int32Array(rows).map(() => g.randint(10)), xShape: [784] });
+  return toShared(makeDataset({ inputs: new Float32Array(rows * 784).map(() => g.random()), targets: new Int32Array(rows).map(() => g.randint(10)), inputShape: [784] }));
 }
 
 function makeDp(workers: number): DataParallel {
@@ -51,7 +51,7 @@ function indexBatches(rows: number, batch: number, n: number): Int32Array[] {
  * A plain core training loop in the main thread (no DataParallel), samples/s: the same gather per
  * step, one flat parameter buffer, activations reused by BufferArena.
  */
-function singleThread(ds: SharedDataset, idx: Int32Array[]): number {
+function singleThread(ds: Dataset, idx: Int32Array[]): number {
   manualSeed(0);
   const model = mlp({ sizes: SIZES });
   nn.flattenParameters(model);
@@ -59,7 +59,7 @@ function singleThread(ds: SharedDataset, idx: Int32Array[]): number {
   const arena = new BufferArena();
   const step = (b: Int32Array) => {
     const x = new Float32Array(b.length * 784), y = new Int32Array(b.length);
-    b.forEach((r, i) => { x.set(ds.x.subarray(r * 784, (r + 1) * 784), i * 784); y[i] = ds.y[r]; });
+    b.forEach((r, i) => { x.set(ds.inputs.subarray(r * 784, (r + 1) * 784), i * 784); y[i] = ds.targets[r]; });
     opt.zeroGrad();
     arena.run(() => F.crossEntropy(model.forward(new Tensor(x, [b.length, 784])), y).backward());
     opt.step();

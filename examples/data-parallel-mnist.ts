@@ -4,14 +4,14 @@
  * Run: npx -y pnpm@10 exec tsx examples/data-parallel-mnist.ts [workers] [epochs]
  */
 import { availableParallelism } from "node:os";
-import { embeddedMnistSplit } from "@chainrule/core";
-import { DataParallel, MODELS, createSharedDataset } from "@chainrule/parallel";
+import { embeddedMnistSplit, makeDataset, toShared } from "@chainrule/core";
+import { DataParallel, MODELS } from "@chainrule/parallel";
 
 const workers = Number(process.argv[2] ?? availableParallelism());
 const epochs = Number(process.argv[3] ?? 3);
 
 const { train, heldOut } = embeddedMnistSplit({ heldOut: 1000 });
-const shared = (d: typeof train) => createSharedDataset({ x: d.inputs, y: d.targets, xShape: [784] }); // copied into shared memory once
+const shared = (d: typeof train) => toShared(makeDataset({ inputs: d.inputs, targets: d.targets, inputShape: [784] })); // copied into shared memory once
 
 const dp = new DataParallel({
   model: { module: MODELS, export: "mlp", options: { sizes: [784, 256, 10] } }, // every worker builds the same model

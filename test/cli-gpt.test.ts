@@ -202,7 +202,7 @@ describe("GPT runs: resume and worker count", () => {
 });
 
 describe("freeze patterns and per-group learning rates", () => {
-  it("frozen parameters stay bit-identical, the rest train at their group's lr, in-process and with 2 workers alike", async () => {
+  it("frozen parameters stay bit-identical, the rest train at their group's lr, with 1 worker and with 2 workers alike", async () => {
     const job = {
       init: { checkpoint: PRE, strict: true },
       freeze: ["^transformer\\.(wte|wpe)", "\\.attn\\."],
@@ -226,7 +226,7 @@ describe("freeze patterns and per-group learning rates", () => {
       const frozen = /^transformer\.(wte|wpe)|\.attn\./.test(k);
       expect(same(base[k], tuned[k]), k).toBe(frozen);
       expect(same(base[k], tuned2[k]), k).toBe(frozen);
-      // 2 workers follow the in-process run (same mean gradients up to rounding; Adam's drift as above)
+      // 2 workers follow the 1-worker run (same mean gradients up to rounding; Adam's drift as above)
       expect(maxDiff(tuned2[k], tuned[k]), k).toBeLessThan(5e-3);
     }
     // the group's lr is used: lm_head moved ~10x less than with the one lr of 0.01

@@ -123,7 +123,7 @@ describe("kill and resume", () => {
       });
       expect(killed.code, killed.stdout + killed.stderr).toBe(143);
       expect(killed.stdout).toMatch(/interrupted \(SIGTERM\) at epoch \d, step \d+: checkpoint written to/);
-      expect(killed.stdout).toContain(`resume with: npx pnpm@10 chainrule train --resume --out ${b}`);
+      expect(killed.stdout).toContain(`resume with: npx -y pnpm@10 chainrule train --resume --out ${b}`);
       const interruptedAt = JSON.parse(readFileSync(join(latestCheckpoint(b), "state.json"), "utf8")).step;
       expect(interruptedAt).toBeGreaterThanOrEqual(50);
       expect(interruptedAt).toBeLessThan(114); // 38 steps × 3 epochs
@@ -141,6 +141,37 @@ describe("kill and resume", () => {
       expect(sb.rng).toEqual(sa.rng);
     }, 150_000);
   }
+
+  it("a run trained with 2 workers resumes with 1, 2 or 4: bit-identical with 2, within 1e-5 otherwise", async () => {
+    const job = writeJob("any-workers", {
+      model: { type: "mlp", hidden: [32] },
+      data: { type: "mnist", limitTrain: 400, limitHeldOut: 100 },
+      optimizer: { type: "adam", lr: 0.002 },
+      epochs: 2, batchSize: 40, workers: 2, seed: 3,
+    });
+    const full = join(TMP, "any-workers-full"), half = join(TMP, "any-workers-half");
+    expect((await cli(["train", job, "--out", full])).code).toBe(0);
+    const first = await cli(["train", job, "--out", half, "--epochs", "1"]);
+    expect(first.code, first.stderr).toBe(0);
+    const want = checkpointTensors(latestCheckpoint(full));
+    const wantState = JSON.parse(readFileSync(join(latestCheckpoint(full), "state.json"), "utf8"));
+    for (const workers of [1, 2, 4]) {
+      const run = join(TMP, `any-workers-${workers}`);
+      cpSync(half, run, { recursive: true });
+      const r = await cli(["train", "--resume", "--out", run, "--epochs", "2", "--workers", String(workers)]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toContain(workers === 1 ? "DataParallel, 1 worker (this thread)" : `DataParallel, ${workers} worker threads`);
+      const got = checkpointTensors(latestCheckpoint(run));
+      const state = JSON.parse(readFileSync(join(latestCheckpoint(run), "state.json"), "utf8"));
+      expect(state.step).toBe(wantState.step);
+      for (const [k, t] of Object.entries(want)) {
+        let diff = 0;
+        for (let i = 0; i < t.data.length; i++) diff = Math.max(diff, Math.abs(got[k].data[i] - t.data[i]));
+        if (workers === 2) expect(diff, `${k} with 2 workers`).toBe(0);
+        else expect(diff, `${k} with ${workers} workers`).toBeLessThan(1e-5);
+      }
+    }
+  }, 150_000);
 });
 
 describe("Ctrl-C", () => {

@@ -2,7 +2,7 @@
  * The built-in CNN job through the real command (child processes): a small subset of the
  * embedded digits learns; an IDX image dataset (generated) trains with synchronised batch norm,
  * flips and crops, its checkpoint evaluates to the same accuracy (running statistics saved),
- * and 1 worker (in-process, augmenting in the main thread) matches 2 workers.
+ * and 1 worker (the replica inline, augmenting in the main thread) matches 2 workers.
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import { cpSync, readFileSync, rmSync } from "node:fs";
@@ -68,7 +68,7 @@ describe("the cnn job on an IDX image dataset", () => {
     // In-process (1 thread) augments in the main thread with the workers' seeds, and sync BN = whole-batch BN.
     const r1 = await cli(args(one, 1));
     expect(r1.code, r1.stdout + r1.stderr).toBe(0);
-    expect(r1.stdout).toMatch(/in-process \(1 thread\) · augment crop 1 \+ flip/);
+    expect(r1.stdout).toMatch(/DataParallel, 1 worker \(this thread\) · augment crop 1 \+ flip/);
     expect(relDiffWeights(latestCheckpoint(two), latestCheckpoint(one))).toBeLessThan(1e-3);
   }, 90_000);
 

@@ -1,24 +1,25 @@
 /** A worker that throws, dies or hangs during a step: the step rejects in bounded time, names worker, step and cause; no thread survives. */
 import { afterEach, expect, test } from "vitest";
-import { DataParallel, LayoutMismatchError, ParallelStepError, createSharedDataset, type SharedDataset } from "@chainrule/parallel";
+import { type Dataset, makeDataset, toShared } from "@chainrule/core";
+import { DataParallel, LayoutMismatchError, ParallelStepError } from "@chainrule/parallel";
 import { MODELS, makeData } from "./fixtures/parallel-data.ts";
 
 const D = 4, C = 3, N = 12, W = 3; // whole-dataset batches: rank 1 gets rows 4..7
 
 /** The clean rows, then a copy of them with a sentinel in row 5 (rank 1's shard): steps on rows [0, N) and [N, 2N) of one dataset can be posted back to back. */
-function cleanThenPoisoned(clean: SharedDataset, sentinel: number): SharedDataset {
+function cleanThenPoisoned(clean: Dataset, sentinel: number): Dataset {
   const p = poisoned(clean, sentinel);
   const x = new Float32Array(2 * N * D), y = new Int32Array(2 * N);
-  x.set(clean.x); x.set(p.x, N * D);
-  y.set(clean.y as Int32Array); y.set(p.y as Int32Array, N);
-  return createSharedDataset({ x, y, xShape: [D] });
+  x.set(clean.inputs); x.set(p.inputs, N * D);
+  y.set(clean.targets as Int32Array); y.set(p.targets as Int32Array, N);
+  return toShared(makeDataset({ inputs: x, targets: y, inputShape: [D] }));
 }
 
 /** The clean data with one value of row 5 (rank 1's shard) replaced by a sentinel. */
-function poisoned(clean: SharedDataset, sentinel: number): SharedDataset {
-  const x = clean.x.slice();
+function poisoned(clean: Dataset, sentinel: number): Dataset {
+  const x = clean.inputs.slice();
   x[5 * D + 2] = sentinel;
-  return createSharedDataset({ x, y: clean.y.slice(), xShape: [D] });
+  return toShared(makeDataset({ inputs: x, targets: clean.targets.slice(), inputShape: [D] }));
 }
 
 let dp: DataParallel | null = null;
@@ -32,7 +33,7 @@ function make(timeoutMs = 60_000): DataParallel {
   return dp;
 }
 
-async function expectFailure(d: DataParallel, data: SharedDataset, pattern: RegExp, within: number): Promise<ParallelStepError> {
+async function expectFailure(d: DataParallel, data: Dataset, pattern: RegExp, within: number): Promise<ParallelStepError> {
   const before = d.params.slice();
   const t0 = performance.now();
   const err = await d.step(data).then(() => null, (e) => e);

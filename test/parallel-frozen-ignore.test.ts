@@ -71,16 +71,16 @@ describe.each([
       expect(relDiff(dp.params, ref)).toBeLessThan(w === 1 ? 1e-6 : 1e-5);
       // evaluate: mean over counted targets, accuracy over them too
       const ev = await dp.evaluate(ds, { batchSize: 16 });
-      const out = dp.model.forward(new (await import("@chainrule/core")).Tensor(ds.x.slice(), [N, D]));
-      const want = F.crossEntropy(out, ds.y as Int32Array, { ignoreIndex: ignore }).item();
+      const out = dp.model.forward(new (await import("@chainrule/core")).Tensor(ds.inputs.slice(), [N, D]));
+      const want = F.crossEntropy(out, ds.targets as Int32Array, { ignoreIndex: ignore }).item();
       expect(ev.loss).toBeCloseTo(want, 5);
       let hit = 0, cnt = 0;
       for (let i = 0; i < N; i++) {
-        if (ds.y[i] === ignore) continue;
+        if (ds.targets[i] === ignore) continue;
         cnt++;
         let best = 0;
         for (let c = 1; c < C; c++) if (out.data[i * C + c] > out.data[i * C + best]) best = c;
-        if (best === ds.y[i]) hit++;
+        if (best === ds.targets[i]) hit++;
       }
       expect(ev.accuracy).toBeCloseTo(hit / cnt, 10);
     } finally {

@@ -27,7 +27,7 @@ function reference(type: "sgd" | "adam", baseLr: number, idx: Int32Array[], lrAt
   const ds = makeData(N, D, C);
   idx.forEach((b, s) => {
     const x = new Float32Array(b.length * D), y = new Int32Array(b.length);
-    b.forEach((r, i) => { x.set(ds.x.subarray(r * D, (r + 1) * D), i * D); y[i] = ds.y[r]; });
+    b.forEach((r, i) => { x.set(ds.inputs.subarray(r * D, (r + 1) * D), i * D); y[i] = ds.targets[r]; });
     o.zeroGrad();
     F.crossEntropy(model.forward(new Tensor(x, [b.length, D])), y).backward();
     o.paramGroups.forEach((g, i) => (g.hyper.lr = lrs[i] * (lrAt(s + 1) / baseLr)));

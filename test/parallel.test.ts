@@ -226,32 +226,6 @@ test("the main-thread replica and the workers share one copy of the parameters",
   expect(dp.threads).toBe(0);
 });
 
-test("the comlink evaluator scores a snapshot in its own thread while training goes on", async () => {
-  const { Evaluator } = await import("@chainrule/parallel");
-  const ds = makeData(N, D, C);
-  const opts = { model: { module: MODELS, export: "mlp", options: { sizes: SIZES } }, loss: "crossEntropy" as const, seed: SEED };
-  const dp = new DataParallel({ ...opts, optimizer: adam, workers: 2 });
-  await dp.init();
-  const ev = await Evaluator.start(dp, opts);
-  try {
-    const want = await dp.evaluate(ds);
-    const pending = ev.evaluate(ds); // on the snapshot taken at start
-    await dp.step(ds); // training moves on meanwhile
-    const got = await pending;
-    expect(got.loss).toBeCloseTo(want.loss, 5);
-    expect(got.accuracy).toBeCloseTo(want.accuracy!, 10);
-    ev.snapshot();
-    expect((await ev.evaluate(ds)).loss).toBeCloseTo((await dp.evaluate(ds)).loss, 5);
-    // Batches of 16 (5 of them, the last 6 rows): the evaluator reuses one batch's activations for the next.
-    const small = await ev.evaluate(ds, { batchSize: 16 });
-    expect(small.loss).toBeCloseTo((await dp.evaluate(ds, { batchSize: 16 })).loss, 5);
-    expect(small.accuracy).toBeCloseTo((await dp.evaluate(ds)).accuracy!, 10);
-  } finally {
-    await ev.close();
-    await dp.close();
-  }
-});
-
 test("step statistics split the wall time: forward/backward per rank, the parts outside it, dispatch", async () => {
   const ds = makeData(N, D, C);
   const dp = new DataParallel({ model: { module: MODELS, export: "mlp", options: { sizes: SIZES } }, loss: "crossEntropy", optimizer: adam, workers: 2, seed: SEED });

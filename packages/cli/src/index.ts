@@ -1,4 +1,4 @@
 /** @chainrule/cli as a library: the job schema and helpers for typed .ts jobs. */
 export { defineJob, JobSchema, parseJob, type Job, type JobInput, type ModelConfig, type DataConfig } from "./job.js";
-export { buildModel, MODEL_HELP, type ModelContext } from "./models.js";
+export { buildJobModel, MODEL_HELP, type ModelContext } from "./models.js";
 export { main, run } from "./main.js";

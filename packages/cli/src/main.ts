@@ -1,5 +1,5 @@
 /**
- * The chainrule command: `npx pnpm@10 chainrule <command> ...` from the
+ * The chainrule command: `npx -y pnpm@10 chainrule <command> ...` from the
  * repository (or `chainrule` when the package is installed; bin/chainrule.js
  * runs this file through tsx).
  */

@@ -1,5 +1,5 @@
 /**
- * The model catalogue: every built-in model is built by `buildModel(options)`,
+ * The model catalogue: every built-in model is built by `buildJobModel(options)`,
  * a factory that worker threads can import by module path, so the main thread
  * and every DataParallel worker build the identical model.
  *
@@ -7,9 +7,8 @@
  * and (optionally) a line in MODEL_HELP. Models the catalogue lacks can be used
  * without touching it: `{"type": "module", "module": "./my-model.ts", "export": "create", "options": {...}}`.
  */
-import { pathToFileURL } from "node:url";
-import { isAbsolute, resolve } from "node:path";
 import { nn, createCnn, GPT } from "@chainrule/core";
+import { importExport, instantiate, moduleHref } from "@chainrule/parallel";
 type Module = nn.Module;
 import type { Job, ModelConfig } from "./job.js";
 
@@ -61,8 +60,8 @@ const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 
 const ACTIVATIONS = { relu: nn.ReLU, gelu: nn.GELU, tanh: nn.Tanh, sigmoid: nn.Sigmoid } as const;
 
-/** The factory DataParallel workers call (export name "buildModel"). */
-export async function buildModel(o: BuildOptions): Promise<Module> {
+/** The factory DataParallel's replicas call (export name "buildJobModel"). */
+export async function buildJobModel(o: BuildOptions): Promise<Module> {
   const m = await buildBase(o);
   adaptModel(m, o.adapt);
   return m;
@@ -100,22 +99,12 @@ async function buildBase(o: BuildOptions): Promise<Module> {
       return new GPT({ ...cfg, vocabSize: ctx.outputSize });
     }
     case "module": {
-      const href = moduleHref(model.module);
-      const mod = (await import(href)) as Record<string, unknown>;
-      const f = mod[model.export];
-      if (typeof f !== "function") throw new Error(`model.module ${model.module} has no function or class export '${model.export}'`);
-      const opts = { ...(model.options as object), inputShape: ctx.inputShape, outputSize: ctx.outputSize };
-      const m = /^class[\s{]/.test(Function.prototype.toString.call(f)) ? new (f as any)(opts) : await (f as any)(opts);
-      if (!(m instanceof nn.Module)) throw new Error(`model.module ${model.module}#${model.export} did not return an nn.Module`);
-      return m;
+      // Relative paths are relative to the current directory; the factory gets the data's shapes with its options.
+      const what = `model.module ${model.module}#${model.export}`;
+      const f = await importExport(moduleHref(model.module), model.export, what);
+      return instantiate(f, { ...(model.options as object), inputShape: ctx.inputShape, outputSize: ctx.outputSize }, what);
     }
   }
-}
-
-/** A module path as a file: URL (relative paths are relative to the current directory). */
-export function moduleHref(m: string): string {
-  if (/^(file|data):/.test(m)) return m;
-  return pathToFileURL(isAbsolute(m) ? m : resolve(process.cwd(), m)).href;
 }
 
 /** This file, for DataParallel's model spec. */

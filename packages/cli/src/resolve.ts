@@ -4,7 +4,7 @@ import { join, resolve } from "node:path";
 import { type Dataset, optim, readCheckpoint, describeMismatch, type nn, CheckpointError, type CheckpointContents, useBackend } from "@chainrule/core";
 import { CliError, UsageError } from "./errors.js";
 import { type Job, BUILTIN_JOBS, DEFAULT_JOB, JobSchema, absolutizePaths, loadJobFile, parseJob, setPath } from "./job.js";
-import { adaptationOf, buildModel, type ModelContext } from "./models.js";
+import { adaptationOf, buildJobModel, type ModelContext } from "./models.js";
 import { JOB_FILE, resolveCheckpoint } from "./rundir.js";
 
 /** Flag → job key path. */
@@ -175,7 +175,7 @@ export async function modelFromCheckpoint(dir: string): Promise<CheckpointModel>
   const job = parseJob(state.config, join(dir, "state.json config"));
   const extra = (state.extra ?? {}) as { modelContext?: ModelContext; loss?: string; classification?: boolean; classNames?: string[] };
   if (!extra.modelContext) throw new CliError(`${dir}: state.json lacks extra.modelContext (input shape and outputs)`);
-  const model = await buildModel({ model: job.model, ctx: extra.modelContext, adapt: adaptationOf(job) });
+  const model = await buildJobModel({ model: job.model, ctx: extra.modelContext, adapt: adaptationOf(job) });
   const mismatch = describeMismatch(contents.tensors, model);
   if (mismatch) throw new CheckpointError(`checkpoint ${dir} does not match its model: ${mismatch}`);
   model.loadStateDict(contents.tensors);

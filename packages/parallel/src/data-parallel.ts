@@ -1,5 +1,7 @@
 /**
- * DataParallel: one model trained by `workers` threads over shared memory.
+ * DataParallel: one model trained by `workers` ranks over shared memory — worker threads, or with
+ * one worker the same replica code (replica.ts) inline in the calling thread: no pool, no threads,
+ * the same memory layout, optimizer state and checkpoints, so a state resumes on any worker count.
  *
  * Memory (one shared WebAssembly.Memory, allocated once in init; regions 64-byte aligned):
  *   params  P floats        — the only copy of the parameters; every replica's Parameter.data is a view
@@ -21,14 +23,16 @@
  * next step may be rung while one runs (trainStep): it then starts with a barrier of its own.
  */
 import { setMaxListeners } from "node:events";
-import { Generator, nn } from "@chainrule/core";
+import { type Dataset, Generator, MAX_SHARED_MEMORY_BYTES, isShared, nn, sharedMemory, toShared } from "@chainrule/core";
 import { Piscina } from "piscina";
 import { type Phase, LayoutMismatchError, ParallelError, ParallelStepError, phaseTimedOut, workerFailed } from "./errors.js";
-import { BELL, CONTROL, STAGE_GRAD, STAGE_UPDATE, STEP_DESC, STEP_RESULT, datasetRef, mixSeed, shardOffsets, trainableChunks, trainableRanges } from "./layout.js";
-import { MAX_SHARED_MEMORY_BYTES, sharedMemory } from "@chainrule/core";
+import {
+  BELL, CONTROL, type DatasetViews, STAGE_GRAD, STAGE_UPDATE, STEP_DESC, STEP_RESULT, datasetRef, localViews, mixSeed, shardOffsets, trainableChunks, trainableRanges,
+} from "./layout.js";
+import { Replica } from "./replica.js";
 import { buildModel, layoutDiff, normalizeLoss, normalizeModel } from "./spec.js";
 import type {
-  AugmentSpec, DataParallelOptions, EvalResult, InitResult, OptimizerHyper, OptimizerSpec, ParamGroupSpec, SharedDataset, StepTask, Task, WorkerContext,
+  AugmentSpec, DataParallelOptions, EvalResult, InitResult, OptimizerHyper, OptimizerSpec, ParamGroupSpec, StepResult, StepTask, Task, WorkerContext,
 } from "./types.js";
 
 /** Node's Atomics.waitAsync (ES2024; the project's lib is ES2022). */
@@ -43,7 +47,7 @@ const waitAsync = (Atomics as unknown as {
  * `error` is the one error every step in flight when it failed rejects with.
  */
 interface Serving {
-  ds: SharedDataset;
+  ds: Dataset;
   idx: SharedArrayBuffer;
   fixed: string;
   runs: (Promise<void> | null)[];
@@ -52,7 +56,7 @@ interface Serving {
   fail: (e: unknown) => void;
 }
 
-function newServing(ds: SharedDataset, idx: SharedArrayBuffer, fixed: string, world: number, bell: Int32Array): Serving {
+function newServing(ds: Dataset, idx: SharedArrayBuffer, fixed: string, world: number, bell: Int32Array): Serving {
   const sv: Serving = {
     ds, idx, fixed, runs: new Array(world).fill(null), failure: null, error: null,
     fail: (e) => {
@@ -74,8 +78,8 @@ interface InFlight {
 /** How long a rank's step loop waits for the next step before it returns (and is started anew when one comes). */
 const SERVE_IDLE_MS = 1000;
 
-/** A batch: a whole dataset, rows [start, end) of it, or the rows at `indices`. */
-export type Batch = SharedDataset | { dataset: SharedDataset; indices: ArrayLike<number> } | { dataset: SharedDataset; start: number; end: number };
+/** A batch: a whole dataset (core's `Dataset`), rows [start, end) of it, or the rows at `indices`. */
+export type Batch = Dataset | { dataset: Dataset; indices: ArrayLike<number> } | { dataset: Dataset; start: number; end: number };
 
 /** A learning rate per step: a number, a function of the 0-based step, or a core schedule (`lrAt`). */
 export type LrSpec = number | ((step: number) => number) | { lrAt(step: number): number };
@@ -108,8 +112,6 @@ export interface StepStats {
   computeMs: number;
   /** Forward + loss + backward of each rank, in rank order (shows how unevenly the ranks ran). */
   rankComputeMs: number[];
-  /** Zeroing the gradient slots: 0, there is none (backward overwrites them; kept for compatibility). */
-  zeroMs: number;
   /** Gathering shuffled rows (0 for contiguous batches). */
   gatherMs: number;
   /** Reduce-scatter of the gradient slots (and Σg² with clipping). */
@@ -166,7 +168,7 @@ export interface FitOptions {
   /** Learning rate per step; default the optimizer's lr. */
   lr?: LrSpec;
   /** Evaluated after each epoch and passed to onEpoch. */
-  validation?: SharedDataset;
+  validation?: Dataset;
   onStep?: (info: StepInfo) => void | Promise<void>;
   onEpoch?: (info: EpochInfo) => void | Promise<void>;
   /** Stops after the current step when aborted. */
@@ -187,7 +189,10 @@ export interface EvalSummary {
   rows: number;
 }
 
-/** Everything needed to resume bit-for-bit (with the same workers count, data and seed). */
+/**
+ * Everything needed to resume: bit-for-bit with the same worker count, data and seed; on another
+ * worker count the same up to the order of the gradient reduce (float rounding).
+ */
 export interface DataParallelState {
   format: "chainrule.dataparallel/1";
   /** Optimizer steps taken. */
@@ -294,7 +299,7 @@ export function maxWorkersFor(numParams: number, optimizerBuffers: number): numb
 }
 
 const WORKER = new URL("./worker-entry.mjs", import.meta.url).href;
-let sessions = 0;
+let pools = 0;
 
 export class DataParallel {
   /** Number of ranks (worker threads). */
@@ -322,6 +327,11 @@ export class DataParallel {
   /** Indices of shuffled batches: two halves of `idxHalf` ints, one per command parity. */
   private idxBuf = new Int32Array(new SharedArrayBuffer(8));
   private idxHalf = 1;
+  /** With one worker: the replica that runs the steps in this thread (null: worker threads). */
+  private inline: Replica | null = null;
+  /** The inline replica's views of the datasets it saw; shared copies made for the threads of datasets that were not. */
+  private views1 = new WeakMap<Dataset, DatasetViews>();
+  private sharedCopies = new WeakMap<Dataset, Dataset>();
   /** The ranks' step loops (see `post`) and what they were started with; null: none running. */
   private serving: Serving | null = null;
   /** The last doorbell command (steps rung so far in this process's pools). */
@@ -363,7 +373,7 @@ export class DataParallel {
     return this.enqueue(async () => {
       this.checkOpen();
       if (this.ctx) {
-        if (!this.pool) await this.startPool(); // after a failure
+        if (!this.pool && !this.inline) await this.startPool(); // after a failure
         return;
       }
       const model = normalizeModel(this.opts.model);
@@ -414,7 +424,7 @@ export class DataParallel {
       const { chunks, segments } = trainableChunks(P, trainableRanges(flat.layout, trainable), this.world);
       const lrRanges = groupLrRanges(this.opts.paramGroups ?? [], m.namedParameters().map(([name]) => name), flat.layout, this.hyper.lr);
       this.ctx = {
-        session: "", world: this.world, seed: this.seed, model, loss: normalizeLoss(this.opts.loss), numParams: P, layout: flat.layout,
+        poolId: "", world: this.world, seed: this.seed, model, loss: normalizeLoss(this.opts.loss), numParams: P, layout: flat.layout,
         chunks, trainable, segments, lrRanges,
         memory, paramsAt, gradAt, slotsAt, optAt, weightsAt, optBuffers,
         control: new SharedArrayBuffer(4 * CONTROL.size(this.world)),
@@ -430,7 +440,8 @@ export class DataParallel {
         control: new Int32Array(c.control), bell: new Int32Array(c.bell), results: new Float64Array(c.stepResults),
         desc: [new Float64Array(c.stepDesc, 0, descSize), new Float64Array(c.stepDesc, 8 * descSize, descSize)],
       };
-      await this.startPool();
+      if (this.world === 1) await this.buildInline();
+      else await this.startPool();
     });
   }
 
@@ -496,7 +507,7 @@ export class DataParallel {
    * posted while it awaits the current one (see trainStep), so `onStep` runs while the workers
    * compute; when `signal` aborts, the step already posted still completes (and gets its onStep).
    */
-  async fit(dataset: SharedDataset, o: FitOptions): Promise<FitResult> {
+  async fit(dataset: Dataset, o: FitOptions): Promise<FitResult> {
     this.ready();
     await this.queue.catch(() => {});
     await this.drain();
@@ -543,16 +554,26 @@ export class DataParallel {
   }
 
   /** Mean loss (and accuracy where it applies) over a dataset, sharded across the workers, without gradients, in eval mode. */
-  evaluate(dataset: SharedDataset, opts: { batchSize?: number } = {}): Promise<EvalSummary> {
+  evaluate(dataset: Dataset, opts: { batchSize?: number } = {}): Promise<EvalSummary> {
     return this.enqueue(async () => {
+      const n = dataset.length, batchSize = opts.batchSize ?? 1024;
+      const sums = (res: { lossSum: number; correct: number; counted: number; hasAccuracy: boolean }[]): EvalSummary => {
+        let lossSum = 0, correct = 0, counted = 0;
+        for (const r of res) { lossSum += r.lossSum; correct += r.correct; counted += r.counted; }
+        return { loss: lossSum / counted, accuracy: res.some((r) => r.hasAccuracy) ? correct / counted : undefined, rows: n };
+      };
+      if (this.inline) {
+        this.checkOpen();
+        try {
+          return sums([this.inline.evaluate(localViews(dataset), null, 0, 0, n, batchSize)]);
+        } catch (e) {
+          throw workerFailed(0, 0, "eval", false, e);
+        }
+      }
       await this.ensurePool();
       await this.stopServing(); // the threads are needed for eval tasks
-      const ctx = this.ctx!, n = dataset.length, offs = shardOffsets(n, this.world);
-      const data = datasetRef(dataset), batchSize = opts.batchSize ?? 1024;
-      const res = await this.runPhase<EvalResult>("eval", 0, false, (r) => ({ kind: "eval", ctx, rank: r, data, idx: null, start: offs[r], end: offs[r + 1], rowStart: 0, batchSize }));
-      let lossSum = 0, correct = 0, counted = 0;
-      for (const r of res) { lossSum += r.lossSum; correct += r.correct; counted += r.counted; }
-      return { loss: lossSum / counted, accuracy: res.some((r) => r.hasAccuracy) ? correct / counted : undefined, rows: n };
+      const ctx = this.ctx!, offs = shardOffsets(n, this.world), data = datasetRef(this.forThreads(dataset));
+      return sums(await this.runPhase<EvalResult>("eval", 0, false, (r) => ({ kind: "eval", ctx, rank: r, data, idx: null, start: offs[r], end: offs[r + 1], rowStart: 0, batchSize })));
     });
   }
 
@@ -644,7 +665,7 @@ export class DataParallel {
 
   private async startPool(): Promise<void> {
     const ctx = this.ctx!;
-    ctx.session = `${process.pid}.${++sessions}`;
+    ctx.poolId = `${process.pid}.${++pools}`;
     this.views!.control.fill(0);
     this.pool = new Piscina({
       filename: WORKER, minThreads: this.world, maxThreads: this.world, idleTimeout: 2 ** 31 - 1,
@@ -742,11 +763,23 @@ export class DataParallel {
    * one posted behind it.
    */
   private async post(batch: Batch, opts: StepOptions): Promise<{ done: Promise<StepOutcome> }> {
-    const { ds, indices, n, rowStart } = this.resolveBatch(batch);
-    if (n === 0) throw new ParallelError("step: empty batch");
+    const b = this.resolveBatch(batch);
+    if (b.n === 0) throw new ParallelError("step: empty batch");
     const hyper = { ...this.hyper, lr: opts.lr ?? this.hyper.lr };
     checkLr(hyper.lr);
-    const augment = this.augment === "fromData" ? { ...augmentDefaults(this.opts.augment!), shape: imageShapeOf(ds.xShape) } : this.augment;
+    const augment = this.augment === "fromData" ? { ...augmentDefaults(this.opts.augment!), shape: imageShapeOf(b.ds.inputShape) } : this.augment;
+    if (this.inline) {
+      this.checkOpen();
+      let done: Promise<StepOutcome>;
+      try {
+        done = Promise.resolve(this.stepInline(this.inline, b, hyper, augment));
+      } catch (e) {
+        done = Promise.reject(e);
+        done.catch(() => {}); // the caller handles it
+      }
+      return { done };
+    }
+    const ds = this.forThreads(b.ds), { indices, n, rowStart } = b;
     const clip = this.clip ?? 0, microBatchSize = this.microBatchSize;
     const { lr, ...rest } = hyper;
     const fixed = JSON.stringify({ rest, augment, clip, microBatchSize });
@@ -814,7 +847,7 @@ export class DataParallel {
       }
       // No loop for this rank, or it gave up idling (its word says EXITED): start one that runs `seq` first.
       Atomics.store(bell, word, seq);
-      const run: Promise<void> = pool.run({ kind: "serve", session: ctx.session, rank: r, seen: seq - 1, data, idx: idxBuf, microBatchSize, hyper, clip, augment, idleMs: SERVE_IDLE_MS })
+      const run: Promise<void> = pool.run({ kind: "serve", poolId: ctx.poolId, rank: r, seen: seq - 1, data, idx: idxBuf, microBatchSize, hyper, clip, augment, idleMs: SERVE_IDLE_MS })
         .then(() => { if (sv.runs[r] === run) sv.runs[r] = null; }, (cause) => { throw { rank: r, cause }; });
       run.catch(sv.fail); // once per loop, not once per step
       sv.runs[r] = run;
@@ -888,7 +921,7 @@ export class DataParallel {
     }
     loss /= counted;
     const stats: StepStats = {
-      step: f.step, loss, rows: n, wallMs, computeMs, rankComputeMs, zeroMs: 0, gatherMs, reduceMs, optMs,
+      step: f.step, loss, rows: n, wallMs, computeMs, rankComputeMs, gatherMs, reduceMs, optMs,
       waitMs, dispatchMs: Math.max(0, wallMs - stepMs), syncMs: Math.max(0, wallMs - fwdMs - updMs), overheadMs: wallMs - computeMs,
       gradNorm: this.clip !== undefined ? out[p * W * STEP_RESULT.size + STEP_RESULT.GRAD_NORM] : undefined,
     };
@@ -944,8 +977,8 @@ export class DataParallel {
   }
 
   /** The batch's dataset and rows (indices checked, not yet copied). */
-  private resolveBatch(batch: Batch): { ds: SharedDataset; indices: ArrayLike<number> | null; n: number; rowStart: number } {
-    if ("x" in batch) return { ds: batch, indices: null, n: batch.length, rowStart: 0 };
+  private resolveBatch(batch: Batch): ResolvedBatch {
+    if ("inputs" in batch) return { ds: batch, indices: null, n: batch.length, rowStart: 0 };
     const ds = batch.dataset;
     if ("indices" in batch) {
       const ix = batch.indices, n = ix.length;
@@ -961,4 +994,55 @@ export class DataParallel {
     }
     return { ds, indices: null, n: end - start, rowStart: start };
   }
+
+  /** Builds the one replica of a one-worker DataParallel in this thread (no pool). */
+  private async buildInline(): Promise<void> {
+    const built = await Replica.build(this.ctx!);
+    if (!(built instanceof Replica)) throw new LayoutMismatchError(`init: the replica built a model whose layout differs from the main model's: ${built.mismatch}`);
+    this.inline = built;
+  }
+
+  /** One step by the inline replica: the same code a worker's step loop runs, with one rank. */
+  private stepInline(rep: Replica, b: ResolvedBatch, hyper: OptimizerHyper, augment: StepTask["augment"]): StepOutcome {
+    const step = this._step + 1, t0 = performance.now();
+    const idx = b.indices === null ? null : b.indices instanceof Int32Array ? b.indices : Int32Array.from(b.indices);
+    let r: StepResult;
+    try {
+      r = rep.step({
+        rank: 0, step, seq: step, idx, barrierBase: 0, startBarrier: false, start: 0, end: b.n, rowStart: b.rowStart,
+        microBatchSize: this.microBatchSize, hyper, clip: this.clip ?? 0, active: 1, augment,
+      }, this.localViewsOf(b.ds));
+    } catch (e) {
+      const phase = this.stageOf(0);
+      throw workerFailed(0, step, phase, phase === "update", e);
+    }
+    const wallMs = performance.now() - t0;
+    this._step = step;
+    this.lastDoneAt = performance.now();
+    const loss = r.lossSum / r.counted;
+    const stats: StepStats = {
+      step, loss, rows: b.n, wallMs, computeMs: r.computeMs, rankComputeMs: [r.computeMs], gatherMs: r.gatherMs, reduceMs: r.reduceMs, optMs: r.optMs,
+      waitMs: 0, dispatchMs: 0, syncMs: Math.max(0, wallMs - r.gatherMs - r.computeMs - r.reduceMs - r.optMs), overheadMs: wallMs - r.computeMs,
+      gradNorm: this.clip !== undefined ? r.gradNorm : undefined,
+    };
+    this.lastStats = stats;
+    return { step, loss, stats };
+  }
+
+  /** The inline replica's views of a dataset (made once per dataset). */
+  private localViewsOf(ds: Dataset): DatasetViews {
+    let v = this.views1.get(ds);
+    if (!v) this.views1.set(ds, (v = localViews(ds)));
+    return v;
+  }
+
+  /** The dataset on shared memory, for the worker threads (copied once when it is not). */
+  private forThreads(ds: Dataset): Dataset {
+    if (isShared(ds)) return ds;
+    let s = this.sharedCopies.get(ds);
+    if (!s) this.sharedCopies.set(ds, (s = toShared(ds)));
+    return s;
+  }
 }
+
+interface ResolvedBatch { ds: Dataset; indices: ArrayLike<number> | null; n: number; rowStart: number }

@@ -1,6 +1,6 @@
-/** How work and memory are split: shards of a batch, chunks of the flat parameter range, shared datasets. */
-import { ArgumentError } from "@chainrule/core";
-import type { DatasetRef, SharedDataset } from "./types.js";
+/** How work and memory are split: shards of a batch, chunks of the flat parameter range, the shared control words, dataset views. */
+import { ArgumentError, type Dataset, isShared } from "@chainrule/core";
+import type { DatasetRef } from "./types.js";
 
 /** Chunk boundaries are multiples of this many floats (64 bytes), so two workers never write one cache line. */
 const ALIGN = 16;
@@ -132,62 +132,35 @@ function sizeOf(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
-function toShared<T extends Float32Array | Int32Array>(src: ArrayLike<number>, Ctor: { new (b: SharedArrayBuffer): T }, bytesPer: number): T {
-  const out = new Ctor(new SharedArrayBuffer(src.length * bytesPer));
-  out.set(src as any);
-  return out;
-}
-
-/**
- * Puts a dataset in shared memory once (copying unless the arrays already sit on
- * a SharedArrayBuffer). `y` as Int32Array (or `yInt: true`) holds class indices.
- */
-export function createSharedDataset(opts: {
-  x: ArrayLike<number>;
-  y: ArrayLike<number>;
-  /** Shape of one input row; default [x.length / length]. */
-  xShape?: number[];
-  /** Shape of one target row; default [] (one value per row). */
-  yShape?: number[];
-  /** Store targets as Int32 (class indices); default: true when y is an Int32Array. */
-  yInt?: boolean;
-  length?: number;
-}): SharedDataset {
-  const yShape = opts.yShape ?? [];
-  const length = opts.length ?? opts.y.length / sizeOf(yShape);
-  if (!Number.isInteger(length) || length <= 0) throw new ArgumentError(`createSharedDataset: ${opts.y.length} targets do not make whole rows of shape [${yShape}]`);
-  const xShape = opts.xShape ?? [opts.x.length / length];
-  if (sizeOf(xShape) * length !== opts.x.length) {
-    throw new ArgumentError(`createSharedDataset: ${opts.x.length} inputs do not make ${length} rows of shape [${xShape}]`);
-  }
-  const yInt = opts.yInt ?? opts.y instanceof Int32Array;
-  const shared = (a: ArrayLike<number>) => (a as any).buffer instanceof SharedArrayBuffer;
-  const x = opts.x instanceof Float32Array && shared(opts.x) ? opts.x : toShared(opts.x, Float32Array, 4);
-  const y = yInt
-    ? opts.y instanceof Int32Array && shared(opts.y) ? opts.y : toShared(opts.y, Int32Array, 4)
-    : opts.y instanceof Float32Array && shared(opts.y) ? opts.y : toShared(opts.y, Float32Array, 4);
-  return { x, y, xShape: [...xShape], yShape: [...yShape], length };
-}
-
-export function datasetRef(ds: SharedDataset): DatasetRef {
-  if (!(ds.x.buffer instanceof SharedArrayBuffer) || !(ds.y.buffer instanceof SharedArrayBuffer)) {
-    throw new ArgumentError("DataParallel: the dataset must live in shared memory; make it with createSharedDataset()");
-  }
+/** A dataset as sent to worker threads: its shared buffers and shapes (the buffers are shared, not copied). */
+export function datasetRef(ds: Dataset): DatasetRef {
+  if (!isShared(ds)) throw new ArgumentError(`DataParallel: dataset${ds.name ? ` '${ds.name}'` : ""} must live in shared memory for worker threads (core's toShared)`);
   return {
-    x: ds.x.buffer, xOffset: ds.x.byteOffset, xShape: ds.xShape,
-    y: ds.y.buffer, yOffset: ds.y.byteOffset, yShape: ds.yShape, yInt: ds.y instanceof Int32Array,
+    x: ds.inputs.buffer as SharedArrayBuffer, xOffset: ds.inputs.byteOffset, xShape: ds.inputShape,
+    y: ds.targets.buffer as SharedArrayBuffer, yOffset: ds.targets.byteOffset, yShape: ds.targetShape, yInt: ds.targets instanceof Int32Array,
     length: ds.length,
   };
 }
 
-/** Dataset views inside a worker. */
-export interface DatasetViews { x: Float32Array; y: Float32Array | Int32Array; xRow: number; yRow: number; ref: DatasetRef }
+/** What a replica reads rows from: the dataset's arrays, row sizes and shapes. */
+export interface DatasetViews {
+  x: Float32Array; y: Float32Array | Int32Array;
+  xRow: number; yRow: number;
+  xShape: number[]; yShape: number[];
+  length: number;
+}
 
+/** Views of a dataset sent to a worker thread. */
 export function datasetViews(ref: DatasetRef): DatasetViews {
   const xRow = sizeOf(ref.xShape), yRow = sizeOf(ref.yShape);
   const x = new Float32Array(ref.x, ref.xOffset, ref.length * xRow);
   const y = ref.yInt ? new Int32Array(ref.y, ref.yOffset, ref.length * yRow) : new Float32Array(ref.y, ref.yOffset, ref.length * yRow);
-  return { x, y, xRow, yRow, ref };
+  return { x, y, xRow, yRow, xShape: ref.xShape, yShape: ref.yShape, length: ref.length };
+}
+
+/** Views of a dataset in the calling thread (the replica that runs inline). */
+export function localViews(ds: Dataset): DatasetViews {
+  return { x: ds.inputs, y: ds.targets, xRow: sizeOf(ds.inputShape), yRow: sizeOf(ds.targetShape), xShape: ds.inputShape, yShape: ds.targetShape, length: ds.length };
 }
 
 /** splitmix-style mix of integers into a 32-bit seed (epoch shuffles, dropout masks). */

@@ -34,25 +34,39 @@ function isClass(f: unknown): f is new (o: unknown) => nn.Module {
   return typeof f === "function" && (f.prototype instanceof nn.Module || /^class[\s{]/.test(Function.prototype.toString.call(f)));
 }
 
+/** The export `name` of the module at `href` (a file: URL), which must be a function or class; `what` names it in errors. */
+export async function importExport(href: string, name: string, what: string): Promise<(...args: never[]) => unknown> {
+  let mod: Record<string, unknown>;
+  try {
+    mod = await import(href);
+  } catch (e) {
+    throw new ParallelError(`${what}: cannot import ${href}: ${(e as Error).message}`);
+  }
+  const f = mod[name];
+  if (typeof f !== "function") throw new ParallelError(`${what}: ${href} has no function or class export '${name}'`);
+  return f as (...args: never[]) => unknown;
+}
+
+/** Calls a model factory (may be async) or constructs a Module class with `options`; the result must be an nn.Module. */
+export async function instantiate(f: (...args: never[]) => unknown, options: unknown, what: string): Promise<nn.Module> {
+  const m = isClass(f) ? new f(options) : await (f as (o: unknown) => unknown)(options);
+  if (!(m instanceof nn.Module)) {
+    throw new ParallelError(`${what} returned ${Object.prototype.toString.call(m)}, not an nn.Module (or the module imports another copy of @chainrule/core)`);
+  }
+  return m;
+}
+
 /**
  * Builds the model with the global generator seeded by `seed` (so init is the
  * same in every thread), restoring the caller's generator state afterwards.
  */
 export async function buildModel(spec: { module: string; export: string; options: unknown }, seed: number): Promise<nn.Module> {
-  let mod: Record<string, unknown>;
-  try {
-    mod = await import(spec.module);
-  } catch (e) {
-    throw new ParallelError(`DataParallel: cannot import model module ${spec.module}: ${(e as Error).message}`);
-  }
-  const f = mod[spec.export];
-  if (typeof f !== "function") throw new ParallelError(`DataParallel: ${spec.module} has no function or class export '${spec.export}'`);
+  const what = `model ${spec.module}#${spec.export}`;
+  const f = await importExport(spec.module, spec.export, what);
   const saved = getRngState();
   manualSeed(seed);
   try {
-    const m = isClass(f) ? new f(spec.options) : await (f as (o: unknown) => nn.Module | Promise<nn.Module>)(spec.options);
-    if (!(m instanceof nn.Module)) throw new ParallelError(`DataParallel: ${spec.module}#${spec.export} returned ${Object.prototype.toString.call(m)}, not an nn.Module`);
-    return m;
+    return await instantiate(f, spec.options, what);
   } finally {
     setRngState(saved);
   }
@@ -73,10 +87,8 @@ export async function resolveLoss(spec: LossRef): Promise<{ fn: LossFn; name: st
     return { fn: (o, t) => F.crossEntropy(o, t, { ignoreIndex }), name: "crossEntropy", ignoreIndex };
   }
   if (typeof spec === "string") return { fn: (F as any)[spec] as LossFn, name: spec, ignoreIndex: spec === "crossEntropy" ? CORE_IGNORE_INDEX : null };
-  const mod = await import(spec.module);
-  const fn = mod[spec.export];
-  if (typeof fn !== "function") throw new ParallelError(`DataParallel: ${spec.module} has no loss function export '${spec.export}'`);
-  return { fn, name: spec.export, ignoreIndex: null };
+  const fn = await importExport(spec.module, spec.export, `loss ${spec.module}#${spec.export}`);
+  return { fn: fn as unknown as LossFn, name: spec.export, ignoreIndex: null };
 }
 
 /** Compares two layouts; returns a description of the first difference, or null. */

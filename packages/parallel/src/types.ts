@@ -95,19 +95,6 @@ export type OptimizerHyper =
   | { type: "sgd"; lr: number; momentum: number; dampening: number; nesterov: boolean; weightDecay: number }
   | { type: "adam" | "adamw"; lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; decoupled: boolean };
 
-/** A dataset whose rows live in shared memory; workers read their shard's rows in place. */
-export interface SharedDataset {
-  /** Inputs, row-major (length × prod(xShape)), on a SharedArrayBuffer. */
-  readonly x: Float32Array;
-  /** Targets (length × prod(yShape)): Int32Array for class indices, Float32Array otherwise; shared. */
-  readonly y: Float32Array | Int32Array;
-  /** Shape of one input row (e.g. [784]). */
-  readonly xShape: number[];
-  /** Shape of one target row ([] for one class index or scalar). */
-  readonly yShape: number[];
-  readonly length: number;
-}
-
 // ---- protocol (main → worker tasks, worker → main results) ----
 
 /** Serialisable view of a SharedDataset. */
@@ -119,8 +106,8 @@ export interface DatasetRef {
 
 /** Everything a worker needs to (re)build its state; sent with every task (SharedArrayBuffers are shared, not copied). */
 export interface WorkerContext {
-  /** Pool session; a worker rebuilds when it changes. */
-  session: string;
+  /** Which pool this context belongs to (a new one after a failure); a worker rebuilds its replica when it changes. */
+  poolId: string;
   world: number;
   seed: number;
   model: { module: string; export: string; options: unknown };
@@ -179,23 +166,20 @@ export interface WorkerContext {
 }
 
 export interface InitTask { kind: "init"; ctx: WorkerContext; rank: number; timeoutMs: number }
-export interface InitResult { rank: number; threadId: number; layout: nn.ParamLayoutEntry[]; mismatch: string | null }
+export interface InitResult { rank: number; threadId: number; mismatch: string | null }
 
 /**
- * One rank's whole step, as its step loop reads it from the step description (not a task of its
- * own): forward/backward on its shard into its slot, the in-worker barrier, reduce-scatter of
- * its chunk, (with clipping, a second barrier for the global norm), optimizer on its chunk.
+ * One rank's share of a step (replica.ts): forward/backward on its shard into its slot, the
+ * gradient barrier, reduce-scatter of its chunk, (with clipping, a second barrier for the global
+ * norm), optimizer on its chunk. A worker's step loop reads it from the step description; the
+ * inline replica gets it directly.
  */
 export interface StepTask {
-  /** The pool session whose context every thread received in init. */
-  session: string;
   rank: number; step: number;
   /** The doorbell command this step came with (its parity picks the scratch rows, description and result row). */
   seq: number;
-  data: DatasetRef;
-  /** Row indices of the global batch (shared Int32Array from int idxAt on), or null for contiguous rows starting at rowStart. */
-  idx: SharedArrayBuffer | null;
-  idxAt: number;
+  /** Row indices of the global batch, or null for contiguous rows starting at rowStart. */
+  idx: Int32Array | null;
   /** The barrier count this step's barriers start from, and whether it starts with one (rung while the step before ran). */
   barrierBase: number;
   startBarrier: boolean;
@@ -220,7 +204,7 @@ export interface StepResult {
   reduceMs: number; optMs: number;
   /** Rank 0 only: global gradient norm (with clipping). */
   gradNorm: number;
-  /** The rank's whole step as its step loop timed it (absent for a step run as a task). */
+  /** The rank's whole step as its step loop timed it. */
   stepMs?: number;
 }
 
@@ -231,7 +215,7 @@ export interface StepResult {
  */
 export interface ServeTask {
   kind: "serve";
-  session: string;
+  poolId: string;
   rank: number;
   /** The last command this rank has handled; the loop runs commands after it. */
   seen: number;

@@ -41,7 +41,7 @@ export async function infoCommand(_argv: string[]): Promise<number> {
     `backend: ${b.name} — ${b.reason}${process.env.CHAINRULE_BACKEND ? ` (CHAINRULE_BACKEND=${process.env.CHAINRULE_BACKEND})` : ""}`,
     `node: ${process.version} (${platform()} ${arch()} ${release()}), SharedArrayBuffer ${typeof SharedArrayBuffer === "function" ? "yes" : "no"}`,
     `packages: @chainrule/core ${version("@chainrule/core")}, @chainrule/parallel ${version("@chainrule/parallel")}, @chainrule/cli ${JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")).version}`,
-    `libraries: piscina ${version("piscina", parFrom)}, comlink ${version("comlink", parFrom)}, koffi ${version("koffi", coreFrom)}, zod ${version("zod")}, tsx ${version("tsx")}, cli-progress ${version("cli-progress")}, mnist ${version("mnist")}`,
+    `libraries: piscina ${version("piscina", parFrom)}, koffi ${version("koffi", coreFrom)}, zod ${version("zod")}, tsx ${version("tsx")}, cli-progress ${version("cli-progress")}, mnist ${version("mnist")}`,
   ];
   process.stdout.write(lines.join("\n") + "\n");
   return 0;

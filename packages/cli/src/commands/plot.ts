@@ -38,7 +38,7 @@ export async function plotCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, strict: true, options: { help: { type: "boolean", short: "h" } } });
   if (values.help || positionals.length !== 1) {
     if (!values.help) throw new UsageError("plot takes one RUN_DIR");
-    process.stdout.write("usage: chainrule plot RUN_DIR\n\nWrites RUN_DIR/plots/{loss,accuracy,throughput}.svg and RUN_DIR/report.html.\n");
+    process.stdout.write("usage: chainrule plot RUN_DIR\n\nWrites RUN_DIR/plots/{loss,accuracy,throughput}.svg (and lr.svg when the learning rate changes) and RUN_DIR/report.html.\n");
     return 0;
   }
   const runDir = positionals[0];

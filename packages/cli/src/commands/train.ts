@@ -1,6 +1,6 @@
 /**
  * chainrule train [JOB] [flags]: validate the job, load the data, build the
- * trainer (in-process or DataParallel), then run epochs with a progress bar,
+ * engine (DataParallel over 1 or N workers), then run epochs with a progress bar,
  * metrics, periodic checkpoints, exact resume and clean interrupts.
  */
 import { existsSync } from "node:fs";
@@ -17,9 +17,9 @@ import {
   JOB_FILE, MetricsLog, commitCheckpoint, createRunDir, defaultRunDir, listCheckpoints, resolveCheckpoint, runDirExists, writeJson,
 } from "../rundir.js";
 import { applyBackend, defaultLoss, describeModel, firstDifference, makeSchedule, rawJob, readRunJob } from "../resolve.js";
-import { maxWorkersFor, optimizerStateBuffers } from "@chainrule/parallel";
-import { createTrainer, type Trainer } from "../trainer.js";
-import { adaptationOf, buildModel, type ModelContext } from "../models.js";
+import { type DataParallel, maxWorkersFor, optimizerStateBuffers } from "@chainrule/parallel";
+import { createEngine, describeEngine, loadOptimizerState, optimizerState } from "../engine.js";
+import { adaptationOf, buildJobModel, type ModelContext } from "../models.js";
 
 /** The LoRA adapters alone, next to model.safetensors in a fine-tuning run's checkpoints. */
 export const ADAPTERS_FILE = "adapters.safetensors";
@@ -36,8 +36,9 @@ options:
   --batch-size B        global batch size (split across workers)
   --lr X                learning rate
   --seed S              seed for init, shuffling and dropout
-  --workers N|auto      worker threads (1: train in the main thread; auto: one per
-                        core, each with ≥ 4M multiply-adds of every batch)
+  --workers N|auto      workers (1: in this thread; N: worker threads; auto: one per
+                        core, each with ≥ 4M multiply-adds of every batch); a run
+                        resumes on any number
   --backend js|blas|auto  kernel backend
   --out DIR             run directory (default runs/<name> or runs/<timestamp>)
   --name NAME           run name
@@ -139,35 +140,33 @@ export async function trainCommand(argv: string[]): Promise<number> {
     if (extra.trainRows !== undefined && extra.trainRows !== data.train.length) {
       throw new CliError(`--resume: the training set now has ${data.train.length} rows, the checkpoint was trained on ${extra.trainRows}`);
     }
-    if (flags.workers === undefined && extra.workers !== undefined) workers = extra.workers; // same engine as before
-    if ((workers > 1) !== ((extra.workers ?? 1) > 1)) {
-      throw new UsageError(`--resume: the run was trained with ${extra.workers} worker(s); resume with --workers ${extra.workers} (optimizer state is kept per engine)`);
-    }
+    // Without --workers, the count the run had: its shards, and so its float rounding, stay the same (bit-exact resume).
+    if (flags.workers === undefined && extra.workers !== undefined) workers = extra.workers;
     pos = extra.position;
   }
   if (workers > job.batchSize) throw new UsageError(`workers: ${workers} workers but batchSize is ${job.batchSize}: every worker needs at least one row of each batch`);
 
-  const trainer = await createTrainer({ job, ctx, loss, workers });
+  const engine = await createEngine({ job, ctx, loss, workers });
   let initReport: string | undefined;
   try {
     if (ckpt) {
-      const mismatch = describeMismatch(ckpt.tensors, trainer.model);
+      const mismatch = describeMismatch(ckpt.tensors, engine.model);
       if (mismatch) throw new CheckpointError(`checkpoint ${resumeFrom} does not match the model: ${mismatch}`);
-      trainer.model.loadStateDict(ckpt.tensors);
+      engine.model.loadStateDict(ckpt.tensors);
       try {
-        trainer.loadOptimizerState(ckpt.state.optimizer);
+        loadOptimizerState(engine, ckpt.state.optimizer, job);
       } catch (e) {
         throw new CheckpointError(`checkpoint ${resumeFrom}: optimizer state does not match: ${(e as Error).message}`);
       }
       if (ckpt.state.rng) setRngState(ckpt.state.rng);
     } else {
-      if (init && initDir) initReport = loadInit(trainer.model, init, initDir, job.init!.strict);
+      if (init && initDir) initReport = loadInit(engine.model, init, initDir, job.init!.strict);
       createRunDir(runDir);
     }
     writeJson(join(runDir, JOB_FILE), job);
-    return await runLoop({ job, runDir, trainer, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, initReport, workersNote: autoWorkersNote(job, probe) });
+    return await runLoop({ job, runDir, engine, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, initReport, workersNote: autoWorkersNote(job, probe) });
   } finally {
-    await trainer.close();
+    await engine.close();
   }
 }
 
@@ -184,18 +183,19 @@ function autoWorkersNote(job: Job, probe: ModelProbe | null): string | undefined
 
 /**
  * What `workers: "auto"` sizes by: the model's forward multiply-adds for one row (one forward of a
- * zero row, GEMMs counted) and how many workers' shared memory fits; null when the probe fails
- * (auto then counts cores and rows only). The trainer seeds its own build, so this one does not
- * change the run.
+ * zero row, GEMMs counted) and how many workers' shared memory fits. A model that cannot be built
+ * fails the job here; one whose probe forward fails is reported, and auto then counts cores and
+ * rows only. The engine seeds its own build, so this one does not change the run.
  */
 async function probeModel(job: Job, ctx: ModelContext): Promise<ModelProbe | null> {
+  const model = await buildJobModel({ model: job.model, ctx, adapt: adaptationOf(job) });
+  const P = model.parameters().reduce((n, p) => n + p.data.length, 0);
   try {
-    const model = await buildModel({ model: job.model, ctx, adapt: adaptationOf(job) });
     model.eval();
     const macsPerRow = countMacs(() => noGrad(() => { model.forward(zeros([1, ...ctx.inputShape])); }));
-    const P = model.parameters().reduce((n, p) => n + p.data.length, 0);
     return { macsPerRow, maxWorkers: maxWorkersFor(P, optimizerStateBuffers(job.optimizer).length) };
-  } catch {
+  } catch (e) {
+    process.stderr.write(`workers auto: a forward of one zero row failed (${(e as Error).message}); choosing by cores and batch rows only\n`);
     return null;
   }
 }
@@ -228,7 +228,7 @@ function loadInit(model: nn.Module, ck: ReturnType<typeof readCheckpoint>, dir: 
 interface LoopArgs {
   job: Job;
   runDir: string;
-  trainer: Trainer;
+  engine: DataParallel;
   data: ReturnType<typeof loadJobData>;
   loss: string;
   ctx: { inputShape: number[]; outputSize: number };
@@ -243,7 +243,8 @@ interface LoopArgs {
 }
 
 async function runLoop(a: LoopArgs): Promise<number> {
-  const { job, runDir, trainer, data, loss, workers } = a;
+  const { job, runDir, engine, data, loss, workers } = a;
+  const description = describeEngine(job, workers);
   const out = process.stdout;
   const N = data.train.length;
   const B = job.batchSize;
@@ -255,8 +256,8 @@ async function runLoop(a: LoopArgs): Promise<number> {
   const pos = { ...a.pos };
   const opt = job.optimizer;
 
-  out.write(`chainrule train: ${describeModel(job, a.ctx, trainer.model)} on ${data.description}: ${fmtInt(N)} train / ${fmtInt(data.heldOut.length)} held-out rows\n`);
-  out.write(`engine: ${trainer.description}${a.workersNote ?? ""} · backend ${a.backendReason}\n`);
+  out.write(`chainrule train: ${describeModel(job, a.ctx, engine.model)} on ${data.description}: ${fmtInt(N)} train / ${fmtInt(data.heldOut.length)} held-out rows\n`);
+  out.write(`engine: ${description}${a.workersNote ?? ""} · backend ${a.backendReason}\n`);
   out.write(`${opt.type} lr ${opt.lr}${job.schedule.type !== "constant" ? ` (${job.schedule.type} schedule)` : ""} · batch ${B} · ${job.epochs} epoch${job.epochs === 1 ? "" : "s"} (${fmtInt(totalSteps)} steps) · seed ${job.seed} · loss ${loss}\n`);
   if (a.resumedFrom) {
     metrics.truncateAfter(pos.step);
@@ -274,7 +275,7 @@ async function runLoop(a: LoopArgs): Promise<number> {
   };
   const isText = data.tokenizer !== undefined;
   const heldOutName = isText ? "validation" : "held-out";
-  const adapters = job.lora ? nn.loraLayers(trainer.model).length : 0;
+  const adapters = job.lora ? nn.loraLayers(engine.model).length : 0;
   if (a.initReport) out.write(a.initReport);
   if (adapters) out.write(`LoRA: rank ${job.lora!.rank}, alpha ${job.lora!.alpha ?? job.lora!.rank} on ${adapters} layers (${job.lora!.targets}); only the adapters train\n`);
   const t0 = performance.now();
@@ -286,8 +287,8 @@ async function runLoop(a: LoopArgs): Promise<number> {
     const position: Position = { ...pos, wall: wall() };
     lastCheckpoint = commitCheckpoint(runDir, pos.step, job.checkpoint.keep, (dir) => {
       saveCheckpoint(dir, {
-        model: trainer.model,
-        optimizer: { stateDict: () => trainer.optimizerState(), loadStateDict: () => {} },
+        model: engine.model,
+        optimizer: { stateDict: () => optimizerState(engine), loadStateDict: () => {} },
         step: pos.step,
         epoch: pos.epoch,
         rng: getRngState(),
@@ -296,7 +297,7 @@ async function runLoop(a: LoopArgs): Promise<number> {
       });
       // The adapters alone (a few KB): `chainrule generate BASE --adapters FILE` applies them to the base checkpoint.
       if (adapters) {
-        const t = Object.fromEntries(Object.entries(nn.loraStateDict(trainer.model)).map(([k, v]) => [k, { data: v.data, shape: v.shape }]));
+        const t = Object.fromEntries(Object.entries(nn.loraStateDict(engine.model)).map(([k, v]) => [k, { data: v.data, shape: v.shape }]));
         saveSafetensors(join(dir, ADAPTERS_FILE), t, { format: "pt", chainrule_lora: JSON.stringify(job.lora), base: job.init?.checkpoint ?? "" });
       }
     });
@@ -323,7 +324,7 @@ async function runLoop(a: LoopArgs): Promise<number> {
   let final: { loss: number; accuracy?: number } | null = null;
   let samplesSeen = 0;
   if (isText && !a.resumedFrom) {
-    const ev0 = await trainer.evaluate(data.heldOut);
+    const ev0 = await engine.evaluate(data.heldOut);
     metrics.write({ kind: "eval", step: 0, epoch: 0, heldOutLoss: ev0.loss, wallTime: 0 });
     out.write(`validation loss before training: ${ev0.loss.toFixed(4)}\n`);
   }
@@ -345,7 +346,7 @@ async function runLoop(a: LoopArgs): Promise<number> {
         while (!stop && next < perEpoch && ahead.length < 2 && !(ahead.length > 0 && checkpointAfter(pos.step + ahead.length))) {
           const idx = perm.subarray(next * B, Math.min(N, (next + 1) * B));
           const lr = lrAt(pos.step + ahead.length);
-          const out = trainer.step(data.train, idx, lr, pos.step + ahead.length + 1);
+          const out = engine.step({ dataset: data.train, indices: idx }, { lr });
           out.catch(() => {}); // a step behind a failed one rejects too; the failed one is thrown below
           ahead.push({ idx, lr, out });
           next++;
@@ -369,7 +370,7 @@ async function runLoop(a: LoopArgs): Promise<number> {
       if (stop) break;
       // ---- end of epoch: held-out evaluation, metrics, checkpoint ----
       const trainLoss = pos.lossSum / Math.max(1, pos.rows);
-      const ev = await trainer.evaluate(data.heldOut);
+      const ev = await engine.evaluate(data.heldOut);
       const secs = (performance.now() - te) / 1000;
       const sps = epochRows / secs;
       final = ev;
@@ -404,7 +405,7 @@ async function runLoop(a: LoopArgs): Promise<number> {
     const path = checkpoint();
     metrics.write({ kind: "interrupt", step: pos.step, signal: stop, wallTime: wall() });
     out.write(`interrupted (${stop}) at epoch ${pos.epoch + 1}, step ${pos.step}: checkpoint written to ${path}\n`);
-    out.write(`resume with: npx pnpm@10 chainrule train --resume --out ${runDir}\n`);
+    out.write(`resume with: npx -y pnpm@10 chainrule train --resume --out ${runDir}\n`);
     // The handlers stay installed while the process shuts down (workers closing): a second
     // Ctrl-C in that window still exits at once with 130 instead of being killed by the signal.
     return stop === "SIGINT" ? 130 : 143;
@@ -417,7 +418,7 @@ async function runLoop(a: LoopArgs): Promise<number> {
   const summary = {
     epochs: job.epochs, steps: pos.step, wallSeconds: total, samplesPerSec: samplesSeen / thisRun,
     heldOutLoss: final?.loss, heldOutAccuracy: final?.accuracy, heldOutRows: data.heldOut.length, checkpoint: path,
-    engine: trainer.description, workers,
+    engine: description, workers,
   };
   writeJson(join(runDir, "summary.json"), summary);
   metrics.write({ kind: "end", step: pos.step, wallTime: total });
@@ -426,16 +427,16 @@ async function runLoop(a: LoopArgs): Promise<number> {
       ? `held-out accuracy: ${(final.accuracy * 100).toFixed(2)}% (loss ${final.loss.toFixed(4)}, ${fmtInt(data.heldOut.length)} rows)\n`
       : `${heldOutName} loss: ${final.loss.toFixed(5)} (${fmtInt(data.heldOut.length)} ${isText ? "windows" : "rows"})\n`);
   }
-  if (isText && job.sample.tokens > 0 && trainer.model instanceof GPT) {
+  if (isText && job.sample.tokens > 0 && engine.model instanceof GPT) {
     const sm = job.sample;
     out.write(`sample (seed ${sm.seed}, temperature ${sm.temperature}${sm.topK ? `, top-k ${sm.topK}` : ""}):\n`);
     out.write(sm.prompt);
-    generateText(trainer.model, data.tokenizer!, { prompt: sm.prompt, tokens: sm.tokens, temperature: sm.temperature, topK: sm.topK, seed: sm.seed }, (t) => out.write(t));
+    generateText(engine.model, data.tokenizer!, { prompt: sm.prompt, tokens: sm.tokens, temperature: sm.temperature, topK: sm.topK, seed: sm.seed }, (t) => out.write(t));
     out.write("\n");
   }
-  out.write(`trained ${job.epochs} epoch${job.epochs === 1 ? "" : "s"} (${fmtInt(pos.step)} steps) in ${fmtDuration(total)} · ${fmtInt(summary.samplesPerSec)} samples/s · ${trainer.description}\n`);
+  out.write(`trained ${job.epochs} epoch${job.epochs === 1 ? "" : "s"} (${fmtInt(pos.step)} steps) in ${fmtDuration(total)} · ${fmtInt(summary.samplesPerSec)} samples/s · ${description}\n`);
   out.write(`checkpoint: ${path}${adapters ? ` (LoRA adapters alone: ${join(path, ADAPTERS_FILE)})` : ""}\n`);
-  if (isText) out.write(`generate: npx pnpm@10 chainrule generate ${runDir} --prompt "..." --tokens 200 --seed 1\n`);
-  out.write(`metrics: ${join(runDir, "metrics.jsonl")} (charts: npx pnpm@10 chainrule plot ${runDir})\n`);
+  if (isText) out.write(`generate: npx -y pnpm@10 chainrule generate ${runDir} --prompt "..." --tokens 200 --seed 1\n`);
+  out.write(`metrics: ${join(runDir, "metrics.jsonl")} (charts: npx -y pnpm@10 chainrule plot ${runDir})\n`);
   return 0;
 }
