@@ -17,11 +17,11 @@ export { softmax, logSoftmax } from "./ops/softmax.js";
 export { embedding, where, maskedFill, dropout } from "./ops/indexing.js";
 export { layerNorm } from "./ops/layernorm.js";
 export { conv2d, maxPool2d, avgPool2d, adaptiveAvgPool2d, batchNorm2d, type Conv2dOptions, type Pool2dOptions, type AvgPool2dOptions, type BatchNorm2dOptions, type BatchNormSync, type Size2 } from "./ops/conv.js";
-export { kernels, setKernels, countMacs, type Kernels, type UnaryOp, type BinaryOp } from "./kernels/kernels.js";
-export { jsKernels } from "./kernels/js/index.js";
-export { loadKernels as loadSimdKernels, registerMemory as registerSimdMemory, kernelsFor as simdKernelsFor, sharedMemory, MAX_SHARED_MEMORY_BYTES, simdAvailable, setSimdEnabled, type SimdKernels, type SharedMemory, type WasmMemory } from "./kernels/simd/index.js";
-export { setSimdGemmEnabled, simdGemmAvailable } from "./kernels/simd/gemm.js";
-export { selectBackend, useBackend, backendReport, type BackendName, type BackendReport } from "./kernels/select.js";
+export {
+  kernels, setKernels, countMacs, jsKernels, selectBackend, useBackend, backendReport, setSimdEnabled, simdEnabled, simdAvailable,
+  registerSimdMemory, sharedMemory, MAX_SHARED_MEMORY_BYTES,
+  type Kernels, type UnaryOp, type BinaryOp, type AdamScalars, type SgdScalars, type BackendName, type BackendReport, type SimdKernels, type SharedMemory, type WasmMemory,
+} from "./kernels/index.js";
 export * as nn from "./nn/index.js";
 export * as F from "./nn/functional.js";
 export * as optim from "./optim/index.js";

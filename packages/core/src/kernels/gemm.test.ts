@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { gemmStridedBatchedVia, jsGemm, tsGemm } from "./js/gemm.js";
 import { jsKernels } from "./js/index.js";
-import { setSimdGemmEnabled, simdGemm, simdGemmAvailable, simdGemmEnabled } from "./simd/gemm.js";
+import { simdGemm, simdGemmAvailable } from "./simd/gemm.js";
+import { setSimdEnabled, simdEnabled } from "./simd/switch.js";
 import { loadBlas, makeBlasKernels } from "./blas/index.js";
 import type { Kernels } from "./kernels.js";
 
@@ -128,7 +129,7 @@ describe.each(backends)("%s gemm", (_name, k) => {
 
 describe("js gemm: WebAssembly SIMD path", () => {
   it("is the one that runs (WebAssembly SIMD is in Node 20) unless CHAINRULE_SIMD=0", () => {
-    expect(simdGemmAvailable()).toBe(simdGemmEnabled());
+    expect(simdGemmAvailable()).toBe(simdEnabled());
   });
 
   it("agrees with the TypeScript GEMM on every odd size up to 127, each transpose combination", () => {
@@ -141,8 +142,8 @@ describe("js gemm: WebAssembly SIMD path", () => {
             const A = fill(M * K, M), B = fill(K * N, N), C0 = fill(M * N, K);
             const want = C0.slice(), got = C0.slice();
             tsGemm(tA, tB, M, N, K, 1.5, A, 0, tA ? M : K, B, 0, tB ? K : N, -0.5, want, 0, N);
-            expect(simdGemm(tA, tB, M, N, K, 1.5, A, 0, tA ? M : K, B, 0, tB ? K : N, -0.5, got, 0, N)).toBe(simdGemmEnabled());
-            if (simdGemmEnabled()) expectClose(got, want, K);
+            expect(simdGemm(tA, tB, M, N, K, 1.5, A, 0, tA ? M : K, B, 0, tB ? K : N, -0.5, got, 0, N)).toBe(simdEnabled());
+            if (simdEnabled()) expectClose(got, want, K);
           }
         }
       }
@@ -162,15 +163,15 @@ describe("js gemm: WebAssembly SIMD path", () => {
     expectClose(c, r, 5);
   });
 
-  it("beta = 0 overwrites NaN in C; CHAINRULE_SIMD off (setSimdGemmEnabled(false)) falls back to TypeScript", () => {
+  it("beta = 0 overwrites NaN in C; SIMD off (setSimdEnabled(false)) falls back to TypeScript", () => {
     const A = fill(6 * 7, 41), B = fill(7 * 5, 42);
     const want = new Float32Array(30);
     refGemm(false, false, 6, 5, 7, 1, A, 0, 7, B, 0, 5, 0, want, 0, 5);
     const got = new Float32Array(30).fill(NaN);
     jsGemm(false, false, 6, 5, 7, 1, A, 0, 7, B, 0, 5, 0, got, 0, 5);
     expectClose(got, want, 7);
-    const was = simdGemmEnabled();
-    setSimdGemmEnabled(false);
+    const was = simdEnabled();
+    setSimdEnabled(false);
     try {
       const c = new Float32Array(30);
       expect(simdGemm(false, false, 6, 5, 7, 1, A, 0, 7, B, 0, 5, 0, c, 0, 5)).toBe(false);
@@ -178,7 +179,7 @@ describe("js gemm: WebAssembly SIMD path", () => {
       jsGemm(false, false, 6, 5, 7, 1, A, 0, 7, B, 0, 5, 0, c, 0, 5);
       expectClose(c, want, 7);
     } finally {
-      setSimdGemmEnabled(was);
+      setSimdEnabled(was);
     }
   });
 });

@@ -65,9 +65,9 @@ function pick(requested: string | undefined): Kernels {
   return jsKernels;
 }
 
-/** What the js backend runs: its GEMM in WebAssembly SIMD, or (SIMD off or missing) in TypeScript. */
+/** What the js backend runs: WebAssembly SIMD kernels (GEMM included) beside its TypeScript loops, or (SIMD off or missing) the loops alone. */
 function jsLine(): string {
-  return simdGemmAvailable() ? "TypeScript kernels, GEMM in WebAssembly SIMD" : "TypeScript kernels (GEMM too: WebAssembly SIMD off or unavailable)";
+  return simdGemmAvailable() ? "WebAssembly SIMD kernels (GEMM included) and TypeScript loops" : "TypeScript loops only (GEMM too: WebAssembly SIMD off or unavailable)";
 }
 
 /** What `kernels()` uses now, with a one-line reason (resolves the backend if nothing has yet). */

@@ -1,8 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { Generator, ShapeError, ArgumentError, Tensor, conv2d, maxPool2d, avgPool2d, adaptiveAvgPool2d, batchNorm2d, type Conv2dOptions } from "../index.js";
+import { Generator, ShapeError, ArgumentError, Tensor, conv2d, maxPool2d, avgPool2d, adaptiveAvgPool2d, batchNorm2d, setSimdEnabled, simdAvailable, simdEnabled, type Conv2dOptions } from "../index.js";
 import { gradcheck, assertClose } from "../testing/index.js";
 import { type BatchNorm2dOptions, type BatchNormSync, type Conv2dLayout, batchNorm2dMaxPoolRelu, conv2dMaxPoolRelu, getConv2dLayout, setConv2dLayout } from "./conv.js";
-import { setSimdNnEnabled, simdNnAvailable } from "../kernels/simd/nn.js";
 import { relu } from "./elementwise.js";
 import { createMnistCnn } from "../models/cnn.js";
 import { Sequential } from "../nn/layers.js";
@@ -397,7 +396,8 @@ describe("batchNorm2dMaxPoolRelu", () => {
     for (const c of cases) {
       for (const mode of ["training", "eval", "training, no affine"] as const) {
         it(`${simd ? "simd on" : "simd off"}: ${c.name}, ${mode}: same output, gradients and running statistics as relu(maxPool2d(batchNorm2d))`, () => {
-          setSimdNnEnabled(simd);
+          const was = simdEnabled();
+          setSimdEnabled(simd);
           try {
             const x = randT(c.x, true, 2);
             const C = c.x[1];
@@ -413,7 +413,7 @@ describe("batchNorm2dMaxPoolRelu", () => {
             assertClose(a.rm!.data, e.rm!.data, { atol: 1e-6, rtol: 1e-6 });
             assertClose(a.rv!.data, e.rv!.data, { atol: 1e-6, rtol: 1e-6 });
           } finally {
-            setSimdNnEnabled(true);
+            setSimdEnabled(was);
           }
         });
       }
@@ -421,7 +421,7 @@ describe("batchNorm2dMaxPoolRelu", () => {
   }
 
   it("the SIMD engine runs the CNN-sized case (where WebAssembly SIMD exists)", () => {
-    if (!simdNnAvailable()) return;
+    if (!simdAvailable()) return;
     // A NaN makes the SIMD pool decline and the loop run: a different path, the same result.
     const x = randT([8, 16, 14, 14], false, 2);
     const y = batchNorm2dMaxPoolRelu(x, null, null);

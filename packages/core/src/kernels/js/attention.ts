@@ -1,10 +1,10 @@
 /**
  * Causal attention's softmax over H score matrices (T, T), forward and backward, with an optional
  * dropout mask (ops/attention.ts). Without dropout and with T a multiple of 4 the rows run in
- * WebAssembly SIMD (simd/nn.ts); the loops below are the reference.
+ * WebAssembly SIMD (simd/attention.ts); the loops below are the reference.
  */
 import { expNonPositive } from "./nn.js";
-import { simdCausalSoftmax, simdCausalSoftmaxBackward } from "../simd/nn.js";
+import { simdCausalSoftmax, simdCausalSoftmaxBackward } from "../simd/attention.js";
 
 // The per-row loops live in plain top-level functions rather than in causalAttention and its
 // backward closure (ops/attention.ts): those run a few times per step, so V8 would execute their
@@ -16,7 +16,7 @@ import { simdCausalSoftmax, simdCausalSoftmaxBackward } from "../simd/nn.js";
  * zeros after (the causal mask). With a dropout mask, Pd ← P ⊙ mask over the same range.
  */
 export function causalSoftmax(P: Float32Array, pb: number, H: number, T: number, mask: Float32Array | null, Pd: Float32Array): void {
-  if (mask === null && simdCausalSoftmax(P, pb, H, T)) return; // WebAssembly SIMD (simd/nn.ts)
+  if (mask === null && simdCausalSoftmax(P, pb, H, T)) return; // WebAssembly SIMD (simd/attention.ts)
   causalSoftmaxLoop(P, pb, H, T, mask, Pd);
 }
 
@@ -47,7 +47,7 @@ export function causalSoftmaxLoop(P: Float32Array, pb: number, H: number, T: num
  * probabilities at P[pb..]: dP ← P ⊙ (dP·mask − Σ_j P·dP·mask) on j ≤ i, zero after.
  */
 export function causalSoftmaxBackward(dP: Float32Array, P: Float32Array, pb: number, H: number, T: number, mask: Float32Array | null): void {
-  if (mask === null && simdCausalSoftmaxBackward(dP, P, pb, H, T)) return; // WebAssembly SIMD (simd/nn.ts)
+  if (mask === null && simdCausalSoftmaxBackward(dP, P, pb, H, T)) return; // WebAssembly SIMD (simd/attention.ts)
   causalSoftmaxBackwardLoop(dP, P, pb, H, T, mask);
 }
 

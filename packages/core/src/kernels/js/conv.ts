@@ -4,10 +4,10 @@
  * Geometry is passed as a `Conv2dGeometry` / `Pool2dGeometry` so call sites stay short.
  */
 import type { Conv2dGeometry, Pool2dGeometry } from "../kernels.js";
-import {
-  simdBatchNormApply, simdBatchNormBackward, simdBatchNormMaxPoolRelu, simdBatchNormMaxPoolReluGradInput, simdBatchNormMaxPoolReluGradSums,
-  simdBatchNormStats, simdIm2col, simdMaxPool2dBackward, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward, simdNchwToPadded, simdPaddedToNchw,
-} from "../simd/nn.js";
+import { simdBatchNormApply, simdBatchNormBackward, simdBatchNormStats } from "../simd/batchnorm.js";
+import { simdBatchNormMaxPoolRelu, simdBatchNormMaxPoolReluGradInput, simdBatchNormMaxPoolReluGradSums } from "../simd/batchnorm-pool.js";
+import { simdIm2col, simdNchwToPadded, simdPaddedToNchw } from "../simd/conv.js";
+import { simdMaxPool2dBackward, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward } from "../simd/pool.js";
 
 /** From this many values the batch-norm loops run in WebAssembly SIMD. */
 const BN_SIMD_MIN = 4096;

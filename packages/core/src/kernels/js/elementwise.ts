@@ -1,5 +1,5 @@
 import type { BinaryOp, UnaryOp } from "../kernels.js";
-import { simdAdd, simdMul, simdRelu, simdReluBackward } from "../simd/nn.js";
+import { simdAdd, simdMul, simdRelu, simdReluBackward } from "../simd/elementwise.js";
 
 /** From this many floats ReLU and accumulate run in WebAssembly SIMD (below, the call and copies cost more). */
 const SIMD_MIN = 1024;

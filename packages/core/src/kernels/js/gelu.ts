@@ -1,9 +1,9 @@
 /**
  * GELU (exact, erf form) in place, with or without its derivative: the GPT's fused linearGelu
- * (models/gpt-ops.ts). In WebAssembly SIMD (simd/nn.ts, ~5× faster) where available, else the
+ * (models/gpt-ops.ts). In WebAssembly SIMD (simd/gelu.ts, ~5× faster) where available, else the
  * table loops below, which are the reference.
  */
-import { simdGelu, simdGeluWithGrad } from "../simd/nn.js";
+import { simdGelu, simdGeluWithGrad } from "../simd/gelu.js";
 
 /** In place: h ← gelu(h), d ← gelu'(h) over the first n floats. NaN stays NaN. */
 export function geluInPlaceWithGrad(h: Float32Array, d: Float32Array, n: number): void {

@@ -7,13 +7,13 @@ import * as conv from "./conv.js";
 import { geluInPlace, geluInPlaceWithGrad } from "./gelu.js";
 import { causalSoftmax, causalSoftmaxBackward } from "./attention.js";
 import { adamUpdate, scaleInPlace, sgdUpdate, sumOfSquares } from "./optim.js";
-import { arenaMemory } from "../simd/index.js";
+import { arenaMemory } from "../simd/optim.js";
 
 /**
  * The js backend, always available: TypeScript loops (the reference), with WebAssembly SIMD
  * (../simd) where it is faster and available: the GEMM, and many elementwise, image, attention
  * and optimizer kernels. Each such kernel runs its TypeScript loop where SIMD is off
- * (CHAINRULE_SIMD=0) or missing, or where the operands do not fit it.
+ * (CHAINRULE_SIMD=0, setSimdEnabled(false)) or missing, or where the operands do not fit it.
  */
 export const jsKernels: Kernels = {
   name: "js",

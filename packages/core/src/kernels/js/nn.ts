@@ -1,4 +1,4 @@
-import { simdLayerNorm, simdLayerNormBackward } from "../simd/nn.js";
+import { simdLayerNorm, simdLayerNormBackward } from "../simd/layernorm.js";
 
 // exp(x) for x ≤ 0 without Math.exp (an out-of-line call in V8, ~2x this): x = -k·ln2 + r,
 // |r| ≤ ln2/2, exp(r) by its degree-7 Taylor polynomial (relative error < 1e-8, far below

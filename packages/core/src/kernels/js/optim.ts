@@ -4,7 +4,7 @@
  * v once and writes p, m, v once.
  */
 import type { AdamScalars, SgdScalars } from "../kernels.js";
-import { kernelsFor } from "../simd/index.js";
+import { kernelsFor } from "../simd/optim.js";
 
 /** PyTorch's SGD: g += wd·p; buf = μ·buf + (1-dampening)·g (buf = g at the first step); p -= lr·(nesterov ? g + μ·buf : buf). */
 export function sgdUpdate(p: Float32Array, g: Float32Array, buf: Float32Array | null, from: number, to: number, s: SgdScalars): void {
@@ -27,7 +27,7 @@ export function sgdUpdate(p: Float32Array, g: Float32Array, buf: Float32Array | 
  * float, is the IEEE float32 result), so these loops and the SIMD kernel give the same bits.
  * When p, g, m and v are views on one WebAssembly.Memory registered with the SIMD kernels
  * (nn.flattenParameters' arena, the parallel package's shared memory), groups of four elements
- * run in the kernel (simd/index.ts, f32x4) and only the last 0–3 here.
+ * run in the kernel (simd/optim.ts, f32x4) and only the last 0–3 here.
  */
 export function adamUpdate(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, from: number, to: number, s: AdamScalars): void {
   const f = Math.fround;

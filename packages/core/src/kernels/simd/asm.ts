@@ -1,7 +1,8 @@
 /**
  * A tiny WebAssembly assembler: the byte encodings the SIMD modules of this folder are
- * written in (index.ts: Adam and the gradient reduce; gemm.ts: the GEMM micro-kernel).
- * No toolchain and no binary checked in: each module is built from these bytes at load time.
+ * written in (optim.ts: Adam and the gradient reduce; gemm.ts: the GEMM micro-kernel; the
+ * families on memory.ts, with codegen.ts's fragments). No toolchain and no binary checked in:
+ * each module is built from these bytes at load time.
  */
 
 export const I32 = 0x7f, F32 = 0x7d, F64 = 0x7c, V128 = 0x7b;

@@ -14,9 +14,10 @@
  * (absorbing the transposes, times alpha for A); beta·C into the staged block of C before
  * the K loop, and the result back out after it. The module is assembled from bytes with asm.ts; each thread (worker) that
  * loads this file gets its own instance and memory. `simdGemm` returns false where
- * WebAssembly SIMD is missing or CHAINRULE_SIMD=0, and the caller runs the TypeScript GEMM.
+ * WebAssembly SIMD is missing or the switch is off (switch.ts), and the caller runs the TypeScript GEMM.
  */
 import { F32, I32, V128, WA, funcBody, funcType, get, i32const, moduleBytes, set, simd, tee } from "./asm.js";
+import { simdEnabled } from "./switch.js";
 
 const MR = 4; // rows of the micro-tile
 const NV = 2; // f32x4 vectors across the micro-tile
@@ -25,22 +26,6 @@ const KC = 256; // depth of a packed block (A micro-panel 4 KiB, B micro-panel 8
 const MC = 128; // rows of op(A) packed at once (128 KiB: L2)
 const NC = 2048; // columns of op(B) packed at once (2 MiB)
 const C_FLOATS = 1 << 22; // staged C block at most 16 MiB: wider problems get narrower column blocks
-
-let enabled = process.env.CHAINRULE_SIMD !== "0" && process.env.CHAINRULE_PARALLEL_SIMD !== "0";
-
-/**
- * Turns the SIMD GEMM off (the TypeScript GEMM runs) or back on; the initial value comes from
- * CHAINRULE_SIMD, like index.ts's switch for the optimizer kernels, which is separate so that
- * tests can compare those kernels with their JS loops on identical forward passes.
- */
-export function setSimdGemmEnabled(on: boolean): void {
-  enabled = on;
-}
-
-/** Whether the SIMD GEMM is switched on (it may still be unavailable: see `simdGemmAvailable`). */
-export function simdGemmEnabled(): boolean {
-  return enabled;
-}
 
 // ---- the macro-kernel, in WebAssembly ----
 
@@ -178,9 +163,9 @@ function reserve(e: Engine, floats: number): Float32Array {
   return e.f32;
 }
 
-/** Whether `simdGemm` will run (WebAssembly SIMD compiled and CHAINRULE_SIMD not 0). */
+/** Whether `simdGemm` will run (WebAssembly SIMD compiled and the switch on: switch.ts). */
 export function simdGemmAvailable(): boolean {
-  return enabled && instantiate() !== null;
+  return simdEnabled() && instantiate() !== null;
 }
 
 const roundUp = (n: number, m: number) => Math.ceil(n / m) * m;
@@ -195,7 +180,7 @@ export function simdGemm(
   B: Float32Array, bOff: number, ldb: number,
   beta: number, C: Float32Array, cOff: number, ldc: number,
 ): boolean {
-  if (!enabled) return false;
+  if (!simdEnabled()) return false;
   const e = instantiate();
   if (e === null) return false;
   if (M === 0 || N === 0) return true;

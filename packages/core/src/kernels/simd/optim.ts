@@ -1,24 +1,23 @@
 /**
- * WebAssembly SIMD kernels for the per-step passes over the flat parameters: Adam / AdamW
- * (core's optimizer, through rules.ts `adamUpdate`) and the reduce of gradient slots (the
- * parallel package). They run in place on a WebAssembly.Memory that holds the operands:
- * `nn.flattenParameters` allocates parameters, gradients and optimizer state in one
- * (`arenaMemory`), the parallel package allocates its shared memory here (`sharedMemory`).
+ * WebAssembly SIMD passes over flat parameters, in place on the memory that holds them: Adam /
+ * AdamW (the js backend's adamUpdate, js/optim.ts: core's optimizers and the parallel workers) and
+ * the reduce of gradient slots (the parallel package). `nn.flattenParameters` allocates parameters,
+ * gradients and optimizer state in one memory (`arenaMemory`, through kernels().arenaMemory); the
+ * parallel package allocates its shared memory here (`sharedMemory`) and registers it
+ * (`registerMemory`). `kernelsFor(buffer)` finds the kernels bound to a registered memory.
  *
- * The arithmetic is core's (rules.ts) operation for operation, in float64 lanes
- * (f64x2: two floats per instruction, promoted on load and rounded once on store
- * exactly as a Float32Array store rounds), so results are bit-identical to the JS
- * loops — only faster: V8 does not vectorise the scalar loop, which pays a bounds
- * check per access and a scalar sqrt and division per element (~2.2 ms for 536k
- * floats vs ~0.6 ms here).
+ * Adam runs in f32x4 lanes in float32 arithmetic, operation for operation as js/optim.ts's loop
+ * (which rounds every operation with Math.fround), so the results are bit-identical to the loop.
+ * The reduce runs in f64x2 lanes (two floats per instruction, promoted on load and rounded once on
+ * store exactly as a Float32Array store rounds), bit-identical to the parallel package's loops.
  *
- * The module is assembled here from bytes (no toolchain). Where SIMD is missing,
- * or with CHAINRULE_SIMD=0 (alias: CHAINRULE_PARALLEL_SIMD=0), `loadKernels` returns null
- * and the JS loops of rules.ts run.
+ * The module is assembled here from bytes (asm.ts, no toolchain). Where SIMD is missing, or with
+ * the switch off (switch.ts: CHAINRULE_SIMD=0), `loadKernels` returns null and the loops run.
  */
 
 import { F32, F64, I32, V128, WA, get, moduleBytes, set, simd, uleb, vec } from "./asm.js";
 import { ArgumentError } from "../../errors.js";
+import { simdEnabled } from "./switch.js";
 
 export interface SimdKernels {
   /** g = w0·s0 (float64, rounded once) over `pairs` pairs of floats at byte addresses. */
@@ -27,9 +26,9 @@ export interface SimdKernels {
   reduce2(gAt: number, s0At: number, s1At: number, pairs: number, w0: number, w1: number): void;
   /** g = Σ_k w_k·s_k (k in slot order, float64 from 0, w_k = 0 skipped); weights: K float64 at wAt. */
   reduceK(gAt: number, s0At: number, pairs: number, K: number, stride: number, wAt: number): void;
-  /** Adam without weight decay (rules.ts fast path), float32 arithmetic over `quads` groups of four floats. */
+  /** Adam without weight decay (js/optim.ts's fast path), float32 arithmetic over `quads` groups of four floats. */
   adam(pAt: number, gAt: number, mAt: number, vAt: number, quads: number, beta1: number, beta2: number, b1c: number, b2c: number, stepSize: number, invSqrtBc2: number, eps: number): void;
-  /** Adam / AdamW with weight decay (rules.ts general path). */
+  /** Adam / AdamW with weight decay (js/optim.ts's general path). */
   adamWd(pAt: number, gAt: number, mAt: number, vAt: number, quads: number, beta1: number, beta2: number, b1c: number, b2c: number, stepSize: number, invSqrtBc2: number, eps: number, decay: number, l2: number): void;
 }
 
@@ -65,7 +64,7 @@ const promote = simd(0x5f);
 const demote = simd(0x5e);
 const store64 = (addr: number, value: number[]) => [...get(addr), ...value, ...simd(0x5b, ...memarg, 0)];
 const splat = simd(0x14);
-const [sqrt, add, sub, mul, div] = [0xef, 0xf0, 0xf1, 0xf2, 0xf3].map((op) => simd(op));
+const [add, mul] = [0xf0, 0xf2].map((op) => simd(op)); // f64x2.add, f64x2.mul
 const zero128 = simd(0x0c, ...new Array(16).fill(0));
 /** addr += bytes */
 const bump = (addr: number, bytes = 8) => [...get(addr), 0x41, bytes, 0x6a, ...set(addr)];
@@ -109,7 +108,7 @@ function kernel(nPtr: number, nScalar: number, nTemp: number, body: (L: { ptr: (
 
 /**
  * Adam / AdamW over four floats per iteration in float32 arithmetic, operation for operation
- * as rules.ts's loop (which rounds every operation with Math.fround, giving the same IEEE
+ * as js/optim.ts's loop (which rounds every operation with Math.fround, giving the same IEEE
  * float32 results): PyTorch also runs Adam in float32 for float32 parameters.
  */
 function adamBody(wd: boolean) {
@@ -191,13 +190,6 @@ function buildModule(shared: boolean): Uint8Array {
 
 const compiled: [object | null | undefined, object | null | undefined] = [undefined, undefined];
 
-let enabled = process.env.CHAINRULE_SIMD !== "0" && process.env.CHAINRULE_PARALLEL_SIMD !== "0";
-
-/** Turns the SIMD kernels off (JS loops everywhere) or back on; the initial value comes from CHAINRULE_SIMD. */
-export function setSimdEnabled(on: boolean): void {
-  enabled = on;
-}
-
 /** The compiled module for shared or unshared memories, or null where WebAssembly SIMD is missing. */
 function moduleFor(shared: boolean): object | null {
   const i = shared ? 1 : 0;
@@ -213,7 +205,7 @@ function moduleFor(shared: boolean): object | null {
 
 /** The kernels bound to `memory`, or null where WebAssembly SIMD is unavailable or disabled. */
 export function loadKernels(memory: WasmMemory): SimdKernels | null {
-  if (!enabled) return null;
+  if (!simdEnabled()) return null;
   const shared = typeof SharedArrayBuffer !== "undefined" && memory.buffer instanceof SharedArrayBuffer;
   const mod = moduleFor(shared);
   if (mod === null) return null;
@@ -222,7 +214,7 @@ export function loadKernels(memory: WasmMemory): SimdKernels | null {
 
 /** Whether the SIMD kernels are in use in this process (for reports). */
 export function simdAvailable(): boolean {
-  return enabled && typeof WA === "object" && moduleFor(true) !== null;
+  return simdEnabled() && typeof WA === "object" && moduleFor(true) !== null;
 }
 
 // ---- memories the kernels run in place on ----
@@ -231,7 +223,7 @@ const byBuffer = new WeakMap<ArrayBufferLike, SimdKernels>();
 
 /**
  * Makes the kernels run on typed arrays over `memory.buffer`: `kernelsFor(view.buffer)`
- * finds them, and rules.ts's `adamUpdate` uses them when all its operands lie there
+ * finds them, and the js backend's `adamUpdate` uses them when all its operands lie there
  * (the parallel workers register their shared memory). Returns the kernels, or null.
  */
 export function registerMemory(memory: WasmMemory): SimdKernels | null {
@@ -242,7 +234,7 @@ export function registerMemory(memory: WasmMemory): SimdKernels | null {
 
 /** The kernels bound to the memory whose buffer is `buffer`, when it was registered and SIMD is on. */
 export function kernelsFor(buffer: ArrayBufferLike): SimdKernels | null {
-  return enabled ? byBuffer.get(buffer) ?? null : null;
+  return simdEnabled() ? byBuffer.get(buffer) ?? null : null;
 }
 
 /**
@@ -250,7 +242,7 @@ export function kernelsFor(buffer: ArrayBufferLike): SimdKernels | null {
  * for the kernels; null when SIMD is off or unavailable (callers then use plain buffers).
  */
 export function arenaMemory(bytes: number, shared = false): WasmMemory | null {
-  if (!enabled || typeof WA !== "object" || moduleFor(shared) === null) return null;
+  if (!simdEnabled() || typeof WA !== "object" || moduleFor(shared) === null) return null;
   try {
     const pages = Math.max(1, Math.ceil(bytes / 65536));
     const memory = shared ? new WA.Memory({ initial: pages, maximum: pages, shared: true }) : new WA.Memory({ initial: pages });
