@@ -20,7 +20,7 @@ export function geluInPlace(h: Float32Array, n: number): void {
  * Hermite interpolants on [-8, 8], 32 pieces per unit. Outside, gelu is v or 0 to
  * float32 precision (Φ(-8) ≈ 6e-16). Interpolation error < 1e-8 (h⁴/384 · max|f⁗|), so the
  * result is the exact GELU rounded to float32 (±1 ulp). Why a table: the A&S erf formula
- * (a division, an exp, a degree-5 polynomial) cost ~30 ns per element here, 4 × 393k
+ * (a division, an exp, a degree-5 polynomial) cost ~30 ns per element, 4 × 393k
  * elements per step of the bench GPT; the table costs about a third of that.
  * Piece j holds the Horner coefficients of gelu (4) then gelu' (4) in s = (v - x_j)·32 ∈ [0, 1).
  */

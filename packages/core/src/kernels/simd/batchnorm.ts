@@ -86,7 +86,7 @@ function bnPass(e: { fn: Record<BnMode, BnFn>; mem: Scratch }, mode: BnMode, x: 
   }
 }
 
-/** The per-channel float64 array `i` (BN) in the engine's memory. */
+/** The per-channel float64 array `i` (BN) in the scratch memory. */
 export function bnArray(mem: Scratch, i: number, C: number): Float64Array {
   const at = BNP0 / 2 + i * BN_MAXC;
   return mem.f64.subarray(at, at + C);

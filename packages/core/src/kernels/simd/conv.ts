@@ -43,10 +43,10 @@ type CopyRows = (src: number, dst: number, planes: number, rows: number, G: numb
 const family = wasmFamily<{ copyRows: CopyRows }>(() => [[copyRowsFn(), "copyRows"]]);
 
 /**
- * js/conv.ts nchwToPadded in WebAssembly: x copied into the engine's memory whole (one memcpy),
+ * js/conv.ts nchwToPadded in WebAssembly: x copied into the scratch memory whole (one memcpy),
  * each channel's rows copied into zeroed padded planes there (a wasm loop per channel, over the
  * images), and the padded tensor copied out whole (zeros included, which the caller's zeroed dst
- * holds anyway). Whole tensors, because a memcpy per plane costs ~0.4 µs here (`subarray` + `set`)
+ * holds anyway). Whole tensors, because a memcpy per plane costs ~0.4 µs (`subarray` + `set`)
  * and a JavaScript loop ~3 ns a float. False where SIMD is off or the tensors do not fit.
  */
 export function simdNchwToPadded(dst: Float32Array, x: Float32Array, N: number, C: number, H: number, W: number, top: number, left: number, Hp: number, Wp: number): boolean {
@@ -83,10 +83,10 @@ function paddedCopy(
 
 /**
  * js/conv.ts im2col in WebAssembly for stride 1 (any padding, dilation): the image goes into the
- * engine's memory with one memcpy, the column matrix there is zeroed, and each column row
+ * scratch memory with one memcpy, the column matrix there is zeroed, and each column row
  * (c, i, j) gets its in-image part from one copyRows call (every valid output row at once); the
  * rows come out with one memcpy (or one per row when `ldc` spreads them). The loop writes
- * ~3 ns a float here; the first conv of the MNIST CNNs (1 channel, 3×3) unfolds each image into
+ * ~3 ns a float; the first conv of the MNIST CNNs (1 channel, 3×3) unfolds each image into
  * 9 × 784 floats, forward and again in backward. False (nothing touched) where SIMD is off, the
  * stride is not 1, or the image does not fit.
  */

@@ -236,9 +236,9 @@ export const poolFamily = wasmFamily<{ maxPoolRelu: PoolRelu; maxPoolReluBack: P
 
 /**
  * js/conv.ts maxPool2x2Relu (same arguments, same bits, taps included) with the pooling in
- * WebAssembly SIMD: the source span holding every plane copied into the engine's memory with one
+ * WebAssembly SIMD: the source span holding every plane copied into the scratch memory with one
  * memcpy, pooled there one image at a time (its C planes sC apart) four outputs at a time, and
- * the outputs and taps copied out with one memcpy each (a memcpy per plane cost ~0.4 µs here).
+ * the outputs and taps copied out with one memcpy each (a memcpy per plane costs ~0.4 µs).
  * False (the caller runs its loop) where SIMD is off, the span does not fit, or a plane holds a NaN.
  */
 export function simdMaxPool2x2Relu(
