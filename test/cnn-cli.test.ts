@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { cpSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { loadSafetensors } from "@chainrule/core";
-import { parseJob } from "../packages/cli/src/job.ts";
+import { parseJob } from "../packages/cli/src/job/parse.ts";
 import { writeBandsIdx } from "./fixtures/cnn-idx.ts";
 import { REPO, checkpointTensors, cli, latestCheckpoint, tempDir } from "./cli-helpers.ts";
 

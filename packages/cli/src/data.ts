@@ -6,7 +6,7 @@ import {
 import { readFileSync } from "node:fs";
 import { CharTokenizer, loadCorpus, shuffleLines, trainValSplit } from "@chainrule/core";
 import { CliError } from "./errors.js";
-import type { DataConfig } from "./job.js";
+import type { DataConfig } from "./job/schema.js";
 
 export interface JobData {
   train: Dataset;

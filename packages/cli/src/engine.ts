@@ -5,7 +5,7 @@
  */
 import { DataParallel, type DataParallelState, optimizerStateBuffers } from "@chainrule/parallel";
 import { CheckpointError } from "@chainrule/core";
-import type { Job } from "./job.js";
+import type { Job } from "./job/schema.js";
 import { CATALOGUE_MODULE, adaptationOf, type ModelContext } from "./models.js";
 
 export interface EngineOptions {

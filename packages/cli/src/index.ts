@@ -1,4 +1,5 @@
 /** @chainrule/cli as a library: the job schema and helpers for typed .ts jobs. */
-export { defineJob, JobSchema, parseJob, type Job, type JobInput, type ModelConfig, type DataConfig } from "./job.js";
+export { defineJob, JobSchema, type Job, type JobInput, type ModelConfig, type DataConfig } from "./job/schema.js";
+export { parseJob } from "./job/parse.js";
 export { buildJobModel, MODEL_HELP, type ModelContext } from "./models.js";
 export { main, run } from "./main.js";

@@ -10,7 +10,7 @@
 import { nn, createCnn, GPT } from "@chainrule/core";
 import { importExport, instantiate, moduleHref } from "@chainrule/parallel";
 type Module = nn.Module;
-import type { Job, ModelConfig } from "./job.js";
+import type { Job, ModelConfig } from "./job/schema.js";
 
 /** What the data tells the model: input row shape and output size. */
 export interface ModelContext {

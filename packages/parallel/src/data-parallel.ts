@@ -23,7 +23,8 @@
  * next step may be rung while one runs (trainStep): it then starts with a barrier of its own.
  */
 import { setMaxListeners } from "node:events";
-import { type Dataset, Generator, MAX_SHARED_MEMORY_BYTES, isShared, nn, sharedMemory, toShared } from "@chainrule/core";
+import { type Dataset, Generator, isShared, nn, toShared } from "@chainrule/core";
+import { MAX_SHARED_MEMORY_BYTES, sharedMemory } from "@chainrule/core/internal";
 import { Piscina } from "piscina";
 import { type Phase, LayoutMismatchError, ParallelError, ParallelStepError, phaseTimedOut, workerFailed } from "./errors.js";
 import {
@@ -382,7 +383,8 @@ export class DataParallel {
       const optBuffers = optimizerStateBuffers(this.hyper);
       // One shared WebAssembly.Memory: params | grad | slots (world) | optimizer state, each region 64-byte aligned.
       const region = Math.ceil((P * 4) / 64) * 64;
-      const paramsAt = 0, gradAt = region, slotsAt = 2 * region, optAt = slotsAt + this.world * region;
+      // With one worker its slot is the mean gradient itself (weight 1): no reduce pass.
+      const paramsAt = 0, gradAt = region, slotsAt = this.world === 1 ? gradAt : 2 * region, optAt = slotsAt + this.world * region;
       const weightsAt = optAt + optBuffers.length * region;
       // Model buffers (batch-norm running statistics): canonical copy + one working copy per rank;
       // synchronised batch norm: float64 exchange rows (count, counted weight, C means, C M2s), two parities.

@@ -14,7 +14,8 @@
  *                   update it with the optimizer (ZeRO-1); with clipping, a second barrier for
  *                   the global norm first
  */
-import { BufferArena, type SimdKernels, Tensor, augmentRows, manualSeed, markGradsStale, nn, noGrad, optim, registerSimdMemory, zeroStaleGrads } from "@chainrule/core";
+import { BufferArena, Tensor, augmentRows, manualSeed, nn, noGrad, optim } from "@chainrule/core";
+import { type SimdKernels, markGradsStale, registerSimdMemory, zeroStaleGrads } from "@chainrule/core/internal";
 import { CONTROL, type DatasetViews, STAGE_DONE, STAGE_GRAD, STAGE_REDUCE, STAGE_UPDATE, mixSeed } from "./layout.js";
 import { type LossFn, buildModel, layoutDiff, resolveLoss } from "./spec.js";
 import { SharedBatchNorm } from "./sync-batch-norm.js";
@@ -94,7 +95,7 @@ export class Replica {
     this.region = Math.ceil((P * 4) / 64) * 64;
     this.flat = new Float32Array(buf, ctx.paramsAt, P);
     this.grad = new Float32Array(buf, ctx.gradAt, P);
-    this.slots = Array.from({ length: ctx.world }, (_, r) => new Float32Array(buf, ctx.slotsAt + r * this.region, P));
+    this.slots = ctx.slotsAt === ctx.gradAt ? [this.grad] : Array.from({ length: ctx.world }, (_, r) => new Float32Array(buf, ctx.slotsAt + r * this.region, P));
     this.opt = ctx.optBuffers.map((_, i) => new Float32Array(buf, ctx.optAt + i * this.region, P));
     // Bind to the shared parameters (no copy); gradients go to slot 0 until a rank is bound.
     nn.flattenParameters(model, { dataBuffer: this.flat, gradBuffer: this.slots[0], copyValues: false });
@@ -275,6 +276,13 @@ export class Replica {
     for (let k = 0; k < world; k++) w[k] = total > 0 ? x[3 * k] / total : 0;
     const seg = segments[r], h = t.hyper;
     let reduceMs = 0, optMs = 0, gradNorm = 0;
+    if (t.clip <= 0 && this.slots[0] === this.grad) {
+      // One rank: its slot is the mean gradient, nothing to reduce.
+      this.beginUpdate(r, t.step);
+      const t2 = performance.now();
+      for (let i = 0; i < seg.length; i += 2) this.update(h, seg[i], seg[i + 1], t.step);
+      return { reduceMs, optMs: performance.now() - t2, gradNorm };
+    }
     if (t.clip <= 0) {
       // Reduce and update block by block, so each block's slots, mean gradient and optimizer
       // state are still in cache when the update reads them (one pass over memory, not two).
@@ -394,15 +402,14 @@ export class Replica {
   /** The reduce of [from, to): SIMD (bit-identical to reduceRange), else JS. Returns Σ grad² when `norm`. */
   private reduce(w: Float64Array, from: number, to: number, norm: boolean): number {
     const k = this.simd, W = this.slots.length, { gradAt, slotsAt } = this.ctx;
+    if (this.slots[0] === this.grad) return norm ? sumOfSquares(this.grad, from, to) : 0; // one rank: the slot is the mean
     if (k === null) return reduceRange(this.grad, this.slots, w, from, to, norm);
     const pairs = (to - from) >> 1, tail = from + 2 * pairs, o = 4 * from;
     if (W === 1) k.reduce1(gradAt + o, slotsAt + o, pairs, w[0]);
     else if (W === 2) k.reduce2(gradAt + o, slotsAt + o, slotsAt + o + this.region, pairs, w[0], w[1]);
     else k.reduceK(gradAt + o, slotsAt + o, pairs, W, this.region, this.weightsAt);
     if (tail < to) reduceRange(this.grad, this.slots, w, tail, to, false);
-    let ss = 0;
-    if (norm) for (let i = from, g = this.grad; i < to; i++) ss += g[i] * g[i];
-    return ss;
+    return norm ? sumOfSquares(this.grad, from, to) : 0;
   }
 
   /** Marks rank r as updating parameters (a failure from here on reports them maybe changed); the test hook throws here. */
@@ -548,6 +555,12 @@ function reduceRange(g: Float32Array, slots: Float32Array[], w: Float64Array, fr
       for (let i = a; i < b; i++) g[i] = acc[i - a];
     }
   }
-  if (norm) for (let i = from; i < to; i++) ss += g[i] * g[i];
+  if (norm) ss = sumOfSquares(g, from, to);
+  return ss;
+}
+
+function sumOfSquares(g: Float32Array, from: number, to: number): number {
+  let ss = 0;
+  for (let i = from; i < to; i++) ss += g[i] * g[i];
   return ss;
 }

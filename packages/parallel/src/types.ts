@@ -1,6 +1,6 @@
 /** Configuration types and the typed task protocol between the main thread and pool workers. */
 import type { nn } from "@chainrule/core";
-import type { SharedMemory } from "@chainrule/core";
+import type { SharedMemory } from "@chainrule/core/internal";
 
 /** A model described by where to build it, so every worker builds the identical one. */
 export interface ModelSpec {
@@ -132,7 +132,7 @@ export interface WorkerContext {
   paramsAt: number;
   /** numParams floats: the mean gradient (reduce output). */
   gradAt: number;
-  /** world × numParams floats: slot r is rank r's shard gradient. */
+  /** world × numParams floats: slot r is rank r's shard gradient (with one worker: gradAt, the slot is the mean). */
   slotsAt: number;
   /** Optimizer state, k × numParams floats (sgd momentum: 1; adam: expAvg, expAvgSq). */
   optAt: number;

@@ -5,7 +5,7 @@ import { F, Tensor, argmax, noGrad, loadCsv, loadIdxDataset, loadIdxDirectory, C
 import { CliError, UsageError } from "../errors.js";
 import { loadJobData } from "../data.js";
 import { fmtInt } from "../progress.js";
-import { type CheckpointModel, modelFromCheckpoint } from "../resolve.js";
+import { type CheckpointModel, modelFromCheckpoint } from "../checkpoint-model.js";
 import { resolveCheckpoint } from "../rundir.js";
 
 export const EVAL_HELP = `usage: chainrule eval CHECKPOINT [--data SOURCE] [--labels FILE] [--label COL]

@@ -10,9 +10,9 @@ import { existsSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { CharTokenizer, GPT, generate, loadSafetensors, nn, saveCheckpoint, type CharTokenizerJSON } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
-import { modelFromCheckpoint } from "../resolve.js";
+import { modelFromCheckpoint } from "../checkpoint-model.js";
 import { resolveCheckpoint } from "../rundir.js";
-import { JobSchema, type Job } from "../job.js";
+import { JobSchema, type Job } from "../job/schema.js";
 
 export const GENERATE_HELP = `usage: chainrule generate CHECKPOINT [options]
 

@@ -10,7 +10,7 @@ import { parseArgs } from "node:util";
 import { Tensor, loadCsv, noGrad, readIdx, softmax } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { loadJobData } from "../data.js";
-import { type CheckpointModel, modelFromCheckpoint } from "../resolve.js";
+import { type CheckpointModel, modelFromCheckpoint } from "../checkpoint-model.js";
 import { resolveCheckpoint } from "../rundir.js";
 
 export const PREDICT_HELP = `usage: chainrule predict CHECKPOINT INPUT [--top K]

@@ -1,11 +1,74 @@
-/** Shared by the commands: building the job from file + flags, the loss, the schedule, the model from a checkpoint. */
+/**
+ * The raw job of a command: from a job file (JSON or a module), a built-in job or the default,
+ * with flags and --set overrides applied; and the job a run directory was trained with.
+ */
 import { existsSync, readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { type Dataset, optim, readCheckpoint, describeMismatch, type nn, CheckpointError, type CheckpointContents, useBackend } from "@chainrule/core";
-import { CliError, UsageError } from "./errors.js";
-import { type Job, BUILTIN_JOBS, DEFAULT_JOB, JobSchema, absolutizePaths, loadJobFile, parseJob, setPath } from "./job.js";
-import { adaptationOf, buildJobModel, type ModelContext } from "./models.js";
-import { JOB_FILE, resolveCheckpoint } from "./rundir.js";
+import { dirname, isAbsolute, join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { readCheckpoint } from "@chainrule/core";
+import { CliError, UsageError } from "../errors.js";
+import { JOB_FILE, resolveCheckpoint } from "../rundir.js";
+import { BUILTIN_JOBS, DEFAULT_JOB } from "./builtin.js";
+import { JobSchema } from "./schema.js";
+
+/** Reads a job file: JSON, or a .ts/.js/.mjs module whose default export (or `job` export) is the job. */
+export async function loadJobFile(path: string): Promise<{ raw: Record<string, unknown>; dir: string }> {
+  const abs = resolve(path);
+  const dir = dirname(abs);
+  if (/\.(ts|mts|js|mjs)$/.test(path)) {
+    let mod: Record<string, unknown>;
+    try {
+      mod = await import(pathToFileURL(abs).href);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      if (err.code === "ERR_MODULE_NOT_FOUND" && String(err.message).includes(abs)) throw new UsageError(`${path}: no such job file`);
+      throw new UsageError(`${path}: cannot load the job module (${(e as Error).message.split("\n")[0]})`);
+    }
+    let job = mod.default ?? mod.job;
+    if (typeof job === "function") job = await (job as () => unknown)();
+    if (!job || typeof job !== "object") throw new UsageError(`${path}: the module must export a job object as default (or as \`job\`)`);
+    return { raw: structuredClone(job) as Record<string, unknown>, dir };
+  }
+  let text: string;
+  try {
+    text = readFileSync(abs, "utf8");
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new UsageError(`${path}: ${err.code === "ENOENT" ? "no such job file" : err.message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new UsageError(`${path}: invalid JSON (${(e as Error).message})`);
+  }
+  if (!raw || typeof raw !== "object" || Array.isArray(raw)) throw new UsageError(`${path}: a job must be a JSON object`);
+  return { raw: raw as Record<string, unknown>, dir };
+}
+
+/** Sets `path` (dotted) in a raw job object to `value`, creating objects on the way. */
+export function setPath(obj: Record<string, unknown>, path: string, value: unknown): void {
+  const keys = path.split(".");
+  let cur: any = obj;
+  for (const k of keys.slice(0, -1)) {
+    if (cur[k] === undefined) cur[k] = {};
+    else if (typeof cur[k] !== "object" || cur[k] === null) throw new UsageError(`--set ${path}: '${k}' is not an object in the job`);
+    cur = cur[k];
+  }
+  cur[keys[keys.length - 1]] = value;
+}
+
+/** Makes paths in the job absolute (relative to the job file's directory), so the run's job.json is self-contained. */
+export function absolutizePaths(raw: Record<string, unknown>, baseDir: string): void {
+  const fix = (o: any, keys: string[]) => {
+    if (!o || typeof o !== "object") return;
+    for (const k of keys) if (typeof o[k] === "string" && !isAbsolute(o[k]) && !/^(file|data):/.test(o[k])) o[k] = resolve(baseDir, o[k]);
+  };
+  fix(raw.data, ["path", "testPath", "dir", "trainImages", "trainLabels", "testImages", "testLabels"]);
+  fix(raw.model, ["module"]);
+  fix(raw.data, ["file"]);
+  fix(raw.init, ["checkpoint"]);
+}
 
 /** Flag → job key path. */
 export const FLAG_KEYS: Record<string, string> = {
@@ -107,85 +170,6 @@ function inheritModel(raw: Record<string, unknown>): void {
   if (data?.type === "text") raw.model = { type: "gpt" };
 }
 
-export function defaultLoss(job: Job, classification: boolean): string {
-  return job.loss ?? (classification ? "crossEntropy" : "mseLoss");
-}
-
-/** lr at each 0-based step. */
-export function makeSchedule(job: Job, totalSteps: number): (step: number) => number {
-  const lr = job.optimizer.lr;
-  const s = job.schedule;
-  if (s.type === "constant") return () => lr;
-  if (s.type === "step") {
-    const sch = new optim.StepDecay(lr, s.stepSize, s.gamma);
-    return (i) => sch.lrAt(i);
-  }
-  if (s.warmupSteps > totalSteps) throw new UsageError(`schedule.warmupSteps: ${s.warmupSteps} is more than the run's ${totalSteps} steps`);
-  const sch = new optim.CosineWithWarmup(lr, s.warmupSteps, totalSteps, s.minLr);
-  return (i) => sch.lrAt(i);
-}
-
-/** Applies the job's backend choice (and sets CHAINRULE_BACKEND so worker threads agree). */
-export function applyBackend(job: Job): string {
-  if (job.backend !== "auto") process.env.CHAINRULE_BACKEND = job.backend;
-  try {
-    const r = useBackend(job.backend);
-    return r.reason;
-  } catch (e) {
-    throw new CliError(`backend: ${(e as Error).message}`);
-  }
-}
-
-export function describeModel(job: Job, ctx: ModelContext, model: nn.Module): string {
-  const d = ctx.inputShape.reduce((a, b) => a * b, 1);
-  const n = model.numParameters().toLocaleString("en-US");
-  switch (job.model.type) {
-    case "mlp": return `MLP ${[d, ...job.model.hidden, ctx.outputSize].join("-")} (${n} parameters)`;
-    case "linear": return `linear regression ${d}→${ctx.outputSize} (${n} parameters)`;
-    case "logistic": return `logistic regression ${d}→${ctx.outputSize} (${n} parameters)`;
-    case "cnn": {
-      const m = job.model;
-      return `CNN ${ctx.inputShape.join("×")} → conv ${(m.channels ?? [32, 64]).join(", ")}${m.batchNorm ? " (batch norm)" : ""} → ${m.hidden ?? 128} → ${ctx.outputSize} (${n} parameters)`;
-    }
-    case "module": return `${job.model.module}#${job.model.export} (${n} parameters)`;
-    case "gpt": {
-      const m = job.model;
-      const trainable = model.parameters().filter((p) => p.requiresGrad).reduce((a, p) => a + p.size, 0);
-      const tr = trainable < model.numParameters() ? `, ${trainable.toLocaleString("en-US")} trainable` : "";
-      return `GPT ${m.nLayer} layers × ${m.nHead} heads × ${m.nEmbd} wide, context ${m.blockSize}, vocab ${ctx.outputSize} (${n} parameters${tr})`;
-    }
-  }
-}
-
-export interface CheckpointModel {
-  job: Job;
-  ctx: ModelContext;
-  model: nn.Module;
-  loss: string;
-  classification: boolean;
-  classNames?: string[];
-  contents: CheckpointContents;
-}
-
-/** Rebuilds the model a checkpoint was trained with (from its stored job) and loads the weights. */
-export async function modelFromCheckpoint(dir: string): Promise<CheckpointModel> {
-  const contents = readCheckpoint(dir);
-  const { state } = contents;
-  if (!state.config) throw new CliError(`${dir}: the checkpoint has no job config (state.json "config"); was it written by chainrule train?`);
-  const job = parseJob(state.config, join(dir, "state.json config"));
-  const extra = (state.extra ?? {}) as { modelContext?: ModelContext; loss?: string; classification?: boolean; classNames?: string[] };
-  if (!extra.modelContext) throw new CliError(`${dir}: state.json lacks extra.modelContext (input shape and outputs)`);
-  const model = await buildJobModel({ model: job.model, ctx: extra.modelContext, adapt: adaptationOf(job) });
-  const mismatch = describeMismatch(contents.tensors, model);
-  if (mismatch) throw new CheckpointError(`checkpoint ${dir} does not match its model: ${mismatch}`);
-  model.loadStateDict(contents.tensors);
-  model.eval();
-  return {
-    job, ctx: extra.modelContext, model, loss: extra.loss ?? defaultLoss(job, extra.classification ?? true),
-    classification: extra.classification ?? true, classNames: extra.classNames, contents,
-  };
-}
-
 /** Reads RUN_DIR/job.json. */
 export function readRunJob(runDir: string): Record<string, unknown> {
   const p = join(runDir, JOB_FILE);
@@ -209,8 +193,4 @@ export function firstDifference(a: unknown, b: unknown, path = "", ignore = new 
     if (d) return d;
   }
   return null;
-}
-
-export function isClassification(ds: Dataset): boolean {
-  return ds.targets instanceof Int32Array && ds.numClasses !== undefined;
 }

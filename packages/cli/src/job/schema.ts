@@ -2,15 +2,10 @@
  * The job: everything a training run needs, as a typed, validated config with a
  * comment and a default per field (nanoGPT's GPTConfig + configurator style).
  * A job comes from a JSON file, a TypeScript module (`export default {...}`),
- * or the built-in default, then command-line flags override fields; the whole
- * thing is validated by zod before any work, and errors name the key path.
+ * or a built-in job (builtin.ts), then command-line flags override fields
+ * (load.ts); parse.ts validates it before any work, with errors naming the key path.
  */
-import { readFileSync } from "node:fs";
-import { availableParallelism } from "node:os";
-import { dirname, isAbsolute, resolve } from "node:path";
-import { pathToFileURL } from "node:url";
 import { z } from "zod";
-import { UsageError } from "./errors.js";
 
 const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
@@ -260,59 +255,6 @@ export const JobSchema = z
 
 export type Job = z.infer<typeof JobSchema>;
 
-/**
- * `chainrule train` with no JOB: an MLP 784-512-256-10 on the embedded MNIST
- * digits (9,000 train / 1,000 held-out), Adam with a cosine schedule, on all
- * cores. About 96% held-out accuracy in under a minute on 2 cores.
- */
-export const DEFAULT_JOB = {
-  model: { type: "mlp", hidden: [512, 256] },
-  data: { type: "mnist", heldOut: 1000 },
-  optimizer: { type: "adam", lr: 1e-3 },
-  schedule: { type: "cosine", warmupSteps: 0 },
-  epochs: 15,
-  batchSize: 64,
-  workers: "auto",
-} as const;
-/**
- * `chainrule train gpt`: a character-level GPT on the bundled female first-names
- * list (lines shuffled, last 10% held out), data-parallel over the cores (workers auto), with a
- * sample of generated names at the end.
- */
-export const GPT_JOB = {
-  name: "gpt",
-  model: { type: "gpt", blockSize: 32, nLayer: 4, nHead: 4, nEmbd: 64 },
-  data: { type: "text", stride: 8 }, // the bundled female-names list (`--set data.file=FILE` for your own text)
-  optimizer: { type: "adamw", lr: 3e-3, weightDecay: 0.01 },
-  schedule: { type: "cosine", warmupSteps: 20, minLr: 3e-4 },
-  epochs: 4,
-  batchSize: 32,
-  workers: "auto",
-  clipGradNorm: 1,
-  sample: { tokens: 160, prompt: "\n", temperature: 0.8 },
-} as const;
-
-/**
- * `chainrule train cnn`: the two-conv-block CNN (conv 32 → conv 64, each with batch norm,
- * max-pool, ReLU; Linear 128) on the embedded MNIST digits (9,000 train / 1,000 held-out),
- * random crop (padding 2) done in the workers, Adam with a cosine schedule, data-parallel on
- * the cores (workers auto). Any IDX image set: `--set data.type=idx --set data.dir=DIR`.
- */
-export const CNN_JOB = {
-  name: "cnn",
-  model: { type: "cnn", batchNorm: true },
-  data: { type: "mnist", heldOut: 1000 },
-  optimizer: { type: "adam", lr: 2e-3 },
-  schedule: { type: "cosine", warmupSteps: 0 },
-  augment: { crop: 2 },
-  epochs: 8,
-  batchSize: 64,
-  workers: "auto",
-} as const;
-
-/** Jobs the CLI knows by name (`chainrule train NAME`), when no file of that name exists. */
-export const BUILTIN_JOBS: Record<string, object> = { gpt: GPT_JOB, mnist: DEFAULT_JOB, cnn: CNN_JOB };
-
 /** A job as written by a user (every field optional where it has a default). */
 export type JobInput = z.input<typeof JobSchema>;
 
@@ -321,160 +263,7 @@ export function defineJob(job: JobInput): JobInput {
   return job;
 }
 
-function fmtPath(path: readonly PropertyKey[]): string {
-  let out = "";
-  for (const p of path) out += typeof p === "number" ? `[${p}]` : out ? `.${String(p)}` : String(p);
-  return out || "(job)";
-}
-
-function describeValue(v: unknown): string {
-  if (v === undefined) return "nothing";
-  const s = JSON.stringify(v);
-  return s === undefined ? String(v) : s.length > 40 ? `${s.slice(0, 37)}...` : s;
-}
-
-function getAt(obj: unknown, path: readonly PropertyKey[]): unknown {
-  let cur: any = obj;
-  for (const p of path) cur = cur == null ? undefined : cur[p as any];
-  return cur;
-}
-
-/** One line per zod issue: `key.path: what was expected (got X)`. */
-export function formatIssue(issue: z.core.$ZodIssue, input: unknown): string {
-  const path = fmtPath(issue.path);
-  const got = getAt(input, issue.path);
-  switch (issue.code) {
-    case "unrecognized_keys":
-      return issue.keys.map((k) => `${fmtPath([...issue.path, k])}: unknown key`).join("; ");
-    case "invalid_type":
-      return `${path}: expected ${issue.expected === "int" ? "an integer" : issue.expected}, got ${describeValue(got)}`;
-    case "invalid_union": {
-      const options = (issue as any).options as unknown[] | undefined;
-      if (options) return `${path}: expected one of ${options.map((o) => JSON.stringify(o)).join(", ")}, got ${describeValue(got)}`;
-      return `${path}: ${issue.message} (got ${describeValue(got)})`;
-    }
-    case "too_small":
-    case "too_big": {
-      const i = issue as any;
-      const op = issue.code === "too_small" ? (i.inclusive ? "≥" : ">") : i.inclusive ? "≤" : "<";
-      const what = i.origin === "array" ? "a list with length" : i.origin === "string" ? "a string with length" : "a number";
-      return `${path}: expected ${what} ${op} ${i.minimum ?? i.maximum}, got ${describeValue(got)}`;
-    }
-    case "custom":
-      return `${path}: ${issue.message}`;
-    case "invalid_value":
-      return `${path}: expected one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}, got ${describeValue(got)}`;
-    default:
-      return `${path}: ${issue.message.replace(/^Too (small|big): /, "")}${got !== undefined && typeof got !== "object" ? ` (got ${describeValue(got)})` : ""}`;
-  }
-}
-
-/** Validates a raw job; throws a one-line UsageError naming the first problems. */
-export function parseJob(raw: unknown, source: string): Job {
-  const r = JobSchema.safeParse(raw);
-  if (r.success) return r.data;
-  const lines = r.error.issues.map((i) => formatIssue(i, raw));
-  const more = lines.length > 3 ? ` (and ${lines.length - 3} more)` : "";
-  throw new UsageError(`${source}: ${lines.slice(0, 3).join("; ")}${more}`);
-}
-
-/** Reads a job file: JSON, or a .ts/.js/.mjs module whose default export (or `job` export) is the job. */
-export async function loadJobFile(path: string): Promise<{ raw: Record<string, unknown>; dir: string }> {
-  const abs = resolve(path);
-  const dir = dirname(abs);
-  if (/\.(ts|mts|js|mjs)$/.test(path)) {
-    let mod: Record<string, unknown>;
-    try {
-      mod = await import(pathToFileURL(abs).href);
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      if (err.code === "ERR_MODULE_NOT_FOUND" && String(err.message).includes(abs)) throw new UsageError(`${path}: no such job file`);
-      throw new UsageError(`${path}: cannot load the job module (${(e as Error).message.split("\n")[0]})`);
-    }
-    let job = mod.default ?? mod.job;
-    if (typeof job === "function") job = await (job as () => unknown)();
-    if (!job || typeof job !== "object") throw new UsageError(`${path}: the module must export a job object as default (or as \`job\`)`);
-    return { raw: structuredClone(job) as Record<string, unknown>, dir };
-  }
-  let text: string;
-  try {
-    text = readFileSync(abs, "utf8");
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw new UsageError(`${path}: ${err.code === "ENOENT" ? "no such job file" : err.message}`);
-  }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new UsageError(`${path}: invalid JSON (${(e as Error).message})`);
-  }
-  if (!raw || typeof raw !== "object" || Array.isArray(raw)) throw new UsageError(`${path}: a job must be a JSON object`);
-  return { raw: raw as Record<string, unknown>, dir };
-}
-
-/** Sets `path` (dotted) in a raw job object to `value`, creating objects on the way. */
-export function setPath(obj: Record<string, unknown>, path: string, value: unknown): void {
-  const keys = path.split(".");
-  let cur: any = obj;
-  for (const k of keys.slice(0, -1)) {
-    if (cur[k] === undefined) cur[k] = {};
-    else if (typeof cur[k] !== "object" || cur[k] === null) throw new UsageError(`--set ${path}: '${k}' is not an object in the job`);
-    cur = cur[k];
-  }
-  cur[keys[keys.length - 1]] = value;
-}
-
-/** Makes paths in the job absolute (relative to the job file's directory), so the run's job.json is self-contained. */
-export function absolutizePaths(raw: Record<string, unknown>, baseDir: string): void {
-  const fix = (o: any, keys: string[]) => {
-    if (!o || typeof o !== "object") return;
-    for (const k of keys) if (typeof o[k] === "string" && !isAbsolute(o[k]) && !/^(file|data):/.test(o[k])) o[k] = resolve(baseDir, o[k]);
-  };
-  fix(raw.data, ["path", "testPath", "dir", "trainImages", "trainLabels", "testImages", "testLabels"]);
-  fix(raw.model, ["module"]);
-  fix(raw.data, ["file"]);
-  fix(raw.init, ["checkpoint"]);
-}
-
-/**
- * Forward multiply-adds a worker's shard should hold at least under `workers: "auto"`: below it
- * the step's fixed costs (reduce, optimizer, waking the workers, the slowest rank) outweigh the
- * shard. Measured on a 16-core VM with the default MLP job (535k per row, batch 64): 16 workers
- * (4 rows, 2.1M each) ran at 10.7k samples/s, 8 workers (4.3M each) at 16.3k, 4 at 14.9k; the cnn
- * job (4.7M per row) was fastest at 16 workers (4 rows, 19M each).
- */
-export const MIN_MACS_PER_SHARD = 4e6;
-
-/** What start-up measured of the model: forward multiply-adds per row, and how many workers' shared memory fits. */
-export interface ModelProbe {
-  macsPerRow: number;
-  maxWorkers: number;
-}
-
-/** What set the count `workers: "auto"` chose. */
-export type AutoWorkersLimit = "cores" | "rows" | "shards" | "memory";
-
-/**
- * "auto": one worker per core, at most one per row, no more than shards of MIN_MACS_PER_SHARD,
- * and no more than fit WebAssembly's 4 GiB (when the model was probed); and which bound set it.
- */
-export function autoWorkersChoice(cores: number, batchSize: number, probe: ModelProbe | null): { workers: number; limit: AutoWorkersLimit } {
-  const bounds: [number, AutoWorkersLimit][] = [[cores, "cores"], [batchSize, "rows"]];
-  if (probe !== null) {
-    bounds.push([probe.maxWorkers, "memory"]);
-    if (probe.macsPerRow > 0) bounds.push([Math.floor((batchSize * probe.macsPerRow) / MIN_MACS_PER_SHARD), "shards"]);
-  }
-  let [n, limit] = bounds[0];
-  for (const [m, l] of bounds) if (m < n) [n, limit] = [m, l];
-  return { workers: Math.max(1, n), limit };
-}
-
-export function autoWorkers(cores: number, batchSize: number, probe: ModelProbe | null): number {
-  return autoWorkersChoice(cores, batchSize, probe).workers;
-}
-
-/** The number of worker threads a job asks for. */
-export function resolveWorkers(job: Job, probe: ModelProbe | null = null, cores = availableParallelism()): number {
-  return job.workers === "auto" ? autoWorkers(cores, job.batchSize, probe) : job.workers;
+/** The loss a job trains with: its own, or cross-entropy for class labels and MSE for values. */
+export function defaultLoss(job: Job, classification: boolean): string {
+  return job.loss ?? (classification ? "crossEntropy" : "mseLoss");
 }

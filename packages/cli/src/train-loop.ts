@@ -1,0 +1,315 @@
+/**
+ * The training loop of `chainrule train`: epochs of steps posted to the engine one ahead,
+ * progress and metrics, held-out evaluation per epoch, checkpoints (every N steps, every N
+ * epochs, at the end, on an interrupt), and the closing report.
+ */
+import { join } from "node:path";
+import { Generator, GPT, getRngState, nn, saveCheckpoint, saveSafetensors } from "@chainrule/core";
+import type { DataParallel } from "@chainrule/parallel";
+import { generateText } from "./commands/generate.js";
+import { describeModel } from "./checkpoint-model.js";
+import type { loadJobData } from "./data.js";
+import { describeEngine, optimizerState } from "./engine.js";
+import { CliError } from "./errors.js";
+import type { Job } from "./job/schema.js";
+import { Progress, fmtDuration, fmtInt } from "./progress.js";
+import { MetricsLog, commitCheckpoint, writeJson } from "./rundir.js";
+import { makeSchedule } from "./schedule.js";
+
+/** The LoRA adapters alone, next to model.safetensors in a fine-tuning run's checkpoints. */
+export const ADAPTERS_FILE = "adapters.safetensors";
+
+/** Where a run stands: saved in each checkpoint (state.json extra.position), so a resume continues mid-epoch. */
+export interface Position {
+  epoch: number;
+  /** Batches of this epoch already done. */
+  batch: number;
+  step: number;
+  /** Sum of losses × rows and rows so far this epoch (for the epoch's mean train loss). */
+  lossSum: number;
+  rows: number;
+  /** Wall seconds spent training before this process. */
+  wall: number;
+}
+
+export interface LoopArgs {
+  job: Job;
+  runDir: string;
+  engine: DataParallel;
+  data: ReturnType<typeof loadJobData>;
+  loss: string;
+  ctx: { inputShape: number[]; outputSize: number };
+  workers: number;
+  /** Why "auto" chose fewer workers than cores, for the engine line. */
+  workersNote?: string;
+  pos: Position;
+  backendReason: string;
+  resumedFrom: string | null;
+  /** The init.checkpoint load report (fresh fine-tuning runs). */
+  initReport?: string;
+}
+
+/** Seed of epoch e's shuffle (independent of the global generator, so resuming needs only (epoch, batch)). */
+export function epochSeed(seed: number, epoch: number): number {
+  return (Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1) + Math.imul(epoch + 1, 0x85ebca6b)) >>> 0;
+}
+
+/** Runs the job from `a.pos` to its last epoch (or an interrupt); returns the exit code. */
+export async function runLoop(a: LoopArgs): Promise<number> {
+  const { job, engine, data } = a;
+  const run = new Run(a);
+  run.printHeader();
+  const interrupts = new Interrupts(() => run.lastCheckpoint);
+  try {
+    if (data.tokenizer !== undefined && !a.resumedFrom) await run.evaluateBeforeTraining();
+    while (run.pos.epoch < job.epochs && !interrupts.stop) {
+      await run.trainEpoch(interrupts);
+      if (interrupts.stop) break;
+      await run.endEpoch();
+    }
+  } catch (e) {
+    interrupts.remove();
+    throw e;
+  } finally {
+    run.progress.stopBar();
+  }
+  if (interrupts.stop) {
+    // The handlers stay installed while the process shuts down (workers closing): a second
+    // Ctrl-C in that window still exits at once with 130 instead of being killed by the signal.
+    run.reportInterrupt(interrupts.stop);
+    return interrupts.stop === "SIGINT" ? 130 : 143;
+  }
+  const path = run.checkpoint(); // the handlers stay until the last checkpoint is written: a second Ctrl-C still exits at once
+  interrupts.remove();
+  run.reportEnd(path, engine);
+  return 0;
+}
+
+/** Ctrl-C / SIGTERM: the first finishes the steps in flight and checkpoints; a second exits at once. */
+class Interrupts {
+  stop: NodeJS.Signals | null = null;
+  private readonly handler = (sig: NodeJS.Signals) => {
+    if (this.stop) {
+      const last = this.lastCheckpoint();
+      process.stderr.write(`\n${sig} again: exiting now; the last checkpoint${last ? ` (${last})` : ""} is intact\n`);
+      process.exit(130);
+    }
+    this.stop = sig;
+    this.onStop();
+    process.stderr.write(`\n${sig}: finishing the steps in flight, then writing a checkpoint (Ctrl-C again to exit at once)\n`);
+  };
+  onStop: () => void = () => {};
+
+  constructor(private readonly lastCheckpoint: () => string | null) {
+    process.on("SIGINT", this.handler);
+    process.on("SIGTERM", this.handler);
+  }
+
+  remove(): void {
+    process.off("SIGINT", this.handler);
+    process.off("SIGTERM", this.handler);
+  }
+}
+
+const yieldNow = () => new Promise<void>((r) => setImmediate(r));
+
+/** One run's state between the phases of the loop. */
+class Run {
+  readonly pos: Position;
+  readonly progress = new Progress();
+  lastCheckpoint: string | null;
+  private lastCheckpointStep: number;
+  private readonly metrics: MetricsLog;
+  private readonly lrAt: (step: number) => number;
+  private readonly perEpoch: number;
+  private readonly totalSteps: number;
+  private readonly description: string;
+  private readonly t0 = performance.now();
+  private readonly adapters: number;
+  private readonly isText: boolean;
+  private final: { loss: number; accuracy?: number } | null = null;
+  private samplesSeen = 0;
+  /** The epoch in progress: when it started and the rows it trained in this process. */
+  private epochStart = 0;
+  private epochRows = 0;
+
+  constructor(private readonly a: LoopArgs) {
+    this.pos = { ...a.pos };
+    this.perEpoch = Math.ceil(a.data.train.length / a.job.batchSize);
+    this.totalSteps = this.perEpoch * a.job.epochs;
+    this.lrAt = makeSchedule(a.job, this.totalSteps);
+    this.metrics = new MetricsLog(a.runDir);
+    this.description = describeEngine(a.job, a.workers);
+    this.adapters = a.job.lora ? nn.loraLayers(a.engine.model).length : 0;
+    this.isText = a.data.tokenizer !== undefined;
+    this.lastCheckpoint = a.resumedFrom;
+    this.lastCheckpointStep = a.resumedFrom ? this.pos.step : -1;
+  }
+
+  private get heldOutName(): string {
+    return this.isText ? "validation" : "held-out";
+  }
+
+  /** Wall seconds of training, this process's and those before a resume. */
+  private wall(): number {
+    return this.pos.wall + (performance.now() - this.t0) / 1000;
+  }
+
+  printHeader(): void {
+    const { job, data, engine, runDir } = this.a, out = process.stdout, opt = job.optimizer, pos = this.pos;
+    out.write(`chainrule train: ${describeModel(job, this.a.ctx, engine.model)} on ${data.description}: ${fmtInt(data.train.length)} train / ${fmtInt(data.heldOut.length)} held-out rows\n`);
+    out.write(`engine: ${this.description}${this.a.workersNote ?? ""} · backend ${this.a.backendReason}\n`);
+    out.write(`${opt.type} lr ${opt.lr}${job.schedule.type !== "constant" ? ` (${job.schedule.type} schedule)` : ""} · batch ${job.batchSize} · ${job.epochs} epoch${job.epochs === 1 ? "" : "s"} (${fmtInt(this.totalSteps)} steps) · seed ${job.seed} · loss ${this.a.loss}\n`);
+    if (this.a.resumedFrom) {
+      this.metrics.truncateAfter(pos.step);
+      this.metrics.write({ kind: "resume", step: pos.step, epoch: pos.epoch, from: this.a.resumedFrom, time: new Date().toISOString() });
+      out.write(`resuming from ${this.a.resumedFrom}: epoch ${pos.epoch + 1}, step ${pos.step}\n`);
+    } else {
+      this.metrics.write({ kind: "start", step: 0, time: new Date().toISOString(), workers: this.a.workers, backend: this.a.backendReason });
+    }
+    out.write(`run directory: ${runDir}\n`);
+    if (this.a.initReport) out.write(this.a.initReport);
+    const l = job.lora;
+    if (this.adapters && l) out.write(`LoRA: rank ${l.rank}, alpha ${l.alpha ?? l.rank} on ${this.adapters} layers (${l.targets}); only the adapters train\n`);
+  }
+
+  async evaluateBeforeTraining(): Promise<void> {
+    const ev = await this.a.engine.evaluate(this.a.data.heldOut);
+    this.metrics.write({ kind: "eval", step: 0, epoch: 0, heldOutLoss: ev.loss, wallTime: 0 });
+    process.stdout.write(`validation loss before training: ${ev.loss.toFixed(4)}\n`);
+  }
+
+  /**
+   * The rest of the current epoch. Steps are posted one ahead of the one awaited, so the workers
+   * go on to the next step while this thread draws progress and writes metrics. Never past a
+   * checkpoint (it saves that step's state) or the epoch's end; after a signal nothing more is posted.
+   */
+  async trainEpoch(interrupts: Interrupts): Promise<void> {
+    const { job, data, engine } = this.a, pos = this.pos, N = data.train.length, B = job.batchSize;
+    interrupts.onStop = () => this.progress.stopBar();
+    const perm = new Generator(epochSeed(job.seed, pos.epoch)).permutation(N);
+    this.progress.startEpoch(pos.epoch, job.epochs, this.perEpoch, pos.batch);
+    this.epochStart = performance.now();
+    this.epochRows = 0;
+    const ahead: { idx: Int32Array; lr: number; out: Promise<number> }[] = [];
+    let next = pos.batch;
+    const checkpointAfter = (step: number) => job.checkpoint.everySteps > 0 && step % job.checkpoint.everySteps === 0;
+    while (pos.batch < this.perEpoch) {
+      await yieldNow(); // lets signal handlers run between steps
+      if (interrupts.stop && ahead.length === 0) break;
+      while (!interrupts.stop && next < this.perEpoch && ahead.length < 2 && !(ahead.length > 0 && checkpointAfter(pos.step + ahead.length))) {
+        const idx = perm.subarray(next * B, Math.min(N, (next + 1) * B));
+        const lr = this.lrAt(pos.step + ahead.length);
+        const out = engine.step({ dataset: data.train, indices: idx }, { lr });
+        out.catch(() => {}); // a step behind a failed one rejects too; the failed one is thrown below
+        ahead.push({ idx, lr, out });
+        next++;
+      }
+      const { idx, lr, out } = ahead.shift()!;
+      this.stepDone(await out, idx.length, lr);
+      if (checkpointAfter(pos.step)) this.checkpoint();
+    }
+  }
+
+  /** Counts a completed step: position, progress bar, metrics. */
+  private stepDone(loss: number, rows: number, lr: number): void {
+    const pos = this.pos;
+    if (!Number.isFinite(loss)) throw new CliError(`loss became ${loss} at step ${pos.step + 1} (epoch ${pos.epoch + 1}); try a lower --lr`);
+    pos.batch++;
+    pos.step++;
+    pos.lossSum += loss * rows;
+    pos.rows += rows;
+    this.epochRows += rows;
+    this.samplesSeen += rows;
+    const sps = this.epochRows / ((performance.now() - this.epochStart) / 1000);
+    this.progress.update(pos.batch, { step: pos.step, loss, samplesPerSec: sps });
+    if (pos.step % this.a.job.log.everySteps === 0) {
+      this.metrics.write({ kind: "step", step: pos.step, epoch: pos.epoch + pos.batch / this.perEpoch, loss, lr, samplesPerSec: sps, wallTime: this.wall() });
+    }
+  }
+
+  /** End of an epoch: held-out evaluation, metrics, the epoch line, a checkpoint when due. */
+  async endEpoch(): Promise<void> {
+    const { job, engine, data } = this.a, pos = this.pos;
+    const trainLoss = pos.lossSum / Math.max(1, pos.rows);
+    const ev = await engine.evaluate(data.heldOut);
+    const sps = this.epochRows / ((performance.now() - this.epochStart) / 1000);
+    this.final = ev;
+    this.metrics.write({
+      kind: "epoch", step: pos.step, epoch: pos.epoch + 1, trainLoss, heldOutLoss: ev.loss, heldOutAccuracy: ev.accuracy,
+      lr: this.lrAt(Math.max(0, pos.step - 1)), samplesPerSec: sps, wallTime: this.wall(),
+    });
+    this.progress.endEpoch(
+      `epoch ${pos.epoch + 1}/${job.epochs}: train loss ${trainLoss.toFixed(4)} · ${this.heldOutName} loss ${ev.loss.toFixed(4)}` +
+      `${ev.accuracy !== undefined ? ` · held-out accuracy ${(ev.accuracy * 100).toFixed(2)}%` : ""} · ${fmtInt(sps)} samples/s · ${fmtDuration(this.wall())}`,
+    );
+    pos.epoch++;
+    pos.batch = 0;
+    pos.lossSum = 0;
+    pos.rows = 0;
+    if (pos.epoch % job.checkpoint.everyEpochs === 0 || pos.epoch === job.epochs) this.checkpoint();
+  }
+
+  /** Writes a checkpoint of the current step (once per step); returns its directory. */
+  checkpoint(): string {
+    const { job, engine, data, runDir } = this.a, pos = this.pos;
+    if (this.lastCheckpointStep === pos.step && this.lastCheckpoint) return this.lastCheckpoint;
+    const extra = {
+      modelContext: this.a.ctx, loss: this.a.loss, classification: data.classification, classNames: data.classNames, workers: this.a.workers, trainRows: data.train.length,
+      ...(data.tokenizer ? { tokenizer: data.tokenizer.toJSON() } : {}),
+      ...(job.init ? { init: job.init.checkpoint } : {}),
+      position: { ...pos, wall: this.wall() },
+    };
+    this.lastCheckpoint = commitCheckpoint(runDir, pos.step, job.checkpoint.keep, (dir) => {
+      saveCheckpoint(dir, {
+        model: engine.model,
+        optimizer: { stateDict: () => optimizerState(engine), loadStateDict: () => {} },
+        step: pos.step, epoch: pos.epoch, rng: getRngState(), config: job, extra,
+      });
+      // The adapters alone (a few KB): `chainrule generate BASE --adapters FILE` applies them to the base checkpoint.
+      if (this.adapters) {
+        const t = Object.fromEntries(Object.entries(nn.loraStateDict(engine.model)).map(([k, v]) => [k, { data: v.data, shape: v.shape }]));
+        saveSafetensors(join(dir, ADAPTERS_FILE), t, { format: "pt", chainrule_lora: JSON.stringify(job.lora), base: job.init?.checkpoint ?? "" });
+      }
+    });
+    this.lastCheckpointStep = pos.step;
+    this.metrics.write({ kind: "checkpoint", step: pos.step, path: this.lastCheckpoint });
+    return this.lastCheckpoint;
+  }
+
+  reportInterrupt(signal: NodeJS.Signals): void {
+    const path = this.checkpoint(), pos = this.pos, out = process.stdout;
+    this.metrics.write({ kind: "interrupt", step: pos.step, signal, wallTime: this.wall() });
+    out.write(`interrupted (${signal}) at epoch ${pos.epoch + 1}, step ${pos.step}: checkpoint written to ${path}\n`);
+    out.write(`resume with: npx -y pnpm@10 chainrule train --resume --out ${this.a.runDir}\n`);
+  }
+
+  /** summary.json, the end record, the final figures, a GPT's sample, and where everything is. */
+  reportEnd(path: string, engine: DataParallel): void {
+    const { job, data, runDir, workers } = this.a, pos = this.pos, out = process.stdout, final = this.final;
+    const total = this.wall();
+    const samplesPerSec = this.samplesSeen / ((performance.now() - this.t0) / 1000);
+    writeJson(join(runDir, "summary.json"), {
+      epochs: job.epochs, steps: pos.step, wallSeconds: total, samplesPerSec,
+      heldOutLoss: final?.loss, heldOutAccuracy: final?.accuracy, heldOutRows: data.heldOut.length, checkpoint: path,
+      engine: this.description, workers,
+    });
+    this.metrics.write({ kind: "end", step: pos.step, wallTime: total });
+    if (final) {
+      out.write(final.accuracy !== undefined
+        ? `held-out accuracy: ${(final.accuracy * 100).toFixed(2)}% (loss ${final.loss.toFixed(4)}, ${fmtInt(data.heldOut.length)} rows)\n`
+        : `${this.heldOutName} loss: ${final.loss.toFixed(5)} (${fmtInt(data.heldOut.length)} ${this.isText ? "windows" : "rows"})\n`);
+    }
+    if (this.isText && job.sample.tokens > 0 && engine.model instanceof GPT) {
+      const sm = job.sample;
+      out.write(`sample (seed ${sm.seed}, temperature ${sm.temperature}${sm.topK ? `, top-k ${sm.topK}` : ""}):\n`);
+      out.write(sm.prompt);
+      generateText(engine.model, data.tokenizer!, { prompt: sm.prompt, tokens: sm.tokens, temperature: sm.temperature, topK: sm.topK, seed: sm.seed }, (t) => out.write(t));
+      out.write("\n");
+    }
+    out.write(`trained ${job.epochs} epoch${job.epochs === 1 ? "" : "s"} (${fmtInt(pos.step)} steps) in ${fmtDuration(total)} · ${fmtInt(samplesPerSec)} samples/s · ${this.description}\n`);
+    out.write(`checkpoint: ${path}${this.adapters ? ` (LoRA adapters alone: ${join(path, ADAPTERS_FILE)})` : ""}\n`);
+    if (this.isText) out.write(`generate: npx -y pnpm@10 chainrule generate ${runDir} --prompt "..." --tokens 200 --seed 1\n`);
+    out.write(`metrics: ${join(runDir, "metrics.jsonl")} (charts: npx -y pnpm@10 chainrule plot ${runDir})\n`);
+  }
+}
