@@ -3,10 +3,10 @@ import "./ops/methods.js";
 import "./kernels/select.js";
 
 export { Tensor } from "./tensor/tensor.js";
-export { BufferArena, outputBuffer, zeroedOutputBuffer, isArenaArray } from "./tensor/arena.js";
+export { BufferArena } from "./tensor/arena.js";
 export { type Shape, sizeOf, broadcastShapes } from "./tensor/shape.js";
 export { Generator, manualSeed, getRngState, setRngState, defaultGenerator } from "./tensor/random.js";
-export { noGrad, isGradEnabled, setGradEnabled, setAnomalyDetection, detectAnomaly, markGradsStale, zeroStaleGrads } from "./autograd/engine.js";
+export { noGrad, isGradEnabled, setGradEnabled, setAnomalyDetection, detectAnomaly } from "./autograd/engine.js";
 export { ChainruleError, ShapeError, ArgumentError, AutogradError, AnomalyError } from "./errors.js";
 export { tensor, zeros, ones, full, zerosLike, onesLike, rand, randn, randint, arange, type CreateOptions } from "./ops/creation.js";
 export { add, sub, mul, div, neg, pow, exp, log, sqrt, abs, relu, sigmoid, tanh, gelu, clamp } from "./ops/elementwise.js";
@@ -19,15 +19,14 @@ export { layerNorm } from "./ops/layernorm.js";
 export { conv2d, maxPool2d, avgPool2d, adaptiveAvgPool2d, batchNorm2d, type Conv2dOptions, type Pool2dOptions, type AvgPool2dOptions, type BatchNorm2dOptions, type BatchNormSync, type Size2 } from "./ops/conv.js";
 export {
   kernels, setKernels, countMacs, jsKernels, selectBackend, useBackend, backendReport, setSimdEnabled, simdEnabled, simdAvailable,
-  registerSimdMemory, sharedMemory, MAX_SHARED_MEMORY_BYTES,
-  type Kernels, type UnaryOp, type BinaryOp, type AdamScalars, type SgdScalars, type BackendName, type BackendReport, type SimdKernels, type SharedMemory, type WasmMemory,
+  type Kernels, type UnaryOp, type BinaryOp, type AdamScalars, type SgdScalars, type BackendName, type BackendReport,
 } from "./kernels/index.js";
 export * as nn from "./nn/index.js";
 export * as F from "./nn/functional.js";
 export * as optim from "./optim/index.js";
 export * from "./io/safetensors.js";
 export { writeFileAtomicSync, fsyncDirSync } from "./io/atomic.js";
-export { saveCheckpoint, loadCheckpoint, readCheckpoint, describeMismatch, packNumbers, unpackNumbers, CheckpointError, MODEL_FILE, STATE_FILE, type CheckpointState, type CheckpointContents, type SaveCheckpointOptions, type LoadCheckpointOptions, type StatefulOptimizer } from "./io/checkpoint.js";
+export { saveCheckpoint, loadCheckpoint, readCheckpoint, describeMismatch, CheckpointError, MODEL_FILE, STATE_FILE, type CheckpointState, type CheckpointContents, type SaveCheckpointOptions, type LoadCheckpointOptions, type StatefulOptimizer } from "./io/checkpoint.js";
 export { causalAttention, type CausalAttentionOptions } from "./ops/attention.js";
 export { GPT, GPTTransformer, Block, MLP, GPT_DEFAULTS, gptConfig, generate, sampleToken, estimateLoss, tokenBatch, type GPTConfig, type GenerateOptions, type TokenBatch } from "./models/gpt.js";
 export { CharTokenizer, TextBatchSampler, trainValSplit, loadCorpus, loadDefaultCorpus, shuffleLines, CORPORA, type CharTokenizerJSON, type TextBatch, type CorpusName } from "./data/text.js";

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { Tensor, conv2d, layerNorm, linear, manualSeed, markGradsStale, matmul, mul, randn, zeroStaleGrads } from "../index.js";
+import { Tensor, conv2d, layerNorm, linear, manualSeed, matmul, mul, randn } from "../index.js";
+import { markGradsStale, zeroStaleGrads } from "../internal.js";
 import { conv2dMaxPoolRelu, setConv2dLayout, type Conv2dLayout } from "../ops/conv.js";
 import { tokenPositionEmbedding } from "../models/gpt-ops.js";
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { BufferArena, F, GPT, Tensor, createMnistCnn, isArenaArray, manualSeed, nn, optim, outputBuffer, rand, relu, sum, tensor } from "../index.js";
+import { BufferArena, F, GPT, Tensor, createMnistCnn, manualSeed, nn, optim, rand, relu, sum, tensor } from "../index.js";
+import { isArenaArray, outputBuffer } from "../internal.js";
 import { gradBuffer } from "../autograd/engine.js";
 import { setArenaPoison } from "./arena.js";
 import { setConv2dLayout } from "../ops/conv.js";

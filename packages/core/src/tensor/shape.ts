@@ -56,9 +56,3 @@ export function broadcastStrides(shape: Shape, outShape: Shape): number[] {
   for (let i = 0; i < shape.length; i++) out[off + i] = shape[i] === 1 ? 0 : strides[i];
   return out;
 }
-
-export function sameShape(a: Shape, b: Shape): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
