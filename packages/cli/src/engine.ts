@@ -13,6 +13,8 @@ export interface EngineOptions {
   ctx: ModelContext;
   loss: string;
   workers: number;
+  /** Train with the other processes of an mpirun job (hosts: "mpi"). */
+  hosts?: boolean;
 }
 
 /** Builds the engine (model, shared memory, worker threads when workers > 1). */
@@ -25,6 +27,7 @@ export async function createEngine(o: EngineOptions): Promise<DataParallel> {
       ? { type: "sgd", lr: oc.lr, momentum: oc.momentum, nesterov: oc.nesterov, weightDecay: oc.weightDecay }
       : { type: oc.type, lr: oc.lr, betas: oc.betas, eps: oc.eps, weightDecay: oc.weightDecay },
     workers: o.workers,
+    hosts: o.hosts ? "mpi" : undefined,
     seed: job.seed,
     clipGradNorm: job.clipGradNorm,
     syncBatchNorm: job.syncBatchNorm,
@@ -37,8 +40,9 @@ export async function createEngine(o: EngineOptions): Promise<DataParallel> {
 }
 
 /** The engine line's description: threads, augmentation, batch-norm mode. */
-export function describeEngine(job: Job, workers: number): string {
+export function describeEngine(job: Job, workers: number, hosts = 1): string {
   const parts = [workers === 1 ? "1 worker (this thread)" : `${workers} worker threads`];
+  if (hosts > 1) parts.unshift(`${hosts} hosts (MPI)`);
   const a = job.augment;
   if (a && (a.crop > 0 || a.flip)) parts.push(`augment ${[a.crop > 0 ? `crop ${a.crop}` : "", a.flip ? "flip" : ""].filter(Boolean).join(" + ")}`);
   if (job.model.type === "cnn" && job.model.batchNorm && workers > 1) parts.push(job.syncBatchNorm ? "synchronised batch norm" : "per-worker batch norm");

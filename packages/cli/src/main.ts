@@ -4,6 +4,7 @@
  * runs this file through tsx).
  */
 import { CliError, UsageError, oneLine } from "./errors.js";
+import { abortMpi, underMpirun } from "@chainrule/parallel";
 
 const HELP = `chainrule: train neural networks in TypeScript on every core
 
@@ -61,9 +62,12 @@ export async function run(): Promise<void> {
     code = await main(process.argv.slice(2));
   } catch (e) {
     const usage = e instanceof UsageError || isParseArgsError(e);
-    process.stderr.write(`chainrule: error: ${oneLine(e)}\n`);
+    const host = underMpirun() ? ` (host ${process.env.OMPI_COMM_WORLD_RANK} of ${process.env.OMPI_COMM_WORLD_SIZE})` : "";
+    process.stderr.write(`chainrule: error${host}: ${oneLine(e)}\n`);
     if (process.env.CHAINRULE_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
     code = usage ? 2 : e instanceof CliError ? e.exitCode : 1;
+    // The other hosts would wait for this one in their next exchange: end the whole job now.
+    abortMpi(code);
   }
   // Exit explicitly: worker pools or stdin listeners must not keep a finished command alive.
   process.stdout.write("", () => process.exit(code));

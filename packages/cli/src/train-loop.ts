@@ -47,6 +47,8 @@ export interface LoopArgs {
   resumedFrom: string | null;
   /** The init.checkpoint load report (fresh fine-tuning runs). */
   initReport?: string;
+  /** This process writes the run directory (false: another host of an mpirun job does). */
+  lead: boolean;
 }
 
 /** Seed of epoch e's shuffle (independent of the global generator, so resuming needs only (epoch, batch)). */
@@ -119,7 +121,8 @@ class Run {
   readonly progress = new Progress();
   lastCheckpoint: string | null;
   private lastCheckpointStep: number;
-  private readonly metrics: MetricsLog;
+  /** The run's metrics (null on hosts other than the lead: it writes them). */
+  private readonly metrics: MetricsLog | null;
   private readonly lrAt: (step: number) => number;
   private readonly perEpoch: number;
   private readonly totalSteps: number;
@@ -138,8 +141,8 @@ class Run {
     this.perEpoch = Math.ceil(a.data.train.length / a.job.batchSize);
     this.totalSteps = this.perEpoch * a.job.epochs;
     this.lrAt = makeSchedule(a.job, this.totalSteps);
-    this.metrics = new MetricsLog(a.runDir);
-    this.description = describeEngine(a.job, a.workers);
+    this.metrics = a.lead ? new MetricsLog(a.runDir) : null;
+    this.description = describeEngine(a.job, a.workers, a.engine.hosts);
     this.adapters = a.job.lora ? nn.loraLayers(a.engine.model).length : 0;
     this.isText = a.data.tokenizer !== undefined;
     this.lastCheckpoint = a.resumedFrom;
@@ -161,11 +164,11 @@ class Run {
     out.write(`engine: ${this.description}${this.a.workersNote ?? ""} · backend ${this.a.backendReason}\n`);
     out.write(`${opt.type} lr ${opt.lr}${job.schedule.type !== "constant" ? ` (${job.schedule.type} schedule)` : ""} · batch ${job.batchSize} · ${job.epochs} epoch${job.epochs === 1 ? "" : "s"} (${fmtInt(this.totalSteps)} steps) · seed ${job.seed} · loss ${this.a.loss}\n`);
     if (this.a.resumedFrom) {
-      this.metrics.truncateAfter(pos.step);
-      this.metrics.write({ kind: "resume", step: pos.step, epoch: pos.epoch, from: this.a.resumedFrom, time: new Date().toISOString() });
+      this.metrics?.truncateAfter(pos.step);
+      this.metrics?.write({ kind: "resume", step: pos.step, epoch: pos.epoch, from: this.a.resumedFrom, time: new Date().toISOString() });
       out.write(`resuming from ${this.a.resumedFrom}: epoch ${pos.epoch + 1}, step ${pos.step}\n`);
     } else {
-      this.metrics.write({ kind: "start", step: 0, time: new Date().toISOString(), workers: this.a.workers, backend: this.a.backendReason });
+      this.metrics?.write({ kind: "start", step: 0, time: new Date().toISOString(), workers: this.a.workers, backend: this.a.backendReason });
     }
     out.write(`run directory: ${runDir}\n`);
     if (this.a.initReport) out.write(this.a.initReport);
@@ -175,7 +178,7 @@ class Run {
 
   async evaluateBeforeTraining(): Promise<void> {
     const ev = await this.a.engine.evaluate(this.a.data.heldOut);
-    this.metrics.write({ kind: "eval", step: 0, epoch: 0, heldOutLoss: ev.loss, wallTime: 0 });
+    this.metrics?.write({ kind: "eval", step: 0, epoch: 0, heldOutLoss: ev.loss, wallTime: 0 });
     process.stdout.write(`validation loss before training: ${ev.loss.toFixed(4)}\n`);
   }
 
@@ -224,7 +227,7 @@ class Run {
     const sps = this.epochRows / ((performance.now() - this.epochStart) / 1000);
     this.progress.update(pos.batch, { step: pos.step, loss, samplesPerSec: sps });
     if (pos.step % this.a.job.log.everySteps === 0) {
-      this.metrics.write({ kind: "step", step: pos.step, epoch: pos.epoch + pos.batch / this.perEpoch, loss, lr, samplesPerSec: sps, wallTime: this.wall() });
+      this.metrics?.write({ kind: "step", step: pos.step, epoch: pos.epoch + pos.batch / this.perEpoch, loss, lr, samplesPerSec: sps, wallTime: this.wall() });
     }
   }
 
@@ -235,7 +238,7 @@ class Run {
     const ev = await engine.evaluate(data.heldOut);
     const sps = this.epochRows / ((performance.now() - this.epochStart) / 1000);
     this.final = ev;
-    this.metrics.write({
+    this.metrics?.write({
       kind: "epoch", step: pos.step, epoch: pos.epoch + 1, trainLoss, heldOutLoss: ev.loss, heldOutAccuracy: ev.accuracy,
       lr: this.lrAt(Math.max(0, pos.step - 1)), samplesPerSec: sps, wallTime: this.wall(),
     });
@@ -254,6 +257,7 @@ class Run {
   checkpoint(): string {
     const { job, engine, data, runDir } = this.a, pos = this.pos;
     if (this.lastCheckpointStep === pos.step && this.lastCheckpoint) return this.lastCheckpoint;
+    if (!this.a.lead) return ""; // the lead host writes the checkpoints
     const extra = {
       modelContext: this.a.ctx, loss: this.a.loss, classification: data.classification, classNames: data.classNames, workers: this.a.workers, trainRows: data.train.length,
       ...(data.tokenizer ? { tokenizer: data.tokenizer.toJSON() } : {}),
@@ -273,13 +277,13 @@ class Run {
       }
     });
     this.lastCheckpointStep = pos.step;
-    this.metrics.write({ kind: "checkpoint", step: pos.step, path: this.lastCheckpoint });
+    this.metrics?.write({ kind: "checkpoint", step: pos.step, path: this.lastCheckpoint });
     return this.lastCheckpoint;
   }
 
   reportInterrupt(signal: NodeJS.Signals): void {
     const path = this.checkpoint(), pos = this.pos, out = process.stdout;
-    this.metrics.write({ kind: "interrupt", step: pos.step, signal, wallTime: this.wall() });
+    this.metrics?.write({ kind: "interrupt", step: pos.step, signal, wallTime: this.wall() });
     out.write(`interrupted (${signal}) at epoch ${pos.epoch + 1}, step ${pos.step}: checkpoint written to ${path}\n`);
     out.write(`resume with: npx -y pnpm@10 chainrule train --resume --out ${this.a.runDir}\n`);
   }
@@ -287,6 +291,7 @@ class Run {
   /** summary.json, the end record, the final figures, a GPT's sample, and where everything is. */
   reportEnd(path: string, engine: DataParallel): void {
     const { job, data, runDir, workers } = this.a, pos = this.pos, out = process.stdout, final = this.final;
+    if (!this.a.lead) return;
     const total = this.wall();
     const samplesPerSec = this.samplesSeen / ((performance.now() - this.t0) / 1000);
     writeJson(join(runDir, "summary.json"), {
@@ -294,7 +299,7 @@ class Run {
       heldOutLoss: final?.loss, heldOutAccuracy: final?.accuracy, heldOutRows: data.heldOut.length, checkpoint: path,
       engine: this.description, workers,
     });
-    this.metrics.write({ kind: "end", step: pos.step, wallTime: total });
+    this.metrics?.write({ kind: "end", step: pos.step, wallTime: total });
     if (final) {
       out.write(final.accuracy !== undefined
         ? `held-out accuracy: ${(final.accuracy * 100).toFixed(2)}% (loss ${final.loss.toFixed(4)}, ${fmtInt(data.heldOut.length)} rows)\n`

@@ -42,6 +42,12 @@ export function autoWorkers(cores: number, batchSize: number, probe: ModelProbe 
   return autoWorkersChoice(cores, batchSize, probe).workers;
 }
 
+/** The cores this process may use: all of them, or its share when mpirun started several processes on this machine. */
+export function coresPerProcess(): number {
+  const local = Number(process.env.OMPI_COMM_WORLD_LOCAL_SIZE ?? 1);
+  return Math.max(1, Math.floor(availableParallelism() / (local > 0 ? local : 1)));
+}
+
 /** The number of worker threads a job asks for. */
 export function resolveWorkers(job: Job, probe: ModelProbe | null = null, cores = availableParallelism()): number {
   return job.workers === "auto" ? autoWorkers(cores, job.batchSize, probe) : job.workers;
@@ -50,7 +56,7 @@ export function resolveWorkers(job: Job, probe: ModelProbe | null = null, cores 
 /** " (auto: …)" when `workers: "auto"` stopped below one worker per core: shards too small, or memory. */
 export function autoWorkersNote(job: Job, probe: ModelProbe | null): string | undefined {
   if (job.workers !== "auto" || probe === null) return undefined;
-  const cores = availableParallelism();
+  const cores = coresPerProcess();
   const { workers, limit } = autoWorkersChoice(cores, job.batchSize, probe);
   if (limit === "memory") return ` (auto: ${workers} of ${cores} cores: more workers' gradient slots do not fit WebAssembly's 4 GiB)`;
   if (limit !== "shards") return undefined;

@@ -30,6 +30,7 @@ import { type Phase, LayoutMismatchError, ParallelError, ParallelStepError, phas
 import {
   BELL, CONTROL, type DatasetViews, STAGE_GRAD, STAGE_UPDATE, STEP_DESC, STEP_RESULT, datasetRef, localViews, mixSeed, shardOffsets, trainableChunks, trainableRanges,
 } from "./layout.js";
+import { type Communicator, mpiWorld } from "./mpi.js";
 import { Replica } from "./replica.js";
 import { buildModel, layoutDiff, normalizeLoss, normalizeModel } from "./spec.js";
 import type {
@@ -328,6 +329,8 @@ export class DataParallel {
   /** Indices of shuffled batches: two halves of `idxHalf` ints, one per command parity. */
   private idxBuf = new Int32Array(new SharedArrayBuffer(8));
   private idxHalf = 1;
+  /** The other hosts (null: this one alone), their number and this host's index. */
+  private readonly comm: Communicator | null = null;
   /** With one worker: the replica that runs the steps in this thread (null: worker threads). */
   private inline: Replica | null = null;
   /** The inline replica's views of the datasets it saw; shared copies made for the threads of datasets that were not. */
@@ -366,6 +369,11 @@ export class DataParallel {
     this.initTimeoutMs = opts.initTimeoutMs ?? 120_000;
     if (opts.syncBatchNorm && this.microBatchSize > 0) throw new ParallelError("DataParallel: syncBatchNorm does not work with microBatchSize (each micro-batch would need its own exchange)");
     this.augment = resolveAugment(opts.augment);
+    if (opts.hosts !== undefined) {
+      if (opts.hosts !== "mpi" && w > 1) throw new ParallelError(`DataParallel: a communicator object works with workers: 1; worker threads reach other hosts through MPI (hosts: "mpi")`);
+      this.comm = opts.hosts === "mpi" ? mpiWorld() : opts.hosts;
+      if (this.comm.size > 1 && opts.syncBatchNorm) throw new ParallelError("DataParallel: syncBatchNorm works within one host; with several hosts each worker's batch norm uses its own shard");
+    }
     normalizeLoss(opts.loss); // validates the name early
   }
 
@@ -436,6 +444,7 @@ export class DataParallel {
         stepResults: new SharedArrayBuffer(8 * 2 * STEP_RESULT.size * this.world),
         barrierTimeoutMs: this.timeoutMs + 5000,
         buffers, buffersAt, bufSlotsAt, syncBatchNorm, bnAt, bnRow, reuseActivations: this.opts.reuseActivations ?? true,
+        hosts: this.hosts, hostRank: this.hostRank,
       };
       const c = this.ctx, descSize = STEP_DESC.size(this.world);
       this.views = {
@@ -474,6 +483,15 @@ export class DataParallel {
 
   get numParameters(): number {
     return this.ready().flat.data.length;
+  }
+
+  /** Hosts training together (processes under mpirun; 1 without) and this one's index. */
+  get hosts(): number {
+    return this.comm?.size ?? 1;
+  }
+
+  get hostRank(): number {
+    return this.comm?.rank ?? 0;
   }
 
   /** Optimizer steps taken. */
@@ -828,17 +846,17 @@ export class DataParallel {
     const desc = this.views!.desc[p];
     const idxAt = p * this.idxHalf;
     if (indices) this.idxBuf.set(indices, idxAt);
-    const offs = shardOffsets(n, W);
+    const offs = this.shards(n);
     desc[STEP_DESC.STEP] = step;
     desc[STEP_DESC.ROW_START] = rowStart;
     desc[STEP_DESC.LR] = lr;
-    desc[STEP_DESC.ACTIVE] = Math.min(n, W);
+    desc[STEP_DESC.ACTIVE] = activeRanks(offs);
     desc[STEP_DESC.HAS_IDX] = indices ? 1 : 0;
     desc[STEP_DESC.BARRIER_BASE] = this.barrierCount;
     desc[STEP_DESC.START_BARRIER] = prev ? 1 : 0;
     desc[STEP_DESC.IDX_AT] = idxAt;
     for (let r = 0; r <= W; r++) desc[STEP_DESC.OFFSETS + r] = offs[r];
-    this.barrierCount += (prev ? 1 : 0) + 1 + (clip > 0 ? 1 : 0);
+    this.barrierCount += (prev ? 1 : 0) + 1 + (clip > 0 ? 1 : 0) + (this.hosts > 1 ? 2 : 0);
     Atomics.store(bell, BELL.DONE + p, 0);
     const data = datasetRef(ds);
     for (let r = 0; r < W; r++) {
@@ -921,6 +939,11 @@ export class DataParallel {
       fwdMs = Math.max(fwdMs, out[o + R.GATHER_MS] + out[o + R.COMPUTE_MS]);
       updMs = Math.max(updMs, out[o + R.REDUCE_MS] + out[o + R.OPT_MS]);
     }
+    if (this.hosts > 1) {
+      // Rank 0 combined the hosts: its row holds the loss over all of them.
+      loss = out[p * W * STEP_RESULT.size + STEP_RESULT.HOSTS_LOSS_SUM];
+      counted = out[p * W * STEP_RESULT.size + STEP_RESULT.HOSTS_COUNTED];
+    }
     loss /= counted;
     const stats: StepStats = {
       step: f.step, loss, rows: n, wallMs, computeMs, rankComputeMs, gatherMs, reduceMs, optMs,
@@ -997,21 +1020,30 @@ export class DataParallel {
     return { ds, indices: null, n: end - start, rowStart: start };
   }
 
+  /**
+   * This host's shard offsets (world + 1) of a batch of n rows: the batch split over hosts × workers
+   * ranks as it is over workers on one host, host h taking ranks h·world .. (h+1)·world − 1.
+   */
+  private shards(n: number): number[] {
+    if (this.hosts === 1) return shardOffsets(n, this.world);
+    return shardOffsets(n, this.hosts * this.world).slice(this.hostRank * this.world, (this.hostRank + 1) * this.world + 1);
+  }
+
   /** Builds the one replica of a one-worker DataParallel in this thread (no pool). */
   private async buildInline(): Promise<void> {
-    const built = await Replica.build(this.ctx!);
+    const built = await Replica.build(this.ctx!, this.comm);
     if (!(built instanceof Replica)) throw new LayoutMismatchError(`init: the replica built a model whose layout differs from the main model's: ${built.mismatch}`);
     this.inline = built;
   }
 
   /** One step by the inline replica: the same code a worker's step loop runs, with one rank. */
   private stepInline(rep: Replica, b: ResolvedBatch, hyper: OptimizerHyper, augment: StepTask["augment"]): StepOutcome {
-    const step = this._step + 1, t0 = performance.now();
+    const step = this._step + 1, t0 = performance.now(), offs = this.shards(b.n);
     const idx = b.indices === null ? null : b.indices instanceof Int32Array ? b.indices : Int32Array.from(b.indices);
     let r: StepResult;
     try {
       r = rep.step({
-        rank: 0, step, seq: step, idx, barrierBase: 0, startBarrier: false, start: 0, end: b.n, rowStart: b.rowStart,
+        rank: 0, step, seq: step, idx, barrierBase: 0, startBarrier: false, start: offs[0], end: offs[1], rowStart: b.rowStart,
         microBatchSize: this.microBatchSize, hyper, clip: this.clip ?? 0, active: 1, augment,
       }, this.localViewsOf(b.ds));
     } catch (e) {
@@ -1021,9 +1053,9 @@ export class DataParallel {
     const wallMs = performance.now() - t0;
     this._step = step;
     this.lastDoneAt = performance.now();
-    const loss = r.lossSum / r.counted;
+    const loss = r.hostsCounted !== undefined ? r.hostsLossSum! / r.hostsCounted : r.lossSum / r.counted;
     const stats: StepStats = {
-      step, loss, rows: b.n, wallMs, computeMs: r.computeMs, rankComputeMs: [r.computeMs], gatherMs: r.gatherMs, reduceMs: r.reduceMs, optMs: r.optMs,
+      step, loss, rows: offs[1] - offs[0], wallMs, computeMs: r.computeMs, rankComputeMs: [r.computeMs], gatherMs: r.gatherMs, reduceMs: r.reduceMs, optMs: r.optMs,
       waitMs: 0, dispatchMs: 0, syncMs: Math.max(0, wallMs - r.gatherMs - r.computeMs - r.reduceMs - r.optMs), overheadMs: wallMs - r.computeMs,
       gradNorm: this.clip !== undefined ? r.gradNorm : undefined,
     };
@@ -1045,6 +1077,13 @@ export class DataParallel {
     if (!s) this.sharedCopies.set(ds, (s = toShared(ds)));
     return s;
   }
+}
+
+/** Ranks whose shard has rows (the first ones: shards only get smaller). */
+function activeRanks(offs: number[]): number {
+  let n = 0;
+  while (n + 1 < offs.length && offs[n + 1] > offs[n]) n++;
+  return n;
 }
 
 interface ResolvedBatch { ds: Dataset; indices: ArrayLike<number> | null; n: number; rowStart: number }

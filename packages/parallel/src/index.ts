@@ -7,5 +7,6 @@ export { shardOffsets, chunkOffsets } from "./layout.js";
 export { ParallelError, ParallelStepError, LayoutMismatchError, type Phase } from "./errors.js";
 export { mlp, MODELS, type MlpOptions } from "./models.js";
 export { buildModel, instantiate, importExport, moduleHref } from "./spec.js";
+export { type Communicator, mpiWorld, mpiLibrary, underMpirun, abortMpi, finalizeMpi } from "./mpi.js";
 export type { DataParallelOptions, ModelSpec, LossSpec, OptimizerSpec, OptimizerHyper, ParamGroupSpec } from "./types.js";
 export { simdAvailable } from "@chainrule/core";

@@ -122,7 +122,9 @@ export const STEP_RESULT = {
   STEP: 9,
   /** The rank's whole step, from reading the step description to writing this row (the rest of the wall time is dispatch). */
   STEP_MS: 10,
-  size: 11,
+  /** Rank 0 with several hosts: counted targets and loss sum over all hosts. */
+  HOSTS_COUNTED: 11, HOSTS_LOSS_SUM: 12,
+  size: 13,
 } as const;
 
 /** Stages a rank goes through in a step (CONTROL.STAGE + rank). */

@@ -18,6 +18,7 @@ import { BufferArena, Tensor, augmentRows, manualSeed, nn, noGrad, optim } from 
 import { type SimdKernels, markGradsStale, registerSimdMemory, zeroStaleGrads } from "@chainrule/core/internal";
 import { CONTROL, type DatasetViews, STAGE_DONE, STAGE_GRAD, STAGE_REDUCE, STAGE_UPDATE, mixSeed } from "./layout.js";
 import { type LossFn, buildModel, layoutDiff, resolveLoss } from "./spec.js";
+import { type Communicator, mpiWorld } from "./mpi.js";
 import { SharedBatchNorm } from "./sync-batch-norm.js";
 import type { OptimizerHyper, StepResult, StepTask, WorkerContext } from "./types.js";
 
@@ -83,6 +84,12 @@ export class Replica {
   private readonly bnSync: SharedBatchNorm | null;
   /** Reuses activation buffers from one micro-batch to the next (no per-step garbage for V8 to collect). */
   private readonly arena = new BufferArena();
+  /** The other hosts (null: this host alone), and the gathered gradients and buffers of all hosts. */
+  private readonly hosts: Communicator | null;
+  private hostGrads: Float32Array | null = null;
+  private hostBuffers: Float32Array | null = null;
+  /** All hosts' counted targets and loss sum of the last step (rank 0, with hosts). */
+  private readonly hostTotals = { counted: 0, lossSum: 0 };
   /** Test hook: "update:<rank>:<step>" makes that rank throw as it starts updating parameters. */
   private readonly injectFailure = process.env.CHAINRULE_PARALLEL_INJECT_FAILURE;
 
@@ -90,7 +97,9 @@ export class Replica {
     readonly ctx: WorkerContext,
     readonly model: nn.Module,
     private readonly loss: { fn: LossFn; name: string; ignoreIndex: number | null },
+    hosts: Communicator | null,
   ) {
+    this.hosts = hosts;
     const P = ctx.numParams, buf = ctx.memory.buffer;
     this.region = Math.ceil((P * 4) / 64) * 64;
     this.flat = new Float32Array(buf, ctx.paramsAt, P);
@@ -114,12 +123,14 @@ export class Replica {
   }
 
   /** Builds the model described by `ctx` and binds it to the shared memory, or says how its layout differs from the main thread's. */
-  static async build(ctx: WorkerContext): Promise<Replica | { mismatch: string; layout: nn.ParamLayoutEntry[] }> {
+  static async build(ctx: WorkerContext, hosts: Communicator | null = null): Promise<Replica | { mismatch: string; layout: nn.ParamLayoutEntry[] }> {
     const model = await buildModel(ctx.model, ctx.seed);
     const layout = nn.paramLayout(model);
     const mismatch = layoutDiff(ctx.layout, layout) ?? trainableDiff(ctx, model) ?? buffersDiff(ctx, model);
     if (mismatch) return { mismatch, layout };
-    return new Replica(ctx, model, await resolveLoss(ctx.loss));
+    // Rank 0's thread talks to the other hosts: the communicator given (inline), or MPI's.
+    if (ctx.hosts > 1 && hosts === null) hosts = mpiWorld();
+    return new Replica(ctx, model, await resolveLoss(ctx.loss), ctx.hosts > 1 ? hosts : null);
   }
 
   /** This rank's share of one optimizer step (see the file comment); `prefetchNext` runs while this rank waits at the gradient barrier. */
@@ -133,7 +144,8 @@ export class Replica {
     if (t.rank === 0) this.settleBuffers(t.active);
     const u = this.reduceAndUpdate(t, meet);
     Atomics.store(this.control, CONTROL.STAGE + t.rank, STAGE_DONE);
-    return { rank: t.rank, rows: t.end - t.start, counted: g.counted, lossSum: g.lossSum, gatherMs: g.gatherMs, computeMs: g.computeMs, waitMs: meet.waitMs, ...u };
+    const all = this.hosts !== null && t.rank === 0 ? { hostsCounted: this.hostTotals.counted, hostsLossSum: this.hostTotals.lossSum } : {};
+    return { rank: t.rank, rows: t.end - t.start, counted: g.counted, lossSum: g.lossSum, gatherMs: g.gatherMs, computeMs: g.computeMs, waitMs: meet.waitMs, ...u, ...all };
   }
 
   /** Gathers the rows of batch positions [a, b) of command `seq` ahead of its step (they are in the scratch of its parity). */
@@ -276,8 +288,17 @@ export class Replica {
     for (let k = 0; k < world; k++) w[k] = total > 0 ? x[3 * k] / total : 0;
     const seg = segments[r], h = t.hyper;
     let reduceMs = 0, optMs = 0, gradNorm = 0;
-    if (t.clip <= 0 && this.slots[0] === this.grad) {
-      // One rank: its slot is the mean gradient, nothing to reduce.
+    const hosts = this.hosts !== null;
+    if (hosts) {
+      // Across hosts: reduce this host's chunks, then rank 0 combines the hosts' mean gradients.
+      for (let i = 0; i < seg.length; i += 2) this.reduce(w, seg[i], seg[i + 1], false);
+      meet("hosts");
+      if (r === 0) this.combineHosts(t.active);
+      meet("combined");
+      reduceMs = performance.now() - t0;
+    }
+    if (t.clip <= 0 && (hosts || this.slots[0] === this.grad)) {
+      // Reduced already (hosts), or one rank: its slot is the mean gradient, nothing to reduce.
       this.beginUpdate(r, t.step);
       const t2 = performance.now();
       for (let i = 0; i < seg.length; i += 2) this.update(h, seg[i], seg[i + 1], t.step);
@@ -302,7 +323,7 @@ export class Replica {
     }
     // Clipping needs the global norm before any update: reduce the whole chunk, meet, scale, update.
     let ss = 0;
-    for (let i = 0; i < seg.length; i += 2) ss += this.reduce(w, seg[i], seg[i + 1], true);
+    for (let i = 0; i < seg.length; i += 2) ss += hosts ? sumOfSquares(this.grad, seg[i], seg[i + 1]) : this.reduce(w, seg[i], seg[i + 1], true);
     reduceMs = performance.now() - t0;
     x[3 * r + 2] = ss;
     meet("2");
@@ -318,6 +339,36 @@ export class Replica {
     for (let i = 0; i < seg.length; i += 2) this.update(h, seg[i], seg[i + 1], t.step);
     optMs = performance.now() - t2;
     return { reduceMs, optMs, gradNorm };
+  }
+
+  /**
+   * Rank 0, between the hosts' local reduces and the update: every host's mean gradient (and
+   * buffers) gathered, then combined in host order in float64 with weights counted_h / Σ counted
+   * (buffers: active ranks_h / Σ active) — the same sum, bit for bit, on every host.
+   */
+  private combineHosts(active: number): void {
+    const comm = this.hosts!, H = comm.size, x = this.exchange, { world } = this.ctx;
+    let counted = 0, lossSum = 0;
+    for (let k = 0; k < world; k++) { counted += x[3 * k]; lossSum += x[3 * k + 1]; }
+    const totals = new Float64Array(3 * H);
+    comm.allgather(new Float64Array([counted, lossSum, active]), totals);
+    let allCounted = 0, allLoss = 0, allActive = 0;
+    for (let h = 0; h < H; h++) { allCounted += totals[3 * h]; allLoss += totals[3 * h + 1]; allActive += totals[3 * h + 2]; }
+    this.hostTotals.counted = allCounted;
+    this.hostTotals.lossSum = allLoss;
+    const P = this.grad.length;
+    this.hostGrads ??= new Float32Array(H * P);
+    comm.allgather(this.grad, this.hostGrads);
+    const wg = Array.from({ length: H }, (_, h) => (allCounted > 0 ? totals[3 * h] / allCounted : 0));
+    const trainable = this.ctx.segments.flat();
+    for (let i = 0; i < trainable.length; i += 2) combine(this.grad, this.hostGrads, P, wg, trainable[i], trainable[i + 1]);
+    const B = this.bufCanon.reduce((n, b) => n + b.length, 0);
+    if (B > 0) {
+      const canon = new Float32Array(this.ctx.memory.buffer, this.ctx.buffersAt, B);
+      this.hostBuffers ??= new Float32Array(H * B);
+      comm.allgather(canon, this.hostBuffers);
+      combine(canon, this.hostBuffers, B, Array.from({ length: H }, (_, h) => totals[3 * h + 2] / allActive), 0, B);
+    }
   }
 
   // ---- helpers of the phases ----
@@ -563,4 +614,14 @@ function sumOfSquares(g: Float32Array, from: number, to: number): number {
   let ss = 0;
   for (let i = from; i < to; i++) ss += g[i] * g[i];
   return ss;
+}
+
+/** out[i] = Σ_h w[h] · all[h·n + i] over [from, to), in host order, accumulated in float64 and rounded once. */
+function combine(out: Float32Array, all: Float32Array, n: number, w: number[], from: number, to: number): void {
+  const H = w.length;
+  for (let i = from; i < to; i++) {
+    let acc = 0;
+    for (let h = 0; h < H; h++) acc += w[h] * all[h * n + i];
+    out[i] = acc;
+  }
 }

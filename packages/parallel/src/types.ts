@@ -1,5 +1,6 @@
 /** Configuration types and the typed task protocol between the main thread and pool workers. */
 import type { nn } from "@chainrule/core";
+import type { Communicator } from "./mpi.js";
 import type { SharedMemory } from "@chainrule/core/internal";
 
 /** A model described by where to build it, so every worker builds the identical one. */
@@ -63,6 +64,14 @@ export interface DataParallelOptions {
   reuseActivations?: boolean;
   /** Image augmentation of the training rows, done by each worker on its own shard (seeded per row). */
   augment?: AugmentSpec;
+  /**
+   * Train together with other processes (hosts), each with its own `workers`: "mpi" takes
+   * MPI_COMM_WORLD (the program runs under mpirun: one process per host); the global batch is split
+   * over hosts × workers ranks, and each host's reduced gradient is combined with the others'
+   * (MPI_Allgather, summed in host order). A Communicator object (workers: 1 only) is another
+   * transport. Default: this process alone.
+   */
+  hosts?: "mpi" | Communicator;
   /**
    * Per-group learning rates (fine-tuning): a parameter takes the lr of the first group whose
    * `match` its name matches (`namedParameters()` names, e.g. "lm_head.weight"); the others take
@@ -161,6 +170,9 @@ export interface WorkerContext {
   syncBatchNorm: boolean;
   bnAt: number;
   bnRow: number;
+  /** Hosts (processes under mpirun) training together, this one's index among them; 1 and 0 without. */
+  hosts: number;
+  hostRank: number;
   /** Run forward/backward inside a BufferArena (DataParallelOptions.reuseActivations). */
   reuseActivations: boolean;
 }
@@ -206,6 +218,9 @@ export interface StepResult {
   gradNorm: number;
   /** The rank's whole step as its step loop timed it. */
   stepMs?: number;
+  /** Rank 0 with several hosts: counted targets and loss sum over all hosts. */
+  hostsCounted?: number;
+  hostsLossSum?: number;
 }
 
 /**

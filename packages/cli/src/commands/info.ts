@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
 import { availableParallelism, cpus, freemem, totalmem, platform, arch, release } from "node:os";
 import { backendReport } from "@chainrule/core";
+import { mpiLibrary, mpiWorld, underMpirun } from "@chainrule/parallel";
 
 
 /** Version of `pkg` as resolved from `from` (walks up from its entry point to its package.json). */
@@ -41,8 +42,19 @@ export async function infoCommand(_argv: string[]): Promise<number> {
     `backend: ${b.name} — ${b.reason}${process.env.CHAINRULE_BACKEND ? ` (CHAINRULE_BACKEND=${process.env.CHAINRULE_BACKEND})` : ""}`,
     `node: ${process.version} (${platform()} ${arch()} ${release()}), SharedArrayBuffer ${typeof SharedArrayBuffer === "function" ? "yes" : "no"}`,
     `packages: @chainrule/core ${version("@chainrule/core")}, @chainrule/parallel ${version("@chainrule/parallel")}, @chainrule/cli ${JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")).version}`,
+    `mpi: ${mpiLine()}`,
     `libraries: piscina ${version("piscina", parFrom)}, koffi ${version("koffi", coreFrom)}, zod ${version("zod")}, tsx ${version("tsx")}, cli-progress ${version("cli-progress")}, mnist ${version("mnist")}`,
   ];
-  process.stdout.write(lines.join("\n") + "\n");
+  // Under mpirun every process answers; the first one speaks for the job.
+  if (!underMpirun() || mpiWorld().rank === 0) process.stdout.write(lines.join("\n") + "\n");
   return 0;
+}
+
+/** The MPI library found, and the world when running under mpirun (hosts × default workers). */
+function mpiLine(): string {
+  const lib = mpiLibrary();
+  if (!lib.ok) return `not available (${lib.error})`;
+  if (!underMpirun()) return `${lib.version} (${lib.path}); run under mpirun for several hosts`;
+  const w = mpiWorld(), local = Number(process.env.OMPI_COMM_WORLD_LOCAL_SIZE ?? 1);
+  return `${lib.version} (${lib.path}); world: ${w.size} hosts × ${Math.max(1, Math.floor(availableParallelism() / local))} workers (${local} on this machine)`;
 }

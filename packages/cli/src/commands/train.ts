@@ -11,11 +11,12 @@ import { CliError, UsageError } from "../errors.js";
 import { type Job, defaultLoss } from "../job/schema.js";
 import { parseJob } from "../job/parse.js";
 import { firstDifference, rawJob, readRunJob } from "../job/load.js";
-import { autoWorkersNote, probeModel, resolveWorkers } from "../workers.js";
+import { autoWorkersNote, coresPerProcess, probeModel, resolveWorkers } from "../workers.js";
 import { loadJobData } from "../data.js";
 import { JOB_FILE, createRunDir, defaultRunDir, listCheckpoints, resolveCheckpoint, runDirExists, writeJson } from "../rundir.js";
 import { applyBackend } from "../backend.js";
 import { createEngine, loadOptimizerState } from "../engine.js";
+import { mpiWorld, underMpirun } from "@chainrule/parallel";
 import { type Position, runLoop } from "../train-loop.js";
 
 export const TRAIN_HELP = `usage: chainrule train [JOB] [options]
@@ -58,6 +59,10 @@ export async function trainCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (positionals.length > 1) throw new UsageError(`train takes at most one JOB, got ${positionals.length}: ${positionals.join(" ")}`);
+  // Under mpirun each process is a host; host 0 alone prints, writes the run directory and checkpoints.
+  const hosts = underMpirun() ? mpiWorld() : null;
+  const lead = hosts === null || hosts.rank === 0;
+  if (!lead) process.stdout.write = (() => true) as typeof process.stdout.write;
   const jobPath = positionals[0];
   const flags = values as Record<string, string | undefined>;
   const { raw, source } = await rawJob(jobPath, flags, values.set ?? []);
@@ -81,7 +86,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   } else {
     job = parseJob(raw, source);
     runDir ??= defaultRunDir(job.name);
-    if (existsSync(runDir)) throw runDirExists(runDir);
+    if (lead && existsSync(runDir)) throw runDirExists(runDir);
   }
 
   // ---- data, loss, backend ----
@@ -105,7 +110,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const ctx = { inputShape: data.inputShape, outputSize: data.outputSize };
   // A resume without --workers takes the checkpoint's count: nothing to probe.
   const probe = job.workers === "auto" && !(resumeFrom && flags.workers === undefined) ? await probeModel(job, ctx) : null;
-  let workers = resolveWorkers(job, probe);
+  let workers = resolveWorkers(job, probe, coresPerProcess());
 
   // ---- resume: read and check the checkpoint before building anything heavy ----
   let pos: Position = { epoch: 0, batch: 0, step: 0, lossSum: 0, rows: 0, wall: 0 };
@@ -121,9 +126,12 @@ export async function trainCommand(argv: string[]): Promise<number> {
     if (flags.workers === undefined && extra.workers !== undefined) workers = extra.workers;
     pos = extra.position;
   }
-  if (workers > job.batchSize) throw new UsageError(`workers: ${workers} workers but batchSize is ${job.batchSize}: every worker needs at least one row of each batch`);
+  const ranks = workers * (hosts?.size ?? 1);
+  if (ranks > job.batchSize) {
+    throw new UsageError(`workers: ${hosts ? `${hosts.size} hosts × ${workers} workers` : `${workers} workers`} but batchSize is ${job.batchSize}: every worker needs at least one row of each batch`);
+  }
 
-  const engine = await createEngine({ job, ctx, loss, workers });
+  const engine = await createEngine({ job, ctx, loss, workers, hosts: hosts !== null });
   let initReport: string | undefined;
   try {
     if (ckpt) {
@@ -138,10 +146,10 @@ export async function trainCommand(argv: string[]): Promise<number> {
       if (ckpt.state.rng) setRngState(ckpt.state.rng);
     } else {
       if (init && initDir) initReport = loadInit(engine.model, init, initDir, job.init!.strict);
-      createRunDir(runDir);
+      if (lead) createRunDir(runDir);
     }
-    writeJson(join(runDir, JOB_FILE), job);
-    return await runLoop({ job, runDir, engine, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, initReport, workersNote: autoWorkersNote(job, probe) });
+    if (lead) writeJson(join(runDir, JOB_FILE), job);
+    return await runLoop({ job, runDir, engine, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, initReport, workersNote: autoWorkersNote(job, probe), lead });
   } finally {
     await engine.close();
   }

@@ -1,0 +1,130 @@
+/**
+ * Several hosts through Open MPI, as processes started by `mpirun -np 2` on this machine over TCP:
+ * hosts × workers ranks train what one worker trains (within float rounding), a run is
+ * bit-identical to itself, a run of 2 hosts resumes on 1, and a lost host ends the job.
+ */
+import { describe, expect, it } from "vitest";
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { MAIN, REPO, type Result, checkpointTensors, cli, latestCheckpoint, tempDir, writeJobIn } from "./cli-helpers.ts";
+
+const TMP = tempDir("chainrule-mpi-");
+const TRAIN = join(REPO, "test/fixtures/mpi-train.ts");
+
+/** `mpirun -np <hosts> node --import tsx <args>` on this machine, over TCP. */
+function mpirun(hosts: number, args: string[], onSpawn?: (p: ChildProcess) => void): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("mpirun", ["--allow-run-as-root", "--oversubscribe", "-np", String(hosts), "--mca", "btl", "tcp,self", process.execPath, "--import", "tsx", ...args], {
+      cwd: REPO, env: { ...process.env, CHAINRULE_PLAIN: "1" }, stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "", stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.on("error", reject);
+    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
+    onSpawn?.(child);
+  });
+}
+
+/** Runs the library fixture (10 Adam steps) on `hosts` processes × `workers` threads; returns host 0's parameters and buffers. */
+async function train(hosts: number, workers: number, kind: "mlp" | "cnn"): Promise<Float32Array> {
+  const out = join(TMP, `${kind}-${hosts}x${workers}-${Math.random().toString(36).slice(2)}.bin`);
+  const r = hosts === 1
+    ? await new Promise<Result>((resolve) => {
+      const c = spawn(process.execPath, ["--import", "tsx", TRAIN, String(workers), out, kind], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+      let stdout = "", stderr = "";
+      c.stdout.on("data", (d) => (stdout += d));
+      c.stderr.on("data", (d) => (stderr += d));
+      c.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
+    })
+    : await mpirun(hosts, [TRAIN, String(workers), out, kind]);
+  expect(r.code, r.stdout + r.stderr).toBe(0);
+  expect(r.stdout).toContain(`hosts ${hosts} workers ${workers}`);
+  const b = readFileSync(out);
+  return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+}
+
+function maxDiff(a: Float32Array, b: Float32Array): number {
+  expect(a.length).toBe(b.length);
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]));
+  return d;
+}
+
+describe("DataParallel across hosts (hosts: \"mpi\")", () => {
+  it("2 hosts × 1 worker and 2 hosts × 2 workers train what 1 worker trains (1e-5); a run repeats bit for bit", async () => {
+    const one = await train(1, 1, "mlp");
+    const twoByOne = await train(2, 1, "mlp");
+    expect(maxDiff(twoByOne, one)).toBeLessThan(1e-5);
+    expect(maxDiff(await train(2, 2, "mlp"), one)).toBeLessThan(1e-5);
+    expect(maxDiff(await train(2, 1, "mlp"), twoByOne)).toBe(0);
+  }, 120_000);
+
+  it("per-worker batch norm: 2 hosts × 1 worker equals 1 host × 2 workers bit for bit, running statistics included", async () => {
+    expect(maxDiff(await train(2, 1, "cnn"), await train(1, 2, "cnn"))).toBe(0);
+  }, 120_000);
+});
+
+describe("chainrule train under mpirun", () => {
+  const job = writeJobIn(TMP, "mlp", {
+    model: { type: "mlp", hidden: [32] },
+    data: { type: "mnist", limitTrain: 400, limitHeldOut: 100 },
+    optimizer: { type: "adam", lr: 0.002 },
+    epochs: 2, batchSize: 40, workers: 1, seed: 3,
+  });
+
+  it("host 0 alone writes the run; 2 hosts match 1 host; a 2-host run resumes on 1 host", async () => {
+    const one = join(TMP, "one"), two = join(TMP, "two"), half = join(TMP, "half");
+    expect((await cli(["train", job, "--out", one])).code).toBe(0);
+    const r = await mpirun(2, [MAIN, "train", job, "--out", two]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain("DataParallel, 2 hosts (MPI) · 1 worker (this thread)");
+    expect(r.stdout.match(/held-out accuracy: /g)).toHaveLength(1); // one process speaks
+    const want = checkpointTensors(latestCheckpoint(one));
+    const close = (run: string) => {
+      const got = checkpointTensors(latestCheckpoint(run));
+      for (const [k, t] of Object.entries(want)) expect(maxDiff(got[k].data, t.data), k).toBeLessThan(1e-5);
+    };
+    close(two);
+    // Half the run on 2 hosts, the rest on this process alone.
+    expect((await mpirun(2, [MAIN, "train", job, "--out", half, "--epochs", "1"])).code).toBe(0);
+    const resumed = await cli(["train", "--resume", "--out", half, "--epochs", "2"]);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    close(half);
+  }, 180_000);
+
+  it("a host that dies ends the job in bounded time; the last checkpoint stays intact", async () => {
+    const long = writeJobIn(TMP, "long", {
+      model: { type: "mlp", hidden: [64] },
+      data: { type: "mnist", limitTrain: 2000, limitHeldOut: 100 },
+      epochs: 50, batchSize: 20, workers: 1, seed: 1,
+      checkpoint: { everySteps: 20, keep: 2 },
+    });
+    const run = join(TMP, "killed");
+    let killedAt = 0;
+    const r = await mpirun(2, [MAIN, "train", long, "--out", run], (mpi) => {
+      const timer = setInterval(() => {
+        const cks = join(run, "checkpoints");
+        if (!existsSync(cks) || !readdirSync(cks).some((n) => n.startsWith("step-"))) return;
+        clearInterval(timer);
+        // mpirun's children are the hosts' processes: kill the last one.
+        const ps = spawn("pgrep", ["-P", String(mpi.pid)]);
+        let out = "";
+        ps.stdout.on("data", (d) => (out += d));
+        ps.on("close", () => {
+          const pids = out.trim().split("\n").map(Number).filter(Boolean);
+          killedAt = performance.now();
+          process.kill(pids[pids.length - 1], "SIGKILL");
+        });
+      }, 50);
+    });
+    expect(killedAt).toBeGreaterThan(0);
+    expect(r.code).not.toBe(0);
+    expect(performance.now() - killedAt).toBeLessThan(30_000);
+    expect(r.stdout + r.stderr).toMatch(/process rank 1 .*exited on signal 9/); // mpirun names the lost host
+    const ck = latestCheckpoint(run);
+    expect(Object.keys(checkpointTensors(ck)).length).toBeGreaterThan(0); // loads: intact
+    expect(JSON.parse(readFileSync(join(ck, "state.json"), "utf8")).step % 20).toBe(0);
+  }, 180_000);
+});
