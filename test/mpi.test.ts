@@ -3,19 +3,24 @@
  * hosts × workers ranks train what one worker trains (within float rounding), a run is
  * bit-identical to itself, a run of 2 hosts resumes on 1, and a lost host ends the job.
  */
-import { describe, expect, it } from "vitest";
-import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { chmodSync, existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { MAIN, REPO, type Result, checkpointTensors, cli, latestCheckpoint, tempDir, writeJobIn } from "./cli-helpers.ts";
 
 const TMP = tempDir("chainrule-mpi-");
 const TRAIN = join(REPO, "test/fixtures/mpi-train.ts");
 
-/** `mpirun -np <hosts> node --import tsx <args>` on this machine, over TCP. */
-function mpirun(hosts: number, args: string[], onSpawn?: (p: ChildProcess) => void): Promise<Result> {
+/**
+ * `mpirun -np <hosts> node --import tsx <args>` on this machine over TCP, or — with `net` — on the
+ * two network namespaces of simulated hosts (mpirun runs in the first; see "two simulated hosts").
+ */
+function mpirun(hosts: number, args: string[], onSpawn?: (p: ChildProcess) => void, net?: SimulatedHosts): Promise<Result> {
+  const mpi = ["--allow-run-as-root", "-np", String(hosts), ...(net ? net.mpirunArgs : ["--oversubscribe", "--mca", "btl", "tcp,self"])];
+  const [cmd, ...pre] = net ? ["ip", "netns", "exec", net.names[0], "mpirun"] : ["mpirun"];
   return new Promise((resolve, reject) => {
-    const child = spawn("mpirun", ["--allow-run-as-root", "--oversubscribe", "-np", String(hosts), "--mca", "btl", "tcp,self", process.execPath, "--import", "tsx", ...args], {
+    const child = spawn(cmd, [...pre, ...mpi, process.execPath, "--import", "tsx", ...args], {
       cwd: REPO, env: { ...process.env, CHAINRULE_PLAIN: "1" }, stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "", stderr = "";
@@ -28,7 +33,7 @@ function mpirun(hosts: number, args: string[], onSpawn?: (p: ChildProcess) => vo
 }
 
 /** Runs the library fixture (10 Adam steps) on `hosts` processes × `workers` threads; returns host 0's parameters and buffers. */
-async function train(hosts: number, workers: number, kind: "mlp" | "cnn"): Promise<Float32Array> {
+async function train(hosts: number, workers: number, kind: "mlp" | "cnn", net?: SimulatedHosts): Promise<Float32Array> {
   const out = join(TMP, `${kind}-${hosts}x${workers}-${Math.random().toString(36).slice(2)}.bin`);
   const r = hosts === 1
     ? await new Promise<Result>((resolve) => {
@@ -38,7 +43,7 @@ async function train(hosts: number, workers: number, kind: "mlp" | "cnn"): Promi
       c.stderr.on("data", (d) => (stderr += d));
       c.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
     })
-    : await mpirun(hosts, [TRAIN, String(workers), out, kind]);
+    : await mpirun(hosts, [TRAIN, String(workers), out, kind], undefined, net);
   expect(r.code, r.stdout + r.stderr).toBe(0);
   expect(r.stdout).toContain(`hosts ${hosts} workers ${workers}`);
   const b = readFileSync(out);
@@ -126,5 +131,64 @@ describe("chainrule train under mpirun", () => {
     const ck = latestCheckpoint(run);
     expect(Object.keys(checkpointTensors(ck)).length).toBeGreaterThan(0); // loads: intact
     expect(JSON.parse(readFileSync(join(ck, "state.json"), "utf8")).step % 20).toBe(0);
+  }, 180_000);
+});
+
+/**
+ * Two hosts as two network namespaces joined by a veth pair, each with its own address; mpirun
+ * starts the second host's process through a launch agent that runs `ip netns exec` where it
+ * would run ssh, and MPI's traffic crosses a real network stack between them. Only the
+ * namespaces' own addresses are used; they are removed afterwards, also on failure.
+ */
+interface SimulatedHosts { names: [string, string]; addresses: [string, string]; mpirunArgs: string[] }
+
+function simulateHosts(): SimulatedHosts {
+  const id = process.pid % 100_000, subnet = `10.${77 + (id % 100)}.${Math.floor(id / 100) % 250}`;
+  const names: [string, string] = [`chainrule${id}a`, `chainrule${id}b`], veth = [`crv${id}a`, `crv${id}b`];
+  const addresses: [string, string] = [`${subnet}.1`, `${subnet}.2`];
+  const ip = (...a: string[]) => execFileSync("ip", a, { stdio: "pipe" });
+  ip("netns", "add", names[0]);
+  ip("netns", "add", names[1]);
+  ip("link", "add", veth[0], "type", "veth", "peer", "name", veth[1]);
+  for (const k of [0, 1]) {
+    ip("link", "set", veth[k], "netns", names[k]);
+    ip("netns", "exec", names[k], "ip", "addr", "add", `${addresses[k]}/24`, "dev", veth[k]);
+    ip("netns", "exec", names[k], "ip", "link", "set", veth[k], "up");
+    ip("netns", "exec", names[k], "ip", "link", "set", "lo", "up");
+  }
+  const agent = join(TMP, "netns-agent.sh");
+  writeFileSync(agent, `#!/bin/sh\n# mpirun's launch agent: "HOST COMMAND..." runs COMMAND in HOST's namespace (ssh's place)\nhost=$1; shift\ncase "$host" in\n  ${addresses[0]}) ns=${names[0]} ;;\n  ${addresses[1]}) ns=${names[1]} ;;\n  *) echo "no simulated host $host" >&2; exit 1 ;;\nesac\nexec ip netns exec "$ns" sh -c "$*"\n`);
+  chmodSync(agent, 0o755);
+  const hostfile = join(TMP, "netns-hosts");
+  writeFileSync(hostfile, `${addresses[0]} slots=1\n${addresses[1]} slots=1\n`);
+  const net = `${subnet}.0/24`;
+  return {
+    names, addresses,
+    mpirunArgs: ["--hostfile", hostfile, "--mca", "plm_rsh_agent", agent, "--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", net, "--mca", "oob_tcp_if_include", net],
+  };
+}
+
+function removeHosts(net: SimulatedHosts | null): void {
+  for (const n of net?.names ?? []) {
+    try {
+      execFileSync("ip", ["netns", "delete", n], { stdio: "pipe" }); // removes its end of the veth pair, and so the pair
+    } catch {
+      // already gone
+    }
+  }
+}
+
+describe("two simulated hosts: network namespaces joined by a veth pair", () => {
+  let net: SimulatedHosts | null = null;
+  beforeAll(() => {
+    net = simulateHosts();
+  });
+  afterAll(() => removeHosts(net));
+
+  it("2 hosts × 1 worker across the namespaces equal 1 worker (1e-5) and the same run over loopback, bit for bit", async () => {
+    const across = await train(2, 1, "mlp", net!);
+    expect(maxDiff(across, await train(1, 1, "mlp"))).toBeLessThan(1e-5);
+    expect(maxDiff(across, await train(2, 1, "mlp"))).toBe(0);
+    expect(maxDiff(await train(2, 2, "mlp", net!), across)).toBeLessThan(1e-5);
   }, 180_000);
 });
