@@ -1,8 +1,11 @@
-// Worker filename for piscina. Worker threads do not inherit vitest's in-process
-// TypeScript transform, so register tsx's ESM loader here, then load the .ts worker.
-// (Under `tsx script.ts` the thread already has tsx from execArgv; registering again is harmless.)
+// Worker filename for piscina. Registers tsx's ESM loader first: worker threads do not
+// inherit the main thread's loader hooks (vitest's transform, or the one the chainrule
+// command registers), and user models or losses may be TypeScript files. Then loads the
+// worker: the built worker.js beside this file in an installed package, worker.ts (which
+// tsx resolves for ./worker.js) in the repository's sources. Registering again under
+// `tsx script.ts`, whose execArgv the thread inherits, is harmless.
 import { register } from "tsx/esm/api";
 
 register();
-const mod = await import("./worker.ts");
+const mod = await import("./worker.js");
 export default mod.default;
