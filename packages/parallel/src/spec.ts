@@ -40,7 +40,12 @@ export async function importExport(href: string, name: string, what: string): Pr
   try {
     mod = await import(href);
   } catch (e) {
-    throw new ParallelError(`${what}: cannot import ${href}: ${(e as Error).message}`);
+    const msg = (e as Error).message;
+    // Outside an ES module package, Node reads a .js file (and tsx a .ts file) as CommonJS.
+    const hint = /\.[jt]s$/.test(href) && /outside a module|require\(\) ES Module/.test(msg)
+      ? ` (import and export in a .js or .ts file need "type": "module" in the nearest package.json; or name the file .mjs or .mts)`
+      : "";
+    throw new ParallelError(`${what}: cannot import ${href}: ${msg}${hint}`);
   }
   const f = mod[name];
   if (typeof f !== "function") throw new ParallelError(`${what}: ${href} has no function or class export '${name}'`);
