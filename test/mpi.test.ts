@@ -4,10 +4,11 @@
  * bit-identical to itself, a run of 2 hosts resumes on 1, and a lost host ends the job.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { chmodSync, existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { MAIN, REPO, type Result, checkpointTensors, cli, latestCheckpoint, tempDir, writeJobIn } from "./cli-helpers.ts";
+import { type SimulatedHosts, removeHosts, simulateHosts } from "./fixtures/simulated-hosts.ts";
 
 const TMP = tempDir("chainrule-mpi-");
 const TRAIN = join(REPO, "test/fixtures/mpi-train.ts");
@@ -134,54 +135,10 @@ describe("chainrule train under mpirun", () => {
   }, 180_000);
 });
 
-/**
- * Two hosts as two network namespaces joined by a veth pair, each with its own address; mpirun
- * starts the second host's process through a launch agent that runs `ip netns exec` where it
- * would run ssh, and MPI's traffic crosses a real network stack between them. Only the
- * namespaces' own addresses are used; they are removed afterwards, also on failure.
- */
-interface SimulatedHosts { names: [string, string]; addresses: [string, string]; mpirunArgs: string[] }
-
-function simulateHosts(): SimulatedHosts {
-  const id = process.pid % 100_000, subnet = `10.${77 + (id % 100)}.${Math.floor(id / 100) % 250}`;
-  const names: [string, string] = [`chainrule${id}a`, `chainrule${id}b`], veth = [`crv${id}a`, `crv${id}b`];
-  const addresses: [string, string] = [`${subnet}.1`, `${subnet}.2`];
-  const ip = (...a: string[]) => execFileSync("ip", a, { stdio: "pipe" });
-  ip("netns", "add", names[0]);
-  ip("netns", "add", names[1]);
-  ip("link", "add", veth[0], "type", "veth", "peer", "name", veth[1]);
-  for (const k of [0, 1]) {
-    ip("link", "set", veth[k], "netns", names[k]);
-    ip("netns", "exec", names[k], "ip", "addr", "add", `${addresses[k]}/24`, "dev", veth[k]);
-    ip("netns", "exec", names[k], "ip", "link", "set", veth[k], "up");
-    ip("netns", "exec", names[k], "ip", "link", "set", "lo", "up");
-  }
-  const agent = join(TMP, "netns-agent.sh");
-  writeFileSync(agent, `#!/bin/sh\n# mpirun's launch agent: "HOST COMMAND..." runs COMMAND in HOST's namespace (ssh's place)\nhost=$1; shift\ncase "$host" in\n  ${addresses[0]}) ns=${names[0]} ;;\n  ${addresses[1]}) ns=${names[1]} ;;\n  *) echo "no simulated host $host" >&2; exit 1 ;;\nesac\nexec ip netns exec "$ns" sh -c "$*"\n`);
-  chmodSync(agent, 0o755);
-  const hostfile = join(TMP, "netns-hosts");
-  writeFileSync(hostfile, `${addresses[0]} slots=1\n${addresses[1]} slots=1\n`);
-  const net = `${subnet}.0/24`;
-  return {
-    names, addresses,
-    mpirunArgs: ["--hostfile", hostfile, "--mca", "plm_rsh_agent", agent, "--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", net, "--mca", "oob_tcp_if_include", net],
-  };
-}
-
-function removeHosts(net: SimulatedHosts | null): void {
-  for (const n of net?.names ?? []) {
-    try {
-      execFileSync("ip", ["netns", "delete", n], { stdio: "pipe" }); // removes its end of the veth pair, and so the pair
-    } catch {
-      // already gone
-    }
-  }
-}
-
 describe("two simulated hosts: network namespaces joined by a veth pair", () => {
   let net: SimulatedHosts | null = null;
   beforeAll(() => {
-    net = simulateHosts();
+    net = simulateHosts(TMP);
   });
   afterAll(() => removeHosts(net));
 

@@ -130,6 +130,8 @@ export interface StepStats {
   overheadMs: number;
   /** Global gradient norm before clipping (only with clipGradNorm). */
   gradNorm?: number;
+  /** With several hosts: the exchange with the other hosts (rank 0's MPI calls and host-order sum; part of reduceMs). */
+  hostsMs?: number;
 }
 
 export interface StepInfo {
@@ -949,6 +951,7 @@ export class DataParallel {
       step: f.step, loss, rows: n, wallMs, computeMs, rankComputeMs, gatherMs, reduceMs, optMs,
       waitMs, dispatchMs: Math.max(0, wallMs - stepMs), syncMs: Math.max(0, wallMs - fwdMs - updMs), overheadMs: wallMs - computeMs,
       gradNorm: this.clip !== undefined ? out[p * W * STEP_RESULT.size + STEP_RESULT.GRAD_NORM] : undefined,
+      hostsMs: this.hosts > 1 ? out[p * W * STEP_RESULT.size + STEP_RESULT.HOSTS_MS] : undefined,
     };
     this.lastStats = stats;
     return { step: f.step, loss, stats };
@@ -1058,6 +1061,7 @@ export class DataParallel {
       step, loss, rows: offs[1] - offs[0], wallMs, computeMs: r.computeMs, rankComputeMs: [r.computeMs], gatherMs: r.gatherMs, reduceMs: r.reduceMs, optMs: r.optMs,
       waitMs: 0, dispatchMs: 0, syncMs: Math.max(0, wallMs - r.gatherMs - r.computeMs - r.reduceMs - r.optMs), overheadMs: wallMs - r.computeMs,
       gradNorm: this.clip !== undefined ? r.gradNorm : undefined,
+      hostsMs: r.hostsMs,
     };
     this.lastStats = stats;
     return { step, loss, stats };

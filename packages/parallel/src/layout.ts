@@ -124,7 +124,9 @@ export const STEP_RESULT = {
   STEP_MS: 10,
   /** Rank 0 with several hosts: counted targets and loss sum over all hosts. */
   HOSTS_COUNTED: 11, HOSTS_LOSS_SUM: 12,
-  size: 13,
+  /** Rank 0 with several hosts: ms spent exchanging with the other hosts (MPI calls and the host-order sum). */
+  HOSTS_MS: 13,
+  size: 14,
 } as const;
 
 /** Stages a rank goes through in a step (CONTROL.STAGE + rank). */

@@ -89,7 +89,7 @@ export class Replica {
   private hostGrads: Float32Array | null = null;
   private hostBuffers: Float32Array | null = null;
   /** All hosts' counted targets and loss sum of the last step (rank 0, with hosts). */
-  private readonly hostTotals = { counted: 0, lossSum: 0 };
+  private readonly hostTotals = { counted: 0, lossSum: 0, ms: 0 };
   /** Test hook: "update:<rank>:<step>" makes that rank throw as it starts updating parameters. */
   private readonly injectFailure = process.env.CHAINRULE_PARALLEL_INJECT_FAILURE;
 
@@ -144,7 +144,7 @@ export class Replica {
     if (t.rank === 0) this.settleBuffers(t.active);
     const u = this.reduceAndUpdate(t, meet);
     Atomics.store(this.control, CONTROL.STAGE + t.rank, STAGE_DONE);
-    const all = this.hosts !== null && t.rank === 0 ? { hostsCounted: this.hostTotals.counted, hostsLossSum: this.hostTotals.lossSum } : {};
+    const all = this.hosts !== null && t.rank === 0 ? { hostsCounted: this.hostTotals.counted, hostsLossSum: this.hostTotals.lossSum, hostsMs: this.hostTotals.ms } : {};
     return { rank: t.rank, rows: t.end - t.start, counted: g.counted, lossSum: g.lossSum, gatherMs: g.gatherMs, computeMs: g.computeMs, waitMs: meet.waitMs, ...u, ...all };
   }
 
@@ -293,7 +293,11 @@ export class Replica {
       // Across hosts: reduce this host's chunks, then rank 0 combines the hosts' mean gradients.
       for (let i = 0; i < seg.length; i += 2) this.reduce(w, seg[i], seg[i + 1], false);
       meet("hosts");
-      if (r === 0) this.combineHosts(t.active);
+      if (r === 0) {
+        const t1 = performance.now();
+        this.combineHosts(t.active);
+        this.hostTotals.ms = performance.now() - t1;
+      }
       meet("combined");
       reduceMs = performance.now() - t0;
     }

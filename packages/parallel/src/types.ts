@@ -220,6 +220,8 @@ export interface StepResult {
   stepMs?: number;
   /** Rank 0 with several hosts: counted targets and loss sum over all hosts. */
   hostsCounted?: number;
+  /** Rank 0 with several hosts: ms of the exchange with them. */
+  hostsMs?: number;
   hostsLossSum?: number;
 }
 
