@@ -30,6 +30,11 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   const steps = Number(flag(args, "steps", "100")), warmup = Number(flag(args, "warmup", "30")), rounds = Number(flag(args, "rounds", "3"));
   const rates = (flag(args, "rates", "1gbit,10gbit") ?? "").split(",");
   const models = (flag(args, "models", "mlp,gpt") ?? "").split(",");
+  const missing = process.getuid?.() !== 0 ? "root (network namespaces)" : spawnSync("mpirun", ["--version"]).status !== 0 ? "Open MPI's mpirun" : spawnSync("tc", ["-V"]).status !== 0 ? "tc (iproute2)" : null;
+  if (missing) {
+    console.log(`multihost: skipped, needs ${missing}`);
+    return { skipped: `needs ${missing}` };
+  }
   const node = [process.execPath, "--import", "tsx", RUN];
   let net: SimulatedHosts | null = null;
   const rows: Record<string, string | number>[] = [];
