@@ -150,8 +150,8 @@ function tokenDataset(n: number): Dataset {
 /**
  * Data-parallel tokens/s through the CLI's model catalogue (what `chainrule train`
  * runs): DataParallel with 2 workers at global batch 24 (12 rows per worker) vs
- * 1 worker at batch 12, and vs the one-thread in-process step at batch 12.
- * Rounds alternate 1 worker, 2 workers, in-process; the ratio is the median of per-round ratios.
+ * 1 worker at batch 12, and vs a plain one-thread training step at batch 12.
+ * Rounds alternate 1 worker, 2 workers, the plain step; the ratio is the median of per-round ratios.
  */
 /** Untimed steps per pool before the data-parallel rounds (see --warmup above). */
 const PARALLEL_WARMUP = 100;

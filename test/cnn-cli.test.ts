@@ -65,7 +65,7 @@ describe("the cnn job on an IDX image dataset", () => {
     const ev = await cli(["eval", latestCheckpoint(two)]);
     expect(ev.code, ev.stdout + ev.stderr).toBe(0);
     expect(Number(/accuracy: ([\d.]+)%/.exec(ev.stdout)![1])).toBeCloseTo(acc, 1);
-    // In-process (1 thread) augments in the main thread with the workers' seeds, and sync BN = whole-batch BN.
+    // One worker (inline) augments in the main thread with the workers' seeds, and sync BN = whole-batch BN.
     const r1 = await cli(args(one, 1));
     expect(r1.code, r1.stdout + r1.stderr).toBe(0);
     expect(r1.stdout).toMatch(/DataParallel, 1 worker \(this thread\) · augment crop 1 \+ flip/);

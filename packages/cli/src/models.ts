@@ -3,7 +3,7 @@
  * a factory that worker threads can import by module path, so the main thread
  * and every DataParallel worker build the identical model.
  *
- * Adding a model: add a schema branch in job.ts (`ModelConfig`), a case below,
+ * Adding a model: add a schema branch in job/schema.ts (`ModelConfig`), a case below,
  * and (optionally) a line in MODEL_HELP. Models the catalogue lacks can be used
  * without touching it: `{"type": "module", "module": "./my-model.ts", "export": "create", "options": {...}}`.
  */
