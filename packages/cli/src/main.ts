@@ -1,7 +1,7 @@
 /**
  * The chainrule command: `npx -y pnpm@10 chainrule <command> ...` from the
- * repository (or `chainrule` when the package is installed; bin/chainrule.js
- * runs this file through tsx).
+ * repository (this file through tsx), or `chainrule` when the package is installed
+ * (bin/chainrule.js runs the built dist/main.js).
  */
 import { CliError, UsageError, oneLine } from "./errors.js";
 import { abortMpi, underMpirun } from "@chainrule/parallel";
