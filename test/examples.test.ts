@@ -1,4 +1,11 @@
 import { describe, it, expect } from "vitest";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { REPO } from "./cli-helpers.ts";
 import * as linear from "../examples/linear-regression.js";
 import * as logistic from "../examples/logistic-regression.js";
 
@@ -64,4 +71,57 @@ describe("examples/logistic-regression", () => {
     const { tensor } = await import("@chainrule/core");
     expect(logistic.accuracy(tensor([[2], [-1], [0.5], [-3]]), tensor([[1], [0], [0], [0]]))).toBe(0.75);
   });
+});
+
+/** The code of an example file, without its header comment. */
+function exampleCode(file: string): string {
+  return readFileSync(join(REPO, file), "utf8").replace(/^\/\*\*[\s\S]*?\*\/\n/, "").trim();
+}
+
+/** The README's ```ts block after `heading`. */
+function readmeBlock(heading: string): string {
+  const s = readFileSync(join(REPO, "README.md"), "utf8");
+  const at = s.indexOf(heading);
+  expect(at, heading).toBeGreaterThanOrEqual(0);
+  const m = /```ts\n([\s\S]*?)```/.exec(s.slice(at));
+  return m![1].trim();
+}
+
+/** Runs an example with tsx in `cwd`; resolves to its stdout. */
+function runExample(file: string, args: string[], cwd: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    // tsx by its own path: `cwd` may be outside the repository.
+    const tsx = pathToFileURL(createRequire(join(REPO, "package.json")).resolve("tsx")).href;
+    const c = spawn(process.execPath, ["--import", tsx, join(REPO, file), ...args], { cwd, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "", err = "";
+    c.stdout.on("data", (d) => (out += d));
+    c.stderr.on("data", (d) => (err += d));
+    c.on("close", (code) => (code === 0 ? resolve(out) : reject(new Error(`${file} exited ${code}: ${err}`))));
+  });
+}
+
+describe("the README's code is the examples' code, and it type-checks and runs", () => {
+  it("the API tour (examples/api-tour.ts): the gradient, a training step, a checkpoint", async () => {
+    expect(readmeBlock("## Library API tour")).toBe(exampleCode("examples/api-tour.ts"));
+    const dir = mkdtempSync(join(tmpdir(), "chainrule-tour-"));
+    const out = await runExample("examples/api-tour.ts", [], dir);
+    expect(out).toContain("[ [ 7, 11 ], [ 9, 13 ] ]");
+    expect(Number(/loss (\d+\.\d+)/.exec(out)![1])).toBeGreaterThan(0);
+    expect(existsSync(join(dir, "ckpt", "model.safetensors"))).toBe(true);
+  }, 60_000);
+
+  it("data-parallel training from code (examples/data-parallel-mnist.ts, 2 workers, 1 epoch) learns the digits", async () => {
+    expect(readmeBlock("## Data-parallel training from code")).toBe(exampleCode("examples/data-parallel-mnist.ts"));
+    const out = await runExample("examples/data-parallel-mnist.ts", ["2", "1"], REPO);
+    expect(Number(/accuracy (\d+\.\d+)%/.exec(out)![1])).toBeGreaterThan(80);
+    expect(out).toMatch(/two more steps: loss \d/);
+  }, 120_000);
+
+  it("both type-check under the project's strict settings (tsc --noEmit)", () => {
+    const tsc = join(REPO, "node_modules/typescript/bin/tsc");
+    const r = spawnSync(process.execPath, [tsc, "--noEmit", "-p", join(REPO, "tsconfig.json")], { cwd: REPO, encoding: "utf8" });
+    const mine = (r.stdout ?? "").split("\n").filter((l) => l.startsWith("examples/"));
+    expect(mine).toEqual([]);
+    expect(r.status, r.stdout).toBe(0);
+  }, 180_000);
 });

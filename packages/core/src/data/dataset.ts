@@ -9,13 +9,17 @@ import { Generator } from "../tensor/random.js";
 
 export class DataError extends ArgumentError {}
 
-export interface Dataset {
+/** Targets: Int32Array class indices, or Float32Array values. */
+export type Targets = Int32Array | Float32Array;
+
+/** A dataset; `Dataset<Int32Array>` when its targets are known to be class indices (e.g. MNIST). */
+export interface Dataset<T extends Targets = Targets> {
   /** N × prod(inputShape) floats, row-major. */
   inputs: Float32Array;
   /** Shape of one input row, e.g. [1, 28, 28] or [4]. */
   inputShape: number[];
   /** N × prod(targetShape): Int32Array of class indices, or Float32Array of regression targets. */
-  targets: Int32Array | Float32Array;
+  targets: T;
   /** Shape of one target row: [] for one class index or one value. */
   targetShape: number[];
   /** Number of rows N. */
@@ -31,7 +35,7 @@ export interface Dataset {
 const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 
 /** Builds a Dataset, checking that the arrays fit the shapes. */
-export function makeDataset(d: Omit<Dataset, "length" | "targetShape"> & { targetShape?: number[] }): Dataset {
+export function makeDataset<T extends Targets>(d: Omit<Dataset<T>, "length" | "targetShape"> & { targetShape?: number[] }): Dataset<T> {
   const rowIn = prod(d.inputShape);
   const targetShape = d.targetShape ?? [];
   const rowOut = prod(targetShape);
@@ -61,7 +65,7 @@ export function isShared(ds: Dataset): boolean {
 }
 
 /** A copy of the dataset on SharedArrayBuffers (the dataset itself when it already is). */
-export function toShared(ds: Dataset): Dataset {
+export function toShared<T extends Targets>(ds: Dataset<T>): Dataset<T> {
   if (isShared(ds)) return ds;
   const inputs = new Float32Array(new SharedArrayBuffer(ds.inputs.byteLength));
   inputs.set(ds.inputs);
@@ -69,11 +73,11 @@ export function toShared(ds: Dataset): Dataset {
     ? new Int32Array(new SharedArrayBuffer(ds.targets.byteLength))
     : new Float32Array(new SharedArrayBuffer(ds.targets.byteLength));
   targets.set(ds.targets);
-  return { ...ds, inputs, targets };
+  return { ...ds, inputs, targets: targets as T };
 }
 
 /** The rows `indices` (in that order), copied; on shared memory when `shared`. */
-export function subset(ds: Dataset, indices: ArrayLike<number>, opts: { shared?: boolean; name?: string } = {}): Dataset {
+export function subset<T extends Targets>(ds: Dataset<T>, indices: ArrayLike<number>, opts: { shared?: boolean; name?: string } = {}): Dataset<T> {
   const rin = rowSize(ds);
   const rout = prod(ds.targetShape);
   const n = indices.length;
@@ -86,7 +90,7 @@ export function subset(ds: Dataset, indices: ArrayLike<number>, opts: { shared?:
     inputs.set(ds.inputs.subarray(r * rin, (r + 1) * rin), i * rin);
     targets.set(ds.targets.subarray(r * rout, (r + 1) * rout), i * rout);
   }
-  return { ...ds, inputs, targets, length: n, name: opts.name ?? ds.name };
+  return { ...ds, inputs, targets: targets as T, length: n, name: opts.name ?? ds.name };
 }
 
 export interface SplitOptions {
@@ -102,7 +106,7 @@ export interface SplitOptions {
 }
 
 /** A deterministic shuffled train / held-out split: the same seed gives the same rows. */
-export function splitDataset(ds: Dataset, opts: SplitOptions): { train: Dataset; heldOut: Dataset } {
+export function splitDataset<T extends Targets>(ds: Dataset<T>, opts: SplitOptions): { train: Dataset<T>; heldOut: Dataset<T> } {
   const nHeld = opts.heldOut < 1 ? Math.round(ds.length * opts.heldOut) : Math.floor(opts.heldOut);
   if (!(nHeld >= 1 && nHeld < ds.length)) {
     throw new DataError(`${ds.name ?? "dataset"}: held-out size ${opts.heldOut} leaves no rows to train on or none to evaluate (dataset has ${ds.length} rows)`);

@@ -34,7 +34,7 @@ export interface MnistOptions {
 }
 
 /** All embedded digits: inputs (N, 1, 28, 28) in [0, 1], Int32 labels 0..9, grouped by digit. */
-export function loadEmbeddedMnist(opts: MnistOptions = {}): Dataset {
+export function loadEmbeddedMnist(opts: MnistOptions = {}): Dataset<Int32Array> {
   const m = opts.module ?? resolveMnistModule();
   let n = 0;
   for (let d = 0; d < 10; d++) n += m[d].length;
@@ -62,7 +62,7 @@ export interface MnistSplitOptions extends MnistOptions {
 }
 
 /** The embedded digits split deterministically into train and held-out sets. */
-export function embeddedMnistSplit(opts: MnistSplitOptions = {}): { train: Dataset; heldOut: Dataset } {
+export function embeddedMnistSplit(opts: MnistSplitOptions = {}): { train: Dataset<Int32Array>; heldOut: Dataset<Int32Array> } {
   const all = loadEmbeddedMnist({ module: opts.module });
   return splitDataset(all, {
     heldOut: opts.heldOut ?? 1000,
