@@ -9,7 +9,7 @@ import { autoWorkers, resolveWorkers } from "../packages/cli/src/workers.js";
 import { rawJob } from "../packages/cli/src/job/load.js";
 import { maxWorkersFor } from "@chainrule/parallel";
 import { lineChart, ticks } from "../packages/cli/src/plot.js";
-import { commitCheckpoint, createRunDir, listCheckpoints, resolveCheckpoint } from "../packages/cli/src/rundir.js";
+import { commitCheckpoint, createRunDir, defaultRunDir, listCheckpoints, resolveCheckpoint } from "../packages/cli/src/rundir.js";
 
 const err = (raw: unknown) => {
   try {
@@ -91,6 +91,17 @@ describe("plots", () => {
 });
 
 describe("run directories", () => {
+  it("a job run again gets the next free name, as Lightning's version_N: runs/cnn, runs/cnn-2, runs/cnn-3", () => {
+    const root = mkdtempSync(join(tmpdir(), "rd-"));
+    const names: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const dir = defaultRunDir("cnn", root);
+      createRunDir(dir);
+      names.push(dir.split("/").pop()!);
+    }
+    expect(names).toEqual(["cnn", "cnn-2", "cnn-3"]);
+  });
+
   it("checkpoints are renamed into place, pruned to `keep`, and the latest is found", () => {
     const run = join(mkdtempSync(join(tmpdir(), "rd-")), "run");
     createRunDir(run);

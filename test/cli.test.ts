@@ -222,6 +222,10 @@ describe("bad input: exit ≠ 0, one line, nothing written", () => {
     ["missing data file", () => [writeJob("nodata", { ...SMALL, data: { type: "csv", path: "missing.csv" } })], /missing\.csv: cannot read \(no such file\)/],
     ["malformed CSV", () => [writeJob("badcsv", { ...SMALL, data: { type: "csv", path: join(FIX, "cli-bad.csv"), label: "label" } })], /cli-bad\.csv:3: column 2 \('b'\): "x7" is not a number/],
     ["missing IDX files", () => [writeJob("noidx", { ...SMALL, data: { type: "idx", dir: TMP } })], /train-images-idx3-ubyte\[\.gz\]: no such file/],
+    ["a misspelled flag", () => [writeJob("flag", SMALL), "--epoch", "2"], /^chainrule: error: train: --epoch: unknown option \(did you mean --epochs\?\)/, 2],
+    ["a flag without its value", () => [writeJob("flagv", SMALL), "--lr"], /train: --lr: needs a value/, 2],
+    // Fails after the run directory is made (the warm-up is checked against the run's steps): it is removed again.
+    ["warm-up longer than the run", () => [writeJob("warm", { ...SMALL, schedule: { type: "cosine", warmupSteps: 500 } })], /schedule\.warmupSteps: 500 is more than the run's 12 steps/, 2],
   ];
   for (const [name, args, re, code] of cases) {
     it(name, async () => {
@@ -231,6 +235,16 @@ describe("bad input: exit ≠ 0, one line, nothing written", () => {
       expect(existsSync(out)).toBe(false);
     }, 60_000);
   }
+
+  it("help and version do no work: info --help, bench --help, --version", async () => {
+    const t0 = performance.now();
+    for (const [args, re] of [[["info", "--help"], /^usage: chainrule info/], [["bench", "--help"], /^usage: chainrule bench/], [["--version"], /^chainrule \d+\.\d+\.\d+\n$/]] as const) {
+      const r = await cli([...args]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(re);
+    }
+    expect(performance.now() - t0).toBeLessThan(30_000); // the benchmark alone takes minutes
+  }, 60_000);
 
   describe("with a finished run", () => {
     const run = join(TMP, "small");

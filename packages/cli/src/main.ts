@@ -3,6 +3,7 @@
  * repository (this file through tsx), or `chainrule` when the package is installed
  * (bin/chainrule.js runs the built dist/main.js).
  */
+import { readFileSync } from "node:fs";
 import { CliError, UsageError, oneLine } from "./errors.js";
 import { abortMpi, underMpirun } from "@chainrule/parallel";
 
@@ -19,8 +20,15 @@ commands:
   bench [ARGS]              run the benchmarks (bench/index.ts)
   plot RUN_DIR              SVG charts and an HTML report of a run's metrics
 
-run \`chainrule <command> --help\` for a command's options.
+run \`chainrule <command> --help\` for a command's options; \`chainrule --version\` for the version.
+exit status: 0 done, 1 a failure while running, 2 bad usage or a bad job, 130/143 interrupted
+(Ctrl-C / SIGTERM, after writing a checkpoint).
 `;
+
+/** The CLI package's version. */
+function version(): string {
+  return (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
+}
 
 /** Adding a command: a case below, a file commands/<name>.ts exporting `<name>Command(argv): Promise<number>`, a HELP line. */
 export async function main(argv: string[]): Promise<number> {
@@ -32,6 +40,10 @@ export async function main(argv: string[]): Promise<number> {
     case "-h":
       process.stdout.write(HELP);
       return cmd === undefined ? 2 : 0;
+    case "--version":
+    case "-v":
+      process.stdout.write(`chainrule ${version()}\n`);
+      return 0;
     case "train":
       return (await import("./commands/train.js")).trainCommand(rest);
     case "eval":
@@ -57,6 +69,8 @@ function isParseArgsError(e: unknown): boolean {
 }
 
 export async function run(): Promise<void> {
+  // `pnpm chainrule` runs the script from the workspace root; paths on the command line are the user's.
+  if (process.env.npm_lifecycle_event === "chainrule" && process.env.INIT_CWD) process.chdir(process.env.INIT_CWD);
   let code: number;
   try {
     code = await main(process.argv.slice(2));

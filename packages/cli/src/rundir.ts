@@ -20,7 +20,11 @@ export const CHECKPOINTS = "checkpoints";
 
 /** runs/<name>, or runs/<YYYYMMDD-HHMMSS> (with a suffix if taken). */
 export function defaultRunDir(name: string | undefined, root = "runs"): string {
-  if (name) return join(root, name);
+  if (name) {
+    let dir = join(root, name);
+    for (let i = 2; existsSync(dir); i++) dir = join(root, `${name}-${i}`);
+    return dir;
+  }
   const d = new Date();
   const p = (n: number) => String(n).padStart(2, "0");
   const stamp = `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;

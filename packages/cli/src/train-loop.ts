@@ -47,6 +47,8 @@ export interface LoopArgs {
   resumedFrom: string | null;
   /** The init.checkpoint load report (fresh fine-tuning runs). */
   initReport?: string;
+  /** Why the run directory has the name it has, when not the one asked for (" (runs/cnn exists)"). */
+  runDirNote?: string;
   /** This process writes the run directory (false: another host of an mpirun job does). */
   lead: boolean;
 }
@@ -170,7 +172,7 @@ class Run {
     } else {
       this.metrics?.write({ kind: "start", step: 0, time: new Date().toISOString(), workers: this.a.workers, backend: this.a.backendReason });
     }
-    out.write(`run directory: ${runDir}\n`);
+    out.write(`run directory: ${runDir}${this.a.runDirNote ?? ""}\n`);
     if (this.a.initReport) out.write(this.a.initReport);
     const l = job.lora;
     if (this.adapters && l) out.write(`LoRA: rank ${l.rank}, alpha ${l.alpha ?? l.rank} on ${this.adapters} layers (${l.targets}); only the adapters train\n`);

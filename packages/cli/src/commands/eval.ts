@@ -1,12 +1,12 @@
 /** chainrule eval CHECKPOINT [--data ...]: loss and accuracy of a checkpoint on held-out (or other) data. */
 import { existsSync, statSync } from "node:fs";
-import { parseArgs } from "node:util";
 import { F, Tensor, argmax, noGrad, loadCsv, loadIdxDataset, loadIdxDirectory, CharTokenizer, type CharTokenizerJSON, type Dataset } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { loadJobData } from "../data.js";
 import { fmtInt } from "../progress.js";
 import { type CheckpointModel, modelFromCheckpoint } from "../checkpoint-model.js";
 import { resolveCheckpoint } from "../rundir.js";
+import { parseFlags } from "../flags.js";
 
 export const EVAL_HELP = `usage: chainrule eval CHECKPOINT [--data SOURCE] [--labels FILE] [--label COL]
 
@@ -78,10 +78,7 @@ export function evaluateModel(cm: CheckpointModel, ds: Dataset): { loss: number;
 }
 
 export async function evalCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv, allowPositionals: true, strict: true,
-    options: { data: { type: "string" }, labels: { type: "string" }, label: { type: "string" }, help: { type: "boolean", short: "h" } },
-  });
+  const { values, positionals } = parseFlags("eval", argv, { data: { type: "string" }, labels: { type: "string" }, label: { type: "string" }, help: { type: "boolean", short: "h" } });
   if (values.help) {
     process.stdout.write(EVAL_HELP);
     return 0;

@@ -7,12 +7,12 @@
  * `--save-merged DIR` writes the merged model as a plain checkpoint.
  */
 import { existsSync } from "node:fs";
-import { parseArgs } from "node:util";
 import { CharTokenizer, GPT, generate, loadSafetensors, nn, saveCheckpoint, type CharTokenizerJSON } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { modelFromCheckpoint } from "../checkpoint-model.js";
 import { resolveCheckpoint } from "../rundir.js";
 import { JobSchema, type Job } from "../job/schema.js";
+import { parseFlags } from "../flags.js";
 
 export const GENERATE_HELP = `usage: chainrule generate CHECKPOINT [options]
 
@@ -67,15 +67,10 @@ function num(name: string, v: string | undefined, opts: { int?: boolean; min?: n
 }
 
 export async function generateCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    strict: true,
-    options: {
+  const { values, positionals } = parseFlags("generate", argv, {
       prompt: { type: "string" }, tokens: { type: "string" }, temperature: { type: "string" }, "top-k": { type: "string" },
       seed: { type: "string" }, adapters: { type: "string" }, "save-merged": { type: "string" }, help: { type: "boolean", short: "h" },
-    },
-  });
+    });
   if (values.help) {
     process.stdout.write(GENERATE_HELP);
     return 0;

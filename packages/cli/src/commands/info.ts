@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
 import { availableParallelism, cpus, freemem, totalmem, platform, arch, release } from "node:os";
 import { backendReport } from "@chainrule/core";
+import { UsageError } from "../errors.js";
 import { mpiLibrary, mpiWorld, underMpirun } from "@chainrule/parallel";
 
 
@@ -30,7 +31,12 @@ function version(pkg: string, from: string = import.meta.url): string {
   }
 }
 
-export async function infoCommand(_argv: string[]): Promise<number> {
+export async function infoCommand(argv: string[]): Promise<number> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write("usage: chainrule info\n\nPrints the cores, the kernel backend and why it was chosen, the MPI library and world, memory and versions.\n");
+    return 0;
+  }
+  if (argv.length > 0) throw new UsageError(`info takes no arguments, got ${argv.join(" ")}`);
   const cpu = cpus()[0]?.model ?? "unknown CPU";
   const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
   const b = backendReport();

@@ -1,11 +1,11 @@
 /** chainrule plot RUN_DIR: loss, accuracy and throughput charts (SVG) and one self-contained HTML report. */
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { writeFileAtomicSync } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { lineChart, type Series } from "../plot.js";
 import { JOB_FILE, METRICS_FILE, readMetrics } from "../rundir.js";
+import { parseFlags } from "../flags.js";
 
 type Rec = Record<string, any>;
 
@@ -35,7 +35,7 @@ export function charts(records: Rec[]): { name: string; title: string; svg: stri
 const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
 export async function plotCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, strict: true, options: { help: { type: "boolean", short: "h" } } });
+  const { values, positionals } = parseFlags("plot", argv, { help: { type: "boolean", short: "h" } });
   if (values.help || positionals.length !== 1) {
     if (!values.help) throw new UsageError("plot takes one RUN_DIR");
     process.stdout.write("usage: chainrule plot RUN_DIR\n\nWrites RUN_DIR/plots/{loss,accuracy,throughput}.svg (and lr.svg when the learning rate changes) and RUN_DIR/report.html.\n");

@@ -6,12 +6,12 @@
  *   "v1,v2,..."            one row of numbers
  */
 import { existsSync } from "node:fs";
-import { parseArgs } from "node:util";
 import { Tensor, loadCsv, noGrad, readIdx, softmax } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { loadJobData } from "../data.js";
 import { type CheckpointModel, modelFromCheckpoint } from "../checkpoint-model.js";
 import { resolveCheckpoint } from "../rundir.js";
+import { parseFlags } from "../flags.js";
 
 export const PREDICT_HELP = `usage: chainrule predict CHECKPOINT INPUT [--top K]
 
@@ -74,10 +74,7 @@ function inputRows(cm: CheckpointModel, input: string): Rows {
 }
 
 export async function predictCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv, allowPositionals: true, strict: true,
-    options: { top: { type: "string" }, help: { type: "boolean", short: "h" } },
-  });
+  const { values, positionals } = parseFlags("predict", argv, { top: { type: "string" }, help: { type: "boolean", short: "h" } });
   if (values.help) {
     process.stdout.write(PREDICT_HELP);
     return 0;

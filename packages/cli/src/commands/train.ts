@@ -3,9 +3,8 @@
  * engine (DataParallel over 1 or N workers), then run epochs with a progress bar,
  * metrics, periodic checkpoints, exact resume and clean interrupts.
  */
-import { existsSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { readCheckpoint, describeMismatch, setRngState, CheckpointError, CharTokenizer, type nn } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { type Job, defaultLoss } from "../job/schema.js";
@@ -18,6 +17,7 @@ import { applyBackend } from "../backend.js";
 import { createEngine, loadOptimizerState } from "../engine.js";
 import { mpiWorld, underMpirun } from "@chainrule/parallel";
 import { type Position, runLoop } from "../train-loop.js";
+import { parseFlags } from "../flags.js";
 
 export const TRAIN_HELP = `usage: chainrule train [JOB] [options]
 
@@ -43,17 +43,12 @@ options:
 `;
 
 export async function trainCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    strict: true,
-    options: {
+  const { values, positionals } = parseFlags("train", argv, {
       epochs: { type: "string" }, "batch-size": { type: "string" }, lr: { type: "string" }, seed: { type: "string" },
       workers: { type: "string" }, backend: { type: "string" }, out: { type: "string" }, name: { type: "string" },
       resume: { type: "boolean" }, "checkpoint-every": { type: "string" }, set: { type: "string", multiple: true },
       help: { type: "boolean", short: "h" },
-    },
-  });
+    });
   if (values.help) {
     process.stdout.write(TRAIN_HELP);
     return 0;
@@ -68,11 +63,14 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const { raw, source } = await rawJob(jobPath, flags, values.set ?? []);
 
   // ---- the run directory and the job (validated before any work) ----
-  let runDir = values.out ?? (typeof raw.name === "string" ? join("runs", raw.name) : undefined);
+  const named = values.out ?? (typeof raw.name === "string" ? join("runs", raw.name) : undefined);
+  let runDir: string;
+  let runDirNote: string | undefined;
   let job: Job;
   let resumeFrom: string | null = null;
   if (values.resume) {
-    if (!runDir) throw new UsageError("--resume needs --out RUN_DIR (or a job with a name)");
+    if (!named) throw new UsageError("--resume needs --out RUN_DIR (or a job with a name)");
+    runDir = named;
     const saved = readRunJob(runDir);
     const savedJob = parseJob(saved, join(runDir, JOB_FILE));
     // Without JOB, the run's own job is the base; flags apply on top.
@@ -85,8 +83,14 @@ export async function trainCommand(argv: string[]): Promise<number> {
     resumeFrom = cks[cks.length - 1];
   } else {
     job = parseJob(raw, source);
-    runDir ??= defaultRunDir(job.name);
-    if (lead && existsSync(runDir)) throw runDirExists(runDir);
+    if (values.out !== undefined) {
+      runDir = values.out;
+      if (lead && existsSync(runDir)) throw runDirExists(runDir);
+    } else {
+      // A second run of a job gets the next free name (runs/cnn-2, ...), as Lightning's version_N.
+      runDir = defaultRunDir(job.name);
+      if (job.name !== undefined && runDir !== join("runs", job.name)) runDirNote = ` (${join("runs", job.name)} exists)`;
+    }
   }
 
   // ---- data, loss, backend ----
@@ -133,6 +137,8 @@ export async function trainCommand(argv: string[]): Promise<number> {
 
   const engine = await createEngine({ job, ctx, loss, workers, hosts: hosts !== null });
   let initReport: string | undefined;
+  /** The run directory this command made (removed again if the run fails before a checkpoint). */
+  let created: string | null = null;
   try {
     if (ckpt) {
       const mismatch = describeMismatch(ckpt.tensors, engine.model);
@@ -146,10 +152,17 @@ export async function trainCommand(argv: string[]): Promise<number> {
       if (ckpt.state.rng) setRngState(ckpt.state.rng);
     } else {
       if (init && initDir) initReport = loadInit(engine.model, init, initDir, job.init!.strict);
-      if (lead) createRunDir(runDir);
+      if (lead) {
+        createRunDir(runDir);
+        created = runDir;
+      }
     }
     if (lead) writeJson(join(runDir, JOB_FILE), job);
-    return await runLoop({ job, runDir, engine, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, initReport, workersNote: autoWorkersNote(job, probe), lead });
+    return await runLoop({ job, runDir, engine, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, initReport, workersNote: autoWorkersNote(job, probe), lead, runDirNote });
+  } catch (e) {
+    // A new run that failed before its first checkpoint leaves nothing behind.
+    if (created !== null && listCheckpoints(created).length === 0) rmSync(created, { recursive: true, force: true });
+    throw e;
   } finally {
     await engine.close();
   }
