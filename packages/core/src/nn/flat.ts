@@ -78,6 +78,62 @@ function allocArena(total: number, shared: boolean): { data: Float32Array; grad:
   return { data: new Float32Array(buffer, 0, total), grad: new Float32Array(buffer, region, total) };
 }
 
+/**
+ * Points each parameter at its range of `data` (copying its values in when `copy`) and its
+ * gradient at the same range of `grad` (copying the gradient it has, if any). With
+ * `gradsForAll` false, a parameter that neither needs a gradient nor has one keeps `.grad` null.
+ */
+function bindParameters(params: readonly Parameter[], data: Float32Array, grad: Float32Array, copy: boolean, gradsForAll: boolean): void {
+  let offset = 0;
+  for (const p of params) {
+    const size = p.size;
+    const view = data.subarray(offset, offset + size);
+    if (copy) view.set(p.data);
+    p.data = view;
+    if (gradsForAll || p.requiresGrad || p.grad !== null) {
+      const g = grad.subarray(offset, offset + size);
+      if (p.grad !== null) g.set(p.grad.data);
+      p.grad = new Tensor(g, p.shape);
+    }
+    offset += size;
+  }
+}
+
+/** Below this many values a packed set of parameters goes to a plain ArrayBuffer: SIMD would gain nothing worth a memory. */
+const MIN_ARENA_FLOATS = 4096;
+
+/** Whether `a` is a whole, unshared ArrayBuffer of its own (not a view into a larger buffer). */
+function ownsBuffer(a: Float32Array): boolean {
+  return a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer;
+}
+
+/**
+ * Packs `params` (in this order) into one values buffer and one gradient buffer, in a
+ * `FlatArena` with room for optimizer state where the backend has one: what the optimizers
+ * do when they are built, so that plain code gets one contiguous range per parameter group
+ * and the SIMD Adam running in place. Values and existing gradients are copied in; each
+ * parameter's `.data` (and `.grad`) becomes a view, so read `p.data` after this, not a copy
+ * taken before. A parameter that neither needs a gradient nor has one keeps `.grad` null.
+ *
+ * Does nothing and returns false unless every parameter owns its storage: an unshared
+ * ArrayBuffer of its own, held by no other parameter. Parameters already packed (by
+ * `flattenParameters`, an earlier optimizer, or the parallel package's shared memory) are
+ * left where they are.
+ */
+export function packParameters(params: readonly Parameter[]): boolean {
+  if (params.length === 0) return false;
+  const buffers = new Set<ArrayBufferLike>();
+  let total = 0;
+  for (const p of params) {
+    if (!ownsBuffer(p.data) || buffers.has(p.data.buffer)) return false;
+    buffers.add(p.data.buffer);
+    total += p.size;
+  }
+  const arena = total >= MIN_ARENA_FLOATS ? allocArena(total, false) : null;
+  bindParameters(params, arena?.data ?? new Float32Array(total), arena?.grad ?? new Float32Array(total), true, false);
+  return true;
+}
+
 export function paramLayout(model: Module): ParamLayoutEntry[] {
   let offset = 0;
   return model.namedParameters().map(([name, p]) => {
@@ -112,12 +168,7 @@ export function flattenParameters(
   }
   const copy = opts.copyValues ?? opts.dataBuffer === undefined;
   const params = model.namedParameters().map(([, p]) => p);
-  params.forEach((p: Parameter, i) => {
-    const { offset, size } = layout[i];
-    const view = data.subarray(offset, offset + size);
-    if (copy) view.set(p.data);
-    p.data = view;
-    p.grad = new Tensor(grad.subarray(offset, offset + size), p.shape);
-  });
+  for (const p of params) p.grad = null; // every parameter gets a fresh zeroed view below
+  bindParameters(params, data, grad, copy, true);
   return { data, grad, layout };
 }
