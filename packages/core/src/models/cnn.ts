@@ -9,7 +9,6 @@
 import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { reshape } from "../ops/shape.js";
-import { type Size2, batchNorm2dMaxPoolRelu, conv2dMaxPoolRelu } from "../ops/conv.js";
 import { Dropout, Flatten, Linear, ReLU, Sequential } from "../nn/layers.js";
 import type { Module } from "../nn/module.js";
 import { BatchNorm2d, Conv2d, MaxPool2d } from "../nn/conv.js";
@@ -43,17 +42,9 @@ export const mnistCnnDefaults: CnnConfig = {
   dropout: 0,
 };
 
-/** True for MaxPool2d(2) (stride 2, no padding or dilation) followed by ReLU. */
-function isPool2Relu(pool: Module | undefined, act: Module | undefined): boolean {
-  if (!(pool instanceof MaxPool2d) || !(act instanceof ReLU)) return false;
-  const { stride, padding, dilation } = pool.opts;
-  const is = (v: Size2 | undefined, n: number) => v === undefined || (typeof v === "number" ? v === n : v[0] === n && v[1] === n);
-  return is(pool.kernelSize, 2) && (stride === undefined || is(stride, 2)) && is(padding, 0) && is(dilation, 1);
-}
-
 /**
- * A Sequential whose forward also takes flat rows (N, C·H·W), the MLP datasets' format, and runs
- * each Conv2d → MaxPool2d(2) → ReLU as the fused conv2dMaxPoolRelu, and each
+ * A Sequential whose forward also takes flat rows (N, C·H·W), the MLP datasets' format. Like any
+ * Sequential it runs each Conv2d → MaxPool2d(2) → ReLU as the fused conv2dMaxPoolRelu and each
  * BatchNorm2d → MaxPool2d(2) → ReLU as batchNorm2dMaxPoolRelu (same functions and gradients).
  */
 export class ImageClassifier extends Sequential {
@@ -70,22 +61,7 @@ export class ImageClassifier extends Sequential {
     } else if (x.ndim !== 4 || x.shape[1] !== C || x.shape[2] !== H || x.shape[3] !== W) {
       throw new ShapeError(`ImageClassifier: input ${fmtShape(x.shape)} must be (N, ${C}, ${H}, ${W}) or (N, ${C * H * W})`);
     }
-    const layers = this.layers;
-    for (let i = 0; i < layers.length; i++) {
-      const m = layers[i];
-      if (m instanceof Conv2d && isPool2Relu(layers[i + 1], layers[i + 2])) {
-        // Conv2d, MaxPool2d(2), ReLU as one op: the full-size conv output is never stored.
-        x = conv2dMaxPoolRelu(x, m.weight, m.bias, m.opts);
-        i += 2;
-      } else if (m instanceof BatchNorm2d && isPool2Relu(layers[i + 1], layers[i + 2])) {
-        // BatchNorm2d, MaxPool2d(2), ReLU as one op: the normalised activation is never stored.
-        x = batchNorm2dMaxPoolRelu(x, m.runningMean, m.runningVar, m.weight, m.bias, m.nextOptions());
-        i += 2;
-      } else {
-        x = m.forward(x);
-      }
-    }
-    return x; // (N, numClasses) logits
+    return super.forward(x); // (N, numClasses) logits
   }
 }
 

@@ -8,6 +8,8 @@ import { dropout, embedding } from "../ops/indexing.js";
 import { layerNorm } from "../ops/layernorm.js";
 import { flatten } from "../ops/shape.js";
 import { softmax } from "../ops/softmax.js";
+import { type Size2, batchNorm2dMaxPoolRelu, conv2dMaxPoolRelu } from "../ops/conv.js";
+import { BatchNorm2d, Conv2d, MaxPool2d } from "./conv.js";
 
 function checkPositiveInt(op: string, name: string, v: number): void {
   if (!Number.isInteger(v) || v <= 0) throw new ArgumentError(`${op}: ${name} must be a positive integer, got ${v}`);
@@ -37,12 +39,38 @@ export class Linear extends Module {
   }
 }
 
-/** Runs modules in order. Children are named "0", "1", ... as in PyTorch. */
 /** A Linear whose forward is Linear's own (not a subclass that changes it): fused ops may then use its weight and bias directly. */
 export function isPlainLinear(m: Module): m is Linear {
   return m instanceof Linear && m.forward === Linear.prototype.forward;
 }
 
+/** Whether `m` runs `cls`'s own forward (not a subclass's or an instance's replacement). */
+function runs(m: Module | undefined, cls: { prototype: { forward: unknown } }): boolean {
+  return m !== undefined && m.forward === cls.prototype.forward;
+}
+
+/** True for a plain MaxPool2d(2) (stride 2, no padding or dilation). */
+function isPool2(m: Module | undefined): m is MaxPool2d {
+  if (!(m instanceof MaxPool2d) || !runs(m, MaxPool2d)) return false;
+  const { stride, padding, dilation } = m.opts;
+  const is = (v: Size2 | undefined, n: number) => v === undefined || (typeof v === "number" ? v === n : v[0] === n && v[1] === n);
+  return is(m.kernelSize, 2) && (stride === undefined || is(stride, 2)) && is(padding, 0) && is(dilation, 1);
+}
+
+/** True when layers i and i + 1 are MaxPool2d(2) and ReLU, in either order (they commute: max(relu(a), relu(b)) = relu(max(a, b))). */
+function isPoolRelu(layers: Module[], i: number): boolean {
+  const a = layers[i], b = layers[i + 1];
+  return (isPool2(a) && runs(b, ReLU)) || (runs(a, ReLU) && isPool2(b));
+}
+
+/**
+ * Runs modules in order. Children are named "0", "1", ... as in PyTorch.
+ *
+ * Adjacent layers that have a fused op run as that op, with the same values and gradients:
+ * Conv2d followed by ReLU and MaxPool2d(2) (either order) as conv2dMaxPoolRelu, whose
+ * full-size conv output is never stored, and BatchNorm2d followed by the same pair as
+ * batchNorm2dMaxPoolRelu. Only layers running their class's own forward are fused.
+ */
 export class Sequential extends Module {
   constructor(...layers: Module[]) {
     super();
@@ -52,7 +80,19 @@ export class Sequential extends Module {
     return this.children();
   }
   forward(x: Tensor): Tensor {
-    for (const m of this.children()) x = m.forward(x);
+    const layers = this.children();
+    for (let i = 0; i < layers.length; i++) {
+      const m = layers[i];
+      if (m instanceof Conv2d && runs(m, Conv2d) && isPoolRelu(layers, i + 1)) {
+        x = conv2dMaxPoolRelu(x, m.weight, m.bias, m.opts); // (N, C, H, W) → (N, O, ⌊OH/2⌋, ⌊OW/2⌋)
+        i += 2;
+      } else if (m instanceof BatchNorm2d && runs(m, BatchNorm2d) && isPoolRelu(layers, i + 1)) {
+        x = batchNorm2dMaxPoolRelu(x, m.runningMean, m.runningVar, m.weight, m.bias, m.nextOptions()); // (N, C, H/2, W/2)
+        i += 2;
+      } else {
+        x = m.forward(x);
+      }
+    }
     return x;
   }
 }
