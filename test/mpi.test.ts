@@ -100,6 +100,42 @@ describe("chainrule train under mpirun", () => {
     close(half);
   }, 180_000);
 
+  it("SIGTERM to one host: every host stops after the same step, host 0 writes that step's checkpoint", async () => {
+    const long = writeJobIn(TMP, "stop", {
+      model: { type: "mlp", hidden: [64] },
+      data: { type: "mnist", limitTrain: 2000, limitHeldOut: 100 },
+      epochs: 50, batchSize: 20, workers: 1, seed: 1,
+      checkpoint: { everySteps: 1000, keep: 2 },
+      log: { everySteps: 1 },
+    });
+    const run = join(TMP, "stopped");
+    let signalledAt = 0;
+    const r = await mpirun(2, [MAIN, "train", long, "--out", run], (mpi) => {
+      const timer = setInterval(() => {
+        const m = join(run, "metrics.jsonl");
+        if (!existsSync(m) || readFileSync(m, "utf8").split("\n").filter((l) => l.includes('"kind":"step"')).length < 30) return;
+        clearInterval(timer);
+        const ps = spawn("pgrep", ["-P", String(mpi.pid)]);
+        let out = "";
+        ps.stdout.on("data", (d) => (out += d));
+        ps.on("close", () => {
+          const pids = out.trim().split("\n").map(Number).filter(Boolean);
+          signalledAt = performance.now();
+          process.kill(pids[pids.length - 1], "SIGTERM"); // host 1 only
+        });
+      }, 20);
+    });
+    expect(signalledAt).toBeGreaterThan(0);
+    expect(performance.now() - signalledAt).toBeLessThan(30_000);
+    const m = /interrupted \(SIGTERM\) at epoch \d+, step (\d+): checkpoint written to (\S+)/.exec(r.stdout);
+    expect(m, r.stdout + r.stderr).not.toBeNull();
+    const ck = latestCheckpoint(run);
+    expect(JSON.parse(readFileSync(join(ck, "state.json"), "utf8")).step).toBe(Number(m![1]));
+    // It resumes on one host from there.
+    const resumed = await cli(["train", "--resume", "--out", run, "--epochs", "2"]);
+    expect(resumed.code, resumed.stderr).toBe(0);
+  }, 180_000);
+
   it("a host that dies ends the job in bounded time; the last checkpoint stays intact", async () => {
     const long = writeJobIn(TMP, "long", {
       model: { type: "mlp", hidden: [64] },

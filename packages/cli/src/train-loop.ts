@@ -5,7 +5,7 @@
  */
 import { join } from "node:path";
 import { Generator, GPT, getRngState, nn, saveCheckpoint, saveSafetensors } from "@chainrule/core";
-import type { DataParallel } from "@chainrule/parallel";
+import type { DataParallel, StepOutcome } from "@chainrule/parallel";
 import { generateText } from "./commands/generate.js";
 import { describeModel } from "./checkpoint-model.js";
 import type { loadJobData } from "./data.js";
@@ -63,7 +63,8 @@ export async function runLoop(a: LoopArgs): Promise<number> {
   const { job, engine, data } = a;
   const run = new Run(a);
   run.printHeader();
-  const interrupts = new Interrupts(() => run.lastCheckpoint);
+  // With several hosts a signal is a request that the next exchange tells every host, so all stop after the same step.
+  const interrupts = new Interrupts(() => run.lastCheckpoint, engine.hosts > 1 ? () => engine.requestStop() : null);
   try {
     if (data.tokenizer !== undefined && !a.resumedFrom) await run.evaluateBeforeTraining();
     while (run.pos.epoch < job.epochs && !interrupts.stop) {
@@ -92,19 +93,31 @@ export async function runLoop(a: LoopArgs): Promise<number> {
 /** Ctrl-C / SIGTERM: the first finishes the steps in flight and checkpoints; a second exits at once. */
 class Interrupts {
   stop: NodeJS.Signals | null = null;
+  /** The signal this host got while waiting for the hosts to agree on a step to stop after. */
+  requested: NodeJS.Signals | null = null;
   private readonly handler = (sig: NodeJS.Signals) => {
-    if (this.stop) {
+    if (this.stop || this.requested) {
       const last = this.lastCheckpoint();
       process.stderr.write(`\n${sig} again: exiting now; the last checkpoint${last ? ` (${last})` : ""} is intact\n`);
       process.exit(130);
     }
-    this.stop = sig;
+    if (this.requestStop) {
+      this.requested = sig;
+      this.requestStop();
+    } else {
+      this.stop = sig;
+    }
     this.onStop();
     process.stderr.write(`\n${sig}: finishing the steps in flight, then writing a checkpoint (Ctrl-C again to exit at once)\n`);
   };
   onStop: () => void = () => {};
 
-  constructor(private readonly lastCheckpoint: () => string | null) {
+  /** Every host stops after this step (its outcome said so). */
+  agreed(): void {
+    this.stop ??= this.requested ?? "SIGTERM";
+  }
+
+  constructor(private readonly lastCheckpoint: () => string | null, private readonly requestStop: (() => void) | null) {
     process.on("SIGINT", this.handler);
     process.on("SIGTERM", this.handler);
   }
@@ -196,7 +209,7 @@ class Run {
     this.progress.startEpoch(pos.epoch, job.epochs, this.perEpoch, pos.batch);
     this.epochStart = performance.now();
     this.epochRows = 0;
-    const ahead: { idx: Int32Array; lr: number; out: Promise<number> }[] = [];
+    const ahead: { idx: Int32Array; lr: number; out: Promise<StepOutcome> }[] = [];
     let next = pos.batch;
     const checkpointAfter = (step: number) => job.checkpoint.everySteps > 0 && step % job.checkpoint.everySteps === 0;
     while (pos.batch < this.perEpoch) {
@@ -205,13 +218,15 @@ class Run {
       while (!interrupts.stop && next < this.perEpoch && ahead.length < 2 && !(ahead.length > 0 && checkpointAfter(pos.step + ahead.length))) {
         const idx = perm.subarray(next * B, Math.min(N, (next + 1) * B));
         const lr = this.lrAt(pos.step + ahead.length);
-        const out = engine.step({ dataset: data.train, indices: idx }, { lr });
+        const out = engine.trainStep({ dataset: data.train, indices: idx }, { lr });
         out.catch(() => {}); // a step behind a failed one rejects too; the failed one is thrown below
         ahead.push({ idx, lr, out });
         next++;
       }
       const { idx, lr, out } = ahead.shift()!;
-      this.stepDone(await out, idx.length, lr);
+      const outcome = await out;
+      this.stepDone(outcome.loss, idx.length, lr);
+      if (outcome.stop) interrupts.agreed(); // some host asked to stop: all stop after the steps posted
       if (checkpointAfter(pos.step)) this.checkpoint();
     }
   }

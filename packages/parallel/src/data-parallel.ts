@@ -98,6 +98,11 @@ export interface StepOutcome {
   /** Mean loss over the batch. */
   loss: number;
   stats: StepStats;
+  /**
+   * With several hosts: some host asked to stop (requestStop) by this step's exchange. Every host
+   * reads the same value for the same step, so all can stop after the same step.
+   */
+  stop?: boolean;
 }
 
 /** Where the time of the last step went (ms; per-rank figures are the max over ranks). */
@@ -494,6 +499,15 @@ export class DataParallel {
 
   get hostRank(): number {
     return this.comm?.rank ?? 0;
+  }
+
+  /**
+   * Asks every host to stop: the next exchange tells the others, and from the step whose
+   * StepOutcome says `stop`, each host posts nothing more (what is posted completes everywhere).
+   */
+  requestStop(): void {
+    this.ready();
+    Atomics.store(this.views!.control, CONTROL.STOP, 1);
   }
 
   /** Optimizer steps taken. */
@@ -954,7 +968,7 @@ export class DataParallel {
       hostsMs: this.hosts > 1 ? out[p * W * STEP_RESULT.size + STEP_RESULT.HOSTS_MS] : undefined,
     };
     this.lastStats = stats;
-    return { step: f.step, loss, stats };
+    return { step: f.step, loss, stats, stop: this.hosts > 1 ? out[p * W * STEP_RESULT.size + STEP_RESULT.HOSTS_STOP] > 0 : undefined };
   }
 
   /** Ends the ranks' step loops (between steps), so the threads take other tasks; bounded wait. */
@@ -1064,7 +1078,7 @@ export class DataParallel {
       hostsMs: r.hostsMs,
     };
     this.lastStats = stats;
-    return { step, loss, stats };
+    return { step, loss, stats, stop: r.hostsStop };
   }
 
   /** The inline replica's views of a dataset (made once per dataset). */

@@ -77,6 +77,8 @@ export const CONTROL = {
   BARRIER: 1,
   /** Synchronised batch norm: arrivals at its exchanges so far in this step (reset by rank 0 after the step's gradient barrier, when no rank is in an exchange). */
   BN: 2,
+  /** 1 once this host asked to stop (DataParallel.requestStop); rank 0 tells the other hosts in the next exchange. */
+  STOP: 3,
   /** Per rank r: its stage in the current step, at STAGE + r (see STAGE_*). */
   STAGE: 4,
   /** Control words for `world` ranks. */
@@ -126,7 +128,9 @@ export const STEP_RESULT = {
   HOSTS_COUNTED: 11, HOSTS_LOSS_SUM: 12,
   /** Rank 0 with several hosts: ms spent exchanging with the other hosts (MPI calls and the host-order sum). */
   HOSTS_MS: 13,
-  size: 14,
+  /** Rank 0 with several hosts: 1 when some host asked to stop (every host reads the same value for the same step). */
+  HOSTS_STOP: 14,
+  size: 15,
 } as const;
 
 /** Stages a rank goes through in a step (CONTROL.STAGE + rank). */

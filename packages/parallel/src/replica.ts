@@ -89,7 +89,7 @@ export class Replica {
   private hostGrads: Float32Array | null = null;
   private hostBuffers: Float32Array | null = null;
   /** All hosts' counted targets and loss sum of the last step (rank 0, with hosts). */
-  private readonly hostTotals = { counted: 0, lossSum: 0, ms: 0 };
+  private readonly hostTotals = { counted: 0, lossSum: 0, ms: 0, stop: false };
   /** Test hook: "update:<rank>:<step>" makes that rank throw as it starts updating parameters. */
   private readonly injectFailure = process.env.CHAINRULE_PARALLEL_INJECT_FAILURE;
 
@@ -144,7 +144,7 @@ export class Replica {
     if (t.rank === 0) this.settleBuffers(t.active);
     const u = this.reduceAndUpdate(t, meet);
     Atomics.store(this.control, CONTROL.STAGE + t.rank, STAGE_DONE);
-    const all = this.hosts !== null && t.rank === 0 ? { hostsCounted: this.hostTotals.counted, hostsLossSum: this.hostTotals.lossSum, hostsMs: this.hostTotals.ms } : {};
+    const all = this.hosts !== null && t.rank === 0 ? { hostsCounted: this.hostTotals.counted, hostsLossSum: this.hostTotals.lossSum, hostsMs: this.hostTotals.ms, hostsStop: this.hostTotals.stop } : {};
     return { rank: t.rank, rows: t.end - t.start, counted: g.counted, lossSum: g.lossSum, gatherMs: g.gatherMs, computeMs: g.computeMs, waitMs: meet.waitMs, ...u, ...all };
   }
 
@@ -354,16 +354,18 @@ export class Replica {
     const comm = this.hosts!, H = comm.size, x = this.exchange, { world } = this.ctx;
     let counted = 0, lossSum = 0;
     for (let k = 0; k < world; k++) { counted += x[3 * k]; lossSum += x[3 * k + 1]; }
-    const totals = new Float64Array(3 * H);
-    comm.allgather(new Float64Array([counted, lossSum, active]), totals);
-    let allCounted = 0, allLoss = 0, allActive = 0;
-    for (let h = 0; h < H; h++) { allCounted += totals[3 * h]; allLoss += totals[3 * h + 1]; allActive += totals[3 * h + 2]; }
+    // Per host: counted targets, loss sum, active ranks, and whether it asked to stop.
+    const totals = new Float64Array(4 * H);
+    comm.allgather(new Float64Array([counted, lossSum, active, Atomics.load(this.control, CONTROL.STOP)]), totals);
+    let allCounted = 0, allLoss = 0, allActive = 0, stop = false;
+    for (let h = 0; h < H; h++) { allCounted += totals[4 * h]; allLoss += totals[4 * h + 1]; allActive += totals[4 * h + 2]; stop ||= totals[4 * h + 3] > 0; }
     this.hostTotals.counted = allCounted;
     this.hostTotals.lossSum = allLoss;
+    this.hostTotals.stop = stop;
     const P = this.grad.length;
     this.hostGrads ??= new Float32Array(H * P);
     comm.allgather(this.grad, this.hostGrads);
-    const wg = Array.from({ length: H }, (_, h) => (allCounted > 0 ? totals[3 * h] / allCounted : 0));
+    const wg = Array.from({ length: H }, (_, h) => (allCounted > 0 ? totals[4 * h] / allCounted : 0));
     const trainable = this.ctx.segments.flat();
     for (let i = 0; i < trainable.length; i += 2) combine(this.grad, this.hostGrads, P, wg, trainable[i], trainable[i + 1]);
     const B = this.bufCanon.reduce((n, b) => n + b.length, 0);
@@ -371,7 +373,7 @@ export class Replica {
       const canon = new Float32Array(this.ctx.memory.buffer, this.ctx.buffersAt, B);
       this.hostBuffers ??= new Float32Array(H * B);
       comm.allgather(canon, this.hostBuffers);
-      combine(canon, this.hostBuffers, B, Array.from({ length: H }, (_, h) => totals[3 * h + 2] / allActive), 0, B);
+      combine(canon, this.hostBuffers, B, Array.from({ length: H }, (_, h) => totals[4 * h + 2] / allActive), 0, B);
     }
   }
 

@@ -220,8 +220,9 @@ export interface StepResult {
   stepMs?: number;
   /** Rank 0 with several hosts: counted targets and loss sum over all hosts. */
   hostsCounted?: number;
-  /** Rank 0 with several hosts: ms of the exchange with them. */
+  /** Rank 0 with several hosts: ms of the exchange with them, and whether some host asked to stop. */
   hostsMs?: number;
+  hostsStop?: boolean;
   hostsLossSum?: number;
 }
 
