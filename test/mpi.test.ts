@@ -72,6 +72,36 @@ describe("DataParallel across hosts (hosts: \"mpi\")", () => {
   }, 120_000);
 });
 
+/** A long job of one worker per host, stopped or killed mid-run by the tests below. */
+const LONG = {
+  model: { type: "mlp", hidden: [64] },
+  data: { type: "mnist", limitTrain: 2000, limitHeldOut: 100 },
+  epochs: 50, batchSize: 20, workers: 1, seed: 1,
+};
+
+/**
+ * Runs `chainrule train job --out run` on 2 hosts and, once `ready()`, sends `signal` to host 1's
+ * process alone (mpirun's last child); resolves to the result and when the signal was sent.
+ */
+async function signalHostWhen(job: string, run: string, ready: () => boolean, signal: NodeJS.Signals): Promise<{ r: Result; sentAt: number }> {
+  let sentAt = 0;
+  const r = await mpirun(2, [MAIN, "train", job, "--out", run], (mpi) => {
+    const timer = setInterval(() => {
+      if (!ready()) return;
+      clearInterval(timer);
+      const ps = spawn("pgrep", ["-P", String(mpi.pid)]);
+      let out = "";
+      ps.stdout.on("data", (d) => (out += d));
+      ps.on("close", () => {
+        const pids = out.trim().split("\n").map(Number).filter(Boolean);
+        sentAt = performance.now();
+        process.kill(pids[pids.length - 1], signal);
+      });
+    }, 20);
+  });
+  return { r, sentAt };
+}
+
 describe("chainrule train under mpirun", () => {
   const job = writeJobIn(TMP, "mlp", {
     model: { type: "mlp", hidden: [32] },
@@ -101,30 +131,13 @@ describe("chainrule train under mpirun", () => {
   }, 180_000);
 
   it("SIGTERM to one host: every host stops after the same step, host 0 writes that step's checkpoint", async () => {
-    const long = writeJobIn(TMP, "stop", {
-      model: { type: "mlp", hidden: [64] },
-      data: { type: "mnist", limitTrain: 2000, limitHeldOut: 100 },
-      epochs: 50, batchSize: 20, workers: 1, seed: 1,
-      checkpoint: { everySteps: 1000, keep: 2 },
-      log: { everySteps: 1 },
-    });
+    const long = writeJobIn(TMP, "stop", { ...LONG, checkpoint: { everySteps: 1000, keep: 2 }, log: { everySteps: 1 } });
     const run = join(TMP, "stopped");
-    let signalledAt = 0;
-    const r = await mpirun(2, [MAIN, "train", long, "--out", run], (mpi) => {
-      const timer = setInterval(() => {
-        const m = join(run, "metrics.jsonl");
-        if (!existsSync(m) || readFileSync(m, "utf8").split("\n").filter((l) => l.includes('"kind":"step"')).length < 30) return;
-        clearInterval(timer);
-        const ps = spawn("pgrep", ["-P", String(mpi.pid)]);
-        let out = "";
-        ps.stdout.on("data", (d) => (out += d));
-        ps.on("close", () => {
-          const pids = out.trim().split("\n").map(Number).filter(Boolean);
-          signalledAt = performance.now();
-          process.kill(pids[pids.length - 1], "SIGTERM"); // host 1 only
-        });
-      }, 20);
-    });
+    const steps = () => {
+      const m = join(run, "metrics.jsonl");
+      return existsSync(m) ? readFileSync(m, "utf8").split("\n").filter((l) => l.includes('"kind":"step"')).length : 0;
+    };
+    const { r, sentAt: signalledAt } = await signalHostWhen(long, run, () => steps() >= 30, "SIGTERM");
     expect(signalledAt).toBeGreaterThan(0);
     expect(performance.now() - signalledAt).toBeLessThan(30_000);
     const m = /interrupted \(SIGTERM\) at epoch \d+, step (\d+): checkpoint written to (\S+)/.exec(r.stdout);
@@ -137,30 +150,10 @@ describe("chainrule train under mpirun", () => {
   }, 180_000);
 
   it("a host that dies ends the job in bounded time; the last checkpoint stays intact", async () => {
-    const long = writeJobIn(TMP, "long", {
-      model: { type: "mlp", hidden: [64] },
-      data: { type: "mnist", limitTrain: 2000, limitHeldOut: 100 },
-      epochs: 50, batchSize: 20, workers: 1, seed: 1,
-      checkpoint: { everySteps: 20, keep: 2 },
-    });
+    const long = writeJobIn(TMP, "long", { ...LONG, checkpoint: { everySteps: 20, keep: 2 } });
     const run = join(TMP, "killed");
-    let killedAt = 0;
-    const r = await mpirun(2, [MAIN, "train", long, "--out", run], (mpi) => {
-      const timer = setInterval(() => {
-        const cks = join(run, "checkpoints");
-        if (!existsSync(cks) || !readdirSync(cks).some((n) => n.startsWith("step-"))) return;
-        clearInterval(timer);
-        // mpirun's children are the hosts' processes: kill the last one.
-        const ps = spawn("pgrep", ["-P", String(mpi.pid)]);
-        let out = "";
-        ps.stdout.on("data", (d) => (out += d));
-        ps.on("close", () => {
-          const pids = out.trim().split("\n").map(Number).filter(Boolean);
-          killedAt = performance.now();
-          process.kill(pids[pids.length - 1], "SIGKILL");
-        });
-      }, 50);
-    });
+    const cks = join(run, "checkpoints");
+    const { r, sentAt: killedAt } = await signalHostWhen(long, run, () => existsSync(cks) && readdirSync(cks).some((n) => n.startsWith("step-")), "SIGKILL");
     expect(killedAt).toBeGreaterThan(0);
     expect(r.code).not.toBe(0);
     expect(performance.now() - killedAt).toBeLessThan(30_000);
