@@ -76,6 +76,25 @@ describe("safetensors writer", () => {
     expect((8 + Number(new DataView(bytes.buffer).getBigUint64(0, true))) % 8).toBe(0);
   });
 
+  // One F32 tensor [1.0] named `name`: the header is {"<name>":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}},
+  // 53 bytes plus the name. The spec: an 8-byte little-endian length N, then N bytes of header padded
+  // with spaces to a multiple of 8 (N counts the spaces), then the data.
+  it.each([
+    [56, 56, "www"], // already a multiple of 8: no padding
+    [55, 56, "ww"],
+    [54, 56, "w"],
+    [61, 64, "wwwwwwww"],
+    [60, 64, "wwwwwww"],
+    [59, 64, "wwwwww"],
+    [58, 64, "wwwww"],
+    [57, 64, "wwww"], // 7 spaces
+  ])("a %i-byte header is written as %i bytes: length, header, spaces (tensor %s)", (headerBytes, paddedBytes, name) => {
+    const header = `{"${name}":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`;
+    expect(header.length).toBe(headerBytes);
+    const expected = [paddedBytes, 0, 0, 0, 0, 0, 0, 0, ...Buffer.from(header), ...Array(paddedBytes - headerBytes).fill(0x20), 0x00, 0x00, 0x80, 0x3f];
+    expect(Array.from(encodeSafetensors({ [name]: { data: new Float32Array([1]), shape: [1] } }))).toEqual(expected);
+  });
+
   it("round-trips through a file (atomic write)", () => {
     const dir = mkdtempSync(join(tmpdir(), "st-"));
     const path = join(dir, "w.safetensors");
