@@ -62,9 +62,21 @@ describe("workers: auto", () => {
   });
   it("takes no more workers than WebAssembly's 4 GiB holds", () => {
     expect(autoWorkers(64, 1024, probe(1e9, 3))).toBe(3);
-    // 10.5M parameters with Adam: 4 regions besides the slots, ~42 MB each.
-    expect(maxWorkersFor(10_506_762, 2)).toBe(97); // init allows 98 (this keeps 16 MiB aside)
+  });
+  it("counts the most workers whose shared memory fits in 4 GiB, keeping 16 MiB for model buffers and control rows", () => {
+    // The shared memory: parameters, mean gradient, one gradient slot per worker and the optimizer's
+    // state buffers, P float32s each, every region starting on a 64-byte boundary.
+    const fits = (P: number, workers: number, optimizerBuffers: number) =>
+      (2 + workers + optimizerBuffers) * Math.ceil((4 * P) / 64) * 64 + 16 * 2 ** 20 <= 2 ** 32;
+    for (const [P, buffers] of [[10_506_762, 2], [134_316_042, 2], [134_316_042, 1], [134_316_042, 0], [1_000_003, 2], [300_000_000, 2], [250_000_000, 0]]) {
+      const n = maxWorkersFor(P, buffers);
+      if (n > 0) expect(fits(P, n, buffers), `${P} parameters, ${buffers} buffers, ${n} workers`).toBe(true);
+      expect(fits(P, n + 1, buffers), `${P} parameters, ${buffers} buffers, ${n + 1} workers`).toBe(false);
+    }
+    // 134M parameters with Adam: 3 workers fit, and a 4th would take the memory above 4 GiB even without the reserve.
     expect(maxWorkersFor(134_316_042, 2)).toBe(3);
+    expect((2 + 4 + 2) * 4 * 134_316_042).toBeGreaterThan(2 ** 32);
+    // 300M parameters: not even parameters, gradient, one slot and Adam's two moments fit.
     expect(maxWorkersFor(300_000_000, 2)).toBe(0);
   });
   it("leaves an explicit count alone", async () => {
