@@ -38,6 +38,36 @@ describe("job schema", () => {
     expect(err({ schedule: { type: "cosine", minLr: 1 } })).toMatch(/schedule\.minLr: minLr 1 is above optimizer\.lr 0\.001/);
     expect(err({ a: 1, b: 2, c: 3, d: 4 })).toMatch(/a: unknown key; b: unknown key; c: unknown key; d: unknown key/);
   });
+  // Every section, and every variant of the sections with a `type`, rejects a key it does not know
+  // (a misspelt option must not be dropped silently): one line naming the key's path.
+  const unknownKeys: [string, Record<string, unknown>, string][] = [
+    ["model (linear)", { model: { type: "linear", hidden: [8] } }, "model.hidden"],
+    ["model (logistic)", { model: { type: "logistic", bias: false } }, "model.bias"],
+    ["model (mlp)", { model: { type: "mlp", layers: [8] } }, "model.layers"],
+    ["model (cnn)", { model: { type: "cnn", kernelSize: 5 } }, "model.kernelSize"],
+    ["model (gpt)", { model: { type: "gpt", n_layer: 2 }, data: { type: "text" } }, "model.n_layer"],
+    ["model (module)", { model: { type: "module", module: "m.ts", opts: {} } }, "model.opts"],
+    ["data (mnist)", { data: { type: "mnist", heldout: 100 } }, "data.heldout"],
+    ["data (idx)", { data: { type: "idx", dir: "d", normalize: true } }, "data.normalize"],
+    ["data (csv)", { data: { type: "csv", path: "a.csv", sep: ";" } }, "data.sep"],
+    ["data (text)", { model: { type: "gpt" }, data: { type: "text", lowercase: true } }, "data.lowercase"],
+    ["optimizer (sgd)", { optimizer: { type: "sgd", dampening: 0.1 } }, "optimizer.dampening"],
+    ["optimizer (adam)", { optimizer: { type: "adam", weight_decay: 0.1 } }, "optimizer.weight_decay"],
+    ["optimizer (adamw)", { optimizer: { type: "adamw", amsgrad: true } }, "optimizer.amsgrad"],
+    ["schedule (constant)", { schedule: { type: "constant", lr: 0.1 } }, "schedule.lr"],
+    ["schedule (cosine)", { schedule: { type: "cosine", warmup: 10 } }, "schedule.warmup"],
+    ["schedule (step)", { schedule: { type: "step", stepSize: 10, decay: 0.5 } }, "schedule.decay"],
+    ["augment", { augment: { crop: 2, rotate: 10 } }, "augment.rotate"],
+    ["checkpoint", { checkpoint: { every: 100 } }, "checkpoint.every"],
+    ["init", { init: { checkpoint: "ck", strict: true, map: {} } }, "init.map"],
+    ["lora", { model: { type: "gpt" }, data: { type: "text" }, lora: { rank: 4, scale: 2 } }, "lora.scale"],
+    ["paramGroups[i]", { paramGroups: [{ match: "w", lr: 0.1 }, { match: "b", lr: 0.1, weightDecay: 0 }] }, "paramGroups[1].weightDecay"],
+    ["sample", { sample: { tokens: 10, top_k: 5 } }, "sample.top_k"],
+    ["log", { log: { everySteps: 10, everyEpochs: 1 } }, "log.everyEpochs"],
+  ];
+  it.each(unknownKeys)("rejects an unknown key in %s, naming its path in one line", (_section, job, path) => {
+    expect(err(job)).toBe(`job.json: ${path}: unknown key`);
+  });
   it("flags and --set override the job, keeping a section's type", async () => {
     const { raw, source } = await rawJob(undefined, { lr: "0.01", "batch-size": "32", workers: "auto" }, ["data.limitTrain=100", "model.hidden=[64]"]);
     const j = parseJob(raw, source);
