@@ -1,6 +1,6 @@
 import { AnomalyError, AutogradError, ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
-import { isArenaArray, outputBuffer } from "../tensor/arena.js";
+import { isArenaArray, isIntermediate, outputBuffer, recycledBuffer, releaseBuffer, releaseIfIntermediate } from "../tensor/arena.js";
 import { kernels } from "../kernels/kernels.js";
 
 /**
@@ -131,7 +131,7 @@ function backwardPass(root: Tensor, rootGrad: Float32Array, retainGraph: boolean
     grads.delete(t);
     const fn = t.gradFn;
     if (fn === null) {
-      if (owned.has(t) && t.grad === null && !isArenaArray(g)) t.grad = new Tensor(g, t.shape, false); // adopt, no copy
+      if (owned.has(t) && t.grad === null && !isArenaArray(g) && !isIntermediate(g)) t.grad = new Tensor(g, t.shape, false); // adopt, no copy
       else {
         accumulateLeaf(t, g);
         if (owned.has(t)) releaseGradBuffer(g);
@@ -179,6 +179,8 @@ function backwardPass(root: Tensor, rootGrad: Float32Array, retainGraph: boolean
     }
     if (!retainGraph) fn.backward = null;
   }
+  // The graph is freed: intermediate activations of chainrule's modules whose nodes ran are dead.
+  if (!retainGraph) for (const t of order) if (t.gradFn !== null && t.gradFn.backward === null) releaseIfIntermediate(t.data);
 }
 
 // Leaf .grad arrays whose contents are stale (markGradsStale): the next gradient written into
@@ -227,21 +229,9 @@ export function leafGradAddSink(t: Tensor): Float32Array | null {
   return sink?.data ?? null;
 }
 
-// Gradient arrays that died during a backward (consumed by their tensor's backward, not handed
-// on), by length, for the next op that asks for a buffer it overwrites completely (gradBuffer):
-// fewer fresh multi-MB arrays per step, so less GC. Whole ArrayBuffers only; bounded.
-const gradPool = new Map<number, Float32Array[]>();
-let pooledBytes = 0;
-const POOL_MAX_BYTES = 64 << 20;
-
-/** Hands an array nobody references any more to the pool (see gradBuffer). */
+/** Hands an array nobody references any more to the pool of dead arrays (see gradBuffer). */
 export function releaseGradBuffer(a: Float32Array): void {
-  if (a.byteOffset !== 0 || a.byteLength !== a.buffer.byteLength || !(a.buffer instanceof ArrayBuffer) || isArenaArray(a)) return;
-  if (a.length < 1024 || pooledBytes + a.byteLength > POOL_MAX_BYTES) return;
-  let list = gradPool.get(a.length);
-  if (!list) gradPool.set(a.length, (list = []));
-  list.push(a);
-  pooledBytes += a.byteLength;
+  releaseBuffer(a);
 }
 
 /**
@@ -253,13 +243,7 @@ export function releaseGradBuffer(a: Float32Array): void {
  * when graphFreedAfterBackward() says nothing will read them again.
  */
 export function gradBuffer(n: number): Float32Array {
-  const list = gradPool.get(n);
-  if (list && list.length > 0) {
-    const a = list.pop()!;
-    pooledBytes -= a.byteLength;
-    return a;
-  }
-  return outputBuffer(n);
+  return recycledBuffer(n) ?? outputBuffer(n);
 }
 
 /**

@@ -10,7 +10,7 @@ import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { reshape } from "../ops/shape.js";
 import { Dropout, Flatten, Linear, ReLU, Sequential } from "../nn/layers.js";
-import type { Module } from "../nn/module.js";
+import { type Module, registerOwnModules } from "../nn/module.js";
 import { BatchNorm2d, Conv2d, MaxPool2d } from "../nn/conv.js";
 
 export interface CnnConfig {
@@ -64,6 +64,8 @@ export class ImageClassifier extends Sequential {
     return super.forward(x); // (N, numClasses) logits
   }
 }
+
+registerOwnModules(ImageClassifier);
 
 /** Builds the CNN; any field left out takes the anchor's value. */
 export function createCnn(options: Partial<CnnConfig> = {}): ImageClassifier {

@@ -8,7 +8,7 @@ import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
 import { Generator } from "../tensor/random.js";
 import { noGrad } from "../autograd/engine.js";
-import { Module } from "../nn/module.js";
+import { Module, registerOwnModules } from "../nn/module.js";
 import { Dropout, Embedding, LayerNorm, Linear, ModuleList, isPlainLinear } from "../nn/layers.js";
 import { CausalSelfAttention } from "../nn/attention.js";
 import { constant_, normal_ } from "../nn/init.js";
@@ -74,14 +74,16 @@ export class MLP extends Module {
     this.dropout = new Dropout(cfg.dropout);
   }
   forward(x: Tensor): Tensor {
-    return this.dropout.forward(this.c_proj.forward(this.expand(x))); // (B, T, C)
+    return this.forwardScope(() => this.dropout.forward(this.c_proj.forward(this.expand(x)))); // (B, T, C)
   }
 
   /** residual + forward(x) (the block's second residual add), fused into c_proj's GEMM when c_proj is a plain Linear and dropout is inactive. */
   forwardResidual(residual: Tensor, x: Tensor): Tensor {
-    const proj = this.c_proj;
-    if (isPlainLinear(proj) && !(this.training && this.dropout.p > 0)) return linearResidual(residual, this.expand(x), proj.weight, proj.bias); // (B, T, C)
-    return add(residual, this.forward(x));
+    return this.forwardScope(() => {
+      const proj = this.c_proj;
+      if (isPlainLinear(proj) && !(this.training && this.dropout.p > 0)) return linearResidual(residual, this.expand(x), proj.weight, proj.bias); // (B, T, C)
+      return add(residual, this.forward(x));
+    });
   }
 
   /** gelu(c_fc(x)): (B, T, 4C). */
@@ -106,8 +108,10 @@ export class Block extends Module {
     this.mlp = new MLP(cfg);
   }
   forward(x: Tensor): Tensor {
-    x = this.attn.forwardResidual(x, this.ln_1.forward(x)); // x + attn(ln_1(x)), (B, T, C)
-    return this.mlp.forwardResidual(x, this.ln_2.forward(x)); // x + mlp(ln_2(x)), (B, T, C)
+    return this.forwardScope(() => {
+      const h = this.attn.forwardResidual(x, this.ln_1.forward(x)); // x + attn(ln_1(x)), (B, T, C)
+      return this.mlp.forwardResidual(h, this.ln_2.forward(h)); // h + mlp(ln_2(h)), (B, T, C)
+    });
   }
 }
 
@@ -181,11 +185,13 @@ export class GPT extends Module {
     const [ids, B, T] = tokenBatch(idx, shape, "GPT.forward");
     if (T > this.config.blockSize) throw new ShapeError(`GPT.forward: sequence length ${T} exceeds blockSize ${this.config.blockSize}`);
     const tr = this.transformer;
-    let x = tokenPositionEmbedding(ids, B, T, tr.wte.weight, tr.wpe.weight); // wte[ids] + wpe[t], (B, T, C)
-    x = tr.drop.forward(x);
-    for (const block of tr.h) x = block.forward(x); // (B, T, C)
-    x = tr.ln_f.forward(x);
-    return this.lm_head.forward(x); // (B, T, V)
+    return this.forwardScope(() => {
+      let x = tokenPositionEmbedding(ids, B, T, tr.wte.weight, tr.wpe.weight); // wte[ids] + wpe[t], (B, T, C)
+      x = tr.drop.forward(x);
+      for (const block of tr.h) x = block.forward(x); // (B, T, C)
+      x = tr.ln_f.forward(x);
+      return this.lm_head.forward(x); // (B, T, V)
+    });
   }
 
   /** Mean cross-entropy of next-token prediction: logits for idx against targets (same shape); `ignoreIndex` rows skipped. */
@@ -202,6 +208,8 @@ export class GPT extends Module {
     return { loss: crossEntropy(logits, targets, opts), logits };
   }
 }
+
+registerOwnModules(MLP, Block, GPTTransformer, GPT);
 
 /** Normalises token input to (Int32Array, B, T), checking that ids are whole numbers. */
 export function tokenBatch(idx: TokenBatch, shape: readonly number[] | undefined, op: string): [Int32Array, number, number] {

@@ -1,6 +1,6 @@
 import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
-import { Module } from "./module.js";
+import { Module, registerOwnModules } from "./module.js";
 import { Dropout, Linear, isPlainLinear } from "./layers.js";
 import { causalAttention } from "../ops/attention.js";
 import { linearResidual, matmul } from "../ops/matmul.js";
@@ -72,7 +72,7 @@ export class CausalSelfAttention extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return this.resid_dropout.forward(this.c_proj.forward(this.heads(x))); // (B, T, C)
+    return this.forwardScope(() => this.resid_dropout.forward(this.c_proj.forward(this.heads(x)))); // (B, T, C)
   }
 
   /**
@@ -80,11 +80,13 @@ export class CausalSelfAttention extends Module {
    * active residual dropout, one linearResidual op (the projection's GEMM adds onto the residual).
    */
   forwardResidual(residual: Tensor, x: Tensor): Tensor {
-    const proj = this.c_proj;
-    if (isPlainLinear(proj) && !(this.training && this.resid_dropout.p > 0)) {
-      return linearResidual(residual, this.heads(x), proj.weight, proj.bias); // (B, T, C)
-    }
-    return add(residual, this.forward(x));
+    return this.forwardScope(() => {
+      const proj = this.c_proj;
+      if (isPlainLinear(proj) && !(this.training && this.resid_dropout.p > 0)) {
+        return linearResidual(residual, this.heads(x), proj.weight, proj.bias); // (B, T, C)
+      }
+      return add(residual, this.forward(x));
+    });
   }
 
   /** Attention output with heads merged, before the output projection: (B, T, C). */
@@ -108,3 +110,5 @@ export class CausalSelfAttention extends Module {
     return y;
   }
 }
+
+registerOwnModules(CausalSelfAttention);

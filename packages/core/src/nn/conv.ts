@@ -1,7 +1,7 @@
 /** Image layers over NCHW tensors; each forward calls the functional op in ops/conv.ts. */
 import { ArgumentError } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
-import { Module, Parameter } from "./module.js";
+import { Module, Parameter, registerOwnModules } from "./module.js";
 import { constant_, fanIn, kaimingUniformDefault_, uniform_ } from "./init.js";
 import {
   type AvgPool2dOptions, type BatchNorm2dOptions, type BatchNormSync, type Conv2dOptions, type Pool2dOptions, type Size2,
@@ -163,3 +163,5 @@ export class BatchNorm2d extends Module {
     return { training: useBatchStats, momentum, eps: this.eps, sync: this.training ? this.sync : null };
   }
 }
+
+registerOwnModules(Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, BatchNorm2d);

@@ -1,6 +1,6 @@
 import { ArgumentError } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
-import { Module, Parameter } from "./module.js";
+import { Module, Parameter, registerOwnModules } from "./module.js";
 import { constant_, kaimingUniformDefault_, normal_, uniform_ } from "./init.js";
 import { linear } from "../ops/matmul.js";
 import { gelu, relu, sigmoid, tanh } from "../ops/elementwise.js";
@@ -80,6 +80,9 @@ export class Sequential extends Module {
     return this.children();
   }
   forward(x: Tensor): Tensor {
+    return this.forwardScope(() => this.runLayers(x));
+  }
+  private runLayers(x: Tensor): Tensor {
     const layers = this.children();
     for (let i = 0; i < layers.length; i++) {
       const m = layers[i];
@@ -175,3 +178,5 @@ export class LayerNorm extends Module {
     return layerNorm(x, this.normalizedShape, this.weight, this.bias, this.eps);
   }
 }
+
+registerOwnModules(Linear, Sequential, ModuleList, ReLU, Sigmoid, Tanh, GELU, Softmax, Identity, Dropout, Flatten, Embedding, LayerNorm);

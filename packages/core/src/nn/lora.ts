@@ -10,7 +10,7 @@ import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
 import { noGrad } from "../autograd/engine.js";
 import { kernels } from "../kernels/kernels.js";
-import { type LoadReport, Module, Parameter } from "./module.js";
+import { type LoadReport, Module, Parameter, registerOwnModules } from "./module.js";
 import { Dropout, Linear } from "./layers.js";
 import { kaimingUniformDefault_ } from "./init.js";
 import { linear } from "../ops/matmul.js";
@@ -77,9 +77,11 @@ export class LoRALinear extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    const y = linear(x, this.weight, this.bias); // (..., out)
-    const a = linear(this.lora_dropout.forward(x), this.lora_A); // (..., r)
-    return add(y, linear(mul(a, this.scaling), this.lora_B)); // (..., out)
+    return this.forwardScope(() => {
+      const y = linear(x, this.weight, this.bias); // (..., out)
+      const a = linear(this.lora_dropout.forward(x), this.lora_A); // (..., r)
+      return add(y, linear(mul(a, this.scaling), this.lora_B)); // (..., out)
+    });
   }
 
   /** W + scaling · B·A as a new array (the weight mergeLora writes). */
@@ -89,6 +91,8 @@ export class LoRALinear extends Module {
     return w;
   }
 }
+
+registerOwnModules(LoRALinear);
 
 function toRegExp(p: RegExp | string): RegExp {
   return typeof p === "string" ? new RegExp(p) : p;

@@ -2,6 +2,7 @@ import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
 import type { Shape } from "../tensor/shape.js";
 import { sizeOf } from "../tensor/shape.js";
+import { forwardScope, forwardScopeOpen } from "../tensor/arena.js";
 
 /** A trainable tensor: a leaf that requires grad. */
 export class Parameter extends Tensor {
@@ -18,6 +19,27 @@ export interface LoadReport {
   unexpectedKeys: string[];
 }
 
+/** Prototypes of chainrule's own modules, whose methods keep no op output beyond what forward returns. */
+const ownModules = new WeakSet<object>();
+
+/** Marks classes as chainrule's own (exactly these classes: a subclass is user code). */
+export function registerOwnModules(...classes: { prototype: object }[]): void {
+  for (const c of classes) ownModules.add(c.prototype);
+}
+
+/**
+ * Whether `m` and every module below it are instances of chainrule's own classes with no
+ * method replaced on the instance: then no code of the user's sees their intermediate outputs.
+ */
+function ownSubtree(m: Module): boolean {
+  if (!ownModules.has(Object.getPrototypeOf(m))) return false;
+  for (const k in m) {
+    const v = (m as any)[k];
+    if (typeof v === "function" || (v instanceof Module && !ownSubtree(v))) return false;
+  }
+  return true;
+}
+
 /**
  * Base class of layers and models. Parameters and sub-modules assigned to
  * fields (`this.fc = new Linear(...)`) are found in field order, like PyTorch's
@@ -28,6 +50,16 @@ export abstract class Module {
   private readonly _buffers = new Map<string, Tensor>();
 
   abstract forward(...args: any[]): Tensor;
+
+  /**
+   * Runs `fn`, this module's forward: when this module and all below it are chainrule's own, the
+   * op outputs made inside and not returned are recycled once nothing can read them (at once
+   * without a graph, else after the backward that frees it; see tensor/arena.ts). Chainrule's
+   * containers (Sequential, GPT, ...) wrap their forward in it; a user's Module need not.
+   */
+  protected forwardScope(fn: () => Tensor): Tensor {
+    return !forwardScopeOpen() && ownSubtree(this) ? forwardScope(fn) : fn();
+  }
 
   /** Registers a non-trainable tensor that is part of the state dict. */
   protected registerBuffer(name: string, t: Tensor): Tensor {

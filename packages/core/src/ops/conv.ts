@@ -8,7 +8,7 @@ import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
 import { type Conv2dGeometry, type Pool2dGeometry, kernels } from "../kernels/kernels.js";
 import { result } from "./op.js";
-import { gradBuffer, leafGradAddSink, leafGradSink } from "../autograd/engine.js";
+import { gradBuffer, graphFreedAfterBackward, isGradEnabled, leafGradAddSink, leafGradSink, releaseGradBuffer } from "../autograd/engine.js";
 import { outputBuffer, outputBytes, outputInt32, zeroedOutputBuffer } from "../tensor/arena.js";
 import { relu } from "./elementwise.js";
 
@@ -86,6 +86,16 @@ let wideBuf = new Float32Array(0);
 function scratchWide(n: number): Float32Array {
   if (wideBuf.length < n) wideBuf = new Float32Array(n);
   return wideBuf;
+}
+
+/** Whether an op over `inputs` records a graph (its saved buffers are needed by a backward). */
+function needsGraph(inputs: Tensor[]): boolean {
+  return isGradEnabled() && inputs.some((t) => t.requiresGrad);
+}
+
+/** Hands the array under outputBytes' view back to the pool. */
+function releaseBytes(b: Uint8Array): void {
+  releaseGradBuffer(new Float32Array(b.buffer, 0, b.buffer.byteLength >> 2));
 }
 
 /** A checked conv2d call: its geometry and groups. */
@@ -184,6 +194,7 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
       k.gemm(false, false, Og, NL, Kg, 1, weight.data, gi * Og * Kg, Kg, col, gi * Kg * NL, NL, beta, tmp, gi * Og * NL, NL);
     }
     k.permute(out, tmp, [O, N, L], [1, 0, 2]); // (N, O, L)
+    releaseGradBuffer(tmp);
   }
 
   const inputs = bias ? [x, weight, bias] : [x, weight];
@@ -234,7 +245,10 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
           k.gemm(true, false, Kg, NL, Og, 1, weight.data, gi * Og * Kg, Kg, gt, gi * Og * NL, NL, 0, dcol, gi * Kg * NL, NL);
         }
         for (let n = 0; n < N; n++) k.col2im(dx, n * img, dcol, n * L, NL, g);
+        releaseGradBuffer(dcol);
       }
+      releaseGradBuffer(gt);
+      if (graphFreedAfterBackward()) releaseGradBuffer(col); // saved for this backward alone
     }
     return bias ? [dx, dwt, db] : [dx, dwt];
   });
@@ -314,14 +328,21 @@ function shiftedConv(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2dGe
     if (dwT) {
       dwt = gradBuffer(weight.size);
       k.permute(dwt, dwT, [taps, O * Cg], [1, 0]);
+      releaseGradBuffer(dwT);
     }
     if (dxp) {
       dx = gradBuffer(x.size); // overwritten completely
       k.paddedToNchw(dx, dxp, N, C, H, W, ph, pw, Hp, Wp);
     }
+    if (graphFreedAfterBackward()) release();
     return [dx, dwt];
   };
-  return { P, Hp, Wp, forward, backward };
+  /** Hands the padded copy and the permuted weight, saved for the backward alone, to the pool. */
+  const release = () => {
+    releaseGradBuffer(xp);
+    releaseGradBuffer(wt);
+  };
+  return { P, Hp, Wp, forward, backward, release };
 }
 
 /** conv2d by shifted GEMMs over a padded channel-major copy of the batch (stride 1); see Conv2dLayout. */
@@ -337,6 +358,7 @@ function conv2dShifted(x: Tensor, weight: Tensor, bias: Tensor | null, g: Conv2d
   conv.forward((wide, n0, m) => k.paddedToNchw(out.subarray(n0 * O * L), wide, m, O, OH, OW, 0, 0, Hp, Wp));
 
   const inputs = bias ? [x, weight, bias] : [x, weight];
+  if (!needsGraph(inputs)) conv.release();
   return result("conv2d", out, [N, O, OH, OW], inputs, (gout) => {
     let db: Float32Array | null = null;
     if (bias?.requiresGrad) {
@@ -387,11 +409,13 @@ export function conv2dMaxPoolRelu(x: Tensor, weight: Tensor, bias: Tensor | null
     const { P, Wp } = conv;
     // Each chunk (O, m, Hp, Wp) pooled as soon as its GEMMs are done, while it is in cache.
     conv.forward((wide, n0, m) => k.maxPool2x2Relu(out, tap, n0 * O * PL, wide, 0, m, O, PH, PW, P, m * P, Wp));
+    if (!needsGraph(inputs)) conv.release();
     return result(op, out, [N, O, PH, PW], inputs, (gout) => {
       // The bias gradient is summed (+=) straight into a leaf bias's .grad when there is one.
       const dbSink = bias?.requiresGrad ? leafGradAddSink(bias) : null;
       const db = bias?.requiresGrad && !dbSink ? new Float32Array(O) : null;
       const [dx, dwt] = conv.backward((gw, n0, m) => k.maxPool2x2ReluBackward(gw, 0, gout, tap, n0 * O * PL, m, O, PH, PW, P, m * P, Wp, dbSink ?? db));
+      if (graphFreedAfterBackward()) releaseBytes(tap);
       return bias ? [dx, dwt, db] : [dx, dwt];
     });
   }
@@ -430,6 +454,7 @@ export function conv2dMaxPoolRelu(x: Tensor, weight: Tensor, bias: Tensor | null
         for (let i = 0; i < m; i++) k.col2im(dx, (n0 + i) * img, dcol, i * L, mL, g);
       }
     }
+    if (graphFreedAfterBackward()) releaseBytes(tap);
     return bias ? [dx, dwt, db] : [dx, dwt];
   });
 }
