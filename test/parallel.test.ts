@@ -14,9 +14,12 @@ async function train(workers: number, optimizer: OptimizerSpec, idx: Int32Array[
   const dp = new DataParallel({ model: { module: MODELS, export: "mlp", options: { sizes: SIZES } }, loss: "crossEntropy", optimizer, workers, seed: SEED, ...extra });
   try {
     await dp.init();
-    const losses: number[] = [];
-    for (const b of idx) losses.push(await dp.step({ dataset: ds, indices: b }));
-    return { params: dp.params.slice(), losses, state: dp.getState() };
+    const losses: number[] = [], gradNorms: (number | undefined)[] = [];
+    for (const b of idx) {
+      losses.push(await dp.step({ dataset: ds, indices: b }));
+      gradNorms.push(dp.lastStats!.gradNorm);
+    }
+    return { params: dp.params.slice(), losses, gradNorms, state: dp.getState() };
   } finally {
     await dp.close();
   }
@@ -66,6 +69,23 @@ test("global-norm clipping and micro-batch accumulation match the core loop", as
   const ref = referenceRun(ds, SIZES, SEED, { type: "adam", lr: 1e-2 }, idx, "crossEntropy", 0.5);
   const dp = await train(2, adam, idx, { clipGradNorm: 0.5, microBatchSize: 7 }, ds);
   expect(relDiff(dp.params, ref)).toBeLessThan(1e-5);
+});
+
+describe.each([["sgd with momentum", sgd], ["adam", adam]] as const)("clipping that acts on every step (%s)", (_name, opt) => {
+  // This data's global gradient norms are 0.2-0.41: clipGradNorm 0.5 above never clips, 0.05 scales
+  // every step's gradient by 1/4 to 1/8. Clipping each rank's chunk by its own norm would scale each
+  // chunk by a different, larger factor.
+  const CLIP = 0.05;
+  const ds = makeData(N, D, C);
+  const idx = batches(N, BS, 6);
+  const ref = referenceRun(ds, SIZES, SEED, { type: opt.type as "sgd" | "adam", lr: opt.lr!, momentum: (opt as { momentum?: number }).momentum }, idx, "crossEntropy", CLIP);
+
+  test.each([1, 2, 3])("%i workers match core's clipGradNorm over the whole batch", async (w) => {
+    const got = await train(w, opt, idx, { clipGradNorm: CLIP }, ds);
+    expect(relDiff(got.params, ref)).toBeLessThan(1e-5);
+    expect(got.gradNorms).toHaveLength(idx.length);
+    for (const n of got.gradNorms) expect(n).toBeGreaterThan(2 * CLIP); // every step clipped
+  });
 });
 
 test("reuseActivations: false keeps a cache the model builds in its first forward; the default activation reuse overwrites it", async () => {
