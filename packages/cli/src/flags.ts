@@ -29,8 +29,11 @@ export function didYouMean(word: string, known: readonly string[]): string | und
   return best !== undefined && bestD <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
 }
 
+/** What parseFlags returns: the flags' values by name, and the positional arguments. */
+export type ParsedFlags<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; allowPositionals: true; strict: true; options: O }>>;
+
 /** parseArgs(argv) for `command`; an unknown or malformed flag is a UsageError naming it. */
-export function parseFlags<O extends Options>(command: string, argv: string[], options: O) {
+export function parseFlags<O extends Options>(command: string, argv: string[], options: O): ParsedFlags<O> {
   try {
     return parseArgs({ args: argv, allowPositionals: true, strict: true, options });
   } catch (e) {
