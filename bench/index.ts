@@ -4,9 +4,11 @@
  * A section is a file bench/<name>.ts exporting
  *   `async function main(args: string[]): Promise<Record<string, unknown>>`;
  * every such file (except index.ts and files starting with `_`) is discovered
- * and run in name order, or only the named ones. Results of all sections are
- * written as one JSON file (default .bench/bench-<timestamp>.json). Arguments
- * that are not section names are passed on to every section (e.g. --quick).
+ * and run, `user-code` first (the models as the README's code writes them, against
+ * PyTorch and the tuned sections' builds), then the others in name order; or only the
+ * named ones. Results of all sections are written as one JSON file (default
+ * .bench/bench-<timestamp>.json). Arguments that are not section names are passed on
+ * to every section (e.g. --quick).
  */
 import { readdirSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
@@ -14,12 +16,14 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { benchMeta, writeJson } from "./_util.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
+/** The section run first: what users' code gets. */
+const FIRST = "user-code";
 
 export function discoverSections(dir = here): string[] {
   return readdirSync(dir)
     .filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts") && !f.endsWith(".test.ts") && f !== "index.ts" && !f.startsWith("_"))
     .map((f) => basename(f, ".ts"))
-    .sort();
+    .sort((a, b) => Number(b === FIRST) - Number(a === FIRST) || (a < b ? -1 : a > b ? 1 : 0));
 }
 
 async function run(argv: string[]): Promise<void> {
