@@ -45,7 +45,7 @@ const MODELS: Model[] = [
     anchor: { script: "torch_mlp.py", args: (s) => ["1", "128", String(s)], pattern: /([\d.]+) samples\/s/ },
   },
   {
-    name: "cnn", title: "CNN conv32-pool-conv64-pool-fc128-fc10, Adam, batch 64", perStep: 64, unit: "samples/s", steps: 20, goal: 1.3,
+    name: "cnn", title: "CNN conv32-pool-conv64-pool-fc128-fc10, Adam, batch 64", perStep: 64, unit: "samples/s", steps: 30, goal: 1.3,
     tuned: () => { const t = makeCnnTrainer(64); return () => t.step(); },
     anchor: { script: "torch_cnn.py", args: (s) => ["1", "64", String(s)], pattern: /([\d.]+) samples\/s/ },
   },
