@@ -45,7 +45,7 @@ export const mnistCnnDefaults: CnnConfig = {
 /**
  * A Sequential whose forward also takes flat rows (N, C·H·W), the MLP datasets' format. Like any
  * Sequential it runs each Conv2d → MaxPool2d(2) → ReLU as the fused conv2dMaxPoolRelu and each
- * BatchNorm2d → MaxPool2d(2) → ReLU as batchNorm2dMaxPoolRelu (same functions and gradients).
+ * BatchNorm2d → MaxPool2d(2) → ReLU as batchNorm2dMaxPoolRelu (same functions and gradients, to rounding).
  */
 export class ImageClassifier extends Sequential {
   readonly config: CnnConfig;

@@ -66,10 +66,11 @@ function isPoolRelu(layers: Module[], i: number): boolean {
 /**
  * Runs modules in order. Children are named "0", "1", ... as in PyTorch.
  *
- * Adjacent layers that have a fused op run as that op, with the same values and gradients:
- * Conv2d followed by ReLU and MaxPool2d(2) (either order) as conv2dMaxPoolRelu, whose
- * full-size conv output is never stored, and BatchNorm2d followed by the same pair as
- * batchNorm2dMaxPoolRelu. Only layers running their class's own forward are fused.
+ * Adjacent layers that have a fused op run as that op, the same function and gradients (to
+ * float32 rounding: the fused op sums some gradients in another order): Conv2d followed by ReLU
+ * and MaxPool2d(2) (either order) as conv2dMaxPoolRelu, whose full-size conv output is never
+ * stored, and BatchNorm2d followed by the same pair as batchNorm2dMaxPoolRelu. Only layers
+ * running their class's own forward are fused; either order of the pair gives the same bits.
  */
 export class Sequential extends Module {
   constructor(...layers: Module[]) {
