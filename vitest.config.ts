@@ -1,4 +1,4 @@
-import { defineConfig } from "vitest/config";
+import { configDefaults, defineConfig } from "vitest/config";
 
 /**
  * One `vitest run`, three projects:
@@ -17,7 +17,8 @@ export default defineConfig({
     hookTimeout: 60_000,
     pool: "forks",
     projects: [
-      { extends: true, test: { name: "core-js", include: CORE, env: { CHAINRULE_BACKEND: "js" } } },
+      // The WebAssembly kernels' own tests call the kernels directly, whatever the backend: once is enough.
+      { extends: true, test: { name: "core-js", include: CORE, exclude: [...configDefaults.exclude, "packages/core/src/kernels/simd/**"], env: { CHAINRULE_BACKEND: "js" } } },
       { extends: true, test: { name: "core-auto", include: CORE } },
       { extends: true, test: { name: "integration", include: ["test/**/*.test.ts", "packages/parallel/src/**/*.test.ts", "packages/cli/src/**/*.test.ts"] } },
     ],
