@@ -625,9 +625,23 @@ function sumOfSquares(g: Float32Array, from: number, to: number): number {
 /** out[i] = Σ_h w[h] · all[h·n + i] over [from, to), in host order, accumulated in float64 and rounded once. */
 function combine(out: Float32Array, all: Float32Array, n: number, w: number[], from: number, to: number): void {
   const H = w.length;
-  for (let i = from; i < to; i++) {
-    let acc = 0;
-    for (let h = 0; h < H; h++) acc += w[h] * all[h * n + i];
-    out[i] = acc;
+  if (H === 2) {
+    // The common case, unrolled (0 + w0·a is exact, so this is the loop below, bit for bit).
+    const w0 = w[0], w1 = w[1];
+    for (let i = from; i < to; i++) out[i] = w0 * all[i] + w1 * all[n + i];
+    return;
+  }
+  // Blocked so each host's stretch stays in cache, as reduceRange does for the slots.
+  const B = 1024;
+  if (scratch64.length < B) scratch64 = new Float64Array(B);
+  const acc = scratch64;
+  for (let a = from; a < to; a += B) {
+    const b = Math.min(a + B, to);
+    acc.fill(0, 0, b - a);
+    for (let h = 0; h < H; h++) {
+      const wh = w[h], o = h * n;
+      for (let i = a; i < b; i++) acc[i - a] += wh * all[o + i];
+    }
+    for (let i = a; i < b; i++) out[i] = acc[i - a];
   }
 }
