@@ -34,17 +34,17 @@ function mpirun(hosts: number, args: string[], onSpawn?: (p: ChildProcess) => vo
 }
 
 /** Runs the library fixture (10 Adam steps) on `hosts` processes × `workers` threads; returns host 0's parameters and buffers. */
-async function train(hosts: number, workers: number, kind: "mlp" | "cnn", net?: SimulatedHosts): Promise<Float32Array> {
+async function train(hosts: number, workers: number, kind: "mlp" | "cnn", net?: SimulatedHosts, batch = 12): Promise<Float32Array> {
   const out = join(TMP, `${kind}-${hosts}x${workers}-${Math.random().toString(36).slice(2)}.bin`);
   const r = hosts === 1
     ? await new Promise<Result>((resolve) => {
-      const c = spawn(process.execPath, ["--import", "tsx", TRAIN, String(workers), out, kind], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+      const c = spawn(process.execPath, ["--import", "tsx", TRAIN, String(workers), out, kind, String(batch)], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
       let stdout = "", stderr = "";
       c.stdout.on("data", (d) => (stdout += d));
       c.stderr.on("data", (d) => (stderr += d));
       c.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
     })
-    : await mpirun(hosts, [TRAIN, String(workers), out, kind], undefined, net);
+    : await mpirun(hosts, [TRAIN, String(workers), out, kind, String(batch)], undefined, net);
   expect(r.code, r.stdout + r.stderr).toBe(0);
   expect(r.stdout).toContain(`hosts ${hosts} workers ${workers}`);
   const b = readFileSync(out);
@@ -70,6 +70,13 @@ describe("DataParallel across hosts (hosts: \"mpi\")", () => {
   it("per-worker batch norm: 2 hosts × 1 worker equals 1 host × 2 workers bit for bit, running statistics included", async () => {
     expect(maxDiff(await train(2, 1, "cnn"), await train(1, 2, "cnn"))).toBe(0);
   }, 120_000);
+
+  it("a host without rows in a batch: 2 × 2 at batch 2 equals 1 × 4, and 2 × 1 at batch 1 equals 1 × 2, bit for bit", async () => {
+    const twoByTwo = await train(2, 2, "cnn", undefined, 2);
+    expect(twoByTwo.every(Number.isFinite)).toBe(true);
+    expect(maxDiff(twoByTwo, await train(1, 4, "cnn", undefined, 2))).toBe(0);
+    expect(maxDiff(await train(2, 1, "cnn", undefined, 1), await train(1, 2, "cnn", undefined, 1))).toBe(0);
+  }, 180_000);
 });
 
 /** A long job of one worker per host, stopped or killed mid-run by the tests below. */

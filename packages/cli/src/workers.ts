@@ -49,15 +49,16 @@ export function coresPerProcess(): number {
 }
 
 /** The number of worker threads a job asks for. */
-export function resolveWorkers(job: Job, probe: ModelProbe | null = null, cores = availableParallelism()): number {
-  return job.workers === "auto" ? autoWorkers(cores, job.batchSize, probe) : job.workers;
+export function resolveWorkers(job: Job, probe: ModelProbe | null = null, cores = availableParallelism(), hosts = 1): number {
+  // With hosts, each host's workers share 1/hosts of the batch's rows.
+  return job.workers === "auto" ? autoWorkers(cores, Math.max(1, Math.floor(job.batchSize / hosts)), probe) : job.workers;
 }
 
 /** " (auto: …)" when `workers: "auto"` stopped below one worker per core: shards too small, or memory. */
-export function autoWorkersNote(job: Job, probe: ModelProbe | null): string | undefined {
+export function autoWorkersNote(job: Job, probe: ModelProbe | null, hosts = 1): string | undefined {
   if (job.workers !== "auto" || probe === null) return undefined;
   const cores = coresPerProcess();
-  const { workers, limit } = autoWorkersChoice(cores, job.batchSize, probe);
+  const { workers, limit } = autoWorkersChoice(cores, Math.max(1, Math.floor(job.batchSize / hosts)), probe);
   if (limit === "memory") return ` (auto: ${workers} of ${cores} cores: more workers' gradient slots do not fit WebAssembly's 4 GiB)`;
   if (limit !== "shards") return undefined;
   const m = (v: number) => (v >= 1e6 ? `${(v / 1e6).toFixed(1)}M` : `${Math.round(v / 1e3)}k`);

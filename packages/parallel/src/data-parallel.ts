@@ -504,6 +504,7 @@ export class DataParallel {
   /**
    * Asks every host to stop: the next exchange tells the others, and from the step whose
    * StepOutcome says `stop`, each host posts nothing more (what is posted completes everywhere).
+   * `fit` does this when its signal aborts; the request holds until the next `fit`.
    */
   requestStop(): void {
     this.ready();
@@ -547,6 +548,7 @@ export class DataParallel {
     this.ready();
     await this.queue.catch(() => {});
     await this.drain();
+    Atomics.store(this.views!.control, CONTROL.STOP, 0); // a stop requested before this fit ended the last one
     const N = dataset.length, B = o.batchSize;
     if (!Number.isInteger(B) || B < 1) throw new ParallelError(`fit: batchSize must be a positive integer, got ${B}`);
     const perEpoch = o.dropLast ? Math.floor(N / B) : Math.ceil(N / B);
@@ -571,13 +573,18 @@ export class DataParallel {
           posted.push({ b: next++, lr, rows: e - a, out });
         }
         const cur = posted.shift()!;
-        const { step, loss, stats } = await cur.out;
+        const { step, loss, stats, stop } = await cur.out;
         lossSum += loss * cur.rows;
         rows += cur.rows;
         steps++;
         epochSteps++;
         await o.onStep?.({ step, epoch, batch: cur.b, batches: perEpoch, loss, lr: cur.lr ?? this.hyper.lr, rows: cur.rows, stats });
-        if (o.signal?.aborted) stopped = true; // posts nothing more; what is posted completes
+        // Posts nothing more; what is posted completes. With hosts, an abort is a request that the
+        // next exchange tells every host, and all stop after the step whose outcome says so.
+        if (this.hosts > 1) {
+          if (o.signal?.aborted) this.requestStop();
+          if (stop) stopped = true;
+        } else if (o.signal?.aborted) stopped = true;
       }
       if (stopped) return { steps, epochs, stopped: true };
       const seconds = (performance.now() - t0) / 1000;
@@ -1061,7 +1068,7 @@ export class DataParallel {
     try {
       r = rep.step({
         rank: 0, step, seq: step, idx, barrierBase: 0, startBarrier: false, start: offs[0], end: offs[1], rowStart: b.rowStart,
-        microBatchSize: this.microBatchSize, hyper, clip: this.clip ?? 0, active: 1, augment,
+        microBatchSize: this.microBatchSize, hyper, clip: this.clip ?? 0, active: activeRanks(offs), augment,
       }, this.localViewsOf(b.ds));
     } catch (e) {
       const phase = this.stageOf(0);
@@ -1072,7 +1079,7 @@ export class DataParallel {
     this.lastDoneAt = performance.now();
     const loss = r.hostsCounted !== undefined ? r.hostsLossSum! / r.hostsCounted : r.lossSum / r.counted;
     const stats: StepStats = {
-      step, loss, rows: offs[1] - offs[0], wallMs, computeMs: r.computeMs, rankComputeMs: [r.computeMs], gatherMs: r.gatherMs, reduceMs: r.reduceMs, optMs: r.optMs,
+      step, loss, rows: b.n, wallMs, computeMs: r.computeMs, rankComputeMs: [r.computeMs], gatherMs: r.gatherMs, reduceMs: r.reduceMs, optMs: r.optMs,
       waitMs: 0, dispatchMs: 0, syncMs: Math.max(0, wallMs - r.gatherMs - r.computeMs - r.reduceMs - r.optMs), overheadMs: wallMs - r.computeMs,
       gradNorm: this.clip !== undefined ? r.gradNorm : undefined,
       hostsMs: r.hostsMs,

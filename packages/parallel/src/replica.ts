@@ -128,8 +128,9 @@ export class Replica {
     const layout = nn.paramLayout(model);
     const mismatch = layoutDiff(ctx.layout, layout) ?? trainableDiff(ctx, model) ?? buffersDiff(ctx, model);
     if (mismatch) return { mismatch, layout };
-    // Rank 0's thread talks to the other hosts: the communicator given (inline), or MPI's.
-    if (ctx.hosts > 1 && hosts === null) hosts = mpiWorld();
+    // Rank 0's thread talks to the other hosts: the communicator given (inline), or MPI's, bound on
+    // first use by whichever thread runs rank 0 (MPI_THREAD_SERIALIZED: one thread at a time calls MPI).
+    if (ctx.hosts > 1 && hosts === null) hosts = { rank: ctx.hostRank, size: ctx.hosts, allgather: (send, recv) => mpiWorld().allgather(send, recv) };
     return new Replica(ctx, model, await resolveLoss(ctx.loss), ctx.hosts > 1 ? hosts : null);
   }
 
@@ -274,7 +275,7 @@ export class Replica {
   private settleBuffers(active: number): void {
     // No rank is in a batch-norm exchange of this step any more, and none can start the next step's before rank 0 arrives at a later barrier.
     Atomics.store(this.control, CONTROL.BN, 0);
-    if (this.bufTensors.length > 0) this.averageBuffers(active);
+    if (this.bufTensors.length > 0 && active > 0) this.averageBuffers(active); // a host without rows this step keeps its buffers
   }
 
   /** Reduce-scatter of this rank's chunk over all slots in rank order, then the optimizer on it. */

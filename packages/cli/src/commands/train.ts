@@ -114,7 +114,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const ctx = { inputShape: data.inputShape, outputSize: data.outputSize };
   // A resume without --workers takes the checkpoint's count: nothing to probe.
   const probe = job.workers === "auto" && !(resumeFrom && flags.workers === undefined) ? await probeModel(job, ctx) : null;
-  let workers = resolveWorkers(job, probe, coresPerProcess());
+  let workers = resolveWorkers(job, probe, coresPerProcess(), hosts?.size ?? 1);
 
   // ---- resume: read and check the checkpoint before building anything heavy ----
   let pos: Position = { epoch: 0, batch: 0, step: 0, lossSum: 0, rows: 0, wall: 0 };
@@ -158,7 +158,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
       }
     }
     if (lead) writeJson(join(runDir, JOB_FILE), job);
-    return await runLoop({ job, runDir, engine, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, initReport, workersNote: autoWorkersNote(job, probe), lead, runDirNote });
+    return await runLoop({ job, runDir, engine, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, initReport, workersNote: autoWorkersNote(job, probe, hosts?.size ?? 1), lead, runDirNote });
   } catch (e) {
     // A new run that failed before its first checkpoint leaves nothing behind.
     if (created !== null && listCheckpoints(created).length === 0) rmSync(created, { recursive: true, force: true });
