@@ -16,15 +16,21 @@ describe.runIf(on)("WebAssembly SIMD layer norm (simd/layernorm.ts)", () => {
     }
   };
 
+  /** The forward by the SIMD kernel (which must run) and by the TypeScript loop: outputs, means, reciprocal std. */
+  const forwardBoth = (x: Float32Array, w: Float32Array, b: Float32Array, rows: number, n: number) => {
+    const [o1, o2] = [new Float32Array(rows * n), new Float32Array(rows * n)];
+    const [m1, m2, r1, r2] = [0, 0, 0, 0].map(() => new Float32Array(rows));
+    expect(simdLayerNorm(o1, m1, r1, x, w, b, rows, n, 1e-5)).toBe(true);
+    layerNormAffineJs(o2, m2, r2, x, w, b, rows, n, 1e-5);
+    return { o1, o2, m1, m2, r1, r2 };
+  };
+
   it("forward and backward agree with the TypeScript loops (several shapes, chunk boundaries, offsets)", () => {
     for (const [rows, n] of [[1, 2], [3, 6], [5, 18], [17, 128], [100, 128], [33, 4096], [2, 1002]] as const) {
       const x = fill(rows * n, (i) => Math.sin(i * 1.7) * 3 + (i % n === 0 ? 40 : 0) + Math.floor(i / n));
       const w = fill(n, (i) => 0.5 + Math.cos(i)), b = fill(n, (i) => Math.sin(i * 0.3));
       const dout = fill(rows * n, (i) => Math.cos(i * 0.61));
-      const [o1, o2] = [new Float32Array(rows * n), new Float32Array(rows * n)];
-      const [m1, m2, r1, r2] = [0, 0, 0, 0].map(() => new Float32Array(rows));
-      expect(simdLayerNorm(o1, m1, r1, x, w, b, rows, n, 1e-5)).toBe(true);
-      layerNormAffineJs(o2, m2, r2, x, w, b, rows, n, 1e-5);
+      const { o1, o2, m1, m2, r1, r2 } = forwardBoth(x, w, b, rows, n);
       close(o1, o2, 2e-6);
       close(m1, m2, 1e-6);
       close(r1, r2, 1e-6);
@@ -45,10 +51,7 @@ describe.runIf(on)("WebAssembly SIMD layer norm (simd/layernorm.ts)", () => {
     x[13] = Infinity;
     x[22] = -Infinity;
     const w = fill(n, () => 1.5), b = fill(n, () => 0.25), dout = fill(rows * n, (i) => (i % 3) - 1);
-    const [o1, o2] = [new Float32Array(rows * n), new Float32Array(rows * n)];
-    const [m1, m2, r1, r2] = [0, 0, 0, 0].map(() => new Float32Array(rows));
-    expect(simdLayerNorm(o1, m1, r1, x, w, b, rows, n, 1e-5)).toBe(true);
-    layerNormAffineJs(o2, m2, r2, x, w, b, rows, n, 1e-5);
+    const { o1, o2, m1, m2, r1, r2 } = forwardBoth(x, w, b, rows, n);
     close(o1, o2, 2e-6);
     close(m1, m2, 1e-6);
     expect(o1[0]).toBeNaN();
