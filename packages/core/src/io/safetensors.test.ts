@@ -76,6 +76,14 @@ describe("safetensors writer", () => {
     expect((8 + Number(new DataView(bytes.buffer).getBigUint64(0, true))) % 8).toBe(0);
   });
 
+  it("writes Int8Array data as I8 after the F32 tensors, and reads it back as float32", () => {
+    const bytes = encodeSafetensors({ a: { data: new Int8Array([-127, 5]), shape: [2] }, z: { data: new Float32Array([1]), shape: [1] } });
+    const header = '{"z":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"I8","shape":[2],"data_offsets":[4,6]}}';
+    expect(Array.from(bytes)).toEqual(Array.from(build(header, [0x00, 0x00, 0x80, 0x3f, 0x81, 0x05])));
+    const { tensors } = decodeSafetensors(bytes);
+    expect(tensors.a).toEqual({ dtype: "I8", shape: [2], data: new Float32Array([-127, 5]) });
+  });
+
   // One F32 tensor [1.0] named `name`: the header is {"<name>":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}},
   // 53 bytes plus the name. The spec: an 8-byte little-endian length N, then N bytes of header padded
   // with spaces to a multiple of 8 (N counts the spaces), then the data.

@@ -9,8 +9,9 @@
  * entry maps strings to strings. Tensors are little-endian, row-major, and
  * together cover the byte buffer contiguously with no gaps or overlaps.
  *
- * chainrule writes F32; it reads F32, F64, F16, BF16 and the integer/bool dtypes,
- * converting to float32 (integers beyond 2^24 lose precision).
+ * chainrule writes F32, and I8 for tensors given as Int8Array (int8-quantized weights); it
+ * reads F32, F64, F16, BF16 and the integer/bool dtypes, converting to float32 (integers beyond
+ * 2^24 lose precision).
  */
 import { readFileNamed } from "./read.js";
 import { ChainruleError, fmtShape } from "../errors.js";
@@ -53,9 +54,9 @@ export interface SafetensorsContents {
   metadata: Record<string, string>;
 }
 
-/** Anything with float32 data and a shape: a Tensor, a Parameter, or a plain object. */
+/** Anything with float32 data and a shape: a Tensor, a Parameter, or a plain object; Int8Array data is written as I8. */
 export interface TensorLike {
-  data: Float32Array | ArrayLike<number>;
+  data: Float32Array | Int8Array | ArrayLike<number>;
   shape: readonly number[];
 }
 
@@ -63,9 +64,10 @@ function fail(source: string, problem: string): never {
   throw new SafetensorsError(`${source}: ${problem}`);
 }
 
-/** Serialises float32 tensors (sorted by name, as the reference writer orders equal-dtype tensors). */
+/** Serialises tensors: F32 first, then I8, each sorted by name (the reference writer's order: larger alignment first). */
 export function encodeSafetensors(tensors: Record<string, TensorLike>, metadata?: Record<string, string>): Uint8Array {
-  const names = Object.keys(tensors).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const isI8 = (name: string) => tensors[name].data instanceof Int8Array;
+  const names = Object.keys(tensors).sort((a, b) => Number(isI8(a)) - Number(isI8(b)) || (a < b ? -1 : a > b ? 1 : 0));
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length > 0) {
     for (const [k, v] of Object.entries(metadata)) {
@@ -81,8 +83,9 @@ export function encodeSafetensors(tensors: Record<string, TensorLike>, metadata?
     if (t.data.length !== size) {
       throw new SafetensorsError(`encodeSafetensors: tensor '${name}' has ${t.data.length} values but shape ${fmtShape(t.shape)} needs ${size}`);
     }
-    header[name] = { dtype: "F32", shape: [...t.shape], data_offsets: [offset, offset + size * 4] };
-    offset += size * 4;
+    const bytes = isI8(name) ? 1 : 4;
+    header[name] = { dtype: bytes === 1 ? "I8" : "F32", shape: [...t.shape], data_offsets: [offset, offset + size * bytes] };
+    offset += size * bytes;
   }
   const json = new TextEncoder().encode(JSON.stringify(header));
   const padded = json.length + ((8 - (json.length % 8)) % 8); // pad with spaces to 8 bytes, like the reference writer
@@ -95,6 +98,11 @@ export function encodeSafetensors(tensors: Record<string, TensorLike>, metadata?
   const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
   for (const name of names) {
     const t = tensors[name];
+    if (t.data instanceof Int8Array) {
+      out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), pos);
+      pos += t.data.byteLength;
+      continue;
+    }
     const f = t.data instanceof Float32Array ? t.data : Float32Array.from(t.data);
     if (littleEndian) out.set(new Uint8Array(f.buffer, f.byteOffset, f.byteLength), pos);
     else for (let i = 0; i < f.length; i++) view.setFloat32(pos + i * 4, f[i], true);
@@ -233,7 +241,7 @@ export function loadSafetensors(path: string): SafetensorsContents {
   return decodeSafetensors(readFileNamed(path, (m) => new SafetensorsError(m)), path);
 }
 
-/** Writes float32 tensors to `path` atomically (temporary file, fsync, rename). */
+/** Writes tensors (float32, or int8 for Int8Array data) to `path` atomically (temporary file, fsync, rename). */
 export function saveSafetensors(path: string, tensors: Record<string, TensorLike>, metadata?: Record<string, string>): void {
   writeFileAtomicSync(path, encodeSafetensors(tensors, metadata));
 }
