@@ -83,6 +83,25 @@ describe("checkpoints", () => {
     expect(() => readCheckpoint(d1)).toThrow(/come from different saves/);
   });
 
+  it("a quantized checkpoint (weights: quantizedStateDict) is a quarter of the size and reads back as the dequantized weights", () => {
+    const dir = mkdtempSync(join(tmpdir(), "ck-"));
+    manualSeed(5);
+    const wide = () => new nn.Sequential(new nn.Linear(128, 256), new nn.ReLU(), new nn.Linear(256, 10));
+    const a = wide();
+    saveCheckpoint(join(dir, "f"), { model: a });
+    saveCheckpoint(join(dir, "q"), { model: a, weights: nn.quantizedStateDict(a), metadata: { chainrule_quantization: "int8" } });
+    const size = (d: string) => readFileSync(join(dir, d, MODEL_FILE)).length;
+    expect(size("q") / size("f")).toBeLessThan(0.3);
+    const { tensors, metadata } = readCheckpoint(join(dir, "q"));
+    expect(metadata.chainrule_quantization).toBe("int8");
+    expect(Object.keys(tensors).sort()).toEqual(Object.keys(a.stateDict()).sort());
+    const w = a.stateDict()["0.weight"];
+    expect(Array.from(tensors["0.weight"].data)).toEqual(Array.from(nn.dequantizeInt8(nn.quantizeInt8(w.data, w.shape))));
+    const b = wide();
+    loadCheckpoint(join(dir, "q"), { model: b });
+    expect(Array.from(b.stateDict()["2.bias"].data)).toEqual(Array.from(a.stateDict()["2.bias"].data));
+  });
+
   it("packs float32 arrays exactly", () => {
     const arr = Array.from(new Float32Array(40).map((_, i) => Math.fround(Math.sin(i) * 1e-3)));
     const back = unpackNumbers(JSON.parse(JSON.stringify(packNumbers({ m: arr, small: [1, 2], rng: [4294967295, 1, 2, 3] })))) as any;

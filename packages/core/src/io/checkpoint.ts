@@ -10,11 +10,12 @@
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { ChainruleError, fmtShape } from "../errors.js";
+import { ArgumentError, ChainruleError, fmtShape } from "../errors.js";
 import type { Module } from "../nn/module.js";
+import { dequantizeStateDict } from "../nn/quantize.js";
 import { getRngState, setRngState } from "../tensor/random.js";
 import { writeFileAtomicSync } from "./atomic.js";
-import { SafetensorsError, loadSafetensors, saveSafetensors, type LoadedTensor } from "./safetensors.js";
+import { SafetensorsError, loadSafetensors, saveSafetensors, type LoadedTensor, type TensorLike } from "./safetensors.js";
 
 /** A missing, truncated, corrupted or mismatched checkpoint. One line naming the file and the problem. */
 export class CheckpointError extends ChainruleError {}
@@ -54,6 +55,10 @@ export interface SaveCheckpointOptions {
   rng?: number[] | null;
   config?: unknown;
   extra?: Record<string, unknown>;
+  /** The tensors to write instead of model.stateDict() (e.g. an int8-quantized state dict). */
+  weights?: Record<string, TensorLike>;
+  /** More model.safetensors metadata (string values). */
+  metadata?: Record<string, string>;
 }
 
 const F32_MIN_LEN = 32;
@@ -99,10 +104,10 @@ export function saveCheckpoint(dir: string, opts: SaveCheckpointOptions): Checkp
   const id = randomBytes(8).toString("hex");
   const step = opts.step ?? 0;
   const epoch = opts.epoch ?? 0;
-  const tensors: Record<string, { data: Float32Array; shape: readonly number[] }> = {};
-  for (const [k, t] of Object.entries(opts.model.stateDict())) tensors[k] = { data: t.data, shape: t.shape };
+  const tensors: Record<string, TensorLike> = {};
+  for (const [k, t] of Object.entries(opts.weights ?? opts.model.stateDict())) tensors[k] = { data: t.data, shape: t.shape };
   // "format": "pt" lets Hugging Face loaders accept the file as PyTorch weights.
-  saveSafetensors(join(dir, MODEL_FILE), tensors, { format: "pt", chainrule_checkpoint_id: id, step: String(step) });
+  saveSafetensors(join(dir, MODEL_FILE), tensors, { ...opts.metadata, format: "pt", chainrule_checkpoint_id: id, step: String(step) });
   const state: CheckpointState = {
     format: "chainrule-checkpoint",
     version: 1,
@@ -125,7 +130,10 @@ export interface CheckpointContents {
   state: CheckpointState;
 }
 
-/** Reads and validates a checkpoint directory without touching any model. */
+/**
+ * Reads and validates a checkpoint directory without touching any model. The weights of a
+ * quantized checkpoint (int8 with per-channel scales, nn/quantize.ts) read as their float32 values.
+ */
 export function readCheckpoint(dir: string): CheckpointContents {
   const modelPath = join(dir, MODEL_FILE);
   const statePath = join(dir, STATE_FILE);
@@ -136,8 +144,10 @@ export function readCheckpoint(dir: string): CheckpointContents {
   let metadata: Record<string, string>;
   try {
     ({ tensors, metadata } = loadSafetensors(modelPath));
+    tensors = dequantizeStateDict(tensors);
   } catch (e) {
     if (e instanceof SafetensorsError) throw new CheckpointError(`corrupted checkpoint: ${e.message}`);
+    if (e instanceof ArgumentError) throw new CheckpointError(`corrupted checkpoint: ${modelPath}: ${e.message}`);
     throw e;
   }
   let raw: unknown;

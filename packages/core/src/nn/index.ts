@@ -5,3 +5,4 @@ export { flattenParameters, paramLayout, type FlatParameters, type ParamLayoutEn
 export { Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, BatchNorm2d, type Conv2dLayerOptions, type BatchNorm2dLayerOptions } from "./conv.js";
 export { CausalSelfAttention, type CausalSelfAttentionOptions } from "./attention.js";
 export { LoRALinear, applyLora, loraLayers, loraParameters, loraStateDict, loadLora, mergeLora, type LoraOptions, type ApplyLoraOptions } from "./lora.js";
+export { quantizeInt8, dequantizeInt8, int8WeightNames, quantizedStateDict, dequantizeStateDict, SCALE_SUFFIX, type Int8Weight, type StateTensor } from "./quantize.js";
