@@ -16,6 +16,7 @@ commands:
   eval CHECKPOINT           held-out loss and accuracy of a checkpoint (or run directory)
   predict CHECKPOINT INPUT  predictions for INPUT: mnist:N, a CSV file, an IDX file, or "v1,v2,..."
   generate CHECKPOINT       stream text from a GPT checkpoint (--prompt, --tokens, --temperature, --top-k, --seed)
+  serve CHECKPOINT          serve a checkpoint over HTTP: POST /v1/predict, /v1/generate (--port, --host, --workers)
   info                      cores, kernel backend and why, versions
   bench [ARGS]              run the benchmarks (bench/index.ts)
   plot RUN_DIR              SVG charts and an HTML report of a run's metrics
@@ -52,6 +53,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import("./commands/predict.js")).predictCommand(rest);
     case "generate":
       return (await import("./commands/generate.js")).generateCommand(rest);
+    case "serve":
+      return (await import("./commands/serve.js")).serveCommand(rest);
     case "info":
       return (await import("./commands/info.js")).infoCommand(rest);
     case "bench":
@@ -59,7 +62,7 @@ export async function main(argv: string[]): Promise<number> {
     case "plot":
       return (await import("./commands/plot.js")).plotCommand(rest);
     default:
-      throw new UsageError(`unknown command '${cmd}' (expected train, eval, predict, generate, info, bench or plot; see chainrule --help)`);
+      throw new UsageError(`unknown command '${cmd}' (expected train, eval, predict, generate, serve, info, bench or plot; see chainrule --help)`);
   }
 }
 
