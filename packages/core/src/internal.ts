@@ -5,6 +5,6 @@
  * state files. Not a stable API for users.
  */
 export { outputBuffer, zeroedOutputBuffer, isArenaArray } from "./tensor/arena.js";
-export { markGradsStale, zeroStaleGrads } from "./autograd/engine.js";
+export { markGradsStale, zeroStaleGrads, setLeafGradHook } from "./autograd/engine.js";
 export { registerSimdMemory, sharedMemory, MAX_SHARED_MEMORY_BYTES, type SimdKernels, type SharedMemory, type WasmMemory } from "./kernels/index.js";
 export { packNumbers, unpackNumbers } from "./io/checkpoint.js";

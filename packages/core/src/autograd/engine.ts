@@ -94,6 +94,19 @@ function topoSort(root: Tensor): Tensor[] {
 // Whether the backward now running frees the graph as it goes (no retainGraph): see graphFreedAfterBackward.
 let freeingGraph = false;
 
+// Called for each leaf of a backward once its gradient is final (see setLeafGradHook).
+let leafGradHook: ((leaf: Tensor) => void) | null = null;
+
+/**
+ * Sets a function the backward engine calls for each leaf that needs a gradient, as soon as no
+ * op left to run can add to it (every consumer's backward has run; PyTorch's post-accumulate-grad
+ * hook): data-parallel training starts reducing a parameter's gradient while backward goes on.
+ * The leaf's .grad may still be stale (see markGradsStale) if no op wrote it. Null removes it.
+ */
+export function setLeafGradHook(hook: ((leaf: Tensor) => void) | null): void {
+  leafGradHook = hook;
+}
+
 /**
  * True inside an op's backward when the engine drops that node's closure right after it
  * (a backward without retainGraph): buffers the closure alone holds (saved for backward in
@@ -127,7 +140,11 @@ function backwardPass(root: Tensor, rootGrad: Float32Array, retainGraph: boolean
   for (let k = order.length - 1; k >= 0; k--) {
     const t = order[k];
     const g = grads.get(t);
-    if (g === undefined) continue;
+    if (g === undefined) {
+      // A leaf the ops wrote directly (leafGradSink), or that got no gradient: its consumers are all done.
+      if (t.gradFn === null && leafGradHook !== null) leafGradHook(t);
+      continue;
+    }
     grads.delete(t);
     const fn = t.gradFn;
     if (fn === null) {
@@ -136,6 +153,7 @@ function backwardPass(root: Tensor, rootGrad: Float32Array, retainGraph: boolean
         accumulateLeaf(t, g);
         if (owned.has(t)) releaseGradBuffer(g);
       }
+      leafGradHook?.(t);
       continue;
     }
     if (fn.backward === null) {
