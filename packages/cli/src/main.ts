@@ -17,6 +17,8 @@ commands:
   predict CHECKPOINT INPUT  predictions for INPUT: mnist:N, a CSV file, an IDX file, or "v1,v2,..."
   generate CHECKPOINT       stream text from a GPT checkpoint (--prompt, --tokens, --temperature, --top-k, --seed)
   serve CHECKPOINT          serve a checkpoint over HTTP: POST /v1/predict, /v1/generate (--port, --host, --workers)
+  export CHECKPOINT         the model as an ONNX file (--out, --opset, --quantize int8)
+  quantize CHECKPOINT       a checkpoint with int8 weights, about 4x smaller (--out DIR)
   info                      cores, kernel backend and why, versions
   bench [ARGS]              run the benchmarks (bench/index.ts)
   plot RUN_DIR              SVG charts and an HTML report of a run's metrics
@@ -53,6 +55,10 @@ export async function main(argv: string[]): Promise<number> {
       return (await import("./commands/predict.js")).predictCommand(rest);
     case "generate":
       return (await import("./commands/generate.js")).generateCommand(rest);
+    case "export":
+      return (await import("./commands/export.js")).exportCommand(rest);
+    case "quantize":
+      return (await import("./commands/quantize.js")).quantizeCommand(rest);
     case "serve":
       return (await import("./commands/serve.js")).serveCommand(rest);
     case "info":
@@ -62,7 +68,7 @@ export async function main(argv: string[]): Promise<number> {
     case "plot":
       return (await import("./commands/plot.js")).plotCommand(rest);
     default:
-      throw new UsageError(`unknown command '${cmd}' (expected train, eval, predict, generate, serve, info, bench or plot; see chainrule --help)`);
+      throw new UsageError(`unknown command '${cmd}' (expected train, eval, predict, generate, serve, export, quantize, info, bench or plot; see chainrule --help)`);
   }
 }
 
