@@ -90,7 +90,7 @@ describe("the cnn job on an IDX image dataset", () => {
     const wa = loadSafetensors(join(latestCheckpoint(straight), "model.safetensors")).tensors;
     const wb = loadSafetensors(join(latestCheckpoint(resumed), "model.safetensors")).tensors;
     expect(Object.keys(wb).sort()).toEqual(Object.keys(wa).sort());
-    expect(Object.keys(wa)).toContain("1.runningVar");
+    expect(Object.keys(wa)).toContain("1.running_var");
     for (const k of Object.keys(wa)) expect(Buffer.from(wb[k].data.buffer, wb[k].data.byteOffset, wb[k].data.byteLength).equals(Buffer.from(wa[k].data.buffer, wa[k].data.byteOffset, wa[k].data.byteLength)), k).toBe(true);
   }, 90_000);
 });

@@ -54,7 +54,7 @@ describe("batch norm across workers", () => {
     expect(relDiff(one.params, ref.params)).toBeLessThan(1e-5);
     expect(relDiff(one.state.buffers!, ref.buffers)).toBeLessThan(1e-5);
     // The main thread's model sees the running statistics (checkpoints save them).
-    expect(one.sd["1.runningMean"].data.some((v) => v !== 0)).toBe(true);
+    expect(one.sd["1.running_mean"].data.some((v) => v !== 0)).toBe(true);
   });
 
   test("syncBatchNorm: 2 workers match 1 worker (params, running stats, eval); per-worker BN does not", async () => {

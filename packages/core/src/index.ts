@@ -11,7 +11,12 @@ export { ChainruleError, ShapeError, ArgumentError, AutogradError, AnomalyError 
 export { tensor, zeros, ones, full, zerosLike, onesLike, rand, randn, randint, arange, type CreateOptions } from "./ops/creation.js";
 export { add, sub, mul, div, neg, pow, exp, log, sqrt, abs, relu, sigmoid, tanh, gelu, clamp } from "./ops/elementwise.js";
 export { matmul, linear } from "./ops/matmul.js";
-export { sum, mean, max, argmax } from "./ops/reduce.js";
+export { sum, mean, max, argmax, min, argmin, prod, variance, variance as var, std, logsumexp, norm, type ReduceOptions, type VarianceOptions } from "./ops/reduce.js";
+export { leakyRelu, elu, selu, silu, softplus, mish, hardtanh, logSigmoid, sin, cos, log1p, expm1, rsqrt, reciprocal, sign, floor, ceil, round, maximum, minimum } from "./ops/pointwise.js";
+export { cumsum, sort, topk, type SortResult } from "./ops/sort.js";
+export { gather, scatter, scatterAdd, indexSelect, oneHot } from "./ops/gather.js";
+export { expand, repeat, flip, pad, tril, triu, type PadOptions } from "./ops/layout.js";
+export { einsum } from "./ops/einsum.js";
 export { reshape, view, flatten, unsqueeze, squeeze, permute, transpose, slice, concat, stack, split } from "./ops/shape.js";
 export { softmax, logSoftmax } from "./ops/softmax.js";
 export { embedding, where, maskedFill, dropout } from "./ops/indexing.js";

@@ -178,13 +178,18 @@ export function readCheckpoint(dir: string): CheckpointContents {
  * Compares a checkpoint's tensors with a model's state dict; returns a one-line
  * description of every difference, or null when they match.
  */
-export function describeMismatch(tensors: Record<string, { shape: readonly number[] }>, model: Module): string | null {
+export function describeMismatch(tensors: Record<string, { data: ArrayLike<number>; shape: readonly number[] }>, model: Module): string | null {
   const own = model.stateDict();
-  const missing = Object.keys(own).filter((k) => !(k in tensors));
-  const unexpected = Object.keys(tensors).filter((k) => !(k in own));
-  const shapes = Object.keys(own)
-    .filter((k) => k in tensors && fmtShape(tensors[k].shape) !== fmtShape(own[k].shape))
-    .map((k) => `${k} ${fmtShape(tensors[k].shape)} in checkpoint vs ${fmtShape(own[k].shape)} in model`);
+  let match: ReturnType<Module["matchStateDict"]>;
+  try {
+    match = model.matchStateDict(tensors); // former buffer names and tied duplicates count as present
+  } catch (e) {
+    return (e as Error).message.replace(/^loadStateDict: /, "");
+  }
+  const { sources, missingKeys: missing, unexpectedKeys: unexpected } = match;
+  const shapes = [...sources]
+    .filter(([k, src]) => fmtShape(src.shape) !== fmtShape(own[k].shape))
+    .map(([k, src]) => `${k} ${fmtShape(src.shape)} in checkpoint vs ${fmtShape(own[k].shape)} in model`);
   const parts: string[] = [];
   const list = (a: string[]) => (a.length > 6 ? `${a.slice(0, 6).join(", ")}, … (${a.length} in all)` : a.join(", "));
   if (missing.length) parts.push(`missing keys [${list(missing)}]`);

@@ -65,10 +65,10 @@ describe("nn.BatchNorm2d", () => {
     expect(Array.from(bn.bias!.data)).toEqual([0, 0, 0]);
     expect(Array.from(bn.runningMean!.data)).toEqual([0, 0, 0]);
     expect(Array.from(bn.runningVar!.data)).toEqual([1, 1, 1]);
-    expect(Object.keys(bn.stateDict())).toEqual(["weight", "bias", "runningMean", "runningVar", "numBatchesTracked"]);
+    expect(Object.keys(bn.stateDict())).toEqual(["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]);
     expect(bn.parameters().length).toBe(2); // buffers are not trained
     const model = new nn.Sequential(new nn.Conv2d(1, 3, 3), new nn.BatchNorm2d(3));
-    expect(Object.keys(model.stateDict())).toEqual(["0.weight", "0.bias", "1.weight", "1.bias", "1.runningMean", "1.runningVar", "1.numBatchesTracked"]);
+    expect(Object.keys(model.stateDict())).toEqual(["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var", "1.num_batches_tracked"]);
   });
 
   it("train mode: batch statistics, running stats updated with momentum 0.1 and the unbiased variance", () => {
@@ -231,7 +231,7 @@ describe("models/cnn", () => {
     expect(Array.from(a.data)).toEqual(Array.from(b.data));
     expect(() => m.forward(randT([2, 783]))).toThrow(ShapeError);
     const bn = createMnistCnn({ batchNorm: true, dropout: 0.1 });
-    expect(Object.keys(bn.stateDict()).filter((k) => k.includes("running"))).toEqual(["1.runningMean", "1.runningVar", "5.runningMean", "5.runningVar"]);
+    expect(Object.keys(bn.stateDict()).filter((k) => k.includes("running"))).toEqual(["1.running_mean", "1.running_var", "5.running_mean", "5.running_var"]);
     expect(bn.forward(randT([3, 784])).shape).toEqual([3, 10]);
     const small = createCnn({ inChannels: 3, height: 9, width: 9, channels: [4, 4, 4], hidden: 8, numClasses: 3 });
     expect(small.forward(randT([2, 3, 9, 9])).shape).toEqual([2, 3]);

@@ -2,6 +2,9 @@
 import { ArgumentError } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
 import { Module, Parameter, registerOwnModules } from "./module.js";
+import { checkOptions } from "../options.js";
+import { batchNorm1d } from "../ops/normalization.js";
+import { type Conv1dOptions, type ConvTranspose2dOptions, conv1d, convTranspose2d } from "../ops/conv-transpose.js";
 import { constant_, fanIn, kaimingUniformDefault_, uniform_ } from "./init.js";
 import {
   type AvgPool2dOptions, type BatchNorm2dOptions, type BatchNormSync, type Conv2dOptions, type Pool2dOptions, type Size2,
@@ -37,6 +40,7 @@ export class Conv2d extends Module {
     const [kh, kw] = pair(kernelSize);
     checkPositiveInt("Conv2d", "kernelSize", kh);
     checkPositiveInt("Conv2d", "kernelSize", kw);
+    checkOptions("Conv2d", opts, ["stride", "padding", "dilation", "groups", "bias"]);
     const groups = opts.groups ?? 1;
     checkPositiveInt("Conv2d", "groups", groups);
     if (inChannels % groups !== 0 || outChannels % groups !== 0) {
@@ -99,7 +103,8 @@ export interface BatchNorm2dLayerOptions {
  * Batch normalisation per channel of (N, C, H, W), PyTorch semantics. Training: normalises with
  * the batch's mean and biased variance, and updates the buffers runningMean (init 0), runningVar
  * (init 1, updated with the unbiased variance) and numBatchesTracked; eval(): uses the running ones.
- * The buffers are in stateDict(). In data-parallel training each worker normalises with its own
+ * The buffers are in stateDict() under PyTorch's names (running_mean, running_var,
+ * num_batches_tracked), so a PyTorch BatchNorm state dict loads by name. In data-parallel training each worker normalises with its own
  * shard's statistics unless `sync` is set (see @chainrule/parallel's README, "Batch norm").
  */
 export class BatchNorm2d extends Module {
@@ -117,6 +122,7 @@ export class BatchNorm2d extends Module {
   sync: BatchNormSync | null = null;
   constructor(readonly numFeatures: number, opts: BatchNorm2dLayerOptions = {}) {
     super();
+    checkOptions(new.target.name, opts, ["eps", "momentum", "affine", "trackRunningStats"]);
     checkPositiveInt("BatchNorm2d", "numFeatures", numFeatures);
     this.eps = opts.eps ?? 1e-5;
     this.momentum = opts.momentum === undefined ? 0.1 : opts.momentum;
@@ -126,9 +132,10 @@ export class BatchNorm2d extends Module {
     this.weight = affine ? new Parameter(new Float32Array(numFeatures), [numFeatures]) : null;
     this.bias = affine ? new Parameter(new Float32Array(numFeatures), [numFeatures]) : null;
     if (opts.trackRunningStats ?? true) {
-      this.runningMean = this.registerBuffer("runningMean", new Tensor(new Float32Array(numFeatures), [numFeatures]));
-      this.runningVar = this.registerBuffer("runningVar", new Tensor(new Float32Array(numFeatures), [numFeatures]));
-      this.numBatchesTracked = this.registerBuffer("numBatchesTracked", new Tensor(new Float32Array(1), []));
+      // PyTorch's state-dict names; the camel-case names of older checkpoints still load.
+      this.runningMean = this.registerBuffer("running_mean", new Tensor(new Float32Array(numFeatures), [numFeatures]), ["runningMean"]);
+      this.runningVar = this.registerBuffer("running_var", new Tensor(new Float32Array(numFeatures), [numFeatures]), ["runningVar"]);
+      this.numBatchesTracked = this.registerBuffer("num_batches_tracked", new Tensor(new Float32Array(1), []), ["numBatchesTracked"]);
     } else {
       this.runningMean = this.runningVar = this.numBatchesTracked = null;
     }
@@ -164,4 +171,77 @@ export class BatchNorm2d extends Module {
   }
 }
 
-registerOwnModules(Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, BatchNorm2d);
+/** Batch norm per channel of (N, C) or (N, C, L): BatchNorm2d's options, buffers and names. */
+export class BatchNorm1d extends BatchNorm2d {
+  override forward(x: Tensor): Tensor {
+    return batchNorm1d(x, this.runningMean, this.runningVar, this.weight, this.bias, this.nextOptions());
+  }
+}
+
+export interface Conv1dLayerOptions extends Conv1dOptions {
+  bias?: boolean;
+}
+
+/** 1-D convolution layer: weight (out, in/groups, k), bias (out), PyTorch's default init. */
+export class Conv1d extends Module {
+  weight: Parameter;
+  bias: Parameter | null;
+  readonly opts: Conv1dOptions;
+  constructor(readonly inChannels: number, readonly outChannels: number, readonly kernelSize: number, opts: Conv1dLayerOptions = {}) {
+    super();
+    checkOptions("Conv1d", opts, ["stride", "padding", "dilation", "groups", "bias"]);
+    for (const [name, v] of [["inChannels", inChannels], ["outChannels", outChannels], ["kernelSize", kernelSize], ["groups", opts.groups ?? 1]] as const) checkPositiveInt("Conv1d", name, v);
+    const groups = opts.groups ?? 1;
+    if (inChannels % groups !== 0 || outChannels % groups !== 0) throw new ArgumentError(`Conv1d: inChannels ${inChannels} and outChannels ${outChannels} must be divisible by groups ${groups}`);
+    this.opts = { stride: opts.stride ?? 1, padding: opts.padding ?? 0, dilation: opts.dilation ?? 1, groups };
+    this.weight = new Parameter(new Float32Array(outChannels * (inChannels / groups) * kernelSize), [outChannels, inChannels / groups, kernelSize]);
+    this.bias = opts.bias === false ? null : new Parameter(new Float32Array(outChannels), [outChannels]);
+    this.resetParameters();
+  }
+  resetParameters(): void {
+    kaimingUniformDefault_(this.weight);
+    if (this.bias) {
+      const bound = 1 / Math.sqrt(fanIn(this.weight.shape));
+      uniform_(this.bias, -bound, bound);
+    }
+  }
+  forward(x: Tensor): Tensor {
+    return conv1d(x, this.weight, this.bias, this.opts); // (N, in, L) → (N, out, OL)
+  }
+}
+
+export interface ConvTranspose2dLayerOptions extends ConvTranspose2dOptions {
+  bias?: boolean;
+}
+
+/** Transposed 2-D convolution layer: weight (in, out/groups, kh, kw), bias (out), PyTorch's default init. */
+export class ConvTranspose2d extends Module {
+  weight: Parameter;
+  bias: Parameter | null;
+  readonly opts: ConvTranspose2dOptions;
+  constructor(readonly inChannels: number, readonly outChannels: number, kernelSize: Size2, opts: ConvTranspose2dLayerOptions = {}) {
+    super();
+    checkOptions("ConvTranspose2d", opts, ["stride", "padding", "outputPadding", "dilation", "groups", "bias"]);
+    const [kh, kw] = pair(kernelSize);
+    const groups = opts.groups ?? 1;
+    for (const [name, v] of [["inChannels", inChannels], ["outChannels", outChannels], ["kernelSize", kh], ["kernelSize", kw], ["groups", groups]] as const) checkPositiveInt("ConvTranspose2d", name, v);
+    if (inChannels % groups !== 0 || outChannels % groups !== 0) throw new ArgumentError(`ConvTranspose2d: inChannels ${inChannels} and outChannels ${outChannels} must be divisible by groups ${groups}`);
+    const { bias: _bias, ...conv } = opts;
+    this.opts = { ...conv, groups };
+    this.weight = new Parameter(new Float32Array(inChannels * (outChannels / groups) * kh * kw), [inChannels, outChannels / groups, kh, kw]);
+    this.bias = opts.bias === false ? null : new Parameter(new Float32Array(outChannels), [outChannels]);
+    this.resetParameters();
+  }
+  resetParameters(): void {
+    kaimingUniformDefault_(this.weight);
+    if (this.bias) {
+      const bound = 1 / Math.sqrt(fanIn(this.weight.shape));
+      uniform_(this.bias, -bound, bound);
+    }
+  }
+  forward(x: Tensor): Tensor {
+    return convTranspose2d(x, this.weight, this.bias, this.opts); // (N, in, H, W) → (N, out, OH, OW)
+  }
+}
+
+registerOwnModules(Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, BatchNorm2d, BatchNorm1d, Conv1d, ConvTranspose2d);

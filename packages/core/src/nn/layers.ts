@@ -4,7 +4,8 @@ import { Module, Parameter, registerOwnModules } from "./module.js";
 import { constant_, kaimingUniformDefault_, normal_, uniform_ } from "./init.js";
 import { linear } from "../ops/matmul.js";
 import { gelu, relu, sigmoid, tanh } from "../ops/elementwise.js";
-import { dropout, embedding } from "../ops/indexing.js";
+import { dropout, dropout2d, embedding, paddingRow } from "../ops/indexing.js";
+import { checkOptions } from "../options.js";
 import { layerNorm } from "../ops/layernorm.js";
 import { flatten } from "../ops/shape.js";
 import { softmax } from "../ops/softmax.js";
@@ -21,6 +22,7 @@ export class Linear extends Module {
   bias: Parameter | null;
   constructor(readonly inFeatures: number, readonly outFeatures: number, opts: { bias?: boolean } = {}) {
     super();
+    checkOptions("Linear", opts, ["bias"]);
     checkPositiveInt("Linear", "inFeatures", inFeatures);
     checkPositiveInt("Linear", "outFeatures", outFeatures);
     this.weight = new Parameter(new Float32Array(outFeatures * inFeatures), [outFeatures, inFeatures]);
@@ -52,7 +54,8 @@ function runs(m: Module | undefined, cls: { prototype: { forward: unknown } }): 
 /** True for a plain MaxPool2d(2) (stride 2, no padding or dilation). */
 function isPool2(m: Module | undefined): m is MaxPool2d {
   if (!(m instanceof MaxPool2d) || !runs(m, MaxPool2d)) return false;
-  const { stride, padding, dilation } = m.opts;
+  const { stride, padding, dilation, ceilMode } = m.opts;
+  if (ceilMode) return false;
   const is = (v: Size2 | undefined, n: number) => v === undefined || (typeof v === "number" ? v === n : v[0] === n && v[1] === n);
   return is(m.kernelSize, 2) && (stride === undefined || is(stride, 2)) && is(padding, 0) && is(dilation, 1);
 }
@@ -147,19 +150,39 @@ export class Flatten extends Module {
   forward(x: Tensor) { return flatten(x, this.startDim, this.endDim); }
 }
 
-/** Lookup table (num, dim), initialised N(0, 1) like PyTorch. */
+/**
+ * Lookup table (num, dim), initialised N(0, 1) like PyTorch. `paddingIdx`: that row starts at
+ * zero and gets no gradient.
+ */
 export class Embedding extends Module {
   weight: Parameter;
-  constructor(readonly numEmbeddings: number, readonly embeddingDim: number) {
+  readonly paddingIdx: number | null;
+  constructor(readonly numEmbeddings: number, readonly embeddingDim: number, opts: { paddingIdx?: number | null } = {}) {
     super();
+    checkOptions("Embedding", opts, ["paddingIdx"]);
     checkPositiveInt("Embedding", "numEmbeddings", numEmbeddings);
     checkPositiveInt("Embedding", "embeddingDim", embeddingDim);
+    const row = paddingRow("Embedding", opts.paddingIdx, numEmbeddings);
+    this.paddingIdx = row < 0 ? null : row;
     this.weight = new Parameter(new Float32Array(numEmbeddings * embeddingDim), [numEmbeddings, embeddingDim]);
+    this.resetParameters();
+  }
+  resetParameters(): void {
     normal_(this.weight);
+    if (this.paddingIdx !== null) this.weight.data.fill(0, this.paddingIdx * this.embeddingDim, (this.paddingIdx + 1) * this.embeddingDim);
   }
   forward(indices: Tensor | Int32Array): Tensor {
-    return embedding(indices, this.weight); // (...) → (..., dim)
+    return embedding(indices, this.weight, { paddingIdx: this.paddingIdx }); // (...) → (..., dim)
   }
+}
+
+/** Zeroes whole channels of (N, C, ...) with probability p while training (PyTorch's Dropout2d). */
+export class Dropout2d extends Module {
+  constructor(readonly p = 0.5) {
+    super();
+    if (!(p >= 0 && p <= 1)) throw new ArgumentError(`Dropout2d: probability must be in [0, 1], got ${p}`);
+  }
+  forward(x: Tensor) { return dropout2d(x, this.p, this.training); }
 }
 
 /** LayerNorm over the trailing `normalizedShape`, weight 1 and bias 0 at init. */
@@ -169,6 +192,7 @@ export class LayerNorm extends Module {
   bias: Parameter | null;
   constructor(normalizedShape: number | number[], readonly eps = 1e-5, opts: { elementwiseAffine?: boolean; bias?: boolean } = {}) {
     super();
+    checkOptions("LayerNorm", opts, ["elementwiseAffine", "bias"]);
     this.normalizedShape = typeof normalizedShape === "number" ? [normalizedShape] : normalizedShape;
     const n = this.normalizedShape.reduce((a, b) => a * b, 1);
     const affine = opts.elementwiseAffine ?? true;
@@ -180,4 +204,4 @@ export class LayerNorm extends Module {
   }
 }
 
-registerOwnModules(Linear, Sequential, ModuleList, ReLU, Sigmoid, Tanh, GELU, Softmax, Identity, Dropout, Flatten, Embedding, LayerNorm);
+registerOwnModules(Linear, Sequential, ModuleList, ReLU, Sigmoid, Tanh, GELU, Softmax, Identity, Dropout, Dropout2d, Flatten, Embedding, LayerNorm);

@@ -3,6 +3,7 @@ import { Tensor } from "../tensor/tensor.js";
 import type { Shape } from "../tensor/shape.js";
 import { sizeOf } from "../tensor/shape.js";
 import { forwardScope, forwardScopeOpen } from "../tensor/arena.js";
+import { checkOptions } from "../options.js";
 
 /** A trainable tensor: a leaf that requires grad. */
 export class Parameter extends Tensor {
@@ -61,11 +62,16 @@ export abstract class Module {
     return !forwardScopeOpen() && ownSubtree(this) ? forwardScope(fn) : fn();
   }
 
-  /** Registers a non-trainable tensor that is part of the state dict. */
-  protected registerBuffer(name: string, t: Tensor): Tensor {
+  /**
+   * Registers a non-trainable tensor that is part of the state dict; `formerNames` are names it
+   * had in older checkpoints, which loadStateDict still accepts.
+   */
+  protected registerBuffer(name: string, t: Tensor, formerNames: readonly string[] = []): Tensor {
     this._buffers.set(name, t);
+    if (formerNames.length > 0) this._formerNames.set(name, formerNames);
     return t;
   }
+  private readonly _formerNames = new Map<string, readonly string[]>();
 
   /** Direct children: fields holding modules (in assignment order). */
   namedChildren(): [string, Module][] {
@@ -135,31 +141,67 @@ export abstract class Module {
   }
 
   /**
+   * How `dict`'s keys map onto this module's state: the source of each own key, and the keys
+   * missing or unexpected. A buffer's former name stands in for it; a tied parameter's other
+   * name (`lm_head.weight` beside `transformer.wte.weight`) is accepted when its values equal
+   * its twin's, or stands in for it when the twin is absent. Throws when tied copies differ.
+   */
+  matchStateDict<T extends { data: ArrayLike<number>; shape: readonly number[] }>(dict: Record<string, T>): { sources: Map<string, T>; missingKeys: string[]; unexpectedKeys: string[] } {
+    const own = this.stateDict();
+    const aliases = new Map<string, string>(); // other name → own key
+    for (const [mp, m] of this.namedModules()) {
+      for (const [k, formers] of m._formerNames) for (const f of formers) aliases.set(mp ? `${mp}.${f}` : f, mp ? `${mp}.${k}` : k);
+    }
+    const canonical = new Map<Tensor, string>();
+    for (const [k, t] of Object.entries(own)) canonical.set(t, k);
+    for (const [mp, m] of this.namedModules()) {
+      for (const [k, v] of Object.entries(m)) {
+        if (k.startsWith("_") || !(v instanceof Parameter)) continue;
+        const name = mp ? `${mp}.${k}` : k, twin = canonical.get(v);
+        if (twin !== undefined && twin !== name) aliases.set(name, twin);
+      }
+    }
+    const sources = new Map<string, T>();
+    for (const k of Object.keys(own)) if (k in dict) sources.set(k, dict[k]);
+    const unexpectedKeys: string[] = [];
+    for (const [k, src] of Object.entries(dict)) {
+      if (k in own) continue;
+      const target = aliases.get(k);
+      if (target === undefined) { unexpectedKeys.push(k); continue; }
+      const twin = sources.get(target);
+      if (twin === undefined) sources.set(target, src);
+      else if (twin !== src && !sameValues(twin, src)) {
+        throw new ArgumentError(`loadStateDict: '${k}' is tied to '${target}' in the model but their values differ in the state dict`);
+      }
+    }
+    const missingKeys = Object.keys(own).filter((k) => !sources.has(k));
+    return { sources, missingKeys, unexpectedKeys };
+  }
+
+  /**
    * Copies values in by name. strict (default) throws on missing or unexpected keys;
    * either way a shape mismatch throws, naming the key, before anything is copied.
+   * Batch-norm buffers load from PyTorch's names or chainrule's former camel-case ones, and a
+   * tied weight's duplicate (nanoGPT's `lm_head.weight`) is accepted when it equals its twin.
    */
   loadStateDict(dict: Record<string, Tensor | { data: ArrayLike<number>; shape: readonly number[] }>, opts: { strict?: boolean } = {}): LoadReport {
+    checkOptions("loadStateDict", opts, ["strict"]);
     const strict = opts.strict ?? true;
     const own = this.stateDict();
-    const missingKeys = Object.keys(own).filter((k) => !(k in dict));
-    const unexpectedKeys = Object.keys(dict).filter((k) => !(k in own));
+    const { sources, missingKeys, unexpectedKeys } = this.matchStateDict(dict);
     if (strict && (missingKeys.length > 0 || unexpectedKeys.length > 0)) {
       throw new ArgumentError(
         `loadStateDict: missing keys [${missingKeys.join(", ")}], unexpected keys [${unexpectedKeys.join(", ")}]`,
       );
     }
-    for (const [k, t] of Object.entries(own)) {
-      const src = dict[k];
-      if (!src) continue;
+    for (const [k, src] of sources) {
+      const t = own[k];
       if (src.shape.length !== t.shape.length || src.shape.some((d, i) => d !== t.shape[i])) {
         throw new ShapeError(`loadStateDict: key '${k}' has shape ${fmtShape(src.shape)} in the state dict but ${fmtShape(t.shape)} in the model`);
       }
       if (src.data.length !== sizeOf(t.shape)) throw new ShapeError(`loadStateDict: key '${k}' has ${src.data.length} values, expected ${t.size}`);
     }
-    for (const [k, t] of Object.entries(own)) {
-      const src = dict[k];
-      if (src) t.data.set(src.data as ArrayLike<number>);
-    }
+    for (const [k, src] of sources) own[k].data.set(src.data as ArrayLike<number>);
     return { missingKeys, unexpectedKeys };
   }
 
@@ -174,6 +216,12 @@ export abstract class Module {
     for (const [, m] of this.namedModules()) fn(m);
     return this;
   }
+}
+
+function sameValues(a: { data: ArrayLike<number>; shape: readonly number[] }, b: { data: ArrayLike<number>; shape: readonly number[] }): boolean {
+  if (a.data.length !== b.data.length || a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i])) return false;
+  for (let i = 0; i < a.data.length; i++) if (!Object.is(a.data[i], b.data[i])) return false;
+  return true;
 }
 
 /** Freezes (requiresGrad = false) every parameter whose name matches the pattern; returns the names frozen. */

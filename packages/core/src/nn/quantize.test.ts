@@ -36,7 +36,7 @@ describe("int8 per-channel quantization", () => {
     expect(dict["3.weight"].data).toBeInstanceOf(Int8Array);
     expect(dict["3.weight" + SCALE_SUFFIX].shape).toEqual([5]);
     expect(dict["3.bias"].data).toBeInstanceOf(Float32Array);
-    expect(dict["1.runningVar"].data).toBeInstanceOf(Float32Array);
+    expect(dict["1.running_var"].data).toBeInstanceOf(Float32Array);
     const loaded = dequantizeStateDict(decodeSafetensors(encodeSafetensors(dict)).tensors);
     expect(Object.keys(loaded).sort()).toEqual(Object.keys(model.stateDict()).sort());
     const w = model.stateDict()["3.weight"] as Tensor;

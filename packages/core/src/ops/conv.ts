@@ -11,6 +11,7 @@ import { result } from "./op.js";
 import { gradBuffer, graphFreedAfterBackward, isGradEnabled, leafGradAddSink, leafGradSink, releaseGradBuffer } from "../autograd/engine.js";
 import { outputBuffer, outputBytes, outputInt32, zeroedOutputBuffer } from "../tensor/arena.js";
 import { relu } from "./elementwise.js";
+import { checkOptions } from "../options.js";
 
 /** An int or an (h, w) pair. */
 export type Size2 = number | readonly [number, number];
@@ -109,6 +110,7 @@ interface ConvSetup {
 
 /** Checks conv2d's arguments and works out the output size. */
 function convSetup(op: string, x: Tensor, weight: Tensor, bias: Tensor | null, opts: Conv2dOptions): ConvSetup {
+  checkOptions(op, opts, ["stride", "padding", "dilation", "groups"]);
   check4d(op, x);
   if (weight.ndim !== 4) throw new ShapeError(`${op}: weight must be 4-D (out, in/groups, kh, kw), got ${fmtShape(weight.shape)}`);
   const groups = opts.groups ?? 1;
@@ -464,9 +466,22 @@ export interface Pool2dOptions {
   stride?: Size2;
   padding?: Size2;
   dilation?: Size2;
+  /** Round the output size up (a last, partial window), as PyTorch's ceil_mode; default false. */
+  ceilMode?: boolean;
 }
 
-function poolGeometry(op: string, x: Tensor, kernelSize: Size2, opts: Pool2dOptions, allowDilation: boolean): Pool2dGeometry {
+/** Output size of a pooling window; with ceilMode a last window is kept when it starts inside the input or left padding. */
+function poolOutSize(op: string, inSize: number, k: number, s: number, p: number, d: number, ceilMode: boolean, what: string): number {
+  const o = outSize(op, inSize, k, s, p, d, what);
+  if (!ceilMode) return o;
+  const span = inSize + 2 * p - d * (k - 1) - 1;
+  let c = Math.ceil(span / s) + 1;
+  if ((c - 1) * s >= inSize + p) c--;
+  return Math.max(o, c);
+}
+
+function poolGeometry(op: string, x: Tensor, kernelSize: Size2, opts: Pool2dOptions & { countIncludePad?: boolean }, allowDilation: boolean): Pool2dGeometry {
+  checkOptions(op, opts, allowDilation ? ["stride", "padding", "dilation", "ceilMode"] : ["stride", "padding", "ceilMode", "countIncludePad"]);
   check4d(op, x);
   const [kh, kw] = pair(op, "kernelSize", kernelSize, 1);
   const [sh, sw] = pair(op, "stride", opts.stride ?? [kh, kw], 1);
@@ -475,8 +490,9 @@ function poolGeometry(op: string, x: Tensor, kernelSize: Size2, opts: Pool2dOpti
   if (!allowDilation && (dh !== 1 || dw !== 1)) throw new ArgumentError(`${op}: dilation is not supported`);
   if (2 * ph > kh || 2 * pw > kw) throw new ArgumentError(`${op}: padding [${ph},${pw}] must be at most half the kernel size [${kh},${kw}]`);
   const [, , H, W] = x.shape;
-  const OH = outSize(op, H, kh, sh, ph, dh, "input height");
-  const OW = outSize(op, W, kw, sw, pw, dw, "input width");
+  const ceil = opts.ceilMode ?? false;
+  const OH = poolOutSize(op, H, kh, sh, ph, dh, ceil, "input height");
+  const OW = poolOutSize(op, W, kw, sw, pw, dw, ceil, "input width");
   return { H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW };
 }
 
@@ -581,6 +597,7 @@ interface BatchNormParams {
 
 /** Checks batch norm's arguments for x (N, C, H, W); the options with their defaults. */
 function batchNormSetup(op: string, x: Tensor, bn: BatchNormParams, opts: BatchNorm2dOptions): { training: boolean; momentum: number; eps: number } {
+  checkOptions(op, opts, ["training", "momentum", "eps", "sync"]);
   check4d(op, x);
   const C = x.shape[1];
   const training = opts.training ?? true;

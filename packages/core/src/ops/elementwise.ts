@@ -5,6 +5,7 @@ import { type BinaryOp, type UnaryOp, kernels } from "../kernels/kernels.js";
 import { type TensorLike, asTensor, result, sumToShape } from "./op.js";
 import { gradBuffer, releaseGradBuffer } from "../autograd/engine.js";
 import { outputBuffer } from "../tensor/arena.js";
+import { powTensor } from "./pointwise.js";
 
 // ---- binary ops with numpy broadcasting -------------------------------------------------
 
@@ -105,8 +106,9 @@ export const tanh = (x: Tensor) => unaryOp("tanh", x);
 export const gelu = (x: Tensor, opts: { approximate?: "none" | "tanh" } = {}) =>
   unaryOp(opts.approximate === "tanh" ? "geluTanh" : "gelu", x);
 
-/** x ** p for a scalar exponent p. */
-export function pow(x: Tensor, p: number): Tensor {
+/** x ** p for a scalar exponent p, or elementwise for a tensor exponent (broadcast). */
+export function pow(x: Tensor, p: number | Tensor): Tensor {
+  if (p instanceof Tensor) return powTensor(x, p);
   if (typeof p !== "number" || Number.isNaN(p)) throw new ArgumentError(`pow: exponent must be a number, got ${p}`);
   const out = outputBuffer(x.data.length);
   const xd = x.data;

@@ -3,6 +3,8 @@ import { Tensor } from "../tensor/tensor.js";
 import { broadcastShapes, broadcastStrides, sizeOf } from "../tensor/shape.js";
 import { defaultGenerator } from "../tensor/random.js";
 import { type TensorLike, asTensor, result, sumToShape } from "./op.js";
+import { mul } from "./elementwise.js";
+import { checkOptions } from "../options.js";
 
 /** Integer indices from a tensor of whole numbers, an Int32Array or a number array; checked against [0, limit). */
 export function toIndices(idx: Tensor | Int32Array | readonly number[], limit: number, op: string): Int32Array {
@@ -23,10 +25,15 @@ export function toIndices(idx: Tensor | Int32Array | readonly number[], limit: n
   return out;
 }
 
-/** Gathers rows of `weight` (V, C) by integer indices of any shape → (...indices.shape, C). */
-export function embedding(indices: Tensor | Int32Array | readonly number[], weight: Tensor): Tensor {
+/**
+ * Gathers rows of `weight` (V, C) by integer indices of any shape → (...indices.shape, C).
+ * `paddingIdx`: that row gets no gradient (PyTorch's padding_idx; negative counts from the end).
+ */
+export function embedding(indices: Tensor | Int32Array | readonly number[], weight: Tensor, opts: { paddingIdx?: number | null } = {}): Tensor {
+  checkOptions("embedding", opts, ["paddingIdx"]);
   if (weight.ndim !== 2) throw new ShapeError(`embedding: weight must be 2-D (num, dim), got ${fmtShape(weight.shape)}`);
   const [V, C] = weight.shape;
+  const padding = paddingRow("embedding", opts.paddingIdx, V);
   const idx = toIndices(indices, V, "embedding");
   const idxShape = indices instanceof Tensor ? indices.shape : [idx.length];
   const out = new Float32Array(idx.length * C);
@@ -35,11 +42,19 @@ export function embedding(indices: Tensor | Int32Array | readonly number[], weig
   return result("embedding", out, [...idxShape, C], [weight], (g) => {
     const dw = new Float32Array(w.length);
     for (let i = 0; i < idx.length; i++) {
+      if (idx[i] === padding) continue;
       const o = idx[i] * C, gi = i * C;
       for (let c = 0; c < C; c++) dw[o + c] += g[gi + c];
     }
     return [dw];
   });
+}
+
+/** The row index a paddingIdx names (-1: none), checked against V rows. */
+export function paddingRow(op: string, paddingIdx: number | null | undefined, V: number): number {
+  if (paddingIdx === undefined || paddingIdx === null) return -1;
+  if (!Number.isInteger(paddingIdx) || paddingIdx < -V || paddingIdx >= V) throw new ArgumentError(`${op}: paddingIdx ${paddingIdx} is out of range [-${V}, ${V})`);
+  return paddingIdx < 0 ? paddingIdx + V : paddingIdx;
 }
 
 /** Elementwise select with broadcasting: cond ≠ 0 ? a : b. */
@@ -103,4 +118,19 @@ export function dropout(x: Tensor, p = 0.5, training = true): Tensor {
     for (let i = 0; i < g.length; i++) dx[i] = g[i] * mask[i];
     return [dx];
   });
+}
+
+/**
+ * Channel dropout of (N, C, ...): zeroes whole channels with probability p (one draw per
+ * sample and channel) and scales the rest by 1/(1-p). Identity when not training.
+ */
+export function dropout2d(x: Tensor, p = 0.5, training = true): Tensor {
+  if (!(p >= 0 && p <= 1)) throw new ArgumentError(`dropout2d: probability must be in [0, 1], got ${p}`);
+  if (x.ndim < 2) throw new ShapeError(`dropout2d: input must be (N, C, ...), got ${fmtShape(x.shape)}`);
+  if (!training || p === 0) return x;
+  const [N, C] = x.shape;
+  const scale = p === 1 ? 0 : 1 / (1 - p);
+  const keep = new Float32Array(N * C);
+  for (let i = 0; i < keep.length; i++) keep[i] = defaultGenerator.random() < p ? 0 : scale;
+  return mul(x, new Tensor(keep, [N, C, ...x.shape.slice(2).map(() => 1)]));
 }

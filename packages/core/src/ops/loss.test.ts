@@ -93,8 +93,8 @@ describe("nllLoss", () => {
 
   it("propagates NaN and rejects bad targets", () => {
     expect(Number.isNaN(F.nllLoss(tensor([[NaN, 0]]), [0]).item())).toBe(true);
-    expect(() => F.nllLoss(randn([2, 3]), [0, 3])).toThrow("nllLoss: index 3 at position 1 is out of range [0, 3)");
-    expect(() => F.nllLoss(randn([2, 3]), [0])).toThrow("nllLoss: 2 rows but 1 targets");
+    expect(() => F.nllLoss(randn([2, 3]), [0, 3])).toThrow("nllLoss: target 3 at position 1 is out of range [0, 3)");
+    expect(() => F.nllLoss(randn([2, 3]), [0])).toThrow("nllLoss: input [2,3] gives 2 rows but targets [1] have 1");
   });
 });
 

@@ -3,6 +3,7 @@ import { type ArenaStateHolder, type FlatArena, arenaStateView, claimArenaState,
 import type { Parameter } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { scaleInPlace, sumOfSquares } from "./rules.js";
+import { checkOptions } from "../options.js";
 
 export interface ParamGroup<H> {
   params: Parameter[];
@@ -51,6 +52,7 @@ export abstract class Optimizer<H extends { lr: number }> implements ArenaStateH
     const specs = (params.length > 0 && !("params" in params[0]) ? [{ params: params as Parameter[] }] : params) as GroupSpec<H>[];
     if (specs.length === 0) throw new ArgumentError(`${typeName}: no parameters given`);
     this.paramGroups = specs.map(({ params: ps, ...rest }) => {
+      checkOptions(`${typeName} parameter group`, rest, Object.keys(defaults));
       const hyper = { ...defaults, ...(rest as unknown as Partial<H>) } as H;
       this.validate(hyper);
       return { params: ps, hyper };
@@ -243,4 +245,14 @@ export function clipGradNorm(params: Tensor[], maxNorm: number): number {
   const coef = maxNorm / (norm + 1e-6);
   if (coef < 1) for (const p of params) if (p.grad) scaleInPlace(p.grad.data, coef);
   return norm;
+}
+
+/** Clamps every gradient element into [-clipValue, clipValue] in place (PyTorch's clip_grad_value_). */
+export function clipGradValue(params: Tensor[], clipValue: number): void {
+  checkHyper("clipGradValue", "clipValue", clipValue);
+  for (const p of params) {
+    if (!p.grad) continue;
+    const g = p.grad.data;
+    for (let i = 0; i < g.length; i++) g[i] = g[i] > clipValue ? clipValue : g[i] < -clipValue ? -clipValue : g[i];
+  }
 }

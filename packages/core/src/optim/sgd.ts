@@ -2,9 +2,11 @@ import { ArgumentError } from "../errors.js";
 import type { Parameter } from "../nn/module.js";
 import { type GroupSpec, Optimizer, checkHyper } from "./optimizer.js";
 import { type SgdHyper, sgdUpdate } from "./rules.js";
+import { checkOptions } from "../options.js";
 
 export class SGD extends Optimizer<SgdHyper> {
   constructor(params: Parameter[] | GroupSpec<SgdHyper>[], opts: Partial<SgdHyper> = {}) {
+    checkOptions("SGD", opts, ["lr", "momentum", "dampening", "nesterov", "weightDecay"]);
     super(params, { lr: 1e-3, momentum: 0, dampening: 0, nesterov: false, weightDecay: 0, ...opts }, "SGD");
   }
   protected validate(h: SgdHyper): void {

@@ -107,7 +107,8 @@ export function col2im(dx: Float32Array, xOff: number, col: Float32Array, colOff
  */
 export function maxPool2d(out: Float32Array, argmax: Int32Array, x: Float32Array, planes: number, g: Pool2dGeometry): void {
   const { H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW } = g;
-  if (kh === 2 && kw === 2 && sh === 2 && sw === 2 && ph === 0 && pw === 0 && dh === 1 && dw === 1) {
+  // (ceil mode can add a last, partial window: the general loop below handles it)
+  if (kh === 2 && kw === 2 && sh === 2 && sw === 2 && ph === 0 && pw === 0 && dh === 1 && dw === 1 && 2 * OH <= H && 2 * OW <= W) {
     maxPool2x2(out, argmax, x, planes, H, W, OH, OW);
     return;
   }
