@@ -34,17 +34,17 @@ function mpirun(hosts: number, args: string[], onSpawn?: (p: ChildProcess) => vo
 }
 
 /** Runs the library fixture (10 Adam steps) on `hosts` processes × `workers` threads; returns host 0's parameters and buffers. */
-async function train(hosts: number, workers: number, kind: "mlp" | "cnn", net?: SimulatedHosts, batch = 12): Promise<Float32Array> {
+async function train(hosts: number, workers: number, kind: "mlp" | "cnn" | "lora", net?: SimulatedHosts, batch = 12, bucketMiB = 1): Promise<Float32Array> {
   const out = join(TMP, `${kind}-${hosts}x${workers}-${Math.random().toString(36).slice(2)}.bin`);
   const r = hosts === 1
     ? await new Promise<Result>((resolve) => {
-      const c = spawn(process.execPath, ["--import", "tsx", TRAIN, String(workers), out, kind, String(batch)], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+      const c = spawn(process.execPath, ["--import", "tsx", TRAIN, String(workers), out, kind, String(batch), String(bucketMiB)], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
       let stdout = "", stderr = "";
       c.stdout.on("data", (d) => (stdout += d));
       c.stderr.on("data", (d) => (stderr += d));
       c.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
     })
-    : await mpirun(hosts, [TRAIN, String(workers), out, kind, String(batch)], undefined, net);
+    : await mpirun(hosts, [TRAIN, String(workers), out, kind, String(batch), String(bucketMiB)], undefined, net);
   expect(r.code, r.stdout + r.stderr).toBe(0);
   expect(r.stdout).toContain(`hosts ${hosts} workers ${workers}`);
   const b = readFileSync(out);
@@ -65,6 +65,18 @@ describe("DataParallel across hosts (hosts: \"mpi\")", () => {
     expect(maxDiff(twoByOne, one)).toBeLessThan(1e-5);
     expect(maxDiff(await train(2, 2, "mlp"), one)).toBeLessThan(1e-5);
     expect(maxDiff(await train(2, 1, "mlp"), twoByOne)).toBe(0);
+  }, 120_000);
+
+  it("buckets change nothing: one parameter per bucket equals one bucket, bit for bit (LoRA: frozen parameters between trainable ones)", async () => {
+    const tiny = 1e-5; // 10 floats: every parameter is a bucket of its own
+    expect(maxDiff(await train(2, 2, "mlp", undefined, 12, tiny), await train(2, 2, "mlp"))).toBe(0);
+    const lora = await train(2, 1, "lora", undefined, 12, 1);
+    expect(maxDiff(lora, await train(1, 1, "lora"))).toBeLessThan(1e-5);
+    expect(maxDiff(await train(2, 1, "lora", undefined, 12, tiny), lora)).toBe(0);
+  }, 120_000);
+
+  it("3 hosts reduce-scatter each bucket: 3 hosts × 1 worker equal 1 host × 3 workers bit for bit", async () => {
+    expect(maxDiff(await train(3, 1, "mlp", undefined, 12, 1e-5), await train(1, 3, "mlp"))).toBe(0);
   }, 120_000);
 
   it("per-worker batch norm: 2 hosts × 1 worker equals 1 host × 2 workers bit for bit, running statistics included", async () => {

@@ -23,15 +23,18 @@
  * next step may be rung while one runs (trainStep): it then starts with a barrier of its own.
  */
 import { setMaxListeners } from "node:events";
+import { Worker } from "node:worker_threads";
 import { type Dataset, Generator, isShared, nn, toShared } from "@chainrule/core";
 import { MAX_SHARED_MEMORY_BYTES, sharedMemory } from "@chainrule/core/internal";
 import { Piscina } from "piscina";
 import { type Phase, LayoutMismatchError, ParallelError, ParallelStepError, phaseTimedOut, workerFailed } from "./errors.js";
 import {
-  BELL, CONTROL, type DatasetViews, STAGE_GRAD, STAGE_UPDATE, STEP_DESC, STEP_RESULT, datasetRef, localViews, mixSeed, shardOffsets, trainableChunks, trainableRanges,
+  BELL, CONTROL, type DatasetViews, HOSTX, HOST_TOTALS, STAGE_GRAD, STAGE_UPDATE, STEP_DESC, STEP_RESULT, datasetRef, gradientBuckets, localViews, mixSeed,
+  shardOffsets, trainableChunks, trainableRanges,
 } from "./layout.js";
 import { type Communicator, mpiWorld } from "./mpi.js";
 import { Replica } from "./replica.js";
+import { recordExchangeFailure } from "./host-exchange.js";
 import { buildModel, layoutDiff, normalizeLoss, normalizeModel } from "./spec.js";
 import type {
   AugmentSpec, DataParallelOptions, EvalResult, InitResult, OptimizerHyper, OptimizerSpec, ParamGroupSpec, StepResult, StepTask, Task, WorkerContext,
@@ -135,8 +138,13 @@ export interface StepStats {
   overheadMs: number;
   /** Global gradient norm before clipping (only with clipGradNorm). */
   gradNorm?: number;
-  /** With several hosts: the exchange with the other hosts (rank 0's MPI calls and host-order sum; part of reduceMs). */
+  /**
+   * With several hosts: ms of the exchange's work on the gradient's buckets, loss totals and
+   * buffers (MPI calls, host-order sums, the host's reduce), most of it while backward runs.
+   */
   hostsMs?: number;
+  /** With several hosts: of that, the ms rank 0 waited for after its backward (not hidden behind backward). */
+  hostsExposedMs?: number;
 }
 
 export interface StepInfo {
@@ -308,6 +316,7 @@ export function maxWorkersFor(numParams: number, optimizerBuffers: number): numb
 }
 
 const WORKER = new URL("./worker-entry.mjs", import.meta.url).href;
+const EXCHANGE_THREAD = new URL("./exchange-entry.mjs", import.meta.url);
 let pools = 0;
 
 export class DataParallel {
@@ -338,6 +347,8 @@ export class DataParallel {
   private idxHalf = 1;
   /** The other hosts (null: this one alone), their number and this host's index. */
   private readonly comm: Communicator | null = null;
+  /** With hosts through MPI: the thread that exchanges the gradient with them (host-exchange.ts). */
+  private exchangeThread: Worker | null = null;
   /** With one worker: the replica that runs the steps in this thread (null: worker threads). */
   private inline: Replica | null = null;
   /** The inline replica's views of the datasets it saw; shared copies made for the threads of datasets that were not. */
@@ -381,6 +392,7 @@ export class DataParallel {
       this.comm = opts.hosts === "mpi" ? mpiWorld() : opts.hosts;
       if (this.comm.size > 1 && opts.syncBatchNorm) throw new ParallelError("DataParallel: syncBatchNorm works within one host; with several hosts each worker's batch norm uses its own shard");
     }
+    if (opts.bucketMiB !== undefined && !(opts.bucketMiB > 0)) throw new ParallelError(`DataParallel: bucketMiB must be > 0, got ${opts.bucketMiB}`);
     normalizeLoss(opts.loss); // validates the name early
   }
 
@@ -452,7 +464,10 @@ export class DataParallel {
         barrierTimeoutMs: this.timeoutMs + 5000,
         buffers, buffersAt, bufSlotsAt, syncBatchNorm, bnAt, bnRow, reuseActivations: this.opts.reuseActivations ?? true,
         hosts: this.hosts, hostRank: this.hostRank,
+        buckets: this.hosts > 1 ? gradientBuckets(flat.layout, trainable, Math.max(1, Math.round(((this.opts.bucketMiB ?? 1) * 2 ** 20) / 4))) : [],
+        hostSync: new SharedArrayBuffer(0), hostTotals: new SharedArrayBuffer(8 * HOST_TOTALS.size), hostError: new SharedArrayBuffer(512),
       };
+      this.ctx.hostSync = new SharedArrayBuffer(4 * HOSTX.size(this.ctx.buckets.length));
       const c = this.ctx, descSize = STEP_DESC.size(this.world);
       this.views = {
         control: new Int32Array(c.control), bell: new Int32Array(c.bell), results: new Float64Array(c.stepResults),
@@ -460,7 +475,17 @@ export class DataParallel {
       };
       if (this.world === 1) await this.buildInline();
       else await this.startPool();
+      if (this.hosts > 1 && this.opts.hosts === "mpi") this.startExchangeThread();
     });
+  }
+
+  /** Starts the thread that runs this host's exchange with the others through MPI; a thread that cannot start fails the next step with why. */
+  private startExchangeThread(): void {
+    const ctx = this.ctx!;
+    const thread = new Worker(EXCHANGE_THREAD, { workerData: ctx });
+    thread.on("error", (e) => recordExchangeFailure(ctx, `host ${this.hostRank} exchange thread: ${e.message}`));
+    thread.unref(); // waiting for steps must not keep a finished program alive
+    this.exchangeThread = thread;
   }
 
   /** The main thread's replica: its parameters are views of the shared parameters (stateDict() for checkpoints). */
@@ -663,6 +688,13 @@ export class DataParallel {
     await this.queue.catch(() => {});
     await this.drain();
     await this.destroyPool();
+    if (this.exchangeThread) {
+      const sync = new Int32Array(this.ctx!.hostSync);
+      Atomics.store(sync, HOSTX.QUIT, 1);
+      Atomics.notify(sync, HOSTX.ENTERED);
+      await this.exchangeThread.terminate();
+      this.exchangeThread = null;
+    }
   }
 
   // ---- internals ----
@@ -879,7 +911,7 @@ export class DataParallel {
     desc[STEP_DESC.START_BARRIER] = prev ? 1 : 0;
     desc[STEP_DESC.IDX_AT] = idxAt;
     for (let r = 0; r <= W; r++) desc[STEP_DESC.OFFSETS + r] = offs[r];
-    this.barrierCount += (prev ? 1 : 0) + 1 + (clip > 0 ? 1 : 0) + (this.hosts > 1 ? 2 : 0);
+    this.barrierCount += (prev ? 1 : 0) + 1 + (clip > 0 ? 1 : 0);
     Atomics.store(bell, BELL.DONE + p, 0);
     const data = datasetRef(ds);
     for (let r = 0; r < W; r++) {
@@ -973,6 +1005,7 @@ export class DataParallel {
       waitMs, dispatchMs: Math.max(0, wallMs - stepMs), syncMs: Math.max(0, wallMs - fwdMs - updMs), overheadMs: wallMs - computeMs,
       gradNorm: this.clip !== undefined ? out[p * W * STEP_RESULT.size + STEP_RESULT.GRAD_NORM] : undefined,
       hostsMs: this.hosts > 1 ? out[p * W * STEP_RESULT.size + STEP_RESULT.HOSTS_MS] : undefined,
+      hostsExposedMs: this.hosts > 1 ? out[p * W * STEP_RESULT.size + STEP_RESULT.HOSTS_EXPOSED_MS] : undefined,
     };
     this.lastStats = stats;
     return { step: f.step, loss, stats, stop: this.hosts > 1 ? out[p * W * STEP_RESULT.size + STEP_RESULT.HOSTS_STOP] > 0 : undefined };
@@ -1055,7 +1088,8 @@ export class DataParallel {
 
   /** Builds the one replica of a one-worker DataParallel in this thread (no pool). */
   private async buildInline(): Promise<void> {
-    const built = await Replica.build(this.ctx!, this.comm);
+    // A communicator object is used by this thread; MPI by the exchange thread.
+    const built = await Replica.build(this.ctx!, this.opts.hosts === "mpi" ? null : this.comm);
     if (!(built instanceof Replica)) throw new LayoutMismatchError(`init: the replica built a model whose layout differs from the main model's: ${built.mismatch}`);
     this.inline = built;
   }
@@ -1083,6 +1117,7 @@ export class DataParallel {
       waitMs: 0, dispatchMs: 0, syncMs: Math.max(0, wallMs - r.gatherMs - r.computeMs - r.reduceMs - r.optMs), overheadMs: wallMs - r.computeMs,
       gradNorm: this.clip !== undefined ? r.gradNorm : undefined,
       hostsMs: r.hostsMs,
+      hostsExposedMs: r.hostsExposedMs,
     };
     this.lastStats = stats;
     return { step, loss, stats, stop: r.hostsStop };

@@ -65,6 +65,63 @@ export function trainableChunks(numParams: number, ranges: readonly number[], wo
   return { chunks, segments };
 }
 
+/** A bucket of the exchange between hosts: parameters (layout indices) and the flat ranges [from, to, ...] they cover. */
+export interface GradientBucket { params: number[]; pieces: number[] }
+
+/**
+ * Groups the trainable parameters into buckets of at least `capFloats` floats (the last may be
+ * smaller), in reverse layout order — roughly the order backward finishes their gradients, the
+ * output layers first — so the first bucket can cross the network while backward goes on (as
+ * PyTorch DDP's reducer does). Adjacent parameters' ranges are merged into one piece.
+ */
+export function gradientBuckets(layout: readonly { offset: number; size: number }[], trainable: readonly boolean[], capFloats: number): GradientBucket[] {
+  const buckets: GradientBucket[] = [];
+  let cur: GradientBucket = { params: [], pieces: [] }, floats = 0;
+  for (let i = layout.length - 1; i >= 0; i--) {
+    const e = layout[i];
+    if (!trainable[i] || e.size === 0) continue;
+    cur.params.push(i);
+    if (cur.pieces.length > 0 && cur.pieces[cur.pieces.length - 2] === e.offset + e.size) cur.pieces[cur.pieces.length - 2] = e.offset;
+    else cur.pieces.push(e.offset, e.offset + e.size);
+    floats += e.size;
+    if (floats >= capFloats) {
+      buckets.push(cur);
+      cur = { params: [], pieces: [] };
+      floats = 0;
+    }
+  }
+  if (cur.params.length > 0) buckets.push(cur);
+  return buckets;
+}
+
+/**
+ * Int32 words of the exchange between hosts (hostSync, see host-exchange.ts). Each is a count the
+ * exchange waits for and takes off again, so it starts from 0 at every step: ranks that entered
+ * the step (their counted targets are in the exchange), parameters whose gradient is final per
+ * bucket (READY + b; ready at parameters × world), rank 0's averaged buffers. DONE counts the
+ * steps whose exchange is complete: ranks wait for it before updating.
+ */
+export const HOSTX = {
+  DONE: 0,
+  ENTERED: 1,
+  SETTLED: 2,
+  /** 1 after the exchange failed (its message is in hostError). */
+  FAILED: 3,
+  /** 1 tells the exchange thread to end. */
+  QUIT: 4,
+  READY: 5,
+  size: (buckets: number) => 5 + buckets,
+} as const;
+
+/** Float64 words of the exchange between hosts (hostTotals): written by ranks at step start, and by the exchange after it. */
+export const HOST_TOTALS = {
+  /** Written by rank 0 at step start: ranks of this host with rows. */
+  ACTIVE: 0,
+  /** Written by the exchange: counted targets and loss sum over all hosts, ms of its work, stop agreed. */
+  COUNTED: 1, LOSS_SUM: 2, MS: 3, STOP: 4,
+  size: 5,
+} as const;
+
 /** Int32 words of the control buffer. */
 export const CONTROL = {
   /** Init barrier: arrivals. */
@@ -130,7 +187,9 @@ export const STEP_RESULT = {
   HOSTS_MS: 13,
   /** Rank 0 with several hosts: 1 when some host asked to stop (every host reads the same value for the same step). */
   HOSTS_STOP: 14,
-  size: 15,
+  /** Rank 0 with several hosts: ms it waited for the exchange after its backward (the exchange's time not hidden behind backward). */
+  HOSTS_EXPOSED_MS: 15,
+  size: 16,
 } as const;
 
 /** Stages a rank goes through in a step (CONTROL.STAGE + rank). */

@@ -1,12 +1,13 @@
 /**
  * Open MPI through koffi: the communicator DataParallel uses across hosts. One process per host
- * (started by `mpirun`), each running its worker threads; the host-level exchange of a step is
- * an MPI_Allgather of each host's reduced gradient, summed by every host in host order (so the
- * result does not depend on MPI's reduction order and all hosts get the same bits).
+ * (started by `mpirun`), each running its worker threads; the exchange between hosts
+ * (host-exchange.ts) gathers or reduce-scatters each bucket of a host's reduced gradient and sums
+ * the hosts' values in host order (so the result does not depend on MPI's reduction order and all
+ * hosts get the same bits).
  *
  * MPI is initialised once per process, in the main thread, at MPI_THREAD_SERIALIZED: after that
- * one thread at a time calls it — rank 0's worker thread during steps (or the main thread, with
- * one worker), the main thread at the end (MPI_Finalize) or on a failure (MPI_Abort).
+ * one thread at a time calls it — the exchange thread during training, the main thread at the
+ * end (MPI_Finalize) or on a failure (MPI_Abort).
  */
 import { createRequire } from "node:module";
 import { ParallelError } from "./errors.js";
@@ -18,6 +19,12 @@ export interface Communicator {
   readonly size: number;
   /** Every process's `send` (the same length everywhere), concatenated in rank order into `recv`. */
   allgather(send: Float32Array | Float64Array, recv: Float32Array | Float64Array): void;
+  /**
+   * Optional: `send` in `size` equal parts, part h to process h; `recv` gets every process's part
+   * for this one, in rank order. With it, more than 2 hosts reduce-scatter each bucket instead of
+   * gathering it whole (2·(H−1)/H of the gradient on the wire per host instead of H−1 times it).
+   */
+  alltoall?(send: Float32Array, recv: Float32Array): void;
 }
 
 /** Open MPI's soname (Debian's libopenmpi3); CHAINRULE_MPI_LIB replaces it. */
@@ -35,6 +42,7 @@ interface MpiBinding {
   Comm_rank: (comm: unknown, out: number[]) => number;
   Comm_size: (comm: unknown, out: number[]) => number;
   Allgather: (send: unknown, sendCount: number, sendType: unknown, recv: unknown, recvCount: number, recvType: unknown, comm: unknown) => number;
+  Alltoall: (send: unknown, sendCount: number, sendType: unknown, recv: unknown, recvCount: number, recvType: unknown, comm: unknown) => number;
   Abort: (comm: unknown, code: number) => number;
   Finalize: () => number;
   Get_library_version: (out: Buffer, len: number[]) => number;
@@ -72,6 +80,7 @@ function bind(): MpiBinding {
     Comm_rank: f("int MPI_Comm_rank(void *comm, _Out_ int *rank)"),
     Comm_size: f("int MPI_Comm_size(void *comm, _Out_ int *size)"),
     Allgather: f("int MPI_Allgather(void *sendbuf, int sendcount, void *sendtype, void *recvbuf, int recvcount, void *recvtype, void *comm)"),
+    Alltoall: f("int MPI_Alltoall(void *sendbuf, int sendcount, void *sendtype, void *recvbuf, int recvcount, void *recvtype, void *comm)"),
     Abort: f("int MPI_Abort(void *comm, int errorcode)"),
     Finalize: f("int MPI_Finalize()"),
     Get_library_version: f("int MPI_Get_library_version(_Out_ uint8_t *version, _Out_ int *resultlen)"),
@@ -109,6 +118,12 @@ class MpiWorld implements Communicator {
     }
     const type = send instanceof Float32Array ? this.b.float : this.b.double;
     check("MPI_Allgather", this.b.Allgather(send, send.length, type, recv, send.length, type, this.b.commWorld));
+  }
+
+  alltoall(send: Float32Array, recv: Float32Array): void {
+    if (send.length % this.size !== 0 || recv.length !== send.length) throw new ParallelError(`MPI: alltoall of ${send.length} values into ${recv.length} (${this.size} hosts)`);
+    const n = send.length / this.size;
+    check("MPI_Alltoall", this.b.Alltoall(send, n, this.b.float, recv, n, this.b.float, this.b.commWorld));
   }
 }
 

@@ -13,12 +13,17 @@
  *   reduceAndUpdate reduce this rank's chunk over all slots (weights counted_k / Σ counted) and
  *                   update it with the optimizer (ZeRO-1); with clipping, a second barrier for
  *                   the global norm first
+ * With several hosts, each parameter's gradient is counted ready as backward finishes it, the
+ * host exchange (host-exchange.ts) reduces and combines it with the other hosts' bucket by bucket
+ * meanwhile, and reduceAndUpdate waits for the exchange instead of reducing.
  */
 import { BufferArena, Tensor, augmentRows, manualSeed, nn, noGrad, optim } from "@chainrule/core";
-import { type SimdKernels, markGradsStale, registerSimdMemory, zeroStaleGrads } from "@chainrule/core/internal";
-import { CONTROL, type DatasetViews, STAGE_DONE, STAGE_GRAD, STAGE_REDUCE, STAGE_UPDATE, mixSeed } from "./layout.js";
+import { type SimdKernels, markGradsStale, registerSimdMemory, setLeafGradHook, zeroStaleGrads } from "@chainrule/core/internal";
+import { CONTROL, type DatasetViews, HOSTX, HOST_TOTALS, STAGE_DONE, STAGE_GRAD, STAGE_REDUCE, STAGE_UPDATE, mixSeed } from "./layout.js";
 import { type LossFn, buildModel, layoutDiff, resolveLoss } from "./spec.js";
-import { type Communicator, mpiWorld } from "./mpi.js";
+import type { Communicator } from "./mpi.js";
+import { HostExchange, type HostSyncViews, exchangeFailure, hostSyncViews } from "./host-exchange.js";
+import { reduceRange, sumOfSquares } from "./reduce.js";
 import { SharedBatchNorm } from "./sync-batch-norm.js";
 import type { OptimizerHyper, StepResult, StepTask, WorkerContext } from "./types.js";
 
@@ -84,12 +89,19 @@ export class Replica {
   private readonly bnSync: SharedBatchNorm | null;
   /** Reuses activation buffers from one micro-batch to the next (no per-step garbage for V8 to collect). */
   private readonly arena = new BufferArena();
-  /** The other hosts (null: this host alone), and the gathered gradients and buffers of all hosts. */
-  private readonly hosts: Communicator | null;
-  private hostGrads: Float32Array | null = null;
-  private hostBuffers: Float32Array | null = null;
-  /** All hosts' counted targets and loss sum of the last step (rank 0, with hosts). */
-  private readonly hostTotals = { counted: 0, lossSum: 0, ms: 0, stop: false };
+  /** With hosts: the exchange's shared words, and the exchange itself when this thread runs it (a communicator object). */
+  private readonly hostSync: HostSyncViews | null;
+  private readonly inlineExchange: HostExchange | null;
+  /** With hosts: layout index of each trainable parameter, its bucket, whether this rank counted it ready this step. */
+  private readonly paramIndex = new Map<Tensor, number>();
+  private readonly bucketOf: Int32Array;
+  private readonly counted: Uint8Array;
+  /** DONE as this rank entered the step (the exchange makes it one more when the step's is complete). */
+  private doneTicket = 0;
+  private readonly countReady = (leaf: Tensor) => {
+    const i = this.paramIndex.get(leaf);
+    if (i !== undefined) this.countParam(i);
+  };
   /** Test hook: "update:<rank>:<step>" makes that rank throw as it starts updating parameters. */
   private readonly injectFailure = process.env.CHAINRULE_PARALLEL_INJECT_FAILURE;
 
@@ -99,7 +111,6 @@ export class Replica {
     private readonly loss: { fn: LossFn; name: string; ignoreIndex: number | null },
     hosts: Communicator | null,
   ) {
-    this.hosts = hosts;
     const P = ctx.numParams, buf = ctx.memory.buffer;
     this.region = Math.ceil((P * 4) / 64) * 64;
     this.flat = new Float32Array(buf, ctx.paramsAt, P);
@@ -120,6 +131,12 @@ export class Replica {
     this.bufTensors.forEach((t, i) => (t.data = this.bufCanon[i]));
     this.bnSync = ctx.syncBatchNorm ? new SharedBatchNorm(ctx) : null;
     if (this.bnSync) for (const [, m] of model.namedModules()) if (m instanceof nn.BatchNorm2d) m.sync = this.bnSync;
+    this.hostSync = ctx.hosts > 1 ? hostSyncViews(ctx) : null;
+    this.inlineExchange = ctx.hosts > 1 && hosts !== null ? new HostExchange(ctx, hosts) : null;
+    this.bucketOf = new Int32Array(this.params.length).fill(-1);
+    ctx.buckets.forEach((b, k) => b.params.forEach((i) => (this.bucketOf[i] = k)));
+    this.params.forEach((p, i) => this.bucketOf[i] >= 0 && this.paramIndex.set(p, i));
+    this.counted = new Uint8Array(this.params.length);
   }
 
   /** Builds the model described by `ctx` and binds it to the shared memory, or says how its layout differs from the main thread's. */
@@ -128,9 +145,7 @@ export class Replica {
     const layout = nn.paramLayout(model);
     const mismatch = layoutDiff(ctx.layout, layout) ?? trainableDiff(ctx, model) ?? buffersDiff(ctx, model);
     if (mismatch) return { mismatch, layout };
-    // Rank 0's thread talks to the other hosts: the communicator given (inline), or MPI's, bound on
-    // first use by whichever thread runs rank 0 (MPI_THREAD_SERIALIZED: one thread at a time calls MPI).
-    if (ctx.hosts > 1 && hosts === null) hosts = { rank: ctx.hostRank, size: ctx.hosts, allgather: (send, recv) => mpiWorld().allgather(send, recv) };
+    // `hosts`: a communicator object this thread exchanges through; with MPI, the exchange thread does.
     return new Replica(ctx, model, await resolveLoss(ctx.loss), ctx.hosts > 1 ? hosts : null);
   }
 
@@ -139,14 +154,17 @@ export class Replica {
     const meet = this.barriers(t);
     this.enter(t, meet);
     const g = this.computeGradient(t, d);
-    this.exchange[3 * t.rank] = g.counted; // the reduce weights this rank's slot by counted / Σ counted
     this.exchange[3 * t.rank + 1] = g.lossSum;
     meet("1", prefetchNext); // a rank that arrives first gathers the next step's rows meanwhile, if it was rung
     if (t.rank === 0) this.settleBuffers(t.active);
     const u = this.reduceAndUpdate(t, meet);
     Atomics.store(this.control, CONTROL.STAGE + t.rank, STAGE_DONE);
-    const all = this.hosts !== null && t.rank === 0 ? { hostsCounted: this.hostTotals.counted, hostsLossSum: this.hostTotals.lossSum, hostsMs: this.hostTotals.ms, hostsStop: this.hostTotals.stop } : {};
-    return { rank: t.rank, rows: t.end - t.start, counted: g.counted, lossSum: g.lossSum, gatherMs: g.gatherMs, computeMs: g.computeMs, waitMs: meet.waitMs, ...u, ...all };
+    let all = {};
+    if (this.hostSync !== null && t.rank === 0) {
+      const h = this.hostSync.totals;
+      all = { hostsCounted: h[HOST_TOTALS.COUNTED], hostsLossSum: h[HOST_TOTALS.LOSS_SUM], hostsMs: h[HOST_TOTALS.MS], hostsStop: h[HOST_TOTALS.STOP] > 0, hostsExposedMs: u.exposedMs };
+    }
+    return { rank: t.rank, rows: t.end - t.start, counted: g.counted, lossSum: g.lossSum, gatherMs: g.gatherMs, computeMs: g.computeMs, waitMs: meet.waitMs, reduceMs: u.reduceMs, optMs: u.optMs, gradNorm: u.gradNorm, ...all };
   }
 
   /** Gathers the rows of batch positions [a, b) of command `seq` ahead of its step (they are in the scratch of its parity). */
@@ -236,6 +254,8 @@ export class Replica {
     // The slot holds this shard's mean gradient over its counted targets: each micro-batch's
     // mean loss is weighted by its share of them. Counting needs the targets first.
     const counted = ignoreIndex === null ? n : countedTargets(ignoreIndex, d, t.idx, t.rowStart, t.start, t.end);
+    this.exchange[3 * t.rank] = counted; // the reduce weights this rank's slot by counted / Σ counted
+    if (this.hostSync !== null) this.enterExchange(t);
     this.bnSync?.begin(t.rank, t.active, t.step, counted);
     const aug = t.augment;
     if (aug && aug.shape[0] * aug.shape[1] * aug.shape[2] !== d.xRow) throw new Error(`augment: image shape [${aug.shape}] does not match rows of ${d.xRow} values`);
@@ -256,11 +276,18 @@ export class Replica {
       if (cm === 0 && this.bnSync && m > 0) throw new Error(`step ${t.step}: syncBatchNorm needs counted targets in every non-empty shard (rows ${a}..${b} are all ignoreIndex)`);
       if (cm > 0) {
         manualSeed(mixSeed(seed, t.step, a)); // dropout masks: fixed by step and batch position
+        // The last micro-batch's backward finishes gradients: with hosts, each is counted ready as it is.
+        const hook = this.hostSync !== null && b === t.end;
         lossSum += this.inArena(() => {
           const out = this.model.forward(new Tensor(xs, [m, ...d.xShape]));
           const loss = this.loss.fn(out, this.target(d, y, m));
-          if (cm === counted) loss.backward();
-          else loss.backward(new Float32Array([cm / counted]));
+          if (hook) setLeafGradHook(this.countReady);
+          try {
+            if (cm === counted) loss.backward();
+            else loss.backward(new Float32Array([cm / counted]));
+          } finally {
+            if (hook) setLeafGradHook(null);
+          }
           return loss.item() * cm;
         });
       }
@@ -268,7 +295,42 @@ export class Replica {
       computeMs += performance.now() - g1;
     }
     zeroStaleGrads(this.trainable); // parameters no gradient reached (unused in the forward, or an empty shard)
+    if (this.hostSync !== null) for (let i = 0; i < this.params.length; i++) if (this.bucketOf[i] >= 0) this.countParam(i);
     return { counted, lossSum, gatherMs, computeMs };
+  }
+
+  /** With hosts, at the start of computing: this step's counts begin, and the exchange may start once every rank entered. */
+  private enterExchange(t: StepTask): void {
+    const { sync, totals } = this.hostSync!;
+    if (t.rank === 0) totals[HOST_TOTALS.ACTIVE] = t.active;
+    this.counted.fill(0);
+    this.doneTicket = Atomics.load(sync, HOSTX.DONE);
+    Atomics.add(sync, HOSTX.ENTERED, 1);
+    Atomics.notify(sync, HOSTX.ENTERED);
+  }
+
+  /** Counts parameter i's gradient final on this rank (once a step), zeroed first if no backward wrote it. */
+  private countParam(i: number): void {
+    if (this.counted[i] !== 0) return;
+    this.counted[i] = 1;
+    const p = this.params[i];
+    zeroStaleGrads([p]);
+    const b = this.bucketOf[i], sync = this.hostSync!.sync;
+    if (Atomics.add(sync, HOSTX.READY + b, 1) + 1 === this.ctx.buckets[b].params.length * this.ctx.world) Atomics.notify(sync, HOSTX.READY + b);
+  }
+
+  /** With hosts: waits (bounded) until the exchange has completed this step; returns the ms waited. */
+  private awaitExchange(t: StepTask): number {
+    const { sync } = this.hostSync!, t0 = performance.now(), deadline = t0 + this.ctx.barrierTimeoutMs;
+    this.inlineExchange?.runStep();
+    for (let v = Atomics.load(sync, HOSTX.DONE); v === this.doneTicket; v = Atomics.load(sync, HOSTX.DONE)) {
+      if (Atomics.load(sync, HOSTX.FAILED) !== 0) break;
+      const left = deadline - performance.now();
+      if (left <= 0) throw new Error(`step ${t.step}: the exchange with the other hosts did not complete within ${this.ctx.barrierTimeoutMs} ms`);
+      Atomics.wait(sync, HOSTX.DONE, v, Math.min(left, 1000));
+    }
+    if (Atomics.load(sync, HOSTX.FAILED) !== 0) throw new Error(`step ${t.step}: ${exchangeFailure(this.hostSync!)}`);
+    return performance.now() - t0;
   }
 
   /** Rank 0, after the gradient barrier: resets the batch-norm exchange and averages the ranks' buffers into the canonical copy. */
@@ -276,10 +338,14 @@ export class Replica {
     // No rank is in a batch-norm exchange of this step any more, and none can start the next step's before rank 0 arrives at a later barrier.
     Atomics.store(this.control, CONTROL.BN, 0);
     if (this.bufTensors.length > 0 && active > 0) this.averageBuffers(active); // a host without rows this step keeps its buffers
+    if (this.hostSync !== null) {
+      Atomics.add(this.hostSync.sync, HOSTX.SETTLED, 1); // the exchange sends the buffers next
+      Atomics.notify(this.hostSync.sync, HOSTX.SETTLED);
+    }
   }
 
   /** Reduce-scatter of this rank's chunk over all slots in rank order, then the optimizer on it. */
-  private reduceAndUpdate(t: StepTask, meet: (label: string) => void): { reduceMs: number; optMs: number; gradNorm: number } {
+  private reduceAndUpdate(t: StepTask, meet: (label: string) => void): { reduceMs: number; optMs: number; gradNorm: number; exposedMs: number } {
     const r = t.rank, x = this.exchange, { world, segments } = this.ctx;
     Atomics.store(this.control, CONTROL.STAGE + r, STAGE_REDUCE);
     const t0 = performance.now();
@@ -288,26 +354,15 @@ export class Replica {
     const w = this.weightsRow(r);
     for (let k = 0; k < world; k++) w[k] = total > 0 ? x[3 * k] / total : 0;
     const seg = segments[r], h = t.hyper;
-    let reduceMs = 0, optMs = 0, gradNorm = 0;
-    const hosts = this.hosts !== null;
-    if (hosts) {
-      // Across hosts: reduce this host's chunks, then rank 0 combines the hosts' mean gradients.
-      for (let i = 0; i < seg.length; i += 2) this.reduce(w, seg[i], seg[i + 1], false);
-      meet("hosts");
-      if (r === 0) {
-        const t1 = performance.now();
-        this.combineHosts(t.active);
-        this.hostTotals.ms = performance.now() - t1;
-      }
-      meet("combined");
-      reduceMs = performance.now() - t0;
-    }
+    let reduceMs = 0, optMs = 0, gradNorm = 0, exposedMs = 0;
+    const hosts = this.hostSync !== null;
+    if (hosts) reduceMs = exposedMs = this.awaitExchange(t); // the exchange reduced and combined the gradient
     if (t.clip <= 0 && (hosts || this.slots[0] === this.grad)) {
       // Reduced already (hosts), or one rank: its slot is the mean gradient, nothing to reduce.
       this.beginUpdate(r, t.step);
       const t2 = performance.now();
       for (let i = 0; i < seg.length; i += 2) this.update(h, seg[i], seg[i + 1], t.step);
-      return { reduceMs, optMs: performance.now() - t2, gradNorm };
+      return { reduceMs, optMs: performance.now() - t2, gradNorm, exposedMs };
     }
     if (t.clip <= 0) {
       // Reduce and update block by block, so each block's slots, mean gradient and optimizer
@@ -324,7 +379,7 @@ export class Replica {
           reduceMs += t2 - t1;
         }
       }
-      return { reduceMs, optMs, gradNorm };
+      return { reduceMs, optMs, gradNorm, exposedMs };
     }
     // Clipping needs the global norm before any update: reduce the whole chunk, meet, scale, update.
     let ss = 0;
@@ -343,39 +398,7 @@ export class Replica {
     const t2 = performance.now();
     for (let i = 0; i < seg.length; i += 2) this.update(h, seg[i], seg[i + 1], t.step);
     optMs = performance.now() - t2;
-    return { reduceMs, optMs, gradNorm };
-  }
-
-  /**
-   * Rank 0, between the hosts' local reduces and the update: every host's mean gradient (and
-   * buffers) gathered, then combined in host order in float64 with weights counted_h / Σ counted
-   * (buffers: active ranks_h / Σ active) — the same sum, bit for bit, on every host.
-   */
-  private combineHosts(active: number): void {
-    const comm = this.hosts!, H = comm.size, x = this.exchange, { world } = this.ctx;
-    let counted = 0, lossSum = 0;
-    for (let k = 0; k < world; k++) { counted += x[3 * k]; lossSum += x[3 * k + 1]; }
-    // Per host: counted targets, loss sum, active ranks, and whether it asked to stop.
-    const totals = new Float64Array(4 * H);
-    comm.allgather(new Float64Array([counted, lossSum, active, Atomics.load(this.control, CONTROL.STOP)]), totals);
-    let allCounted = 0, allLoss = 0, allActive = 0, stop = false;
-    for (let h = 0; h < H; h++) { allCounted += totals[4 * h]; allLoss += totals[4 * h + 1]; allActive += totals[4 * h + 2]; stop ||= totals[4 * h + 3] > 0; }
-    this.hostTotals.counted = allCounted;
-    this.hostTotals.lossSum = allLoss;
-    this.hostTotals.stop = stop;
-    const P = this.grad.length;
-    this.hostGrads ??= new Float32Array(H * P);
-    comm.allgather(this.grad, this.hostGrads);
-    const wg = Array.from({ length: H }, (_, h) => (allCounted > 0 ? totals[4 * h] / allCounted : 0));
-    const trainable = this.ctx.segments.flat();
-    for (let i = 0; i < trainable.length; i += 2) combine(this.grad, this.hostGrads, P, wg, trainable[i], trainable[i + 1]);
-    const B = this.bufCanon.reduce((n, b) => n + b.length, 0);
-    if (B > 0) {
-      const canon = new Float32Array(this.ctx.memory.buffer, this.ctx.buffersAt, B);
-      this.hostBuffers ??= new Float32Array(H * B);
-      comm.allgather(canon, this.hostBuffers);
-      combine(canon, this.hostBuffers, B, Array.from({ length: H }, (_, h) => totals[4 * h + 2] / allActive), 0, B);
-    }
+    return { reduceMs, optMs, gradNorm, exposedMs };
   }
 
   // ---- helpers of the phases ----
@@ -580,69 +603,4 @@ function barrier(c: Int32Array, world: number, rank: number, n: number, label: s
     Atomics.wait(c, CONTROL.BARRIER, v, left);
   }
   return performance.now() - t0;
-}
-
-let scratch64 = new Float64Array(1024);
-
-/**
- * grad = Σ_k w_k · slot_k over [from, to), in fixed rank order. Returns Σ grad² when `norm`.
- * (The slots are not zeroed: the next step's backward overwrites them; see enter.)
- */
-function reduceRange(g: Float32Array, slots: Float32Array[], w: Float64Array, from: number, to: number, norm: boolean): number {
-  const W = slots.length;
-  let ss = 0;
-  if (W === 1) {
-    const s0 = slots[0], w0 = w[0];
-    if (w0 === 1) g.set(s0.subarray(from, to), from);
-    else for (let i = from; i < to; i++) g[i] = w0 * s0[i];
-  } else if (W === 2) {
-    const s0 = slots[0], s1 = slots[1], w0 = w[0], w1 = w[1];
-    for (let i = from; i < to; i++) g[i] = w0 * s0[i] + w1 * s1[i];
-  } else {
-    // Fixed rank order, accumulated in float64, rounded once. Blocked so each slot's stretch stays in cache.
-    const B = 1024;
-    if (scratch64.length < B) scratch64 = new Float64Array(B);
-    const acc = scratch64;
-    for (let a = from; a < to; a += B) {
-      const b = Math.min(a + B, to);
-      for (let i = a; i < b; i++) acc[i - a] = 0;
-      for (let k = 0; k < W; k++) {
-        const sk = slots[k], wk = w[k];
-        if (wk !== 0) for (let i = a; i < b; i++) acc[i - a] += wk * sk[i];
-      }
-      for (let i = a; i < b; i++) g[i] = acc[i - a];
-    }
-  }
-  if (norm) ss = sumOfSquares(g, from, to);
-  return ss;
-}
-
-function sumOfSquares(g: Float32Array, from: number, to: number): number {
-  let ss = 0;
-  for (let i = from; i < to; i++) ss += g[i] * g[i];
-  return ss;
-}
-
-/** out[i] = Σ_h w[h] · all[h·n + i] over [from, to), in host order, accumulated in float64 and rounded once. */
-function combine(out: Float32Array, all: Float32Array, n: number, w: number[], from: number, to: number): void {
-  const H = w.length;
-  if (H === 2) {
-    // The common case, unrolled (0 + w0·a is exact, so this is the loop below, bit for bit).
-    const w0 = w[0], w1 = w[1];
-    for (let i = from; i < to; i++) out[i] = w0 * all[i] + w1 * all[n + i];
-    return;
-  }
-  // Blocked so each host's stretch stays in cache, as reduceRange does for the slots.
-  const B = 1024;
-  if (scratch64.length < B) scratch64 = new Float64Array(B);
-  const acc = scratch64;
-  for (let a = from; a < to; a += B) {
-    const b = Math.min(a + B, to);
-    acc.fill(0, 0, b - a);
-    for (let h = 0; h < H; h++) {
-      const wh = w[h], o = h * n;
-      for (let i = a; i < b; i++) acc[i - a] += wh * all[o + i];
-    }
-    for (let i = a; i < b; i++) out[i] = acc[i - a];
-  }
 }

@@ -1,6 +1,7 @@
 /** Configuration types and the typed task protocol between the main thread and pool workers. */
 import type { nn } from "@chainrule/core";
 import type { Communicator } from "./mpi.js";
+import type { GradientBucket } from "./layout.js";
 import type { SharedMemory } from "@chainrule/core/internal";
 
 /** A model described by where to build it, so every worker builds the identical one. */
@@ -67,11 +68,18 @@ export interface DataParallelOptions {
   /**
    * Train together with other processes (hosts), each with its own `workers`: "mpi" takes
    * MPI_COMM_WORLD (the program runs under mpirun: one process per host); the global batch is split
-   * over hosts × workers ranks, and each host's reduced gradient is combined with the others'
-   * (MPI_Allgather, summed in host order). A Communicator object (workers: 1 only) is another
-   * transport. Default: this process alone.
+   * over hosts × workers ranks, and each host's reduced gradient is combined with the others' in
+   * buckets, while backward goes on, summed in host order (host-exchange.ts). A Communicator
+   * object (workers: 1 only) is another transport; its exchange runs after backward. Default:
+   * this process alone.
    */
   hosts?: "mpi" | Communicator;
+  /**
+   * With hosts: the gradient crosses the network in buckets of about this many MiB (the last
+   * parameters first), each sent as soon as every worker of the host has finished its gradient.
+   * Smaller buckets start sooner and cost a network round trip each. Default 1.
+   */
+  bucketMiB?: number;
   /**
    * Per-group learning rates (fine-tuning): a parameter takes the lr of the first group whose
    * `match` its name matches (`namedParameters()` names, e.g. "lm_head.weight"); the others take
@@ -173,6 +181,11 @@ export interface WorkerContext {
   /** Hosts (processes under mpirun) training together, this one's index among them; 1 and 0 without. */
   hosts: number;
   hostRank: number;
+  /** With hosts: the buckets the gradient crosses the network in, and the exchange's shared words (HOSTX, HOST_TOTALS in layout.ts) and failure message. */
+  buckets: GradientBucket[];
+  hostSync: SharedArrayBuffer;
+  hostTotals: SharedArrayBuffer;
+  hostError: SharedArrayBuffer;
   /** Run forward/backward inside a BufferArena (DataParallelOptions.reuseActivations). */
   reuseActivations: boolean;
 }
@@ -220,8 +233,9 @@ export interface StepResult {
   stepMs?: number;
   /** Rank 0 with several hosts: counted targets and loss sum over all hosts. */
   hostsCounted?: number;
-  /** Rank 0 with several hosts: ms of the exchange with them, and whether some host asked to stop. */
+  /** Rank 0 with several hosts: ms of the exchange's work (reduce, MPI calls, host-order sums), and of it the ms rank 0 waited for after its backward. */
   hostsMs?: number;
+  hostsExposedMs?: number;
   hostsStop?: boolean;
   hostsLossSum?: number;
 }

@@ -107,6 +107,7 @@ function serve(t: ServeTask): void {
     out[row + STEP_RESULT.HOSTS_COUNTED] = res.hostsCounted ?? 0;
     out[row + STEP_RESULT.HOSTS_LOSS_SUM] = res.hostsLossSum ?? 0;
     out[row + STEP_RESULT.HOSTS_MS] = res.hostsMs ?? 0;
+    out[row + STEP_RESULT.HOSTS_EXPOSED_MS] = res.hostsExposedMs ?? 0;
     out[row + STEP_RESULT.HOSTS_STOP] = res.hostsStop ? 1 : 0;
     out[row + STEP_RESULT.STEP] = desc[at + STEP_DESC.STEP];
     const done = BELL.DONE + (seq & 1);

@@ -1,0 +1,72 @@
+/**
+ * The sums of data-parallel training, in a fixed order so that a run repeats bit for bit:
+ * ranks' gradient slots in rank order (within a host), hosts' gradients in host order.
+ */
+
+let scratch64 = new Float64Array(1024);
+
+/** Float64 scratch of at least n values (shared by the blocked loops below; they never nest). */
+function acc64(n: number): Float64Array {
+  if (scratch64.length < n) scratch64 = new Float64Array(n);
+  return scratch64;
+}
+
+/**
+ * grad = Σ_k w_k · slot_k over [from, to), in fixed rank order. Returns Σ grad² when `norm`.
+ * (The slots are not zeroed: the next step's backward overwrites them.)
+ */
+export function reduceRange(g: Float32Array, slots: Float32Array[], w: Float64Array, from: number, to: number, norm: boolean): number {
+  const W = slots.length;
+  if (W === 1) {
+    const s0 = slots[0], w0 = w[0];
+    if (w0 === 1) g.set(s0.subarray(from, to), from);
+    else for (let i = from; i < to; i++) g[i] = w0 * s0[i];
+  } else if (W === 2) {
+    const s0 = slots[0], s1 = slots[1], w0 = w[0], w1 = w[1];
+    for (let i = from; i < to; i++) g[i] = w0 * s0[i] + w1 * s1[i];
+  } else {
+    // Fixed rank order, accumulated in float64, rounded once. Blocked so each slot's stretch stays in cache.
+    const B = 1024, acc = acc64(B);
+    for (let a = from; a < to; a += B) {
+      const b = Math.min(a + B, to);
+      for (let i = a; i < b; i++) acc[i - a] = 0;
+      for (let k = 0; k < W; k++) {
+        const sk = slots[k], wk = w[k];
+        if (wk !== 0) for (let i = a; i < b; i++) acc[i - a] += wk * sk[i];
+      }
+      for (let i = a; i < b; i++) g[i] = acc[i - a];
+    }
+  }
+  return norm ? sumOfSquares(g, from, to) : 0;
+}
+
+export function sumOfSquares(g: Float32Array, from: number, to: number): number {
+  let ss = 0;
+  for (let i = from; i < to; i++) ss += g[i] * g[i];
+  return ss;
+}
+
+/**
+ * out[outAt + i] = Σ_h w[h] · all[h·stride + allAt + i] for i in [0, n): the hosts' values in host
+ * order, accumulated in float64 and rounded once — the same bits whichever host computes it.
+ */
+export function combineHosts(out: Float32Array, outAt: number, all: Float32Array, stride: number, allAt: number, n: number, w: readonly number[]): void {
+  const H = w.length;
+  if (H === 2) {
+    // The common case, unrolled (0 + w0·a is exact, so this is the loop below, bit for bit).
+    const w0 = w[0], w1 = w[1], b = stride + allAt;
+    for (let i = 0; i < n; i++) out[outAt + i] = w0 * all[allAt + i] + w1 * all[b + i];
+    return;
+  }
+  // Blocked so each host's stretch stays in cache, as reduceRange does for the slots.
+  const B = 1024, acc = acc64(B);
+  for (let a = 0; a < n; a += B) {
+    const m = Math.min(B, n - a);
+    acc.fill(0, 0, m);
+    for (let h = 0; h < H; h++) {
+      const wh = w[h], o = h * stride + allAt + a;
+      for (let i = 0; i < m; i++) acc[i] += wh * all[o + i];
+    }
+    for (let i = 0; i < m; i++) out[outAt + a + i] = acc[i];
+  }
+}
