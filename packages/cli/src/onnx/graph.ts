@@ -132,3 +132,8 @@ export class OnnxGraph {
     return onnx.ModelProto.encode(model).finish();
   }
 }
+
+/** Parses an ONNX file's bytes (to read its graph or metadata back). */
+export function decodeModel(bytes: Uint8Array): onnxProto.onnx.ModelProto {
+  return onnx.ModelProto.decode(bytes);
+}
