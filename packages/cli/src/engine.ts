@@ -30,6 +30,7 @@ export async function createEngine(o: EngineOptions): Promise<DataParallel> {
     hosts: o.hosts ? "mpi" : undefined,
     seed: job.seed,
     clipGradNorm: job.clipGradNorm,
+    bucketMiB: job.bucketMiB,
     syncBatchNorm: job.syncBatchNorm,
     reuseActivations: job.reuseActivations,
     paramGroups: job.paramGroups,

@@ -153,6 +153,8 @@ export const JobSchema = z
     workers: z.union([posInt, z.literal("auto")], { error: 'expected a whole number ≥ 1 or "auto"' }).default("auto"),
     /** Clip the global gradient norm (off when absent). */
     clipGradNorm: z.number().positive().optional(),
+    /** Under mpirun: the gradient crosses the network between hosts in buckets of this many MiB, each sent while backward goes on. */
+    bucketMiB: z.number().positive().default(1),
     /** Image augmentation of the training rows (each worker augments its own shard, seeded by (seed, step, row position)). */
     augment: z
       .strictObject({
