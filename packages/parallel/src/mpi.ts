@@ -41,8 +41,9 @@ interface MpiBinding {
   Finalized: (flag: number[]) => number;
   Comm_rank: (comm: unknown, out: number[]) => number;
   Comm_size: (comm: unknown, out: number[]) => number;
-  Allgather: (send: unknown, sendCount: number, sendType: unknown, recv: unknown, recvCount: number, recvType: unknown, comm: unknown) => number;
-  Alltoall: (send: unknown, sendCount: number, sendType: unknown, recv: unknown, recvCount: number, recvType: unknown, comm: unknown) => number;
+  Iallgather: (send: unknown, sendCount: number, sendType: unknown, recv: unknown, recvCount: number, recvType: unknown, comm: unknown, request: Buffer) => number;
+  Ialltoall: (send: unknown, sendCount: number, sendType: unknown, recv: unknown, recvCount: number, recvType: unknown, comm: unknown, request: Buffer) => number;
+  Test: (request: Buffer, flag: number[], status: null) => number;
   Abort: (comm: unknown, code: number) => number;
   Finalize: () => number;
   Get_library_version: (out: Buffer, len: number[]) => number;
@@ -79,8 +80,10 @@ function bind(): MpiBinding {
     Finalized: f("int MPI_Finalized(_Out_ int *flag)"),
     Comm_rank: f("int MPI_Comm_rank(void *comm, _Out_ int *rank)"),
     Comm_size: f("int MPI_Comm_size(void *comm, _Out_ int *size)"),
-    Allgather: f("int MPI_Allgather(void *sendbuf, int sendcount, void *sendtype, void *recvbuf, int recvcount, void *recvtype, void *comm)"),
-    Alltoall: f("int MPI_Alltoall(void *sendbuf, int sendcount, void *sendtype, void *recvbuf, int recvcount, void *recvtype, void *comm)"),
+    // MPI_Request is a handle the size of a pointer: the calls write it into (and MPI_Test reads it from) an 8-byte buffer.
+    Iallgather: f("int MPI_Iallgather(void *sendbuf, int sendcount, void *sendtype, void *recvbuf, int recvcount, void *recvtype, void *comm, void *request)"),
+    Ialltoall: f("int MPI_Ialltoall(void *sendbuf, int sendcount, void *sendtype, void *recvbuf, int recvcount, void *recvtype, void *comm, void *request)"),
+    Test: f("int MPI_Test(void *request, _Out_ int *flag, void *status)"),
     Abort: f("int MPI_Abort(void *comm, int errorcode)"),
     Finalize: f("int MPI_Finalize()"),
     Get_library_version: f("int MPI_Get_library_version(_Out_ uint8_t *version, _Out_ int *resultlen)"),
@@ -109,7 +112,16 @@ function check(what: string, rc: number): void {
   if (rc !== 0) throw new ParallelError(`MPI: ${what} failed with error code ${rc}`);
 }
 
+/**
+ * Collectives are started non-blocking and completed with MPI_Test, sleeping between tests once the
+ * first few find them unfinished: a blocking call would spin a core while it waits for a slower
+ * host, and that core belongs to the worker threads still computing backward.
+ */
 class MpiWorld implements Communicator {
+  private readonly request = Buffer.alloc(8);
+  private readonly flag = [0];
+  private readonly nap = new Int32Array(new SharedArrayBuffer(4));
+
   constructor(private readonly b: MpiBinding, readonly rank: number, readonly size: number) {}
 
   allgather(send: Float32Array | Float64Array, recv: Float32Array | Float64Array): void {
@@ -117,13 +129,24 @@ class MpiWorld implements Communicator {
       throw new ParallelError(`MPI: allgather of ${send.length} values into ${recv.length} (${this.size} hosts)`);
     }
     const type = send instanceof Float32Array ? this.b.float : this.b.double;
-    check("MPI_Allgather", this.b.Allgather(send, send.length, type, recv, send.length, type, this.b.commWorld));
+    check("MPI_Iallgather", this.b.Iallgather(send, send.length, type, recv, send.length, type, this.b.commWorld, this.request));
+    this.complete("MPI_Iallgather");
   }
 
   alltoall(send: Float32Array, recv: Float32Array): void {
     if (send.length % this.size !== 0 || recv.length !== send.length) throw new ParallelError(`MPI: alltoall of ${send.length} values into ${recv.length} (${this.size} hosts)`);
     const n = send.length / this.size;
-    check("MPI_Alltoall", this.b.Alltoall(send, n, this.b.float, recv, n, this.b.float, this.b.commWorld));
+    check("MPI_Ialltoall", this.b.Ialltoall(send, n, this.b.float, recv, n, this.b.float, this.b.commWorld, this.request));
+    this.complete("MPI_Ialltoall");
+  }
+
+  /** Tests the pending request until it completes: at once 64 times, then every 50 µs. */
+  private complete(what: string): void {
+    for (let i = 0; ; i++) {
+      check(`MPI_Test (${what})`, this.b.Test(this.request, this.flag, null));
+      if (this.flag[0]) return;
+      if (i >= 64) Atomics.wait(this.nap, 0, 0, 0.05);
+    }
   }
 }
 
