@@ -56,7 +56,7 @@ describe("chainrule train: the default job", () => {
     expect(Number(acc![1])).toBeGreaterThan(70);
     for (const f of ["job.json", "metrics.jsonl", "summary.json"]) expect(existsSync(join(run, f)), f).toBe(true);
     const ck = latestCheckpoint(run);
-    expect(readdirSync(ck).sort()).toEqual(["model.safetensors", "state.json"]);
+    expect(readdirSync(ck).sort()).toEqual(["SHA256SUMS", "model.safetensors", "state.json"]);
     const job = JSON.parse(readFileSync(join(run, "job.json"), "utf8"));
     expect(job.model).toEqual({ type: "mlp", hidden: [512, 256], activation: "relu", dropout: 0 });
     const kinds = readFileSync(join(run, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).kind);

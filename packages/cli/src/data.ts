@@ -6,6 +6,7 @@ import {
 import { readFileSync } from "node:fs";
 import { CharTokenizer, loadCorpus, shuffleLines, trainValSplit } from "@chainrule/core";
 import { CliError } from "./errors.js";
+import { checkClassCount, checkCsvFinite, checkIdxFinite, csvRowNamer, idxImagesFile } from "./data-checks.js";
 import type { DataConfig } from "./job/schema.js";
 
 export interface JobData {
@@ -34,6 +35,7 @@ export function readText(cfg: TextConfig): { text: string; source: string } {
       throw new CliError(`data.file ${cfg.file}: ${err.code === "ENOENT" ? "no such file" : err.code === "EISDIR" ? "is a directory" : err.message}`);
     }
     if (text.includes("\uFFFD")) throw new CliError(`data.file ${cfg.file}: not UTF-8 text (invalid byte sequences)`);
+    if (text.length === 0) throw new CliError(`data.file ${cfg.file}: empty (no characters to train on)`);
     return { text: text.replace(/\r\n?/g, "\n"), source: cfg.file };
   }
   const name = cfg.corpus ?? "female-names";
@@ -99,6 +101,20 @@ function limit(ds: Dataset, n: number | undefined): Dataset {
   return n !== undefined && n < ds.length ? subset(ds, Array.from({ length: n }, (_, i) => i), { shared: true }) : toShared(ds);
 }
 
+/** A loaded CSV dataset, after the checks of data-checks.ts. */
+function checkedCsv<T extends Dataset>(ds: T, path: string): T {
+  checkClassCount(ds, csvRowNamer(path, ds.length));
+  checkCsvFinite(ds, path);
+  return ds;
+}
+
+/** A loaded IDX dataset, after the checks of data-checks.ts. */
+function checkedIdx(ds: Dataset, imagesFile: string, labelsFile = imagesFile.replace("images-idx3", "labels-idx1")): Dataset {
+  checkClassCount(ds, (row) => `${labelsFile}: label ${row}`);
+  checkIdxFinite(ds, imagesFile);
+  return ds;
+}
+
 export function loadJobData(cfg: DataConfig, text: { blockSize?: number; tokenizer?: CharTokenizer } = {}): JobData {
   if (cfg.type === "text") return loadTextData(cfg, text.blockSize ?? cfg.blockSize ?? 64, text.tokenizer);
   let train: Dataset, heldOut: Dataset, description: string;
@@ -111,7 +127,7 @@ export function loadJobData(cfg: DataConfig, text: { blockSize?: number; tokeniz
     case "idx": {
       // Fashion-MNIST (e.g. /usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist) gets its class names.
       const names = /fashion/i.test(cfg.dir ?? cfg.trainImages ?? "") ? { classNames: FASHION_MNIST_CLASSES } : {};
-      const full = cfg.dir ? loadIdxDirectory(cfg.dir, "train", names) : loadIdxDataset(cfg.trainImages!, cfg.trainLabels!, names);
+      const full = checkedIdx(cfg.dir ? loadIdxDirectory(cfg.dir, "train", names) : loadIdxDataset(cfg.trainImages!, cfg.trainLabels!, names), cfg.dir ? idxImagesFile(cfg.dir, "train") : cfg.trainImages!, cfg.dir ? undefined : cfg.trainLabels);
       const hasTest = cfg.dir ? undefined : cfg.testImages && cfg.testLabels;
       if (cfg.dir || hasTest) {
         let test: Dataset | undefined;
@@ -120,6 +136,7 @@ export function loadJobData(cfg: DataConfig, text: { blockSize?: number; tokeniz
         } catch (e) {
           if (!cfg.dir) throw e; // a dir without t10k files: split instead
         }
+        if (test) checkedIdx(test, cfg.dir ? idxImagesFile(cfg.dir, "test") : cfg.testImages!, cfg.dir ? undefined : cfg.testLabels);
         if (test) {
           train = limit(full, cfg.limitTrain);
           heldOut = limit(test, cfg.limitHeldOut);
@@ -133,9 +150,9 @@ export function loadJobData(cfg: DataConfig, text: { blockSize?: number; tokeniz
     }
     case "csv": {
       const opts = { label: cfg.label, header: cfg.header, delimiter: cfg.delimiter, task: cfg.task };
-      const full = loadCsv(cfg.path, opts);
+      const full = checkedCsv(loadCsv(cfg.path, opts), cfg.path);
       if (cfg.testPath) {
-        const test = loadCsv(cfg.testPath, { ...opts, numClasses: full.numClasses });
+        const test = checkedCsv(loadCsv(cfg.testPath, { ...opts, numClasses: full.numClasses }), cfg.testPath);
         if (test.inputShape[0] !== full.inputShape[0]) throw new Error(`${cfg.testPath}: ${test.inputShape[0]} feature columns but ${cfg.path} has ${full.inputShape[0]}`);
         train = limit(full, cfg.limitTrain);
         heldOut = limit(test, cfg.limitHeldOut);

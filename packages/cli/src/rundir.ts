@@ -2,17 +2,19 @@
  * A run directory:
  *   job.json                 the resolved job (every default filled in)
  *   metrics.jsonl            one JSON record per logged step / epoch / event
- *   checkpoints/step-NNNNNNNN/{model.safetensors,state.json}
+ *   checkpoints/step-NNNNNNNN/{model.safetensors,state.json,SHA256SUMS}
  *   summary.json             final metrics, wall time, throughput, checkpoint
  *   plots/                   written by `chainrule plot`
  * A checkpoint directory is assembled under a temporary name and renamed into
- * place, so a kill at any moment leaves every earlier checkpoint intact.
+ * place, so a kill at any moment leaves every earlier checkpoint intact; the temporaries such
+ * a kill leaves behind are removed when the run next starts (removeStaleTemporaries).
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import { MODEL_FILE, STATE_FILE, fsyncDirSync, writeFileAtomicSync } from "@chainrule/core";
 import { CliError } from "./errors.js";
+import { writeChecksums } from "./checkpoint-files.js";
 
 export const JOB_FILE = "job.json";
 export const METRICS_FILE = "metrics.jsonl";
@@ -86,6 +88,7 @@ export function commitCheckpoint(runDir: string, step: number, keep: number, wri
   mkdirSync(tmp);
   try {
     write(tmp);
+    writeChecksums(tmp);
     fsyncDirSync(tmp);
     if (existsSync(final)) rmSync(final, { recursive: true, force: true }); // same step written again (e.g. interrupt right after an epoch end)
     renameSync(tmp, final);
@@ -97,6 +100,24 @@ export function commitCheckpoint(runDir: string, step: number, keep: number, wri
   const all = listCheckpoints(runDir);
   for (const old of all.slice(0, Math.max(0, all.length - keep))) if (old !== final) rmSync(old, { recursive: true, force: true });
   return final;
+}
+
+/**
+ * Removes what a killed run left half-written: checkpoints/.tmp-step-* directories and the
+ * `.<name>.<pid>.<hex>.tmp` files of atomic writes. Only while holding the run's lock (no other
+ * writer). Returns the paths removed.
+ */
+export function removeStaleTemporaries(runDir: string): string[] {
+  const removed: string[] = [];
+  for (const [dir, pattern] of [[join(runDir, CHECKPOINTS), /^\.tmp-step-\d+-[0-9a-f]+$/], [runDir, /^\..+\.\d+\.[0-9a-f]+\.tmp$/]] as const) {
+    if (!existsSync(dir)) continue;
+    for (const name of readdirSync(dir)) {
+      if (!pattern.test(name)) continue;
+      rmSync(join(dir, name), { recursive: true, force: true });
+      removed.push(join(dir, name));
+    }
+  }
+  return removed;
 }
 
 /** Appends JSON records to metrics.jsonl. */

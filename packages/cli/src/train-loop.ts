@@ -15,6 +15,7 @@ import type { Job } from "./job/schema.js";
 import { Progress, fmtDuration, fmtInt } from "./progress.js";
 import { MetricsLog, commitCheckpoint, writeJson } from "./rundir.js";
 import { makeSchedule } from "./schedule.js";
+import { DivergenceMonitor, nonFiniteParameter } from "./divergence.js";
 
 /** The LoRA adapters alone, next to model.safetensors in a fine-tuning run's checkpoints. */
 export const ADAPTERS_FILE = "adapters.safetensors";
@@ -45,6 +46,8 @@ export interface LoopArgs {
   pos: Position;
   backendReason: string;
   resumedFrom: string | null;
+  /** Newer checkpoints a resume skipped (corrupt or incomplete), and why. */
+  skippedCheckpoints?: { dir: string; reason: string }[];
   /** The init.checkpoint load report (fresh fine-tuning runs). */
   initReport?: string;
   /** Why the run directory has the name it has, when not the one asked for (" (runs/cnn exists)"). */
@@ -150,8 +153,10 @@ class Run {
   /** The epoch in progress: when it started and the rows it trained in this process. */
   private epochStart = 0;
   private epochRows = 0;
+  private readonly divergence: DivergenceMonitor;
 
   constructor(private readonly a: LoopArgs) {
+    this.divergence = new DivergenceMonitor(a.job.divergence);
     this.pos = { ...a.pos };
     this.perEpoch = Math.ceil(a.data.train.length / a.job.batchSize);
     this.totalSteps = this.perEpoch * a.job.epochs;
@@ -180,7 +185,8 @@ class Run {
     out.write(`${opt.type} lr ${opt.lr}${job.schedule.type !== "constant" ? ` (${job.schedule.type} schedule)` : ""} · batch ${job.batchSize} · ${job.epochs} epoch${job.epochs === 1 ? "" : "s"} (${fmtInt(this.totalSteps)} steps) · seed ${job.seed} · loss ${this.a.loss}\n`);
     if (this.a.resumedFrom) {
       this.metrics?.truncateAfter(pos.step);
-      this.metrics?.write({ kind: "resume", step: pos.step, epoch: pos.epoch, from: this.a.resumedFrom, time: new Date().toISOString() });
+      const skipped = this.a.skippedCheckpoints?.length ? { skipped: this.a.skippedCheckpoints } : {};
+      this.metrics?.write({ kind: "resume", step: pos.step, epoch: pos.epoch, from: this.a.resumedFrom, ...skipped, time: new Date().toISOString() });
       out.write(`resuming from ${this.a.resumedFrom}: epoch ${pos.epoch + 1}, step ${pos.step}\n`);
     } else {
       this.metrics?.write({ kind: "start", step: 0, time: new Date().toISOString(), workers: this.a.workers, backend: this.a.backendReason });
@@ -225,6 +231,8 @@ class Run {
       }
       const { idx, lr, out } = ahead.shift()!;
       const outcome = await out;
+      const gradNorm = outcome.stats.gradNorm; // measured when clipGradNorm is set
+      if (gradNorm !== undefined && !Number.isFinite(gradNorm)) throw new CliError(`diverged: the gradient norm became ${gradNorm} at step ${pos.step + 1} (epoch ${pos.epoch + 1}); try a lower --lr`);
       this.stepDone(outcome.loss, idx.length, lr);
       if (outcome.stop) interrupts.agreed(); // some host asked to stop: all stop after the steps posted
       if (checkpointAfter(pos.step)) this.checkpoint();
@@ -234,7 +242,7 @@ class Run {
   /** Counts a completed step: position, progress bar, metrics. */
   private stepDone(loss: number, rows: number, lr: number): void {
     const pos = this.pos;
-    if (!Number.isFinite(loss)) throw new CliError(`loss became ${loss} at step ${pos.step + 1} (epoch ${pos.epoch + 1}); try a lower --lr`);
+    this.divergence.check(loss, pos.step + 1, pos.epoch + 1);
     pos.batch++;
     pos.step++;
     pos.lossSum += loss * rows;
@@ -244,6 +252,7 @@ class Run {
     const sps = this.epochRows / ((performance.now() - this.epochStart) / 1000);
     this.progress.update(pos.batch, { step: pos.step, loss, samplesPerSec: sps });
     if (pos.step % this.a.job.log.everySteps === 0) {
+      this.checkParameters();
       this.metrics?.write({ kind: "step", step: pos.step, epoch: pos.epoch + pos.batch / this.perEpoch, loss, lr, samplesPerSec: sps, wallTime: this.wall() });
     }
   }
@@ -270,11 +279,18 @@ class Run {
     if (pos.epoch % job.checkpoint.everyEpochs === 0 || pos.epoch === job.epochs) this.checkpoint();
   }
 
+  /** Non-finite weights (from non-finite gradients) stop the run before they reach a checkpoint. */
+  private checkParameters(): void {
+    const bad = nonFiniteParameter(this.a.engine.model);
+    if (bad) throw new CliError(`diverged: a parameter became non-finite by step ${this.pos.step} (epoch ${this.pos.epoch + 1}): ${bad}; the gradients overflowed (try a lower --lr or set clipGradNorm); the last checkpoint${this.lastCheckpoint ? ` (${this.lastCheckpoint})` : ""} is intact`);
+  }
+
   /** Writes a checkpoint of the current step (once per step); returns its directory. */
   checkpoint(): string {
     const { job, engine, data, runDir } = this.a, pos = this.pos;
     if (this.lastCheckpointStep === pos.step && this.lastCheckpoint) return this.lastCheckpoint;
     if (!this.a.lead) return ""; // the lead host writes the checkpoints
+    this.checkParameters();
     const extra = {
       modelContext: this.a.ctx, loss: this.a.loss, classification: data.classification, classNames: data.classNames, workers: this.a.workers, trainRows: data.train.length,
       ...(data.tokenizer ? { tokenizer: data.tokenizer.toJSON() } : {}),

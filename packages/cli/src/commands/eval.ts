@@ -4,7 +4,7 @@ import { F, Tensor, argmax, noGrad, loadCsv, loadIdxDataset, loadIdxDirectory, C
 import { CliError, UsageError } from "../errors.js";
 import { loadJobData } from "../data.js";
 import { fmtInt } from "../progress.js";
-import { type CheckpointModel, modelFromCheckpoint } from "../checkpoint-model.js";
+import { type CheckpointModel, MODULE_FLAGS, MODULE_FLAGS_HELP, modelFromCheckpoint, moduleConsent } from "../checkpoint-model.js";
 import { resolveCheckpoint } from "../rundir.js";
 import { parseFlags } from "../flags.js";
 
@@ -17,7 +17,7 @@ set of the job the checkpoint was trained with.
 --data SOURCE   mnist (the embedded held-out digits), a CSV file, an IDX images
                 file (with --labels FILE), or a directory in the MNIST layout
 --label COL     label column of a CSV (name or index; default: the job's)
-`;
+${MODULE_FLAGS_HELP}`;
 
 /** Loads evaluation data named on the command line, or the checkpoint job's held-out set. */
 export function evalData(cm: CheckpointModel, data: string | undefined, labels: string | undefined, label: string | undefined): Dataset {
@@ -78,14 +78,14 @@ export function evaluateModel(cm: CheckpointModel, ds: Dataset): { loss: number;
 }
 
 export async function evalCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parseFlags("eval", argv, { data: { type: "string" }, labels: { type: "string" }, label: { type: "string" }, help: { type: "boolean", short: "h" } });
+  const { values, positionals } = parseFlags("eval", argv, { data: { type: "string" }, labels: { type: "string" }, label: { type: "string" }, ...MODULE_FLAGS, help: { type: "boolean", short: "h" } });
   if (values.help) {
     process.stdout.write(EVAL_HELP);
     return 0;
   }
   if (positionals.length !== 1) throw new UsageError("eval takes one CHECKPOINT (a checkpoint or run directory)");
   const dir = resolveCheckpoint(positionals[0]);
-  const cm = await modelFromCheckpoint(dir);
+  const cm = await modelFromCheckpoint(dir, moduleConsent(values));
   const ds = evalData(cm, values.data, values.labels, values.label);
   checkRows(cm, ds);
   if (cm.classification && ds.targets instanceof Int32Array) {

@@ -9,8 +9,9 @@
 import { existsSync } from "node:fs";
 import { CharTokenizer, GPT, generate, loadSafetensors, nn, saveCheckpoint, type CharTokenizerJSON } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
-import { modelFromCheckpoint } from "../checkpoint-model.js";
+import { MODULE_FLAGS, MODULE_FLAGS_HELP, modelFromCheckpoint, moduleConsent } from "../checkpoint-model.js";
 import { resolveCheckpoint } from "../rundir.js";
+import { writeChecksums } from "../checkpoint-files.js";
 import { JobSchema, type Job } from "../job/schema.js";
 import { parseFlags } from "../flags.js";
 
@@ -29,6 +30,7 @@ options:
   --adapters FILE       LoRA adapters saved alone (adapters.safetensors) to apply to
                         CHECKPOINT, a base model (they are merged before sampling)
   --save-merged DIR     also write the (LoRA-merged) model as a plain checkpoint to DIR
+${MODULE_FLAGS_HELP.replace(/^/gm, "  ").trimEnd()}
 `;
 
 export interface SampleOptions {
@@ -69,7 +71,7 @@ function num(name: string, v: string | undefined, opts: { int?: boolean; min?: n
 export async function generateCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags("generate", argv, {
       prompt: { type: "string" }, tokens: { type: "string" }, temperature: { type: "string" }, "top-k": { type: "string" },
-      seed: { type: "string" }, adapters: { type: "string" }, "save-merged": { type: "string" }, help: { type: "boolean", short: "h" },
+      seed: { type: "string" }, adapters: { type: "string" }, "save-merged": { type: "string" }, ...MODULE_FLAGS, help: { type: "boolean", short: "h" },
     });
   if (values.help) {
     process.stdout.write(GENERATE_HELP);
@@ -83,7 +85,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   if (values["save-merged"] && existsSync(values["save-merged"])) throw new CliError(`--save-merged ${values["save-merged"]}: already exists; choose a new directory`);
 
   const dir = resolveCheckpoint(positionals[0]);
-  const cm = await modelFromCheckpoint(dir);
+  const cm = await modelFromCheckpoint(dir, moduleConsent(values));
   const tj = (cm.contents.state.extra as { tokenizer?: CharTokenizerJSON } | undefined)?.tokenizer;
   if (!(cm.model instanceof GPT) || !tj) throw new UsageError(`${dir}: not a GPT text checkpoint (model ${cm.job.model.type}); generate needs one trained on text data`);
   const model = cm.model;
@@ -130,6 +132,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       model, step: cm.contents.state.step, epoch: cm.contents.state.epoch, rng: null, config: job,
       extra: { ...(cm.contents.state.extra ?? {}), position: undefined, mergedFrom: dir },
     });
+    writeChecksums(values["save-merged"]);
     notes.push(`merged model written to ${values["save-merged"]}`);
   }
   if (notes.length) process.stderr.write(`${notes.join("; ")}\n`);

@@ -9,7 +9,7 @@ import { existsSync } from "node:fs";
 import { Tensor, loadCsv, noGrad, readIdx, softmax } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { loadJobData } from "../data.js";
-import { type CheckpointModel, modelFromCheckpoint } from "../checkpoint-model.js";
+import { type CheckpointModel, MODULE_FLAGS, MODULE_FLAGS_HELP, modelFromCheckpoint, moduleConsent } from "../checkpoint-model.js";
 import { resolveCheckpoint } from "../rundir.js";
 import { parseFlags } from "../flags.js";
 
@@ -21,7 +21,7 @@ INPUT is one of:
   FILE                     an IDX file of images (plain or .gz)
   "v1,v2,..."              one row of numbers
 --top K    show the K most likely classes (default 3)
-`;
+${MODULE_FLAGS_HELP}`;
 
 interface Rows {
   x: Float32Array;
@@ -45,9 +45,11 @@ function inputRows(cm: CheckpointModel, input: string): Rows {
       labels: Array.from(ho.targets.subarray(a, b + 1)),
     };
   }
-  if (/^[\s\d.eE+,-]+$/.test(input) && input.includes(",") || /^-?\d*\.?\d+(e[+-]?\d+)?$/i.test(input) && !existsSync(input)) {
-    const vals = input.split(",").map((s) => s.trim()).filter((s) => s !== "").map(Number);
-    if (vals.some((v) => !Number.isFinite(v))) throw new UsageError(`${input}: not a list of numbers`);
+  if ((input.includes(",") || /^-?\d*\.?\d+(e[+-]?\d+)?$/i.test(input)) && !existsSync(input)) {
+    const fields = input.split(",").map((s) => s.trim()).filter((s) => s !== "");
+    const vals = fields.map(Number);
+    const bad = vals.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) throw new UsageError(`INPUT "${input}": value ${bad + 1} of ${fields.length}, ${JSON.stringify(fields[bad])}, is not a finite number`);
     if (vals.length !== d) throw new UsageError(`${input}: ${vals.length} numbers but the model takes ${d}`);
     return { x: Float32Array.from(vals), n: 1, names: ["input"] };
   }
@@ -74,7 +76,7 @@ function inputRows(cm: CheckpointModel, input: string): Rows {
 }
 
 export async function predictCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parseFlags("predict", argv, { top: { type: "string" }, help: { type: "boolean", short: "h" } });
+  const { values, positionals } = parseFlags("predict", argv, { top: { type: "string" }, ...MODULE_FLAGS, help: { type: "boolean", short: "h" } });
   if (values.help) {
     process.stdout.write(PREDICT_HELP);
     return 0;
@@ -82,7 +84,7 @@ export async function predictCommand(argv: string[]): Promise<number> {
   if (positionals.length !== 2) throw new UsageError("predict takes CHECKPOINT and INPUT (see chainrule predict --help)");
   const top = values.top === undefined ? 3 : Number(values.top);
   if (!Number.isInteger(top) || top < 1) throw new UsageError(`--top: expected a positive integer, got ${values.top}`);
-  const cm = await modelFromCheckpoint(resolveCheckpoint(positionals[0]));
+  const cm = await modelFromCheckpoint(resolveCheckpoint(positionals[0]), moduleConsent(values));
   if (cm.job.model.type === "gpt") throw new UsageError(`${positionals[0]} is a GPT text model; use chainrule generate ${positionals[0]} --prompt TEXT`);
   const rows = inputRows(cm, positionals[1]);
   const name = (c: number) => (cm.classNames?.[c] !== undefined ? `${c} (${cm.classNames[c]})` : String(c));

@@ -5,14 +5,17 @@
  */
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { readCheckpoint, describeMismatch, setRngState, CheckpointError, CharTokenizer, type nn } from "@chainrule/core";
+import { describeMismatch, setRngState, CheckpointError, CharTokenizer, type nn } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { type Job, defaultLoss } from "../job/schema.js";
 import { parseJob } from "../job/parse.js";
 import { firstDifference, rawJob, readRunJob } from "../job/load.js";
 import { autoWorkersNote, coresPerProcess, probeModel, resolveWorkers } from "../workers.js";
 import { loadJobData } from "../data.js";
-import { JOB_FILE, createRunDir, defaultRunDir, listCheckpoints, resolveCheckpoint, runDirExists, writeJson } from "../rundir.js";
+import { JOB_FILE, createRunDir, defaultRunDir, listCheckpoints, removeStaleTemporaries, resolveCheckpoint, runDirExists, writeJson } from "../rundir.js";
+import { type IntactCheckpoint, newestIntactCheckpoint, readVerifiedCheckpoint } from "../checkpoint-files.js";
+import { RunLock } from "../run-lock.js";
+import { watchLauncher } from "../launcher-watch.js";
 import { applyBackend } from "../backend.js";
 import { createEngine, loadOptimizerState } from "../engine.js";
 import { mpiWorld, underMpirun } from "@chainrule/parallel";
@@ -43,6 +46,23 @@ options:
 `;
 
 export async function trainCommand(argv: string[]): Promise<number> {
+  const lock: { held: RunLock | null } = { held: null };
+  try {
+    return await train(argv, lock);
+  } finally {
+    lock.held?.release();
+  }
+}
+
+/** Takes the run directory's lock (lead host only) and removes what a killed run left half-written. */
+function lockRunDir(runDir: string, lock: { held: RunLock | null }): void {
+  const say = (line: string) => process.stdout.write(`${line}\n`);
+  lock.held = RunLock.acquire(runDir, say);
+  const removed = removeStaleTemporaries(runDir);
+  if (removed.length) say(`removed ${removed.length} temporar${removed.length === 1 ? "y" : "ies"} a killed run left in ${runDir}`);
+}
+
+async function train(argv: string[], lock: { held: RunLock | null }): Promise<number> {
   const { values, positionals } = parseFlags("train", argv, {
       epochs: { type: "string" }, "batch-size": { type: "string" }, lr: { type: "string" }, seed: { type: "string" },
       workers: { type: "string" }, backend: { type: "string" }, out: { type: "string" }, name: { type: "string" },
@@ -54,6 +74,9 @@ export async function trainCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (positionals.length > 1) throw new UsageError(`train takes at most one JOB, got ${positionals.length}: ${positionals.join(" ")}`);
+  if (values.out !== undefined && values.out.trim() === "") throw new UsageError(`--out: empty path (name the run directory, e.g. --out runs/my-run)`);
+  // Killing the command that started this trainer (npx, pnpm, a script) stops the trainer too.
+  watchLauncher();
   // Under mpirun each process is a host; host 0 alone prints, writes the run directory and checkpoints.
   const hosts = underMpirun() ? mpiWorld() : null;
   const lead = hosts === null || hosts.rank === 0;
@@ -68,6 +91,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   let runDirNote: string | undefined;
   let job: Job;
   let resumeFrom: string | null = null;
+  let intact: IntactCheckpoint | null = null;
   if (values.resume) {
     if (!named) throw new UsageError("--resume needs --out RUN_DIR (or a job with a name)");
     runDir = named;
@@ -75,12 +99,18 @@ export async function trainCommand(argv: string[]): Promise<number> {
     const savedJob = parseJob(saved, join(runDir, JOB_FILE));
     // Without JOB, the run's own job is the base; flags apply on top.
     const candidate = jobPath ? parseJob(raw, source) : parseJob({ ...(await rawJob(join(runDir, JOB_FILE), flags, values.set ?? [])).raw }, `${join(runDir, JOB_FILE)} ${source.replace(/^default job ?/, "")}`.trim());
-    const diff = firstDifference(savedJob, candidate, "", new Set(["epochs", "workers", "backend", "checkpoint", "log", "name", "sample"]));
+    const diff = firstDifference(savedJob, candidate, "", new Set(["epochs", "workers", "backend", "checkpoint", "log", "name", "sample", "divergence"]));
     if (diff) throw new UsageError(`--resume: the job differs from ${join(runDir, JOB_FILE)} at ${diff}; a resumed run keeps its model, data, optimizer, batch size and seed`);
     job = candidate;
+    if (lead) lockRunDir(runDir, lock);
     const cks = listCheckpoints(runDir);
     if (cks.length === 0) throw new CliError(`${runDir}: no checkpoint to resume from (${join(runDir, "checkpoints")} is empty); start afresh with a new --out`);
-    resumeFrom = cks[cks.length - 1];
+    // The newest checkpoint that verifies; a corrupt or incomplete newer one is skipped, and said so.
+    intact = newestIntactCheckpoint(cks, (c, dir) => {
+      if (!(c.state.extra as { position?: unknown } | undefined)?.position) throw new CheckpointError(`${dir}: state.json has no data position (extra.position); cannot resume exactly`);
+    });
+    for (const s of intact.skipped) process.stdout.write(`skipping checkpoint ${s.dir}: ${s.reason}\n`);
+    resumeFrom = intact.dir;
   } else {
     job = parseJob(raw, source);
     if (values.out !== undefined) {
@@ -98,9 +128,9 @@ export async function trainCommand(argv: string[]): Promise<number> {
   // Text: the tokenizer of the checkpoint we continue (resume) or start from (init) decides the ids.
   let tokenizer: CharTokenizer | undefined;
   const initDir = job.init && !resumeFrom ? resolveCheckpoint(job.init.checkpoint) : null;
-  const init = initDir ? readCheckpoint(initDir) : null;
+  const init = initDir ? readVerifiedCheckpoint(initDir) : null;
   if (job.data.type === "text") {
-    const fromCk = resumeFrom ? readCheckpoint(resumeFrom) : init;
+    const fromCk = intact ? intact.contents : init;
     const tj = (fromCk?.state.extra as { tokenizer?: unknown } | undefined)?.tokenizer;
     if (tj) tokenizer = CharTokenizer.fromJSON(tj as never);
   }
@@ -118,11 +148,9 @@ export async function trainCommand(argv: string[]): Promise<number> {
 
   // ---- resume: read and check the checkpoint before building anything heavy ----
   let pos: Position = { epoch: 0, batch: 0, step: 0, lossSum: 0, rows: 0, wall: 0 };
-  let ckpt: ReturnType<typeof readCheckpoint> | null = null;
-  if (resumeFrom) {
-    ckpt = readCheckpoint(resumeFrom);
-    const extra = (ckpt.state.extra ?? {}) as { position?: Position; workers?: number; trainRows?: number };
-    if (!extra.position) throw new CheckpointError(`${resumeFrom}: state.json has no data position (extra.position); cannot resume exactly`);
+  const ckpt = intact?.contents ?? null;
+  if (ckpt) {
+    const extra = (ckpt.state.extra ?? {}) as { position: Position; workers?: number; trainRows?: number };
     if (extra.trainRows !== undefined && extra.trainRows !== data.train.length) {
       throw new CliError(`--resume: the training set now has ${data.train.length} rows, the checkpoint was trained on ${extra.trainRows}`);
     }
@@ -155,10 +183,11 @@ export async function trainCommand(argv: string[]): Promise<number> {
       if (lead) {
         createRunDir(runDir);
         created = runDir;
+        lockRunDir(runDir, lock);
       }
     }
     if (lead) writeJson(join(runDir, JOB_FILE), job);
-    return await runLoop({ job, runDir, engine, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, initReport, workersNote: autoWorkersNote(job, probe, hosts?.size ?? 1), lead, runDirNote });
+    return await runLoop({ job, runDir, engine, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, skippedCheckpoints: intact?.skipped, initReport, workersNote: autoWorkersNote(job, probe, hosts?.size ?? 1), lead, runDirNote });
   } catch (e) {
     // A new run that failed before its first checkpoint leaves nothing behind.
     if (created !== null && listCheckpoints(created).length === 0) rmSync(created, { recursive: true, force: true });
@@ -173,7 +202,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
  * tensors the checkpoint lacks are expected (they start at B = 0); any other
  * missing or unexpected key is reported, and refused when `strict`.
  */
-function loadInit(model: nn.Module, ck: ReturnType<typeof readCheckpoint>, dir: string, strict: boolean): string {
+function loadInit(model: nn.Module, ck: ReturnType<typeof readVerifiedCheckpoint>, dir: string, strict: boolean): string {
   const own = model.stateDict();
   const isAdapter = (k: string) => /\.lora_[AB]$/.test(k);
   const missing = Object.keys(own).filter((k) => !(k in ck.tensors) && !isAdapter(k));

@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { readCheckpoint } from "@chainrule/core";
+import { readVerifiedCheckpoint } from "../checkpoint-files.js";
 import { CliError, UsageError } from "../errors.js";
 import { JOB_FILE, resolveCheckpoint } from "../rundir.js";
 import { BUILTIN_JOBS, DEFAULT_JOB } from "./builtin.js";
@@ -156,11 +156,15 @@ function inheritModel(raw: Record<string, unknown>): void {
     const dir = resolveCheckpoint(init.checkpoint);
     let config: unknown;
     try {
-      config = readCheckpoint(dir).state.config;
+      config = readVerifiedCheckpoint(dir).state.config;
     } catch (e) {
       throw new CliError(`init.checkpoint: ${(e as Error).message}`);
     }
-    const model = (config as { model?: unknown } | undefined)?.model;
+    const model = (config as { model?: { type?: unknown; module?: unknown } } | undefined)?.model;
+    // A checkpoint never runs code: a user-code model must be named by the job itself.
+    if (model?.type === "module") {
+      throw new UsageError(`init.checkpoint ${dir}: its model is your own code (model.module ${String(model.module)}); name it in the job's model ({"type": "module", "module": FILE, ...}) to fine-tune it`);
+    }
     if (model) {
       raw.model = structuredClone(model);
       return;

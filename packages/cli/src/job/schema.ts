@@ -47,8 +47,8 @@ export const ModelConfig = z.discriminatedUnion("type", [
   }),
   z.strictObject({
     type: z.literal("module"),
-    /** Path of a .ts/.js module (relative to the job file) exporting a model factory or Module class. */
-    module: z.string().min(1),
+    /** Path of a .ts/.js module (relative to the job file) exporting a model factory or Module class: a file, never a data:, http: or other URL. */
+    module: z.string().min(1).refine((m) => !/^[a-z][a-z0-9+.-]*:/i.test(m) || /^file:/i.test(m) || /^[a-z]:[\\/]/i.test(m), { message: "expected a file path (a module is imported from a file, never from a data:, http: or other URL)" }),
     export: z.string().min(1).default("default"),
     /** Passed to the factory (with inputShape and outputSize added). */
     options: z.record(z.string(), z.unknown()).default({}),
@@ -209,6 +209,14 @@ export const JobSchema = z
         seed: nonNegInt.default(0),
       })
       .default({ tokens: 200, prompt: "", temperature: 0.8, seed: 0 }),
+    /**
+     * Stop the run (exit 1, keeping the last checkpoint) when the loss stays above `factor` × the
+     * lowest running median it reached for `steps` steps in a row; false trains on. A non-finite
+     * loss, gradient or parameter stops the run either way.
+     */
+    divergence: z
+      .union([z.literal(false), z.strictObject({ factor: z.number().gt(1).default(10), steps: posInt.default(10) })])
+      .default({ factor: 10, steps: 10 }),
     log: z
       .strictObject({
         /** Write a metrics record every N steps. */
