@@ -172,7 +172,7 @@ describe("export to ONNX: GPT", () => {
     await expectGptSameAsOnnx(int8, reference, 2, 8, PLAIN_QDQ);
   });
 
-  it("tied embedding and head, no biases: the table is written once", async () => {
+  it("tied embedding and head, no biases: the table is written once, float32 and int8", async () => {
     manualSeed(7);
     const gpt = await tinyGpt({ ...GPT_MODEL, tieWeights: true, bias: false });
     const { bytes } = exportOnnx(gpt, { inputShape: [8] });
@@ -180,6 +180,10 @@ describe("export to ONNX: GPT", () => {
     const initializers = decodeModel(bytes).graph!.initializer!.map((t) => t.name ?? "");
     expect(initializers).toContain("transformer.wte.weight");
     expect(initializers.filter((n) => n.startsWith("lm_head"))).toEqual([]);
+    // int8: the shared table is quantized once, per row (a token's embedding, a logit's weights).
+    const int8 = exportOnnx(gpt, { inputShape: [8], int8: true }).bytes;
+    const reference = dequantizedTwin(gpt, await tinyGpt({ ...GPT_MODEL, tieWeights: true, bias: false })) as GPT;
+    await expectGptSameAsOnnx(int8, reference, 2, 6, PLAIN_QDQ);
   });
 
   it("a LoRA fine-tune, merged, gives the adapted model's logits; unmerged it is refused naming the layer", async () => {
