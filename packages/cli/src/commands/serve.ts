@@ -10,6 +10,7 @@ import { resolve as resolvePath } from "node:path";
 import { CliError, UsageError } from "../errors.js";
 import { parseFlags } from "../flags.js";
 import { resolveCheckpoint } from "../rundir.js";
+import { MODULE_FLAGS, MODULE_FLAGS_HELP, moduleConsent } from "../checkpoint-model.js";
 import { InferencePool } from "../serve/pool.js";
 import { PredictBatcher } from "../serve/batcher.js";
 import { createApiServer } from "../serve/server.js";
@@ -33,7 +34,7 @@ options:
   --timeout S           bound on each request, from arrival to answer (default 60)
   --max-tokens N        most tokens one generate request may ask for (default 1000)
   --drain-timeout S     on SIGTERM / Ctrl-C, how long requests in flight may take (default 30)
-`;
+${MODULE_FLAGS_HELP}`;
 
 function positiveInt(flag: string, v: string | undefined, dflt: number, min = 1): number {
   if (v === undefined) return dflt;
@@ -60,7 +61,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags("serve", argv, {
     port: { type: "string" }, host: { type: "string" }, workers: { type: "string" }, "max-batch": { type: "string" },
     "batch-wait-ms": { type: "string" }, "max-body": { type: "string" }, timeout: { type: "string" },
-    "max-tokens": { type: "string" }, "drain-timeout": { type: "string" }, help: { type: "boolean", short: "h" },
+    "max-tokens": { type: "string" }, "drain-timeout": { type: "string" }, ...MODULE_FLAGS, help: { type: "boolean", short: "h" },
   });
   if (values.help) {
     process.stdout.write(SERVE_HELP);
@@ -77,11 +78,14 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const requestTimeoutMs = seconds("timeout", values.timeout, 60);
   const maxTokens = positiveInt("max-tokens", values["max-tokens"], 1000);
   const drainMs = seconds("drain-timeout", values["drain-timeout"], 30);
+  const consent = moduleConsent(values);
 
   const checkpoint = resolvePath(resolveCheckpoint(positionals[0]));
   const log = (line: string) => process.stderr.write(`chainrule serve: ${line}\n`);
-  const { pool, info } = await InferencePool.start(checkpoint, workers, log).catch((e: Error) => {
-    throw e instanceof CliError ? e : new CliError(`${checkpoint}: ${e.message}`);
+  const { pool, info } = await InferencePool.start(checkpoint, consent, workers, log).catch((e: Error) => {
+    // Errors cross from the worker as plain Errors that keep their name.
+    const message = e.message.includes(checkpoint) ? e.message : `${checkpoint}: ${e.message}`;
+    throw e.name === "UsageError" ? new UsageError(message) : new CliError(message);
   });
   const features = info.inputShape.reduce((a, b) => a * b, 1);
   const batcher = new PredictBatcher(pool, { maxBatch, waitMs, maxQueueRows: Math.max(4096, maxBatch * workers * 4), features, outputs: info.outputs });

@@ -1,10 +1,11 @@
 /**
  * Dynamic batching of predict requests: requests that arrive together go through
  * the model as one batch. A batch leaves when a worker is free and either `maxBatch`
- * rows are queued or the oldest request has waited `waitMs`; requests queued while
- * every worker was busy have already waited, so they leave at once. A request is
- * never split across batches. When a batch of several requests fails, each of them
- * is retried alone, so one bad request fails only itself.
+ * rows are queued, or the oldest request has waited `waitMs`, or no other request is
+ * on its way (being received by the server: nothing to wait for, so a lone client pays
+ * no window). Requests queued while every worker was busy have already waited, so they
+ * leave at once. A request is never split across batches. When a batch of several
+ * requests fails, each of them is retried alone, so one bad request fails only itself.
  */
 import * as Comlink from "comlink";
 import type { InferencePool, Lease } from "./pool.js";
@@ -42,6 +43,21 @@ export class PredictBatcher {
   readonly stats = { batches: 0, requests: 0, rows: 0 };
 
   constructor(private readonly pool: InferencePool, private readonly o: BatcherOptions) {}
+
+  /** Predict requests the server is receiving (not yet submitted): they may join the next batch. */
+  private arriving = 0;
+
+  /** The server started receiving a predict request; call the returned function once it is submitted or refused. */
+  receiving(): () => void {
+    this.arriving++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.arriving--;
+      if (this.arriving === 0) this.wakeUp?.();
+    };
+  }
 
   /** Queues `n` rows (n × features values); resolves with n × outputs values. */
   submit(rows: Float32Array, n: number, deadline: number): Promise<Float32Array> {
@@ -92,7 +108,7 @@ export class PredictBatcher {
     const oldest = this.queue[0];
     if (!oldest || oldest.alone) return;
     const left = oldest.arrival + this.o.waitMs - Date.now();
-    if (left <= 0 || this.queuedRows >= this.o.maxBatch) return;
+    if (left <= 0 || this.queuedRows >= this.o.maxBatch || this.arriving === 0) return;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(done, left);
       function done(): void {

@@ -7,7 +7,8 @@ import { parentPort } from "node:worker_threads";
 import * as Comlink from "comlink";
 import { nodeEndpoint } from "./comlink-endpoint.js";
 import { CharTokenizer, GPT, Tensor, generate, nn, noGrad, softmax, type CharTokenizerJSON } from "@chainrule/core";
-import { describeModel, modelFromCheckpoint, type CheckpointModel } from "../checkpoint-model.js";
+import { type CheckpointModel, type ModuleConsent, describeModel, modelFromCheckpoint } from "../checkpoint-model.js";
+import { UsageError } from "../errors.js";
 import type { GenerateParams, ModelInfo } from "./protocol.js";
 
 let loaded: { cm: CheckpointModel; tokenizer?: CharTokenizer } | null = null;
@@ -22,8 +23,12 @@ function model(): { cm: CheckpointModel; tokenizer?: CharTokenizer } {
 
 export const inferenceApi = {
   /** Rebuilds the checkpoint's model (LoRA adapters merged) and describes it. */
-  async load(checkpoint: string): Promise<ModelInfo> {
-    const cm = await modelFromCheckpoint(checkpoint);
+  async load(checkpoint: string, consent: ModuleConsent): Promise<ModelInfo> {
+    const cm = await modelFromCheckpoint(checkpoint, consent).catch((e: Error) => {
+      // comlink passes an error's name and message: name a usage error so the command exits 2.
+      if (e instanceof UsageError) e.name = "UsageError";
+      throw e;
+    });
     nn.mergeLora(cm.model);
     cm.model.eval();
     const tj = (cm.contents.state.extra as { tokenizer?: CharTokenizerJSON } | undefined)?.tokenizer;
@@ -63,13 +68,17 @@ export const inferenceApi = {
   },
 
   /**
-   * Samples text after `prompt`, calling `onToken` with each character as it is drawn.
-   * Stops early (returning what it has) when the server sets cancel[0] to 1.
+   * Samples text after `prompt`, calling `onToken` (a comlink proxy of the server's callback)
+   * with each character as it is drawn. Stops early, returning what it has, once the server
+   * sets cancel[0] to 1.
    */
-  generate(p: GenerateParams, onToken: (text: string) => void, cancel: Int32Array): { text: string; tokens: number; cancelled: boolean } {
+  async generate(p: GenerateParams, onToken: (text: string) => Promise<void> | void, cancel: Int32Array): Promise<{ text: string; tokens: number; cancelled: boolean }> {
     const { cm, tokenizer } = model();
     if (!(cm.model instanceof GPT) || !tokenizer) throw new Error("inference worker: not a GPT text model");
     let text = "", tokens = 0, cancelled = false;
+    // Tokens travel on the callback's own channel, the result on the worker's: wait until every
+    // token has been delivered, so that the result never overtakes the last tokens.
+    const delivered: (Promise<void> | void)[] = [];
     try {
       generate(cm.model, tokenizer.encode(p.prompt), {
         maxNewTokens: p.maxTokens, temperature: p.temperature, topK: p.topK, seed: p.seed,
@@ -78,14 +87,15 @@ export const inferenceApi = {
           const ch = tokenizer.decode([t]);
           text += ch;
           tokens++;
-          onToken(ch);
+          delivered.push(onToken(ch));
         },
       });
     } catch (e) {
       if (!(e instanceof Cancelled)) throw e;
       cancelled = true;
     } finally {
-      (onToken as unknown as Comlink.ProxyMarked & { [Comlink.releaseProxy]?: () => void })[Comlink.releaseProxy]?.();
+      await Promise.allSettled(delivered);
+      (onToken as { [Comlink.releaseProxy]?: () => void })[Comlink.releaseProxy]?.();
     }
     return { text, tokens, cancelled };
   },

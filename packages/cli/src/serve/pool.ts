@@ -10,6 +10,7 @@ import * as Comlink from "comlink";
 import { nodeEndpoint } from "./comlink-endpoint.js";
 import type { InferenceApi } from "./inference-worker.js";
 import type { ModelInfo } from "./protocol.js";
+import type { ModuleConsent } from "../checkpoint-model.js";
 import { HttpError, unavailable } from "./errors.js";
 
 const ENTRY = new URL("./worker-entry.mjs", import.meta.url);
@@ -48,11 +49,11 @@ export class InferencePool {
   private closed = false;
   private restartDelay = RESTART_MIN_MS;
 
-  private constructor(private readonly checkpoint: string, private readonly log: (line: string) => void) {}
+  private constructor(private readonly checkpoint: string, private readonly consent: ModuleConsent, private readonly log: (line: string) => void) {}
 
   /** Starts `size` workers and loads the checkpoint in each; rejects with the first load error (no worker is left running). */
-  static async start(checkpoint: string, size: number, log: (line: string) => void): Promise<{ pool: InferencePool; info: ModelInfo }> {
-    const pool = new InferencePool(checkpoint, log);
+  static async start(checkpoint: string, consent: ModuleConsent, size: number, log: (line: string) => void): Promise<{ pool: InferencePool; info: ModelInfo }> {
+    const pool = new InferencePool(checkpoint, consent, log);
     const started = await Promise.allSettled(Array.from({ length: size }, () => pool.spawn()));
     const failed = started.find((r) => r.status === "rejected");
     if (failed) {
@@ -151,7 +152,7 @@ export class InferencePool {
     slot.exited.catch(() => {}); // observed by the calls that race it
     this.live.add(slot);
     try {
-      const info = await Promise.race([api.load(this.checkpoint), slot.exited]);
+      const info = await Promise.race([api.load(this.checkpoint, this.consent), slot.exited]);
       return { slot, info };
     } catch (e) {
       await this.stop(slot);

@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { formatIssue } from "../job/parse.js";
+import { didYouMean } from "../flags.js";
 import type { GenerateParams, ModelInfo } from "./protocol.js";
 import { badRequest, type HttpError } from "./errors.js";
 
@@ -41,12 +42,17 @@ function fieldOf(path: readonly PropertyKey[]): string {
   return out || "body";
 }
 
-/** The first schema problem as a 400 naming its field. */
-function schemaError(error: z.ZodError, body: unknown): HttpError {
+/** The first schema problem as a 400 naming its field; a misspelled key first, with the likely intended one. */
+function schemaError(error: z.ZodError, body: unknown, keys: string[]): HttpError {
+  const unknownKey = error.issues.find((i) => i.code === "unrecognized_keys");
+  if (unknownKey) {
+    const key = unknownKey.keys[0];
+    const near = didYouMean(key, keys);
+    return badRequest(fieldOf([...unknownKey.path, key]), `unknown key${near ? ` (did you mean ${near}?)` : ""}; expected ${keys.join(", ")}`);
+  }
   const issue = error.issues[0];
-  const field = issue.code === "unrecognized_keys" ? fieldOf([...issue.path, issue.keys[0]]) : fieldOf(issue.path);
-  const line = formatIssue(issue, body).replace(/^\(job\)/, "body");
-  return badRequest(field, line.slice(line.indexOf(":") + 1).trim());
+  const line = formatIssue(issue, body);
+  return badRequest(fieldOf(issue.path), line.slice(line.indexOf(":") + 1).trim());
 }
 
 function checkObject(body: unknown): void {
@@ -59,7 +65,7 @@ function checkObject(body: unknown): void {
 export function parsePredict(body: unknown, info: ModelInfo, maxRows: number): PredictRequest {
   checkObject(body);
   const r = PredictBody.safeParse(body);
-  if (!r.success) throw schemaError(r.error, body);
+  if (!r.success) throw schemaError(r.error, body, Object.keys(PredictBody.shape));
   const { inputs } = r.data;
   if (inputs.length > maxRows) throw badRequest("inputs", `${inputs.length} rows, more than the ${maxRows} one request may send`);
   const shape = info.inputShape;
@@ -114,7 +120,7 @@ function describe(v: unknown): string {
 export function parseGenerate(body: unknown, info: ModelInfo, maxTokens: number): GenerateRequest {
   checkObject(body);
   const r = GenerateBody.safeParse(body);
-  if (!r.success) throw schemaError(r.error, body);
+  if (!r.success) throw schemaError(r.error, body, Object.keys(GenerateBody.shape));
   const d = info.sample ?? { prompt: "", tokens: 200, temperature: 0.8, seed: 0 };
   const req: GenerateRequest = {
     prompt: r.data.prompt ?? d.prompt,

@@ -1,6 +1,6 @@
 /**
  * The HTTP JSON API over node:http:
- *   GET  /healthz       {"status": "ok", "workers": N} (503 while draining)
+ *   GET  /healthz       {"status": "ok", "workers": N, "predict": {requests, batches, rows}} (503 while draining)
  *   GET  /v1/model      what is served (ModelInfo)
  *   POST /v1/predict    {"inputs": [[...], ...], "top": K} → {"predictions": [...]}
  *   POST /v1/generate   {"prompt", "maxTokens", "temperature", "topK", "seed", "stream"} → text, or server-sent events
@@ -12,7 +12,7 @@ import type { InferencePool } from "./pool.js";
 import type { PredictBatcher } from "./batcher.js";
 import type { ModelInfo } from "./protocol.js";
 import { HttpError, badRequest, modelFailure, unavailable } from "./errors.js";
-import { parseGenerate, parsePredict } from "./requests.js";
+import { type PredictRequest, parseGenerate, parsePredict } from "./requests.js";
 
 export interface ServerOptions {
   /** Largest request body accepted, in bytes. */
@@ -60,31 +60,40 @@ export function createApiServer(info: ModelInfo, pool: InferencePool, batcher: P
   server.requestTimeout = o.requestTimeoutMs;
   server.keepAliveTimeout = 5_000;
 
+  type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void> | void;
+  const routes: Record<string, { method: string; handle: Handler }> = {
+    "/healthz": { method: "GET", handle: (_, res) => sendJson(res, draining ? 503 : 200, { status: draining ? "draining" : "ok", workers: pool.size, predict: batcher.stats }) },
+    "/v1/model": { method: "GET", handle: (_, res) => sendJson(res, 200, info) },
+    "/v1/predict": { method: "POST", handle: predict },
+    "/v1/generate": { method: "POST", handle: generate },
+  };
+
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? "/").split("?")[0];
     const method = req.method ?? "GET";
-    const routes: Record<string, { method: string; handle: () => Promise<void> | void }> = {
-      "/healthz": { method: "GET", handle: () => sendJson(res, draining ? 503 : 200, { status: draining ? "draining" : "ok", workers: pool.size }) },
-      "/v1/model": { method: "GET", handle: () => sendJson(res, 200, info) },
-      "/v1/predict": { method: "POST", handle: () => predict(req, res) },
-      "/v1/generate": { method: "POST", handle: () => generate(req, res) },
-    };
-    const r = routes[path];
+    const r = Object.hasOwn(routes, path) ? routes[path] : undefined;
     if (!r) throw new HttpError(404, `no such route: ${method} ${path} (routes: ${Object.entries(routes).map(([p, x]) => `${x.method} ${p}`).join(", ")})`);
     if (r.method !== method) {
       res.setHeader("allow", r.method);
       throw new HttpError(405, `${path} takes ${r.method}, not ${method}`);
     }
     if (draining && r.method === "POST") throw unavailable("server is shutting down");
-    await r.handle();
+    await r.handle(req, res);
   }
 
   async function predict(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (isText) throw new HttpError(404, `/v1/predict: the served model is a GPT text model; use POST /v1/generate`);
     const deadline = Date.now() + o.requestTimeoutMs;
-    const body = await readJson(req, res, o.maxBodyBytes);
-    const p = parsePredict(body, info, o.maxRows);
-    const y = await batcher.submit(p.rows, p.n, deadline); // (n, outputs)
+    // While this request is being received, a batch about to leave may wait for it.
+    const received = batcher.receiving();
+    let p: PredictRequest, answer: Promise<Float32Array>;
+    try {
+      p = parsePredict(await readJson(req, res, o.maxBodyBytes), info, o.maxRows);
+      answer = batcher.submit(p.rows, p.n, deadline);
+    } finally {
+      received();
+    }
+    const y = await answer; // (n, outputs)
     sendJson(res, 200, { predictions: predictions(y, p.n, p.top) });
   }
 
