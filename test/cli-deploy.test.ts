@@ -11,10 +11,10 @@ import * as ort from "onnxruntime-node";
 import { Tensor, embeddedMnistSplit, noGrad, randint, type GPT } from "@chainrule/core";
 import { modelFromCheckpoint } from "../packages/cli/src/checkpoint-model.js";
 import { decodeModel } from "../packages/cli/src/onnx/graph.js";
-import { type Result, cli, expectOneLineError, latestCheckpoint, tempDir, writeJobIn } from "./cli-helpers.ts";
+import { REPO, type Result, cli, expectOneLineError, latestCheckpoint, tempDir, writeJobIn } from "./cli-helpers.ts";
 
 const TMP = tempDir("chainrule-deploy-");
-const MLP_RUN = join(TMP, "mlp"), GPT_RUN = join(TMP, "gpt");
+const MLP_RUN = join(TMP, "mlp"), GPT_RUN = join(TMP, "gpt"), CUSTOM_RUN = join(TMP, "custom");
 const MLP_JOB = {
   name: "tiny-mlp", model: { type: "mlp", hidden: [32] }, data: { type: "mnist", heldOut: 200, limitTrain: 600 },
   epochs: 1, batchSize: 50, workers: 1,
@@ -24,6 +24,11 @@ const GPT_JOB = {
   name: "tiny-gpt", model: { type: "gpt", blockSize: 8, nLayer: 1, nHead: 2, nEmbd: 16 }, data: { type: "text", stride: 8 },
   lora: { rank: 2, alpha: 4, targets: "c_attn|c_fc" }, optimizer: { type: "adamw", lr: 0.02 }, epochs: 1, batchSize: 64, workers: 1, sample: { tokens: 5 },
 };
+/** A model with a layer of the user's own. */
+const CUSTOM_JOB = {
+  ...MLP_JOB, name: "custom", data: { type: "mnist", heldOut: 50, limitTrain: 100 },
+  model: { type: "module", module: join(REPO, "test/fixtures/onnx-custom-model.ts"), export: "squareNet" },
+};
 /** Dequantize-then-float arithmetic in onnxruntime (its default fuses int8 kernels; see onnx-export.test.ts). */
 const PLAIN_QDQ = { extra: { session: { disable_quant_qdq: "1" } } };
 
@@ -32,6 +37,7 @@ beforeAll(async () => {
   trained = await Promise.all([
     cli(["train", writeJobIn(TMP, "mlp", MLP_JOB), "--out", MLP_RUN]),
     cli(["train", writeJobIn(TMP, "gpt", GPT_JOB), "--out", GPT_RUN]),
+    cli(["train", writeJobIn(TMP, "custom", CUSTOM_JOB), "--out", CUSTOM_RUN]),
   ]);
 }, 120_000);
 
@@ -78,6 +84,7 @@ describe("chainrule export and quantize: MLP", () => {
     expect(rq.code, rq.stderr).toBe(0);
     expect(rx.code, rx.stderr).toBe(0);
     expect(rq.stdout).toMatch(/quantized 2 weights to int8/);
+    expect(readFileSync(join(q, "SHA256SUMS"), "utf8")).toMatch(/^[0-9a-f]{64}  model\.safetensors\n[0-9a-f]{64}  state\.json\n$/);
     const ratio = statSync(join(latestCheckpoint(MLP_RUN), "model.safetensors")).size / statSync(join(q, "model.safetensors")).size;
     expect(ratio).toBeGreaterThan(3.5);
     expect(rq.stdout).toContain(`${ratio.toFixed(2)}x smaller`);
@@ -140,5 +147,19 @@ describe("chainrule export and quantize: a GPT with LoRA adapters", () => {
     expect(gen.stdout).toHaveLength(1 + 12 + 1);
     expect(ev.code, ev.stderr).toBe(0);
     expect(ev.stdout).toMatch(/loss: \d+\.\d+ \(crossEntropy\)/);
+  });
+});
+
+describe("chainrule export: a model of the user's own", () => {
+  it("is refused in one line naming the layer it cannot express", async () => {
+    expect(trained[2].code, trained[2].stdout + trained[2].stderr).toBe(0);
+    const file = join(TMP, "custom.onnx");
+    const [noConsent, refused] = await Promise.all([
+      cli(["export", CUSTOM_RUN, "--out", file]),
+      cli(["export", CUSTOM_RUN, "--out", file, "--trust-job-module"]),
+    ]);
+    expectOneLineError(noConsent, /its model is your own code .* pass --model-module FILE, or --trust-job-module/, 2);
+    expectOneLineError(refused, /export: cannot express module '2' \(Square\) in ONNX; supported: Sequential, Linear/, 1);
+    expect(existsSync(file)).toBe(false);
   });
 });

@@ -1,6 +1,6 @@
 /** A checkpoint's model ready to deploy (export, quantize): LoRA adapters merged, evaluation mode. */
 import { nn } from "@chainrule/core";
-import { type CheckpointModel, modelFromCheckpoint } from "./checkpoint-model.js";
+import { type CheckpointModel, type ModuleConsent, modelFromCheckpoint } from "./checkpoint-model.js";
 import { resolveCheckpoint } from "./rundir.js";
 
 export interface DeployModel extends CheckpointModel {
@@ -15,9 +15,9 @@ export interface DeployModel extends CheckpointModel {
  * (W + (alpha/r)·B·A, the plain layers put back); the job loses `lora` and `init`, so it describes
  * the merged model as a plain checkpoint of it would.
  */
-export async function deployModel(runOrCheckpoint: string): Promise<DeployModel> {
+export async function deployModel(runOrCheckpoint: string, consent: ModuleConsent = {}): Promise<DeployModel> {
   const dir = resolveCheckpoint(runOrCheckpoint);
-  const cm = await modelFromCheckpoint(dir);
+  const cm = await modelFromCheckpoint(dir, consent);
   const merged = nn.mergeLora(cm.model);
   cm.model.eval();
   const job = merged.length ? { ...cm.job, lora: undefined, init: undefined } : cm.job;

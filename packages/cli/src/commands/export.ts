@@ -10,6 +10,7 @@ import { CliError, UsageError } from "../errors.js";
 import { parseFlags } from "../flags.js";
 import { fmtInt } from "../progress.js";
 import { deployModel } from "../deploy-model.js";
+import { MODULE_FLAGS, MODULE_FLAGS_HELP, moduleConsent } from "../checkpoint-model.js";
 import { DEFAULT_OPSET, SUPPORTED_OPSETS, exportOnnx } from "../onnx/export.js";
 
 export const EXPORT_HELP = `usage: chainrule export RUN_OR_CHECKPOINT [--format onnx] [--out FILE] [--opset N] [--quantize int8]
@@ -26,7 +27,7 @@ sequence), int64, the sequence at most the model's blockSize.
 --opset N          ONNX opset: ${SUPPORTED_OPSETS.join(", ")} (default ${DEFAULT_OPSET})
 --quantize int8    Linear and Conv2d weights in int8, one scale per output channel
                    (DequantizeLinear before each; activations stay float32): about 4x smaller
-`;
+${MODULE_FLAGS_HELP}`;
 
 function cliVersion(): string {
   return (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
@@ -34,7 +35,7 @@ function cliVersion(): string {
 
 export async function exportCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags("export", argv, {
-    format: { type: "string" }, out: { type: "string" }, opset: { type: "string" }, quantize: { type: "string" }, help: { type: "boolean", short: "h" },
+    format: { type: "string" }, out: { type: "string" }, opset: { type: "string" }, quantize: { type: "string" }, ...MODULE_FLAGS, help: { type: "boolean", short: "h" },
   });
   if (values.help) {
     process.stdout.write(EXPORT_HELP);
@@ -47,7 +48,7 @@ export async function exportCommand(argv: string[]): Promise<number> {
   if (values.quantize !== undefined && values.quantize !== "int8") throw new UsageError(`--quantize: expected int8, got ${JSON.stringify(values.quantize)}`);
   const int8 = values.quantize === "int8";
 
-  const dm = await deployModel(positionals[0]);
+  const dm = await deployModel(positionals[0], moduleConsent(values));
   const extra = (dm.contents.state.extra ?? {}) as { tokenizer?: CharTokenizerJSON };
   const isText = dm.job.model.type === "gpt";
   const metadata: Record<string, string> = {

@@ -12,6 +12,8 @@ import { CliError, UsageError } from "../errors.js";
 import { parseFlags } from "../flags.js";
 import { fmtInt } from "../progress.js";
 import { deployModel } from "../deploy-model.js";
+import { MODULE_FLAGS, MODULE_FLAGS_HELP, moduleConsent } from "../checkpoint-model.js";
+import { writeChecksums } from "../checkpoint-files.js";
 
 export const QUANTIZE_HELP = `usage: chainrule quantize RUN_OR_CHECKPOINT --out DIR [--scheme int8]
 
@@ -22,13 +24,13 @@ are merged first. chainrule eval, predict, generate and serve take DIR like any 
 
 --out DIR        the new checkpoint directory (must not exist)
 --scheme int8    the only scheme (default)
-`;
+${MODULE_FLAGS_HELP}`;
 
 /** The metadata value that marks a quantized checkpoint's model.safetensors. */
 export const QUANTIZATION = "int8-per-channel";
 
 export async function quantizeCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parseFlags("quantize", argv, { out: { type: "string" }, scheme: { type: "string" }, help: { type: "boolean", short: "h" } });
+  const { values, positionals } = parseFlags("quantize", argv, { out: { type: "string" }, scheme: { type: "string" }, ...MODULE_FLAGS, help: { type: "boolean", short: "h" } });
   if (values.help) {
     process.stdout.write(QUANTIZE_HELP);
     return 0;
@@ -40,7 +42,7 @@ export async function quantizeCommand(argv: string[]): Promise<number> {
   if (existsSync(out)) throw new CliError(`--out ${out}: already exists; choose a new directory`);
   if (!existsSync(dirname(out))) throw new CliError(`--out ${out}: no such directory ${dirname(out)}`);
 
-  const dm = await deployModel(positionals[0]);
+  const dm = await deployModel(positionals[0], moduleConsent(values));
   if (dm.contents.metadata.chainrule_quantization) throw new UsageError(`${dm.dir} is already quantized (${dm.contents.metadata.chainrule_quantization})`);
   const weights = nn.quantizedStateDict(dm.model);
   const int8 = nn.int8WeightNames(dm.model).size;
@@ -55,6 +57,7 @@ export async function quantizeCommand(argv: string[]): Promise<number> {
       step: dm.contents.state.step, epoch: dm.contents.state.epoch, rng: null, config: dm.job,
       extra: { ...(dm.contents.state.extra ?? {}), position: undefined, quantizedFrom: dm.dir },
     });
+    writeChecksums(tmp); // as every checkpoint chainrule writes: verified when it is read
     fsyncDirSync(tmp);
     renameSync(tmp, out);
     fsyncDirSync(dirname(out));
