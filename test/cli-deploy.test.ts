@@ -88,7 +88,7 @@ describe("chainrule export and quantize: MLP", () => {
     const ratio = statSync(join(latestCheckpoint(MLP_RUN), "model.safetensors")).size / statSync(join(q, "model.safetensors")).size;
     expect(ratio).toBeGreaterThan(3.5);
     expect(rq.stdout).toContain(`${ratio.toFixed(2)}x smaller`);
-    expect(statSync(file).size / statSync(join(TMP, "mlp.onnx")).size).toBeLessThan(0.3);
+    expect(statSync(file).size / statSync(join(latestCheckpoint(MLP_RUN), "model.safetensors")).size).toBeLessThan(0.3);
     const [ours, theirs] = await mlpOutputs(q, file, PLAIN_QDQ);
     expect(maxAbsDiff(theirs, ours)).toBeLessThanOrEqual(1e-5);
     const ev = await cli(["eval", q]);

@@ -107,6 +107,15 @@ describe("export to ONNX: onnxruntime gives chainrule's outputs (max abs ≤ 1e-
     await expectSameAsOnnx(model, [7], randn([9, 7]).mul(3).data, { opset });
   });
 
+  it("GELU's tanh approximation, Softmax, LayerNorm, AvgPool2d and global AdaptiveAvgPool2d (opsets 17 and 20)", async () => {
+    manualSeed(9);
+    const model = new nn.Sequential(
+      new nn.Conv2d(1, 3, 3, { padding: "same" }), new nn.AvgPool2d(2, { padding: 1, countIncludePad: false }), new nn.GELU("tanh"),
+      new nn.AdaptiveAvgPool2d(1), new nn.Flatten(), new nn.LayerNorm(3), new nn.Linear(3, 4), new nn.Softmax(-1),
+    );
+    for (const opset of [17, 20]) await expectSameAsOnnx(model, [1, 28, 28], DIGITS, { opset });
+  });
+
   it("logistic regression on digits, linear regression with its output named 'output'", async () => {
     manualSeed(3);
     const logistic = await catalogueModel({ type: "logistic" }, [1, 28, 28], 10);

@@ -3,7 +3,8 @@
  * the sequence length a dynamic axis of at most blockSize. Token + position embeddings (Gather,
  * and a Slice of the position table to the sequence length), pre-LN blocks of causal
  * self-attention (the mask a constant sliced to T×T) and an MLP with exact GELU, final
- * LayerNormalization and the LM head. A tied head reuses the embedding table.
+ * LayerNormalization and the LM head. A tied head reuses the embedding table. The GPT-2 layout
+ * only: a model with other parts (rotary positions, RMSNorm) is refused naming the part.
  */
 import { GPT, nn, Block, MLP, GPTTransformer } from "@chainrule/core";
 import { DataType } from "./graph.js";
@@ -15,11 +16,14 @@ function plainLinear(m: nn.Module, path: string): nn.Linear {
   throw unsupported(path, m, m instanceof nn.LoRALinear ? "merge the adapters first (nn.mergeLora; chainrule export merges them itself)" : "");
 }
 
+/** Refuses, naming it, any part of `model` that is not the GPT-2 layout's own class. */
 function checkStructure(model: GPT): void {
   const expect = (m: nn.Module, cls: abstract new (...args: any[]) => nn.Module, path: string) => {
     if (!isExactly(m, cls)) throw unsupported(path, m);
   };
   expect(model.transformer, GPTTransformer, "transformer");
+  if (!model.transformer.wpe) throw unsupported("transformer", model.transformer, "without a position-embedding table (rotary positions) it is not expressed");
+  if (model.config.arch !== "gpt2") throw unsupported("transformer", model.transformer, `arch "${model.config.arch}" has no ONNX lowering (gpt2 only)`);
   model.transformer.h.children().forEach((b, i) => {
     const p = `transformer.h.${i}`;
     expect(b, Block, p);
@@ -44,7 +48,7 @@ export function lowerGpt(c: LowerContext, model: GPT): Value {
   const T = g.node("Slice", [g.node("Shape", [idx], { name: "idx_shape" }), g.ints("one", [1]), g.ints("two", [2])], { name: "T" }); // [T]
   const zero = g.ints("zero", [0]);
   const tok = g.node("Gather", [w.get(tr.wte.weight), idx], { name: "tok_emb", attrs: { axis: 0 } });
-  const pos = g.node("Slice", [w.get(tr.wpe.weight), zero, T, zero], { name: "pos_emb" });
+  const pos = g.node("Slice", [w.get((tr.wpe as nn.Embedding).weight), zero, T, zero], { name: "pos_emb" }); // gpt2 (checked) has the table
   let x: Value = { name: g.node("Add", [tok, pos], { name: "embeddings" }), dims: ["batch", "sequence", C] };
 
   // Causal mask: 0 on and below the diagonal, -inf above; sliced to (T, T).
@@ -78,12 +82,12 @@ export function lowerGpt(c: LowerContext, model: GPT): Value {
 
     const h2 = layerNorm(c, x, block.ln_2, `${p}.ln_2`);
     const fc = plainLinear(block.mlp.c_fc, `${p}.mlp.c_fc`), out = plainLinear(block.mlp.c_proj, `${p}.mlp.c_proj`);
-    const hidden = gelu(c, linear(c, h2, fc.weight, fc.bias, `${p}.mlp.c_fc`), "none", `${p}.mlp.gelu`); // the MLP's GELU is exact
+    const hidden = gelu(c, linear(c, h2, fc.weight, fc.bias, `${p}.mlp.c_fc`), block.mlp.geluApproximate, `${p}.mlp.gelu`); // exact, or tanh (GPT-2's own)
     const m = linear(c, hidden, out.weight, out.bias, `${p}.mlp.c_proj`);
     x = { name: g.node("Add", [x.name, m.name], { name: `${p}.mlp_residual` }), dims: x.dims };
   });
 
-  x = layerNorm(c, x, tr.ln_f, "transformer.ln_f");
+  x = layerNorm(c, x, tr.ln_f as nn.LayerNorm, "transformer.ln_f"); // checked
   const head = plainLinear(model.lm_head, "lm_head");
   const logits = linear(c, x, head.weight, head.bias, "lm_head");
   return { name: logits.name, dims: ["batch", "sequence", V] };
