@@ -17,7 +17,16 @@ function ids(n: number, V: number, seed: number): Int32Array {
 describe("GPTConfig", () => {
   it("fills nanoGPT-style defaults and validates fields", () => {
     const c = gptConfig({ vocabSize: 65 });
-    expect(c).toEqual({ vocabSize: 65, blockSize: 64, nLayer: 4, nHead: 4, nEmbd: 128, dropout: 0, bias: true, tieWeights: false });
+    expect(c).toEqual({
+      vocabSize: 65, arch: "gpt2", blockSize: 64, nLayer: 4, nHead: 4, nEmbd: 128, dropout: 0, bias: true, tieWeights: false,
+      nKvHead: 4, ffnHidden: 512, geluApproximate: "none", normEps: 1e-5, ropeTheta: 10000,
+    });
+    const l = gptConfig({ vocabSize: 65, arch: "llama", nEmbd: 96, nHead: 6 });
+    expect([l.bias, l.nKvHead, l.ffnHidden]).toEqual([false, 6, 256]); // 8·96/3 = 256
+    expect(() => gptConfig({ vocabSize: 5, nKvHead: 2 })).toThrow(/grouped-query attention needs arch "llama"/);
+    expect(() => gptConfig({ vocabSize: 5, arch: "llama", nHead: 4, nKvHead: 3 })).toThrow(/nKvHead \(3\) must divide nHead \(4\)/);
+    expect(() => gptConfig({ vocabSize: 5, arch: "llama", nEmbd: 12, nHead: 4 })).toThrow(/must be even for the rotary embedding/);
+    expect(() => gptConfig({ vocabSize: 5, arch: "gpt3" as never })).toThrow(/arch must be "gpt2" or "llama"/);
     expect(gptConfig({ vocabSize: 3, nEmbd: 8, nHead: undefined }).nHead).toBe(4);
     expect(() => gptConfig({ vocabSize: 0 })).toThrow(/vocabSize must be a positive integer/);
     expect(() => gptConfig({ vocabSize: 5, nEmbd: 10, nHead: 4 })).toThrow(/multiple of nHead/);

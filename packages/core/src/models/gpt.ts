@@ -3,6 +3,9 @@
  * embeddings, pre-LN transformer blocks, final LayerNorm, linear LM head.
  * Parameter names follow nanoGPT (`transformer.h.0.attn.c_attn.weight`, ...), so a
  * nanoGPT state dict with the same config loads by name.
+ *
+ * `arch: "llama"` builds the same container with Llama's blocks instead (llama.ts):
+ * RMSNorm, rotary position embeddings (no `wpe`), grouped-query attention, SwiGLU.
  */
 import { ArgumentError, ShapeError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor/tensor.js";
@@ -15,10 +18,17 @@ import { constant_, normal_ } from "../nn/init.js";
 import { add, gelu } from "../ops/elementwise.js";
 import { crossEntropy } from "../ops/loss.js";
 import { linearResidual } from "../ops/matmul.js";
+import { embedding } from "../ops/indexing.js";
+import { reshape } from "../ops/shape.js";
+import { RMSNorm } from "../nn/norm.js";
 import { linearGelu, tokenPositionEmbedding } from "./gpt-ops.js";
+import { LlamaBlock } from "./llama.js";
+import { KVCache, newAttendScratch, type AttendScratch, type LayerKV } from "./kv-cache.js";
 
 /** Model hyper-parameters (nanoGPT's GPTConfig). Every field but vocabSize has a default. */
 export interface GPTConfig {
+  /** Block design: "gpt2" (LayerNorm, learned positions, GELU MLP) or "llama" (RMSNorm, RoPE, grouped-query attention, SwiGLU). Default "gpt2". */
+  arch: "gpt2" | "llama";
   /** Number of distinct tokens (the tokenizer's vocabulary size). */
   vocabSize: number;
   /** Longest context the model sees; sets the position-embedding table size. Default 64. */
@@ -35,9 +45,21 @@ export interface GPTConfig {
   bias: boolean;
   /** Share the token-embedding matrix with the LM head (nanoGPT does). Default false. */
   tieWeights: boolean;
+  /** Key/value heads (llama; must divide nHead, each shared by nHead/nKvHead query heads). Default nHead; gpt2 needs nHead. */
+  nKvHead: number;
+  /** Feed-forward width. Default 4·nEmbd (gpt2), 8·nEmbd/3 rounded up to a multiple of 8 (llama). */
+  ffnHidden: number;
+  /** gpt2's GELU: "none" (exact, erf) or "tanh" (the approximation GPT-2 itself uses). Default "none". */
+  geluApproximate: "none" | "tanh";
+  /** Epsilon of the LayerNorms (gpt2) or RMSNorms (llama). Default 1e-5. */
+  normEps: number;
+  /** Base of the rotary embedding's frequencies (llama). Default 10000. */
+  ropeTheta: number;
 }
 
-export const GPT_DEFAULTS: Omit<GPTConfig, "vocabSize"> = {
+/** Defaults of the fields that do not depend on others (bias, nKvHead and ffnHidden do: see gptConfig). */
+export const GPT_DEFAULTS: Omit<GPTConfig, "vocabSize" | "nKvHead" | "ffnHidden"> = {
+  arch: "gpt2",
   blockSize: 64,
   nLayer: 4,
   nHead: 4,
@@ -45,16 +67,36 @@ export const GPT_DEFAULTS: Omit<GPTConfig, "vocabSize"> = {
   dropout: 0,
   bias: true,
   tieWeights: false,
+  geluApproximate: "none",
+  normEps: 1e-5,
+  ropeTheta: 10000,
 };
 
 /** Fills in defaults and validates; throws ArgumentError naming the bad field. */
 export function gptConfig(cfg: Partial<GPTConfig> & { vocabSize: number }): GPTConfig {
-  const c: GPTConfig = { ...GPT_DEFAULTS, ...stripUndefined(cfg) } as GPTConfig;
-  for (const f of ["vocabSize", "blockSize", "nLayer", "nHead", "nEmbd"] as const) {
+  const given = stripUndefined(cfg);
+  const arch = given.arch ?? GPT_DEFAULTS.arch;
+  if (arch !== "gpt2" && arch !== "llama") throw new ArgumentError(`GPTConfig: arch must be "gpt2" or "llama", got ${JSON.stringify(arch)}`);
+  const llama = arch === "llama";
+  const nEmbd = given.nEmbd ?? GPT_DEFAULTS.nEmbd;
+  const c: GPTConfig = {
+    ...GPT_DEFAULTS,
+    bias: !llama, // Llama's linears have no biases
+    nKvHead: given.nHead ?? GPT_DEFAULTS.nHead,
+    ffnHidden: llama ? Math.ceil((8 * nEmbd) / 3 / 8) * 8 : 4 * nEmbd,
+    ...given,
+  } as GPTConfig;
+  for (const f of ["vocabSize", "blockSize", "nLayer", "nHead", "nEmbd", "nKvHead", "ffnHidden"] as const) {
     if (!Number.isInteger(c[f]) || c[f] <= 0) throw new ArgumentError(`GPTConfig: ${f} must be a positive integer, got ${c[f]}`);
   }
   if (c.nEmbd % c.nHead !== 0) throw new ArgumentError(`GPTConfig: nEmbd (${c.nEmbd}) must be a multiple of nHead (${c.nHead})`);
+  if (c.nHead % c.nKvHead !== 0) throw new ArgumentError(`GPTConfig: nKvHead (${c.nKvHead}) must divide nHead (${c.nHead})`);
+  if (!llama && c.nKvHead !== c.nHead) throw new ArgumentError(`GPTConfig: nKvHead (${c.nKvHead}) differs from nHead (${c.nHead}); grouped-query attention needs arch "llama"`);
+  if (llama && (c.nEmbd / c.nHead) % 2 !== 0) throw new ArgumentError(`GPTConfig: the head size nEmbd/nHead (${c.nEmbd / c.nHead}) must be even for the rotary embedding`);
   if (!(c.dropout >= 0 && c.dropout < 1)) throw new ArgumentError(`GPTConfig: dropout must be in [0, 1), got ${c.dropout}`);
+  if (c.geluApproximate !== "none" && c.geluApproximate !== "tanh") throw new ArgumentError(`GPTConfig: geluApproximate must be "none" or "tanh", got ${JSON.stringify(c.geluApproximate)}`);
+  if (!(c.normEps > 0)) throw new ArgumentError(`GPTConfig: normEps must be > 0, got ${c.normEps}`);
+  if (!(c.ropeTheta > 0) || !Number.isFinite(c.ropeTheta)) throw new ArgumentError(`GPTConfig: ropeTheta must be a finite number > 0, got ${c.ropeTheta}`);
   return c;
 }
 
@@ -62,16 +104,18 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
-/** Position-wise feed-forward: c_fc (C → 4C) → GELU → c_proj (4C → C) → dropout. */
+/** Position-wise feed-forward: c_fc (C → ffnHidden, 4C by default) → GELU → c_proj (→ C) → dropout. */
 export class MLP extends Module {
   c_fc: Module;
   c_proj: Module;
   dropout: Dropout;
+  readonly geluApproximate: "none" | "tanh";
   constructor(cfg: GPTConfig) {
     super();
-    this.c_fc = new Linear(cfg.nEmbd, 4 * cfg.nEmbd, { bias: cfg.bias });
-    this.c_proj = new Linear(4 * cfg.nEmbd, cfg.nEmbd, { bias: cfg.bias });
+    this.c_fc = new Linear(cfg.nEmbd, cfg.ffnHidden, { bias: cfg.bias });
+    this.c_proj = new Linear(cfg.ffnHidden, cfg.nEmbd, { bias: cfg.bias });
     this.dropout = new Dropout(cfg.dropout);
+    this.geluApproximate = cfg.geluApproximate;
   }
   forward(x: Tensor): Tensor {
     return this.forwardScope(() => this.dropout.forward(this.c_proj.forward(this.expand(x)))); // (B, T, C)
@@ -86,10 +130,11 @@ export class MLP extends Module {
     });
   }
 
-  /** gelu(c_fc(x)): (B, T, 4C). */
+  /** gelu(c_fc(x)): (B, T, ffnHidden). */
   private expand(x: Tensor): Tensor {
-    // A plain Linear goes through the fused linear+GELU op; an adapted one (LoRA) through its own forward.
+    // A plain Linear goes through the fused linear+GELU op (exact GELU); an adapted one (LoRA) or the tanh form through its own forward.
     const fc = this.c_fc;
+    if (this.geluApproximate === "tanh") return gelu(fc.forward(x), { approximate: "tanh" });
     return isPlainLinear(fc) ? linearGelu(x, fc.weight, fc.bias) : gelu(fc.forward(x));
   }
 }
@@ -102,9 +147,9 @@ export class Block extends Module {
   mlp: MLP;
   constructor(cfg: GPTConfig) {
     super();
-    this.ln_1 = new LayerNorm(cfg.nEmbd, 1e-5, { bias: cfg.bias });
+    this.ln_1 = new LayerNorm(cfg.nEmbd, cfg.normEps, { bias: cfg.bias });
     this.attn = new CausalSelfAttention(cfg.nEmbd, cfg.nHead, { blockSize: cfg.blockSize, dropout: cfg.dropout, bias: cfg.bias });
-    this.ln_2 = new LayerNorm(cfg.nEmbd, 1e-5, { bias: cfg.bias });
+    this.ln_2 = new LayerNorm(cfg.nEmbd, cfg.normEps, { bias: cfg.bias });
     this.mlp = new MLP(cfg);
   }
   forward(x: Tensor): Tensor {
@@ -113,22 +158,28 @@ export class Block extends Module {
       return this.mlp.forwardResidual(h, this.ln_2.forward(h)); // h + mlp(ln_2(h)), (B, T, C)
     });
   }
+  /** The block for x (1, n, C) at positions start.. with a key/value cache (see GPT.forwardCached). */
+  forwardCached(x: Tensor, layer: LayerKV, start: number, scratch: AttendScratch): Tensor {
+    const h = add(x, this.attn.forwardCached(this.ln_1.forward(x), layer, start, scratch)); // (1, n, C)
+    return this.mlp.forwardResidual(h, this.ln_2.forward(h));
+  }
 }
 
-/** The `transformer` container of nanoGPT (a ModuleDict there): wte, wpe, drop, h, ln_f. */
+/** The `transformer` container of nanoGPT (a ModuleDict there): wte, wpe (gpt2 only), drop, h, ln_f. */
 export class GPTTransformer extends Module {
   wte: Embedding;
-  wpe: Embedding;
+  wpe: Embedding | null;
   drop: Dropout;
   h: ModuleList;
-  ln_f: LayerNorm;
+  ln_f: LayerNorm | RMSNorm;
   constructor(cfg: GPTConfig) {
     super();
+    const llama = cfg.arch === "llama";
     this.wte = new Embedding(cfg.vocabSize, cfg.nEmbd);
-    this.wpe = new Embedding(cfg.blockSize, cfg.nEmbd);
+    this.wpe = llama ? null : new Embedding(cfg.blockSize, cfg.nEmbd);
     this.drop = new Dropout(cfg.dropout);
-    this.h = new ModuleList(Array.from({ length: cfg.nLayer }, () => new Block(cfg)));
-    this.ln_f = new LayerNorm(cfg.nEmbd, 1e-5, { bias: cfg.bias });
+    this.h = new ModuleList(Array.from({ length: cfg.nLayer }, () => (llama ? new LlamaBlock(cfg) : new Block(cfg))));
+    this.ln_f = llama ? new RMSNorm(cfg.nEmbd, { eps: cfg.normEps }) : new LayerNorm(cfg.nEmbd, cfg.normEps, { bias: cfg.bias });
   }
   forward(): Tensor {
     throw new ArgumentError("GPTTransformer: has no forward of its own; call GPT.forward");
@@ -165,7 +216,7 @@ export class GPT extends Module {
     for (const [name, p] of this.namedParameters()) {
       if (/(^|\.)ln_[0-9f]+\.weight$/.test(name)) constant_(p, 1);
       else if (name.endsWith(".bias") || name === "bias") constant_(p, 0);
-      else if (name.endsWith("c_proj.weight")) normal_(p, 0, residStd);
+      else if (/(c_proj|o_proj|down_proj)\.weight$/.test(name)) normal_(p, 0, residStd);
       else normal_(p, 0, 0.02);
     }
   }
@@ -173,7 +224,7 @@ export class GPT extends Module {
   /** Number of parameters; like nanoGPT, position embeddings are left out unless `nonEmbedding` is false. */
   numParams(nonEmbedding = true): number {
     let n = this.numParameters();
-    if (nonEmbedding) n -= this.transformer.wpe.weight.size;
+    if (nonEmbedding && this.transformer.wpe) n -= this.transformer.wpe.weight.size;
     return n;
   }
 
@@ -186,12 +237,49 @@ export class GPT extends Module {
     if (T > this.config.blockSize) throw new ShapeError(`GPT.forward: sequence length ${T} exceeds blockSize ${this.config.blockSize}`);
     const tr = this.transformer;
     return this.forwardScope(() => {
-      let x = tokenPositionEmbedding(ids, B, T, tr.wte.weight, tr.wpe.weight); // wte[ids] + wpe[t], (B, T, C)
+      let x = tr.wpe
+        ? tokenPositionEmbedding(ids, B, T, tr.wte.weight, tr.wpe.weight) // wte[ids] + wpe[t], (B, T, C)
+        : reshape(embedding(ids, tr.wte.weight), [B, T, this.config.nEmbd]); // llama: positions enter through RoPE
       x = tr.drop.forward(x);
       for (const block of tr.h) x = block.forward(x); // (B, T, C)
       x = tr.ln_f.forward(x);
       return this.lm_head.forward(x); // (B, T, V)
     });
+  }
+
+  /** An empty key/value cache for forwardCached, holding up to blockSize positions. */
+  newCache(): KVCache {
+    const { nLayer, nKvHead, nEmbd, nHead, blockSize } = this.config;
+    return new KVCache(nLayer, nKvHead * (nEmbd / nHead), blockSize);
+  }
+
+  /**
+   * Logits (1, n, V) of n new tokens that follow the `cache.length` tokens already in `cache`,
+   * appending their keys and values to it: what forward gives for those positions of the whole
+   * sequence, at O(cache length) per token. Eval only (dropout is not applied) and builds no graph.
+   */
+  forwardCached(ids: ArrayLike<number>, cache: KVCache, scratch: AttendScratch = newAttendScratch()): Tensor {
+    const n = ids.length, start = cache.length, C = this.config.nEmbd;
+    if (n === 0) throw new ShapeError("GPT.forwardCached: no tokens");
+    if (cache.nLayer !== this.config.nLayer || cache.capacity !== this.config.blockSize) throw new ShapeError(`GPT.forwardCached: the cache (${cache.nLayer} layers, ${cache.capacity} positions) was not made by this model's newCache()`);
+    cache.checkRoom(n, "GPT.forwardCached");
+    const tr = this.transformer;
+    const wte = tr.wte.weight.data, wpe = tr.wpe?.weight.data;
+    const V = this.config.vocabSize;
+    const logits = noGrad(() => this.forwardScope(() => {
+      const x0 = new Float32Array(n * C); // wte[ids] (+ wpe[start + i] for gpt2), (1, n, C)
+      for (let i = 0; i < n; i++) {
+        const id = ids[i];
+        if (!Number.isInteger(id) || id < 0 || id >= V) throw new ArgumentError(`GPT.forwardCached: token id ${id} at position ${i} is out of range [0, ${V})`);
+        for (let c = 0; c < C; c++) x0[i * C + c] = wte[id * C + c] + (wpe ? wpe[(start + i) * C + c] : 0);
+      }
+      let x = new Tensor(x0, [1, n, C]);
+      let l = 0;
+      for (const block of tr.h) x = (block as Block | LlamaBlock).forwardCached(x, cache.layers[l++], start, scratch); // (1, n, C)
+      return this.lm_head.forward(tr.ln_f.forward(x)); // (1, n, V)
+    }));
+    cache.length = start + n;
+    return logits;
   }
 
   /** Mean cross-entropy of next-token prediction: logits for idx against targets (same shape); `ignoreIndex` rows skipped. */
@@ -242,15 +330,19 @@ export interface GenerateOptions {
   seed?: number;
   /** Called with each new token as soon as it is sampled (for streaming), with its index among the new tokens. */
   onToken?: (token: number, index: number) => void;
+  /** Keep the keys and values of past positions (O(T) per token); false re-runs the whole window for each token. Default true. */
+  kvCache?: boolean;
 }
 
 /**
- * Autoregressive sampling (nanoGPT's generate): crops the context to the last
- * blockSize tokens, takes the last position's logits, applies temperature and
- * top-k, samples from the softmax with its own seeded Generator (the global one
- * is left alone), and streams each token through `onToken`. Runs in eval mode
- * without a graph and restores the model's mode afterwards. Returns the new tokens
- * (the prompt is not repeated). An empty prompt starts from token 0.
+ * Autoregressive sampling (nanoGPT's generate): takes the last position's logits, applies
+ * temperature and top-k, samples from the softmax with its own seeded Generator (the global
+ * one is left alone), and streams each token through `onToken`. With the key/value cache (the
+ * default) each new token runs through the model alone; once the context outgrows blockSize,
+ * each token re-runs the last blockSize tokens, as without the cache (the window moves, so
+ * every position changes and nothing cached stays valid). Runs in eval mode without a graph and restores the model's mode
+ * afterwards. Returns the new tokens (the prompt is not repeated). An empty prompt starts
+ * from token 0.
  */
 export function generate(model: GPT, prompt: ArrayLike<number>, opts: GenerateOptions): number[] {
   const { maxNewTokens } = opts;
@@ -269,12 +361,22 @@ export function generate(model: GPT, prompt: ArrayLike<number>, opts: GenerateOp
   model.eval();
   const out: number[] = [];
   const probs = new Float64Array(V);
+  const cache = opts.kvCache ?? true ? model.newCache() : null;
+  const scratch = newAttendScratch();
   try {
     noGrad(() => {
       for (let n = 0; n < maxNewTokens; n++) {
-        const window = Int32Array.from(ctx.slice(-blockSize));
-        const logits = model.forward(window, [1, window.length]).data; // (1, T, V)
-        const last = (window.length - 1) * V;
+        let logits: Float32Array, rows: number;
+        if (cache && ctx.length <= blockSize) {
+          const fresh = ctx.slice(cache.length); // the prompt, then the last sampled token
+          logits = model.forwardCached(fresh, cache, scratch).data; // (1, fresh, V)
+          rows = fresh.length;
+        } else {
+          const window = Int32Array.from(ctx.slice(-blockSize));
+          logits = model.forward(window, [1, window.length]).data; // (1, T, V)
+          rows = window.length;
+        }
+        const last = (rows - 1) * V;
         const next = sampleToken(logits.subarray(last, last + V), temperature, topK, gen, probs);
         ctx.push(next);
         out.push(next);

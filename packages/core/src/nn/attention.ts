@@ -9,6 +9,7 @@ import { maskedFill } from "../ops/indexing.js";
 import { permute, reshape, slice, transpose } from "../ops/shape.js";
 import { softmax } from "../ops/softmax.js";
 import { dropout } from "../ops/indexing.js";
+import { attendCached, storeKV, type AttendScratch, type LayerKV } from "../models/kv-cache.js";
 
 export interface CausalSelfAttentionOptions {
   /** Longest sequence the precomputed causal mask covers. */
@@ -87,6 +88,22 @@ export class CausalSelfAttention extends Module {
       }
       return add(residual, this.forward(x));
     });
+  }
+
+  /**
+   * Generation with a key/value cache (eval, no graph): x (1, n, C) holds the n positions after
+   * the `start` already in `layer`; their keys and values are appended there, and each attends
+   * to every cached position up to its own. Returns the projected output (1, n, C), what
+   * forward gives for these positions of the whole sequence.
+   */
+  forwardCached(x: Tensor, layer: LayerKV, start: number, scratch: AttendScratch): Tensor {
+    const C = this.nEmbd, n = x.shape[1];
+    if (x.ndim !== 3 || x.shape[0] !== 1 || x.shape[2] !== C) throw new ShapeError(`CausalSelfAttention.forwardCached: input must be (1, T, ${C}), got ${fmtShape(x.shape)}`);
+    const qkv = this.c_attn.forward(x).data; // (1, n, 3C)
+    storeKV(layer, C, start, n, qkv, C, 2 * C, 3 * C);
+    const y = new Float32Array(n * C);
+    attendCached(y, C, qkv, 0, 3 * C, layer, start, n, this.nHead, this.nHead, C / this.nHead, scratch);
+    return this.c_proj.forward(new Tensor(y, [1, n, C])); // (1, n, C)
   }
 
   /** Attention output with heads merged, before the output projection: (B, T, C). */

@@ -15,3 +15,4 @@ export { conv2d, maxPool2d, avgPool2d, adaptiveAvgPool2d, batchNorm2d } from "..
 export { batchNorm1d, groupNorm, rmsNorm } from "../ops/normalization.js";
 export { scaledDotProductAttention, type ScaledDotProductAttentionOptions } from "../ops/sdpa.js";
 export { layerNorm } from "../ops/layernorm.js";
+export { rotaryEmbedding } from "../ops/rope.js";
