@@ -195,13 +195,15 @@ test("a worker that fails after the barrier, while updating: reported as paramet
   expect(dp!.stepCount).toBe(2);
 });
 
-test("a model and worker count beyond WebAssembly's 4 GiB fail at init with the count that fits, before any thread starts", async () => {
-  // 10.5M parameters (42 MB per region): parameters, mean gradient, 110 slots and 2 Adam buffers need ~4.6 GiB.
-  const dp = new DataParallel({ model: { module: MODELS, export: "mlp", options: { sizes: [1024, 4096, 1536, 10] } }, loss: "crossEntropy", optimizer: { type: "adam", lr: 1e-3 }, workers: 110 });
+test("a model whose parameters and gradient alone exceed the WebAssembly memory fails at init, naming the size, before any thread starts", async () => {
+  // CHAINRULE_SHARED_MEMORY_BYTES lowers the 4 GiB limit: 1 MiB cannot hold 2 × 4.3 MB.
+  process.env.CHAINRULE_SHARED_MEMORY_BYTES = String(2 ** 20);
+  const dp = new DataParallel({ model: { module: MODELS, export: "mlp", options: { sizes: [1024, 1024, 10] } }, loss: "crossEntropy", optimizer: { type: "adam", lr: 1e-3 }, workers: 3 });
   try {
-    await expect(dp.init()).rejects.toThrow(/DataParallel: 10,\d{3},\d{3} parameters with 110 workers need 4\.\d GiB of shared memory .*above WebAssembly's 4 GiB: use at most (9\d|10\d) workers or a smaller model/);
+    await expect(dp.init()).rejects.toThrow(/DataParallel: 1,059,850 parameters need 8\.1 MiB of shared WebAssembly memory for the parameters and the mean gradient alone, above its 1\.0 MiB: use a smaller model/);
     expect(dp.threads).toBe(0);
   } finally {
+    delete process.env.CHAINRULE_SHARED_MEMORY_BYTES;
     await dp.close();
   }
 });

@@ -329,3 +329,22 @@ test("a long run of steps keeps nothing per step on the main thread (no promise 
     await dp.close();
   }
 }, 120_000);
+
+describe("gradient slots and optimizer state beyond the WebAssembly memory", () => {
+  // Limits that leave room (with 1 KiB for the small regions) for params | grad | Adam state, or params | grad.
+  const region = (P: number) => Math.ceil((P * 4) / 64) * 64;
+  test.each([["the slots", 4], ["the slots and the optimizer state", 2]] as const)("%s in plain shared memory train what the fast layout trains (3 workers, Adam)", async (_what, regions) => {
+    const idx = batches(N, 16, 6);
+    const fast = await train(3, adam, idx);
+    const P = fast.params.length;
+    process.env.CHAINRULE_SHARED_MEMORY_BYTES = String(regions * region(P) + 1024);
+    try {
+      const moved = await train(3, adam, idx);
+      // The reduce's JavaScript loop gives the SIMD kernel's bits; Adam's may round differently.
+      if (regions === 4) expect(moved.params).toEqual(fast.params);
+      else expect(maxElemRel(moved.params, fast.params)).toBeLessThan(1e-5);
+    } finally {
+      delete process.env.CHAINRULE_SHARED_MEMORY_BYTES;
+    }
+  });
+});

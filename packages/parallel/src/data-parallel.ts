@@ -29,7 +29,7 @@ import { MAX_SHARED_MEMORY_BYTES, sharedMemory } from "@chainrule/core/internal"
 import { Piscina } from "piscina";
 import { type Phase, LayoutMismatchError, ParallelError, ParallelStepError, phaseTimedOut, workerFailed } from "./errors.js";
 import {
-  BELL, CONTROL, type DatasetViews, HOSTX, HOST_TOTALS, STAGE_GRAD, STAGE_UPDATE, STEP_DESC, STEP_RESULT, datasetRef, gradientBuckets, localViews, mixSeed,
+  BELL, CONTROL, type DatasetViews, HOSTX, HOST_TOTALS, STAGE_GRAD, planMemory, STAGE_UPDATE, STEP_DESC, STEP_RESULT, datasetRef, gradientBuckets, localViews, mixSeed,
   shardOffsets, trainableChunks, trainableRanges,
 } from "./layout.js";
 import { type Communicator, mpiWorld } from "./mpi.js";
@@ -308,11 +308,22 @@ export function optimizerStateBuffers(o: { type: "sgd" | "adam" | "adamw"; momen
 /**
  * The most workers whose shared memory (parameters, mean gradient, one gradient slot per worker,
  * `optimizerBuffers` state buffers, each P floats) fits WebAssembly's 4 GiB, with 16 MiB left for
- * model buffers and control rows; init checks the exact size.
+ * model buffers and control rows: the fast layout, where the reduce runs SIMD in place. More
+ * workers train too, with their gradient slots in plain shared memory (see planMemory).
  */
 export function maxWorkersFor(numParams: number, optimizerBuffers: number): number {
   const region = Math.ceil((numParams * 4) / 64) * 64;
   return Math.max(0, Math.floor((MAX_SHARED_MEMORY_BYTES - (16 << 20)) / Math.max(region, 64)) - 2 - optimizerBuffers);
+}
+
+function fmtBytes(n: number): string {
+  return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${(n / 2 ** 20).toFixed(1)} MiB`;
+}
+
+/** The WebAssembly memory's size limit: 4 GiB, or less with CHAINRULE_SHARED_MEMORY_BYTES (which moves big regions out sooner). */
+function sharedMemoryCap(): number {
+  const v = Number(process.env.CHAINRULE_SHARED_MEMORY_BYTES);
+  return v > 0 ? Math.min(v, MAX_SHARED_MEMORY_BYTES) : MAX_SHARED_MEMORY_BYTES;
 }
 
 const WORKER = new URL("./worker-entry.mjs", import.meta.url).href;
@@ -408,29 +419,32 @@ export class DataParallel {
       const m = await buildModel(model, this.seed);
       const P = nn.paramLayout(m).reduce((n, e) => n + e.size, 0);
       const optBuffers = optimizerStateBuffers(this.hyper);
-      // One shared WebAssembly.Memory: params | grad | slots (world) | optimizer state, each region 64-byte aligned.
-      const region = Math.ceil((P * 4) / 64) * 64;
-      // With one worker its slot is the mean gradient itself (weight 1): no reduce pass.
-      const paramsAt = 0, gradAt = region, slotsAt = this.world === 1 ? gradAt : 2 * region, optAt = slotsAt + this.world * region;
-      const weightsAt = optAt + optBuffers.length * region;
+      // One shared WebAssembly.Memory: params | grad | slots (world) | optimizer state, each region
+      // 64-byte aligned, then the small regions; what does not fit in 4 GiB moves to plain shared memory.
+      const region = Math.ceil((P * 4) / 64) * 64, W = this.world, k = optBuffers.length;
       // Model buffers (batch-norm running statistics): canonical copy + one working copy per rank;
       // synchronised batch norm: float64 exchange rows (count, counted weight, C means, C M2s), two parities.
       const named = m.namedBuffers();
       const buffers = named.map(([name, t]) => ({ name, size: t.size }));
       const B = buffers.reduce((n, b) => n + b.size, 0), bregion = Math.ceil((B * 4) / 64) * 64;
-      const buffersAt = Math.ceil((weightsAt + 8 * this.world * this.world) / 64) * 64, bufSlotsAt = buffersAt + bregion;
       let maxC = 0;
       for (const [, mod] of m.namedModules()) if (mod instanceof nn.BatchNorm2d) maxC = Math.max(maxC, mod.numFeatures);
-      const syncBatchNorm = !!this.opts.syncBatchNorm && this.world > 1 && maxC > 0;
-      const bnAt = bufSlotsAt + this.world * bregion, bnRow = 2 + 2 * maxC;
-      const bytes = bnAt + (syncBatchNorm ? 8 * 2 * this.world * bnRow : 0);
-      if (bytes > MAX_SHARED_MEMORY_BYTES) {
-        const fit = maxWorkersFor(P, optBuffers.length);
+      const syncBatchNorm = !!this.opts.syncBatchNorm && W > 1 && maxC > 0;
+      const bnRow = 2 + 2 * maxC;
+      const smallBytes = 64 + 8 * W * W + 64 + (1 + W) * bregion + (syncBatchNorm ? 8 * 2 * W * bnRow : 0);
+      const cap = sharedMemoryCap(), plan = planMemory(P, W, k, smallBytes, cap);
+      if (plan === null) {
         throw new ParallelError(
-          `DataParallel: ${P.toLocaleString("en-US")} parameters with ${this.world} workers need ${(bytes / 2 ** 30).toFixed(1)} GiB of shared memory ` +
-          `(parameters, mean gradient, one gradient slot per worker, ${optBuffers.length} optimizer buffer${optBuffers.length === 1 ? "" : "s"}), ` +
-          `above WebAssembly's 4 GiB: ${fit > 0 ? `use at most ${fit} worker${fit === 1 ? "" : "s"}` : "even 1 worker does not fit; train it in the main thread"} or a smaller model`);
+          `DataParallel: ${P.toLocaleString("en-US")} parameters need ${fmtBytes(2 * region + smallBytes)} of shared WebAssembly memory ` +
+          `for the parameters and the mean gradient alone, above its ${fmtBytes(cap)}: use a smaller model`);
       }
+      const { paramsAt, gradAt, slotsAt, optAt } = plan;
+      const slotMemory = plan.slotsOutside ? new SharedArrayBuffer(W * region) : null;
+      const optMemory = plan.optOutside && k > 0 ? new SharedArrayBuffer(k * region) : null;
+      const weightsAt = Math.ceil(plan.end / 64) * 64;
+      const buffersAt = Math.ceil((weightsAt + 8 * W * W) / 64) * 64, bufSlotsAt = buffersAt + bregion;
+      const bnAt = bufSlotsAt + W * bregion;
+      const bytes = bnAt + (syncBatchNorm ? 8 * 2 * W * bnRow : 0);
       const memory = sharedMemory(bytes);
       const buf = memory.buffer;
       this.bufs = new Float32Array(buf, buffersAt, B);
@@ -444,7 +458,7 @@ export class DataParallel {
       }
       // Copies the seeded init into shared memory; every parameter becomes a view.
       const flat = nn.flattenParameters(m, { dataBuffer: new Float32Array(buf, paramsAt, P), gradBuffer: new Float32Array(buf, gradAt, P), copyValues: true });
-      this.optViews = Object.fromEntries(optBuffers.map((n, i) => [n, new Float32Array(buf, optAt + i * region, P)]));
+      this.optViews = Object.fromEntries(optBuffers.map((n, i) => [n, new Float32Array(optMemory ?? buf, optAt + i * region, P)]));
       this.mainModel = m;
       this.flat = flat;
       // Frozen parameters (requiresGrad false in the built model) are never reduced or updated;
@@ -455,7 +469,7 @@ export class DataParallel {
       this.ctx = {
         poolId: "", world: this.world, seed: this.seed, model, loss: normalizeLoss(this.opts.loss), numParams: P, layout: flat.layout,
         chunks, trainable, segments, lrRanges,
-        memory, paramsAt, gradAt, slotsAt, optAt, weightsAt, optBuffers,
+        memory, paramsAt, gradAt, slotsAt, optAt, weightsAt, optBuffers, slotMemory, optMemory,
         control: new SharedArrayBuffer(4 * CONTROL.size(this.world)),
         exchange: new SharedArrayBuffer(8 * 3 * this.world),
         bell: new SharedArrayBuffer(4 * BELL.size(this.world)),

@@ -15,7 +15,7 @@
  * training (MPI_THREAD_SERIALIZED), so buckets cross the network while the ranks still compute.
  * With a communicator object (one worker), the replica runs it after its backward.
  */
-import { CONTROL, type GradientBucket, HOSTX, HOST_TOTALS } from "./layout.js";
+import { CONTROL, type GradientBucket, HOSTX, HOST_TOTALS, gradientSlots } from "./layout.js";
 import type { Communicator } from "./mpi.js";
 import { combineHosts, reduceRange } from "./reduce.js";
 import type { WorkerContext } from "./types.js";
@@ -61,10 +61,10 @@ export class HostExchange {
   private part = new Float32Array(0);
 
   constructor(private readonly ctx: WorkerContext, private readonly comm: Communicator) {
-    const buf = ctx.memory.buffer, P = ctx.numParams, region = Math.ceil((P * 4) / 64) * 64;
+    const buf = ctx.memory.buffer, P = ctx.numParams;
     this.v = hostSyncViews(ctx);
     this.grad = new Float32Array(buf, ctx.gradAt, P);
-    this.slots = ctx.slotsAt === ctx.gradAt ? [this.grad] : Array.from({ length: ctx.world }, (_, r) => new Float32Array(buf, ctx.slotsAt + r * region, P));
+    this.slots = gradientSlots(ctx, this.grad);
     this.exchange = new Float64Array(ctx.exchange);
     this.control = new Int32Array(ctx.control);
     this.full = ctx.buckets.map((b) => b.params.length * ctx.world);

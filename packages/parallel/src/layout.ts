@@ -1,6 +1,6 @@
 /** How work and memory are split: shards of a batch, chunks of the flat parameter range, the shared control words, dataset views. */
 import { ArgumentError, type Dataset, isShared } from "@chainrule/core";
-import type { DatasetRef } from "./types.js";
+import type { DatasetRef, WorkerContext } from "./types.js";
 
 /** Chunk boundaries are multiples of this many floats (64 bytes), so two workers never write one cache line. */
 const ALIGN = 16;
@@ -63,6 +63,44 @@ export function trainableChunks(numParams: number, ranges: readonly number[], wo
     return seg;
   });
   return { chunks, segments };
+}
+
+/** Where the big arrays live: byte offsets, and whether the slots or the optimizer state are outside the WebAssembly memory. */
+export interface MemoryPlan {
+  paramsAt: number; gradAt: number; slotsAt: number; optAt: number;
+  /** Bytes of the WebAssembly memory up to the end of these regions (the small regions follow). */
+  end: number;
+  slotsOutside: boolean;
+  optOutside: boolean;
+}
+
+/**
+ * Lays out parameters, mean gradient, `world` gradient slots and `optBuffers` optimizer buffers
+ * (P floats each, 64-byte aligned regions) so that, with `smallBytes` more, they fit `capBytes` of
+ * WebAssembly memory, where the SIMD reduce and optimizer run in place. What does not fit moves
+ * to plain shared memory, slots first, then the optimizer state (their loops then run in
+ * JavaScript, to the same bits for the reduce). Null when even parameters and gradient do not fit.
+ * With one worker its slot is the mean gradient (no slot region).
+ */
+export function planMemory(P: number, world: number, optBuffers: number, smallBytes: number, capBytes: number): MemoryPlan | null {
+  const region = Math.ceil((P * 4) / 64) * 64;
+  for (const [slotsOutside, optOutside] of [[false, false], [true, false], [true, true]] as const) {
+    if (slotsOutside && world === 1 && !optOutside) continue; // one worker has no slots to move
+    const slotsInside = world > 1 && !slotsOutside, gradAt = region;
+    const slotsAt = world === 1 ? gradAt : slotsOutside ? 0 : 2 * region;
+    const optStart = slotsInside ? slotsAt + world * region : 2 * region;
+    const optAt = optOutside ? 0 : optStart;
+    const end = optOutside ? optStart : optStart + optBuffers * region;
+    if (end + smallBytes <= capBytes) return { paramsAt: 0, gradAt, slotsAt, optAt, end, slotsOutside: slotsOutside && world > 1, optOutside };
+  }
+  return null;
+}
+
+/** The ranks' gradient slots (one: the mean gradient itself), in the WebAssembly memory or the plain shared memory they moved to. */
+export function gradientSlots(ctx: WorkerContext, grad: Float32Array): Float32Array[] {
+  if (ctx.world === 1) return [grad];
+  const region = Math.ceil((ctx.numParams * 4) / 64) * 64, buf = ctx.slotMemory ?? ctx.memory.buffer;
+  return Array.from({ length: ctx.world }, (_, r) => new Float32Array(buf, ctx.slotsAt + r * region, ctx.numParams));
 }
 
 /** A bucket of the exchange between hosts: parameters (layout indices) and the flat ranges [from, to, ...] they cover. */

@@ -19,7 +19,7 @@
  */
 import { BufferArena, Tensor, augmentRows, manualSeed, nn, noGrad, optim } from "@chainrule/core";
 import { type SimdKernels, markGradsStale, registerSimdMemory, setLeafGradHook, zeroStaleGrads } from "@chainrule/core/internal";
-import { CONTROL, type DatasetViews, HOSTX, HOST_TOTALS, STAGE_DONE, STAGE_GRAD, STAGE_REDUCE, STAGE_UPDATE, mixSeed } from "./layout.js";
+import { CONTROL, type DatasetViews, HOSTX, HOST_TOTALS, STAGE_DONE, gradientSlots, STAGE_GRAD, STAGE_REDUCE, STAGE_UPDATE, mixSeed } from "./layout.js";
 import { type LossFn, buildModel, layoutDiff, resolveLoss } from "./spec.js";
 import type { Communicator } from "./mpi.js";
 import { HostExchange, type HostSyncViews, exchangeFailure, hostSyncViews } from "./host-exchange.js";
@@ -115,8 +115,8 @@ export class Replica {
     this.region = Math.ceil((P * 4) / 64) * 64;
     this.flat = new Float32Array(buf, ctx.paramsAt, P);
     this.grad = new Float32Array(buf, ctx.gradAt, P);
-    this.slots = ctx.slotsAt === ctx.gradAt ? [this.grad] : Array.from({ length: ctx.world }, (_, r) => new Float32Array(buf, ctx.slotsAt + r * this.region, P));
-    this.opt = ctx.optBuffers.map((_, i) => new Float32Array(buf, ctx.optAt + i * this.region, P));
+    this.slots = gradientSlots(ctx, this.grad);
+    this.opt = ctx.optBuffers.map((_, i) => new Float32Array(ctx.optMemory ?? buf, ctx.optAt + i * this.region, P));
     // Bind to the shared parameters (no copy); gradients go to slot 0 until a rank is bound.
     nn.flattenParameters(model, { dataBuffer: this.flat, gradBuffer: this.slots[0], copyValues: false });
     this.params = model.parameters();
@@ -484,7 +484,7 @@ export class Replica {
   private reduce(w: Float64Array, from: number, to: number, norm: boolean): number {
     const k = this.simd, W = this.slots.length, { gradAt, slotsAt } = this.ctx;
     if (this.slots[0] === this.grad) return norm ? sumOfSquares(this.grad, from, to) : 0; // one rank: the slot is the mean
-    if (k === null) return reduceRange(this.grad, this.slots, w, from, to, norm);
+    if (k === null || this.ctx.slotMemory !== null) return reduceRange(this.grad, this.slots, w, from, to, norm); // the same bits as SIMD
     const pairs = (to - from) >> 1, tail = from + 2 * pairs, o = 4 * from;
     if (W === 1) k.reduce1(gradAt + o, slotsAt + o, pairs, w[0]);
     else if (W === 2) k.reduce2(gradAt + o, slotsAt + o, slotsAt + o + this.region, pairs, w[0], w[1]);

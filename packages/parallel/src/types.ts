@@ -151,6 +151,9 @@ export interface WorkerContext {
   gradAt: number;
   /** world × numParams floats: slot r is rank r's shard gradient (with one worker: gradAt, the slot is the mean). */
   slotsAt: number;
+  /** Set when the slots (slotsAt is then an offset into it) or the optimizer state (optAt) did not fit the WebAssembly memory. */
+  slotMemory: SharedArrayBuffer | null;
+  optMemory: SharedArrayBuffer | null;
   /** Optimizer state, k × numParams floats (sgd momentum: 1; adam: expAvg, expAvgSq). */
   optAt: number;
   /** world × world float64: rank r's reduce weights at row r (read by the SIMD reduce). */
