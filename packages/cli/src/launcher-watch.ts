@@ -80,7 +80,10 @@ export function watchLauncher(opts: { intervalMs?: number; onOrphaned?: (pid: nu
   if (chain.length === 0) return () => {};
   const onOrphaned = opts.onOrphaned ?? ((pid: number) => {
     process.stderr.write(`\nthe command that started this trainer (pid ${pid}) has exited: stopping as on SIGTERM\n`);
-    process.kill(process.pid, "SIGTERM");
+    // Before training starts nothing handles SIGTERM, and the signal would kill the process
+    // outright; exiting instead runs the exit handlers (the run's lock is released).
+    if (process.listenerCount("SIGTERM") > 0) process.kill(process.pid, "SIGTERM");
+    else process.exit(143);
   });
   const timer = setInterval(() => {
     const broken = brokenLink(chain);
