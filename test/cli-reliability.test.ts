@@ -139,7 +139,7 @@ describe("checkpoints are verified, and --resume falls back", () => {
     expect(r.stdout).toContain(`skipping checkpoint ${s8}: ${s8}: not a checkpoint (no state.json)`);
     expect(r.stdout).toMatch(/resuming from .*step-00000004: epoch 1, step 4/);
     expect(readdirSync(join(copy, "checkpoints")).filter((n) => n.startsWith("."))).toEqual([]);
-    const resume = metrics(copy).find((m) => m.kind === "resume") as { skipped: { dir: string }[] };
+    const resume = metrics(copy).find((m) => m.kind === "resume") as unknown as { skipped: { dir: string }[] };
     expect(resume.skipped.map((s) => s.dir)).toEqual([s12, s8]);
     expect(existsSync(join(copy, ".lock"))).toBe(false);
   }, 90_000);
