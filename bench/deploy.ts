@@ -13,7 +13,8 @@
  *              onnxruntime's outputs for both ONNX files on the same held-out rows
  *   throughput rows/s (GPT: tokens/s) of a forward pass over `--batch` held-out rows (GPT: windows),
  *              chainrule (one thread, as eval runs) and onnxruntime with 1 thread and with its
- *              default threads, float32 and int8, alternating in `--rounds` rounds; medians
+ *              default threads, float32 and int8, alternating in `--rounds` rounds (the order
+ *              rotated each round); medians
  * onnxruntime runs the int8 files with its default optimizations, which fuse DequantizeLinear into
  * its int8 kernels (the accuracy column shows what that costs).
  */
@@ -134,7 +135,9 @@ async function main(args: string[]): Promise<Record<string, unknown>> {
     const perSecond: Record<string, number[]> = Object.fromEntries(variants.map((v) => [v.name, []]));
     for (const v of variants) await v.run(); // warm-up
     for (let r = 0; r < rounds; r++) {
-      for (const v of variants) {
+      // Rotate the order each round: onnxruntime's thread pool spins for a while after a run and
+      // slows whatever comes next, so no variant should always follow it.
+      for (const v of [...variants.slice(r % variants.length), ...variants.slice(0, r % variants.length)]) {
         const reps = isGpt ? 3 : 10;
         const t0 = performance.now();
         for (let i = 0; i < reps; i++) await v.run();
