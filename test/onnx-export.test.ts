@@ -116,6 +116,23 @@ describe("export to ONNX: onnxruntime gives chainrule's outputs (max abs ≤ 1e-
     for (const opset of [17, 20]) await expectSameAsOnnx(model, [1, 28, 28], DIGITS, { opset });
   });
 
+  it("BatchNorm1d on (N, C) and (N, C, L), LeakyReLU, ELU, SELU, SiLU, Hardtanh, Dropout2d", async () => {
+    manualSeed(10);
+    const bn = new nn.BatchNorm1d(6);
+    const model = new nn.Sequential(
+      new nn.Linear(5, 6), bn, new nn.LeakyReLU(0.2), new nn.ELU(0.7), new nn.Linear(6, 6), new nn.SELU(), new nn.SiLU(), new nn.Hardtanh(-0.5, 2),
+    );
+    model.train();
+    noGrad(() => model.forward(randn([16, 5]).mul(2))); // running statistics away from 0 and 1
+    await expectSameAsOnnx(model, [5], randn([9, 5]).mul(2).data);
+    const seq = new nn.Sequential(new nn.Conv2d(2, 4, 1), new nn.Dropout2d(0.5), new nn.Flatten(), new nn.Linear(12, 3));
+    await expectSameAsOnnx(seq, [2, 1, 3], randn([4, 2, 1, 3]).data);
+    const bn1d = new nn.BatchNorm1d(3);
+    bn1d.train();
+    noGrad(() => bn1d.forward(randn([8, 3, 4]).add(1)));
+    await expectSameAsOnnx(new nn.Sequential(bn1d), [3, 4], randn([5, 3, 4]).data);
+  });
+
   it("logistic regression on digits, linear regression with its output named 'output'", async () => {
     manualSeed(3);
     const logistic = await catalogueModel({ type: "logistic" }, [1, 28, 28], 10);

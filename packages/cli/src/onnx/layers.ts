@@ -1,13 +1,13 @@
 /**
  * chainrule layers as ONNX nodes, in evaluation mode: Sequential (and core's ImageClassifier)
- * of Linear, Conv2d, BatchNorm2d (running statistics), MaxPool2d, AvgPool2d, global
+ * of Linear, Conv2d, BatchNorm1d/2d (running statistics), MaxPool2d, AvgPool2d, global
  * AdaptiveAvgPool2d, Flatten, LayerNorm and the activations; Dropout and Identity vanish.
  * Each lowering also tracks the value's shape, so a layer that does not fit is refused here
  * rather than by the runtime, and the graph's output gets its sizes.
  */
 import { ImageClassifier, nn } from "@chainrule/core";
 import { CliError } from "../errors.js";
-import { type Dim, type OnnxGraph } from "./graph.js";
+import { type AttrValue, type Dim, type OnnxGraph } from "./graph.js";
 import { type GraphWeights } from "./weights.js";
 
 /** A graph value and its shape ("batch" and other names are dynamic sizes). */
@@ -26,7 +26,7 @@ export class ExportError extends CliError {}
 
 export function unsupported(path: string, m: nn.Module, why = ""): ExportError {
   const what = `'${path || "(the model)"}' (${m.constructor.name})`;
-  return new ExportError(`export: cannot express module ${what} in ONNX${why ? `: ${why}` : ""}; supported: Sequential, Linear, Conv2d, BatchNorm2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten, LayerNorm, ReLU, GELU, Tanh, Sigmoid, Softmax, Dropout, Identity, and the GPT model`);
+  return new ExportError(`export: cannot express module ${what} in ONNX${why ? `: ${why}` : ""}; supported: Sequential, Linear, Conv2d, BatchNorm1d, BatchNorm2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten, LayerNorm, ReLU, LeakyReLU, ELU, SELU, SiLU, GELU, Tanh, Sigmoid, Hardtanh, Softmax, Dropout, Dropout2d, Identity, and the GPT model`);
 }
 
 /**
@@ -93,13 +93,17 @@ function conv2d(c: LowerContext, x: Value, m: nn.Conv2d, path: string): Value {
   return { name: y, dims: [N, m.outChannels, size(H, kh, sh, ph, dh), size(W, kw, sw, pw, dw)] };
 }
 
-function batchNorm2d(c: LowerContext, x: Value, m: nn.BatchNorm2d, path: string): Value {
+/** BatchNorm1d ((N, C) or (N, C, L)) and BatchNorm2d ((N, C, H, W)) with their running statistics. */
+function batchNorm(c: LowerContext, x: Value, m: nn.BatchNorm2d, path: string, ranks: number[]): Value {
+  const cls = m.constructor.name;
   if (!m.runningMean || !m.runningVar) throw unsupported(path, m, "without running statistics it normalises with each batch's own");
-  if (x.dims.length !== 4 || x.dims[1] !== m.numFeatures) throw new ExportError(`export: ${path}: BatchNorm2d takes (N, ${m.numFeatures}, H, W), got [${x.dims.join(",")}]`);
+  if (!ranks.includes(x.dims.length) || x.dims[1] !== m.numFeatures) {
+    throw new ExportError(`export: ${path}: ${cls} takes ${m.numFeatures} channels in dimension 1 of a rank-${ranks.join(" or ")} input, got [${x.dims.join(",")}]`);
+  }
   const n = m.numFeatures;
   const scale = m.weight ? c.w.get(m.weight) : c.g.constant(`${path}_ones`, new Float32Array(n).fill(1), [n]);
   const bias = m.bias ? c.w.get(m.bias) : c.g.constant(`${path}_zeros`, new Float32Array(n), [n]);
-  const mean = c.w.tensor(m.runningMean, `${path}.runningMean`), variance = c.w.tensor(m.runningVar, `${path}.runningVar`);
+  const mean = c.w.tensor(m.runningMean, `${path}.running_mean`), variance = c.w.tensor(m.runningVar, `${path}.running_var`);
   return { name: c.g.node("BatchNormalization", [x.name, scale, bias, mean, variance], { name: path, attrs: { epsilon: { float: m.eps } } }), dims: x.dims };
 }
 
@@ -129,12 +133,12 @@ function flatten(c: LowerContext, x: Value, m: nn.Flatten, path: string): Value 
 /** One module (and what is below it) applied to `x`. */
 export function lowerModule(c: LowerContext, m: nn.Module, x: Value, path: string): Value {
   const { g } = c;
-  const same = (op: string, attrs?: Record<string, number>) => ({ name: g.node(op, [x.name], { name: path || op, attrs }), dims: x.dims });
+  const same = (op: string, attrs?: Record<string, AttrValue>) => ({ name: g.node(op, [x.name], { name: path || op, attrs }), dims: x.dims });
   if (isExactly(m, ImageClassifier)) return lowerSequential(c, m, imageInput(c, m, x), path);
   if (isExactly(m, nn.Sequential)) return lowerSequential(c, m, x, path);
   if (isExactly(m, nn.Linear)) return linear(c, x, m.weight, m.bias, path);
   if (isExactly(m, nn.Conv2d)) return conv2d(c, x, m, path);
-  if (isExactly(m, nn.BatchNorm2d)) return batchNorm2d(c, x, m, path);
+  if (isExactly(m, nn.BatchNorm2d)) return batchNorm(c, x, m, path, [4]);
   if (isExactly(m, nn.MaxPool2d) || isExactly(m, nn.AvgPool2d)) return pool(c, x, m, path);
   if (isExactly(m, nn.AdaptiveAvgPool2d)) {
     const [oh, ow] = pair(m.outputSize);
@@ -143,13 +147,19 @@ export function lowerModule(c: LowerContext, m: nn.Module, x: Value, path: strin
   }
   if (isExactly(m, nn.Flatten)) return flatten(c, x, m, path);
   if (isExactly(m, nn.LayerNorm)) return layerNorm(c, x, m, path);
+  if (isExactly(m, nn.BatchNorm1d)) return batchNorm(c, x, m, path, [2, 3]);
   if (isExactly(m, nn.ReLU)) return same("Relu");
+  if (isExactly(m, nn.LeakyReLU)) return same("LeakyRelu", { alpha: { float: m.negativeSlope } });
+  if (isExactly(m, nn.ELU)) return same("Elu", { alpha: { float: m.alpha } });
+  if (isExactly(m, nn.SELU)) return same("Selu"); // ONNX's default alpha and gamma are SELU's constants
+  if (isExactly(m, nn.SiLU)) return { name: g.node("Mul", [x.name, g.node("Sigmoid", [x.name])], { name: path }), dims: x.dims };
+  if (isExactly(m, nn.Hardtanh)) return { name: g.node("Clip", [x.name, g.scalar(m.minVal), g.scalar(m.maxVal)], { name: path }), dims: x.dims };
   if (isExactly(m, nn.Sigmoid)) return same("Sigmoid");
   if (isExactly(m, nn.Tanh)) return same("Tanh");
   if (isExactly(m, nn.GELU)) return gelu(c, x, m.approximate, path);
   if (isExactly(m, nn.Softmax)) return same("Softmax", { axis: m.axis });
   // Evaluation mode: dropout passes its input through.
-  if (isExactly(m, nn.Dropout) || isExactly(m, nn.Identity)) return x;
+  if (isExactly(m, nn.Dropout) || isExactly(m, nn.Dropout2d) || isExactly(m, nn.Identity)) return x;
   if (m instanceof nn.LoRALinear) throw unsupported(path, m, "merge the adapters first (nn.mergeLora; chainrule export merges them itself)");
   throw unsupported(path, m);
 }
