@@ -239,7 +239,7 @@ describe("chainrule serve: a regression model", () => {
 describe("chainrule serve: a GPT", () => {
   let s: Served;
   beforeAll(async () => {
-    s = await serve(GPT, ["--workers", "2", "--max-tokens", "500"]);
+    s = await serve(GPT, ["--workers", "2", "--max-tokens", "3000"]);
   }, 40_000);
 
   it("/v1/model reports the vocabulary; /v1/predict is not for text models", async () => {
@@ -280,13 +280,28 @@ describe("chainrule serve: a GPT", () => {
     expect(rest).toMatch(/event: done\ndata: \{"prompt":"A","text":".*","tokens":400,"finished":true\}\n\n$/s);
   });
 
+  it("generations on one worker advance in turn: a short one is not held up by a long one, nor changed by it", async () => {
+    const u = `${s.url}/v1/generate`;
+    const short = { prompt: "Em", maxTokens: 8, temperature: 1, seed: 3 };
+    const alone = await post(u, short);
+    const finished: string[] = [];
+    const track = (name: string, p: Promise<unknown>) => p.then((r) => (finished.push(name), r));
+    // Two long generations, one per worker; the short one then shares a worker with one of them.
+    const longs = [track("long", post(u, { prompt: "A", maxTokens: 3000 })), track("long", post(u, { prompt: "B", maxTokens: 3000 }))];
+    await new Promise((r) => setTimeout(r, 100));
+    const together = await track("short", post(u, short));
+    await Promise.all(longs);
+    expect(finished).toEqual(["short", "long", "long"]);
+    expect(together).toEqual(alone);
+  });
+
   it("bad generate requests get 400 naming the field", async () => {
     const u = `${s.url}/v1/generate`;
     const [chars, tooMany, temp, seed, type] = await Promise.all([
-      post(u, { prompt: "Zoë#" }), post(u, { maxTokens: 501 }), post(u, { temperature: -1 }), post(u, { seed: 1.5 }), post(u, { prompt: 3 }),
+      post(u, { prompt: "Zoë#" }), post(u, { maxTokens: 3001 }), post(u, { temperature: -1 }), post(u, { seed: 1.5 }), post(u, { prompt: 3 }),
     ]);
     expect(chars).toEqual({ status: 400, json: { field: "prompt", error: expect.stringMatching(/^prompt: characters "ë", "#" are not in the model's vocabulary \(54 characters/) } });
-    expect(tooMany).toEqual({ status: 400, json: { field: "maxTokens", error: "maxTokens: 501 is more than this server's limit of 500" } });
+    expect(tooMany).toEqual({ status: 400, json: { field: "maxTokens", error: "maxTokens: 3001 is more than this server's limit of 3000" } });
     expect(temp.json.field).toBe("temperature");
     expect(seed.json).toEqual({ field: "seed", error: "seed: expected an integer, got 1.5" });
     expect(type.json).toEqual({ field: "prompt", error: "prompt: expected string, got 3" });

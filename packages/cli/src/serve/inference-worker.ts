@@ -6,15 +6,12 @@
 import { parentPort } from "node:worker_threads";
 import * as Comlink from "comlink";
 import { nodeEndpoint } from "./comlink-endpoint.js";
-import { CharTokenizer, GPT, Tensor, generate, nn, noGrad, softmax, type CharTokenizerJSON } from "@chainrule/core";
+import { CharTokenizer, GPT, Generator, Tensor, nn, noGrad, sampleToken, softmax, type CharTokenizerJSON } from "@chainrule/core";
 import { type CheckpointModel, type ModuleConsent, describeModel, modelFromCheckpoint } from "../checkpoint-model.js";
 import { UsageError } from "../errors.js";
 import type { GenerateParams, ModelInfo } from "./protocol.js";
 
 let loaded: { cm: CheckpointModel; tokenizer?: CharTokenizer } | null = null;
-
-/** Thrown from inside sampling when the server cancels a generation (client gone, timeout, shutdown). */
-class Cancelled extends Error {}
 
 function model(): { cm: CheckpointModel; tokenizer?: CharTokenizer } {
   if (!loaded) throw new Error("inference worker: load() was not called");
@@ -68,31 +65,44 @@ export const inferenceApi = {
   },
 
   /**
-   * Samples text after `prompt`, calling `onToken` (a comlink proxy of the server's callback)
-   * with each character as it is drawn. Stops early, returning what it has, once the server
-   * sets cancel[0] to 1.
+   * Samples text after `prompt` as core's generate() does (same window, sampler and seed, so the
+   * same text as `chainrule generate`), calling `onToken` (a comlink proxy of the server's
+   * callback) with each character as it is drawn. Between tokens it yields to the thread's other
+   * calls, so the generations a worker holds advance in turn. Stops early, returning what it has,
+   * once the server sets cancel[0] to 1.
    */
   async generate(p: GenerateParams, onToken: (text: string) => Promise<void> | void, cancel: Int32Array): Promise<{ text: string; tokens: number; cancelled: boolean }> {
     const { cm, tokenizer } = model();
-    if (!(cm.model instanceof GPT) || !tokenizer) throw new Error("inference worker: not a GPT text model");
+    const gpt = cm.model;
+    if (!(gpt instanceof GPT) || !tokenizer) throw new Error("inference worker: not a GPT text model");
+    const V = gpt.config.vocabSize, blockSize = gpt.config.blockSize;
+    const topK = p.topK === undefined ? V : Math.min(p.topK, V);
+    const context = p.prompt.length > 0 ? Array.from(tokenizer.encode(p.prompt)) : [0]; // an empty prompt starts from token 0
+    const sampler = new Generator(p.seed);
+    const probs = new Float64Array(V);
     let text = "", tokens = 0, cancelled = false;
     // Tokens travel on the callback's own channel, the result on the worker's: wait until every
     // token has been delivered, so that the result never overtakes the last tokens.
     const delivered: (Promise<void> | void)[] = [];
     try {
-      generate(cm.model, tokenizer.encode(p.prompt), {
-        maxNewTokens: p.maxTokens, temperature: p.temperature, topK: p.topK, seed: p.seed,
-        onToken: (t) => {
-          if (Atomics.load(cancel, 0) !== 0) throw new Cancelled();
-          const ch = tokenizer.decode([t]);
-          text += ch;
-          tokens++;
-          delivered.push(onToken(ch));
-        },
-      });
-    } catch (e) {
-      if (!(e instanceof Cancelled)) throw e;
-      cancelled = true;
+      for (let n = 0; n < p.maxTokens; n++) {
+        if (n > 0) await new Promise((resolve) => setImmediate(resolve));
+        if (Atomics.load(cancel, 0) !== 0) {
+          cancelled = true;
+          break;
+        }
+        const next = noGrad(() => {
+          const window = Int32Array.from(context.slice(-blockSize));
+          const logits = gpt.forward(window, [1, window.length]).data; // (1, T, V)
+          const last = (window.length - 1) * V;
+          return sampleToken(logits.subarray(last, last + V), p.temperature, topK, sampler, probs);
+        });
+        context.push(next);
+        const ch = tokenizer.decode([next]);
+        text += ch;
+        tokens++;
+        delivered.push(onToken(ch));
+      }
     } finally {
       await Promise.allSettled(delivered);
       (onToken as { [Comlink.releaseProxy]?: () => void })[Comlink.releaseProxy]?.();

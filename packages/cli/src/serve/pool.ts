@@ -1,9 +1,10 @@
 /**
  * A pool of inference worker threads, each holding its own copy of the model and
- * answering one call at a time through comlink. Callers lease an idle worker (waiting
- * in arrival order, up to their deadline), run calls on it and give it back. A worker
- * that dies (or overruns a call's deadline and is stopped) fails only the call it was
- * running; another is started in its place.
+ * answering calls through comlink. Predict batches lease an idle worker (waiting in
+ * arrival order, up to their deadline), run on it alone and give it back. Generations
+ * share workers instead: each goes to the worker holding the fewest, whose generations
+ * then advance token by token in turn. A worker that dies (or overruns a call's deadline
+ * and is stopped) fails only the calls it was running; another is started in its place.
  */
 import { Worker } from "node:worker_threads";
 import * as Comlink from "comlink";
@@ -25,6 +26,10 @@ interface Slot {
   exited: Promise<never>;
   /** Set while the pool itself stops the thread (timeout, close), so its exit is not reported as a crash. */
   stopping: boolean;
+  /** The model is loaded. */
+  ready: boolean;
+  /** Generations running on it. */
+  streams: number;
 }
 
 /** An idle worker lent to one caller until `release()`. */
@@ -87,6 +92,29 @@ export class InferencePool {
     });
   }
 
+  /**
+   * A share of the ready worker running the fewest generations, for one generation; a 503
+   * when every worker already runs `maxPerWorker` or none is ready.
+   */
+  share(maxPerWorker: number): Lease {
+    if (this.closed) throw unavailable("server is shutting down");
+    let best: Slot | undefined;
+    for (const slot of this.live) if (slot.ready && (!best || slot.streams < best.streams)) best = slot;
+    if (!best) throw unavailable("no inference worker ready (restarting); retry shortly");
+    if (best.streams >= maxPerWorker) throw unavailable(`server busy: ${maxPerWorker} generations on each of ${this.live.size} workers; retry later`);
+    const slot = best;
+    slot.streams++;
+    let released = false;
+    return {
+      run: (call, deadline) => this.runOn(slot, call, deadline),
+      release: () => {
+        if (released) return;
+        released = true;
+        slot.streams--;
+      },
+    };
+  }
+
   /** Stops every worker; waiting callers get a 503. */
   async close(): Promise<void> {
     this.closed = true;
@@ -141,7 +169,7 @@ export class InferencePool {
     const id = this.nextId++;
     const worker = new Worker(ENTRY);
     const api = Comlink.wrap<InferenceApi>(nodeEndpoint(worker));
-    const slot: Slot = { id, worker, api, stopping: false, exited: null as unknown as Promise<never> };
+    const slot: Slot = { id, worker, api, stopping: false, ready: false, streams: 0, exited: null as unknown as Promise<never> };
     slot.exited = new Promise<never>((_, reject) => {
       worker.once("error", (e) => reject(new HttpError(500, `model: inference worker ${id} failed: ${e.message}`)));
       worker.once("exit", (code) => {
@@ -153,6 +181,7 @@ export class InferencePool {
     this.live.add(slot);
     try {
       const info = await Promise.race([api.load(this.checkpoint, this.consent), slot.exited]);
+      slot.ready = true;
       return { slot, info };
     } catch (e) {
       await this.stop(slot);
@@ -161,6 +190,7 @@ export class InferencePool {
   }
 
   private onExit(slot: Slot, code: number): void {
+    slot.ready = false;
     const wasLive = this.live.delete(slot);
     const i = this.idle.indexOf(slot);
     if (i >= 0) this.idle.splice(i, 1);
@@ -188,6 +218,7 @@ export class InferencePool {
 
   private async stop(slot: Slot): Promise<void> {
     slot.stopping = true;
+    slot.ready = false;
     this.live.delete(slot);
     const i = this.idle.indexOf(slot);
     if (i >= 0) this.idle.splice(i, 1);

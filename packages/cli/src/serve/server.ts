@@ -14,6 +14,9 @@ import type { ModelInfo } from "./protocol.js";
 import { HttpError, badRequest, modelFailure, unavailable } from "./errors.js";
 import { type PredictRequest, parseGenerate, parsePredict } from "./requests.js";
 
+/** Generations one worker advances in turn; beyond, on every worker, a generate request gets a 503. */
+const STREAMS_PER_WORKER = 16;
+
 export interface ServerOptions {
   /** Largest request body accepted, in bytes. */
   maxBodyBytes: number;
@@ -119,7 +122,7 @@ export function createApiServer(info: ModelInfo, pool: InferencePool, batcher: P
     const deadline = Date.now() + o.requestTimeoutMs;
     const body = await readJson(req, res, o.maxBodyBytes);
     const g = parseGenerate(body, info, o.maxTokens);
-    const lease = await pool.acquire(deadline);
+    const lease = pool.share(STREAMS_PER_WORKER);
     // The worker checks this flag at every token: the client left, or the time limit passed.
     const cancel = new Int32Array(new SharedArrayBuffer(4));
     const stop = () => Atomics.store(cancel, 0, 1);
