@@ -82,6 +82,47 @@ test("a worker that hangs: the step times out, names the worker, and the threads
   expect(err.ranks).toEqual([1]);
 });
 
+test("a hung step shows in pendingStep and ends on abort: the threads are terminated, the error names the worker, a fresh pool trains on", async () => {
+  const d = make(60_000);
+  await d.init();
+  const clean = makeData(N, D, C);
+  await d.step(clean);
+  const before = d.params.slice();
+  const t0 = performance.now();
+  const hung = d.step(poisoned(clean, 4242)).then(() => null, (e) => e);
+  let pending = d.pendingStep();
+  while (performance.now() - t0 < 5_000 && !(pending && pending.elapsedMs > 300 && pending.waitingFor.length === 1)) {
+    await new Promise((r) => setTimeout(r, 50));
+    pending = d.pendingStep();
+  }
+  expect(pending).toMatchObject({ step: 2, waitingFor: [{ rank: 1, stage: "grad" }] });
+  d.abort("interrupted");
+  const err = await hung;
+  expect(performance.now() - t0).toBeLessThan(10_000);
+  expect(err).toBeInstanceOf(ParallelStepError);
+  expect(err.message).toMatch(/^step 2: aborted \(interrupted\) while waiting for worker 1 in grad; threads terminated \(parameters unchanged\)/);
+  expect(d.threads).toBe(0);
+  expect(d.pendingStep()).toBeNull();
+  expect(Buffer.from(d.params.buffer, d.params.byteOffset, d.params.byteLength).equals(Buffer.from(before.buffer))).toBe(true);
+  expect(Number.isFinite(await d.step(clean))).toBe(true);
+});
+
+test("the automatic step timeout: 600 s for the first 10 steps, then max(60 s, 20 × the median step)", async () => {
+  const d = new DataParallel({ model: { module: MODELS, export: "mlp", options: { sizes: [D, 8, C] } }, loss: "crossEntropy", optimizer: { type: "sgd", lr: 0.1 }, workers: 2 });
+  try {
+    await d.init();
+    const clean = makeData(N, D, C);
+    expect(d.stepTimeoutMs).toBe(600_000);
+    for (let i = 0; i < 9; i++) await d.step(clean);
+    expect(d.stepTimeoutMs).toBe(600_000);
+    await d.step(clean);
+    expect(d.stepTimeoutMs).toBe(60_000); // these steps take milliseconds
+    expect(() => new DataParallel({ model: { module: MODELS, export: "mlp", options: { sizes: [D, 8, C] } }, loss: "crossEntropy", optimizer: { type: "sgd", lr: 0.1 }, timeoutMs: 0 })).toThrow(/timeoutMs must be > 0 or "auto", got 0/);
+  } finally {
+    await d.close();
+  }
+});
+
 test("a worker that throws while the next step is already posted: both steps reject with the same error, nothing is updated", async () => {
   const d = make();
   await d.init();

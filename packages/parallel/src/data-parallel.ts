@@ -27,7 +27,7 @@ import { Worker } from "node:worker_threads";
 import { type Dataset, Generator, isShared, nn, toShared } from "@chainrule/core";
 import { MAX_SHARED_MEMORY_BYTES, sharedMemory } from "@chainrule/core/internal";
 import { Piscina } from "piscina";
-import { type Phase, LayoutMismatchError, ParallelError, ParallelStepError, phaseTimedOut, workerFailed } from "./errors.js";
+import { type Phase, LayoutMismatchError, ParallelError, ParallelStepError, phaseTimedOut, stepAborted, workerFailed } from "./errors.js";
 import {
   BELL, CONTROL, type DatasetViews, HOSTX, HOST_TOTALS, STAGE_GRAD, planMemory, STAGE_UPDATE, STEP_DESC, STEP_RESULT, datasetRef, gradientBuckets, localViews, mixSeed,
   shardOffsets, trainableChunks, trainableRanges,
@@ -77,6 +77,8 @@ function newServing(ds: Dataset, idx: SharedArrayBuffer, fixed: string, world: n
 interface InFlight {
   step: number;
   seq: number;
+  /** When it was rung (performance.now()); it starts when the step before completes, if later. */
+  postedAt: number;
   done: Promise<StepOutcome>;
 }
 
@@ -326,6 +328,9 @@ function sharedMemoryCap(): number {
   return v > 0 ? Math.min(v, MAX_SHARED_MEMORY_BYTES) : MAX_SHARED_MEMORY_BYTES;
 }
 
+/** The automatic step timeout: firstMs until afterSteps steps, then max(minMs, factor × the median of the last `window` steps). */
+const AUTO_TIMEOUT = { firstMs: 600_000, afterSteps: 10, window: 50, minMs: 60_000, factor: 20 } as const;
+
 const WORKER = new URL("./worker-entry.mjs", import.meta.url).href;
 const EXCHANGE_THREAD = new URL("./exchange-entry.mjs", import.meta.url);
 let pools = 0;
@@ -341,7 +346,11 @@ export class DataParallel {
   private hyper: OptimizerHyper;
   private readonly clip: number | undefined;
   private readonly microBatchSize: number;
-  private readonly timeoutMs: number;
+  /** The bound on each phase of a step now (see DataParallelOptions.timeoutMs); adapted after each step when automatic. */
+  private timeoutMs: number;
+  private readonly autoTimeout: boolean;
+  /** Wall times of the last steps (ms), for the automatic timeout. */
+  private readonly recentStepMs: number[] = [];
   private readonly initTimeoutMs: number;
   private readonly augment: StepTask["augment"] | "fromData" | null;
   /** The canonical model buffers (shared; the main model's buffer tensors view them). */
@@ -394,7 +403,10 @@ export class DataParallel {
     checkLr(this.hyper.lr);
     this.clip = opts.clipGradNorm;
     this.microBatchSize = opts.microBatchSize ?? 0;
-    this.timeoutMs = opts.timeoutMs ?? 600_000;
+    const t = opts.timeoutMs ?? "auto";
+    if (t !== "auto" && !(t > 0)) throw new ParallelError(`DataParallel: timeoutMs must be > 0 or "auto", got ${t}`);
+    this.autoTimeout = t === "auto";
+    this.timeoutMs = t === "auto" ? AUTO_TIMEOUT.firstMs : t;
     this.initTimeoutMs = opts.initTimeoutMs ?? 120_000;
     if (opts.syncBatchNorm && this.microBatchSize > 0) throw new ParallelError("DataParallel: syncBatchNorm does not work with microBatchSize (each micro-batch would need its own exchange)");
     this.augment = resolveAugment(opts.augment);
@@ -475,7 +487,6 @@ export class DataParallel {
         bell: new SharedArrayBuffer(4 * BELL.size(this.world)),
         stepDesc: new SharedArrayBuffer(8 * 2 * STEP_DESC.size(this.world)),
         stepResults: new SharedArrayBuffer(8 * 2 * STEP_RESULT.size * this.world),
-        barrierTimeoutMs: this.timeoutMs + 5000,
         buffers, buffersAt, bufSlotsAt, syncBatchNorm, bnAt, bnRow, reuseActivations: this.opts.reuseActivations ?? true,
         hosts: this.hosts, hostRank: this.hostRank,
         buckets: this.hosts > 1 ? gradientBuckets(flat.layout, trainable, Math.max(1, Math.round(((this.opts.bucketMiB ?? 1) * 2 ** 20) / 4))) : [],
@@ -487,6 +498,7 @@ export class DataParallel {
         control: new Int32Array(c.control), bell: new Int32Array(c.bell), results: new Float64Array(c.stepResults),
         desc: [new Float64Array(c.stepDesc, 0, descSize), new Float64Array(c.stepDesc, 8 * descSize, descSize)],
       };
+      this.publishWaitBound();
       if (this.world === 1) await this.buildInline();
       else await this.startPool();
       if (this.hosts > 1 && this.opts.hosts === "mpi") this.startExchangeThread();
@@ -548,6 +560,37 @@ export class DataParallel {
   requestStop(): void {
     this.ready();
     Atomics.store(this.views!.control, CONTROL.STOP, 1);
+  }
+
+  /** The bound on each phase of a step now (ms): the timeoutMs given, or the automatic one as it stands. */
+  get stepTimeoutMs(): number {
+    return this.timeoutMs;
+  }
+
+  /**
+   * The oldest step in flight on worker threads: its number, how long it has run, and the ranks
+   * holding it up (behind the others at the step's barriers) with the stage each is in — what a
+   * progress display shows while a step is overdue. Null when no step is in flight (or with one worker, whose steps run in this thread).
+   */
+  pendingStep(): { step: number; elapsedMs: number; waitingFor: { rank: number; stage: Phase | "idle" }[] } | null {
+    const f = this.inflight[0];
+    if (!f || this.inline) return null;
+    const W = this.world, out = this.views!.results, p = f.seq & 1;
+    const running: number[] = [];
+    for (let r = 0; r < W; r++) if (out[(p * W + r) * STEP_RESULT.size + STEP_RESULT.STEP] !== f.step) running.push(r);
+    // The ranks the others wait for: behind at the barriers (all still running, if none is).
+    const waitingFor = running.length === 0 ? [] : this.laggards(running).map((rank) => ({ rank, stage: this.stageOf(rank) }));
+    return { step: f.step, elapsedMs: performance.now() - Math.max(f.postedAt, this.lastDoneAt), waitingFor };
+  }
+
+  /**
+   * Ends the steps in flight now instead of waiting for them (a hung worker, a user who pressed
+   * Ctrl-C): the worker threads are terminated and the steps reject with a ParallelStepError that
+   * names `reason` and the workers they waited for. The next step starts a fresh pool. With one
+   * worker the step runs in this thread, so there is nothing to abort from here.
+   */
+  abort(reason: string): void {
+    if (this.serving !== null && this.inflight.length > 0) this.serving.fail({ aborted: reason });
   }
 
   /** Optimizer steps taken. */
@@ -756,6 +799,7 @@ export class DataParallel {
     const ctx = this.ctx!;
     ctx.poolId = `${process.pid}.${++pools}`;
     this.views!.control.fill(0);
+    this.publishWaitBound();
     this.pool = new Piscina({
       filename: WORKER, minThreads: this.world, maxThreads: this.world, idleTimeout: 2 ** 31 - 1,
       concurrentTasksPerWorker: 1, recordTiming: false,
@@ -778,6 +822,26 @@ export class DataParallel {
     this.checkOpen();
     this.ready();
     if (!this.pool) await this.startPool();
+  }
+
+  /** With timeoutMs "auto": after the first steps, max(60 s, 20 × the median recent step). */
+  private adaptTimeout(wallMs: number): void {
+    if (!this.autoTimeout) return;
+    const recent = this.recentStepMs;
+    recent.push(wallMs);
+    if (recent.length > AUTO_TIMEOUT.window) recent.shift();
+    if (this._step < AUTO_TIMEOUT.afterSteps) return;
+    const sorted = [...recent].sort((a, b) => a - b);
+    const next = Math.max(AUTO_TIMEOUT.minMs, Math.ceil(AUTO_TIMEOUT.factor * sorted[sorted.length >> 1]));
+    if (next !== this.timeoutMs) {
+      this.timeoutMs = next;
+      this.publishWaitBound();
+    }
+  }
+
+  /** Tells the ranks how long to wait at a barrier or for the host exchange: the step timeout and a margin, so the main thread's deadline names the late rank first. */
+  private publishWaitBound(): void {
+    Atomics.store(this.views!.control, CONTROL.WAIT_MS, Math.min(2 ** 31 - 1, this.timeoutMs + 5000));
   }
 
   private async destroyPool(): Promise<void> {
@@ -828,6 +892,11 @@ export class DataParallel {
     if ((e as { timeout?: boolean }).timeout) {
       if (stepTask) ranks = this.laggards(ranks);
       return phaseTimedOut(ranks, step, stepTask ? this.stageOf(ranks[0]) : phase, paramsModified, timeoutMs);
+    }
+    const aborted = (e as { aborted?: string }).aborted;
+    if (aborted !== undefined) {
+      if (stepTask) ranks = this.laggards(ranks);
+      return stepAborted(aborted, ranks, step, stepTask && ranks.length > 0 ? this.stageOf(ranks[0]) : phase, paramsModified);
     }
     const { rank, cause } = e as { rank: number; cause: unknown };
     if (stepTask && /barrier \S+ timed out/.test(String((cause as Error)?.message))) {
@@ -942,7 +1011,7 @@ export class DataParallel {
       sv.runs[r] = run;
     }
     const postedAt = performance.now();
-    const entry: InFlight = { step, seq, done: null! };
+    const entry: InFlight = { step, seq, postedAt, done: null! };
     entry.done = this.complete(entry, sv, n, postedAt, prev?.done ?? null).finally(() => {
       this.inflight.splice(this.inflight.indexOf(entry), 1);
     });
@@ -991,6 +1060,7 @@ export class DataParallel {
     const wallMs = now - (prev ? Math.max(postedAt, this.lastDoneAt) : postedAt);
     this.lastDoneAt = now;
     this._step = f.step;
+    this.adaptTimeout(wallMs);
     // One pass over the ranks' result rows (rank order): sums, and the max of each per-rank time.
     let loss = 0, counted = 0, computeMs = 0, gatherMs = 0, reduceMs = 0, optMs = 0, waitMs = 0, stepMs = 0, fwdMs = 0, updMs = 0;
     const rankComputeMs: number[] = [];
@@ -1125,6 +1195,7 @@ export class DataParallel {
     const wallMs = performance.now() - t0;
     this._step = step;
     this.lastDoneAt = performance.now();
+    this.adaptTimeout(wallMs); // with hosts, the bound on waiting for the exchange
     const loss = r.hostsCounted !== undefined ? r.hostsLossSum! / r.hostsCounted : r.lossSum / r.counted;
     const stats: StepStats = {
       step, loss, rows: b.n, wallMs, computeMs: r.computeMs, rankComputeMs: [r.computeMs], gatherMs: r.gatherMs, reduceMs: r.reduceMs, optMs: r.optMs,

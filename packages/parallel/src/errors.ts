@@ -57,3 +57,10 @@ export function phaseTimedOut(ranks: number[], step: number, phase: Phase, param
   const cause = new Error(`no answer within ${ms} ms`);
   return new ParallelStepError(`${what}: ${who} timed out in ${phase} after ${ms} ms; threads terminated (${state})`, ranks, step, phase, paramsModified, cause);
 }
+
+/** A step ended on request (DataParallel.abort) while these ranks had not finished it. */
+export function stepAborted(reason: string, ranks: number[], step: number, phase: Phase, paramsModified: boolean): ParallelStepError {
+  const state = paramsModified ? "parameters may be partially updated" : "parameters unchanged";
+  const who = ranks.length === 0 ? "" : ` while waiting for ${ranks.length === 1 ? `worker ${ranks[0]}` : `workers ${ranks.join(", ")}`} in ${phase}`;
+  return new ParallelStepError(`step ${step}: aborted (${reason})${who}; threads terminated (${state})`, ranks, step, phase, paramsModified, new Error(reason));
+}

@@ -15,7 +15,7 @@
  * training (MPI_THREAD_SERIALIZED), so buckets cross the network while the ranks still compute.
  * With a communicator object (one worker), the replica runs it after its backward.
  */
-import { CONTROL, type GradientBucket, HOSTX, HOST_TOTALS, gradientSlots } from "./layout.js";
+import { CONTROL, type GradientBucket, HOSTX, HOST_TOTALS, gradientSlots, waitBoundMs } from "./layout.js";
 import type { Communicator } from "./mpi.js";
 import { combineHosts, reduceRange } from "./reduce.js";
 import type { WorkerContext } from "./types.js";
@@ -113,10 +113,10 @@ export class HostExchange {
 
   /** Waits until `word` holds `count` (bounded), then takes them off for the next step. */
   private take(word: number, count: number, what: string): void {
-    const s = this.v.sync, deadline = performance.now() + this.ctx.barrierTimeoutMs;
+    const s = this.v.sync, bound = waitBoundMs(this.control), deadline = performance.now() + bound;
     for (let v = Atomics.load(s, word); v < count; v = Atomics.load(s, word)) {
       const left = deadline - performance.now();
-      if (left <= 0) throw new Error(`host ${this.comm.rank} exchange: waited ${this.ctx.barrierTimeoutMs} ms for ${what}`);
+      if (left <= 0) throw new Error(`host ${this.comm.rank} exchange: waited ${bound} ms for ${what}`);
       Atomics.wait(s, word, v, left);
     }
     Atomics.sub(s, word, count);

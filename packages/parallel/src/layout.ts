@@ -174,15 +174,22 @@ export const CONTROL = {
   BN: 2,
   /** 1 once this host asked to stop (DataParallel.requestStop); rank 0 tells the other hosts in the next exchange. */
   STOP: 3,
+  /** How long (ms) a rank waits at a barrier or for the host exchange: the step timeout plus a margin, set by the main thread as it adapts. */
+  WAIT_MS: 4,
   /** Per rank r: its stage in the current step, at STAGE + r (see STAGE_*). */
-  STAGE: 4,
+  STAGE: 5,
   /** Control words for `world` ranks. */
-  size: (world: number) => 4 + 3 * world,
+  size: (world: number) => 5 + 3 * world,
   /** Per rank r: the count of barriers it has reached (BARRIER's numbering), at arrivedAt(world) + r. */
-  arrivedAt: (world: number) => 4 + world,
+  arrivedAt: (world: number) => 5 + world,
   /** Per rank r: the step it is running or last ran, at stepOf(world) + r (after a failure: which step its stage is for). */
-  stepOf: (world: number) => 4 + 2 * world,
+  stepOf: (world: number) => 5 + 2 * world,
 } as const;
+
+/** The bound on a rank's waits now (CONTROL.WAIT_MS). */
+export function waitBoundMs(control: Int32Array): number {
+  return Atomics.load(control, CONTROL.WAIT_MS);
+}
 
 /**
  * Int32 words of the step doorbell. Rank r's loop waits on SEQ + r for a command after the one

@@ -19,7 +19,7 @@
  */
 import { BufferArena, Tensor, augmentRows, manualSeed, nn, noGrad, optim } from "@chainrule/core";
 import { type SimdKernels, markGradsStale, registerSimdMemory, setLeafGradHook, zeroStaleGrads } from "@chainrule/core/internal";
-import { CONTROL, type DatasetViews, HOSTX, HOST_TOTALS, STAGE_DONE, gradientSlots, STAGE_GRAD, STAGE_REDUCE, STAGE_UPDATE, mixSeed } from "./layout.js";
+import { CONTROL, type DatasetViews, HOSTX, HOST_TOTALS, STAGE_DONE, gradientSlots, waitBoundMs, STAGE_GRAD, STAGE_REDUCE, STAGE_UPDATE, mixSeed } from "./layout.js";
 import { type LossFn, buildModel, layoutDiff, resolveLoss } from "./spec.js";
 import type { Communicator } from "./mpi.js";
 import { HostExchange, type HostSyncViews, exchangeFailure, hostSyncViews } from "./host-exchange.js";
@@ -222,10 +222,10 @@ export class Replica {
 
   /** The step's barriers, numbered on from the step's base; with one rank there is nobody to wait for. */
   private barriers(t: StepTask): ((label: string, whileWaiting?: (() => void) | null) => void) & { waitMs: number } {
-    const { world, barrierTimeoutMs } = this.ctx;
+    const { world } = this.ctx, bound = waitBoundMs(this.control);
     let n = t.barrierBase;
     const meet = (label: string, whileWaiting: (() => void) | null = null) => {
-      if (world > 1) meet.waitMs += barrier(this.control, world, t.rank, ++n, label, t.step, barrierTimeoutMs, whileWaiting);
+      if (world > 1) meet.waitMs += barrier(this.control, world, t.rank, ++n, label, t.step, bound, whileWaiting);
     };
     meet.waitMs = 0;
     return meet;
@@ -321,12 +321,12 @@ export class Replica {
 
   /** With hosts: waits (bounded) until the exchange has completed this step; returns the ms waited. */
   private awaitExchange(t: StepTask): number {
-    const { sync } = this.hostSync!, t0 = performance.now(), deadline = t0 + this.ctx.barrierTimeoutMs;
+    const { sync } = this.hostSync!, t0 = performance.now(), bound = waitBoundMs(this.control), deadline = t0 + bound;
     this.inlineExchange?.runStep();
     for (let v = Atomics.load(sync, HOSTX.DONE); v === this.doneTicket; v = Atomics.load(sync, HOSTX.DONE)) {
       if (Atomics.load(sync, HOSTX.FAILED) !== 0) break;
       const left = deadline - performance.now();
-      if (left <= 0) throw new Error(`step ${t.step}: the exchange with the other hosts did not complete within ${this.ctx.barrierTimeoutMs} ms`);
+      if (left <= 0) throw new Error(`step ${t.step}: the exchange with the other hosts did not complete within ${bound} ms`);
       Atomics.wait(sync, HOSTX.DONE, v, Math.min(left, 1000));
     }
     if (Atomics.load(sync, HOSTX.FAILED) !== 0) throw new Error(`step ${t.step}: ${exchangeFailure(this.hostSync!)}`);

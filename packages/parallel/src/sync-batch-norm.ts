@@ -1,6 +1,6 @@
 /** Synchronised batch norm: the ranks' batch-norm statistics combined through shared memory. */
 import type { BatchNormSync } from "@chainrule/core";
-import { CONTROL } from "./layout.js";
+import { CONTROL, waitBoundMs } from "./layout.js";
 import type { WorkerContext } from "./types.js";
 
 /**
@@ -39,7 +39,7 @@ export class SharedBatchNorm implements BatchNormSync {
     x[row + 1] = this.counted;
     x.set(a, row + 2);
     x.set(b, row + 2 + C);
-    const target = k * this.active, c = this.c, t0 = performance.now(), timeout = this.ctx.barrierTimeoutMs;
+    const target = k * this.active, c = this.c, t0 = performance.now(), timeout = waitBoundMs(this.c);
     if (Atomics.add(c, CONTROL.BN, 1) + 1 >= target) Atomics.notify(c, CONTROL.BN);
     else {
       for (let v = Atomics.load(c, CONTROL.BN); v < target; v = Atomics.load(c, CONTROL.BN)) {

@@ -46,8 +46,13 @@ export interface DataParallelOptions {
   clipGradNorm?: number;
   /** Max rows per forward/backward in a worker; a shard is processed in micro-batches and gradients accumulate. Default: whole shard. */
   microBatchSize?: number;
-  /** Upper bound on each phase of a step or evaluate (ms); past it the call rejects and threads are terminated. Default 600000. */
-  timeoutMs?: number;
+  /**
+   * Upper bound on each phase of a step or evaluate (ms); past it the call rejects naming the
+   * worker, step and phase, and threads are terminated. Default "auto": 600000 for the first 10
+   * steps, then max(60000, 20 × the median of the last 50 steps' wall times), so a hung worker is
+   * reported in about a minute once the step time is known.
+   */
+  timeoutMs?: number | "auto";
   /** Upper bound on starting the threads and building the replicas (ms). Default 120000. */
   initTimeoutMs?: number;
   /**
@@ -169,8 +174,6 @@ export interface WorkerContext {
   stepDesc: SharedArrayBuffer;
   /** Float64 per-rank step results (STEP_RESULT.size values per rank). */
   stepResults: SharedArrayBuffer;
-  /** Wait bound of the in-worker step barrier (ms). */
-  barrierTimeoutMs: number;
   /** Model buffers (batch-norm running statistics): names and sizes in namedBuffers() order, B floats in all. */
   buffers: { name: string; size: number }[];
   /** B floats: the buffers every replica evaluates with (and the main thread's model views). */
