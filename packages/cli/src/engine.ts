@@ -31,6 +31,7 @@ export async function createEngine(o: EngineOptions): Promise<DataParallel> {
     seed: job.seed,
     clipGradNorm: job.clipGradNorm,
     bucketMiB: job.bucketMiB,
+    timeoutMs: job.stepTimeout === "auto" ? "auto" : job.stepTimeout * 1000,
     syncBatchNorm: job.syncBatchNorm,
     reuseActivations: job.reuseActivations,
     paramGroups: job.paramGroups,

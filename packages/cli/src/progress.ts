@@ -73,6 +73,23 @@ export class Progress {
     }
   }
 
+  /**
+   * While a step is overdue: `text` (e.g. "waiting for worker 1 (grad): 30 s") in the bar's ETA
+   * slot, or a plain line every 10 s; null when the step has completed.
+   */
+  waiting(text: string | null): void {
+    if (this.bar) {
+      if (text !== null) this.bar.update({ eta_s: text });
+      return;
+    }
+    const now = performance.now();
+    if (text !== null && now - this.lastWaitLine >= 10_000) {
+      this.lastWaitLine = now;
+      this.out.write(`${this.epochLabel}: ${text}\n`);
+    }
+  }
+  private lastWaitLine = 0;
+
   /** Ends the epoch's bar and prints its summary line. */
   endEpoch(line: string): void {
     this.stopBar();

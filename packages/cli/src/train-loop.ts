@@ -76,6 +76,13 @@ export async function runLoop(a: LoopArgs): Promise<number> {
       await run.endEpoch();
     }
   } catch (e) {
+    if (interrupts.aborted && engine.hosts === 1) {
+      // The step in flight did not finish within the grace period: its threads were terminated
+      // and nothing was written; the last checkpoint stands.
+      run.progress.stopBar();
+      run.reportAbort(interrupts.aborted, (e as Error).message);
+      return interrupts.aborted === "SIGINT" ? 130 : 143;
+    }
     interrupts.remove();
     throw e;
   } finally {
@@ -93,17 +100,24 @@ export async function runLoop(a: LoopArgs): Promise<number> {
   return 0;
 }
 
-/** Ctrl-C / SIGTERM: the first finishes the steps in flight and checkpoints; a second exits at once. */
+/**
+ * Ctrl-C / SIGTERM: the first finishes the steps in flight and checkpoints (a step that does not
+ * finish within a grace period is aborted instead, and nothing is written); a second exits at once.
+ */
 class Interrupts {
   stop: NodeJS.Signals | null = null;
   /** The signal this host got while waiting for the hosts to agree on a step to stop after. */
   requested: NodeJS.Signals | null = null;
+  /** When the first signal came (performance.now()), and the signal whose grace period ran out (the step in flight was aborted). */
+  at = 0;
+  aborted: NodeJS.Signals | null = null;
   private readonly handler = (sig: NodeJS.Signals) => {
     if (this.stop || this.requested) {
       const last = this.lastCheckpoint();
       process.stderr.write(`\n${sig} again: exiting now; the last checkpoint${last ? ` (${last})` : ""} is intact\n`);
       process.exit(130);
     }
+    this.at = performance.now();
     if (this.requestStop) {
       this.requested = sig;
       this.requestStop();
@@ -154,6 +168,8 @@ class Run {
   private epochStart = 0;
   private epochRows = 0;
   private readonly divergence: DivergenceMonitor;
+  /** Wall ms of recent steps (what "overdue" and the interrupt's grace period are measured against). */
+  private readonly recentStepMs: number[] = [];
 
   constructor(private readonly a: LoopArgs) {
     this.divergence = new DivergenceMonitor(a.job.divergence);
@@ -230,13 +246,50 @@ class Run {
         next++;
       }
       const { idx, lr, out } = ahead.shift()!;
-      const outcome = await out;
+      const outcome = await this.awaitStep(out, interrupts);
       const gradNorm = outcome.stats.gradNorm; // measured when clipGradNorm is set
       if (gradNorm !== undefined && !Number.isFinite(gradNorm)) throw new CliError(`diverged: the gradient norm became ${gradNorm} at step ${pos.step + 1} (epoch ${pos.epoch + 1}); try a lower --lr`);
       this.stepDone(outcome.loss, idx.length, lr);
       if (outcome.stop) interrupts.agreed(); // some host asked to stop: all stop after the steps posted
       if (checkpointAfter(pos.step)) this.checkpoint();
     }
+  }
+
+  /**
+   * Awaits a step, watching it once a second: past 5× the typical step (10 s at least) the
+   * progress line says which worker holds it up; after a signal, a step still running past the
+   * grace period (3× the typical step, 5 s at least) is aborted.
+   */
+  private async awaitStep(out: Promise<StepOutcome>, interrupts: Interrupts): Promise<StepOutcome> {
+    const engine = this.a.engine, typical = this.typicalStepMs();
+    const watch = setInterval(() => {
+      const p = engine.pendingStep();
+      if (p === null) return;
+      const signalled = interrupts.stop ?? interrupts.requested;
+      if (signalled && !interrupts.aborted && performance.now() - interrupts.at > Math.max(5000, 3 * typical)) {
+        interrupts.aborted = signalled;
+        engine.abort(signalled);
+        return;
+      }
+      if (p.elapsedMs < Math.max(10_000, 5 * typical) || p.waitingFor.length === 0) return;
+      const who = p.waitingFor.map((w) => `worker ${w.rank} (${w.stage})`).join(", ");
+      this.progress.waiting(`waiting for ${who}: ${Math.round(p.elapsedMs / 1000)} s`);
+    }, 1000);
+    watch.unref();
+    try {
+      const outcome = await out;
+      this.recentStepMs.push(outcome.stats.wallMs);
+      if (this.recentStepMs.length > 50) this.recentStepMs.shift();
+      return outcome;
+    } finally {
+      clearInterval(watch);
+    }
+  }
+
+  /** The median of the recent steps' wall times (ms); 0 before the first. */
+  private typicalStepMs(): number {
+    const s = [...this.recentStepMs].sort((a, b) => a - b);
+    return s.length === 0 ? 0 : s[s.length >> 1];
   }
 
   /** Counts a completed step: position, progress bar, metrics. */
@@ -312,6 +365,13 @@ class Run {
     this.lastCheckpointStep = pos.step;
     this.metrics?.write({ kind: "checkpoint", step: pos.step, path: this.lastCheckpoint });
     return this.lastCheckpoint;
+  }
+
+  reportAbort(signal: NodeJS.Signals, error: string): void {
+    const pos = this.pos, out = process.stdout;
+    this.metrics?.write({ kind: "interrupt", step: pos.step, signal, aborted: error, wallTime: this.wall() });
+    out.write(`interrupted (${signal}): ${error}; nothing written, the last checkpoint${this.lastCheckpoint ? ` (${this.lastCheckpoint})` : ""} is intact\n`);
+    if (this.lastCheckpoint) out.write(`resume with: npx -y pnpm@10 chainrule train --resume --out ${this.a.runDir}\n`);
   }
 
   reportInterrupt(signal: NodeJS.Signals): void {

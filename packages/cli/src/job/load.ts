@@ -80,6 +80,7 @@ export const FLAG_KEYS: Record<string, string> = {
   backend: "backend",
   name: "name",
   "checkpoint-every": "checkpoint.everySteps",
+  "step-timeout": "stepTimeout",
 };
 
 /** A flag's text as a JSON value where it parses ("12" → 12, "auto" → "auto"). */

@@ -153,6 +153,11 @@ export const JobSchema = z
     workers: z.union([posInt, z.literal("auto")], { error: 'expected a whole number ≥ 1 or "auto"' }).default("auto"),
     /** Clip the global gradient norm (off when absent). */
     clipGradNorm: z.number().positive().optional(),
+    /**
+     * Seconds a step may take before the run stops naming the worker that holds it up; "auto":
+     * 600 s for the first 10 steps, then max(60 s, 20 × the median step).
+     */
+    stepTimeout: z.union([z.literal("auto"), z.number().positive()]).default("auto"),
     /** Under mpirun: the gradient crosses the network between hosts in buckets of this many MiB, each sent while backward goes on. */
     bucketMiB: z.number().positive().default(1),
     /** Image augmentation of the training rows (each worker augments its own shard, seeded by (seed, step, row position)). */
