@@ -10,7 +10,7 @@ import * as ort from "onnxruntime-node";
 import { F, GPT, Tensor, embeddedMnistSplit, manualSeed, nn, noGrad, optim, randint, randn } from "@chainrule/core";
 import { adaptationOf, buildJobModel } from "../packages/cli/src/models.js";
 import { parseJob } from "../packages/cli/src/job/parse.js";
-import { exportOnnx } from "../packages/cli/src/onnx/export.js";
+import { exportOnnx } from "@chainrule/cli";
 import { decodeModel } from "../packages/cli/src/onnx/graph.js";
 
 type Dims = readonly number[];
