@@ -26,7 +26,8 @@ export function describeModel(job: Job, ctx: ModelContext, model: nn.Module): st
       const m = job.model;
       const trainable = model.parameters().filter((p) => p.requiresGrad).reduce((a, p) => a + p.size, 0);
       const tr = trainable < model.numParameters() ? `, ${trainable.toLocaleString("en-US")} trainable` : "";
-      return `GPT ${m.nLayer} layers × ${m.nHead} heads × ${m.nEmbd} wide, context ${m.blockSize}, vocab ${ctx.outputSize} (${n} parameters${tr})`;
+      const heads = m.arch === "llama" && m.nKvHead !== undefined && m.nKvHead !== m.nHead ? `${m.nHead} heads (${m.nKvHead} key/value)` : `${m.nHead} heads`;
+      return `GPT${m.arch === "llama" ? " (llama)" : ""} ${m.nLayer} layers × ${heads} × ${m.nEmbd} wide, context ${m.blockSize}, vocab ${ctx.outputSize} (${n} parameters${tr})`;
     }
   }
 }

@@ -52,7 +52,7 @@ export const MODEL_HELP: Record<string, string> = {
   logistic: "logistic (softmax) regression: Flatten → Linear(D, classes); crossEntropy",
   mlp: "multi-layer perceptron: Flatten → (Linear → activation [→ dropout]) × hidden → Linear",
   cnn: "convolutional net (core's createCnn): conv blocks → Linear → Linear; images (C, H, W)",
-  gpt: "character-level GPT (nanoGPT layout): token + position embeddings → transformer blocks → LM head; text data",
+  gpt: "character-level GPT (nanoGPT layout): token + position embeddings → transformer blocks → LM head; text data; arch \"llama\": RMSNorm, rotary positions, grouped-query attention (nKvHead), SwiGLU, no biases",
   module: "any module you write: {module, export, options}; the export is a factory or Module class",
 };
 
@@ -95,6 +95,7 @@ async function buildBase(o: BuildOptions): Promise<Module> {
     }
     case "gpt": {
       // The vocabulary size is the tokenizer's (outputSize); the window length is the data's, at most blockSize.
+      // arch, nKvHead, ffnHidden, ... pass through to core's GPTConfig, which fills what the job left out.
       const { type: _t, ...cfg } = model;
       return new GPT({ ...cfg, vocabSize: ctx.outputSize });
     }

@@ -12,7 +12,7 @@ const nonNegInt = z.number().int().nonnegative();
 /** A count (integer ≥ 1) or a fraction in (0, 1). */
 const countOrFraction = z.number().positive().refine((v) => v < 1 || Number.isInteger(v), { message: "expected a fraction in (0, 1) or a whole number of rows" });
 
-export const ModelConfig = z.discriminatedUnion("type", [
+const ModelBranches = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("linear") }),
   z.strictObject({ type: z.literal("logistic") }),
   z.strictObject({
@@ -31,19 +31,31 @@ export const ModelConfig = z.discriminatedUnion("type", [
     dropout: z.number().min(0).max(0.99).optional(),
   }),
   z.strictObject({
-    /** A character-level GPT (core's GPT, nanoGPT layout); vocabSize comes from the tokenizer. */
+    /** A GPT (core's GPT, nanoGPT layout; arch "llama": Llama's blocks); vocabSize comes from the tokenizer. */
     type: z.literal("gpt"),
-    /** Longest context (position-embedding rows). */
+    /** "gpt2": LayerNorm, learned positions, GELU MLP; "llama": RMSNorm, rotary positions, grouped-query attention, SwiGLU. */
+    arch: z.enum(["gpt2", "llama"]).default("gpt2"),
+    /** Longest context (position-embedding rows; the key/value cache's length). */
     blockSize: posInt.default(64),
     nLayer: posInt.default(4),
     /** Attention heads; must divide nEmbd. */
     nHead: posInt.default(4),
+    /** Key/value heads (llama; divides nHead). Default nHead. */
+    nKvHead: posInt.optional(),
     nEmbd: posInt.default(128),
+    /** Feed-forward width. Default 4·nEmbd (gpt2), 8·nEmbd/3 rounded up to a multiple of 8 (llama). */
+    ffnHidden: posInt.optional(),
     dropout: z.number().min(0).lt(1).default(0),
-    /** Biases in Linear layers and LayerNorms. */
-    bias: z.boolean().default(true),
+    /** Biases in Linear layers and LayerNorms. Default true for gpt2, false for llama. */
+    bias: z.boolean().optional(),
     /** Share the token embedding with the LM head. */
     tieWeights: z.boolean().default(false),
+    /** gpt2's GELU: "none" (exact) or "tanh" (GPT-2's own approximation). */
+    geluApproximate: z.enum(["none", "tanh"]).default("none"),
+    /** Epsilon of the LayerNorms (gpt2) or RMSNorms (llama). */
+    normEps: z.number().positive().default(1e-5),
+    /** Base of the rotary embedding's frequencies (llama). */
+    ropeTheta: z.number().positive().default(10000),
   }),
   z.strictObject({
     type: z.literal("module"),
@@ -54,6 +66,8 @@ export const ModelConfig = z.discriminatedUnion("type", [
     options: z.record(z.string(), z.unknown()).default({}),
   }),
 ]);
+/** The branches, with the defaults that depend on another field filled in (a llama has no biases unless asked). */
+export const ModelConfig = ModelBranches.transform((m) => (m.type === "gpt" && m.bias === undefined ? { ...m, bias: m.arch !== "llama" } : m));
 export type ModelConfig = z.infer<typeof ModelConfig>;
 
 export const DataConfig = z.discriminatedUnion("type", [
@@ -154,6 +168,12 @@ export const JobSchema = z
     /** Clip the global gradient norm (off when absent). */
     clipGradNorm: z.number().positive().optional(),
     /**
+     * Restarts after a worker fails (throws, dies, runs out of memory, times out) before the run
+     * gives up, as torchrun's --max-restarts: a fresh pool continues from the failed step (the
+     * parameters were not touched) or from the last checkpoint.
+     */
+    maxRestarts: nonNegInt.default(0),
+    /**
      * Seconds a step may take before the run stops naming the worker that holds it up; "auto":
      * 600 s for the first 10 steps, then max(60 s, 20 × the median step).
      */
@@ -197,7 +217,7 @@ export const JobSchema = z
         /** The update is scaled by alpha / rank (default: rank). */
         alpha: z.number().positive().optional(),
         dropout: z.number().min(0).lt(1).default(0),
-        targets: z.string().min(1).default("attn\\.c_attn|attn\\.c_proj|mlp\\.c_fc|mlp\\.c_proj"),
+        targets: z.string().min(1).default("attn\\.(c_attn|c_proj|q_proj|k_proj|v_proj|o_proj)|mlp\\.(c_fc|c_proj|gate_proj|up_proj|down_proj)"),
       })
       .optional(),
     /** Freeze parameters whose names match any of these regular expressions. */
@@ -239,6 +259,14 @@ export const JobSchema = z
     const isText = job.data.type === "text", isGpt = job.model.type === "gpt";
     if (job.model.type === "gpt" && job.model.nEmbd % job.model.nHead !== 0) {
       ctx.addIssue({ code: "custom", path: ["model", "nHead"], message: `nHead ${job.model.nHead} does not divide nEmbd ${job.model.nEmbd} (each head gets nEmbd / nHead channels)` });
+    }
+    if (job.model.type === "gpt" && job.model.nKvHead !== undefined) {
+      const { arch, nHead, nKvHead } = job.model;
+      if (nHead % nKvHead !== 0) ctx.addIssue({ code: "custom", path: ["model", "nKvHead"], message: `nKvHead ${nKvHead} does not divide nHead ${nHead} (each key/value head serves nHead / nKvHead query heads)` });
+      else if (arch !== "llama" && nKvHead !== nHead) ctx.addIssue({ code: "custom", path: ["model", "nKvHead"], message: `grouped-query attention (nKvHead ${nKvHead} < nHead ${nHead}) needs arch "llama"` });
+    }
+    if (job.model.type === "gpt" && job.model.arch === "llama" && (job.model.nEmbd / job.model.nHead) % 2 !== 0) {
+      ctx.addIssue({ code: "custom", path: ["model", "nHead"], message: `the head size nEmbd / nHead = ${job.model.nEmbd / job.model.nHead} must be even for the rotary embedding` });
     }
     if (isText !== isGpt) {
       ctx.addIssue({ code: "custom", path: isText ? ["model", "type"] : ["data", "type"], message: isText ? `text data needs model.type "gpt", got "${job.model.type}"` : `a gpt model needs data.type "text", got "${job.data.type}"` });
