@@ -26,7 +26,7 @@ const tmp = mkdtempSync(join(tmpdir(), "chainrule-soak-"));
 const job = join(tmp, "soak.json");
 writeFileSync(job, JSON.stringify({
   model: { type: "mlp", hidden: [64] }, data: { type: "mnist", limitTrain: 2000, limitHeldOut: 100 },
-  optimizer: { type: "adam", lr: 0.002 }, epochs: 8, batchSize: 40, workers: 2, seed: 1,
+  optimizer: { type: "adam", lr: 0.002 }, epochs: 25, batchSize: 40, workers: 2, seed: 1,
   checkpoint: { everySteps: 3, keep: 3 }, log: { everySteps: 1 },
 }));
 

@@ -4,14 +4,18 @@
  * a SIGTERM on or takes its children down when killed: without this, `kill` (or `kill -9`) of
  * the command a user started would leave the trainer writing checkpoints on its own.
  *
- * The launchers are the ancestors in the trainer's process group (a shell starts each command
- * line as one group; the shell itself is outside it). When one of them exits, its child is
- * re-parented, which shows as a changed parent pid somewhere in the chain; the trainer then
- * sends itself SIGTERM, so it stops the way SIGTERM stops it (checkpoint, exit 143).
+ * The launchers are the trainer's ancestors, in its process group (a shell starts each command
+ * line as one group), that are Node.js processes (npx, pnpm, tsx, a Node script) or shells those
+ * started (`sh -c` of a package script); the walk stops at the first other process, such as the
+ * user's shell or a shell script, so a run a script started in the background goes on when the
+ * script ends. When a launcher exits, its child is re-parented, which shows as a changed parent
+ * pid somewhere in the chain; the trainer then sends itself SIGTERM, so it stops the way SIGTERM
+ * stops it (checkpoint, exit 143).
  * Linux reads the chain from /proc; elsewhere only the trainer's own parent is watched, when a
  * package manager's script started it.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, readlinkSync } from "node:fs";
+import { basename } from "node:path";
 
 interface Link {
   pid: number;
@@ -30,10 +34,26 @@ function procStat(pid: number): { ppid: number; pgrp: number } | null {
   }
 }
 
+/** The executable's name ("node", "sh", ...), "" if unreadable. */
+function exeName(pid: number): string {
+  try {
+    return basename(readlinkSync(`/proc/${pid}/exe`));
+  } catch {
+    return "";
+  }
+}
+
+/** A process that launches the trainer and waits for it: Node.js (npx, pnpm, tsx), or a shell one of those started. */
+function isLauncher(pid: number, ppid: number): boolean {
+  const exe = exeName(pid);
+  if (/^node/.test(exe)) return true;
+  return /^(sh|dash|bash)$/.test(exe) && /^node/.test(exeName(ppid));
+}
+
 /**
  * The links to watch, nearest first: the trainer and each launcher whose parent is a launcher too.
- * The outermost launcher's own parent (the user's shell) is not watched: a run started with
- * nohup goes on when the terminal closes.
+ * The outermost launcher's own parent (the user's shell, a script) is not watched: a run started
+ * with nohup goes on when the terminal closes.
  */
 export function launcherChain(): Link[] {
   const self = procStat(process.pid);
@@ -44,7 +64,7 @@ export function launcherChain(): Link[] {
   const chain: Link[] = [];
   for (let pid = process.pid, ppid = self.ppid; ppid > 1 && chain.length < 32; ) {
     const parent = procStat(ppid);
-    if (!parent || parent.pgrp !== self.pgrp) break;
+    if (!parent || parent.pgrp !== self.pgrp || !isLauncher(ppid, parent.ppid)) break;
     chain.push({ pid, ppid });
     pid = ppid;
     ppid = parent.ppid;
