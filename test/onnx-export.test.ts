@@ -212,6 +212,14 @@ describe("export to ONNX: GPT", () => {
     await expectGptSameAsOnnx(int8, reference, 2, 6, PLAIN_QDQ);
   });
 
+  it("GPT-2's tanh GELU and a wider MLP (geluApproximate, ffnHidden); the llama layout is refused naming it", async () => {
+    manualSeed(11);
+    const gpt = await tinyGpt({ ...GPT_MODEL, geluApproximate: "tanh", ffnHidden: 24, normEps: 1e-6 });
+    await expectGptSameAsOnnx(exportOnnx(gpt, { inputShape: [8] }).bytes, gpt, 2, 7);
+    const llama = await tinyGpt({ ...GPT_MODEL, arch: "llama" });
+    expect(() => exportOnnx(llama, { inputShape: [8] })).toThrow(/^export: cannot express module 'transformer' \(GPTTransformer\) in ONNX: without a position-embedding table/);
+  });
+
   it("a LoRA fine-tune, merged, gives the adapted model's logits; unmerged it is refused naming the layer", async () => {
     manualSeed(8);
     const gpt = await tinyGpt(GPT_MODEL, { rank: 2, alpha: 4, targets: "c_attn|c_fc" });
