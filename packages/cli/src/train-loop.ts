@@ -5,11 +5,12 @@
  */
 import { join } from "node:path";
 import { Generator, GPT, getRngState, nn, saveCheckpoint, saveSafetensors } from "@chainrule/core";
-import type { DataParallel, StepOutcome } from "@chainrule/parallel";
+import { type DataParallel, ParallelStepError, type StepOutcome } from "@chainrule/parallel";
 import { generateText } from "./commands/generate.js";
 import { describeModel } from "./checkpoint-model.js";
 import type { loadJobData } from "./data.js";
-import { describeEngine, optimizerState } from "./engine.js";
+import { describeEngine, loadOptimizerState, optimizerState } from "./engine.js";
+import { readVerifiedCheckpoint } from "./checkpoint-files.js";
 import { CliError } from "./errors.js";
 import type { Job } from "./job/schema.js";
 import { Progress, fmtDuration, fmtInt } from "./progress.js";
@@ -71,7 +72,12 @@ export async function runLoop(a: LoopArgs): Promise<number> {
   try {
     if (data.tokenizer !== undefined && !a.resumedFrom) await run.evaluateBeforeTraining();
     while (run.pos.epoch < job.epochs && !interrupts.stop) {
-      await run.trainEpoch(interrupts);
+      try {
+        await run.trainEpoch(interrupts);
+      } catch (e) {
+        if (!run.restartAfter(e, interrupts)) throw e;
+        continue; // the epoch of the position restarted from
+      }
       if (interrupts.stop) break;
       await run.endEpoch();
     }
@@ -168,6 +174,8 @@ class Run {
   private epochStart = 0;
   private epochRows = 0;
   private readonly divergence: DivergenceMonitor;
+  /** Restarts after failed workers so far (job.maxRestarts at most). */
+  private restarts = 0;
   /** Wall ms of recent steps (what "overdue" and the interrupt's grace period are measured against). */
   private readonly recentStepMs: number[] = [];
 
@@ -246,7 +254,13 @@ class Run {
         next++;
       }
       const { idx, lr, out } = ahead.shift()!;
-      const outcome = await this.awaitStep(out, interrupts);
+      let outcome: StepOutcome;
+      try {
+        outcome = await this.awaitStep(out, interrupts);
+      } catch (e) {
+        await Promise.allSettled(ahead.map((s) => s.out)); // the step posted behind rejects too: nothing is left in flight
+        throw e;
+      }
       const gradNorm = outcome.stats.gradNorm; // measured when clipGradNorm is set
       if (gradNorm !== undefined && !Number.isFinite(gradNorm)) throw new CliError(`diverged: the gradient norm became ${gradNorm} at step ${pos.step + 1} (epoch ${pos.epoch + 1}); try a lower --lr`);
       this.stepDone(outcome.loss, idx.length, lr);
@@ -284,6 +298,39 @@ class Run {
     } finally {
       clearInterval(watch);
     }
+  }
+
+  /**
+   * After a step failed: whether the run goes on (a worker failed, restarts are left, no signal
+   * came). The next step starts a fresh pool; from where: the failed step itself when no
+   * parameter was touched (the position still names it), else the last checkpoint, loaded back.
+   * Either way the run repeats what an uninterrupted one computes.
+   */
+  restartAfter(e: unknown, interrupts: Interrupts): boolean {
+    const { job, engine } = this.a;
+    if (!(e instanceof ParallelStepError) || this.restarts >= job.maxRestarts || interrupts.stop || interrupts.requested || engine.hosts > 1) return false;
+    if (e.paramsModified && !this.lastCheckpoint) return false;
+    this.restarts++;
+    this.progress.stopBar();
+    let from: string;
+    if (e.paramsModified) {
+      this.restoreCheckpoint(this.lastCheckpoint!);
+      from = `the last checkpoint (${this.lastCheckpoint}), step ${this.pos.step}`;
+    } else {
+      from = `step ${this.pos.step + 1} (parameters untouched)`;
+    }
+    this.metrics?.write({ kind: "restart", step: this.pos.step, restart: this.restarts, of: job.maxRestarts, error: e.message, from: e.paramsModified ? this.lastCheckpoint : "step", time: new Date().toISOString() });
+    process.stdout.write(`restart ${this.restarts}/${job.maxRestarts} after: ${e.message}\ncontinuing with fresh workers from ${from}\n`);
+    return true;
+  }
+
+  /** Loads a checkpoint of this run back into the engine: parameters, buffers, optimizer state, position. */
+  private restoreCheckpoint(dir: string): void {
+    const { engine, job } = this.a, ck = readVerifiedCheckpoint(dir);
+    engine.model.loadStateDict(ck.tensors);
+    loadOptimizerState(engine, ck.state.optimizer, job);
+    Object.assign(this.pos, (ck.state.extra as { position: Position }).position);
+    this.metrics?.truncateAfter(this.pos.step);
   }
 
   /** The median of the recent steps' wall times (ms); 0 before the first. */

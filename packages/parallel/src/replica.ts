@@ -17,6 +17,7 @@
  * host exchange (host-exchange.ts) reduces and combines it with the other hosts' bucket by bucket
  * meanwhile, and reduceAndUpdate waits for the exchange instead of reducing.
  */
+import { existsSync, writeFileSync } from "node:fs";
 import { BufferArena, Tensor, augmentRows, manualSeed, nn, noGrad, optim } from "@chainrule/core";
 import { type SimdKernels, markGradsStale, registerSimdMemory, setLeafGradHook, zeroStaleGrads } from "@chainrule/core/internal";
 import { CONTROL, type DatasetViews, HOSTX, HOST_TOTALS, STAGE_DONE, gradientSlots, waitBoundMs, STAGE_GRAD, STAGE_REDUCE, STAGE_UPDATE, mixSeed } from "./layout.js";
@@ -102,8 +103,12 @@ export class Replica {
     const i = this.paramIndex.get(leaf);
     if (i !== undefined) this.countParam(i);
   };
-  /** Test hook: "update:<rank>:<step>" makes that rank throw as it starts updating parameters. */
+  /**
+   * Test hook: "update:<rank>:<step>" makes that rank throw as it starts updating parameters;
+   * with CHAINRULE_PARALLEL_INJECT_ONCE=FILE only while FILE does not exist (the throw creates it).
+   */
   private readonly injectFailure = process.env.CHAINRULE_PARALLEL_INJECT_FAILURE;
+  private readonly injectOnce = process.env.CHAINRULE_PARALLEL_INJECT_ONCE;
 
   private constructor(
     readonly ctx: WorkerContext,
@@ -496,7 +501,10 @@ export class Replica {
   /** Marks rank r as updating parameters (a failure from here on reports them maybe changed); the test hook throws here. */
   private beginUpdate(r: number, step: number): void {
     Atomics.store(this.control, CONTROL.STAGE + r, STAGE_UPDATE);
-    if (this.injectFailure === `update:${r}:${step}`) throw new Error(`injected failure (CHAINRULE_PARALLEL_INJECT_FAILURE=${this.injectFailure})`);
+    if (this.injectFailure === `update:${r}:${step}` && !(this.injectOnce && existsSync(this.injectOnce))) {
+      if (this.injectOnce) writeFileSync(this.injectOnce, "");
+      throw new Error(`injected failure (CHAINRULE_PARALLEL_INJECT_FAILURE=${this.injectFailure})`);
+    }
   }
 
   /** The optimizer step over [from, to) of the mean gradient, split where paramGroups scale the learning rate (ctx.lrRanges). */

@@ -44,6 +44,7 @@ options:
   --checkpoint-every N  also checkpoint every N steps
   --step-timeout S|auto seconds a step may take before the run stops naming the worker
                         holding it up (auto: 600 s for 10 steps, then 20x the median step, ≥ 60 s)
+  --max-restarts N      when a worker fails, continue with fresh workers up to N times
   --set KEY.PATH=VALUE  override any job field, e.g. --set data.limitTrain=500
 `;
 
@@ -68,7 +69,7 @@ async function train(argv: string[], lock: { held: RunLock | null }): Promise<nu
   const { values, positionals } = parseFlags("train", argv, {
       epochs: { type: "string" }, "batch-size": { type: "string" }, lr: { type: "string" }, seed: { type: "string" },
       workers: { type: "string" }, backend: { type: "string" }, out: { type: "string" }, name: { type: "string" },
-      resume: { type: "boolean" }, "checkpoint-every": { type: "string" }, "step-timeout": { type: "string" }, set: { type: "string", multiple: true },
+      resume: { type: "boolean" }, "checkpoint-every": { type: "string" }, "step-timeout": { type: "string" }, "max-restarts": { type: "string" }, set: { type: "string", multiple: true },
       help: { type: "boolean", short: "h" },
     });
   if (values.help) {
@@ -101,7 +102,7 @@ async function train(argv: string[], lock: { held: RunLock | null }): Promise<nu
     const savedJob = parseJob(saved, join(runDir, JOB_FILE));
     // Without JOB, the run's own job is the base; flags apply on top.
     const candidate = jobPath ? parseJob(raw, source) : parseJob({ ...(await rawJob(join(runDir, JOB_FILE), flags, values.set ?? [])).raw }, `${join(runDir, JOB_FILE)} ${source.replace(/^default job ?/, "")}`.trim());
-    const diff = firstDifference(savedJob, candidate, "", new Set(["epochs", "workers", "backend", "checkpoint", "log", "name", "sample", "divergence", "stepTimeout", "bucketMiB"]));
+    const diff = firstDifference(savedJob, candidate, "", new Set(["epochs", "workers", "backend", "checkpoint", "log", "name", "sample", "divergence", "stepTimeout", "bucketMiB", "maxRestarts"]));
     if (diff) throw new UsageError(`--resume: the job differs from ${join(runDir, JOB_FILE)} at ${diff}; a resumed run keeps its model, data, optimizer, batch size and seed`);
     job = candidate;
     if (lead) lockRunDir(runDir, lock);

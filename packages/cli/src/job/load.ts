@@ -81,6 +81,7 @@ export const FLAG_KEYS: Record<string, string> = {
   name: "name",
   "checkpoint-every": "checkpoint.everySteps",
   "step-timeout": "stepTimeout",
+  "max-restarts": "maxRestarts",
 };
 
 /** A flag's text as a JSON value where it parses ("12" → 12, "auto" → "auto"). */
