@@ -6,14 +6,15 @@
  * - MLP 784-512-256-10 (the default job's model): requests/s and p50/p99 latency of
  *   POST /v1/predict with one digit-sized row per request, by autocannon at each
  *   concurrency; each run is bounded by a request count and a time limit. The two servers
- *   take turns, the order alternating by round; medians over rounds.
+ *   take turns, the order alternating by round; medians over rounds, and the median of the
+ *   per-round ratios (the rounds of a pair run back to back, under the same machine load).
  * - GPT (the gpt job's model): tokens/s of streamed generation (server-sent events, greedy
  *   sampling so both sides produce the same text) with 1 and 4 streams at once.
  *
  * The models are trained briefly first (throughput does not depend on their accuracy), or
  * given with --mlp / --gpt (checkpoint or run directories).
  *
- *   npx tsx bench/serve.ts [--rounds 3] [--requests 3000] [--seconds 20] [--concurrency 1,8,64]
+ *   npx tsx bench/serve.ts [--rounds 7] [--requests 2000] [--seconds 20] [--concurrency 1,8,64]
  *                          [--tokens 200] [--streams 1,4] [--workers N] [--mlp DIR] [--gpt DIR] [--quick]
  */
 import { type ChildProcess, spawn } from "node:child_process";
@@ -210,14 +211,17 @@ async function streamTokens(url: string, prompt: string, tokens: number, streams
   return { tokensPerSecond: (streams * tokens) / seconds, firstTokenMs: median(runs.map((r) => r.first)), text: runs[0].text };
 }
 
+/** chainrule's figure over onnxruntime's, round by round. */
+const pairedRatios = (ours: number[], theirs: number[]) => ours.map((x, i) => x / theirs[i]);
+
 const fmt = (x: number, digits = 0) => x.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
 
 // ---- the run ----
 
 export async function main(args: string[]): Promise<Record<string, unknown>> {
   const quick = hasFlag(args, "quick");
-  const rounds = Number(flag(args, "rounds", quick ? "1" : "3"));
-  const requests = Number(flag(args, "requests", quick ? "500" : "3000"));
+  const rounds = Number(flag(args, "rounds", quick ? "1" : "7"));
+  const requests = Number(flag(args, "requests", quick ? "500" : "2000"));
   const seconds = Number(flag(args, "seconds", quick ? "10" : "20"));
   const concurrency = numList(args, "concurrency", [1, 8, 64]);
   const tokens = Number(flag(args, "tokens", quick ? "50" : "200"));
@@ -248,6 +252,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
       await startServer("chainrule serve", serveArgs(mlp)),
       await startServer("onnxruntime-node", [join(repoRoot, "bench/serve.ts"), "--ort-server", join(tmp, "mlp.onnx"), "--kind", "mlp", "--shape", "1,28,28"]),
     ];
+    const mlpModel = ((await (await fetch(`${servers[0].url}/v1/model`)).json()) as { description: string }).description;
     const answers = await Promise.all(servers.map(async (sv) => (await (await fetch(`${sv.url}/v1/predict`, { method: "POST", body })).json()) as { predictions: { class: number; probability: number }[] }));
     const [a, b] = answers.map((x) => x.predictions[0]);
     const agree = a.class === b.class && Math.abs(a.probability - b.probability) < 1e-4;
@@ -264,17 +269,18 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
         rps: median(rs.map((x) => x.rps)), p50: median(rs.map((x) => x.p50)), p99: median(rs.map((x) => x.p99)),
         requests: rs.reduce((x, y) => x + y.requests, 0), errors: rs.reduce((x, y) => x + y.errors, 0), rounds: rs.map((x) => Math.round(x.rps)),
       }]));
-      mlpResults[`c${c}`] = summary;
       const cr = summary["chainrule serve"], ox = summary["onnxruntime-node"];
+      const ratios = pairedRatios(runs["chainrule serve"].map((x) => x.rps), runs["onnxruntime-node"].map((x) => x.rps));
+      mlpResults[`c${c}`] = { ...summary, ratio: median(ratios), ratios };
       mlpRows.push({
         concurrency: c,
         "chainrule req/s": fmt(cr.rps), "p50 ms": fmt(cr.p50, 2), "p99 ms": fmt(cr.p99, 2),
         "onnxruntime req/s": fmt(ox.rps), "ort p50 ms": fmt(ox.p50, 2), "ort p99 ms": fmt(ox.p99, 2),
-        ratio: `${fmt(cr.rps / ox.rps, 2)}×`, errors: cr.errors + ox.errors,
+        ratio: `${fmt(median(ratios), 2)}× (${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)})`, errors: cr.errors + ox.errors,
       });
     }
     await Promise.all(servers.map(stopServer));
-    console.log(`\nMLP 784-512-256-10, one row per request (medians of ${rounds} rounds):`);
+    console.log(`\n${mlpModel}, one row per request (medians of ${rounds} rounds; ratio: chainrule / onnxruntime req/s, median and range of the rounds):`);
     table(mlpRows);
 
     // GPT: streamed, greedy tokens.
@@ -284,6 +290,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
       await startServer("chainrule serve", serveArgs(gpt)),
       await startServer("onnxruntime-node", [join(repoRoot, "bench/serve.ts"), "--ort-server", join(tmp, "gpt.onnx"), "--kind", "gpt", "--vocab", JSON.stringify(vocab), "--block-size", String(blockSize)]),
     ];
+    const gptModel = ((await (await fetch(`${gptServers[0].url}/v1/model`)).json()) as { description: string }).description;
     const prompt = "Ma";
     const texts = await Promise.all(gptServers.map((sv) => streamTokens(sv.url, prompt, Math.min(tokens, 20), 1)));
     console.log(`\nsame greedy text from both: ${texts[0].text === texts[1].text}`);
@@ -297,19 +304,20 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
       const summary = Object.fromEntries(Object.entries(runs).map(([name, rs]) => [name, {
         tokensPerSecond: median(rs.map((x) => x.tokensPerSecond)), firstTokenMs: median(rs.map((x) => x.firstTokenMs)),
       }]));
-      gptResults[`streams${n}`] = summary;
       const cr = summary["chainrule serve"], ox = summary["onnxruntime-node"];
+      const ratios = pairedRatios(runs["chainrule serve"].map((x) => x.tokensPerSecond), runs["onnxruntime-node"].map((x) => x.tokensPerSecond));
+      gptResults[`streams${n}`] = { ...summary, ratio: median(ratios), ratios };
       gptRows.push({
         streams: n, "chainrule tokens/s": fmt(cr.tokensPerSecond), "first token ms": fmt(cr.firstTokenMs, 1),
-        "onnxruntime tokens/s": fmt(ox.tokensPerSecond), "ort first token ms": fmt(ox.firstTokenMs, 1), ratio: `${fmt(cr.tokensPerSecond / ox.tokensPerSecond, 2)}×`,
+        "onnxruntime tokens/s": fmt(ox.tokensPerSecond), "ort first token ms": fmt(ox.firstTokenMs, 1), ratio: `${fmt(median(ratios), 2)}× (${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)})`,
       });
     }
     await Promise.all(gptServers.map(stopServer));
-    console.log(`\nGPT (gpt job's model), ${tokens} greedy tokens per stream, server-sent events (medians of ${rounds} rounds):`);
+    console.log(`\n${gptModel}: ${tokens} greedy tokens per stream, server-sent events (medians of ${rounds} rounds):`);
     table(gptRows);
     const loadAfter = loadavg()[0];
     console.log(`\nload average: ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after`);
-    return { mlp: mlpResults, gpt: gptResults, sameAnswer: agree, sameGreedyText: texts[0].text === texts[1].text, loadAverage: [loadBefore, loadAfter], rounds, requests, seconds, tokens };
+    return { mlpModel, gptModel, mlp: mlpResults, gpt: gptResults, sameAnswer: agree, sameGreedyText: texts[0].text === texts[1].text, loadAverage: [loadBefore, loadAfter], rounds, requests, seconds, tokens };
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
