@@ -3,6 +3,7 @@ import { existsSync, statSync } from "node:fs";
 import { F, Tensor, argmax, noGrad, loadCsv, loadIdxDataset, loadIdxDirectory, CharTokenizer, type CharTokenizerJSON, type Dataset } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { loadJobData } from "../data.js";
+import { checkCsvFinite, checkIdxFinite } from "../data-checks.js";
 import { fmtInt } from "../progress.js";
 import { type CheckpointModel, MODULE_FLAGS, MODULE_FLAGS_HELP, modelFromCheckpoint, moduleConsent } from "../checkpoint-model.js";
 import { resolveCheckpoint } from "../rundir.js";
@@ -39,10 +40,14 @@ export function evalData(cm: CheckpointModel, data: string | undefined, labels: 
   if (/\.csv$/i.test(data)) {
     const jobLabel = cm.job.data.type === "csv" ? cm.job.data.label : undefined;
     const lab = label === undefined ? jobLabel : /^-?\d+$/.test(label) ? Number(label) : label;
-    return loadCsv(data, { label: lab, task: cm.classification ? "classification" : "regression", numClasses: cm.classification ? cm.ctx.outputSize : undefined });
+    const ds = loadCsv(data, { label: lab, task: cm.classification ? "classification" : "regression", numClasses: cm.classification ? cm.ctx.outputSize : undefined });
+    checkCsvFinite(ds, data);
+    return ds;
   }
   if (!labels) throw new UsageError(`--data ${data}: an IDX images file needs --labels FILE`);
-  return loadIdxDataset(data, labels);
+  const ds = loadIdxDataset(data, labels);
+  checkIdxFinite(ds, data);
+  return ds;
 }
 
 export function checkRows(cm: CheckpointModel, ds: Dataset): void {
