@@ -5,11 +5,13 @@ import { gradientBuckets, planMemory } from "./layout.js";
 const layout = [{ offset: 0, size: 10 }, { offset: 10, size: 4 }, { offset: 14, size: 20 }, { offset: 34, size: 6 }];
 
 describe("gradientBuckets", () => {
-  it("fills buckets from the last parameter back, each at least the cap, adjacent ranges merged", () => {
+  it("fills buckets from the last parameter back up to the cap, adjacent ranges merged; a larger parameter is a bucket of its own", () => {
     expect(gradientBuckets(layout, [true, true, true, true], 24)).toEqual([
-      { params: [3, 2], pieces: [14, 40] },
-      { params: [1, 0], pieces: [0, 14] },
+      { params: [3], pieces: [34, 40] },
+      { params: [2, 1], pieces: [10, 34] },
+      { params: [0], pieces: [0, 10] },
     ]);
+    expect(gradientBuckets(layout, [true, true, true, true], 8).map((b) => b.params)).toEqual([[3], [2], [1], [0]]);
     expect(gradientBuckets(layout, [true, true, true, true], 1e9)).toEqual([{ params: [3, 2, 1, 0], pieces: [0, 40] }]);
     expect(gradientBuckets(layout, [true, true, true, true], 1).map((b) => b.params)).toEqual([[3], [2], [1], [0]]);
   });

@@ -107,10 +107,11 @@ export function gradientSlots(ctx: WorkerContext, grad: Float32Array): Float32Ar
 export interface GradientBucket { params: number[]; pieces: number[] }
 
 /**
- * Groups the trainable parameters into buckets of at least `capFloats` floats (the last may be
- * smaller), in reverse layout order — roughly the order backward finishes their gradients, the
- * output layers first — so the first bucket can cross the network while backward goes on (as
- * PyTorch DDP's reducer does). Adjacent parameters' ranges are merged into one piece.
+ * Groups the trainable parameters into buckets of at most `capFloats` floats (a parameter larger
+ * than that is a bucket of its own), in reverse layout order — roughly the order backward
+ * finishes their gradients, the output layers first — so the first buckets cross the network
+ * while backward still computes the input layers' gradients (as PyTorch DDP's reducer does).
+ * Adjacent parameters' ranges are merged into one piece.
  */
 export function gradientBuckets(layout: readonly { offset: number; size: number }[], trainable: readonly boolean[], capFloats: number): GradientBucket[] {
   const buckets: GradientBucket[] = [];
@@ -118,15 +119,15 @@ export function gradientBuckets(layout: readonly { offset: number; size: number 
   for (let i = layout.length - 1; i >= 0; i--) {
     const e = layout[i];
     if (!trainable[i] || e.size === 0) continue;
-    cur.params.push(i);
-    if (cur.pieces.length > 0 && cur.pieces[cur.pieces.length - 2] === e.offset + e.size) cur.pieces[cur.pieces.length - 2] = e.offset;
-    else cur.pieces.push(e.offset, e.offset + e.size);
-    floats += e.size;
-    if (floats >= capFloats) {
+    if (floats > 0 && floats + e.size > capFloats) {
       buckets.push(cur);
       cur = { params: [], pieces: [] };
       floats = 0;
     }
+    cur.params.push(i);
+    if (cur.pieces.length > 0 && cur.pieces[cur.pieces.length - 2] === e.offset + e.size) cur.pieces[cur.pieces.length - 2] = e.offset;
+    else cur.pieces.push(e.offset, e.offset + e.size);
+    floats += e.size;
   }
   if (cur.params.length > 0) buckets.push(cur);
   return buckets;
