@@ -10,7 +10,7 @@ import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { Tensor, embeddedMnistSplit, noGrad, randint, type GPT } from "@chainrule/core";
 import { modelFromCheckpoint } from "../packages/cli/src/checkpoint-model.js";
-import { decodeModel } from "../packages/cli/src/onnx/graph.js";
+import { describeOnnx } from "../packages/cli/src/onnx/graph.js";
 import { REPO, type Result, cli, expectOneLineError, latestCheckpoint, tempDir, writeJobIn } from "./cli-helpers.ts";
 
 const TMP = tempDir("chainrule-deploy-");
@@ -70,7 +70,8 @@ describe("chainrule export and quantize: MLP", () => {
     expect(r.stdout).toMatch(/wrote .*mlp\.onnx: [\d,]+ bytes, ONNX opset 17\ninput input float32 \(batch, 1, 28, 28\) → output logits float32 \(batch, 10\)/);
     const [ours, theirs] = await mlpOutputs(latestCheckpoint(MLP_RUN), file);
     expect(maxAbsDiff(theirs, ours)).toBeLessThanOrEqual(1e-5);
-    const meta = Object.fromEntries(decodeModel(readFileSync(file)).metadataProps.map((p) => [p.key, p.value]));
+    const { metadata: meta, opset } = describeOnnx(readFileSync(file));
+    expect(opset).toBe(17);
     expect(meta["chainrule.task"]).toBe("classification");
     expect(JSON.parse(meta["chainrule.model"])).toMatchObject({ type: "mlp", hidden: [32] });
   });
@@ -133,8 +134,9 @@ describe("chainrule export and quantize: a GPT with LoRA adapters", () => {
       const theirs = await runOnnx(file, { idx: new ort.Tensor("int64", BigInt64Array.from(ids, (v) => BigInt(v)), [2, T]) });
       expect(maxAbsDiff(theirs, ours)).toBeLessThanOrEqual(1e-5);
     }
-    const meta = decodeModel(readFileSync(file)).metadataProps.find((p) => p.key === "chainrule.tokenizer");
-    expect(JSON.parse(meta!.value!).vocab).toHaveLength(V);
+    const { metadata, opset } = describeOnnx(readFileSync(file));
+    expect(opset).toBe(18);
+    expect(JSON.parse(metadata["chainrule.tokenizer"]).vocab).toHaveLength(V);
   });
 
   it("quantize merges and quantizes; generate and eval read the result", async () => {

@@ -11,7 +11,7 @@ import { F, GPT, Tensor, embeddedMnistSplit, manualSeed, nn, noGrad, optim, rand
 import { adaptationOf, buildJobModel } from "../packages/cli/src/models.js";
 import { parseJob } from "../packages/cli/src/job/parse.js";
 import { exportOnnx } from "@chainrule/cli";
-import { decodeModel } from "../packages/cli/src/onnx/graph.js";
+import { describeOnnx } from "../packages/cli/src/onnx/graph.js";
 
 type Dims = readonly number[];
 
@@ -203,7 +203,7 @@ describe("export to ONNX: GPT", () => {
     const gpt = await tinyGpt({ ...GPT_MODEL, tieWeights: true, bias: false });
     const { bytes } = exportOnnx(gpt, { inputShape: [8] });
     await expectGptSameAsOnnx(bytes, gpt, 2, 6);
-    const initializers = decodeModel(bytes).graph!.initializer!.map((t) => t.name ?? "");
+    const { initializers } = describeOnnx(bytes);
     expect(initializers).toContain("transformer.wte.weight");
     expect(initializers.filter((n) => n.startsWith("lm_head"))).toEqual([]);
     // int8: the shared table is quantized once, per row (a token's embedding, a logit's weights).

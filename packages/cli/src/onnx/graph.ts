@@ -133,7 +133,20 @@ export class OnnxGraph {
   }
 }
 
-/** Parses an ONNX file's bytes (to read its graph or metadata back). */
-export function decodeModel(bytes: Uint8Array): onnxProto.onnx.ModelProto {
-  return onnx.ModelProto.decode(bytes);
+/** What an ONNX file holds, read back from its bytes (the types stay plain: no protobuf classes leak out). */
+export interface OnnxSummary {
+  opset: number;
+  /** Initializer (constant) names, in file order. */
+  initializers: string[];
+  /** The model's metadata_props. */
+  metadata: Record<string, string>;
+}
+
+export function describeOnnx(bytes: Uint8Array): OnnxSummary {
+  const model = onnx.ModelProto.decode(bytes);
+  return {
+    opset: Number(model.opsetImport.find((o) => !o.domain)?.version ?? 0),
+    initializers: (model.graph?.initializer ?? []).map((t) => t.name ?? ""),
+    metadata: Object.fromEntries(model.metadataProps.map((p) => [p.key, p.value])),
+  };
 }
