@@ -4,7 +4,7 @@ import {
   type Dataset, type MnistModule, FASHION_MNIST_CLASSES, embeddedMnistSplit, loadCsv, loadIdxDataset, loadIdxDirectory, splitDataset, subset, toShared,
 } from "@chainrule/core";
 import { readFileSync } from "node:fs";
-import { CharTokenizer, loadCorpus, shuffleLines, trainValSplit } from "@chainrule/core";
+import { CharTokenizer, loadCorpus, shuffleLines, trainValSplit, type TextTokenizer } from "@chainrule/core";
 import { CliError } from "./errors.js";
 import { checkClassCount, checkCsvFinite, checkIdxFinite, csvRowNamer, idxImagesFile } from "./data-checks.js";
 import type { DataConfig } from "./job/schema.js";
@@ -19,7 +19,7 @@ export interface JobData {
   classNames?: string[];
   description: string;
   /** Text data: the character tokenizer (saved with every checkpoint). */
-  tokenizer?: CharTokenizer;
+  tokenizer?: TextTokenizer;
 }
 
 type TextConfig = Extract<DataConfig, { type: "text" }>;
@@ -66,7 +66,7 @@ function windows(ids: Int32Array, T: number, stride: number, vocab: number, name
  * shared datasets of (T) input and (T) target windows — training windows every
  * `stride` characters, validation windows back to back (each character scored once).
  */
-export function loadTextData(cfg: TextConfig, modelBlockSize: number, given?: CharTokenizer): JobData {
+export function loadTextData(cfg: TextConfig, modelBlockSize: number, given?: TextTokenizer): JobData {
   const { text: raw, source } = readText(cfg);
   const text = (cfg.shuffleLines ?? !cfg.file) ? shuffleLines(raw, cfg.splitSeed) : raw;
   const tokenizer = given ?? CharTokenizer.fromText(text);
@@ -115,7 +115,7 @@ function checkedIdx(ds: Dataset, imagesFile: string, labelsFile = imagesFile.rep
   return ds;
 }
 
-export function loadJobData(cfg: DataConfig, text: { blockSize?: number; tokenizer?: CharTokenizer } = {}): JobData {
+export function loadJobData(cfg: DataConfig, text: { blockSize?: number; tokenizer?: TextTokenizer } = {}): JobData {
   if (cfg.type === "text") return loadTextData(cfg, text.blockSize ?? cfg.blockSize ?? 64, text.tokenizer);
   let train: Dataset, heldOut: Dataset, description: string;
   switch (cfg.type) {

@@ -19,6 +19,7 @@ commands:
   serve CHECKPOINT          serve a checkpoint over HTTP: POST /v1/predict, /v1/generate (--port, --host, --workers)
   export CHECKPOINT         the model as an ONNX file (--out, --opset, --quantize int8)
   quantize CHECKPOINT       a checkpoint with int8 weights, about 4x smaller (--out DIR)
+  import-weights FILE       a checkpoint from GPT-2 weights in Hugging Face's layout (--arch gpt2 --out DIR)
   info                      cores, kernel backend and why, versions
   bench [ARGS]              run the benchmarks (bench/index.ts)
   plot RUN_DIR              SVG charts and an HTML report of a run's metrics
@@ -59,6 +60,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import("./commands/export.js")).exportCommand(rest);
     case "quantize":
       return (await import("./commands/quantize.js")).quantizeCommand(rest);
+    case "import-weights":
+      return (await import("./commands/import-weights.js")).importWeightsCommand(rest);
     case "serve":
       return (await import("./commands/serve.js")).serveCommand(rest);
     case "info":
@@ -68,7 +71,7 @@ export async function main(argv: string[]): Promise<number> {
     case "plot":
       return (await import("./commands/plot.js")).plotCommand(rest);
     default:
-      throw new UsageError(`unknown command '${cmd}' (expected train, eval, predict, generate, serve, export, quantize, info, bench or plot; see chainrule --help)`);
+      throw new UsageError(`unknown command '${cmd}' (expected train, eval, predict, generate, serve, export, quantize, import-weights, info, bench or plot; see chainrule --help)`);
   }
 }
 

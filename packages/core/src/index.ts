@@ -36,8 +36,11 @@ export { causalAttention, type CausalAttentionOptions } from "./ops/attention.js
 export { GPT, GPTTransformer, Block, MLP, GPT_DEFAULTS, gptConfig, generate, sampleToken, estimateLoss, tokenBatch, type GPTConfig, type GenerateOptions, type TokenBatch } from "./models/gpt.js";
 export { KVCache, attendCached, type LayerKV } from "./models/kv-cache.js";
 export { LlamaAttention, LlamaBlock, SwiGLU } from "./models/llama.js";
+export { gpt2StateDict, type Gpt2Config, type Gpt2Options, type NamedArrays } from "./models/gpt2-weights.js";
 export { rotaryEmbedding, type RotaryOptions } from "./ops/rope.js";
 export { CharTokenizer, TextBatchSampler, trainValSplit, loadCorpus, loadDefaultCorpus, shuffleLines, CORPORA, type CharTokenizerJSON, type TextBatch, type CorpusName } from "./data/text.js";
+export { BpeTokenizer, type BpeTokenizerJSON } from "./data/bpe.js";
+export { tokenizerFromJSON, type TextTokenizer, type TextTokenizerJSON } from "./data/tokenizer.js";
 export { createCnn, createMnistCnn, mnistCnnDefaults, ImageClassifier, type CnnConfig } from "./models/cnn.js";
 export { randomCrop, randomHorizontalFlip, augmentBatch, augmentRows, augmentSeed, type AugmentOptions, type RowAugmentOptions, type ImageBatchShape } from "./data/augment.js";
 export { type Dataset, DataError, makeDataset, subset, splitDataset, toShared, isShared, rowSize, inputRow, type SplitOptions } from "./data/dataset.js";

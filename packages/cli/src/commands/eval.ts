@@ -1,6 +1,6 @@
 /** chainrule eval CHECKPOINT [--data ...]: loss and accuracy of a checkpoint on held-out (or other) data. */
 import { existsSync, statSync } from "node:fs";
-import { F, Tensor, argmax, noGrad, loadCsv, loadIdxDataset, loadIdxDirectory, CharTokenizer, type CharTokenizerJSON, type Dataset } from "@chainrule/core";
+import { F, Tensor, argmax, noGrad, loadCsv, loadIdxDataset, loadIdxDirectory, tokenizerFromJSON, type TextTokenizerJSON, type Dataset } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { loadJobData } from "../data.js";
 import { checkCsvFinite, checkIdxFinite } from "../data-checks.js";
@@ -24,8 +24,8 @@ ${MODULE_FLAGS_HELP}`;
 export function evalData(cm: CheckpointModel, data: string | undefined, labels: string | undefined, label: string | undefined): Dataset {
   if (data === undefined && cm.job.data.type === "text") {
     // Text: the checkpoint's tokenizer and the model's window length give the same validation windows as training.
-    const tj = (cm.contents.state.extra as { tokenizer?: CharTokenizerJSON } | undefined)?.tokenizer;
-    return loadJobData(cm.job.data, { blockSize: cm.ctx.inputShape[0], tokenizer: tj ? CharTokenizer.fromJSON(tj) : undefined }).heldOut;
+    const tj = (cm.contents.state.extra as { tokenizer?: TextTokenizerJSON } | undefined)?.tokenizer;
+    return loadJobData(cm.job.data, { blockSize: cm.ctx.inputShape[0], tokenizer: tj ? tokenizerFromJSON(tj) : undefined }).heldOut;
   }
   if (data === undefined) return loadJobData(cm.job.data).heldOut;
   if (data === "mnist") return loadJobData({ type: "mnist", heldOut: 1000, splitSeed: 0 }).heldOut;

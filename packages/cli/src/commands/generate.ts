@@ -7,7 +7,7 @@
  * `--save-merged DIR` writes the merged model as a plain checkpoint.
  */
 import { existsSync } from "node:fs";
-import { CharTokenizer, GPT, generate, loadSafetensors, nn, saveCheckpoint, type CharTokenizerJSON } from "@chainrule/core";
+import { BpeTokenizer, CharTokenizer, GPT, generate, loadSafetensors, nn, saveCheckpoint, tokenizerFromJSON, type TextTokenizer, type TextTokenizerJSON } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { MODULE_FLAGS, MODULE_FLAGS_HELP, modelFromCheckpoint, moduleConsent } from "../checkpoint-model.js";
 import { resolveCheckpoint } from "../rundir.js";
@@ -23,7 +23,7 @@ checkpoint). Text is written to stdout as it is sampled.
 options:
   --prompt TEXT         text to continue (default: the job's sample.prompt); every
                         character must be in the checkpoint's vocabulary
-  --tokens N            characters to generate (default 200)
+  --tokens N            characters (BPE tokens for imported GPT-2 weights) to generate (default 200)
   --temperature T       < 1 sharper, > 1 more random, 0 greedy (default: the job's, 0.8)
   --top-k K             sample among the K most likely characters only
   --seed S              sampler seed (default 0): same seed, same text
@@ -41,19 +41,20 @@ export interface SampleOptions {
   seed: number;
 }
 
-/** Samples `tokens` characters after `prompt`, passing each decoded character to `emit` as soon as it is drawn. */
-export function generateText(model: GPT, tok: CharTokenizer, o: SampleOptions, emit: (text: string) => void): string {
+/** Samples `tokens` tokens (characters, or BPE tokens) after `prompt`, passing the text of each to `emit` as soon as it is drawn. */
+export function generateText(model: GPT, tok: TextTokenizer, o: SampleOptions, emit: (text: string) => void): string {
   checkPrompt(tok, o.prompt);
+  const stream = tok instanceof BpeTokenizer ? tok.streamDecoder() : { push: (t: number) => tok.decode([t]) };
   const ids = generate(model, tok.encode(o.prompt), {
     maxNewTokens: o.tokens, temperature: o.temperature, topK: o.topK, seed: o.seed,
-    onToken: (t) => emit(tok.decode([t])),
+    onToken: (t) => emit(stream.push(t)),
   });
   return tok.decode(ids);
 }
 
-/** One line naming every prompt character the vocabulary lacks. */
-export function checkPrompt(tok: CharTokenizer, prompt: string): void {
-  if (tok.covers(prompt)) return;
+/** One line naming every prompt character the vocabulary lacks (a byte-level BPE covers every text). */
+export function checkPrompt(tok: TextTokenizer, prompt: string): void {
+  if (!(tok instanceof CharTokenizer) || tok.covers(prompt)) return;
   const bad = [...new Set(Array.from(prompt).filter((c) => !tok.covers(c)))];
   const shown = tok.vocab.join(""); // JSON.stringify shows a newline as \n
   throw new UsageError(`--prompt: ${bad.length === 1 ? "character" : "characters"} ${bad.map((c) => JSON.stringify(c)).join(", ")} ${bad.length === 1 ? "is" : "are"} not in the checkpoint's vocabulary (${tok.vocabSize} characters: ${JSON.stringify(shown)})`);
@@ -86,10 +87,10 @@ export async function generateCommand(argv: string[]): Promise<number> {
 
   const dir = resolveCheckpoint(positionals[0]);
   const cm = await modelFromCheckpoint(dir, moduleConsent(values));
-  const tj = (cm.contents.state.extra as { tokenizer?: CharTokenizerJSON } | undefined)?.tokenizer;
+  const tj = (cm.contents.state.extra as { tokenizer?: TextTokenizerJSON } | undefined)?.tokenizer;
   if (!(cm.model instanceof GPT) || !tj) throw new UsageError(`${dir}: not a GPT text checkpoint (model ${cm.job.model.type}); generate needs one trained on text data`);
   const model = cm.model;
-  const tok = CharTokenizer.fromJSON(tj);
+  const tok = tokenizerFromJSON(tj);
   let job: Job = cm.job;
   const notes: string[] = [];
 

@@ -5,7 +5,7 @@
  */
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { describeMismatch, setRngState, CheckpointError, CharTokenizer, type nn } from "@chainrule/core";
+import { describeMismatch, setRngState, CheckpointError, tokenizerFromJSON, type TextTokenizer, type TextTokenizerJSON, type nn } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { type Job, defaultLoss } from "../job/schema.js";
 import { parseJob } from "../job/parse.js";
@@ -129,13 +129,13 @@ async function train(argv: string[], lock: { held: RunLock | null }): Promise<nu
   // ---- data, loss, backend ----
   const backendReason = applyBackend(job);
   // Text: the tokenizer of the checkpoint we continue (resume) or start from (init) decides the ids.
-  let tokenizer: CharTokenizer | undefined;
+  let tokenizer: TextTokenizer | undefined;
   const initDir = job.init && !resumeFrom ? resolveCheckpoint(job.init.checkpoint) : null;
   const init = initDir ? readVerifiedCheckpoint(initDir) : null;
   if (job.data.type === "text") {
     const fromCk = intact ? intact.contents : init;
     const tj = (fromCk?.state.extra as { tokenizer?: unknown } | undefined)?.tokenizer;
-    if (tj) tokenizer = CharTokenizer.fromJSON(tj as never);
+    if (tj) tokenizer = tokenizerFromJSON(tj as TextTokenizerJSON);
   }
   const data = loadJobData(job.data, { blockSize: job.model.type === "gpt" ? job.model.blockSize : undefined, tokenizer });
   if (data.tokenizer && job.sample.tokens > 0 && !data.tokenizer.covers(job.sample.prompt)) {
