@@ -17,6 +17,7 @@ import { Progress, fmtDuration, fmtInt } from "./progress.js";
 import { MetricsLog, commitCheckpoint, writeJson } from "./rundir.js";
 import { makeSchedule } from "./schedule.js";
 import { DivergenceMonitor, nonFiniteParameter } from "./divergence.js";
+import { type CsvColumns, trainingCsvColumns } from "./csv-columns.js";
 
 /** The LoRA adapters alone, next to model.safetensors in a fine-tuning run's checkpoints. */
 export const ADAPTERS_FILE = "adapters.safetensors";
@@ -178,6 +179,8 @@ class Run {
   private restarts = 0;
   /** Wall ms of recent steps (what "overdue" and the interrupt's grace period are measured against). */
   private readonly recentStepMs: number[] = [];
+  /** CSV data: the training file's columns, saved with each checkpoint (predict checks its input's header against them). */
+  private readonly csvColumns: CsvColumns | undefined;
 
   constructor(private readonly a: LoopArgs) {
     this.divergence = new DivergenceMonitor(a.job.divergence);
@@ -191,6 +194,7 @@ class Run {
     this.isText = a.data.tokenizer !== undefined;
     this.lastCheckpoint = a.resumedFrom;
     this.lastCheckpointStep = a.resumedFrom ? this.pos.step : -1;
+    this.csvColumns = a.job.data.type === "csv" ? trainingCsvColumns(a.job.data) : undefined;
   }
 
   private get heldOutName(): string {
@@ -394,6 +398,7 @@ class Run {
     const extra = {
       modelContext: this.a.ctx, loss: this.a.loss, classification: data.classification, classNames: data.classNames, workers: this.a.workers, trainRows: data.train.length,
       ...(data.tokenizer ? { tokenizer: data.tokenizer.toJSON() } : {}),
+      ...(this.csvColumns ? { csvColumns: this.csvColumns } : {}),
       ...(job.init ? { init: job.init.checkpoint } : {}),
       position: { ...pos, wall: this.wall() },
     };

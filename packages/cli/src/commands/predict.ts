@@ -1,7 +1,8 @@
 /**
  * chainrule predict CHECKPOINT INPUT: what the model says about INPUT, which is
  *   mnist:N or mnist:A-B   digit N (or digits A..B) of the embedded held-out set
- *   FILE.csv               every row (a label column, if present, is shown alongside)
+ *   FILE.csv               every row (a label column, if present, is shown alongside); its
+ *                          header is checked against the training file's columns
  *   FILE (IDX, plain/.gz)  every image (u8 images are scaled to [0, 1])
  *   "v1,v2,..."            one row of numbers
  */
@@ -9,6 +10,9 @@ import { existsSync } from "node:fs";
 import { Tensor, loadCsv, noGrad, readIdx, softmax } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { loadJobData } from "../data.js";
+import { checkCsvFinite, csvRowNamer } from "../data-checks.js";
+import { type CsvColumns, matchCsvColumns, trainingCsvColumns } from "../csv-columns.js";
+import { checkRows } from "./eval.js";
 import { type CheckpointModel, MODULE_FLAGS, MODULE_FLAGS_HELP, modelFromCheckpoint, moduleConsent } from "../checkpoint-model.js";
 import { resolveCheckpoint } from "../rundir.js";
 import { parseFlags } from "../flags.js";
@@ -17,7 +21,8 @@ export const PREDICT_HELP = `usage: chainrule predict CHECKPOINT INPUT [--top K]
 
 INPUT is one of:
   mnist:N  or  mnist:A-B   digit N (or A..B) of the embedded held-out digits
-  FILE.csv                 each row (features only, or features + the label column)
+  FILE.csv                 each row: the training columns, with or without the label
+                           column (named columns are matched by name, in any order)
   FILE                     an IDX file of images (plain or .gz)
   "v1,v2,..."              one row of numbers
 --top K    show the K most likely classes (default 3)
@@ -36,6 +41,7 @@ function inputRows(cm: CheckpointModel, input: string): Rows {
   if (m) {
     const cfg = cm.job.data.type === "mnist" ? cm.job.data : { type: "mnist" as const, heldOut: 1000, splitSeed: 0 };
     const ho = loadJobData({ ...cfg, limitTrain: 1, limitHeldOut: undefined }).heldOut;
+    checkRows(cm, ho);
     const a = Number(m[1]), b = m[2] === undefined ? a : Number(m[2]);
     if (b < a || b >= ho.length) throw new UsageError(`${input}: the embedded held-out set has digits 0..${ho.length - 1}`);
     const n = b - a + 1;
@@ -54,25 +60,46 @@ function inputRows(cm: CheckpointModel, input: string): Rows {
     return { x: Float32Array.from(vals), n: 1, names: ["input"] };
   }
   if (!existsSync(input)) throw new CliError(`${input}: no such file (expected mnist:N, a CSV or IDX file, or "v1,v2,...")`);
-  if (/\.csv$/i.test(input)) {
-    const probe = loadCsv(input, { label: null });
-    const withLabel = probe.inputShape[0] === d + 1;
-    if (!withLabel && probe.inputShape[0] !== d) throw new CliError(`${input}: rows have ${probe.inputShape[0]} columns but the model takes ${d} features (or ${d + 1} with a label)`);
-    if (!withLabel) return { x: probe.inputs, n: probe.length, names: probe.inputs.length ? Array.from({ length: probe.length }, (_, i) => `row ${i + 1}`) : [] };
-    const label = cm.job.data.type === "csv" ? cm.job.data.label : -1;
-    const ds = loadCsv(input, { label, task: cm.classification ? "classification" : "regression" });
-    const classIdx = (v: number, i: number) => (ds.classNames && cm.classNames ? cm.classNames.indexOf(ds.classNames[v]) : v) ?? i;
-    return {
-      x: ds.inputs, n: ds.length, names: Array.from({ length: ds.length }, (_, i) => `row ${i + 1}`),
-      labels: Array.from(ds.targets, (v, i) => (cm.classification ? classIdx(v, i) : v)),
-    };
-  }
+  if (/\.csv$/i.test(input)) return csvRows(cm, input, d);
   const idx = readIdx(input);
   const n = idx.shape[0];
   const per = idx.data.length / Math.max(1, n);
   if (per !== d) throw new CliError(`${input}: IDX rows have ${per} values ([${idx.shape.join(",")}]) but the model takes ${d}`);
   const scale = idx.type === "u8" ? 1 / 255 : 1;
   return { x: Float32Array.from(idx.data, (v) => v * scale), n, names: Array.from({ length: n }, (_, i) => `image ${i}`) };
+}
+
+/** The training CSV's columns: recorded in the checkpoint, or read from the training file (older checkpoints). */
+function trainingColumns(cm: CheckpointModel): CsvColumns | null {
+  const recorded = (cm.contents.state.extra as { csvColumns?: CsvColumns } | undefined)?.csvColumns;
+  if (recorded) return recorded;
+  if (cm.job.data.type !== "csv" || !existsSync(cm.job.data.path)) return null;
+  return trainingCsvColumns(cm.job.data);
+}
+
+/** A CSV file's rows in the model's feature order, and its labels (class names mapped to the model's classes). */
+function csvRows(cm: CheckpointModel, input: string, d: number): Rows {
+  const delimiter = cm.job.data.type === "csv" ? cm.job.data.delimiter : ",";
+  const layout = matchCsvColumns(input, delimiter, d, trainingColumns(cm));
+  const ds = loadCsv(input, { header: layout.header, label: layout.label, delimiter, task: cm.classification ? "classification" : "regression" });
+  checkCsvFinite(ds, input);
+  let x = ds.inputs;
+  if (layout.order) {
+    const order = layout.order;
+    x = new Float32Array(ds.inputs.length);
+    for (let r = 0; r < ds.length; r++) for (let j = 0; j < d; j++) x[r * d + j] = ds.inputs[r * d + order[j]];
+  }
+  const names = Array.from({ length: ds.length }, (_, i) => `row ${i + 1}`);
+  if (layout.label === null) return { x, n: ds.length, names };
+  const rowName = csvRowNamer(input, ds.length);
+  const labels = Array.from(ds.targets, (v, i) => {
+    if (!cm.classification) return v;
+    const c = ds.classNames ? (cm.classNames ?? []).indexOf(ds.classNames[v]) : v;
+    if (ds.classNames && c < 0) throw new CliError(`${rowName(i)}: label ${JSON.stringify(ds.classNames[v])} is not one of the model's classes (${(cm.classNames ?? []).join(", ") || `0..${cm.ctx.outputSize - 1}`})`);
+    if (c >= cm.ctx.outputSize) throw new CliError(`${rowName(i)}: label ${c} but the model has ${cm.ctx.outputSize} classes`);
+    return c;
+  });
+  return { x, n: ds.length, names, labels };
 }
 
 export async function predictCommand(argv: string[]): Promise<number> {

@@ -1,0 +1,102 @@
+/**
+ * The columns of a CSV file a model was trained on (saved in each checkpoint), and how a file
+ * given to `predict` lines up with them: with or without the label column, by header name
+ * (in any order) when both files have a header, by position otherwise. A file whose named
+ * columns differ is refused in one line naming the missing and unexpected columns.
+ */
+import { closeSync, openSync, readSync } from "node:fs";
+import { StringDecoder } from "node:string_decoder";
+import { CliError } from "./errors.js";
+import type { DataConfig } from "./job/schema.js";
+
+/** The training file's columns, as recorded in a checkpoint (state.json extra.csvColumns). */
+export interface CsvColumns {
+  /** Every column's name in file order (the label's included), or null when the file has no header. */
+  names: string[] | null;
+  /** Index of the label column. */
+  label: number;
+  /** Columns per row, the label's included. */
+  width: number;
+}
+
+/** How an input file's columns map onto the model's features. */
+export interface CsvLayout {
+  header: boolean;
+  /** The label column's index in the input file, or null when it has none. */
+  label: number | null;
+  /** For each model feature, its index among the file's feature columns (null: the same order). */
+  order: number[] | null;
+}
+
+const isNum = (s: string) => s !== "" && Number.isFinite(Number(s));
+
+/** The fields of a CSV file's first row (its first non-blank line not starting with #), read from the file's head. */
+export function firstCsvRow(path: string, delimiter: string): string[] {
+  const fd = openSync(path, "r");
+  try {
+    let text = "";
+    const buf = Buffer.alloc(1 << 16), utf8 = new StringDecoder("utf8");
+    for (let pos = 0; ; ) {
+      const n = readSync(fd, buf, 0, buf.length, pos);
+      if (n === 0) break;
+      pos += n;
+      text += utf8.write(buf.subarray(0, n));
+      const lines = text.split(/\r?\n/);
+      const first = lines.slice(0, -1).find((l) => l.trim() !== "" && !l.startsWith("#"));
+      if (first !== undefined) return splitRow(first, delimiter);
+    }
+    const last = text.split(/\r?\n/).find((l) => l.trim() !== "" && !l.startsWith("#"));
+    if (last === undefined) throw new CliError(`${path}: empty CSV file (no rows)`);
+    return splitRow(last, delimiter);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function splitRow(line: string, delimiter: string): string[] {
+  return line.split(delimiter).map((f) => f.trim().replace(/^"(.*)"$/, "$1"));
+}
+
+/** The columns of a job's CSV training file (the header rule is core's loadCsv's). */
+export function trainingCsvColumns(cfg: Extract<DataConfig, { type: "csv" }>): CsvColumns {
+  const first = firstCsvRow(cfg.path, cfg.delimiter);
+  const width = first.length;
+  const numericLabel = typeof cfg.label === "number" ? (cfg.label + width) % width : -1;
+  const header = cfg.header === true || (cfg.header === "auto" && (typeof cfg.label === "string" || first.some((f, i) => !isNum(f) && i !== numericLabel)));
+  const label = typeof cfg.label === "string" ? first.indexOf(cfg.label) : numericLabel;
+  return { names: header ? first : null, label, width };
+}
+
+const list = (names: string[]) => names.join(", ");
+
+/**
+ * Lines up `path` (whose rows must give `features` values) with the training columns: a
+ * header is a first row with a non-number outside the label's place; named columns are
+ * matched by name, in any order; without names, `features` columns or `features` + 1 with
+ * the label where training had it.
+ */
+export function matchCsvColumns(path: string, delimiter: string, features: number, train: CsvColumns | null): CsvLayout {
+  const first = firstCsvRow(path, delimiter);
+  const width = first.length;
+  const labelAt = width === features + 1 ? (train?.width === width ? train.label : width - 1) : -1;
+  const header = first.some((f, i) => !isNum(f) && i !== labelAt);
+  if (header && train?.names) {
+    const trainLabel = train.names[train.label];
+    const trainFeatures = train.names.filter((_, i) => i !== train.label);
+    const label = first.indexOf(trainLabel);
+    const given = first.filter((_, i) => i !== label);
+    const missing = trainFeatures.filter((n) => !given.includes(n));
+    const unexpected = given.filter((n) => !trainFeatures.includes(n));
+    const repeated = given.filter((n, i) => given.indexOf(n) !== i);
+    if (missing.length || unexpected.length || repeated.length) {
+      const parts = [missing.length ? `missing ${list(missing)}` : "", unexpected.length ? `unexpected ${list(unexpected)}` : "", repeated.length ? `repeated ${list(repeated)}` : ""];
+      throw new CliError(`${path}: its columns differ from the training columns (${parts.filter(Boolean).join("; ")}); expected ${list(trainFeatures)}, and optionally the label ${trainLabel}`);
+    }
+    const order = trainFeatures.map((n) => given.indexOf(n));
+    return { header, label: label >= 0 ? label : null, order: order.every((o, j) => o === j) ? null : order };
+  }
+  if (width !== features && width !== features + 1) {
+    throw new CliError(`${path}: rows have ${width} columns but the model takes ${features} features (or ${features + 1} with a label)`);
+  }
+  return { header, label: width === features + 1 ? labelAt : null, order: null };
+}
