@@ -116,6 +116,18 @@ describe("export to ONNX: onnxruntime gives chainrule's outputs (max abs ≤ 1e-
     for (const opset of [17, 20]) await expectSameAsOnnx(model, [1, 28, 28], DIGITS, { opset });
   });
 
+  it("pooling with ceilMode (max with dilation, average without counting padding); average ceilMode counting padding is refused", async () => {
+    manualSeed(12);
+    const x = randn([3, 2, 7, 9]).data;
+    const maxCeil = new nn.Sequential(new nn.MaxPool2d(3, { stride: 2, padding: 1, dilation: [1, 2], ceilMode: true }), new nn.Flatten());
+    await expectSameAsOnnx(maxCeil, [2, 7, 9], x);
+    const avgCeil = new nn.Sequential(new nn.AvgPool2d([2, 3], { stride: 2, padding: 1, ceilMode: true, countIncludePad: false }), new nn.Flatten());
+    await expectSameAsOnnx(avgCeil, [2, 7, 9], x);
+    await expectSameAsOnnx(new nn.Sequential(new nn.AvgPool2d(2, { ceilMode: true }), new nn.Flatten()), [2, 7, 9], x);
+    const refused = new nn.Sequential(new nn.AvgPool2d(2, { padding: 1, ceilMode: true }));
+    expect(() => exportOnnx(refused, { inputShape: [2, 7, 9] })).toThrow(/cannot express module '0' \(AvgPool2d\) in ONNX: ceilMode with padding counted/);
+  });
+
   it("BatchNorm1d on (N, C) and (N, C, L), LeakyReLU, ELU, SELU, SiLU, Hardtanh, Dropout2d", async () => {
     manualSeed(10);
     const bn = new nn.BatchNorm1d(6);

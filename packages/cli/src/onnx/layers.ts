@@ -89,8 +89,7 @@ function conv2d(c: LowerContext, x: Value, m: nn.Conv2d, path: string): Value {
     name: path,
     attrs: { kernel_shape: [kh, kw], strides: [sh, sw], pads: [ph, pw, ph, pw], dilations: [dh, dw], group: m.opts.groups ?? 1 },
   });
-  const size = (n: Dim, k: number, s: number, pad: number, d: number) => (typeof n === "number" ? Math.floor((n + 2 * pad - d * (k - 1) - 1) / s) + 1 : n);
-  return { name: y, dims: [N, m.outChannels, size(H, kh, sh, ph, dh), size(W, kw, sw, pw, dw)] };
+  return { name: y, dims: [N, m.outChannels, windowOutSize(H, kh, sh, ph, dh), windowOutSize(W, kw, sw, pw, dw)] };
 }
 
 /** BatchNorm1d ((N, C) or (N, C, L)) and BatchNorm2d ((N, C, H, W)) with their running statistics. */
@@ -107,18 +106,32 @@ function batchNorm(c: LowerContext, x: Value, m: nn.BatchNorm2d, path: string, r
   return { name: c.g.node("BatchNormalization", [x.name, scale, bias, mean, variance], { name: path, attrs: { epsilon: { float: m.eps } } }), dims: x.dims };
 }
 
+/** Output size of a convolution or pooling window along one axis; ceilMode keeps a last partial window that starts inside the input or left padding (PyTorch's rule). */
+function windowOutSize(n: Dim, k: number, s: number, pad: number, d: number, ceilMode = false): Dim {
+  if (typeof n !== "number") return n;
+  const span = n + 2 * pad - d * (k - 1) - 1;
+  const floor = Math.floor(span / s) + 1;
+  if (!ceilMode) return floor;
+  let ceil = Math.ceil(span / s) + 1;
+  if ((ceil - 1) * s >= n + pad) ceil--;
+  return Math.max(floor, ceil);
+}
+
 function pool(c: LowerContext, x: Value, m: nn.MaxPool2d | nn.AvgPool2d, path: string): Value {
   if (x.dims.length !== 4) throw new ExportError(`export: ${path}: pooling takes (N, C, H, W), got [${x.dims.join(",")}]`);
   const [kh, kw] = pair(m.kernelSize);
   const [sh, sw] = pair(m.opts.stride ?? [kh, kw]), [ph, pw] = pair(m.opts.padding ?? 0);
   const max = m instanceof nn.MaxPool2d;
   const [dh, dw] = max ? pair((m as nn.MaxPool2d).opts.dilation ?? 1) : [1, 1];
-  const attrs: Record<string, number[] | number> = { kernel_shape: [kh, kw], strides: [sh, sw], pads: [ph, pw, ph, pw] };
+  const ceilMode = m.opts.ceilMode ?? false;
+  const countIncludePad = max ? false : ((m as nn.AvgPool2d).opts.countIncludePad ?? true);
+  // A partial last window's divisor: PyTorch counts the padding it covers but not what lies past it; onnxruntime differs.
+  if (ceilMode && countIncludePad && (ph > 0 || pw > 0)) throw unsupported(path, m, "ceilMode with padding counted in the average is not expressed");
+  const attrs: Record<string, number[] | number> = { kernel_shape: [kh, kw], strides: [sh, sw], pads: [ph, pw, ph, pw], ceil_mode: ceilMode ? 1 : 0 };
   if (max) attrs.dilations = [dh, dw];
-  else attrs.count_include_pad = (m as nn.AvgPool2d).opts.countIncludePad ?? true ? 1 : 0;
+  else attrs.count_include_pad = countIncludePad ? 1 : 0;
   const y = c.g.node(max ? "MaxPool" : "AveragePool", [x.name], { name: path, attrs });
-  const size = (n: Dim, k: number, s: number, pad: number, d: number) => (typeof n === "number" ? Math.floor((n + 2 * pad - d * (k - 1) - 1) / s) + 1 : n);
-  return { name: y, dims: [x.dims[0], x.dims[1], size(x.dims[2], kh, sh, ph, dh), size(x.dims[3], kw, sw, pw, dw)] };
+  return { name: y, dims: [x.dims[0], x.dims[1], windowOutSize(x.dims[2], kh, sh, ph, dh, ceilMode), windowOutSize(x.dims[3], kw, sw, pw, dw, ceilMode)] };
 }
 
 function flatten(c: LowerContext, x: Value, m: nn.Flatten, path: string): Value {
