@@ -65,8 +65,9 @@ export const inferenceApi = {
   },
 
   /**
-   * Samples text after `prompt` as core's generate() does (same window, sampler and seed, so the
-   * same text as `chainrule generate`), calling `onToken` (a comlink proxy of the server's
+   * Samples text after `prompt` as core's generate() does (key/value cache while the context
+   * fits, then the moving window; the same sampler and seed, so the same text as `chainrule
+   * generate`), calling `onToken` (a comlink proxy of the server's
    * callback) with each character as it is drawn. Between tokens it yields to the thread's other
    * calls, so the generations a worker holds advance in turn. Stops early, returning what it has,
    * once the server sets cancel[0] to 1.
@@ -79,6 +80,7 @@ export const inferenceApi = {
     const topK = p.topK === undefined ? V : Math.min(p.topK, V);
     const context = p.prompt.length > 0 ? Array.from(tokenizer.encode(p.prompt)) : [0]; // an empty prompt starts from token 0
     const sampler = new Generator(p.seed);
+    const cache = gpt.newCache(); // this generation's keys and values
     const probs = new Float64Array(V);
     let text = "", tokens = 0, cancelled = false;
     // Tokens travel on the callback's own channel, the result on the worker's: wait until every
@@ -92,9 +94,18 @@ export const inferenceApi = {
           break;
         }
         const next = noGrad(() => {
-          const window = Int32Array.from(context.slice(-blockSize));
-          const logits = gpt.forward(window, [1, window.length]).data; // (1, T, V)
-          const last = (window.length - 1) * V;
+          let logits: Float32Array, rows: number;
+          if (context.length <= blockSize) {
+            const fresh = context.slice(cache.length); // the prompt, then the last sampled token
+            logits = gpt.forwardCached(fresh, cache).data; // (1, fresh, V)
+            rows = fresh.length;
+          } else {
+            // Past blockSize the window moves and nothing cached stays valid: run the whole window.
+            const window = Int32Array.from(context.slice(-blockSize));
+            logits = gpt.forward(window, [1, window.length]).data; // (1, T, V)
+            rows = window.length;
+          }
+          const last = (rows - 1) * V;
           return sampleToken(logits.subarray(last, last + V), p.temperature, topK, sampler, probs);
         });
         context.push(next);
