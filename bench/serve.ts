@@ -211,6 +211,11 @@ async function streamTokens(url: string, prompt: string, tokens: number, streams
   return { tokensPerSecond: (streams * tokens) / seconds, firstTokenMs: median(runs.map((r) => r.first)), text: runs[0].text };
 }
 
+/** The server's predict counters (GET /healthz). */
+async function batchStats(url: string): Promise<{ requests: number; batches: number }> {
+  return ((await (await fetch(`${url}/healthz`)).json()) as { predict: { requests: number; batches: number } }).predict;
+}
+
 /** chainrule's figure over onnxruntime's, round by round. */
 const pairedRatios = (ours: number[], theirs: number[]) => ours.map((x, i) => x / theirs[i]);
 
@@ -262,19 +267,22 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
     const mlpResults: Record<string, unknown> = {};
     for (const c of concurrency) {
       const runs: Record<string, LoadResult[]> = { "chainrule serve": [], "onnxruntime-node": [] };
+      const before = await batchStats(servers[0].url);
       for (let r = 0; r < rounds; r++) {
         for (const sv of r % 2 === 0 ? servers : [...servers].reverse()) runs[sv.name].push(await load(sv.url, body, c, Math.max(requests, c * 20), seconds));
       }
+      const after = await batchStats(servers[0].url);
+      const perBatch = (after.requests - before.requests) / Math.max(1, after.batches - before.batches);
       const summary = Object.fromEntries(Object.entries(runs).map(([name, rs]) => [name, {
         rps: median(rs.map((x) => x.rps)), p50: median(rs.map((x) => x.p50)), p99: median(rs.map((x) => x.p99)),
         requests: rs.reduce((x, y) => x + y.requests, 0), errors: rs.reduce((x, y) => x + y.errors, 0), rounds: rs.map((x) => Math.round(x.rps)),
       }]));
       const cr = summary["chainrule serve"], ox = summary["onnxruntime-node"];
       const ratios = pairedRatios(runs["chainrule serve"].map((x) => x.rps), runs["onnxruntime-node"].map((x) => x.rps));
-      mlpResults[`c${c}`] = { ...summary, ratio: median(ratios), ratios };
+      mlpResults[`c${c}`] = { ...summary, ratio: median(ratios), ratios, requestsPerBatch: perBatch };
       mlpRows.push({
         concurrency: c,
-        "chainrule req/s": fmt(cr.rps), "p50 ms": fmt(cr.p50, 2), "p99 ms": fmt(cr.p99, 2),
+        "chainrule req/s": fmt(cr.rps), "p50 ms": fmt(cr.p50, 2), "p99 ms": fmt(cr.p99, 2), "requests/batch": fmt(perBatch, 1),
         "onnxruntime req/s": fmt(ox.rps), "ort p50 ms": fmt(ox.p50, 2), "ort p99 ms": fmt(ox.p99, 2),
         ratio: `${fmt(median(ratios), 2)}× (${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)})`, errors: cr.errors + ox.errors,
       });
