@@ -39,13 +39,12 @@ export class PredictBatcher {
   private queuedRows = 0;
   private pumping = false;
   private wakeUp: (() => void) | null = null;
+  /** Predict requests the server is receiving (not yet submitted): they may join the next batch. */
+  private arriving = 0;
   /** Batches run so far and the requests in them (for the server's statistics). */
   readonly stats = { batches: 0, requests: 0, rows: 0 };
 
   constructor(private readonly pool: InferencePool, private readonly o: BatcherOptions) {}
-
-  /** Predict requests the server is receiving (not yet submitted): they may join the next batch. */
-  private arriving = 0;
 
   /** The server started receiving a predict request; call the returned function once it is submitted or refused. */
   receiving(): () => void {
