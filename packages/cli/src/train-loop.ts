@@ -13,7 +13,8 @@ import { describeEngine, loadOptimizerState, optimizerState } from "./engine.js"
 import { readVerifiedCheckpoint } from "./checkpoint-files.js";
 import { CliError } from "./errors.js";
 import type { Job } from "./job/schema.js";
-import { Progress, fmtDuration, fmtInt } from "./progress.js";
+import { Progress, fmtDuration, fmtInt, fmtPerplexity } from "./progress.js";
+import { type RegressionMetrics, regressionMetrics } from "./regression-metrics.js";
 import { MetricsLog, commitCheckpoint, writeJson } from "./rundir.js";
 import { makeSchedule } from "./schedule.js";
 import { DivergenceMonitor, nonFiniteParameter } from "./divergence.js";
@@ -157,7 +158,7 @@ const yieldNow = () => new Promise<void>((r) => setImmediate(r));
 /** One run's state between the phases of the loop. */
 class Run {
   readonly pos: Position;
-  readonly progress = new Progress();
+  readonly progress: Progress;
   lastCheckpoint: string | null;
   private lastCheckpointStep: number;
   /** The run's metrics (null on hosts other than the lead: it writes them). */
@@ -169,7 +170,9 @@ class Run {
   private readonly t0 = performance.now();
   private readonly adapters: number;
   private readonly isText: boolean;
-  private final: { loss: number; accuracy?: number } | null = null;
+  private final: { loss: number; accuracy?: number; regression?: RegressionMetrics } | null = null;
+  /** Numeric targets with a regression loss: MSE, MAE and R² are reported beside the loss. */
+  private readonly regression: boolean;
   private samplesSeen = 0;
   /** The epoch in progress: when it started and the rows it trained in this process. */
   private epochStart = 0;
@@ -192,6 +195,8 @@ class Run {
     this.description = describeEngine(a.job, a.workers, a.engine.hosts);
     this.adapters = a.job.lora ? nn.loraLayers(a.engine.model).length : 0;
     this.isText = a.data.tokenizer !== undefined;
+    this.regression = !a.data.classification && !this.isText && (a.loss === "mseLoss" || a.loss === "l1Loss");
+    this.progress = new Progress(process.stdout, { tokensPerRow: this.isText ? a.ctx.inputShape[0] : undefined });
     this.lastCheckpoint = a.resumedFrom;
     this.lastCheckpointStep = a.resumedFrom ? this.pos.step : -1;
     this.csvColumns = a.job.data.type === "csv" ? trainingCsvColumns(a.job.data) : undefined;
@@ -199,6 +204,21 @@ class Run {
 
   private get heldOutName(): string {
     return this.isText ? "validation" : "held-out";
+  }
+
+  /** Throughput as shown: a GPT's in tokens/s (rows × window length), others' in samples/s. */
+  private rate(samplesPerSec: number): string {
+    return this.isText ? `${fmtInt(samplesPerSec * this.a.ctx.inputShape[0])} tokens/s` : `${fmtInt(samplesPerSec)} samples/s`;
+  }
+
+  /** A text model's perplexity after its loss (" · validation perplexity 3.44"); nothing for other models. */
+  private perplexityText(loss: number, what = `${this.heldOutName} `): string {
+    return this.isText ? ` · ${what}perplexity ${fmtPerplexity(loss)}` : "";
+  }
+
+  /** Tokens per second for a text model's metrics records. */
+  private tokensPerSec(samplesPerSec: number): { tokensPerSec?: number } {
+    return this.isText ? { tokensPerSec: samplesPerSec * this.a.ctx.inputShape[0] } : {};
   }
 
   /** Wall seconds of training, this process's and those before a resume. */
@@ -228,7 +248,7 @@ class Run {
   async evaluateBeforeTraining(): Promise<void> {
     const ev = await this.a.engine.evaluate(this.a.data.heldOut);
     this.metrics?.write({ kind: "eval", step: 0, epoch: 0, heldOutLoss: ev.loss, wallTime: 0 });
-    process.stdout.write(`validation loss before training: ${ev.loss.toFixed(4)}\n`);
+    process.stdout.write(`validation loss before training: ${ev.loss.toFixed(4)}${this.perplexityText(ev.loss, "")}\n`);
   }
 
   /**
@@ -354,10 +374,10 @@ class Run {
     this.epochRows += rows;
     this.samplesSeen += rows;
     const sps = this.epochRows / ((performance.now() - this.epochStart) / 1000);
-    this.progress.update(pos.batch, { step: pos.step, loss, samplesPerSec: sps });
+    this.progress.update(pos.batch, { step: pos.step, loss, meanLoss: pos.lossSum / pos.rows, samplesPerSec: sps });
     if (pos.step % this.a.job.log.everySteps === 0) {
       this.checkParameters();
-      this.metrics?.write({ kind: "step", step: pos.step, epoch: pos.epoch + pos.batch / this.perEpoch, loss, lr, samplesPerSec: sps, wallTime: this.wall() });
+      this.metrics?.write({ kind: "step", step: pos.step, epoch: pos.epoch + pos.batch / this.perEpoch, loss, lr, samplesPerSec: sps, ...this.tokensPerSec(sps), wallTime: this.wall() });
     }
   }
 
@@ -367,14 +387,17 @@ class Run {
     const trainLoss = pos.lossSum / Math.max(1, pos.rows);
     const ev = await engine.evaluate(data.heldOut);
     const sps = this.epochRows / ((performance.now() - this.epochStart) / 1000);
-    this.final = ev;
+    const regression = this.regression ? regressionMetrics(engine.model, data.heldOut) : undefined;
+    this.final = { ...ev, regression };
     this.metrics?.write({
       kind: "epoch", step: pos.step, epoch: pos.epoch + 1, trainLoss, heldOutLoss: ev.loss, heldOutAccuracy: ev.accuracy,
-      lr: this.lrAt(Math.max(0, pos.step - 1)), samplesPerSec: sps, wallTime: this.wall(),
+      ...(regression ? { heldOutMse: regression.mse, heldOutMae: regression.mae, heldOutR2: regression.r2 } : {}),
+      lr: this.lrAt(Math.max(0, pos.step - 1)), samplesPerSec: sps, ...this.tokensPerSec(sps), wallTime: this.wall(),
     });
     this.progress.endEpoch(
-      `epoch ${pos.epoch + 1}/${job.epochs}: train loss ${trainLoss.toFixed(4)} · ${this.heldOutName} loss ${ev.loss.toFixed(4)}` +
-      `${ev.accuracy !== undefined ? ` · held-out accuracy ${(ev.accuracy * 100).toFixed(2)}%` : ""} · ${fmtInt(sps)} samples/s · ${fmtDuration(this.wall())}`,
+      `epoch ${pos.epoch + 1}/${job.epochs}: train loss ${trainLoss.toFixed(4)} · ${this.heldOutName} loss ${ev.loss.toFixed(4)}${this.perplexityText(ev.loss)}` +
+      `${regression ? ` · ${regressionText(regression)}` : ""}` +
+      `${ev.accuracy !== undefined ? ` · held-out accuracy ${(ev.accuracy * 100).toFixed(2)}%` : ""} · ${this.rate(sps)} · ${fmtDuration(this.wall())}`,
     );
     pos.epoch++;
     pos.batch = 0;
@@ -440,15 +463,17 @@ class Run {
     const total = this.wall();
     const samplesPerSec = this.samplesSeen / ((performance.now() - this.t0) / 1000);
     writeJson(join(runDir, "summary.json"), {
-      epochs: job.epochs, steps: pos.step, wallSeconds: total, samplesPerSec,
-      heldOutLoss: final?.loss, heldOutAccuracy: final?.accuracy, heldOutRows: data.heldOut.length, checkpoint: path,
+      epochs: job.epochs, steps: pos.step, wallSeconds: total, samplesPerSec, ...this.tokensPerSec(samplesPerSec),
+      heldOutLoss: final?.loss, heldOutAccuracy: final?.accuracy,
+      ...(final?.regression ? { heldOutMse: final.regression.mse, heldOutMae: final.regression.mae, heldOutR2: final.regression.r2 } : {}),
+      heldOutRows: data.heldOut.length, checkpoint: path,
       engine: this.description, workers,
     });
     this.metrics?.write({ kind: "end", step: pos.step, wallTime: total });
     if (final) {
       out.write(final.accuracy !== undefined
         ? `held-out accuracy: ${(final.accuracy * 100).toFixed(2)}% (loss ${final.loss.toFixed(4)}, ${fmtInt(data.heldOut.length)} rows)\n`
-        : `${this.heldOutName} loss: ${final.loss.toFixed(5)} (${fmtInt(data.heldOut.length)} ${this.isText ? "windows" : "rows"})\n`);
+        : `${this.heldOutName} loss: ${final.loss.toFixed(5)} (${fmtInt(data.heldOut.length)} ${this.isText ? "windows" : "rows"})${this.perplexityText(final.loss, "")}${final.regression ? ` · ${regressionText(final.regression)}` : ""}\n`);
     }
     if (this.isText && job.sample.tokens > 0 && engine.model instanceof GPT) {
       const sm = job.sample;
@@ -457,9 +482,14 @@ class Run {
       generateText(engine.model, data.tokenizer!, { prompt: sm.prompt, tokens: sm.tokens, temperature: sm.temperature, topK: sm.topK, seed: sm.seed }, (t) => out.write(t));
       out.write("\n");
     }
-    out.write(`trained ${job.epochs} epoch${job.epochs === 1 ? "" : "s"} (${fmtInt(pos.step)} steps) in ${fmtDuration(total)} · ${fmtInt(samplesPerSec)} samples/s · ${this.description}\n`);
+    out.write(`trained ${job.epochs} epoch${job.epochs === 1 ? "" : "s"} (${fmtInt(pos.step)} steps) in ${fmtDuration(total)} · ${this.rate(samplesPerSec)} · ${this.description}\n`);
     out.write(`checkpoint: ${path}${this.adapters ? ` (LoRA adapters alone: ${join(path, ADAPTERS_FILE)})` : ""}\n`);
     if (this.isText) out.write(`generate: npx -y pnpm@10 chainrule generate ${runDir} --prompt "..." --tokens 200 --seed 1\n`);
     out.write(`metrics: ${join(runDir, "metrics.jsonl")} (charts: npx -y pnpm@10 chainrule plot ${runDir})\n`);
   }
+}
+
+/** "MSE 0.012345 · MAE 0.087654 · R² 0.9876" (R² "n/a" when the targets are constant). */
+function regressionText(m: RegressionMetrics): string {
+  return `MSE ${m.mse.toPrecision(5)} · MAE ${m.mae.toPrecision(5)} · R² ${Number.isFinite(m.r2) ? m.r2.toFixed(4) : "n/a"}`;
 }
