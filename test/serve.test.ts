@@ -68,6 +68,25 @@ async function get(url: string): Promise<{ status: number; json: any }> {
   return { status: res.status, json: await res.json() };
 }
 
+/** Polls /healthz until `n` other requests are in flight (10 s at most). */
+async function untilInFlight(url: string, n: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if ((await get(`${url}/healthz`)).json.inFlight >= n) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${url}: never ${n} requests in flight`);
+}
+
+/** Tries new connections until one is refused (10 s at most). */
+async function untilRefused(url: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const refused = await fetch(`${url}/healthz`, { headers: { connection: "close" } }).then(() => false, () => true);
+    if (refused) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${url}: still accepting connections`);
+}
+
 /** Deterministic pseudo-random rows in [0, 1), written to 3 decimals (so a CSV holds exactly the values sent). */
 function rows(n: number, d: number, seed: number): number[][] {
   let s = seed;
@@ -113,7 +132,7 @@ describe("chainrule serve: a classifier", () => {
   it("answers /healthz and /v1/model", async () => {
     const h = await get(`${s.url}/healthz`);
     expect(h.status).toBe(200);
-    expect(h.json).toMatchObject({ status: "ok", workers: 2 });
+    expect(h.json).toMatchObject({ status: "ok", workers: 2, inFlight: 0 });
     const m = await get(`${s.url}/v1/model`);
     expect(m.status).toBe(200);
     expect(m.json).toMatchObject({ type: "mlp", task: "classification", inputShape: [1, 28, 28], classes: 10, outputs: 10, description: "MLP 784-32-10 (25,450 parameters)" });
@@ -325,7 +344,8 @@ describe("chainrule serve: a failing model, SIGTERM", () => {
     // fails and is retried request by request.
     const before = (await get(`${s.url}/healthz`)).json.predict;
     const slow = post(u, { inputs: [[555, 0, 0]] });
-    await new Promise((r) => setTimeout(r, 300));
+    await untilInFlight(s.url, 1);
+    await new Promise((r) => setTimeout(r, 100)); // past the batch window: in the model
     const [a, bad, b] = await Promise.all([post(u, { inputs: [good[0]], top: 2 }), post(u, { inputs: [[1, 666, 1]] }), post(u, { inputs: [good[1]], top: 2 })]);
     expect((await slow).status).toBe(200);
     const after = (await get(`${s.url}/healthz`)).json.predict;
@@ -344,11 +364,10 @@ describe("chainrule serve: a failing model, SIGTERM", () => {
   });
 
   it("SIGTERM answers the requests in flight, refuses new connections and exits 0", async () => {
-    const slow = post(`${s.url}/v1/predict`, { inputs: [[555, 0, 0]] });
-    await new Promise((r) => setTimeout(r, 400)); // the request is in the model (1.5 s)
+    const slow = post(`${s.url}/v1/predict`, { inputs: [[555, 0, 0]] }); // 1.5 s in the model
+    await untilInFlight(s.url, 1);
     s.child.kill("SIGTERM");
-    await new Promise((r) => setTimeout(r, 200));
-    await expect(fetch(`${s.url}/healthz`)).rejects.toThrow();
+    await untilRefused(s.url);
     const answer = await slow;
     expect(answer.status).toBe(200);
     expect(answer.json.predictions).toHaveLength(1);
@@ -359,7 +378,7 @@ describe("chainrule serve: a failing model, SIGTERM", () => {
   it("a drain longer than --drain-timeout exits 143", async () => {
     const t = await serve(FAULTY, ["--workers", "1", "--drain-timeout", "0.3", "--trust-job-module"]);
     const slow = fetch(`${t.url}/v1/predict`, { method: "POST", body: JSON.stringify({ inputs: [[555, 0, 0]] }) }).catch((e: Error) => e);
-    await new Promise((r) => setTimeout(r, 300));
+    await untilInFlight(t.url, 1);
     t.child.kill("SIGTERM");
     expect(await t.exited).toEqual({ code: 143, signal: null });
     expect(await slow).toBeInstanceOf(Error);
