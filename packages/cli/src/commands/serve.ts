@@ -18,7 +18,7 @@ import { createApiServer } from "../serve/server.js";
 export const SERVE_HELP = `usage: chainrule serve CHECKPOINT [options]
 
 Serves a checkpoint (or a run directory's latest checkpoint) over HTTP:
-  GET  /healthz        {"status": "ok", "workers": N}
+  GET  /healthz        {"status": "ok", "workers": N, "inFlight": N, "predict": {...}}
   GET  /v1/model       model type, input shape, classes, vocabulary, checkpoint
   POST /v1/predict     {"inputs": [[v1, v2, ...], ...], "top": K}  (not for GPT models)
   POST /v1/generate    {"prompt", "maxTokens", "temperature", "topK", "seed", "stream"}  (GPT models)
@@ -29,12 +29,12 @@ options:
   --host H              address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
   --workers N           inference worker threads, each holding the model (default: one per core)
   --max-batch R         most rows the model runs in one batch (default 64)
-  --batch-wait-ms MS    how long a batch's first request waits for others (default 2)
+  --batch-wait-ms MS    how long a batch may wait for requests still being received (default 2)
   --max-body SIZE       largest request body: bytes, or with k / m (default 1m)
   --timeout S           bound on each request, from arrival to answer (default 60)
   --max-tokens N        most tokens one generate request may ask for (default 1000)
   --drain-timeout S     on SIGTERM / Ctrl-C, how long requests in flight may take (default 30)
-${MODULE_FLAGS_HELP}`;
+${MODULE_FLAGS_HELP.replace(/^/gm, "  ")}`;
 
 function positiveInt(flag: string, v: string | undefined, dflt: number, min = 1): number {
   if (v === undefined) return dflt;
