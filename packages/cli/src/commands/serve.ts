@@ -34,7 +34,7 @@ options:
   --timeout S           bound on each request, from arrival to answer (default 60)
   --max-tokens N        most tokens one generate request may ask for (default 1000)
   --drain-timeout S     on SIGTERM / Ctrl-C, how long requests in flight may take (default 30)
-${MODULE_FLAGS_HELP.replace(/^/gm, "  ")}`;
+${MODULE_FLAGS_HELP.replace(/^(?=.)/gm, "  ")}`;
 
 function positiveInt(flag: string, v: string | undefined, dflt: number, min = 1): number {
   if (v === undefined) return dflt;
