@@ -1,4 +1,4 @@
-/** In-process tests of the CLI's pieces: job schema messages, flag overrides, charts, run directories. */
+/** In-process tests of the CLI's pieces: job schema messages, flag overrides, run directories (charts: plot.test.ts). */
 import { describe, expect, it } from "vitest";
 import { existsSync, mkdtempSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -8,7 +8,6 @@ import { parseJob } from "../packages/cli/src/job/parse.js";
 import { autoWorkers, resolveWorkers } from "../packages/cli/src/workers.js";
 import { rawJob } from "../packages/cli/src/job/load.js";
 import { maxWorkersFor } from "@chainrule/parallel";
-import { lineChart, ticks } from "../packages/cli/src/plot.js";
 import { commitCheckpoint, createRunDir, defaultRunDir, listCheckpoints, resolveCheckpoint } from "../packages/cli/src/rundir.js";
 
 const err = (raw: unknown) => {
@@ -114,21 +113,6 @@ describe("workers: auto", () => {
     expect(resolveWorkers(parseJob(raw, source), probe(10), 16)).toBe(3);
     const auto = await rawJob(undefined, { workers: "auto" }, []);
     expect(resolveWorkers(parseJob(auto.raw, auto.source), probe(784 * 512 + 512 * 256 + 256 * 10), 16)).toBe(8);
-  });
-});
-
-describe("plots", () => {
-  it("ticks are round numbers covering the range", () => {
-    expect(ticks(0, 1)).toEqual([0, 0.2, 0.4, 0.6, 0.8, 1]);
-    expect(ticks(3, 3)).toEqual([3]);
-  });
-  it("draws a self-contained SVG, escaping text", () => {
-    const svg = lineChart([{ name: "a<b", points: [[0, 1], [1, 0.5], [2, NaN]] }], { title: "Loss & more", xLabel: "step", yLabel: "loss", logY: true });
-    expect(svg).toMatch(/^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
-    expect(svg).toContain("Loss &amp; more");
-    expect(svg).toContain("a&lt;b");
-    expect(svg).toMatch(/<path d="M[\d.]+,[\d.]+L/);
-    expect(lineChart([], { title: "t", xLabel: "x", yLabel: "y" })).toContain("no data");
   });
 });
 

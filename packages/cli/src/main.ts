@@ -23,6 +23,7 @@ commands:
   info                      cores, kernel backend and why, versions
   bench [ARGS]              run the benchmarks (bench/index.ts)
   plot RUN_DIR              SVG charts and an HTML report of a run's metrics
+  dashboard RUN_DIR...      a local page following runs live, curves overlaid (also: train --dashboard)
 
 run \`chainrule <command> --help\` for a command's options; \`chainrule --version\` for the version.
 exit status: 0 done, 1 a failure while running, 2 bad usage or a bad job, 130/143 interrupted
@@ -70,8 +71,10 @@ export async function main(argv: string[]): Promise<number> {
       return (await import("./commands/bench.js")).benchCommand(rest);
     case "plot":
       return (await import("./commands/plot.js")).plotCommand(rest);
+    case "dashboard":
+      return (await import("./commands/dashboard.js")).dashboardCommand(rest);
     default:
-      throw new UsageError(`unknown command '${cmd}' (expected train, eval, predict, generate, serve, export, quantize, import-weights, info, bench or plot; see chainrule --help)`);
+      throw new UsageError(`unknown command '${cmd}' (expected train, eval, predict, generate, serve, export, quantize, import-weights, info, bench, plot or dashboard; see chainrule --help)`);
   }
 }
 

@@ -1,82 +1,181 @@
-/** Dependency-free SVG line charts for run metrics. */
+/**
+ * The charts of runs' metrics, as Vega-Lite specifications: `chainrule plot` renders them to SVG
+ * in Node, the dashboard draws the same specifications in the browser and streams rows into them.
+ *
+ * Why Vega-Lite: one declarative JSON specification renders both ways (Vega's `toSVG()` in Node
+ * needs no DOM or canvas; its browser build takes new rows through `view.insert()` without
+ * redrawing the page), and it does what hand-written charts get wrong: readable ticks with
+ * overlap removal, log scales with labels inside one decade, legends laid out beside the plot.
+ */
+import * as vega from "vega";
+import { compile, type TopLevelSpec } from "vega-lite";
+import { type ChartRow, type Panel, PANELS, type RunMeta, type RunRows, SERIES } from "./metric-rows.js";
 
-export interface Series {
-  name: string;
-  points: [number, number][];
-  color?: string;
-  /** Draw markers at points (sparse series such as per-epoch values). */
-  markers?: boolean;
+/** The default weight of the loss's moving average (TensorBoard's smoothing slider, and its default). */
+export const DEFAULT_SMOOTHING = 0.6;
+
+/** The name of the data set the specifications read (rows are inserted into it). */
+export const ROWS = "rows";
+
+export interface ChartRun {
+  id: string;
+  meta: RunMeta;
 }
 
 export interface ChartOptions {
-  title: string;
-  xLabel: string;
-  yLabel: string;
+  smoothing: number;
+  /** A log-scale loss axis (for losses that fall over more than a decade). */
+  logLoss: boolean;
   width?: number;
   height?: number;
-  /** Format of y tick labels. */
-  yFormat?: (v: number) => string;
-  logY?: boolean;
 }
 
-const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"];
+const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+const TRAIN_COLOR = PALETTE[0], HELD_OUT_COLOR = PALETTE[1];
 
-const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+const LOSS_UNITS: Record<string, string> = {
+  crossEntropy: "cross-entropy (nats)",
+  mseLoss: "mean squared error",
+  l1Loss: "mean absolute error",
+  binaryCrossEntropyWithLogits: "binary cross-entropy (nats)",
+};
 
-/** "Nice" tick values covering [lo, hi]. */
-export function ticks(lo: number, hi: number, n = 5): number[] {
-  if (!(hi > lo)) return [lo];
-  const raw = (hi - lo) / n;
-  const mag = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
-  const out: number[] = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
-  return out;
+/** The loss axis's title: the loss function and its unit when every run uses the same. */
+function lossTitle(runs: ChartRun[]): string {
+  const losses = new Set(runs.map((r) => r.meta.loss));
+  const texts = new Set(runs.map((r) => r.meta.tokensPerSample !== null));
+  if (losses.size !== 1 || texts.size !== 1) return "loss";
+  const [loss] = losses;
+  const unit = loss !== null ? LOSS_UNITS[loss] : undefined;
+  if (!unit) return loss ?? "loss";
+  return runs[0].meta.tokensPerSample !== null ? unit.replace("(nats)", "(nats/token)") : unit;
 }
 
-const fmt = (v: number) => (Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-2 && v !== 0) ? v.toExponential(1) : String(Number(v.toPrecision(4))));
+/** The throughput axis's title: tokens/s for GPT runs, samples/s for others. */
+function throughputTitle(runs: ChartRun[]): string {
+  const text = runs.filter((r) => r.meta.tokensPerSample !== null).length;
+  if (text === 0) return "samples/s";
+  return text === runs.length ? "tokens/s" : "samples/s (tokens/s for text runs)";
+}
 
-export function lineChart(series: Series[], o: ChartOptions): string {
-  const W = o.width ?? 640, H = o.height ?? 360;
-  const m = { l: 64, r: 16, t: 36, b: 48 };
-  const pts = series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!o.logY || y > 0));
-  const head = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="system-ui, sans-serif" font-size="12">` +
-    `<rect width="${W}" height="${H}" fill="white"/><text x="${W / 2}" y="20" text-anchor="middle" font-size="14" font-weight="600">${esc(o.title)}</text>`;
-  if (pts.length === 0) return `${head}<text x="${W / 2}" y="${H / 2}" text-anchor="middle" fill="#888">no data</text></svg>`;
-  const ty = (y: number) => (o.logY ? Math.log10(y) : y);
-  let x0 = Math.min(...pts.map((p) => p[0])), x1 = Math.max(...pts.map((p) => p[0]));
-  let y0 = Math.min(...pts.map((p) => ty(p[1]))), y1 = Math.max(...pts.map((p) => ty(p[1])));
-  if (x1 === x0) { x0 -= 1; x1 += 1; }
-  if (y1 === y0) { y0 -= 0.5; y1 += 0.5; }
-  const pad = (y1 - y0) * 0.05;
-  y0 -= pad; y1 += pad;
-  const px = (x: number) => m.l + ((x - x0) / (x1 - x0)) * (W - m.l - m.r);
-  const py = (y: number) => H - m.b - ((ty(y) - y0) / (y1 - y0)) * (H - m.t - m.b);
-  const parts: string[] = [head];
-  const yf = o.yFormat ?? fmt;
-  const yt = o.logY ? ticks(Math.floor(y0), Math.ceil(y1), 4).filter((v) => Number.isInteger(v)).map((v) => 10 ** v) : ticks(y0, y1);
-  for (const v of yt) {
-    const y = py(v);
-    if (y < m.t - 1 || y > H - m.b + 1) continue;
-    parts.push(`<line x1="${m.l}" x2="${W - m.r}" y1="${y.toFixed(1)}" y2="${y.toFixed(1)}" stroke="#eee"/><text x="${m.l - 6}" y="${(y + 4).toFixed(1)}" text-anchor="end" fill="#555">${esc(yf(v))}</text>`);
-  }
-  for (const v of ticks(x0, x1)) {
-    const x = px(v);
-    parts.push(`<line x1="${x.toFixed(1)}" x2="${x.toFixed(1)}" y1="${m.t}" y2="${H - m.b}" stroke="#f3f3f3"/><text x="${x.toFixed(1)}" y="${H - m.b + 16}" text-anchor="middle" fill="#555">${esc(fmt(v))}</text>`);
-  }
-  parts.push(`<rect x="${m.l}" y="${m.t}" width="${W - m.l - m.r}" height="${H - m.t - m.b}" fill="none" stroke="#999"/>`);
-  parts.push(`<text x="${(m.l + W - m.r) / 2}" y="${H - 10}" text-anchor="middle">${esc(o.xLabel)}</text>`);
-  parts.push(`<text transform="translate(16 ${(m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`);
-  series.forEach((s, i) => {
-    const color = s.color ?? COLORS[i % COLORS.length];
-    const p = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!o.logY || y > 0));
-    if (p.length === 0) return;
-    const d = p.map(([x, y], j) => `${j ? "L" : "M"}${px(x).toFixed(1)},${py(y).toFixed(1)}`).join("");
-    parts.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="1.8"/>`);
-    if (s.markers || p.length === 1) for (const [x, y] of p) parts.push(`<circle cx="${px(x).toFixed(1)}" cy="${py(y).toFixed(1)}" r="3" fill="${color}"/>`);
-    const ly = m.t + 14 + i * 16;
-    parts.push(`<line x1="${W - m.r - 150}" x2="${W - m.r - 130}" y1="${ly - 4}" y2="${ly - 4}" stroke="${color}" stroke-width="2"/><text x="${W - m.r - 125}" y="${ly}" fill="#333">${esc(s.name)}</text>`);
+/** Whether the loss spans more than a decade (then a log axis shows its tail). */
+export function lossSpansDecade(rows: ChartRow[]): boolean {
+  const ys = rows.filter((r) => r.panel === "loss" && r.y > 0).map((r) => r.y);
+  return ys.length > 1 && Math.max(...ys) / Math.min(...ys) > 10;
+}
+
+/** The panels that have something to show: a learning rate only when it changes. */
+export function panelsWithData(rows: ChartRow[], runs: RunRows[]): Panel[] {
+  const has = new Set(rows.map((r) => r.panel));
+  if (!runs.some((r) => r.lrVaries)) has.delete("lr");
+  return PANELS.filter((p) => has.has(p));
+}
+
+const filter = (expr: string) => ({ filter: expr });
+const isPanel = (p: Panel) => filter(`datum.panel === '${p}'`);
+const isSeries = (...names: string[]) => filter(names.map((n) => `datum.series === '${n}'`).join(" || "));
+
+/**
+ * One Vega-Lite specification per panel, for these runs. One run: colour tells the series apart;
+ * several: colour tells the runs apart and the dash the series, as TensorBoard overlays runs.
+ */
+export function panelSpecs(runs: ChartRun[], o: ChartOptions): Record<Panel, TopLevelSpec> {
+  const several = runs.length > 1;
+  const width = o.width ?? 500, height = o.height ?? 250;
+  const heldOut = runs.every((r) => r.meta.tokensPerSample !== null) ? SERIES.validationLoss : SERIES.heldOutLoss;
+  const heldOutNames = [SERIES.heldOutLoss, SERIES.validationLoss];
+  const runColor = {
+    field: "run", type: "nominal", title: "run",
+    scale: { domain: runs.map((r) => r.id), range: PALETTE },
+  } as const;
+  const stepAxis = { field: "x", type: "quantitative", title: "step (optimizer updates)", axis: { tickCount: 6, labelFlush: true, labelOverlap: true, format: "~s" } } as const;
+  const base = (title: string, subtitle?: string) => ({
+    $schema: "https://vega.github.io/schema/vega-lite/v6.json",
+    width, height,
+    title: { text: title, anchor: "start", ...(subtitle ? { subtitle, subtitleColor: "#666" } : {}) },
+    data: { name: ROWS },
+    config: {
+      font: "system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif",
+      axis: { labelFontSize: 11, titleFontSize: 12, titleFontWeight: "normal", gridColor: "#eee" },
+      // Legends below the plot: never over a line.
+      legend: { orient: "bottom", direction: "horizontal", labelFontSize: 11, titleFontSize: 11, symbolType: "stroke", symbolStrokeWidth: 2, symbolOpacity: 1 },
+      title: { fontSize: 14, subtitleFontSize: 11 },
+      view: { stroke: "#ccc" },
+    },
   });
-  parts.push("</svg>");
-  return parts.join("");
+
+  const lossY = {
+    field: "y", type: "quantitative", title: lossTitle(runs),
+    scale: o.logLoss ? { type: "log" } : { zero: false },
+    axis: { tickCount: 6, labelOverlap: true, format: "~g" },
+  } as const;
+  const lossColor = several
+    ? runColor
+    : { field: "series", type: "nominal", title: null, scale: { domain: [SERIES.smoothLoss, heldOut, SERIES.rawLoss], range: [TRAIN_COLOR, HELD_OUT_COLOR, TRAIN_COLOR] }, legend: { values: [SERIES.smoothLoss, heldOut] } };
+  const dash = several
+    ? { strokeDash: { field: "series", type: "nominal", title: null, scale: { domain: [SERIES.smoothLoss, heldOut], range: [[1, 0], [5, 3]] }, legend: null } }
+    : {};
+  const loss = {
+    ...base("Loss", several
+      ? `solid: train, logged steps, EMA ${o.smoothing} (raw faint); dashed: ${heldOut}, per epoch`
+      : `train: logged steps, EMA ${o.smoothing} (raw faint); ${heldOut}: per epoch`),
+    transform: [isPanel("loss")],
+    encoding: { x: stepAxis, y: lossY },
+    layer: [
+      { transform: [isSeries(SERIES.rawLoss)], mark: { type: "line", strokeWidth: 1, opacity: 0.3 }, encoding: { color: lossColor, detail: { field: "run" } } },
+      { transform: [isSeries(SERIES.smoothLoss)], mark: { type: "line", strokeWidth: 2 }, encoding: { color: lossColor, ...dash } },
+      {
+        transform: [isSeries(...heldOutNames), { calculate: `'${heldOut}'`, as: "series" }],
+        mark: { type: "line", strokeWidth: 2, point: { size: 30, filled: true } },
+        encoding: { color: lossColor, ...dash },
+      },
+    ],
+  };
+
+  const lineColor = several ? { color: runColor } : { color: { value: TRAIN_COLOR } };
+  const accuracy = {
+    ...base("Held-out accuracy", "after each epoch"),
+    transform: [isPanel("accuracy")],
+    mark: { type: "line", strokeWidth: 2, point: { size: 30, filled: true } },
+    encoding: {
+      x: { field: "x", type: "quantitative", title: "epoch", axis: { tickMinStep: 1, format: "d", labelFlush: true } },
+      y: { field: "y", type: "quantitative", title: "accuracy (%)", scale: { zero: false }, axis: { tickCount: 6, format: "~g" } },
+      ...lineColor,
+    },
+  };
+  const throughput = {
+    ...base("Throughput", "mean of the epoch so far"),
+    transform: [isPanel("throughput")],
+    mark: { type: "line", strokeWidth: 2 },
+    encoding: {
+      x: stepAxis,
+      y: { field: "y", type: "quantitative", title: throughputTitle(runs), axis: { tickCount: 6, format: "~s" } },
+      ...lineColor,
+    },
+  };
+  const lr = {
+    ...base("Learning rate"),
+    transform: [isPanel("lr")],
+    mark: { type: "line", strokeWidth: 2 },
+    encoding: {
+      x: stepAxis,
+      y: { field: "y", type: "quantitative", title: "learning rate", axis: { tickCount: 6, format: "~g" } },
+      ...lineColor,
+    },
+  };
+  return { loss, accuracy, throughput, lr } as unknown as Record<Panel, TopLevelSpec>;
+}
+
+/** Compiles a Vega-Lite specification to Vega's (what the browser build of Vega draws). */
+export function toVega(spec: TopLevelSpec): vega.Spec {
+  return compile(spec).spec as vega.Spec;
+}
+
+/** Renders a specification with these rows to a standalone SVG document. */
+export async function renderSvg(spec: TopLevelSpec, rows: ChartRow[]): Promise<string> {
+  const view = new vega.View(vega.parse(toVega(spec)), { renderer: "none" });
+  view.insert(ROWS, rows);
+  const svg = await view.toSVG();
+  view.finalize();
+  return svg;
 }

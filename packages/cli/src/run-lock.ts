@@ -46,6 +46,12 @@ function holderAlive(info: LockInfo): boolean {
   return info.started === null || started === null || started === info.started;
 }
 
+/** Whether a trainer holds runDir now: its lock exists and names a live process (this one included). */
+export function trainerRunning(runDir: string): boolean {
+  const held = readLock(join(runDir, LOCK_FILE));
+  return held !== null && ((held.pid === process.pid && held.host === hostname()) || holderAlive(held));
+}
+
 function readLock(path: string): LockInfo | null {
   try {
     const info = JSON.parse(readFileSync(path, "utf8")) as LockInfo;

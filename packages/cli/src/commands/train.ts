@@ -21,6 +21,8 @@ import { createEngine, loadOptimizerState } from "../engine.js";
 import { mpiWorld, underMpirun } from "@chainrule/parallel";
 import { type Position, runLoop } from "../train-loop.js";
 import { parseFlags } from "../flags.js";
+import { takeDashboardFlag } from "../dashboard/flag.js";
+import type { Dashboard } from "../dashboard/server.js";
 
 export const TRAIN_HELP = `usage: chainrule train [JOB] [options]
 
@@ -46,6 +48,8 @@ options:
                         holding it up (auto: 600 s for 10 steps, then 20x the median step, ≥ 60 s)
   --max-restarts N      when a worker fails, continue with fresh workers up to N times
   --set KEY.PATH=VALUE  override any job field, e.g. --set data.limitTrain=500
+  --dashboard [PORT]    serve a live page of the run on http://127.0.0.1:PORT/ (default 6060;
+                        0: any free port) while it trains (see chainrule dashboard --help)
 `;
 
 export async function trainCommand(argv: string[]): Promise<number> {
@@ -65,7 +69,8 @@ function lockRunDir(runDir: string, lock: { held: RunLock | null }): void {
   if (removed.length) say(`removed ${removed.length} temporar${removed.length === 1 ? "y" : "ies"} a killed run left in ${runDir}`);
 }
 
-async function train(argv: string[], lock: { held: RunLock | null }): Promise<number> {
+async function train(argvWithDashboard: string[], lock: { held: RunLock | null }): Promise<number> {
+  const { argv, port: dashboardPort } = takeDashboardFlag(argvWithDashboard);
   const { values, positionals } = parseFlags("train", argv, {
       epochs: { type: "string" }, "batch-size": { type: "string" }, lr: { type: "string" }, seed: { type: "string" },
       workers: { type: "string" }, backend: { type: "string" }, out: { type: "string" }, name: { type: "string" },
@@ -170,6 +175,7 @@ async function train(argv: string[], lock: { held: RunLock | null }): Promise<nu
   let initReport: string | undefined;
   /** The run directory this command made (removed again if the run fails before a checkpoint). */
   let created: string | null = null;
+  let dashboard: Dashboard | null = null;
   try {
     if (ckpt) {
       const mismatch = describeMismatch(ckpt.tensors, engine.model);
@@ -190,12 +196,18 @@ async function train(argv: string[], lock: { held: RunLock | null }): Promise<nu
       }
     }
     if (lead) writeJson(join(runDir, JOB_FILE), job);
+    if (lead && dashboardPort !== undefined) {
+      // Imported only when asked for: the charting library is not loaded for every run.
+      dashboard = await (await import("../dashboard/server.js")).startDashboard([runDir], { host: "127.0.0.1", port: dashboardPort });
+      process.stdout.write(`dashboard: ${dashboard.url}\n`);
+    }
     return await runLoop({ job, runDir, engine, data, loss, ctx, workers, pos, backendReason, resumedFrom: resumeFrom, skippedCheckpoints: intact?.skipped, initReport, workersNote: autoWorkersNote(job, probe, hosts?.size ?? 1), lead, runDirNote });
   } catch (e) {
     // A new run that failed before its first checkpoint leaves nothing behind.
     if (created !== null && listCheckpoints(created).length === 0) rmSync(created, { recursive: true, force: true });
     throw e;
   } finally {
+    await dashboard?.close(); // pushes the run's last records to the page first
     await engine.close();
   }
 }
