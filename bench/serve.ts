@@ -213,7 +213,7 @@ async function streamTokens(url: string, prompt: string, tokens: number, streams
 
 /** The server's predict counters (GET /healthz). */
 async function batchStats(url: string): Promise<{ requests: number; batches: number }> {
-  return ((await (await fetch(`${url}/healthz`)).json()) as { predict: { requests: number; batches: number } }).predict;
+  return ((await (await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(10_000) })).json()) as { predict: { requests: number; batches: number } }).predict;
 }
 
 /** chainrule's figure over onnxruntime's, round by round. */
@@ -257,8 +257,8 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
       await startServer("chainrule serve", serveArgs(mlp)),
       await startServer("onnxruntime-node", [join(repoRoot, "bench/serve.ts"), "--ort-server", join(tmp, "mlp.onnx"), "--kind", "mlp", "--shape", "1,28,28"]),
     ];
-    const mlpModel = ((await (await fetch(`${servers[0].url}/v1/model`)).json()) as { description: string }).description;
-    const answers = await Promise.all(servers.map(async (sv) => (await (await fetch(`${sv.url}/v1/predict`, { method: "POST", body })).json()) as { predictions: { class: number; probability: number }[] }));
+    const mlpModel = ((await (await fetch(`${servers[0].url}/v1/model`, { signal: AbortSignal.timeout(10_000) })).json()) as { description: string }).description;
+    const answers = await Promise.all(servers.map(async (sv) => (await (await fetch(`${sv.url}/v1/predict`, { method: "POST", body, signal: AbortSignal.timeout(10_000) })).json()) as { predictions: { class: number; probability: number }[] }));
     const [a, b] = answers.map((x) => x.predictions[0]);
     const agree = a.class === b.class && Math.abs(a.probability - b.probability) < 1e-4;
     console.log(`same answer from both: ${agree} (class ${a.class}, p ${a.probability.toFixed(5)} / ${b.probability.toFixed(5)})`);
@@ -298,7 +298,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
       await startServer("chainrule serve", serveArgs(gpt)),
       await startServer("onnxruntime-node", [join(repoRoot, "bench/serve.ts"), "--ort-server", join(tmp, "gpt.onnx"), "--kind", "gpt", "--vocab", JSON.stringify(vocab), "--block-size", String(blockSize)]),
     ];
-    const gptModel = ((await (await fetch(`${gptServers[0].url}/v1/model`)).json()) as { description: string }).description;
+    const gptModel = ((await (await fetch(`${gptServers[0].url}/v1/model`, { signal: AbortSignal.timeout(10_000) })).json()) as { description: string }).description;
     const prompt = "Ma";
     const texts = await Promise.all(gptServers.map((sv) => streamTokens(sv.url, prompt, Math.min(tokens, 20), 1)));
     console.log(`\nsame greedy text from both: ${texts[0].text === texts[1].text}`);

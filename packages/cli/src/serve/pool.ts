@@ -17,6 +17,8 @@ import { HttpError, unavailable } from "./errors.js";
 const ENTRY = new URL("./worker-entry.mjs", import.meta.url);
 /** Restart delays after a worker fails to load its model: 1 s doubling to 30 s. */
 const RESTART_MIN_MS = 1000, RESTART_MAX_MS = 30_000;
+/** How long a worker may take to load the model (a user's module could hang). */
+const LOAD_TIMEOUT_MS = 120_000;
 
 interface Slot {
   id: number;
@@ -179,13 +181,19 @@ export class InferencePool {
     });
     slot.exited.catch(() => {}); // observed by the calls that race it
     this.live.add(slot);
+    let timer: NodeJS.Timeout | undefined;
+    const tooSlow = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`inference worker ${id}: the model did not load within ${LOAD_TIMEOUT_MS / 1000} s`)), LOAD_TIMEOUT_MS);
+    });
     try {
-      const info = await Promise.race([api.load(this.checkpoint, this.consent), slot.exited]);
+      const info = await Promise.race([api.load(this.checkpoint, this.consent), slot.exited, tooSlow]);
       slot.ready = true;
       return { slot, info };
     } catch (e) {
       await this.stop(slot);
       throw e;
+    } finally {
+      clearTimeout(timer);
     }
   }
 
