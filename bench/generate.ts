@@ -1,7 +1,9 @@
 /**
  * Generation speed: tokens/s of `chainrule generate` (200 tokens after a short prompt) with the
  * key/value cache, without it, and PyTorch generating from the same weights with a key/value cache
- * (bench/torch_generate.py, one thread), alternating in rounds; medians.
+ * (bench/torch_generate.py, one thread), alternating in rounds; medians. Each side also reports
+ * tokens per CPU-second of its own process (Node: process.cpuUsage, all threads; Python:
+ * time.process_time), which a machine busy with other work disturbs less than the wall clock.
  *
  *   tsx bench/generate.ts [--sizes 128,384] [--tokens 200] [--rounds 5] [--reps 3] [--no-anchor] [--no-uncached]
  *
@@ -10,7 +12,7 @@
  * Shakespeare-char shape), each trained for one short epoch on the bundled names by `chainrule
  * train` into .bench/generate/ (kept and reused). The chainrule side runs what the command runs
  * (modelFromCheckpoint, then generateText) in this process and times the sampling alone, as the
- * anchor times its own; a round is `--reps` generations on each side. The greedy tokens of both
+ * anchor times its own; a round is `--reps` generations on each side (one without the cache). The greedy tokens of both
  * sides are compared first, so both run the same model.
  */
 import { spawnSync } from "node:child_process";
@@ -46,7 +48,7 @@ function trainedRun(C: number): string {
   return run;
 }
 
-function anchor(ckpt: string, nHead: number, prompt: number[], tokens: number, reps: number): { tokensPerSecond: number[]; greedy: number[] } {
+function anchor(ckpt: string, nHead: number, prompt: number[], tokens: number, reps: number): { tokensPerSecond: number[]; tokensPerCpuSecond: number[]; greedy: number[] } {
   const r = spawnSync("/usr/bin/python3", [join(repoRoot, "bench/torch_generate.py"), ckpt, "--n-head", String(nHead), "--prompt", prompt.join(","), "--tokens", String(tokens), "--reps", String(reps)],
     { encoding: "utf8", env: { ...process.env, OMP_NUM_THREADS: "1" } });
   if (r.status !== 0) throw new Error(`torch_generate.py failed (${r.status}): ${r.stderr.trim()}`);
@@ -69,11 +71,13 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
     const tok = CharTokenizer.fromJSON((cm.contents.state.extra as { tokenizer: CharTokenizerJSON }).tokenizer);
     const prompt = Array.from(tok.encode(PROMPT));
     const o = { prompt: PROMPT, tokens, temperature: 0.8, seed: 0 };
+    /** tokens/s by the wall clock and per CPU-second of this process. */
     const timed = (kvCache: boolean) => {
-      const t = performance.now();
+      const t = performance.now(), c = process.cpuUsage();
       if (kvCache) generateText(model, tok, o, () => {});
       else generate(model, prompt, { maxNewTokens: tokens, temperature: 0.8, kvCache: false });
-      return tokens / ((performance.now() - t) / 1000);
+      const cpu = process.cpuUsage(c);
+      return { wall: tokens / ((performance.now() - t) / 1000), cpu: tokens / ((cpu.user + cpu.system) / 1e6) };
     };
     let sameGreedy: boolean | undefined;
     if (withAnchor) {
@@ -82,21 +86,29 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
       console.log(`nEmbd ${C}: greedy tokens ${sameGreedy ? "equal" : "DIFFER from"} PyTorch's`);
     }
     timed(true); // warm-up
-    const cached: number[] = [], uncached: number[] = [], torch: number[] = [], ratios: number[] = [];
+    const cached: number[] = [], cachedCpu: number[] = [], uncached: number[] = [], torch: number[] = [], torchCpu: number[] = [], ratios: number[] = [], cpuRatios: number[] = [], loads: number[] = [];
     for (let r = 0; r < rounds; r++) {
-      const ours = median(Array.from({ length: reps }, () => timed(true)));
+      const runs = Array.from({ length: reps }, () => timed(true));
+      const ours = median(runs.map((x) => x.wall)), oursCpu = median(runs.map((x) => x.cpu));
       cached.push(ours);
-      if (withUncached) uncached.push(median(Array.from({ length: reps }, () => timed(false))));
+      cachedCpu.push(oursCpu);
+      if (withUncached) uncached.push(timed(false).wall);
       if (withAnchor) {
-        const theirs = median(anchor(dir, SHAPES[C].nHead, prompt, tokens, reps).tokensPerSecond);
-        torch.push(theirs);
-        ratios.push(ours / theirs);
+        const a = anchor(dir, SHAPES[C].nHead, prompt, tokens, reps);
+        torch.push(median(a.tokensPerSecond));
+        torchCpu.push(median(a.tokensPerCpuSecond));
+        ratios.push(ours / torch[r]);
+        cpuRatios.push(oursCpu / torchCpu[r]);
       }
-      console.log(`  round ${r + 1}: cached ${ours.toFixed(0)} tok/s${withUncached ? `, uncached ${uncached[r].toFixed(0)}` : ""}${withAnchor ? `, PyTorch ${torch[r].toFixed(0)}` : ""}  (load ${loadavg()[0].toFixed(2)})`);
+      loads.push(loadavg()[0]);
+      console.log(`  round ${r + 1}: cached ${ours.toFixed(0)} tok/s (${oursCpu.toFixed(0)} per CPU-s)${withUncached ? `, uncached ${uncached[r].toFixed(0)}` : ""}${withAnchor ? `, PyTorch ${torch[r].toFixed(0)} (${torchCpu[r].toFixed(0)} per CPU-s)` : ""}  (load ${loads[r].toFixed(2)})`);
     }
-    const row = { nEmbd: C, layers: SHAPES[C].nLayer, "cached tok/s": median(cached), "uncached tok/s": withUncached ? median(uncached) : "-", "PyTorch tok/s": withAnchor ? median(torch) : "-", "× PyTorch (median of rounds)": withAnchor ? median(ratios) : "-" };
+    const row = {
+      nEmbd: C, layers: SHAPES[C].nLayer, "cached tok/s": median(cached), "uncached tok/s": withUncached ? median(uncached) : "-", "PyTorch tok/s": withAnchor ? median(torch) : "-",
+      "× PyTorch": withAnchor ? median(ratios) : "-", "× PyTorch per CPU-s": withAnchor ? median(cpuRatios) : "-",
+    };
     rows.push(row);
-    results[`nEmbd${C}`] = { ...row, cached, uncached, torch, ratios, sameGreedy, loadavg: loadavg() };
+    results[`nEmbd${C}`] = { ...row, cached, cachedCpu, uncached, torch, torchCpu, ratios, cpuRatios, sameGreedy, loads };
   }
   table(rows);
   return results;
