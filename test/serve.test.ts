@@ -258,7 +258,7 @@ describe("chainrule serve: a regression model", () => {
 describe("chainrule serve: a GPT", () => {
   let s: Served;
   beforeAll(async () => {
-    s = await serve(GPT, ["--workers", "2", "--max-tokens", "3000"]);
+    s = await serve(GPT, ["--workers", "2", "--max-tokens", "1000000"]);
   }, 40_000);
 
   it("/v1/model reports the vocabulary; /v1/predict is not for text models", async () => {
@@ -314,13 +314,28 @@ describe("chainrule serve: a GPT", () => {
     expect(together).toEqual(alone);
   });
 
+  it("a client that leaves mid-stream stops its generation", async () => {
+    const leaving = new AbortController();
+    // A million tokens: minutes of sampling unless the server stops when the client goes.
+    const res = await fetch(`${s.url}/v1/generate`, { method: "POST", body: JSON.stringify({ prompt: "A", maxTokens: 1_000_000, stream: true }), signal: leaving.signal });
+    await res.body!.getReader().read();
+    expect((await get(`${s.url}/healthz`)).json.generating).toBe(1);
+    leaving.abort();
+    let generating = 1;
+    for (let i = 0; i < 200 && generating > 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      generating = (await get(`${s.url}/healthz`)).json.generating;
+    }
+    expect(generating).toBe(0);
+  });
+
   it("bad generate requests get 400 naming the field", async () => {
     const u = `${s.url}/v1/generate`;
     const [chars, tooMany, temp, seed, type] = await Promise.all([
-      post(u, { prompt: "Zoë#" }), post(u, { maxTokens: 3001 }), post(u, { temperature: -1 }), post(u, { seed: 1.5 }), post(u, { prompt: 3 }),
+      post(u, { prompt: "Zoë#" }), post(u, { maxTokens: 1000001 }), post(u, { temperature: -1 }), post(u, { seed: 1.5 }), post(u, { prompt: 3 }),
     ]);
     expect(chars).toEqual({ status: 400, json: { field: "prompt", error: expect.stringMatching(/^prompt: characters "ë", "#" are not in the model's vocabulary \(54 characters/) } });
-    expect(tooMany).toEqual({ status: 400, json: { field: "maxTokens", error: "maxTokens: 3001 is more than this server's limit of 3000" } });
+    expect(tooMany).toEqual({ status: 400, json: { field: "maxTokens", error: "maxTokens: 1000001 is more than this server's limit of 1000000" } });
     expect(temp.json.field).toBe("temperature");
     expect(seed.json).toEqual({ field: "seed", error: "seed: expected an integer, got 1.5" });
     expect(type.json).toEqual({ field: "prompt", error: "prompt: expected string, got 3" });

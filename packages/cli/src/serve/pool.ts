@@ -77,6 +77,13 @@ export class InferencePool {
     return this.live.size;
   }
 
+  /** Generations running on the workers. */
+  get generating(): number {
+    let n = 0;
+    for (const slot of this.live) n += slot.streams;
+    return n;
+  }
+
   /** Waits for an idle worker, in arrival order; rejects with a 503 when `deadline` (ms since epoch) passes first. */
   acquire(deadline: number): Promise<Lease> {
     if (this.closed) return Promise.reject(unavailable("server is shutting down"));

@@ -1,6 +1,6 @@
 /**
  * The HTTP JSON API over node:http:
- *   GET  /healthz       {"status": "ok", "workers": N, "inFlight": N, "predict": {requests, batches, rows}} (503 while draining)
+ *   GET  /healthz       {"status": "ok", "workers": N, "inFlight": N, "generating": N, "predict": {requests, batches, rows}} (503 while draining)
  *   GET  /v1/model      what is served (ModelInfo)
  *   POST /v1/predict    {"inputs": [[...], ...], "top": K} → {"predictions": [...]}
  *   POST /v1/generate   {"prompt", "maxTokens", "temperature", "topK", "seed", "stream"} → text, or server-sent events
@@ -68,7 +68,7 @@ export function createApiServer(info: ModelInfo, pool: InferencePool, batcher: P
     "/healthz": {
       method: "GET",
       // inFlight: the requests being answered besides this one.
-      handle: (_, res) => sendJson(res, draining ? 503 : 200, { status: draining ? "draining" : "ok", workers: pool.size, inFlight: inFlight - 1, predict: batcher.stats }),
+      handle: (_, res) => sendJson(res, draining ? 503 : 200, { status: draining ? "draining" : "ok", workers: pool.size, inFlight: inFlight - 1, generating: pool.generating, predict: batcher.stats }),
     },
     "/v1/model": { method: "GET", handle: (_, res) => sendJson(res, 200, info) },
     "/v1/predict": { method: "POST", handle: predict },
