@@ -18,7 +18,7 @@ Serves a page that follows the runs as their metrics.jsonl grows (pushed by serv
 events): loss (each logged step, smoothed, and held-out), held-out accuracy, throughput and
 learning rate, with every run's curves overlaid; above them each run's state, step and epoch
 of the total, ETA and latest figures. A RUN_DIR that holds run directories (runs/) stands for
-all of them. Runs until Ctrl-C.
+the runs in it when the dashboard starts. Runs until Ctrl-C.
 
 options:
   --port P        port (default ${DEFAULT_DASHBOARD_PORT}; 0: any free port)
