@@ -3,18 +3,19 @@
  *   job.json                 the resolved job (every default filled in)
  *   metrics.jsonl            one JSON record per logged step / epoch / event
  *   checkpoints/step-NNNNNNNN/{model.safetensors,state.json,SHA256SUMS}
+ *   checkpoints/best-step-NNNNNNNN/   the best held-out figure's checkpoint (checkpoint.keepBest)
  *   summary.json             final metrics, wall time, throughput, checkpoint
  *   plots/                   written by `chainrule plot`
  * A checkpoint directory is assembled under a temporary name and renamed into
  * place, so a kill at any moment leaves every earlier checkpoint intact; the temporaries such
  * a kill leaves behind are removed when the run next starts (removeStaleTemporaries).
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
+import { appendFileSync, copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import { MODEL_FILE, STATE_FILE, fsyncDirSync, writeFileAtomicSync } from "@chainrule/core";
 import { CliError } from "./errors.js";
-import { writeChecksums } from "./checkpoint-files.js";
+import { CHECKSUMS_FILE, writeChecksums } from "./checkpoint-files.js";
 
 export const JOB_FILE = "job.json";
 export const METRICS_FILE = "metrics.jsonl";
@@ -81,10 +82,51 @@ export function resolveCheckpoint(path: string): string {
  * directory, which is then renamed into place; older checkpoints beyond `keep` are removed.
  */
 export function commitCheckpoint(runDir: string, step: number, keep: number, write: (dir: string) => void): string {
+  const final = commitDirectory(runDir, stepDirName(step), write);
+  const all = listCheckpoints(runDir);
+  for (const old of all.slice(0, Math.max(0, all.length - keep))) if (old !== final) rmSync(old, { recursive: true, force: true });
+  return final;
+}
+
+/** The best checkpoint's directory name for a step (beside the step-N ones, which `keep` does not count it among). */
+export function bestDirName(step: number): string {
+  return `best-${stepDirName(step)}`;
+}
+
+/**
+ * Writes the best checkpoint as runDir/checkpoints/best-step-N (atomically, as commitCheckpoint
+ * does), then removes the previous best: a complete best checkpoint exists at every moment.
+ */
+export function commitBestCheckpoint(runDir: string, step: number, write: (dir: string) => void): string {
+  const final = commitDirectory(runDir, bestDirName(step), write);
+  const root = join(runDir, CHECKPOINTS);
+  for (const n of readdirSync(root)) if (/^best-step-\d+$/.test(n) && join(root, n) !== final) rmSync(join(root, n), { recursive: true, force: true });
+  return final;
+}
+
+/**
+ * Hard-links a finished checkpoint's files (but SHA256SUMS, which commitDirectory writes) into
+ * `dir`: the best checkpoint and the step checkpoint of one step share their bytes. Files of a
+ * checkpoint are never modified in place, so sharing them is safe; a file system without hard
+ * links gets copies.
+ */
+export function linkCheckpointFiles(from: string, dir: string): void {
+  for (const name of readdirSync(from)) {
+    if (name === CHECKSUMS_FILE) continue;
+    try {
+      linkSync(join(from, name), join(dir, name));
+    } catch {
+      copyFileSync(join(from, name), join(dir, name));
+    }
+  }
+}
+
+/** Fills checkpoints/.tmp-NAME-XXXX with `write`, adds SHA256SUMS, and renames it to checkpoints/NAME. */
+function commitDirectory(runDir: string, name: string, write: (dir: string) => void): string {
   const root = join(runDir, CHECKPOINTS);
   mkdirSync(root, { recursive: true });
-  const final = join(root, stepDirName(step));
-  const tmp = join(root, `.tmp-${stepDirName(step)}-${randomBytes(4).toString("hex")}`);
+  const final = join(root, name);
+  const tmp = join(root, `.tmp-${name}-${randomBytes(4).toString("hex")}`);
   mkdirSync(tmp);
   try {
     write(tmp);
@@ -97,8 +139,6 @@ export function commitCheckpoint(runDir: string, step: number, keep: number, wri
     rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
-  const all = listCheckpoints(runDir);
-  for (const old of all.slice(0, Math.max(0, all.length - keep))) if (old !== final) rmSync(old, { recursive: true, force: true });
   return final;
 }
 
@@ -109,7 +149,7 @@ export function commitCheckpoint(runDir: string, step: number, keep: number, wri
  */
 export function removeStaleTemporaries(runDir: string): string[] {
   const removed: string[] = [];
-  for (const [dir, pattern] of [[join(runDir, CHECKPOINTS), /^\.tmp-step-\d+-[0-9a-f]+$/], [runDir, /^\..+\.\d+\.[0-9a-f]+\.tmp$/]] as const) {
+  for (const [dir, pattern] of [[join(runDir, CHECKPOINTS), /^\.tmp-(best-)?step-\d+-[0-9a-f]+$/], [runDir, /^\..+\.\d+\.[0-9a-f]+\.tmp$/]] as const) {
     if (!existsSync(dir)) continue;
     for (const name of readdirSync(dir)) {
       if (!pattern.test(name)) continue;

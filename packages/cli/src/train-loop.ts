@@ -3,19 +3,21 @@
  * progress and metrics, held-out evaluation per epoch, checkpoints (every N steps, every N
  * epochs, at the end, on an interrupt), and the closing report.
  */
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { Generator, GPT, getRngState, nn, saveCheckpoint, saveSafetensors } from "@chainrule/core";
+import { Generator, GPT, STATE_FILE, getRngState, nn, saveCheckpoint, saveSafetensors } from "@chainrule/core";
 import { type DataParallel, ParallelStepError, type StepOutcome } from "@chainrule/parallel";
 import { generateText } from "./commands/generate.js";
 import { describeModel } from "./checkpoint-model.js";
 import type { loadJobData } from "./data.js";
 import { describeEngine, loadOptimizerState, optimizerState } from "./engine.js";
 import { readVerifiedCheckpoint } from "./checkpoint-files.js";
-import { CliError } from "./errors.js";
+import { CliError, UsageError } from "./errors.js";
 import type { Job } from "./job/schema.js";
 import { Progress, fmtDuration, fmtInt, fmtPerplexity } from "./progress.js";
 import { type RegressionMetrics, regressionMetrics } from "./regression-metrics.js";
-import { MetricsLog, commitCheckpoint, writeJson } from "./rundir.js";
+import { CHECKPOINTS, MetricsLog, bestDirName, commitBestCheckpoint, commitCheckpoint, linkCheckpointFiles, writeJson } from "./rundir.js";
+import { type MetricTracker, type TrackerState, describeMetric, jobTrackers } from "./monitors.js";
 import { makeSchedule } from "./schedule.js";
 import { DivergenceMonitor, nonFiniteParameter } from "./divergence.js";
 import { type CsvColumns, trainingCsvColumns } from "./csv-columns.js";
@@ -73,7 +75,8 @@ export async function runLoop(a: LoopArgs): Promise<number> {
   const interrupts = new Interrupts(() => run.lastCheckpoint, engine.hosts > 1 ? () => engine.requestStop() : null);
   try {
     if (data.tokenizer !== undefined && !a.resumedFrom) await run.evaluateBeforeTraining();
-    while (run.pos.epoch < job.epochs && !interrupts.stop) {
+    if (run.stoppedEarly && run.pos.epoch < job.epochs) run.reportStoppedBefore();
+    while (run.pos.epoch < job.epochs && !interrupts.stop && !run.stoppedEarly) {
       try {
         await run.trainEpoch(interrupts);
       } catch (e) {
@@ -184,6 +187,10 @@ class Run {
   private readonly recentStepMs: number[] = [];
   /** CSV data: the training file's columns, saved with each checkpoint (predict checks its input's header against them). */
   private readonly csvColumns: CsvColumns | undefined;
+  /** The best checkpoint's and early stopping's held-out figures (null: not asked for). */
+  private trackers: { keepBest: MetricTracker | null; earlyStopping: MetricTracker | null };
+  /** The directory holding the current step's checkpoint files once written (a second one links them). */
+  private writtenAt: { step: number; dir: string } | null = null;
 
   constructor(private readonly a: LoopArgs) {
     this.divergence = new DivergenceMonitor(a.job.divergence);
@@ -200,6 +207,27 @@ class Run {
     this.lastCheckpoint = a.resumedFrom;
     this.lastCheckpointStep = a.resumedFrom ? this.pos.step : -1;
     this.csvColumns = a.job.data.type === "csv" ? trainingCsvColumns(a.job.data) : undefined;
+    this.checkWatchedMetrics();
+    const saved = a.resumedFrom ? savedMonitors(a.resumedFrom) : {};
+    this.trackers = jobTrackers(a.job, saved);
+    for (const [key, t, before] of [["checkpoint.keepBest", this.trackers.keepBest, saved.keepBest], ["earlyStopping", this.trackers.earlyStopping, saved.earlyStopping]] as const) {
+      if (t && before && t.state.best === null) process.stdout.write(`${key}: the run watched ${before.metric} (${before.mode}) until now; it starts afresh with ${t.state.metric} (${t.state.mode})\n`);
+    }
+  }
+
+  /** heldOutAccuracy is measured for class labels (and binary cross-entropy) only: refused before training otherwise. */
+  private checkWatchedMetrics(): void {
+    const { job, data, loss } = this.a;
+    const hasAccuracy = (data.classification && !this.isText) || loss === "binaryCrossEntropyWithLogits";
+    for (const [key, m] of [["checkpoint.keepBest.metric", job.checkpoint.keepBest], ["earlyStopping.metric", job.earlyStopping]] as const) {
+      if (m?.metric === "heldOutAccuracy" && !hasAccuracy) throw new UsageError(`${key}: heldOutAccuracy is not measured for ${data.description} (numeric targets); watch heldOutLoss`);
+    }
+  }
+
+  /** Early stopping's patience has run out (now, or before a resume). */
+  get stoppedEarly(): boolean {
+    const es = this.trackers.earlyStopping;
+    return es !== null && es.state.wait >= this.a.job.earlyStopping!.patience;
   }
 
   private get heldOutName(): string {
@@ -354,6 +382,7 @@ class Run {
     engine.model.loadStateDict(ck.tensors);
     loadOptimizerState(engine, ck.state.optimizer, job);
     Object.assign(this.pos, (ck.state.extra as { position: Position }).position);
+    this.trackers = jobTrackers(job, (ck.state.extra as { monitors?: { keepBest?: TrackerState; earlyStopping?: TrackerState } }).monitors ?? {});
     this.metrics?.truncateAfter(this.pos.step);
   }
 
@@ -399,11 +428,47 @@ class Run {
       `${regression ? ` · ${regressionText(regression)}` : ""}` +
       `${ev.accuracy !== undefined ? ` · held-out accuracy ${(ev.accuracy * 100).toFixed(2)}%` : ""} · ${this.rate(sps)} · ${fmtDuration(this.wall())}`,
     );
+    const figure = (metric: TrackerState["metric"]) => (metric === "heldOutAccuracy" ? ev.accuracy ?? NaN : ev.loss);
+    const { keepBest, earlyStopping } = this.trackers;
+    const isBest = keepBest?.observe(figure(keepBest.state.metric), pos.epoch + 1, pos.step) ?? false;
+    earlyStopping?.observe(figure(earlyStopping.state.metric), pos.epoch + 1, pos.step);
     pos.epoch++;
     pos.batch = 0;
     pos.lossSum = 0;
     pos.rows = 0;
-    if (pos.epoch % job.checkpoint.everyEpochs === 0 || pos.epoch === job.epochs) this.checkpoint();
+    if (isBest) this.checkpointBest();
+    if (this.stoppedEarly && pos.epoch < job.epochs) this.reportEarlyStop();
+    if (pos.epoch % job.checkpoint.everyEpochs === 0 || pos.epoch === job.epochs || this.stoppedEarly) this.checkpoint();
+  }
+
+  /** Writes the best checkpoint (the current step), replacing the previous best. */
+  private checkpointBest(): void {
+    if (!this.a.lead) return;
+    this.checkParameters();
+    const pos = this.pos, best = this.trackers.keepBest!.state;
+    const path = commitBestCheckpoint(this.a.runDir, pos.step, (dir) => this.fillCheckpoint(dir));
+    this.writtenAt = { step: pos.step, dir: path };
+    this.metrics?.write({ kind: "best", step: pos.step, epoch: best.bestEpoch, metric: best.metric, mode: best.mode, value: best.best, path });
+  }
+
+  /** The line and record that say why the run ends before its last epoch. */
+  private reportEarlyStop(): void {
+    const es = this.a.job.earlyStopping!, s = this.trackers.earlyStopping!.state;
+    this.metrics?.write({ kind: "earlyStop", step: this.pos.step, epoch: this.pos.epoch, metric: s.metric, mode: s.mode, best: s.best, bestEpoch: s.bestEpoch, patience: es.patience, minDelta: es.minDelta });
+    process.stdout.write(`${this.earlyStopReason()}; stopping after epoch ${this.pos.epoch} of ${this.a.job.epochs}\n`);
+  }
+
+  /** "early stopping: held-out loss has not improved by more than 0 for 3 epochs (best: held-out loss 0.0712 at epoch 4)". */
+  private earlyStopReason(): string {
+    const es = this.a.job.earlyStopping!, s = this.trackers.earlyStopping!.state;
+    const what = describeMetric(s.metric, null, this.heldOutName).replace(/ \(none yet\)$/, "");
+    return `early stopping: ${what} has not ${s.mode === "min" ? "decreased" : "increased"} by more than ${es.minDelta} for ${s.wait} epoch${s.wait === 1 ? "" : "s"} ` +
+      `(patience ${es.patience}; best: ${describeMetric(s.metric, s.best, this.heldOutName)} at epoch ${s.bestEpoch})`;
+  }
+
+  /** A resumed run whose patience had already run out trains no further. */
+  reportStoppedBefore(): void {
+    process.stdout.write(`${this.earlyStopReason()}: the run stopped at epoch ${this.pos.epoch} of ${this.a.job.epochs}; nothing to train (raise earlyStopping.patience, or drop earlyStopping, to go on)\n`);
   }
 
   /** Non-finite weights (from non-finite gradients) stop the run before they reach a checkpoint. */
@@ -414,32 +479,47 @@ class Run {
 
   /** Writes a checkpoint of the current step (once per step); returns its directory. */
   checkpoint(): string {
-    const { job, engine, data, runDir } = this.a, pos = this.pos;
+    const { job, runDir } = this.a, pos = this.pos;
     if (this.lastCheckpointStep === pos.step && this.lastCheckpoint) return this.lastCheckpoint;
     if (!this.a.lead) return ""; // the lead host writes the checkpoints
     this.checkParameters();
+    this.lastCheckpoint = commitCheckpoint(runDir, pos.step, job.checkpoint.keep, (dir) => this.fillCheckpoint(dir));
+    this.writtenAt = { step: pos.step, dir: this.lastCheckpoint };
+    this.lastCheckpointStep = pos.step;
+    this.metrics?.write({ kind: "checkpoint", step: pos.step, path: this.lastCheckpoint });
+    return this.lastCheckpoint;
+  }
+
+  /**
+   * Writes the current step's checkpoint files into `dir`: model, optimizer state, position,
+   * random state, the job, the watched figures' state, LoRA adapters; hard links to them when
+   * this step's checkpoint is already written (the best and the step checkpoint of one step).
+   */
+  private fillCheckpoint(dir: string): void {
+    const { job, engine, data } = this.a, pos = this.pos;
+    if (this.writtenAt?.step === pos.step && existsSync(this.writtenAt.dir)) {
+      linkCheckpointFiles(this.writtenAt.dir, dir);
+      return;
+    }
+    const monitors = { keepBest: this.trackers.keepBest?.state, earlyStopping: this.trackers.earlyStopping?.state };
     const extra = {
       modelContext: this.a.ctx, loss: this.a.loss, classification: data.classification, classNames: data.classNames, workers: this.a.workers, trainRows: data.train.length,
       ...(data.tokenizer ? { tokenizer: data.tokenizer.toJSON() } : {}),
       ...(this.csvColumns ? { csvColumns: this.csvColumns } : {}),
       ...(job.init ? { init: job.init.checkpoint } : {}),
       position: { ...pos, wall: this.wall() },
+      ...(monitors.keepBest || monitors.earlyStopping ? { monitors } : {}),
     };
-    this.lastCheckpoint = commitCheckpoint(runDir, pos.step, job.checkpoint.keep, (dir) => {
-      saveCheckpoint(dir, {
-        model: engine.model,
-        optimizer: { stateDict: () => optimizerState(engine), loadStateDict: () => {} },
-        step: pos.step, epoch: pos.epoch, rng: getRngState(), config: job, extra,
-      });
-      // The adapters alone (a few KB): `chainrule generate BASE --adapters FILE` applies them to the base checkpoint.
-      if (this.adapters) {
-        const t = Object.fromEntries(Object.entries(nn.loraStateDict(engine.model)).map(([k, v]) => [k, { data: v.data, shape: v.shape }]));
-        saveSafetensors(join(dir, ADAPTERS_FILE), t, { format: "pt", chainrule_lora: JSON.stringify(job.lora), base: job.init?.checkpoint ?? "" });
-      }
+    saveCheckpoint(dir, {
+      model: engine.model,
+      optimizer: { stateDict: () => optimizerState(engine), loadStateDict: () => {} },
+      step: pos.step, epoch: pos.epoch, rng: getRngState(), config: job, extra,
     });
-    this.lastCheckpointStep = pos.step;
-    this.metrics?.write({ kind: "checkpoint", step: pos.step, path: this.lastCheckpoint });
-    return this.lastCheckpoint;
+    // The adapters alone (a few KB): `chainrule generate BASE --adapters FILE` applies them to the base checkpoint.
+    if (this.adapters) {
+      const t = Object.fromEntries(Object.entries(nn.loraStateDict(engine.model)).map(([k, v]) => [k, { data: v.data, shape: v.shape }]));
+      saveSafetensors(join(dir, ADAPTERS_FILE), t, { format: "pt", chainrule_lora: JSON.stringify(job.lora), base: job.init?.checkpoint ?? "" });
+    }
   }
 
   reportAbort(signal: NodeJS.Signals, error: string): void {
@@ -462,12 +542,16 @@ class Run {
     if (!this.a.lead) return;
     const total = this.wall();
     const samplesPerSec = this.samplesSeen / ((performance.now() - this.t0) / 1000);
+    const best = this.trackers.keepBest?.state;
+    const bestPath = best && best.best !== null ? join(runDir, CHECKPOINTS, bestDirName(best.bestStep)) : null;
     writeJson(join(runDir, "summary.json"), {
-      epochs: job.epochs, steps: pos.step, wallSeconds: total, samplesPerSec, ...this.tokensPerSec(samplesPerSec),
+      epochs: pos.epoch, steps: pos.step, wallSeconds: total, samplesPerSec, ...this.tokensPerSec(samplesPerSec),
       heldOutLoss: final?.loss, heldOutAccuracy: final?.accuracy,
       ...(final?.regression ? { heldOutMse: final.regression.mse, heldOutMae: final.regression.mae, heldOutR2: final.regression.r2 } : {}),
       heldOutRows: data.heldOut.length, checkpoint: path,
       engine: this.description, workers,
+      ...(bestPath ? { bestCheckpoint: { path: bestPath, metric: best!.metric, value: best!.best, epoch: best!.bestEpoch, step: best!.bestStep } } : {}),
+      ...(this.stoppedEarly ? { stoppedEarly: { epoch: pos.epoch, reason: this.earlyStopReason() } } : {}),
     });
     this.metrics?.write({ kind: "end", step: pos.step, wallTime: total });
     if (final) {
@@ -482,8 +566,9 @@ class Run {
       generateText(engine.model, data.tokenizer!, { prompt: sm.prompt, tokens: sm.tokens, temperature: sm.temperature, topK: sm.topK, seed: sm.seed }, (t) => out.write(t));
       out.write("\n");
     }
-    out.write(`trained ${job.epochs} epoch${job.epochs === 1 ? "" : "s"} (${fmtInt(pos.step)} steps) in ${fmtDuration(total)} · ${this.rate(samplesPerSec)} · ${this.description}\n`);
+    out.write(`trained ${pos.epoch} epoch${pos.epoch === 1 ? "" : "s"}${pos.epoch < job.epochs ? ` of ${job.epochs} (early stopping)` : ""} (${fmtInt(pos.step)} steps) in ${fmtDuration(total)} · ${this.rate(samplesPerSec)} · ${this.description}\n`);
     out.write(`checkpoint: ${path}${this.adapters ? ` (LoRA adapters alone: ${join(path, ADAPTERS_FILE)})` : ""}\n`);
+    if (bestPath) out.write(`best checkpoint: ${bestPath} (${describeMetric(best!.metric, best!.best, this.heldOutName)}, epoch ${best!.bestEpoch})\n`);
     if (this.isText) out.write(`generate: npx -y pnpm@10 chainrule generate ${runDir} --prompt "..." --tokens 200 --seed 1\n`);
     out.write(`metrics: ${join(runDir, "metrics.jsonl")} (charts: npx -y pnpm@10 chainrule plot ${runDir})\n`);
   }
@@ -492,4 +577,10 @@ class Run {
 /** "MSE 0.012345 · MAE 0.087654 · R² 0.9876" (R² "n/a" when the targets are constant). */
 function regressionText(m: RegressionMetrics): string {
   return `MSE ${m.mse.toPrecision(5)} · MAE ${m.mae.toPrecision(5)} · R² ${Number.isFinite(m.r2) ? m.r2.toFixed(4) : "n/a"}`;
+}
+
+/** The watched figures' state saved in a checkpoint (state.json extra.monitors; its checksums were verified when the run resumed). */
+function savedMonitors(dir: string): { keepBest?: TrackerState; earlyStopping?: TrackerState } {
+  const state = JSON.parse(readFileSync(join(dir, STATE_FILE), "utf8")) as { extra?: { monitors?: { keepBest?: TrackerState; earlyStopping?: TrackerState } } };
+  return state.extra?.monitors ?? {};
 }

@@ -148,6 +148,25 @@ export const ScheduleConfig = z.discriminatedUnion("type", [
 
 export const LOSSES = ["crossEntropy", "mseLoss", "l1Loss", "binaryCrossEntropyWithLogits"] as const;
 
+/** Held-out figures measured after each epoch that a best checkpoint or early stopping can watch. */
+export const MONITORED_METRICS = ["heldOutLoss", "heldOutAccuracy"] as const;
+
+/** A watched held-out figure, and which way is better: "max" or "min" (default: higher accuracy, lower loss). */
+const watched = { metric: z.enum(MONITORED_METRICS).default("heldOutLoss"), mode: z.enum(["min", "max"]).optional() };
+const withMode = <M extends { metric: (typeof MONITORED_METRICS)[number]; mode?: "min" | "max" }>(m: M): M & { mode: "min" | "max" } =>
+  ({ ...m, mode: m.mode ?? (m.metric === "heldOutAccuracy" ? "max" : "min") });
+
+/** Keep the checkpoint with the best held-out figure beside the last `keep` (Lightning's ModelCheckpoint). */
+const KeepBestConfig = z.strictObject(watched).transform(withMode);
+
+/**
+ * End the run when the held-out figure has not improved by more than minDelta for `patience`
+ * epochs in a row (Lightning's EarlyStopping).
+ */
+const EarlyStoppingConfig = z
+  .strictObject({ ...watched, patience: posInt.default(3), minDelta: z.number().min(0).default(0) })
+  .transform(withMode);
+
 export const JobSchema = z
   .strictObject({
     /** Run name: the default run directory is runs/<name> (else runs/<timestamp>). */
@@ -206,6 +225,8 @@ export const JobSchema = z
         everyEpochs: posInt.default(1),
         /** How many step checkpoints to keep (older ones are deleted). */
         keep: posInt.default(2),
+        /** Also keep the checkpoint with the best held-out figure, as checkpoints/best-step-N. */
+        keepBest: KeepBestConfig.optional(),
       })
       .default({ everySteps: 0, everyEpochs: 1, keep: 2 }),
     /** Fine-tuning: start from a checkpoint's weights (by name; strict: false reports and allows missing/unexpected keys). */
@@ -242,6 +263,8 @@ export const JobSchema = z
     divergence: z
       .union([z.literal(false), z.strictObject({ factor: z.number().gt(1).default(10), steps: posInt.default(10) })])
       .default({ factor: 10, steps: 10 }),
+    /** Stop when the held-out figure stops improving (off when absent). */
+    earlyStopping: EarlyStoppingConfig.optional(),
     log: z
       .strictObject({
         /** Write a metrics record every N steps. */
@@ -290,6 +313,9 @@ export const JobSchema = z
     }
     if (job.augment && (job.augment.crop > 0 || job.augment.flip) && job.model.type === "gpt") {
       ctx.addIssue({ code: "custom", path: ["augment"], message: "image augmentation needs image data (not text)" });
+    }
+    for (const [path, m] of [[["checkpoint", "keepBest", "metric"], job.checkpoint.keepBest], [["earlyStopping", "metric"], job.earlyStopping]] as const) {
+      if (m?.metric === "heldOutAccuracy" && isGpt) ctx.addIssue({ code: "custom", path: [...path], message: "a GPT has no held-out accuracy (watch heldOutLoss, the validation loss)" });
     }
     if (job.data.type === "idx" && !job.data.dir && !(job.data.trainImages && job.data.trainLabels)) {
       ctx.addIssue({ code: "custom", path: ["data"], message: "idx data needs `dir` or both `trainImages` and `trainLabels`" });
