@@ -1,6 +1,7 @@
 /** Validating a raw job: one line per problem, naming the key path, what was expected and what was given. */
 import type { z } from "zod";
 import { UsageError } from "../errors.js";
+import { didYouMean } from "../flags.js";
 import { type Job, JobSchema } from "./schema.js";
 
 function fmtPath(path: readonly PropertyKey[]): string {
@@ -21,13 +22,49 @@ function getAt(obj: unknown, path: readonly PropertyKey[]): unknown {
   return cur;
 }
 
+/** A zod schema without its default/optional/transform wrappers. */
+function unwrap(schema: unknown): any {
+  let s: any = schema;
+  for (;;) {
+    const def = s?._zod?.def;
+    if (def && ["default", "optional", "nullable", "prefault"].includes(def.type)) s = def.innerType;
+    else if (def?.type === "pipe") s = def.in;
+    else return s;
+  }
+}
+
+/** The object schema at `path` of the job (a union: the branch the input's `type` picks). */
+function objectAt(path: readonly PropertyKey[], input: unknown): any {
+  let s = unwrap(JobSchema), v: any = input;
+  const pick = () => {
+    const def = s?._zod?.def;
+    if (def?.type !== "union") return;
+    s = unwrap(def.options.find((o: any) => unwrap(o)?._zod?.def?.shape?.type?._zod?.def?.values?.includes(v?.type)) ?? def.options[0]);
+  };
+  for (const p of path) {
+    pick();
+    const def = s?._zod?.def;
+    s = unwrap(def?.type === "object" ? def.shape[p as string] : def?.type === "array" ? def.element : undefined);
+    v = v?.[p as any];
+  }
+  pick();
+  return s?._zod?.def?.type === "object" ? s : undefined;
+}
+
+/** " (did you mean epochs?)" for a key close to one the job's section at `path` has. */
+function keySuggestion(path: readonly PropertyKey[], key: string, input: unknown): string {
+  const known = Object.keys(objectAt(path, input)?._zod.def.shape ?? {});
+  const near = didYouMean(key, known);
+  return near ? ` (did you mean ${fmtPath([...path, near])}?)` : "";
+}
+
 /** One line per zod issue: `key.path: what was expected (got X)`. */
 export function formatIssue(issue: z.core.$ZodIssue, input: unknown): string {
   const path = fmtPath(issue.path);
   const got = getAt(input, issue.path);
   switch (issue.code) {
     case "unrecognized_keys":
-      return issue.keys.map((k) => `${fmtPath([...issue.path, k])}: unknown key`).join("; ");
+      return issue.keys.map((k) => `${fmtPath([...issue.path, k])}: unknown key${keySuggestion(issue.path, k, input)}`).join("; ");
     case "invalid_type":
       return `${path}: expected ${issue.expected === "int" ? "an integer" : issue.expected}, got ${describeValue(got)}`;
     case "invalid_union": {

@@ -1,0 +1,34 @@
+/** A misspelled job key is named with the key it was probably meant to be, in the job file and in --set. */
+import { describe, expect, it } from "vitest";
+import { parseJob } from "../packages/cli/src/job/parse.js";
+import { cli, expectOneLineError } from "./cli-helpers.ts";
+
+const error = (raw: unknown) => {
+  try {
+    parseJob(raw, "job.json");
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return "no error";
+};
+
+describe("did you mean, for job keys", () => {
+  it("suggests the closest key of the same section (the branch the section's type picks)", () => {
+    expect(error({ epoch: 3 })).toBe("job.json: epoch: unknown key (did you mean epochs?)");
+    expect(error({ model: { type: "mlp", hiden: [3] } })).toBe("job.json: model.hiden: unknown key (did you mean model.hidden?)");
+    expect(error({ model: { type: "gpt", nlayer: 2 }, data: { type: "text" } })).toBe("job.json: model.nlayer: unknown key (did you mean model.nLayer?)");
+    expect(error({ optimizer: { type: "sgd", momentun: 0.9 } })).toBe("job.json: optimizer.momentun: unknown key (did you mean optimizer.momentum?)");
+    expect(error({ data: { type: "csv", path: "a.csv", lable: "y" } })).toBe("job.json: data.lable: unknown key (did you mean data.label?)");
+    expect(error({ checkpoint: { keepBest: { metrc: "heldOutLoss" } } })).toBe("job.json: checkpoint.keepBest.metrc: unknown key (did you mean checkpoint.keepBest.metric?)");
+    expect(error({ paramGroups: [{ match: "x", lr: 1, lrr: 2 }] })).toBe("job.json: paramGroups[0].lrr: unknown key (did you mean paramGroups[0].lr?)");
+  });
+
+  it("suggests nothing for a key close to none", () => {
+    expect(error({ bogus: 1 })).toBe("job.json: bogus: unknown key");
+    expect(error({ model: { type: "linear", hidden: [8] } })).toBe("job.json: model.hidden: unknown key");
+  });
+
+  it("through the command: --set with a misspelled key", async () => {
+    expectOneLineError(await cli(["train", "--set", "earlyStoping.patience=2"]), /earlyStoping: unknown key \(did you mean earlyStopping\?\)/, 2);
+  }, 30_000);
+});
