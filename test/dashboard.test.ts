@@ -158,6 +158,14 @@ describe("the dashboard in Chromium", () => {
       expect([await text(page, "#run-0 td.state"), await text(page, "#run-1 td.state")]).toEqual(["finished", "finished"]);
       const legend = await page.evaluate(`[...document.querySelectorAll("#chart-loss .role-legend-label text")].map((t) => t.textContent)`);
       expect(legend).toEqual(["live", "other"]);
+      // The log-scale toggle redraws the loss chart (the scale chosen at first: log when the loss falls more than a decade).
+      const yLabels = `[...document.querySelectorAll("#chart-loss g.role-axis")].filter((g) => /cross-entropy/.test(g.textContent)).map((g) => [...g.querySelectorAll(".role-axis-label text")].map((t) => t.textContent).join(" ")).join("")`;
+      const logLabels = (await page.evaluate(yLabels)) as string;
+      await page.click("#log-loss");
+      await page.waitForFunction(`${yLabels} !== ${JSON.stringify(logLabels)}`, { timeout: 10_000 });
+      expect(await page.evaluate(chartRows("loss"))).toBeGreaterThan(0);
+      await page.click("#log-loss");
+      await page.waitForFunction(`${yLabels} === ${JSON.stringify(logLabels)}`, { timeout: 10_000 });
       const shot = join(SHOTS, "dashboard-two-runs.png");
       await page.screenshot({ path: shot, fullPage: true });
       console.log(`dashboard of two runs: ${shot}`);
