@@ -64,6 +64,9 @@ describe("chart rows", () => {
     expect(r.status).toMatchObject({ step: 40, epoch: 0.4, totalSteps: 400, etaSeconds: 36 });
     r.add({ kind: "end", step: 400, wallTime: 40 });
     expect(r.status).toMatchObject({ state: "finished", etaSeconds: 0 });
+    const early = new RunRows("e", runMeta("e", { data: { type: "mnist" }, epochs: 4 }), 0.6);
+    for (const rec of [{ kind: "start", step: 0 }, { kind: "epoch", step: 100, epoch: 1, heldOutLoss: 1 }, { kind: "earlyStop", step: 100, epoch: 1 }, { kind: "end", step: 100 }]) early.add(rec);
+    expect(early.status).toMatchObject({ state: "stopped early", step: 100, totalSteps: 400, etaSeconds: 0 });
   });
 
   it("a log loss axis only for a loss that falls more than a decade", () => {

@@ -76,8 +76,11 @@ export function runMeta(name: string, job: Job | null): RunMeta {
 
 /** The run's state as the dashboard shows it. */
 export interface RunStatus {
-  /** stopped: no trainer holds the run, yet it did not end (killed, or failed). */
-  state: "waiting" | "running" | "finished" | "interrupted" | "stopped";
+  /**
+   * "stopped early": ended by earlyStopping before its last epoch; "stopped": no trainer holds
+   * the run, yet it did not end (killed, or failed).
+   */
+  state: "waiting" | "running" | "finished" | "stopped early" | "interrupted" | "stopped";
   step: number;
   /** Epochs done, fractional mid-epoch. */
   epoch: number;
@@ -119,6 +122,7 @@ export class RunRows {
   private readonly pace: { step: number; wall: number }[] = [];
   private lrs = new Set<number>();
   private stepsPerEpoch: number | null = null;
+  private stoppedEarly = false;
   readonly status: RunStatus;
 
   constructor(readonly run: string, readonly meta: RunMeta, smoothing: number) {
@@ -193,8 +197,11 @@ export class RunRows {
           push("accuracy", SERIES.accuracy, r.epoch, r.heldOutAccuracy * 100);
         }
         break;
+      case "earlyStop":
+        this.stoppedEarly = true;
+        break;
       case "end":
-        s.state = "finished";
+        s.state = this.stoppedEarly ? "stopped early" : "finished";
         break;
       case "interrupt":
         s.state = "interrupted";
@@ -214,7 +221,7 @@ export class RunRows {
   private updateEta(): void {
     const s = this.status;
     s.totalSteps = this.stepsPerEpoch !== null && s.epochs !== null ? this.stepsPerEpoch * s.epochs : null;
-    if (s.state === "finished") {
+    if (s.state === "finished" || s.state === "stopped early") {
       s.etaSeconds = 0;
       return;
     }

@@ -80,7 +80,8 @@ export function reportHtml(runDir: string, charts: RunCharts, records: Rec[], su
   const headline = s
     ? `<p><b>${typeof s.heldOutAccuracy === "number" ? `held-out accuracy ${(s.heldOutAccuracy * 100).toFixed(2)}%, ` : ""}${heldOut} loss ${fixed(s.heldOutLoss, 4)}</b> · ` +
       `${s.epochs} epochs, ${int(s.steps)} steps in ${fixed(s.wallSeconds, 1)} s · ` +
-      `${tokens !== null ? `${int(s.samplesPerSec * tokens)} tokens/s` : `${int(s.samplesPerSec)} samples/s`} · ${esc(String(s.engine ?? ""))}</p>`
+      `${tokens !== null ? `${int(s.samplesPerSec * tokens)} tokens/s` : `${int(s.samplesPerSec)} samples/s`} · ${esc(String(s.engine ?? ""))}` +
+      `${s.stoppedEarly ? ` · stopped early after epoch ${s.stoppedEarly.epoch}${s.stoppedEarly.reason ? `: ${esc(String(s.stoppedEarly.reason))}` : ""}` : ""}</p>`
     : "<p>The run has not finished (no summary.json): the charts show the records so far.</p>";
   const body = charts.panels.length === 0 ? "<p>No metrics recorded yet.</p>" : `<div class="grid">${charts.panels.map((p) => `<figure id="${p.panel}">${p.svg}</figure>`).join("\n")}</div>`;
   return `<!doctype html><html><head><meta charset="utf-8"><title>chainrule run ${esc(charts.meta.name)}</title>
