@@ -1,8 +1,8 @@
 /**
  * chainrule predict on CSV files, through the real command: the label column (string class
  * names included) with or without a header, columns matched by name, a file whose columns
- * differ from the training file's refused in one line, and digits given to a model of another
- * width refused as eval refuses them.
+ * differ from the training file's refused in one line, class names read as the model's (eval
+ * too), and digits given to a model of another width refused as eval refuses them.
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import { writeFileSync } from "node:fs";
@@ -85,6 +85,17 @@ describe("predict on CSV files", () => {
     expectOneLineError(await cli(["predict", species, renamed]), /renamed\.csv: its columns differ .*\(missing sl; unexpected a\)/, 1);
     const unknown = file("unknown.csv", `${rows[0]}\n1,1,1,1,daisy\n`);
     expectOneLineError(await cli(["predict", species, unknown]), /unknown\.csv:2: label "daisy" is not one of the model's classes \(setosa, versicolor, virginica\)/, 1);
+  }, 60_000);
+
+  it("eval and predict read class names as the model's classes, in a file holding only some of them", async () => {
+    const virginica = file("virginica.csv", [rows[0], ...rows.slice(1).filter((l) => l.endsWith(",virginica")).slice(0, 5)].join("\n"));
+    const ev = await cli(["eval", species, "--data", virginica]);
+    expect(ev.code, ev.stderr).toBe(0);
+    expect(ev.stdout).toContain("accuracy: 100.00% (5/5)");
+    const pr = await cli(["predict", species, virginica]);
+    expect(pr.code, pr.stderr).toBe(0);
+    expect(pr.stdout).toContain("5/5 correct");
+    expectOneLineError(await cli(["eval", species, "--data", file("daisy.csv", `${rows[0]}\n1,1,1,1,daisy\n`)]), /daisy\.csv:2: label "daisy" is not one of the model's classes/, 1);
   }, 60_000);
 
   it("mnist:N on a 4-feature model gives eval's one-line error", async () => {

@@ -2,10 +2,12 @@
  * The columns of a CSV file a model was trained on (saved in each checkpoint), and how a file
  * given to `predict` lines up with them: with or without the label column, by header name
  * (in any order) when both files have a header, by position otherwise. A file whose named
- * columns differ is refused in one line naming the missing and unexpected columns.
+ * columns differ is refused in one line naming the missing and unexpected columns. Class
+ * names in a file's label column are the model's classes by name, whatever else the file holds.
  */
 import { closeSync, openSync, readSync } from "node:fs";
 import { StringDecoder } from "node:string_decoder";
+import type { Dataset } from "@chainrule/core";
 import { CliError } from "./errors.js";
 import type { DataConfig } from "./job/schema.js";
 
@@ -99,4 +101,22 @@ export function matchCsvColumns(path: string, delimiter: string, features: numbe
     throw new CliError(`${path}: rows have ${width} columns but the model takes ${features} features (or ${features + 1} with a label)`);
   }
   return { header, label: width === features + 1 ? labelAt : null, order: null };
+}
+
+/**
+ * A CSV dataset's class labels as the model's class indices: a file's class names (numbered by
+ * the file's own sorted names when loaded) are looked up among the model's, so a file holding
+ * only some of the classes is scored right; a name or index the model does not have is an error
+ * naming the row.
+ */
+export function toModelClasses(ds: Dataset, model: { classNames?: string[]; classes: number }, rowName: (row: number) => string): Int32Array {
+  const targets = ds.targets as Int32Array;
+  const names = model.classNames ?? [];
+  const byName = ds.classNames?.map((n) => names.indexOf(n));
+  return Int32Array.from(targets, (v, row) => {
+    const c = byName ? byName[v] : v;
+    if (byName && c < 0) throw new CliError(`${rowName(row)}: label ${JSON.stringify(ds.classNames![v])} is not one of the model's classes (${names.join(", ") || `0..${model.classes - 1}`})`);
+    if (c >= model.classes) throw new CliError(`${rowName(row)}: label ${c} but the model has ${model.classes} classes`);
+    return c;
+  });
 }

@@ -3,7 +3,8 @@ import { existsSync, statSync } from "node:fs";
 import { F, Tensor, argmax, noGrad, loadCsv, loadIdxDataset, loadIdxDirectory, tokenizerFromJSON, type TextTokenizerJSON, type Dataset } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { loadJobData } from "../data.js";
-import { checkCsvFinite, checkIdxFinite } from "../data-checks.js";
+import { checkCsvFinite, checkIdxFinite, csvRowNamer } from "../data-checks.js";
+import { toModelClasses } from "../csv-columns.js";
 import { fmtInt } from "../progress.js";
 import { type CheckpointModel, MODULE_FLAGS, MODULE_FLAGS_HELP, modelFromCheckpoint, moduleConsent } from "../checkpoint-model.js";
 import { resolveCheckpoint } from "../rundir.js";
@@ -42,6 +43,8 @@ export function evalData(cm: CheckpointModel, data: string | undefined, labels: 
     const lab = label === undefined ? jobLabel : /^-?\d+$/.test(label) ? Number(label) : label;
     const ds = loadCsv(data, { label: lab, task: cm.classification ? "classification" : "regression", numClasses: cm.classification ? cm.ctx.outputSize : undefined });
     checkCsvFinite(ds, data);
+    // Class names are the model's classes by name, not by their order in this file.
+    if (cm.classification && ds.classNames) return { ...ds, targets: toModelClasses(ds, { classNames: cm.classNames, classes: cm.ctx.outputSize }, csvRowNamer(data, ds.length)), classNames: cm.classNames, numClasses: cm.ctx.outputSize };
     return ds;
   }
   if (!labels) throw new UsageError(`--data ${data}: an IDX images file needs --labels FILE`);

@@ -11,7 +11,7 @@ import { Tensor, loadCsv, noGrad, readIdx, softmax } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { loadJobData } from "../data.js";
 import { checkCsvFinite, csvRowNamer } from "../data-checks.js";
-import { type CsvColumns, matchCsvColumns, trainingCsvColumns } from "../csv-columns.js";
+import { type CsvColumns, matchCsvColumns, toModelClasses, trainingCsvColumns } from "../csv-columns.js";
 import { checkRows } from "./eval.js";
 import { type CheckpointModel, MODULE_FLAGS, MODULE_FLAGS_HELP, modelFromCheckpoint, moduleConsent } from "../checkpoint-model.js";
 import { resolveCheckpoint } from "../rundir.js";
@@ -91,15 +91,8 @@ function csvRows(cm: CheckpointModel, input: string, d: number): Rows {
   }
   const names = Array.from({ length: ds.length }, (_, i) => `row ${i + 1}`);
   if (layout.label === null) return { x, n: ds.length, names };
-  const rowName = csvRowNamer(input, ds.length);
-  const labels = Array.from(ds.targets, (v, i) => {
-    if (!cm.classification) return v;
-    const c = ds.classNames ? (cm.classNames ?? []).indexOf(ds.classNames[v]) : v;
-    if (ds.classNames && c < 0) throw new CliError(`${rowName(i)}: label ${JSON.stringify(ds.classNames[v])} is not one of the model's classes (${(cm.classNames ?? []).join(", ") || `0..${cm.ctx.outputSize - 1}`})`);
-    if (c >= cm.ctx.outputSize) throw new CliError(`${rowName(i)}: label ${c} but the model has ${cm.ctx.outputSize} classes`);
-    return c;
-  });
-  return { x, n: ds.length, names, labels };
+  const labels = cm.classification ? toModelClasses(ds, { classNames: cm.classNames, classes: cm.ctx.outputSize }, csvRowNamer(input, ds.length)) : ds.targets;
+  return { x, n: ds.length, names, labels: Array.from(labels) };
 }
 
 export async function predictCommand(argv: string[]): Promise<number> {
