@@ -62,6 +62,18 @@ describe("the progress bar", () => {
   });
 });
 
+describe("plain progress lines (CI logs, pipes)", () => {
+  it("carry every field: the mean and step loss, a GPT's perplexity and tokens/s, the ETA", () => {
+    const writes: string[] = [];
+    const pipe = { isTTY: false, write: (s: string) => (writes.push(s), true) } as unknown as NodeJS.WriteStream;
+    const progress = new Progress(pipe, { plainEverySec: 0, tokensPerRow: 16, tty: false });
+    progress.startEpoch(0, 2, 10);
+    progress.update(4, { step: 4, loss: 2, meanLoss: 2.5, samplesPerSec: 100 });
+    expect(writes).toHaveLength(1);
+    expect(writes[0]).toMatch(/^epoch 1\/2 step 4\/10 · mean loss 2\.5000 · step loss 2\.0000 · ppl 12\.2 · 1,600 tokens\/s · ETA \S+\n$/);
+  });
+});
+
 describe("regression figures", () => {
   it("MSE, MAE and R² of a known model equal the hand-computed values (R² averaged over outputs)", () => {
     const model = new nn.Linear(1, 2);

@@ -141,15 +141,15 @@ export class Progress {
     const now = performance.now();
     if (now - this.lastLine >= this.plainEvery) {
       this.lastLine = now;
-      this.out.write(`${this.plainLine(done, p)} ETA ${eta}\n`);
+      this.out.write(`${this.plainLine(done, p)} · ETA ${eta}\n`);
     }
   }
 
   /** A plain progress line (CI logs): every field, no width limit. */
   private plainLine(done: number, p: StepProgress): string {
     const rate = this.tokensPerRow ? `${fmtInt(p.samplesPerSec * this.tokensPerRow)} tokens/s` : `${fmtInt(p.samplesPerSec)} samples/s`;
-    const ppl = this.tokensPerRow ? ` ppl ${fmtPerplexity(p.meanLoss)}` : "";
-    return `${this.epochLabel} step ${done}/${this.total} mean loss ${p.meanLoss.toFixed(4)} step loss ${p.loss.toFixed(4)}${ppl} ${rate}`;
+    const ppl = this.tokensPerRow ? ` · ppl ${fmtPerplexity(p.meanLoss)}` : "";
+    return `${this.epochLabel} step ${done}/${this.total} · mean loss ${p.meanLoss.toFixed(4)} · step loss ${p.loss.toFixed(4)}${ppl} · ${rate}`;
   }
 
   /**
