@@ -20,11 +20,13 @@ describe("did you mean, for job keys", () => {
     expect(error({ optimizer: { type: "sgd", momentun: 0.9 } })).toBe("job.json: optimizer.momentun: unknown key (did you mean optimizer.momentum?)");
     expect(error({ data: { type: "csv", path: "a.csv", lable: "y" } })).toBe("job.json: data.lable: unknown key (did you mean data.label?)");
     expect(error({ checkpoint: { keepBest: { metrc: "heldOutLoss" } } })).toBe("job.json: checkpoint.keepBest.metrc: unknown key (did you mean checkpoint.keepBest.metric?)");
-    expect(error({ paramGroups: [{ match: "x", lr: 1, lrr: 2 }] })).toBe("job.json: paramGroups[0].lrr: unknown key (did you mean paramGroups[0].lr?)");
+    expect(error({ paramGroups: [{ match: "x", lr: 1, mtach: "y" }] })).toBe("job.json: paramGroups[0].mtach: unknown key (did you mean paramGroups[0].match?)");
+    expect(error({ optimizer: { type: "adam", weight_decay: 0.1 } })).toBe("job.json: optimizer.weight_decay: unknown key (did you mean optimizer.weightDecay?)");
   });
 
   it("suggests nothing for a key close to none", () => {
     expect(error({ bogus: 1 })).toBe("job.json: bogus: unknown key");
+    expect(error({ foo: 1 })).toBe("job.json: foo: unknown key"); // a short key is only matched up to case and _ or -
     expect(error({ model: { type: "linear", hidden: [8] } })).toBe("job.json: model.hidden: unknown key");
   });
 

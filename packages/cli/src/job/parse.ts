@@ -54,7 +54,9 @@ function objectAt(path: readonly PropertyKey[], input: unknown): any {
 /** " (did you mean epochs?)" for a key close to one the job's section at `path` has. */
 function keySuggestion(path: readonly PropertyKey[], key: string, input: unknown): string {
   const known = Object.keys(objectAt(path, input)?._zod.def.shape ?? {});
-  const near = didYouMean(key, known);
+  // The same key in another case or with _ or - (weight_decay for weightDecay), else a near spelling of a longer key.
+  const plain = (k: string) => k.toLowerCase().replace(/[_-]/g, "");
+  const near = known.find((k) => plain(k) === plain(key)) ?? (key.length >= 4 ? didYouMean(key, known) : undefined);
   return near ? ` (did you mean ${fmtPath([...path, near])}?)` : "";
 }
 
