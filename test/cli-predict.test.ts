@@ -2,7 +2,8 @@
  * chainrule predict on CSV files, through the real command: the label column (string class
  * names included) with or without a header, columns matched by name, a file whose columns
  * differ from the training file's refused in one line, class names read as the model's (eval
- * too), and digits given to a model of another width refused as eval refuses them.
+ * lines columns up the same way), and digits given to a model of another width refused as
+ * eval refuses them.
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import { writeFileSync } from "node:fs";
@@ -96,6 +97,20 @@ describe("predict on CSV files", () => {
     expect(pr.code, pr.stderr).toBe(0);
     expect(pr.stdout).toContain("5/5 correct");
     expectOneLineError(await cli(["eval", species, "--data", file("daisy.csv", `${rows[0]}\n1,1,1,1,daisy\n`)]), /daisy\.csv:2: label "daisy" is not one of the model's classes/, 1);
+  }, 60_000);
+
+  it("eval lines a CSV file's columns up with the training file's as predict does", async () => {
+    const noHeader = file("eval-no-header.csv", rows.slice(1, 31).join("\n"));
+    const reordered = file("eval-reordered.csv", ["species,pw,pl,sw,sl", ...rows.slice(1, 31).map((l) => l.split(",")).map((f) => [f[4], f[3], f[2], f[1], f[0]].join(","))].join("\n"));
+    for (const input of [noHeader, reordered]) {
+      const ev = await cli(["eval", species, "--data", input]);
+      expect(ev.code, ev.stderr).toBe(0);
+      expect(ev.stdout).toContain("accuracy: 100.00% (30/30)");
+    }
+    const extra = file("eval-extra.csv", ["sl,sw,pl,y,pw,species", ...sample.map((f) => [f[0], f[1], f[2], 7, f[3], f[4]].join(","))].join("\n"));
+    expectOneLineError(await cli(["eval", species, "--data", extra]), /eval-extra\.csv: its columns differ from the training columns \(unexpected y\)/, 1);
+    const featuresOnly = file("eval-features.csv", ["sl,sw,pl,pw", ...sample.map((f) => f.slice(0, 4).join(","))].join("\n"));
+    expectOneLineError(await cli(["eval", species, "--data", featuresOnly]), /eval-features\.csv: no label column 'species' to score against \(name it with --label COL\)/, 1);
   }, 60_000);
 
   it("mnist:N on a 4-feature model gives eval's one-line error", async () => {

@@ -5,10 +5,12 @@
  * columns differ is refused in one line naming the missing and unexpected columns. Class
  * names in a file's label column are the model's classes by name, whatever else the file holds.
  */
-import { closeSync, openSync, readSync } from "node:fs";
+import { closeSync, existsSync, openSync, readSync } from "node:fs";
 import { StringDecoder } from "node:string_decoder";
-import type { Dataset } from "@chainrule/core";
+import { type Dataset, loadCsv } from "@chainrule/core";
 import { CliError } from "./errors.js";
+import { checkCsvFinite, csvRowNamer } from "./data-checks.js";
+import type { CheckpointModel } from "./checkpoint-model.js";
 import type { DataConfig } from "./job/schema.js";
 
 /** The training file's columns, as recorded in a checkpoint (state.json extra.csvColumns). */
@@ -119,4 +121,37 @@ export function toModelClasses(ds: Dataset, model: { classNames?: string[]; clas
     if (c >= model.classes) throw new CliError(`${rowName(row)}: label ${c} but the model has ${model.classes} classes`);
     return c;
   });
+}
+
+/** A checkpoint's training CSV columns: recorded in it, or read from the training file (older checkpoints); null when unknown. */
+export function checkpointCsvColumns(cm: Pick<CheckpointModel, "contents" | "job">): CsvColumns | null {
+  const recorded = (cm.contents.state.extra as { csvColumns?: CsvColumns } | undefined)?.csvColumns;
+  if (recorded) return recorded;
+  if (cm.job.data.type !== "csv" || !existsSync(cm.job.data.path)) return null;
+  return trainingCsvColumns(cm.job.data);
+}
+
+/** A CSV file read for a model: rows in the model's feature order, and the label column (if any) as the model's classes or values. */
+export interface ModelCsv {
+  inputs: Float32Array;
+  rows: number;
+  labels: Int32Array | Float32Array | null;
+}
+
+/** Reads `path` for the checkpoint's model, its columns lined up with the training file's (matchCsvColumns). */
+export function readCsvForModel(cm: CheckpointModel, path: string): ModelCsv {
+  const d = cm.ctx.inputShape.reduce((a, b) => a * b, 1);
+  const delimiter = cm.job.data.type === "csv" ? cm.job.data.delimiter : ",";
+  const layout = matchCsvColumns(path, delimiter, d, checkpointCsvColumns(cm));
+  const ds = loadCsv(path, { header: layout.header, label: layout.label, delimiter, task: cm.classification ? "classification" : "regression" });
+  checkCsvFinite(ds, path);
+  let inputs = ds.inputs;
+  if (layout.order) {
+    const order = layout.order;
+    inputs = new Float32Array(ds.inputs.length);
+    for (let r = 0; r < ds.length; r++) for (let j = 0; j < d; j++) inputs[r * d + j] = ds.inputs[r * d + order[j]];
+  }
+  if (layout.label === null) return { inputs, rows: ds.length, labels: null };
+  const labels = cm.classification ? toModelClasses(ds, { classNames: cm.classNames, classes: cm.ctx.outputSize }, csvRowNamer(path, ds.length)) : (ds.targets as Float32Array);
+  return { inputs, rows: ds.length, labels };
 }

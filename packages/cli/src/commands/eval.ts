@@ -1,10 +1,10 @@
 /** chainrule eval CHECKPOINT [--data ...]: loss and accuracy of a checkpoint on held-out (or other) data. */
 import { existsSync, statSync } from "node:fs";
-import { F, Tensor, argmax, noGrad, loadCsv, loadIdxDataset, loadIdxDirectory, tokenizerFromJSON, type TextTokenizerJSON, type Dataset } from "@chainrule/core";
+import { F, Tensor, argmax, makeDataset, noGrad, loadCsv, loadIdxDataset, loadIdxDirectory, tokenizerFromJSON, type TextTokenizerJSON, type Dataset } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { loadJobData } from "../data.js";
 import { checkCsvFinite, checkIdxFinite, csvRowNamer } from "../data-checks.js";
-import { toModelClasses } from "../csv-columns.js";
+import { checkpointCsvColumns, readCsvForModel, toModelClasses } from "../csv-columns.js";
 import { fmtInt } from "../progress.js";
 import { type CheckpointModel, MODULE_FLAGS, MODULE_FLAGS_HELP, modelFromCheckpoint, moduleConsent } from "../checkpoint-model.js";
 import { resolveCheckpoint } from "../rundir.js";
@@ -18,7 +18,10 @@ set of the job the checkpoint was trained with.
 
 --data SOURCE   mnist (the embedded held-out digits), a CSV file, an IDX images
                 file (with --labels FILE), or a directory in the MNIST layout
---label COL     label column of a CSV (name or index; default: the job's)
+--label COL     label column of a CSV (name or index); without it, a CSV's columns
+                are matched to the training file's as predict matches them (by name
+                when both have a header, in any order) and its label is the training
+                file's label column
 ${MODULE_FLAGS_HELP}`;
 
 /** Loads evaluation data named on the command line, or the checkpoint job's held-out set. */
@@ -38,9 +41,9 @@ export function evalData(cm: CheckpointModel, data: string | undefined, labels: 
       return loadIdxDirectory(data, "train");
     }
   }
+  if (/\.csv$/i.test(data) && label === undefined) return csvForModel(cm, data);
   if (/\.csv$/i.test(data)) {
-    const jobLabel = cm.job.data.type === "csv" ? cm.job.data.label : undefined;
-    const lab = label === undefined ? jobLabel : /^-?\d+$/.test(label) ? Number(label) : label;
+    const lab = /^-?\d+$/.test(label!) ? Number(label) : label;
     const ds = loadCsv(data, { label: lab, task: cm.classification ? "classification" : "regression", numClasses: cm.classification ? cm.ctx.outputSize : undefined });
     checkCsvFinite(ds, data);
     // Class names are the model's classes by name, not by their order in this file.
@@ -51,6 +54,19 @@ export function evalData(cm: CheckpointModel, data: string | undefined, labels: 
   const ds = loadIdxDataset(data, labels);
   checkIdxFinite(ds, data);
   return ds;
+}
+
+/**
+ * A CSV file with the label column, its columns lined up with the training file's as predict
+ * lines them up (by header name when both have one, else by position).
+ */
+function csvForModel(cm: CheckpointModel, path: string): Dataset {
+  const csv = readCsvForModel(cm, path);
+  const training = checkpointCsvColumns(cm);
+  const trainingLabel = training?.names ? ` '${training.names[training.label]}'` : "";
+  if (!csv.labels) throw new CliError(`${path}: no label column${trainingLabel} to score against (name it with --label COL)`);
+  const classes = cm.classification ? { numClasses: cm.ctx.outputSize, classNames: cm.classNames } : { targetShape: [cm.ctx.outputSize] };
+  return makeDataset({ inputs: csv.inputs, inputShape: cm.ctx.inputShape, targets: csv.labels, ...classes, name: path });
 }
 
 export function checkRows(cm: CheckpointModel, ds: Dataset): void {

@@ -7,11 +7,10 @@
  *   "v1,v2,..."            one row of numbers
  */
 import { existsSync } from "node:fs";
-import { Tensor, loadCsv, noGrad, readIdx, softmax } from "@chainrule/core";
+import { Tensor, noGrad, readIdx, softmax } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { loadJobData } from "../data.js";
-import { checkCsvFinite, csvRowNamer } from "../data-checks.js";
-import { type CsvColumns, matchCsvColumns, toModelClasses, trainingCsvColumns } from "../csv-columns.js";
+import { readCsvForModel } from "../csv-columns.js";
 import { checkRows } from "./eval.js";
 import { type CheckpointModel, MODULE_FLAGS, MODULE_FLAGS_HELP, modelFromCheckpoint, moduleConsent } from "../checkpoint-model.js";
 import { resolveCheckpoint } from "../rundir.js";
@@ -60,7 +59,7 @@ function inputRows(cm: CheckpointModel, input: string): Rows {
     return { x: Float32Array.from(vals), n: 1, names: ["input"] };
   }
   if (!existsSync(input)) throw new CliError(`${input}: no such file (expected mnist:N, a CSV or IDX file, or "v1,v2,...")`);
-  if (/\.csv$/i.test(input)) return csvRows(cm, input, d);
+  if (/\.csv$/i.test(input)) return csvRows(cm, input);
   const idx = readIdx(input);
   const n = idx.shape[0];
   const per = idx.data.length / Math.max(1, n);
@@ -69,30 +68,11 @@ function inputRows(cm: CheckpointModel, input: string): Rows {
   return { x: Float32Array.from(idx.data, (v) => v * scale), n, names: Array.from({ length: n }, (_, i) => `image ${i}`) };
 }
 
-/** The training CSV's columns: recorded in the checkpoint, or read from the training file (older checkpoints). */
-function trainingColumns(cm: CheckpointModel): CsvColumns | null {
-  const recorded = (cm.contents.state.extra as { csvColumns?: CsvColumns } | undefined)?.csvColumns;
-  if (recorded) return recorded;
-  if (cm.job.data.type !== "csv" || !existsSync(cm.job.data.path)) return null;
-  return trainingCsvColumns(cm.job.data);
-}
-
 /** A CSV file's rows in the model's feature order, and its labels (class names mapped to the model's classes). */
-function csvRows(cm: CheckpointModel, input: string, d: number): Rows {
-  const delimiter = cm.job.data.type === "csv" ? cm.job.data.delimiter : ",";
-  const layout = matchCsvColumns(input, delimiter, d, trainingColumns(cm));
-  const ds = loadCsv(input, { header: layout.header, label: layout.label, delimiter, task: cm.classification ? "classification" : "regression" });
-  checkCsvFinite(ds, input);
-  let x = ds.inputs;
-  if (layout.order) {
-    const order = layout.order;
-    x = new Float32Array(ds.inputs.length);
-    for (let r = 0; r < ds.length; r++) for (let j = 0; j < d; j++) x[r * d + j] = ds.inputs[r * d + order[j]];
-  }
-  const names = Array.from({ length: ds.length }, (_, i) => `row ${i + 1}`);
-  if (layout.label === null) return { x, n: ds.length, names };
-  const labels = cm.classification ? toModelClasses(ds, { classNames: cm.classNames, classes: cm.ctx.outputSize }, csvRowNamer(input, ds.length)) : ds.targets;
-  return { x, n: ds.length, names, labels: Array.from(labels) };
+function csvRows(cm: CheckpointModel, input: string): Rows {
+  const csv = readCsvForModel(cm, input);
+  const names = Array.from({ length: csv.rows }, (_, i) => `row ${i + 1}`);
+  return { x: csv.inputs, n: csv.rows, names, ...(csv.labels ? { labels: Array.from(csv.labels) } : {}) };
 }
 
 export async function predictCommand(argv: string[]): Promise<number> {
