@@ -35,7 +35,7 @@ export { saveCheckpoint, loadCheckpoint, readCheckpoint, describeMismatch, Check
 export { causalAttention, type CausalAttentionOptions } from "./ops/attention.js";
 export { GPT, GPTTransformer, Block, MLP, GPT_DEFAULTS, gptConfig, generate, sampleToken, estimateLoss, tokenBatch, type GPTConfig, type GenerateOptions, type TokenBatch } from "./models/gpt.js";
 export { KVCache, attendCached, type LayerKV } from "./models/kv-cache.js";
-export { LlamaAttention, LlamaBlock, SwiGLU } from "./models/llama.js";
+export { LlamaAttention, LlamaBlock, LlamaRMSNorm, SwiGLU } from "./models/llama.js";
 export { gpt2StateDict, type Gpt2Config, type Gpt2Options, type NamedArrays } from "./models/gpt2-weights.js";
 export { rotaryEmbedding, type RotaryOptions } from "./ops/rope.js";
 export { CharTokenizer, TextBatchSampler, trainValSplit, loadCorpus, loadDefaultCorpus, shuffleLines, CORPORA, type CharTokenizerJSON, type TextBatch, type CorpusName } from "./data/text.js";

@@ -20,9 +20,8 @@ import { crossEntropy } from "../ops/loss.js";
 import { linearResidual } from "../ops/matmul.js";
 import { embedding } from "../ops/indexing.js";
 import { reshape } from "../ops/shape.js";
-import { RMSNorm } from "../nn/norm.js";
 import { linearGelu, tokenPositionEmbedding } from "./gpt-ops.js";
-import { LlamaBlock } from "./llama.js";
+import { LlamaBlock, LlamaRMSNorm } from "./llama.js";
 import { KVCache, newAttendScratch, type AttendScratch, type LayerKV } from "./kv-cache.js";
 
 /** Model hyper-parameters (nanoGPT's GPTConfig). Every field but vocabSize has a default. */
@@ -171,7 +170,7 @@ export class GPTTransformer extends Module {
   wpe: Embedding | null;
   drop: Dropout;
   h: ModuleList;
-  ln_f: LayerNorm | RMSNorm;
+  ln_f: LayerNorm | LlamaRMSNorm;
   constructor(cfg: GPTConfig) {
     super();
     const llama = cfg.arch === "llama";
@@ -179,7 +178,7 @@ export class GPTTransformer extends Module {
     this.wpe = llama ? null : new Embedding(cfg.blockSize, cfg.nEmbd);
     this.drop = new Dropout(cfg.dropout);
     this.h = new ModuleList(Array.from({ length: cfg.nLayer }, () => (llama ? new LlamaBlock(cfg) : new Block(cfg))));
-    this.ln_f = llama ? new RMSNorm(cfg.nEmbd, { eps: cfg.normEps }) : new LayerNorm(cfg.nEmbd, cfg.normEps, { bias: cfg.bias });
+    this.ln_f = llama ? new LlamaRMSNorm(cfg.nEmbd, cfg.normEps) : new LayerNorm(cfg.nEmbd, cfg.normEps, { bias: cfg.bias });
   }
   forward(): Tensor {
     throw new ArgumentError("GPTTransformer: has no forward of its own; call GPT.forward");

@@ -12,13 +12,22 @@ import { Module, registerOwnModules } from "../nn/module.js";
 import { Dropout, Linear } from "../nn/layers.js";
 import { RMSNorm } from "../nn/norm.js";
 import { causalAttention } from "../ops/attention.js";
-import { add, mul } from "../ops/elementwise.js";
-import { silu } from "../ops/pointwise.js";
-import { concat, reshape, unsqueeze } from "../ops/shape.js";
-import { expand } from "../ops/layout.js";
+import { add } from "../ops/elementwise.js";
+import { packGroupedQkv, rmsNormRows, siluMul } from "./llama-ops.js";
+import { reshape } from "../ops/shape.js";
 import { rotaryEmbedding } from "../ops/rope.js";
 import { attendCached, storeKV, type AttendScratch, type LayerKV } from "./kv-cache.js";
 import type { GPTConfig } from "./gpt.js";
+
+/** RMSNorm over the last dimension (Hugging Face's LlamaRMSNorm): nn.RMSNorm's parameters and names, one fused op. */
+export class LlamaRMSNorm extends RMSNorm {
+  constructor(size: number, eps: number) {
+    super(size, { eps });
+  }
+  override forward(x: Tensor): Tensor {
+    return rmsNormRows(x, this.weight!, this.eps!);
+  }
+}
 
 /** Causal self-attention with RoPE and grouped-query heads: x (B, T, C) → (B, T, C). */
 export class LlamaAttention extends Module {
@@ -51,10 +60,9 @@ export class LlamaAttention extends Module {
   forward(x: Tensor): Tensor {
     if (x.ndim !== 3 || x.shape[2] !== this.nHead * this.headSize) throw new ShapeError(`LlamaAttention: input must be (B, T, ${this.nHead * this.headSize}), got ${fmtShape(x.shape)}`);
     return this.forwardScope(() => {
-      const [B, T] = x.shape;
       const { q, k, v } = this.project(x, 0); // (B, T, C), (B, T, Hkv·hs) × 2
       // Each key/value head repeated for its group of query heads, packed as [q | k | v] for the fused causal kernel.
-      const qkv = concat([q, this.repeatKv(k, B, T), this.repeatKv(v, B, T)], 2); // (B, T, 3C)
+      const qkv = packGroupedQkv(q, k, v, this.nHead, this.nKvHead); // (B, T, 3C)
       const y = causalAttention(qkv, this.nHead, { dropout: this.attn_dropout.p, training: this.training }); // (B, T, C)
       return this.resid_dropout.forward(this.o_proj.forward(y)); // (B, T, C)
     });
@@ -80,14 +88,6 @@ export class LlamaAttention extends Module {
     const v = this.v_proj.forward(x); // (B, T, Hkv·hs)
     return { q: reshape(q, [B, T, this.nHead * hs]), k: reshape(k, [B, T, this.nKvHead * hs]), v };
   }
-
-  /** (B, T, Hkv·hs) → (B, T, H·hs): key/value head g serves query heads g·G .. g·G + G − 1. */
-  private repeatKv(t: Tensor, B: number, T: number): Tensor {
-    const G = this.nHead / this.nKvHead, hs = this.headSize;
-    if (G === 1) return t;
-    const grouped = expand(unsqueeze(reshape(t, [B, T, this.nKvHead, hs]), 3), [B, T, this.nKvHead, G, hs]); // (B, T, Hkv, G, hs)
-    return reshape(grouped, [B, T, this.nHead * hs]);
-  }
 }
 
 /** SwiGLU feed-forward: down_proj(silu(gate_proj(x)) ⊙ up_proj(x)) → dropout. */
@@ -105,7 +105,7 @@ export class SwiGLU extends Module {
   }
   forward(x: Tensor): Tensor {
     return this.forwardScope(() => {
-      const h = mul(silu(this.gate_proj.forward(x)), this.up_proj.forward(x)); // (B, T, ffnHidden)
+      const h = siluMul(this.gate_proj.forward(x), this.up_proj.forward(x)); // (B, T, ffnHidden)
       return this.dropout.forward(this.down_proj.forward(h)); // (B, T, C)
     });
   }
@@ -113,15 +113,15 @@ export class SwiGLU extends Module {
 
 /** Pre-norm Llama block: x + attn(ln_1(x)), then x + mlp(ln_2(x)), with RMSNorm. */
 export class LlamaBlock extends Module {
-  ln_1: RMSNorm;
+  ln_1: LlamaRMSNorm;
   attn: LlamaAttention;
-  ln_2: RMSNorm;
+  ln_2: LlamaRMSNorm;
   mlp: SwiGLU;
   constructor(cfg: GPTConfig) {
     super();
-    this.ln_1 = new RMSNorm(cfg.nEmbd, { eps: cfg.normEps });
+    this.ln_1 = new LlamaRMSNorm(cfg.nEmbd, cfg.normEps);
     this.attn = new LlamaAttention(cfg);
-    this.ln_2 = new RMSNorm(cfg.nEmbd, { eps: cfg.normEps });
+    this.ln_2 = new LlamaRMSNorm(cfg.nEmbd, cfg.normEps);
     this.mlp = new SwiGLU(cfg);
   }
   forward(x: Tensor): Tensor {
@@ -136,4 +136,4 @@ export class LlamaBlock extends Module {
   }
 }
 
-registerOwnModules(LlamaAttention, SwiGLU, LlamaBlock);
+registerOwnModules(LlamaRMSNorm, LlamaAttention, SwiGLU, LlamaBlock);
