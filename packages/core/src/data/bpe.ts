@@ -45,7 +45,7 @@ export class BpeTokenizer {
     });
     this.vocab = vocab;
     this.merges = [...merges];
-    this.vocabSize = Math.max(...ids) + 1;
+    this.vocabSize = ids.reduce((m, id) => Math.max(m, id), 0) + 1; // a loop: a spread of 50k+ ids can overflow the stack
     const special = END_OF_TEXT in vocab ? [{ id: vocab[END_OF_TEXT], content: END_OF_TEXT, single_word: false, lstrip: false, rstrip: false, normalized: true, special: true }] : [];
     this.tokenizer = new Tokenizer({
       version: "1.0", truncation: null, padding: null, added_tokens: special, normalizer: null,
