@@ -44,11 +44,13 @@ export interface SampleOptions {
 /** Samples `tokens` tokens (characters, or BPE tokens) after `prompt`, passing the text of each to `emit` as soon as it is drawn. */
 export function generateText(model: GPT, tok: TextTokenizer, o: SampleOptions, emit: (text: string) => void): string {
   checkPrompt(tok, o.prompt);
-  const stream = tok instanceof BpeTokenizer ? tok.streamDecoder() : { push: (t: number) => tok.decode([t]) };
+  const stream = tok instanceof BpeTokenizer ? tok.streamDecoder() : { push: (t: number) => tok.decode([t]), flush: () => "" };
   const ids = generate(model, tok.encode(o.prompt), {
     maxNewTokens: o.tokens, temperature: o.temperature, topK: o.topK, seed: o.seed,
     onToken: (t) => emit(stream.push(t)),
   });
+  const rest = stream.flush();
+  if (rest) emit(rest);
   return tok.decode(ids);
 }
 

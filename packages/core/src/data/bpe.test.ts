@@ -54,6 +54,11 @@ describe("BpeTokenizer (GPT-2's byte-level BPE from vocab.json and merges.txt)",
     expect(pieces.join("")).toBe("hé🙂!");
     expect(pieces).toContain(""); // the first byte of é (and of 🙂) alone shows nothing yet
     expect(pieces.some((p) => p.includes("\uFFFD"))).toBe(false);
+    // a lone first byte of é that nothing completes comes out as U+FFFD at the end
+    const cut = tok.streamDecoder();
+    expect(cut.push(104)).toBe("h");
+    expect(cut.push(byteChars().indexOf("Ã"))).toBe("");
+    expect(cut.flush()).toBe("\uFFFD");
   });
 
   it("round-trips through its JSON (what a checkpoint stores) and tokenizerFromJSON", () => {

@@ -103,20 +103,25 @@ export class BpeTokenizer {
 
   /**
    * A decoder for streaming: `push(id)` returns the text the ids so far add, holding back a
-   * character whose UTF-8 bytes have not all arrived yet.
+   * character whose UTF-8 bytes have not all arrived yet; `flush()` returns what is held back
+   * at the end (U+FFFD for bytes that never formed a character).
    */
-  streamDecoder(): { push(id: number): string } {
+  streamDecoder(): { push(id: number): string; flush(): string } {
     const ids: number[] = [];
     let shown = 0;
+    const take = (holdBack: boolean) => {
+      let text = this.decode(ids);
+      if (holdBack && text.endsWith("\uFFFD")) text = text.slice(0, -1); // incomplete character: wait for its other bytes
+      const fresh = text.slice(shown);
+      shown = Math.max(shown, text.length);
+      return fresh;
+    };
     return {
       push: (id) => {
         ids.push(id);
-        let text = this.decode(ids);
-        if (text.endsWith("\uFFFD")) text = text.slice(0, -1); // incomplete character: wait for its other bytes
-        const fresh = text.slice(shown);
-        shown = Math.max(shown, text.length);
-        return fresh;
+        return take(true);
       },
+      flush: () => take(false),
     };
   }
 
