@@ -7,7 +7,7 @@
 import type { Kernels } from "../kernels.js";
 import { jsKernels } from "../js/index.js";
 import { jsGemm } from "../js/gemm.js";
-import { type BlasLibrary, CblasNoTrans, CblasRowMajor, CblasTrans, type Sgemm } from "./loader.js";
+import { type BlasLibrary, CblasNoTrans, CblasRowMajor, CblasTrans, type Sgemm, type Sgemv } from "./loader.js";
 
 export { loadBlas, blasCandidates, coreTypeAdvice, cpuFlags, type BlasLibrary, type BlasLoadResult } from "./loader.js";
 
@@ -21,12 +21,22 @@ function view(x: Float32Array, off: number): Float32Array {
   return off === 0 ? x : x.subarray(off);
 }
 
-export function makeBlasGemm(sgemm: Sgemm): Kernels["gemm"] {
+/**
+ * With `sgemv`, a one-row product against a transposed B (a Linear layer on one row, as each
+ * generated token is) runs as cblas_sgemv: OpenBLAS 0.3.21's sgemm packs all of B for one row,
+ * and the GEMVs of a 6-layer, 384-wide GPT's token took 4.3 ms instead of 5.3 (weights out of cache).
+ */
+export function makeBlasGemm(sgemm: Sgemm, sgemv: Sgemv | null = null): Kernels["gemm"] {
   return function blasGemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc) {
     if (M === 0 || N === 0) return;
     // K = 0 (nothing to multiply) and tiny products stay in js; cblas also rejects lda = 0 then.
     if (K === 0 || M * N * K <= SMALL_GEMM) {
       jsGemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc);
+      return;
+    }
+    if (M === 1 && transB && sgemv) {
+      // C (1 × N) = alpha · A (1 × K) · Bᵀ + beta · C  ⇔  y = alpha · B (N × K) · x + beta · y; a transposed A is a column (stride lda).
+      sgemv(CblasRowMajor, CblasNoTrans, N, K, alpha, view(B, bOff), ldb, view(A, aOff), transA ? lda : 1, beta, view(C, cOff), 1);
       return;
     }
     sgemm(
@@ -39,7 +49,7 @@ export function makeBlasGemm(sgemm: Sgemm): Kernels["gemm"] {
 let ones = new Float32Array(0);
 
 export function makeBlasKernels(lib: BlasLibrary): Kernels {
-  const gemm = makeBlasGemm(lib.sgemm);
+  const gemm = makeBlasGemm(lib.sgemm, lib.sgemv);
   return {
     ...jsKernels,
     name: "blas",

@@ -12,12 +12,20 @@ export type Sgemm = (
   A: Float32Array, lda: number, B: Float32Array, ldb: number, beta: number, C: Float32Array, ldc: number,
 ) => void;
 
+/** cblas_sgemv(order, trans, M, N, alpha, A, lda, x, incX, beta, y, incY): y = alpha·op(A)·x + beta·y. */
+export type Sgemv = (
+  order: number, trans: number, M: number, N: number, alpha: number,
+  A: Float32Array, lda: number, x: Float32Array, incX: number, beta: number, y: Float32Array, incY: number,
+) => void;
+
 export interface BlasLibrary {
   /** The path or soname that loaded. */
   path: string;
   /** e.g. "OpenBLAS 0.3.21 ... Haswell", or the path when the library cannot say. */
   description: string;
   sgemm: Sgemm;
+  /** cblas_sgemv, when the library exports it: one-row products (generation's) go through it. */
+  sgemv: Sgemv | null;
   /** How BLAS was made single-threaded (e.g. "openblas_set_num_threads(1)"), or null when it offers no such call. */
   threading: string | null;
   /** OpenBLAS's kernel target (openblas_get_corename(), e.g. "Haswell"), or null for other libraries. */
@@ -83,9 +91,15 @@ export function tryLoadBlas(candidates: string[]): BlasLoadResult {
       failures.push(`${path}: loaded but has no cblas_sgemm`);
       continue;
     }
+    let sgemv: Sgemv | null = null;
+    try {
+      sgemv = lib.func("void cblas_sgemv(int, int, int, int, float, float *, int, float *, int, float, float *, int)") as Sgemv;
+    } catch {
+      // optional: without it one-row products stay GEMMs
+    }
     const threading = singleThread(lib);
     const core = coreName(lib);
-    return { ok: true, lib: { path, description: describe(lib, core) ?? path, sgemm, threading, core } };
+    return { ok: true, lib: { path, description: describe(lib, core) ?? path, sgemm, sgemv, threading, core } };
   }
   return { ok: false, tried: candidates, error: failures.join("; ") };
 }
