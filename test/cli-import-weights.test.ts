@@ -6,10 +6,11 @@
  * samples BPE text from it; a LoRA job with `init` fine-tunes it; bad input is one line.
  */
 import { describe, expect, it, beforeAll } from "vitest";
+import { spawn } from "node:child_process";
 import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { GPT, noGrad, readCheckpoint } from "@chainrule/core";
-import { REPO, type Result, checkpointTensors, cli, expectOneLineError, latestCheckpoint, tempDir, writeJobIn } from "./cli-helpers.ts";
+import { MAIN, REPO, type Result, checkpointTensors, cli, expectOneLineError, latestCheckpoint, tempDir, writeJobIn } from "./cli-helpers.ts";
 
 const TMP = tempDir("chainrule-import-");
 const FIXTURE = join(REPO, "test/fixtures/gpt2");
@@ -66,6 +67,35 @@ describe("chainrule import-weights --arch gpt2", () => {
     expect(a.stdout.length).toBeGreaterThan("hello world".length + 10);
     expect(b.stdout).toBe(a.stdout);
   });
+
+  it("serve generates the same BPE text as chainrule generate, streamed or not", async () => {
+    const g = await cli(["generate", IMPORTED, "--prompt", "hello world", "--tokens", "30", "--seed", "4", "--temperature", "1", "--top-k", "50"]);
+    expect(g.code, g.stderr).toBe(0);
+    const child = spawn(process.execPath, ["--import", "tsx", MAIN, "serve", IMPORTED, "--port", "0", "--workers", "1"], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+    try {
+      let out = "";
+      const url = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`serve did not start: ${out}`)), 30_000);
+        child.stdout.on("data", (d) => {
+          out += d;
+          const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
+          if (m) { clearTimeout(timer); resolve(m[1]); }
+        });
+        child.on("close", (code) => reject(new Error(`serve exited with ${code}: ${out}`)));
+      });
+      const info = await (await fetch(`${url}/v1/model`)).json();
+      expect(info).toMatchObject({ tokenizer: "bpe", vocabSize: 262 });
+      const body = { prompt: "hello world", maxTokens: 30, seed: 4, temperature: 1, topK: 50 };
+      const r = (await (await fetch(`${url}/v1/generate`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) })).json()) as { text: string; tokens: number };
+      expect("hello world" + r.text).toBe(g.stdout.replace(/\n$/, ""));
+      expect(r.tokens).toBe(30);
+      const sse = await (await fetch(`${url}/v1/generate`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ ...body, stream: true }) })).text();
+      const streamed = sse.split("\n").filter((l) => l.startsWith("data: ")).map((l) => JSON.parse(l.slice(6))).filter((e) => typeof e.token === "string").map((e) => e.token).join("");
+      expect(streamed).toBe(r.text);
+    } finally {
+      child.kill("SIGKILL");
+    }
+  }, 60_000);
 
   it("fine-tunes with LoRA from the imported checkpoint (init), base weights untouched, then generates", async () => {
     const text = join(TMP, "text.txt");

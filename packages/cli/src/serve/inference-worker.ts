@@ -6,14 +6,14 @@
 import { parentPort } from "node:worker_threads";
 import * as Comlink from "comlink";
 import { nodeEndpoint } from "./comlink-endpoint.js";
-import { CharTokenizer, GPT, Generator, Tensor, nn, noGrad, sampleToken, softmax, type CharTokenizerJSON } from "@chainrule/core";
+import { BpeTokenizer, CharTokenizer, GPT, Generator, Tensor, nn, noGrad, sampleToken, softmax, tokenizerFromJSON, type TextTokenizer, type TextTokenizerJSON } from "@chainrule/core";
 import { type CheckpointModel, type ModuleConsent, describeModel, modelFromCheckpoint } from "../checkpoint-model.js";
 import { UsageError } from "../errors.js";
 import type { GenerateParams, ModelInfo } from "./protocol.js";
 
-let loaded: { cm: CheckpointModel; tokenizer?: CharTokenizer } | null = null;
+let loaded: { cm: CheckpointModel; tokenizer?: TextTokenizer } | null = null;
 
-function model(): { cm: CheckpointModel; tokenizer?: CharTokenizer } {
+function model(): { cm: CheckpointModel; tokenizer?: TextTokenizer } {
   if (!loaded) throw new Error("inference worker: load() was not called");
   return loaded;
 }
@@ -28,8 +28,8 @@ export const inferenceApi = {
     });
     nn.mergeLora(cm.model);
     cm.model.eval();
-    const tj = (cm.contents.state.extra as { tokenizer?: CharTokenizerJSON } | undefined)?.tokenizer;
-    const tokenizer = cm.model instanceof GPT && tj ? CharTokenizer.fromJSON(tj) : undefined;
+    const tj = (cm.contents.state.extra as { tokenizer?: TextTokenizerJSON } | undefined)?.tokenizer;
+    const tokenizer = cm.model instanceof GPT && tj ? tokenizerFromJSON(tj) : undefined;
     loaded = { cm, tokenizer };
     const gpt = cm.job.model.type === "gpt" && cm.model instanceof GPT ? cm.model : undefined;
     return {
@@ -44,7 +44,9 @@ export const inferenceApi = {
       classes: !gpt && cm.classification ? cm.ctx.outputSize : undefined,
       classNames: cm.classNames,
       vocabSize: tokenizer?.vocabSize,
-      vocab: tokenizer ? [...tokenizer.vocab] : undefined,
+      // A character vocabulary, for the prompt check; byte-level BPE encodes any text.
+      vocab: tokenizer instanceof CharTokenizer ? [...tokenizer.vocab] : undefined,
+      tokenizer: tokenizer instanceof BpeTokenizer ? "bpe" : tokenizer ? "char" : undefined,
       blockSize: gpt?.config.blockSize,
       sample: gpt ? { ...cm.job.sample } : undefined,
     };
@@ -86,6 +88,8 @@ export const inferenceApi = {
     // Tokens travel on the callback's own channel, the result on the worker's: wait until every
     // token has been delivered, so that the result never overtakes the last tokens.
     const delivered: (Promise<void> | void)[] = [];
+    // BPE tokens are bytes: a character may span several, so text comes out as it completes.
+    const decoder = tokenizer instanceof BpeTokenizer ? tokenizer.streamDecoder() : { push: (t: number) => tokenizer.decode([t]), flush: () => "" };
     try {
       for (let n = 0; n < p.maxTokens; n++) {
         if (n > 0) await new Promise((resolve) => setImmediate(resolve));
@@ -109,10 +113,16 @@ export const inferenceApi = {
           return sampleToken(logits.subarray(last, last + V), p.temperature, topK, sampler, probs);
         });
         context.push(next);
-        const ch = tokenizer.decode([next]);
-        text += ch;
+        const ch = decoder.push(next);
         tokens++;
+        if (ch === "") continue;
+        text += ch;
         delivered.push(onToken(ch));
+      }
+      const rest = decoder.flush();
+      if (rest !== "") {
+        text += rest;
+        delivered.push(onToken(rest));
       }
     } finally {
       await Promise.allSettled(delivered);

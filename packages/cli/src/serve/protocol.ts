@@ -24,6 +24,8 @@ export interface ModelInfo {
   vocabSize?: number;
   /** GPT: the characters of the vocabulary, by token id. */
   vocab?: string[];
+  /** GPT: its tokenizer, characters or GPT-2's byte-level BPE (no vocab: any text encodes). */
+  tokenizer?: "char" | "bpe";
   /** GPT: the longest context the model sees. */
   blockSize?: number;
   /** GPT: the job's sampling defaults (prompt, tokens, temperature, topK, seed). */

@@ -131,7 +131,8 @@ export function parseGenerate(body: unknown, info: ModelInfo, maxTokens: number)
     stream: r.data.stream ?? false,
   };
   if (req.maxTokens > maxTokens) throw badRequest("maxTokens", `${req.maxTokens} is more than this server's limit of ${maxTokens}`);
-  const vocab = new Set(info.vocab ?? []);
+  if (info.vocab === undefined) return req; // byte-level BPE: any text
+  const vocab = new Set(info.vocab);
   const bad = [...new Set(Array.from(req.prompt).filter((c) => !vocab.has(c)))];
   if (bad.length > 0) {
     throw badRequest("prompt", `${bad.length === 1 ? "character" : "characters"} ${bad.map((c) => JSON.stringify(c)).join(", ")} ${bad.length === 1 ? "is" : "are"} not in the model's vocabulary (${vocab.size} characters: ${JSON.stringify([...vocab].join(""))})`);
