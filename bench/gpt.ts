@@ -25,7 +25,9 @@ import { DataParallel } from "../packages/parallel/src/index.js";
 import { CATALOGUE_MODULE } from "../packages/cli/src/models.js";
 import { loadavg } from "node:os";
 
-const CFG = { vocabSize: 65, blockSize: 64, nLayer: 4, nHead: 4, nEmbd: 128, dropout: 0, bias: true, tieWeights: false };
+export const CFG = { vocabSize: 65, blockSize: 64, nLayer: 4, nHead: 4, nEmbd: 128, dropout: 0, bias: true, tieWeights: false };
+/** The sizes bench/sizes.ts varies; the rest stays as CFG has it. */
+export type GptSize = Pick<typeof CFG, "nLayer" | "nHead" | "nEmbd" | "blockSize">;
 const BATCH = 12;
 
 interface Trainer {
@@ -33,18 +35,19 @@ interface Trainer {
   model: GPT;
 }
 
-export function makeTrainer(opts: { fused?: boolean; seed?: number; batch?: number } = {}): Trainer {
+export function makeTrainer(opts: { fused?: boolean; seed?: number; batch?: number; size?: GptSize } = {}): Trainer {
   manualSeed(opts.seed ?? 0);
-  const B = opts.batch ?? BATCH, T = CFG.blockSize;
-  const model = new GPT(CFG);
+  const cfg = { ...CFG, ...opts.size };
+  const B = opts.batch ?? BATCH, T = cfg.blockSize;
+  const model = new GPT(cfg);
   for (const b of model.transformer.h) (b as any).attn.fused = opts.fused ?? true;
   nn.flattenParameters(model); // one flat buffer for parameters, one for gradients
   const opt = new optim.AdamW(model.parameters(), { lr: 1e-3 });
   const arena = new BufferArena();
   const x = new Int32Array(B * T), y = new Int32Array(B * T);
   for (let i = 0; i < x.length; i++) {
-    x[i] = (i * 7919) % CFG.vocabSize;
-    y[i] = (i * 104729 + 3) % CFG.vocabSize;
+    x[i] = (i * 7919) % cfg.vocabSize;
+    y[i] = (i * 104729 + 3) % cfg.vocabSize;
   }
   return {
     model,

@@ -25,9 +25,11 @@ interface Trainer {
   params: number;
 }
 
-export function makeTrainer(batch: number, seed = 0): Trainer {
+/** `hidden`: the two hidden widths (bench/sizes.ts varies them). */
+export function makeTrainer(batch: number, seed = 0, hidden: [number, number] = [512, 256]): Trainer {
   manualSeed(seed);
-  const model = new nn.Sequential(new nn.Linear(784, 512), new nn.ReLU(), new nn.Linear(512, 256), new nn.ReLU(), new nn.Linear(256, 10));
+  const [h1, h2] = hidden;
+  const model = new nn.Sequential(new nn.Linear(784, h1), new nn.ReLU(), new nn.Linear(h1, h2), new nn.ReLU(), new nn.Linear(h2, 10));
   nn.flattenParameters(model); // one flat buffer for parameters, one for gradients
   const opt = new optim.Adam(model.parameters(), { lr: 1e-3 });
   const x = rand([batch, 784]); // (B, 784)

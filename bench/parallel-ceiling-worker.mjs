@@ -3,7 +3,8 @@
 // MLP on 256 rows: forward, backward, Adam, each thread its own model), timed. "lockstep" is
 // "train" with a barrier after every step among the threads of the run: what synchronous data
 // parallelism costs on this machine with nothing exchanged (each step waits for the slower thread);
-// "cnnLockstep" the same with the anchor CNN at 64 images a thread (bench/cnn.ts --parallel).
+// "cnnLockstep" the same with the anchor CNN at 64 images a thread (bench/cnn.ts --parallel), "gptLockstep"
+// with the GPT of bench/gpt.ts at 12 windows a thread (bench/lockstep.ts).
 import { parentPort, workerData } from "node:worker_threads";
 import { register } from "tsx/esm/api";
 
@@ -11,11 +12,13 @@ register();
 const { kernels } = await import("../packages/core/src/index.ts");
 const k = kernels();
 const { kind, reps } = workerData;
+const LOCKSTEP = new Set(["lockstep", "cnnLockstep", "gptLockstep"]);
 const rows = 256, a = new Float32Array(rows * 784).fill(0.5), w1 = new Float32Array(512 * 784).fill(0.01), o1 = new Float32Array(rows * 512);
 const w2 = new Float32Array(256 * 512).fill(0.01), o2 = new Float32Array(rows * 256);
 const buf = new Float64Array(1 << 16).fill(1.0001);
 const trainer = kind === "train" || kind === "lockstep" ? (await import("./mlp.ts")).makeTrainer(256)
-  : kind === "cnnLockstep" ? (await import("./cnn.ts")).makeCnnTrainer(64) : null;
+  : kind === "cnnLockstep" ? (await import("./cnn.ts")).makeCnnTrainer(64)
+  : kind === "gptLockstep" ? (await import("./gpt.ts")).makeTrainer({ batch: 12 }) : null;
 function once() {
   if (trainer) {
     trainer.step();
@@ -51,7 +54,7 @@ parentPort.on("message", (threads) => {
   const t0 = performance.now();
   for (let i = 0; i < reps; i++) {
     once();
-    if (kind === "lockstep" || kind === "cnnLockstep") barrier(threads);
+    if (LOCKSTEP.has(kind)) barrier(threads);
   }
   parentPort.postMessage(performance.now() - t0);
 });

@@ -95,16 +95,18 @@ function rssOf(workers: number, batch: number): { rssMiB: number; baseMiB: numbe
   try { return JSON.parse(line); } catch { return { error: (r.stderr || line).slice(-300) }; }
 }
 
+/** What a ceiling thread runs (parallel-ceiling-worker.mjs): fixed work, or training steps of a plain trainer. */
+export type CeilingKind = "gemm" | "scalar" | "train" | "lockstep" | "cnnLockstep" | "gptLockstep";
+
 /**
- * The machine's own scaling ceiling: the same fixed work (the MLP's forward GEMMs on a
- * 256-row shard; a scalar JS loop) in 1 thread, then in 2 threads at once, alternating.
- * Returns the median of (2 threads' aggregate throughput / 1 thread's): what 2 workers
- * could reach at best with zero synchronisation, on this machine at this load.
+ * Two ceiling threads, kept warm, measuring one round at a time: 1 thread alone, then 2 at once.
+ * `round()` returns 2 threads' aggregate throughput / 1 thread's, so callers can alternate
+ * ceiling rounds with their own.
  */
-export async function ceiling(kind: "gemm" | "scalar" | "train" | "lockstep" | "cnnLockstep", rounds: number): Promise<{ ratio: number; runs: number[] }> {
+export async function startCeiling(kind: CeilingKind): Promise<{ round(): Promise<number>; close(): Promise<void> }> {
   const { Worker } = await import("node:worker_threads");
-  const steps = kind === "train" || kind === "lockstep" || kind === "cnnLockstep";
-  const reps = kind === "gemm" ? 20 : kind === "cnnLockstep" ? 12 : steps ? 10 : 6;
+  const steps = kind !== "gemm" && kind !== "scalar";
+  const reps = kind === "gemm" ? 20 : kind === "cnnLockstep" || kind === "gptLockstep" ? 12 : steps ? 10 : 6;
   const barrier = new SharedArrayBuffer(8);
   const mk = () => new Worker(new URL("./parallel-ceiling-worker.mjs", import.meta.url), { workerData: { kind, reps, barrier } });
   const ws = [mk(), mk()];
@@ -114,21 +116,40 @@ export async function ceiling(kind: "gemm" | "scalar" | "train" | "lockstep" | "
     w.once("message", (ms: number) => { w.off("error", rej); res(ms); });
     w.postMessage(threads);
   });
-  const ratios: number[] = [];
+  const close = async () => { await Promise.all(ws.map((w) => w.terminate())); };
   try {
     threads = 2;
     for (let i = 0; i < (steps ? 4 : 1); i++) await Promise.all(ws.map(run)); // warm-up (JIT: training steps need ~30)
-    for (let r = 0; r < rounds; r++) {
+  } catch (e) {
+    await close();
+    throw e;
+  }
+  return {
+    async round() {
       threads = 1;
       const one = await run(ws[0]);
       threads = 2;
       const t0 = performance.now();
       await Promise.all(ws.map(run));
-      const two = performance.now() - t0;
-      ratios.push((2 * one) / two);
-    }
+      return (2 * one) / (performance.now() - t0);
+    },
+    close,
+  };
+}
+
+/**
+ * The machine's own scaling ceiling: the same fixed work (the MLP's forward GEMMs on a
+ * 256-row shard; a scalar JS loop; training steps) in 1 thread, then in 2 threads at once, alternating.
+ * Returns the median of (2 threads' aggregate throughput / 1 thread's): what 2 workers
+ * could reach at best with zero synchronisation, on this machine at this load.
+ */
+export async function ceiling(kind: CeilingKind, rounds: number): Promise<{ ratio: number; runs: number[] }> {
+  const c = await startCeiling(kind);
+  const ratios: number[] = [];
+  try {
+    for (let r = 0; r < rounds; r++) ratios.push(await c.round());
   } finally {
-    await Promise.all(ws.map((w) => w.terminate()));
+    await c.close();
   }
   return { ratio: median(ratios), runs: ratios };
 }
