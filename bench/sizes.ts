@@ -16,12 +16,12 @@
  * Each round runs chainrule's step in a fresh child process, then PyTorch's (bench/torch_sizes.py,
  * the anchors' models with their sizes as arguments, OMP_NUM_THREADS=1); the ratio is the median
  * of the per-round ratios of step times (below 1: chainrule faster). Peak memory is each child's
- * getrusage ru_maxrss (Linux: VmHWM), whole process, so it includes the runtime (Node ~50 MiB,
- * Python with torch ~200 MiB). Data-parallel: 1 worker at batch B and 2 workers at 2B, alternating
+ * VmHWM (/proc/self/status), whole process, so it includes the runtime (Node with tsx, Python with
+ * torch). Data-parallel: 1 worker at batch B and 2 workers at 2B, alternating
  * rounds in this process, the median of per-round ratios of samples (tokens) per second.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { Generator, backendReport, makeDataset, toShared, type Dataset } from "../packages/core/src/index.js";
@@ -72,9 +72,20 @@ function child(s: Size): void {
   const params = s.gpt ? (t as ReturnType<typeof makeGptTrainer>).model.numParameters() : (t as ReturnType<typeof makeMlpTrainer>).params;
   timeSteps(t, s.warmup);
   const m = timeSteps(t, s.steps);
-  // ru_maxrss in KiB, the figure PyTorch's side reads with resource.getrusage.
-  const out: Measure = { msPerStep: m.wallMs / s.steps, cpuMsPerStep: m.cpuUs / 1000 / s.steps, peakRssMiB: process.resourceUsage().maxRSS / 1024, params };
+  const out: Measure = { msPerStep: m.wallMs / s.steps, cpuMsPerStep: m.cpuUs / 1000 / s.steps, peakRssMiB: peakRssMiB(), params };
   console.log(JSON.stringify({ ...out, backend: backendReport().name }));
+}
+
+/**
+ * This process's peak resident memory: VmHWM of /proc/self/status, as torch_sizes.py reads it. Not
+ * getrusage's ru_maxrss: on Linux a spawned child's ru_maxrss starts at its parent's RSS when it forked.
+ */
+function peakRssMiB(): number {
+  try {
+    const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync("/proc/self/status", "utf8"));
+    if (m) return Number(m[1]) / 1024;
+  } catch { /* not Linux */ }
+  return process.resourceUsage().maxRSS / 1024;
 }
 
 function lastJsonLine(out: string, err: string, what: string): Record<string, unknown> {
@@ -192,7 +203,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   let lockstep: { ratio: number; runs: number[] } | undefined;
   if (!hasFlag(args, "no-parallel")) lockstep = await ceiling("lockstep", quick ? 3 : 5);
   load.push(loadavg()[0]);
-  console.log(`\nTraining step by size, one thread (${rounds} rounds alternating with PyTorch, medians; samples: tokens for a GPT; time x torch: step time ratio, below 1 is faster; peak MiB: whole-process ru_maxrss); backend ${backendReport().reason}; load average ${load.map((l) => l.toFixed(1)).join(", ")}:`);
+  console.log(`\nTraining step by size, one thread (${rounds} rounds alternating with PyTorch, medians; samples: tokens for a GPT; time x torch: step time ratio, below 1 is faster; peak MiB: whole-process VmHWM); backend ${backendReport().reason}; load average ${load.map((l) => l.toFixed(1)).join(", ")}:`);
   table(rows);
   if (lockstep) console.log(`2w/1w: DataParallel, 2 workers at 2B vs 1 worker at B; lockstep ceiling (bench/parallel.ts: two plain MLP trainings, a barrier after every step) ${lockstep.ratio.toFixed(2)}x [${lockstep.runs.map((x) => x.toFixed(2)).join(" ")}]`);
   return { rounds, loadAverage: load, sizes: results, lockstep };

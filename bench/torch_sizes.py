@@ -1,6 +1,6 @@
 """PyTorch training step at a given size, for bench/sizes.ts: the anchors' models
 (../shared/anchors/torch_gpt.py and torch_mlp.py, line for line) with their sizes as arguments.
-Prints ms/step, CPU ms/step and the peak resident memory (ru_maxrss) as one JSON line.
+Prints ms/step, CPU ms/step and the peak resident memory (VmHWM) as one JSON line.
 
   OMP_NUM_THREADS=1 python3 torch_sizes.py gpt N_LAYER N_HEAD N_EMBD BLOCK BATCH STEPS WARMUP
   OMP_NUM_THREADS=1 python3 torch_sizes.py mlp HIDDEN1 HIDDEN2 BATCH STEPS WARMUP
@@ -59,9 +59,21 @@ elif kind == "mlp":
     m, step = mlp_step(h1, h2, B)
 else:
     sys.exit(f"torch_sizes.py: unknown model '{kind}' (gpt or mlp)")
+def peak_rss_mib():
+    """VmHWM: getrusage's ru_maxrss of a spawned process starts at its parent's RSS when it forked (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 for _ in range(warmup): step()
 t, c = time.perf_counter(), time.process_time()
 for _ in range(steps): step()
 dt, dc = time.perf_counter() - t, time.process_time() - c
-print(json.dumps({"msPerStep": dt / steps * 1e3, "cpuMsPerStep": dc / steps * 1e3, "peakRssMiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"msPerStep": dt / steps * 1e3, "cpuMsPerStep": dc / steps * 1e3, "peakRssMiB": peak_rss_mib(),
                   "params": sum(p.numel() for p in m.parameters())}))
