@@ -59,6 +59,8 @@ export class HostExchange {
   private pack = new Float32Array(0);
   private gathered = new Float32Array(0);
   private part = new Float32Array(0);
+  private mine = new Float32Array(0);
+  private buffers = new Float32Array(0);
 
   constructor(private readonly ctx: WorkerContext, private readonly comm: Communicator) {
     const buf = ctx.memory.buffer, P = ctx.numParams;
@@ -166,7 +168,7 @@ export class HostExchange {
     padded.fill(0, n);
     const parts = this.scratch("gathered", H * m);
     this.comm.alltoall(padded, parts);
-    const mine = new Float32Array(m);
+    const mine = this.scratch("mine", m);
     combineHosts(mine, 0, parts, m, 0, m, w);
     this.comm.allgather(mine, padded);
     for (let i = 0, at = 0; i < pieces.length; i += 2) {
@@ -187,7 +189,7 @@ export class HostExchange {
     for (let h = 0; h < H; h++) allLoss += losses[h];
     const B = this.ctx.buffers.reduce((n, b) => n + b.size, 0);
     if (B > 0) {
-      const canon = new Float32Array(this.ctx.memory.buffer, this.ctx.buffersAt, B), all = new Float32Array(H * B);
+      const canon = new Float32Array(this.ctx.memory.buffer, this.ctx.buffersAt, B), all = this.scratch("buffers", H * B);
       this.comm.allgather(canon, all);
       combineHosts(canon, 0, all, B, 0, B, this.bufferWeights);
     }
@@ -196,7 +198,7 @@ export class HostExchange {
     t[HOST_TOTALS.STOP] = this.stop ? 1 : 0;
   }
 
-  private scratch(name: "pack" | "gathered" | "part", n: number): Float32Array {
+  private scratch(name: "pack" | "gathered" | "part" | "mine" | "buffers", n: number): Float32Array {
     if (this[name].length < n) this[name] = new Float32Array(n);
     return this[name].subarray(0, n);
   }
