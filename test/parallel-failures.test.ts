@@ -248,3 +248,27 @@ test("a model whose parameters and gradient alone exceed the WebAssembly memory 
     await dp.close();
   }
 });
+
+test("with hosts, a failed step ends training: the next step is refused, naming the step that failed", async () => {
+  // Two hosts in one process: a communicator whose other host sends what this one sends.
+  const mirror = {
+    rank: 0, size: 2,
+    allgather(send: Float32Array | Float64Array, recv: Float32Array | Float64Array) {
+      recv.set(send, 0);
+      recv.set(send, send.length);
+    },
+  };
+  const d = new DataParallel({
+    model: { module: MODELS, export: "Faulty", options: { sizes: [D, 8, C], throwOn: 1234.5, exitOn: -777, hangOn: 4242 } },
+    loss: "crossEntropy", optimizer: { type: "adam", lr: 1e-2 }, workers: 1, seed: 3, hosts: mirror,
+  });
+  try {
+    await d.init();
+    const clean = makeData(N, D, C);
+    expect(Number.isFinite(await d.step(clean))).toBe(true);
+    await expect(d.step(poisoned(clean, 1234.5))).rejects.toThrow(/^step 2: worker 0 failed in grad: sentinel 1234\.5/);
+    await expect(d.step(clean)).rejects.toThrow(/^DataParallel: step 2 failed with 2 hosts \(step 2: worker 0 failed in grad.*\); the hosts' exchange cannot go on .*resume it from a checkpoint$/);
+  } finally {
+    await d.close();
+  }
+});

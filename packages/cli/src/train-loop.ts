@@ -332,7 +332,8 @@ class Run {
       const p = engine.pendingStep();
       if (p === null) return;
       const signalled = interrupts.stop ?? interrupts.requested;
-      if (signalled && !interrupts.aborted && performance.now() - interrupts.at > Math.max(5000, 3 * typical)) {
+      // With hosts a stop is agreed in the exchange: a host waiting for another's checkpoint must not abort.
+      if (signalled && engine.hosts === 1 && !interrupts.aborted && performance.now() - interrupts.at > Math.max(5000, 3 * typical)) {
         interrupts.aborted = signalled;
         engine.abort(signalled);
         return;

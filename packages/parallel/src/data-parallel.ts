@@ -387,6 +387,8 @@ export class DataParallel {
   /** When the last step completed (performance.now()). */
   private lastDoneAt = 0;
   private posting = false;
+  /** With hosts: the step that failed (after it no step may run: the other hosts are mid-exchange). */
+  private hostsBroken: { step: number; message: string } | null = null;
   private closed = false;
 
   constructor(opts: DataParallelOptions) {
@@ -590,7 +592,7 @@ export class DataParallel {
    * worker the step runs in this thread, so there is nothing to abort from here.
    */
   abort(reason: string): void {
-    if (this.serving !== null && this.inflight.length > 0) this.serving.fail({ aborted: reason });
+    if (this.serving !== null && this.inflight.some((f) => this.doneCount(f.seq) < this.world)) this.serving.fail({ aborted: reason });
   }
 
   /** Optimizer steps taken. */
@@ -698,7 +700,9 @@ export class DataParallel {
       await this.ensurePool();
       await this.stopServing(); // the threads are needed for eval tasks
       const ctx = this.ctx!, offs = shardOffsets(n, this.world), data = datasetRef(this.forThreads(dataset));
-      return sums(await this.runPhase<EvalResult>("eval", 0, false, (r) => ({ kind: "eval", ctx, rank: r, data, idx: null, start: offs[r], end: offs[r + 1], rowStart: 0, batchSize })));
+      // An evaluation's length follows the dataset, not a step's: the automatic bound does not apply.
+      const bound = this.autoTimeout ? AUTO_TIMEOUT.firstMs : this.timeoutMs;
+      return sums(await this.runPhase<EvalResult>("eval", 0, false, (r) => ({ kind: "eval", ctx, rank: r, data, idx: null, start: offs[r], end: offs[r + 1], rowStart: 0, batchSize }), bound));
     });
   }
 
@@ -824,9 +828,13 @@ export class DataParallel {
     if (!this.pool) await this.startPool();
   }
 
-  /** With timeoutMs "auto": after the first steps, max(60 s, 20 × the median recent step). */
+  /**
+   * With timeoutMs "auto": after the first steps, max(60 s, 20 × the median recent step). Not with
+   * hosts: between steps a host may wait on another's checkpoint or evaluation, which a step's
+   * time does not bound.
+   */
   private adaptTimeout(wallMs: number): void {
-    if (!this.autoTimeout) return;
+    if (!this.autoTimeout || this.hosts > 1) return;
     const recent = this.recentStepMs;
     recent.push(wallMs);
     if (recent.length > AUTO_TIMEOUT.window) recent.shift();
@@ -885,6 +893,12 @@ export class DataParallel {
    * the failing (or hung) worker, the step, the phase and whether parameters may have changed.
    */
   private async failure(e: unknown, phase: Phase, step: number, paramsModified: boolean, pending: number[], timeoutMs: number): Promise<ParallelStepError> {
+    const err = await this.describeFailure(e, phase, step, paramsModified, pending, timeoutMs);
+    if (this.hosts > 1 && phase === "grad") this.hostsBroken = { step, message: err.message };
+    return err;
+  }
+
+  private async describeFailure(e: unknown, phase: Phase, step: number, paramsModified: boolean, pending: number[], timeoutMs: number): Promise<ParallelStepError> {
     let ranks = [...pending].sort((a, b) => a - b);
     await this.destroyPool();
     const stepTask = phase === "grad";
@@ -921,6 +935,9 @@ export class DataParallel {
    * one posted behind it.
    */
   private async post(batch: Batch, opts: StepOptions): Promise<{ done: Promise<StepOutcome> }> {
+    if (this.hostsBroken !== null) {
+      throw new ParallelError(`DataParallel: step ${this.hostsBroken.step} failed with ${this.hosts} hosts (${this.hostsBroken.message.split("\n")[0]}); the hosts' exchange cannot go on from a step some of them did not finish: end the job and resume it from a checkpoint`);
+    }
     const b = this.resolveBatch(batch);
     if (b.n === 0) throw new ParallelError("step: empty batch");
     const hyper = { ...this.hyper, lr: opts.lr ?? this.hyper.lr };
@@ -943,6 +960,7 @@ export class DataParallel {
     const fixed = JSON.stringify({ rest, augment, clip, microBatchSize });
     for (;;) {
       await this.settle(1); // at most two in flight
+      if (this.serving?.failure && this.inflight.length === 0) await this.destroyPool(); // an abort that came as the last step completed
       await this.ensurePool();
       // What restarts the loops (or outgrows the index buffer) waits for the steps in flight, as
       // does a step behind one that failed (its pool is gone, or going).
@@ -1190,7 +1208,9 @@ export class DataParallel {
       }, this.localViewsOf(b.ds));
     } catch (e) {
       const phase = this.stageOf(0);
-      throw workerFailed(0, step, phase, phase === "update", e);
+      const err = workerFailed(0, step, phase, phase === "update", e);
+      if (this.hosts > 1) this.hostsBroken = { step, message: err.message };
+      throw err;
     }
     const wallMs = performance.now() - t0;
     this._step = step;

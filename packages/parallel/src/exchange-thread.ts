@@ -5,14 +5,14 @@
  * written where the ranks read it (they fail their step with it) and ends the thread.
  */
 import { workerData } from "node:worker_threads";
-import { HostExchange } from "./host-exchange.js";
+import { HostExchange, recordExchangeFailure } from "./host-exchange.js";
 import { mpiWorld } from "./mpi.js";
 import type { WorkerContext } from "./types.js";
 
 const ctx = workerData as WorkerContext;
-const exchange = new HostExchange(ctx, mpiWorld());
 try {
+  const exchange = new HostExchange(ctx, mpiWorld());
   while (exchange.awaitStep()) exchange.runStep();
 } catch (e) {
-  exchange.fail((e as Error).message);
+  recordExchangeFailure(ctx, `host exchange thread: ${(e as Error).message}`);
 }

@@ -108,11 +108,6 @@ export class HostExchange {
     Atomics.notify(s, HOSTX.DONE);
   }
 
-  /** Records a failure for the ranks waiting on DONE (they throw with this message). */
-  fail(message: string): void {
-    recordExchangeFailure(this.ctx, message);
-  }
-
   /** Waits until `word` holds `count` (bounded), then takes them off for the next step. */
   private take(word: number, count: number, what: string): void {
     const s = this.v.sync, bound = waitBoundMs(this.control), deadline = performance.now() + bound;

@@ -119,6 +119,8 @@ function check(what: string, rc: number): void {
  */
 class MpiWorld implements Communicator {
   private readonly request = Buffer.alloc(8);
+  /** The arrays of the collective in progress: held so that nothing frees them while MPI reads and writes them. */
+  private operands: unknown[] = [];
   private readonly flag = [0];
   private readonly nap = new Int32Array(new SharedArrayBuffer(4));
 
@@ -129,6 +131,7 @@ class MpiWorld implements Communicator {
       throw new ParallelError(`MPI: allgather of ${send.length} values into ${recv.length} (${this.size} hosts)`);
     }
     const type = send instanceof Float32Array ? this.b.float : this.b.double;
+    this.operands = [send, recv];
     check("MPI_Iallgather", this.b.Iallgather(send, send.length, type, recv, send.length, type, this.b.commWorld, this.request));
     this.complete("MPI_Iallgather");
   }
@@ -136,6 +139,7 @@ class MpiWorld implements Communicator {
   alltoall(send: Float32Array, recv: Float32Array): void {
     if (send.length % this.size !== 0 || recv.length !== send.length) throw new ParallelError(`MPI: alltoall of ${send.length} values into ${recv.length} (${this.size} hosts)`);
     const n = send.length / this.size;
+    this.operands = [send, recv];
     check("MPI_Ialltoall", this.b.Ialltoall(send, n, this.b.float, recv, n, this.b.float, this.b.commWorld, this.request));
     this.complete("MPI_Ialltoall");
   }
@@ -143,10 +147,12 @@ class MpiWorld implements Communicator {
   /** Tests the pending request until it completes: at once 64 times, then every 50 µs. */
   private complete(what: string): void {
     for (let i = 0; ; i++) {
-      check(`MPI_Test (${what})`, this.b.Test(this.request, this.flag, null));
-      if (this.flag[0]) return;
+      const rc = this.b.Test(this.request, this.flag, null);
+      if (rc !== 0) throw new ParallelError(`MPI: MPI_Test (${what}) failed with error code ${rc}`);
+      if (this.flag[0]) break;
       if (i >= 64) Atomics.wait(this.nap, 0, 0, 0.05);
     }
+    this.operands = [];
   }
 }
 
