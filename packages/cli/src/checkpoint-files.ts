@@ -5,12 +5,32 @@
  * byte in the weights or the optimizer state is a one-line error naming the file, not a NaN
  * loss later. The safetensors files themselves are unchanged (PyTorch loads them as before).
  */
-import { createHash } from "node:crypto";
-import { existsSync, readFileSync, readdirSync } from "node:fs";
-import { join } from "node:path";
-import { CheckpointError, type CheckpointContents, readCheckpoint, writeFileAtomicSync } from "@chainrule/core";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { CheckpointError, type CheckpointContents, fsyncDirSync, readCheckpoint, writeFileAtomicSync } from "@chainrule/core";
 
 export const CHECKSUMS_FILE = "SHA256SUMS";
+
+/**
+ * Writes a checkpoint directory `out` whole or not at all: `fill` writes into a temporary
+ * directory beside it, the checksums follow, then it is synced and renamed into place. A failure
+ * leaves nothing behind.
+ */
+export function writeCheckpointDir(out: string, fill: (dir: string) => void): void {
+  const tmp = join(dirname(out), `.${basename(out)}.${randomBytes(4).toString("hex")}.tmp`);
+  mkdirSync(tmp);
+  try {
+    fill(tmp);
+    writeChecksums(tmp);
+    fsyncDirSync(tmp);
+    renameSync(tmp, out);
+    fsyncDirSync(dirname(out));
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
 
 function sha256(path: string): string {
   return createHash("sha256").update(readFileSync(path)).digest("hex");

@@ -5,14 +5,13 @@
  * merges.txt). `chainrule generate CHECKPOINT` samples from it, and a job with
  * `init: {checkpoint: CHECKPOINT}` fine-tunes it (with LoRA, for example).
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { randomBytes } from "node:crypto";
-import { BpeTokenizer, GPT, fsyncDirSync, gpt2StateDict, loadSafetensors, saveCheckpoint } from "@chainrule/core";
+import { BpeTokenizer, GPT, gpt2StateDict, loadSafetensors, saveCheckpoint } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { parseFlags } from "../flags.js";
 import { fmtInt } from "../progress.js";
-import { writeChecksums } from "../checkpoint-files.js";
+import { writeCheckpointDir } from "../checkpoint-files.js";
 import { JobSchema } from "../job/schema.js";
 
 export const IMPORT_WEIGHTS_HELP = `usage: chainrule import-weights FILE --arch gpt2 --out CHECKPOINT [options]
@@ -87,21 +86,10 @@ export async function importWeightsCommand(argv: string[]): Promise<number> {
     name: basename(out), model: { type: "gpt", ...modelFields }, data: { type: "text", blockSize: Math.min(64, config.blockSize) },
     sample: { tokens: 50, prompt: "", temperature: 0.8 },
   });
-  const tmp = join(dirname(out), `.${basename(out)}.${randomBytes(4).toString("hex")}.tmp`);
-  mkdirSync(tmp);
-  try {
-    saveCheckpoint(tmp, {
-      model, step: 0, epoch: 0, rng: null, config: job,
-      extra: { modelContext: { inputShape: [config.blockSize], outputSize: vocabSize }, classification: true, tokenizer: tokenizer.toJSON(), importedFrom: file },
-    });
-    writeChecksums(tmp);
-    fsyncDirSync(tmp);
-    renameSync(tmp, out);
-    fsyncDirSync(dirname(out));
-  } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
+  writeCheckpointDir(out, (dir) => saveCheckpoint(dir, {
+    model, step: 0, epoch: 0, rng: null, config: job,
+    extra: { modelContext: { inputShape: [config.blockSize], outputSize: vocabSize }, classification: true, tokenizer: tokenizer.toJSON(), importedFrom: file },
+  }));
   const { nLayer, nEmbd, blockSize } = config;
   process.stdout.write(`imported GPT-2 (${nLayer} layers × ${nHead} heads × ${nEmbd} wide, context ${blockSize}, vocab ${vocabSize}; ${fmtInt(model.numParameters())} parameters) from ${file}\n`);
   process.stdout.write(`tokenizer: byte-level BPE, ${tokenizer.merges.length} merges, from ${vocabFile} and ${mergesFile}\n`);

@@ -4,16 +4,15 @@
  * the float32 size. eval, predict, generate and serve read it like any checkpoint: the weights
  * are dequantized (q · scale) as it loads, and inference runs in float32 from there.
  */
-import { existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
-import { randomBytes } from "node:crypto";
-import { MODEL_FILE, fsyncDirSync, nn, saveCheckpoint } from "@chainrule/core";
+import { existsSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { MODEL_FILE, nn, saveCheckpoint } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { parseFlags } from "../flags.js";
 import { fmtInt } from "../progress.js";
 import { deployModel } from "../deploy-model.js";
 import { MODULE_FLAGS, MODULE_FLAGS_HELP, moduleConsent } from "../checkpoint-model.js";
-import { writeChecksums } from "../checkpoint-files.js";
+import { writeCheckpointDir } from "../checkpoint-files.js";
 
 export const QUANTIZE_HELP = `usage: chainrule quantize RUN_OR_CHECKPOINT --out DIR [--scheme int8]
 
@@ -48,23 +47,11 @@ export async function quantizeCommand(argv: string[]): Promise<number> {
   const int8 = nn.int8WeightNames(dm.model).size;
   if (int8 === 0) throw new UsageError(`${dm.dir}: the model has no Linear or Conv2d layer to quantize`);
 
-  // Written beside DIR and renamed into place: a failure leaves no half-written checkpoint.
-  const tmp = join(dirname(out), `.${basename(out)}.${randomBytes(4).toString("hex")}.tmp`);
-  mkdirSync(tmp);
-  try {
-    saveCheckpoint(tmp, {
-      model: dm.model, weights, metadata: { chainrule_quantization: QUANTIZATION },
-      step: dm.contents.state.step, epoch: dm.contents.state.epoch, rng: null, config: dm.job,
-      extra: { ...(dm.contents.state.extra ?? {}), position: undefined, quantizedFrom: dm.dir },
-    });
-    writeChecksums(tmp); // as every checkpoint chainrule writes: verified when it is read
-    fsyncDirSync(tmp);
-    renameSync(tmp, out);
-    fsyncDirSync(dirname(out));
-  } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
+  writeCheckpointDir(out, (dir) => saveCheckpoint(dir, {
+    model: dm.model, weights, metadata: { chainrule_quantization: QUANTIZATION },
+    step: dm.contents.state.step, epoch: dm.contents.state.epoch, rng: null, config: dm.job,
+    extra: { ...(dm.contents.state.extra ?? {}), position: undefined, quantizedFrom: dm.dir },
+  }));
 
   const before = statSync(join(dm.dir, MODEL_FILE)).size, after = statSync(join(out, MODEL_FILE)).size;
   if (dm.merged.length) process.stdout.write(`merged LoRA adapters into ${dm.merged.length} layers\n`);
