@@ -1,29 +1,15 @@
 /** Command-line flags: node's parseArgs, with its errors as one line in the house style ("did you mean"). */
 import { type ParseArgsConfig, parseArgs } from "node:util";
+import { editDistance } from "@chainrule/core/internal";
 import { UsageError } from "./errors.js";
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
-
-/** Levenshtein distance, for "did you mean". */
-function distance(a: string, b: string): number {
-  const d = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = d[0];
-    d[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const cur = d[j];
-      d[j] = Math.min(d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = cur;
-    }
-  }
-  return d[b.length];
-}
 
 /** The closest of `known` to `word` when it is close enough to be a typo. */
 export function didYouMean(word: string, known: readonly string[]): string | undefined {
   let best: string | undefined, bestD = Infinity;
   for (const k of known) {
-    const d = distance(word, k);
+    const d = editDistance(word, k);
     if (d < bestD) [best, bestD] = [k, d];
   }
   return best !== undefined && bestD <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;

@@ -8,3 +8,4 @@ export { outputBuffer, zeroedOutputBuffer, isArenaArray } from "./tensor/arena.j
 export { markGradsStale, zeroStaleGrads, setLeafGradHook } from "./autograd/engine.js";
 export { registerSimdMemory, sharedMemory, MAX_SHARED_MEMORY_BYTES, type SimdKernels, type SharedMemory, type WasmMemory } from "./kernels/index.js";
 export { packNumbers, unpackNumbers } from "./io/checkpoint.js";
+export { editDistance } from "./options.js";

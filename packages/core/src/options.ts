@@ -15,7 +15,8 @@ export function checkOptions(op: string, opts: object | undefined | null, allowe
   }
 }
 
-function editDistance(a: string, b: string): number {
+/** Levenshtein distance, for "did you mean". */
+export function editDistance(a: string, b: string): number {
   const row = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
     let prev = row[0];
