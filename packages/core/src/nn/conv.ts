@@ -28,6 +28,16 @@ export interface Conv2dLayerOptions extends Conv2dOptions {
  * 2-D convolution layer: weight (out, in/groups, kh, kw), bias (out). PyTorch's default init:
  * kaiming_uniform(a=√5) for the weight and uniform ±1/√fan_in for the bias, fan_in = in/groups·kh·kw.
  */
+
+/** PyTorch's initialisation of a convolution: Kaiming-uniform weight, bias uniform in ±1/√fan_in. */
+function resetConvParameters(weight: Parameter, bias: Parameter | null): void {
+  kaimingUniformDefault_(weight);
+  if (bias) {
+    const bound = 1 / Math.sqrt(fanIn(weight.shape));
+    uniform_(bias, -bound, bound);
+  }
+}
+
 export class Conv2d extends Module {
   weight: Parameter;
   bias: Parameter | null;
@@ -53,11 +63,7 @@ export class Conv2d extends Module {
     this.resetParameters();
   }
   resetParameters(): void {
-    kaimingUniformDefault_(this.weight);
-    if (this.bias) {
-      const bound = 1 / Math.sqrt(fanIn(this.weight.shape));
-      uniform_(this.bias, -bound, bound);
-    }
+    resetConvParameters(this.weight, this.bias);
   }
   forward(x: Tensor): Tensor {
     return conv2d(x, this.weight, this.bias, this.opts); // (N, in, H, W) → (N, out, OH, OW)
@@ -199,11 +205,7 @@ export class Conv1d extends Module {
     this.resetParameters();
   }
   resetParameters(): void {
-    kaimingUniformDefault_(this.weight);
-    if (this.bias) {
-      const bound = 1 / Math.sqrt(fanIn(this.weight.shape));
-      uniform_(this.bias, -bound, bound);
-    }
+    resetConvParameters(this.weight, this.bias);
   }
   forward(x: Tensor): Tensor {
     return conv1d(x, this.weight, this.bias, this.opts); // (N, in, L) → (N, out, OL)
@@ -233,11 +235,7 @@ export class ConvTranspose2d extends Module {
     this.resetParameters();
   }
   resetParameters(): void {
-    kaimingUniformDefault_(this.weight);
-    if (this.bias) {
-      const bound = 1 / Math.sqrt(fanIn(this.weight.shape));
-      uniform_(this.bias, -bound, bound);
-    }
+    resetConvParameters(this.weight, this.bias);
   }
   forward(x: Tensor): Tensor {
     return convTranspose2d(x, this.weight, this.bias, this.opts); // (N, in, H, W) → (N, out, OH, OW)
