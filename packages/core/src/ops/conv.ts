@@ -54,8 +54,11 @@ function check4d(op: string, x: Tensor): void {
  *    straight into the NCHW output; backward unfolds each image again.
  *  - "batched": one im2col matrix (C·kh·kw, N·OH·OW) for the batch, one GEMM per group, then
  *    a permute to NCHW.
- *  - "auto" (default): "shifted" for stride-1 layers with at least 8 input channels per group,
- *    "perImage" otherwise — the fastest measured on the anchor CNN (bench/cnn.ts).
+ *  - "auto" (default): "shifted" for stride-1 layers with at least 8 input channels per group
+ *    whose padded plane is at most 1.2× the output plane (it computes every padded position),
+ *    "perImage" otherwise — the fastest measured (bench/cnn.ts; on 3×3 convolutions with
+ *    padding 1, "perImage" was 1.4× as fast on 14×14 and 1.5× on 8×8 images with 32–256
+ *    channels, "shifted" 1.1× on 32×32 and equal on 28×28).
  * conv2dMaxPoolRelu follows the same choice (its "perImage" path unfolds a few images per GEMM)
  * and runs the unfused composition under "batched".
  */
@@ -65,6 +68,12 @@ let conv2dLayout: Conv2dLayout = "auto";
 export function setConv2dLayout(layout: Conv2dLayout): void {
   if (!["auto", "shifted", "perImage", "batched"].includes(layout)) throw new ArgumentError(`setConv2dLayout: unknown layout ${layout}`);
   conv2dLayout = layout;
+}
+
+/** Whether "auto" picks the shifted layout: stride 1, ≥ 8 channels per group, padding ≤ 20% extra positions. */
+function shiftedPays(g: Conv2dGeometry, Cg: number): boolean {
+  const padded = (g.H + 2 * g.ph) * (g.W + 2 * g.pw);
+  return g.sh === 1 && g.sw === 1 && Cg >= 8 && padded <= 1.2 * g.OH * g.OW;
 }
 
 export function getConv2dLayout(): Conv2dLayout {
@@ -158,7 +167,7 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
   const pointwise = kh === 1 && kw === 1 && sh === 1 && sw === 1 && ph === 0 && pw === 0;
   const stride1 = sh === 1 && sw === 1;
   let layout = conv2dLayout;
-  if (layout === "auto") layout = stride1 && Cg >= 8 && !pointwise ? "shifted" : "perImage";
+  if (layout === "auto") layout = !pointwise && shiftedPays(g, Cg) ? "shifted" : "perImage";
   if (layout === "shifted") {
     if (stride1) return conv2dShifted(x, weight, bias, g, groups);
     layout = "perImage";
@@ -404,7 +413,7 @@ export function conv2dMaxPoolRelu(x: Tensor, weight: Tensor, bias: Tensor | null
   const out = outputBuffer(N * O * PL); // (N, O, PH, PW), every element written by the pool kernel
   const tap = outputBytes(N * O * PL); // every tap written by the pool kernel
   const inputs = bias ? [x, weight, bias] : [x, weight];
-  const layout = conv2dLayout === "auto" ? (C >= 8 && kh * kw > 1 ? "shifted" : "perImage") : conv2dLayout;
+  const layout = conv2dLayout === "auto" ? (kh * kw > 1 && shiftedPays(g, C) ? "shifted" : "perImage") : conv2dLayout;
 
   if (layout === "shifted") {
     const conv = shiftedConv(x, weight, bias, g, 1);
@@ -422,15 +431,18 @@ export function conv2dMaxPoolRelu(x: Tensor, weight: Tensor, bias: Tensor | null
     });
   }
 
-  // im2col path, `nb` images at a time: cols (K, nb·L), conv output y (O, nb·L), pooled from y.
+  // im2col path, `nb` images at a time: conv output y (O, nb·L), pooled from y; one image's
+  // columns cols (K, L) at a time (a whole matrix unfolds and folds in one copy).
   const L = OH * OW, K = C * kh * kw, img = C * H * W;
   const nb = Math.max(1, Math.min(N, Math.floor(CHUNK_FLOATS / (O * L))));
   for (let n0 = 0; n0 < N; n0 += nb) {
     const m = Math.min(nb, N - n0), mL = m * L;
-    const cols = scratchCols(K * mL), y = scratchChunk(O * mL);
-    for (let i = 0; i < m; i++) k.im2col(cols, i * L, mL, x.data, (n0 + i) * img, g);
+    const cols = scratchCols(K * L), y = scratchChunk(O * mL);
     if (bias) for (let o = 0; o < O; o++) y.fill(bias.data[o], o * mL, (o + 1) * mL);
-    k.gemm(false, false, O, mL, K, 1, weight.data, 0, K, cols, 0, mL, bias ? 1 : 0, y, 0, mL); // (O, K) @ (K, m·L)
+    for (let i = 0; i < m; i++) {
+      k.im2col(cols, 0, L, x.data, (n0 + i) * img, g);
+      k.gemm(false, false, O, L, K, 1, weight.data, 0, K, cols, 0, L, bias ? 1 : 0, y, i * L, mL); // (O, K) @ (K, L) → image i's columns of y
+    }
     k.maxPool2x2Relu(out, tap, n0 * O * PL, y, 0, m, O, PH, PW, L, mL, OW); // y: (O, m, OH, OW)
   }
   return result(op, out, [N, O, PH, PW], inputs, (gout) => {
@@ -444,16 +456,18 @@ export function conv2dMaxPoolRelu(x: Tensor, weight: Tensor, bias: Tensor | null
       const m = Math.min(nb, N - n0), mL = m * L;
       const dy = scratchChunk(O * mL).fill(0, 0, O * mL); // (O, m·L) conv output gradient of this chunk
       k.maxPool2x2ReluBackward(dy, 0, gout, tap, n0 * O * PL, m, O, PH, PW, L, mL, OW, dbSink ?? db);
-      if (dW) {
-        // dW (O, K) += dy (O, m·L) @ colsᵀ (m·L, K); the columns are unfolded again rather than kept
-        const cols = scratchCols(K * mL);
-        for (let i = 0; i < m; i++) k.im2col(cols, i * L, mL, x.data, (n0 + i) * img, g);
-        k.gemm(false, true, O, K, mL, 1, dy, 0, mL, cols, 0, mL, n0 === 0 ? dwBeta : 1, dW, 0, K);
-      }
-      if (dx) {
-        const dcol = scratchDcol(K * mL); // (K, m·L) = Wᵀ (K, O) @ dy (O, m·L)
-        k.gemm(true, false, K, mL, O, 1, weight.data, 0, K, dy, 0, mL, 0, dcol, 0, mL);
-        for (let i = 0; i < m; i++) k.col2im(dx, (n0 + i) * img, dcol, i * L, mL, g);
+      for (let i = 0; i < m; i++) {
+        if (dW) {
+          // dW (O, K) += dy_i (O, L) @ colsᵀ (L, K); the columns are unfolded again rather than kept
+          const cols = scratchCols(K * L);
+          k.im2col(cols, 0, L, x.data, (n0 + i) * img, g);
+          k.gemm(false, true, O, K, L, 1, dy, i * L, mL, cols, 0, L, n0 === 0 && i === 0 ? dwBeta : 1, dW, 0, K);
+        }
+        if (dx) {
+          const dcol = scratchDcol(K * L); // (K, L) = Wᵀ (K, O) @ dy_i (O, L)
+          k.gemm(true, false, K, L, O, 1, weight.data, 0, K, dy, i * L, mL, 0, dcol, 0, L);
+          k.col2im(dx, (n0 + i) * img, dcol, 0, L, g);
+        }
       }
     }
     if (graphFreedAfterBackward()) releaseBytes(tap);

@@ -6,7 +6,7 @@
 import type { Conv2dGeometry, Pool2dGeometry } from "../kernels.js";
 import { simdBatchNormApply, simdBatchNormBackward, simdBatchNormStats } from "../simd/batchnorm.js";
 import { simdBatchNormMaxPoolRelu, simdBatchNormMaxPoolReluGradInput, simdBatchNormMaxPoolReluGradSums } from "../simd/batchnorm-pool.js";
-import { simdIm2col, simdNchwToPadded, simdPaddedToNchw } from "../simd/conv.js";
+import { simdCol2im, simdIm2col, simdNchwToPadded, simdPaddedToNchw } from "../simd/conv.js";
 import { simdMaxPool2dBackward, simdMaxPool2x2, simdMaxPool2x2Relu, simdMaxPool2x2ReluBackward } from "../simd/pool.js";
 
 /** From this many values the batch-norm loops run in WebAssembly SIMD. */
@@ -35,7 +35,7 @@ export function im2col(col: Float32Array, colOff: number, ldc: number, x: Float3
   im2colLoop(col, colOff, ldc, x, xOff, g);
 }
 
-/** From this many column values im2col runs in WebAssembly SIMD (stride 1). */
+/** From this many column values im2col and col2im run in WebAssembly SIMD (stride 1). */
 const IM2COL_SIMD_MIN = 1024;
 
 /** im2col's loops (strided convolutions, SIMD off, and the reference its tests compare with). */
@@ -75,6 +75,12 @@ export function im2colLoop(col: Float32Array, colOff: number, ldc: number, x: Fl
  * overlap. Writes (=) dx[xOff .. xOff + C·H·W).
  */
 export function col2im(dx: Float32Array, xOff: number, col: Float32Array, colOff: number, ldc: number, g: Conv2dGeometry): void {
+  if (g.C * g.kh * g.kw * g.OH * g.OW >= IM2COL_SIMD_MIN && simdCol2im(dx, xOff, col, colOff, ldc, g)) return; // same sums, in WebAssembly
+  col2imLoop(dx, xOff, col, colOff, ldc, g);
+}
+
+/** col2im's loops (strided convolutions, SIMD off, and the reference its tests compare with). */
+export function col2imLoop(dx: Float32Array, xOff: number, col: Float32Array, colOff: number, ldc: number, g: Conv2dGeometry): void {
   const { C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW } = g;
   const plane = H * W;
   dx.fill(0, xOff, xOff + C * plane);

@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { simdIm2col, simdNchwToPadded, simdPaddedToNchw } from "./conv.js";
+import { simdCol2im, simdIm2col, simdNchwToPadded, simdPaddedToNchw } from "./conv.js";
 import { setSimdEnabled } from "./switch.js";
 import type { Conv2dGeometry } from "../kernels.js";
-import { im2col, im2colLoop, nchwToPadded, paddedToNchw } from "../js/conv.js";
+import { col2im, col2imLoop, im2col, im2colLoop, nchwToPadded, paddedToNchw } from "../js/conv.js";
 
 /** A float array's bit patterns, to compare results exactly (NaN payloads and -0 included). */
 const bitsOf = (a: Float32Array) => new Int32Array(a.buffer, a.byteOffset, a.length);
@@ -95,6 +95,43 @@ describe.runIf(on)("WebAssembly im2col (simd/conv.ts)", () => {
         im2colLoop(b, 3 + n * L, ld, x, 5 + n * img, g);
       }
       expect(bitsOf(a)).toEqual(bitsOf(b)); // the same values, and nothing outside the rows written (NaN stays)
+    }
+  });
+  it("col2im gives the loop's sums, bit for bit, on the same geometries (columns with NaN and −0 included)", () => {
+    const cases: [Conv2dGeometry, number][] = [
+      [geom(1, 28, 28, 3, 3, 1, 1, 1), 3],
+      [geom(32, 14, 14, 3, 3, 1, 1, 1), 2], // the CNN's second conv
+      [geom(3, 9, 7, 3, 3, 1, 1, 1), 1],
+      [geom(2, 10, 11, 3, 5, 1, 2, 1, 2), 2],
+      [geom(4, 6, 6, 3, 3, 1, 0, 0), 2], // OW 4: whole vectors only
+      [geom(2, 5, 5, 3, 3, 1, 4, 3), 1],
+      [geom(16, 8, 8, 1, 1, 1, 0, 0), 1],
+      [geom(3, 7, 5, 2, 2, 1, 1, 0), 4],
+      [geom(2, 9, 1, 3, 1, 1, 1, 0), 2], // OW 1: one float a row
+    ];
+    for (const [g, images] of cases) {
+      const img = g.C * g.H * g.W, L = g.OH * g.OW, K = g.C * g.kh * g.kw, ld = images * L;
+      const col = Float32Array.from({ length: K * ld + 9 }, (_, i) => Math.sin(i * 0.37) * 3 - 0.5);
+      col[9 + 2] = -0;
+      if (g.C === 3 && g.H === 9) col[9 + 5] = NaN;
+      const a = new Float32Array(images * img + 6).fill(NaN), b = new Float32Array(images * img + 6).fill(NaN);
+      for (let n = 0; n < images; n++) {
+        expect(simdCol2im(a, 6 + n * img, col, 9 + n * L, ld, g)).toBe(true);
+        col2imLoop(b, 6 + n * img, col, 9 + n * L, ld, g);
+      }
+      expect(bitsOf(a)).toEqual(bitsOf(b)); // the same sums, and nothing outside the images written (NaN stays)
+    }
+  });
+  it("col2im declines a strided convolution and dispatches to the loop", () => {
+    const g2 = geom(2, 9, 9, 3, 3, 2, 1, 1);
+    expect(simdCol2im(new Float32Array(2 * 81), 0, new Float32Array(2 * 9 * 25), 0, 25, g2)).toBe(false);
+    for (const g of [geom(8, 14, 14, 3, 3, 1, 1, 1), g2]) {
+      const L = g.OH * g.OW, K = g.C * g.kh * g.kw;
+      const col = Float32Array.from({ length: K * L }, (_, i) => Math.cos(i * 0.3));
+      const a = new Float32Array(g.C * g.H * g.W), b = new Float32Array(g.C * g.H * g.W);
+      col2im(a, 0, col, 0, L, g);
+      col2imLoop(b, 0, col, 0, L, g);
+      expect(bitsOf(a)).toEqual(bitsOf(b));
     }
   });
   it("declines a strided convolution; im2col dispatches and runs the loop then", () => {
