@@ -7,7 +7,9 @@
  * one thread. The three run alternately, the order rotating from round to round; the ratios are
  * medians of per-round ratios (samples/s, or tokens/s for the GPT).
  *
- *   tsx bench/user-code.ts [--models mlp,cnn,gpt] [--rounds 5] [--no-anchor] [--no-tuned] [--quick]
+ *   tsx bench/user-code.ts [--models mlp,cnn,gpt] [--rounds 5] [--no-anchor] [--no-tuned] [--quick] [--profile]
+ *     --profile   then, per model, where the user-code step goes: ms per step in each kernel
+ *                 (GEMMs by transposes and M×N×K), from a separate pass that times every kernel call
  *
  * Goals (one thread): user code at 1.5× PyTorch for the MLP, 1.3× for the CNN, 1.2× for the GPT.
  */
@@ -18,7 +20,8 @@ import { useBackend } from "../packages/core/src/index.js";
 import { makeTrainer as makeMlpTrainer } from "./mlp.js";
 import { makeCnnTrainer } from "./cnn.js";
 import { makeTrainer as makeGptTrainer } from "./gpt.js";
-import { anchorPath, findPython, flag, hasFlag, median, runAnchor, runIfMain, table, timeSteps } from "./_util.js";
+import { kernels, setKernels } from "../packages/core/src/kernels/kernels.js";
+import { anchorPath, findPython, flag, hasFlag, median, runAnchor, runIfMain, table, timeSteps, timedKernels } from "./_util.js";
 
 // The programs import `@chainrule/core` by name, as a user's do: resolved to this checkout.
 register("./_core-alias.mjs", import.meta.url);
@@ -59,6 +62,38 @@ const MODELS: Model[] = [
 /** Throughput of `steps` calls of `step`, in the model's unit. */
 function rate(step: Step, steps: number, perStep: number): number {
   return (steps * perStep) / (timeSteps({ step }, steps).wallMs / 1000);
+}
+
+/**
+ * ms per step in each kernel over `steps` timed steps (after 3 untimed ones), the step's own
+ * ms, and the share outside kernels (autograd, allocation, JavaScript between the calls).
+ */
+function profileSteps(step: Step, steps: number): { stepMs: number; kernels: [string, number][] } {
+  const base = kernels();
+  const acc = new Map<string, number>();
+  setKernels(timedKernels(base, (key) => (ms, a) => {
+    const name = key === "gemm" ? `gemm ${a[0] ? "T" : "N"}${a[1] ? "T" : "N"} ${a[2]}×${a[3]}×${a[4]}`
+      : key === "unary" || key === "unaryBackward" || key === "binary" ? `${key}:${a[0]}` : key;
+    acc.set(name, (acc.get(name) ?? 0) + ms);
+  }));
+  try {
+    for (let i = 0; i < 3; i++) step();
+    acc.clear();
+    const t0 = performance.now();
+    for (let i = 0; i < steps; i++) step();
+    const stepMs = (performance.now() - t0) / steps;
+    return { stepMs, kernels: [...acc].map(([k, ms]): [string, number] => [k, ms / steps]).sort((a, b) => b[1] - a[1]) };
+  } finally {
+    setKernels(base);
+  }
+}
+
+function printProfile(name: string, p: { stepMs: number; kernels: [string, number][] }): void {
+  const inKernels = p.kernels.reduce((t, [, ms]) => t + ms, 0);
+  const gemm = p.kernels.filter(([k]) => k.startsWith("gemm")).reduce((t, [, ms]) => t + ms, 0);
+  const pct = (ms: number) => `${((100 * ms) / p.stepMs).toFixed(1)}%`;
+  console.log(`${name}: ${p.stepMs.toFixed(2)} ms a step (timed kernels): GEMMs ${pct(gemm)}, other kernels ${pct(inKernels - gemm)}, outside kernels ${pct(p.stepMs - inKernels)}`);
+  for (const [k, ms] of p.kernels.slice(0, 12)) console.log(`  ${ms.toFixed(3).padStart(8)} ms  ${pct(ms).padStart(6)}  ${k}`);
 }
 
 export async function main(args: string[]): Promise<Record<string, unknown>> {
@@ -104,6 +139,15 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
       tunedVsTorch: anchor && tuned ? per(runs.tuned, runs.torch) : null,
       goalVsTorch: m.goal,
     });
+  }
+  if (hasFlag(args, "profile")) {
+    console.log("Where the user-code step goes (ms per step in each kernel; the largest 12):");
+    for (const r of results) {
+      const name = r.model as Model["name"];
+      const p = profileSteps(programs[name](), MODELS.find((m) => m.name === name)!.steps);
+      printProfile(name, p);
+      r.profile = p;
+    }
   }
   const load1 = loadavg()[0];
   console.log(`User code (plain nn modules and optimizers, bench/user-code/models.mts) vs the tuned benchmarks and PyTorch, one thread; ` +
