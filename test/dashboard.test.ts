@@ -1,11 +1,12 @@
 /**
  * The live dashboard: its file follower (appends, half-written lines, a file replaced by a
  * resume), and in headless Chromium: `train --dashboard` during a short run (the chart's data
- * grows, the step counter advances, the end arrives), `chainrule dashboard` overlaying two runs.
+ * grows, the step counter advances, the end arrives), `chainrule dashboard` overlaying two runs,
+ * and a directory of runs followed for runs created later (through its events, and in Chromium).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ChildProcess, spawn } from "node:child_process";
-import { appendFileSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { appendFileSync, cpSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
 import type { Browser, Page } from "puppeteer-core";
@@ -63,6 +64,89 @@ describe("following metrics.jsonl", () => {
     expect(takeDashboardFlag(["--dashboard=0"])).toEqual({ argv: [], port: 0 });
     expect(() => takeDashboardFlag(["--dashboard=99999"])).toThrow(/--dashboard: expected a port 0\.\.65535/);
   });
+});
+
+/** The server-sent events of `url`, parsed as they arrive; `next(event)` waits (bounded) for the next one of that name. */
+function eventStream(url: string): { next: (event: string, ms?: number) => Promise<any>; close: () => void } {
+  const seen: { event: string; data: any }[] = [];
+  let buffer = "", wake: () => void = () => {};
+  const req = request(url, (res) => {
+    res.setEncoding("utf8");
+    res.on("data", (chunk: string) => {
+      buffer += chunk;
+      for (let end = buffer.indexOf("\n\n"); end !== -1; end = buffer.indexOf("\n\n")) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const event = /^event: (.*)$/m.exec(block)?.[1], data = /^data: (.*)$/m.exec(block)?.[1];
+        if (event && data) seen.push({ event, data: JSON.parse(data) });
+      }
+      wake();
+    });
+  });
+  req.end();
+  const next = async (event: string, ms = 10_000) => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const i = seen.findIndex((e) => e.event === event);
+      if (i !== -1) return seen.splice(0, i + 1)[i].data;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no "${event}" event within ${ms} ms`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        wake = () => { clearTimeout(t); resolve(); };
+      });
+    }
+  };
+  return { next, close: () => req.destroy() };
+}
+
+describe("runs created while the dashboard runs", () => {
+  const step = (n: number) => JSON.stringify({ kind: "step", step: n, epoch: n / 10, loss: 1 / n, lr: 0.01, samplesPerSec: 100, wallTime: n / 10 }) + "\n";
+  const makeRun = (dir: string, steps: number[]) => {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "job.json"), JSON.stringify({ data: { type: "mnist" }, epochs: 1 }));
+    writeFileSync(join(dir, "metrics.jsonl"), steps.map(step).join(""));
+  };
+
+  it("a directory of runs is looked at again: a run that appears is announced, then its rows", async () => {
+    const root = join(TMP, "later-runs"), other = join(TMP, "later-elsewhere");
+    makeRun(join(root, "first"), [1, 2]);
+    mkdirSync(join(root, "not-a-run"), { recursive: true }); // no job.json or metrics.jsonl: never shown
+    mkdirSync(other);
+    const d = start(["dashboard", root, other, "--port", "0"]);
+    const [, url] = await d.line(/dashboard of \S*first, and the runs created in .*: (http:\/\/127\.0\.0\.1:\d+\/)/, 30_000);
+    const events = eventStream(`${url}events`);
+    try {
+      const snapshot = await events.next("snapshot");
+      expect(snapshot.config.runs.map((r: { id: string }) => r.id)).toEqual(["first"]);
+      makeRun(join(root, "second"), [1, 2, 3]);
+      const runs = await events.next("runs");
+      expect(runs.runs.map((r: { id: string; index: number }) => [r.id, r.index])).toEqual([["first", 0], ["second", 1]]);
+      expect(runs.title).toBe("2 runs");
+      expect(runs.specs.loss).toBeTruthy();
+      const added = await events.next("update");
+      expect(added).toMatchObject({ run: "second", reset: true });
+      expect(added.rows.filter((r: { series: string }) => r.series === "train (raw)").map((r: { x: number }) => r.x)).toEqual([1, 2, 3]);
+      // The new run is followed like the others; a run of the same name elsewhere is told apart by its path.
+      appendFileSync(join(root, "second", "metrics.jsonl"), step(4));
+      const grown = await events.next("update");
+      expect(grown).toMatchObject({ run: "second", reset: false });
+      makeRun(join(other, "second"), [1]);
+      expect((await events.next("runs")).runs.map((r: { id: string }) => r.id)).toEqual(["first", "second", join(other, "second")]);
+      // A page that connects now gets every run, the later ones included.
+      const fresh = eventStream(`${url}events`);
+      const again = await fresh.next("snapshot");
+      fresh.close();
+      expect(again.config.runs).toHaveLength(3);
+      expect(again.runs.map((u: { run: string }) => u.run)).toEqual(["first", "second", join(other, "second")]);
+      d.child.kill("SIGINT");
+      expect(await d.exited).toBe(0);
+      expect(d.output()).not.toMatch(/not-a-run/);
+    } finally {
+      events.close();
+      d.child.kill("SIGKILL");
+    }
+  }, 60_000);
 });
 
 /** The CLI as a child process whose output can be watched while it runs. */
@@ -187,9 +271,32 @@ describe("the dashboard in Chromium", () => {
     }
   }, 90_000);
 
+  it("chainrule dashboard runs/: a page open on a directory with no runs yet draws a run that appears in it", async () => {
+    const root = join(TMP, "runs-later");
+    mkdirSync(root);
+    const d = start(["dashboard", root, "--port", "0"]);
+    try {
+      const [, url] = await d.line(/dashboard of no runs yet, and the runs created in \S+: (http:\/\/127\.0\.0\.1:\d+\/)/, 30_000);
+      const page = await browser.newPage();
+      await page.goto(url, { timeout: 30_000 });
+      await page.waitForFunction(`document.getElementById("connection").textContent === "live"`, { timeout: 10_000 });
+      expect(await page.evaluate("window.dashboard.runs()")).toEqual([]);
+      cpSync(live, join(root, "copied"), { recursive: true });
+      await page.waitForFunction(`${chartRows("accuracy")} === 3`, { timeout: 20_000 });
+      expect(await page.evaluate("window.dashboard.runs()")).toEqual(["copied"]);
+      expect(await text(page, "#run-0 td.run")).toBe("copied");
+      expect(await text(page, "#run-0 td.state")).toBe("finished");
+      expect(await text(page, "#title")).toBe("chainrule dashboard: copied");
+      await page.close();
+      d.child.kill("SIGINT");
+      expect(await d.exited).toBe(0);
+    } finally {
+      d.child.kill("SIGKILL");
+    }
+  }, 60_000);
+
   it("bad usage is one line naming the directory or flag", async () => {
     expectOneLineError(await cli(["dashboard", join(TMP, "nowhere")]), /dashboard: .*nowhere: no such directory/, 2);
-    expectOneLineError(await cli(["dashboard", SHOTS]), /not a run directory \(no job\.json or metrics\.jsonl\) and holds none/, 2);
     expectOneLineError(await cli(["dashboard", live, "--port", "http"]), /--port: expected a port 0\.\.65535/, 2);
   });
 });

@@ -2,13 +2,11 @@
  * chainrule dashboard RUN_DIR...: a local page that follows runs live (finished or running),
  * their curves overlaid; `chainrule train ... --dashboard` starts the same server beside a run.
  */
-import { readdirSync } from "node:fs";
-import { join } from "node:path";
 import { UsageError } from "../errors.js";
 import { parseFlags } from "../flags.js";
 import { DEFAULT_DASHBOARD_PORT, parsePort } from "../dashboard/flag.js";
 import { isDir, isRunDir } from "../dashboard/watch.js";
-import { startDashboard } from "../dashboard/server.js";
+import { runDirsIn, startDashboard } from "../dashboard/server.js";
 import { parseSmoothing } from "./plot.js";
 import { DEFAULT_SMOOTHING } from "../plot.js";
 
@@ -18,7 +16,8 @@ Serves a page that follows the runs as their metrics.jsonl grows (pushed by serv
 events): loss (each logged step, smoothed, and held-out), held-out accuracy, throughput and
 learning rate, with every run's curves overlaid; above them each run's state, step and epoch
 of the total, ETA and latest figures. A RUN_DIR that holds run directories (runs/) stands for
-the runs in it when the dashboard starts. Runs until Ctrl-C.
+the runs in it, those created while the dashboard runs included (looked for every second).
+Runs until Ctrl-C.
 
 options:
   --port P        port (default ${DEFAULT_DASHBOARD_PORT}; 0: any free port)
@@ -28,20 +27,22 @@ options:
 During training: chainrule train JOB --dashboard [PORT] serves the run being trained.
 `;
 
-/** The run directories named: each RUN_DIR itself, or the run directories directly inside it. */
-export function expandRunDirs(paths: string[]): string[] {
-  const dirs: string[] = [];
+/**
+ * The run directories named: each RUN_DIR itself, or the run directories directly inside it;
+ * and the directories of runs (`roots`) to look in for runs created later.
+ */
+export function expandRunDirs(paths: string[]): { runDirs: string[]; roots: string[] } {
+  const dirs: string[] = [], roots: string[] = [];
   for (const p of paths) {
     if (!isDir(p)) throw new UsageError(`dashboard: ${p}: no such directory`);
     if (isRunDir(p)) {
       dirs.push(p);
       continue;
     }
-    const inside = readdirSync(p).sort().map((n) => join(p, n)).filter((d) => isDir(d) && isRunDir(d));
-    if (inside.length === 0) throw new UsageError(`dashboard: ${p}: not a run directory (no job.json or metrics.jsonl) and holds none`);
-    dirs.push(...inside);
+    roots.push(p);
+    dirs.push(...runDirsIn(p));
   }
-  return [...new Set(dirs)];
+  return { runDirs: [...new Set(dirs)], roots };
 }
 
 export async function dashboardCommand(argv: string[]): Promise<number> {
@@ -56,9 +57,11 @@ export async function dashboardCommand(argv: string[]): Promise<number> {
   const port = values.port === undefined ? DEFAULT_DASHBOARD_PORT : parsePort("--port", values.port);
   const host = values.host ?? "127.0.0.1";
   const smoothing = parseSmoothing(values.smoothing);
-  const runDirs = expandRunDirs(positionals);
-  const dashboard = await startDashboard(runDirs, { host, port, smoothing });
-  process.stdout.write(`dashboard of ${runDirs.length === 1 ? runDirs[0] : `${runDirs.length} runs (${runDirs.join(", ")})`}: ${dashboard.url}\n(Ctrl-C to stop)\n`);
+  const { runDirs, roots } = expandRunDirs(positionals);
+  const dashboard = await startDashboard(runDirs, { host, port, smoothing, runRoots: roots });
+  const runs = runDirs.length === 0 ? "no runs yet" : runDirs.length === 1 ? runDirs[0] : `${runDirs.length} runs (${runDirs.join(", ")})`;
+  const later = roots.length > 0 ? `, and the runs created in ${roots.join(", ")}` : "";
+  process.stdout.write(`dashboard of ${runs}${later}: ${dashboard.url}\n(Ctrl-C to stop)\n`);
   return new Promise<number>((done) => {
     const stop = () => void dashboard.close().then(() => done(0));
     process.once("SIGINT", stop);

@@ -2,14 +2,15 @@
  * The dashboard page's script (plain browser JavaScript, served inline). It draws each panel with
  * Vega's browser build, from the Vega specifications the server compiled (the same as
  * `chainrule plot`'s), and feeds it the rows the server pushes by server-sent events: a snapshot
- * on connecting, then each run's new rows as its metrics.jsonl grows.
+ * on connecting, then each run's new rows as its metrics.jsonl grows, and the list of runs (with
+ * the specifications for them) again whenever a run is added.
  *
  * window.dashboard exposes the state for tests: chartRows(panel) is the number of rows the panel's
- * chart holds, status(run) the run's last status.
+ * chart holds, status(run) the run's last status, runs() the runs shown.
  */
 export const CLIENT_SCRIPT = String.raw`
 "use strict";
-const config = JSON.parse(document.getElementById("config").textContent);
+let config = JSON.parse(document.getElementById("config").textContent);
 const PANELS = ["loss", "accuracy", "throughput", "lr"];
 const rows = { loss: [], accuracy: [], throughput: [], lr: [] };
 const views = {};
@@ -111,8 +112,17 @@ function renderStatus() {
   }
 }
 
-function enqueue(update) {
-  queue = queue.then(() => render(update)).catch((e) => { el("connection").textContent = "error: " + e.message; });
+/** Runs the page's changes one after another, in the order the server sent them. */
+function enqueue(task) {
+  queue = queue.then(task).catch((e) => { el("connection").textContent = "error: " + e.message; });
+}
+
+/** Takes the server's list of runs and their specifications (a run was added): redraws the charts from their rows. */
+async function adopt(next) {
+  config = next;
+  document.title = el("title").textContent = "chainrule dashboard: " + next.title;
+  for (const p of PANELS) if (views[p]) await makeView(p);
+  renderStatus();
 }
 
 el("log-loss").addEventListener("change", (e) => {
@@ -122,9 +132,18 @@ el("log-loss").addEventListener("change", (e) => {
 const events = new EventSource("events");
 events.addEventListener("snapshot", (e) => {
   el("connection").textContent = "live";
-  for (const u of JSON.parse(e.data).runs) enqueue(u);
+  const snapshot = JSON.parse(e.data);
+  enqueue(() => adopt(snapshot.config));
+  for (const u of snapshot.runs) enqueue(() => render(u));
 });
-events.addEventListener("update", (e) => enqueue(JSON.parse(e.data)));
+events.addEventListener("runs", (e) => {
+  const next = JSON.parse(e.data);
+  enqueue(() => adopt(next));
+});
+events.addEventListener("update", (e) => {
+  const update = JSON.parse(e.data);
+  enqueue(() => render(update));
+});
 events.addEventListener("closed", () => {
   el("connection").textContent = "the server stopped (training ended): the charts show the final records";
   events.close();
@@ -137,6 +156,7 @@ window.dashboard = {
   chartRows: (panel) => (views[panel] ? views[panel].data("rows").length : 0),
   status: (run) => runStatus[run] ?? null,
   updates: () => updates,
+  runs: () => config.runs.map((r) => r.id),
 };
 renderStatus();
 `;

@@ -21,18 +21,32 @@ const scriptJson = (v: unknown) => JSON.stringify(v).replace(/</g, "\\u003c");
 
 const PANEL_TITLES = { loss: "loss", accuracy: "held-out accuracy", throughput: "throughput", lr: "learning rate" };
 
-export function dashboardPage(runs: PageRun[], smoothing: number): string {
+/** The page's title: the run's name, or how many runs it shows. */
+function pageTitle(runs: PageRun[]): string {
+  return runs.length === 1 ? runs[0].id : runs.length === 0 ? "waiting for runs" : `${runs.length} runs`;
+}
+
+/**
+ * What the page's script draws from: the runs (in legend order) and each panel's Vega
+ * specification for them (null while there is no run). Sent again whenever a run is added.
+ */
+export function pageConfig(runs: PageRun[], smoothing: number) {
   const chartRuns: ChartRun[] = runs.map((r) => ({ id: r.id, meta: r.meta }));
-  const linear = panelSpecs(chartRuns, { smoothing, logLoss: false });
-  const log = panelSpecs(chartRuns, { smoothing, logLoss: true });
-  const config = {
+  const linear = runs.length > 0 ? panelSpecs(chartRuns, { smoothing, logLoss: false }) : null;
+  const log = runs.length > 0 ? panelSpecs(chartRuns, { smoothing, logLoss: true }) : null;
+  return {
+    title: pageTitle(runs),
     runs: runs.map((r, index) => ({ id: r.id, dir: r.dir, index, throughputUnit: r.meta.tokensPerSample !== null ? "tokens/s" : "samples/s" })),
-    specs: {
+    specs: linear && log ? {
       loss: toVega(linear.loss), lossLog: toVega(log.loss), accuracy: toVega(linear.accuracy),
       throughput: toVega(linear.throughput), lr: toVega(linear.lr),
-    },
+    } : null,
   };
-  const title = runs.length === 1 ? runs[0].id : `${runs.length} runs`;
+}
+
+export function dashboardPage(runs: PageRun[], smoothing: number): string {
+  const config = pageConfig(runs, smoothing);
+  const title = config.title;
   const boxes = Object.entries(PANEL_TITLES).map(([panel, name]) =>
     `<section class="chart" id="chart-${panel}" hidden aria-label="${name}">${panel === "loss" ? `<label class="toggle"><input type="checkbox" id="log-loss"> log scale</label>` : ""}<div class="plot"></div></section>`).join("\n");
   return `<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -44,7 +58,7 @@ table{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:13px;
 td,th{border:1px solid #ddd;padding:4px 10px;text-align:right;white-space:nowrap}td.run,td.state{text-align:left}th{background:#f6f6f6}
 .grid{display:flex;flex-wrap:wrap;gap:16px}.chart{position:relative}.toggle{position:absolute;right:8px;top:2px;font-size:12px;color:#444;z-index:1}
 </style></head><body>
-<h1>chainrule dashboard: ${esc(title)}</h1>
+<h1 id="title">chainrule dashboard: ${esc(title)}</h1>
 <div id="connection">connecting…</div>
 <table><thead><tr><th>run</th><th>state</th><th>step</th><th>epoch</th><th>ETA</th><th>train loss (smoothed)</th><th>held-out loss</th><th>accuracy</th><th>throughput</th><th>learning rate</th><th>elapsed</th></tr></thead><tbody id="status-rows"></tbody></table>
 <div class="grid">

@@ -1,17 +1,18 @@
 /**
  * The dashboard's HTTP server: GET / (the page), /vega.min.js (Vega's browser build, from
  * node_modules), /events (server-sent events: a snapshot of every run on connecting, then each
- * run's new rows as its metrics.jsonl grows). It polls the runs' files a few times a second;
- * metrics.jsonl stays the one source of truth, whoever writes it.
+ * run's new rows as its metrics.jsonl grows; the list of runs again when one is added). It polls
+ * the runs' files a few times a second, and the directories of runs it was given every second for
+ * new run directories; metrics.jsonl stays the one source of truth, whoever writes it.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import { type IncomingMessage, type ServerResponse, createServer } from "node:http";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CliError } from "../errors.js";
 import { DEFAULT_SMOOTHING } from "../plot.js";
-import { dashboardPage } from "./page.js";
-import { RunWatcher, type RunUpdate } from "./watch.js";
+import { dashboardPage, pageConfig } from "./page.js";
+import { RunWatcher, type RunUpdate, isDir, isRunDir } from "./watch.js";
 
 export interface DashboardOptions {
   host: string;
@@ -20,6 +21,10 @@ export interface DashboardOptions {
   smoothing?: number;
   /** How often the runs' files are read (ms). */
   pollMs?: number;
+  /** Directories of runs (runs/) in which run directories created later are shown too. */
+  runRoots?: string[];
+  /** How often `runRoots` are listed for new run directories (ms). */
+  discoverMs?: number;
   /** Told of lines of metrics.jsonl that are not JSON records. */
   warn?: (line: string) => void;
 }
@@ -43,6 +48,23 @@ export function runIds(dirs: string[]): string[] {
   return names.map((n, i) => (names.indexOf(n) !== names.lastIndexOf(n) ? dirs[i] : n));
 }
 
+/** The legend name of a run added later: its directory's name, or its path when a run shown already has that name. */
+function laterRunId(dir: string, taken: string[]): string {
+  const name = basename(resolve(dir));
+  return taken.includes(name) ? dir : name;
+}
+
+/** The run directories directly inside `root`, in name order (none when it cannot be read). */
+export function runDirsIn(root: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch {
+    return [];
+  }
+  return names.sort().map((n) => join(root, n)).filter((d) => isDir(d) && isRunDir(d));
+}
+
 /** Vega's browser build: its package exports only the module entry, the file sits beside it. */
 function vegaBrowserBuild(): Buffer {
   const entry = fileURLToPath(import.meta.resolve("vega"));
@@ -57,7 +79,9 @@ export async function startDashboard(runDirs: string[], o: DashboardOptions): Pr
   const ids = runIds(runDirs);
   const watchers = runDirs.map((dir, i) => new RunWatcher(ids[i], dir, smoothing, warn));
   for (const w of watchers) w.poll();
-  const page = dashboardPage(watchers.map((w) => ({ id: w.id, dir: w.dir, meta: w.meta })), smoothing);
+  const pageRuns = () => watchers.map((w) => ({ id: w.id, dir: w.dir, meta: w.meta }));
+  const page = () => dashboardPage(pageRuns(), smoothing);
+  const shown = new Set(runDirs.map((d) => resolve(d)));
   const vegaJs = vegaBrowserBuild();
   const clients = new Set<ServerResponse>();
 
@@ -84,6 +108,32 @@ export async function startDashboard(runDirs: string[], o: DashboardOptions): Pr
     }
     broadcast(updates);
   };
+  // Runs created after the start: shown as they appear (the pages get the new list, then the run).
+  const refused = new Set<string>();
+  const discover = () => {
+    const added: RunWatcher[] = [];
+    for (const root of o.runRoots ?? []) {
+      for (const dir of runDirsIn(root)) {
+        if (shown.has(resolve(dir))) continue;
+        try {
+          const w = new RunWatcher(laterRunId(dir, watchers.map((x) => x.id)), dir, smoothing, warn);
+          w.poll();
+          shown.add(resolve(dir));
+          watchers.push(w);
+          added.push(w);
+        } catch (e) {
+          // Tried again at the next look; said once per reason.
+          const why = `${dir}: ${(e as Error).message}`;
+          if (!refused.has(why)) warn(why);
+          refused.add(why);
+        }
+      }
+    }
+    if (added.length === 0) return;
+    const config = pageConfig(pageRuns(), smoothing);
+    for (const c of clients) send(c, "runs", config);
+    broadcast(added.map((w) => w.snapshot()));
+  };
 
   // Bound to the loopback interface, the server also refuses other Host names: a web page
   // elsewhere cannot read the metrics through a DNS name that points at 127.0.0.1.
@@ -105,7 +155,7 @@ export async function startDashboard(runDirs: string[], o: DashboardOptions): Pr
     }
     const path = new URL(req.url ?? "/", "http://localhost").pathname;
     if (path === "/") {
-      res.writeHead(200, { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" }).end(page);
+      res.writeHead(200, { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" }).end(page());
     } else if (path === "/vega.min.js") {
       res.writeHead(200, { "content-type": "text/javascript; charset=utf-8", "cache-control": "max-age=3600" }).end(vegaJs);
     } else if (path === "/events") {
@@ -113,7 +163,7 @@ export async function startDashboard(runDirs: string[], o: DashboardOptions): Pr
       res.write("retry: 2000\n\n");
       clients.add(res);
       req.on("close", () => clients.delete(res));
-      send(res, "snapshot", { runs: watchers.map((w) => w.snapshot()) });
+      send(res, "snapshot", { config: pageConfig(pageRuns(), smoothing), runs: watchers.map((w) => w.snapshot()) });
     } else {
       res.writeHead(404, { "content-type": "text/plain" }).end(`chainrule dashboard: no ${path} here (the page is /)\n`);
     }
@@ -134,6 +184,8 @@ export async function startDashboard(runDirs: string[], o: DashboardOptions): Pr
   const url = `http://${o.host.includes(":") ? `[${o.host}]` : o.host}:${port}/`;
 
   const poller = setInterval(pollAll, o.pollMs ?? 250);
+  const discoverer = setInterval(discover, o.discoverMs ?? 1000);
+  discoverer.unref();
   const heartbeat = setInterval(() => {
     for (const c of clients) c.write(": keep-alive\n\n");
   }, HEARTBEAT_MS);
@@ -144,6 +196,7 @@ export async function startDashboard(runDirs: string[], o: DashboardOptions): Pr
   const close = () => {
     closed ??= (async () => {
       clearInterval(poller);
+      clearInterval(discoverer);
       clearInterval(heartbeat);
       pollAll();
       for (const c of clients) {
