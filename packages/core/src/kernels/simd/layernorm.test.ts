@@ -44,6 +44,21 @@ describe.runIf(on)("WebAssembly SIMD layer norm (simd/layernorm.ts)", () => {
     }
   });
 
+  it("forward: NaN and ±Inf rows match the loop at widths with a last pair (n % 4 == 2) and without", () => {
+    for (const n of [6, 8, 10, 130]) {
+      const rows = 4;
+      const x = fill(rows * n, (i) => Math.sin(i * 0.9) * 2 + 100);
+      x[1] = NaN; // row 0
+      x[n + n - 1] = Infinity; // row 1, in the last pair
+      x[2 * n + 2] = -Infinity; // row 2
+      const w = fill(n, (i) => 0.5 + i * 0.01), b = fill(n, (i) => -0.2 + i * 0.003);
+      const { o1, o2, m1, m2, r1, r2 } = forwardBoth(x, w, b, rows, n);
+      close(o1, o2, 2e-6);
+      close(m1, m2, 1e-6);
+      close(r1, r2, 1e-6);
+    }
+  });
+
   it("propagates NaN and ±Inf like the loops, declines odd widths, and the kernels' entry points use it", () => {
     const rows = 4, n = 8;
     const x = fill(rows * n, (i) => i * 0.1);
