@@ -224,6 +224,30 @@ describe("chainrule serve: a classifier", () => {
     expect(after.batches - before.batches).toBeLessThan(16);
   });
 
+  it("an int8 checkpoint: each worker answers over the weights the first dequantized, as `chainrule predict` does", async () => {
+    const q = join(TMP, "mlp-int8");
+    const made = await cli(["quantize", MLP, "--out", q]);
+    expect(made.code, made.stderr).toBe(0);
+    // Batches of one row: requests sent together run on several workers at once.
+    const int8 = await serve(q, ["--workers", "3", "--max-batch", "1"]);
+    const inputs = rows(6, 784, 11);
+    const [answers, cliOut] = await Promise.all([
+      Promise.all(inputs.map((row) => post(`${int8.url}/v1/predict`, { inputs: [row] }))),
+      cli(["predict", q, writeCsv("int8-rows.csv", inputs), "--top", "3"]),
+    ]);
+    expect(cliOut.code, cliOut.stderr).toBe(0);
+    expect((await get(`${int8.url}/healthz`)).json.workers).toBe(3);
+    const printed = cliOut.stdout.trim().split("\n").map((l) => Number(/^row \d+: (\d+)/.exec(l)![1]));
+    expect(answers.map((a) => a.json.predictions[0].class)).toEqual(printed);
+    const again = await post(`${int8.url}/v1/predict`, { inputs });
+    again.json.predictions.forEach((p: any, i: number) => {
+      expect(p.class).toBe(printed[i]);
+      expect(Math.abs(p.probability - answers[i].json.predictions[0].probability)).toBeLessThanOrEqual(1e-6);
+    });
+    int8.child.kill("SIGTERM");
+    expect((await int8.exited).code).toBe(0);
+  }, 60_000);
+
   it("refuses a body over --max-body with 413 naming the body", async () => {
     const small = await serve(MLP, ["--workers", "1", "--max-body", "4k"]);
     const r = await post(`${small.url}/v1/predict`, { inputs: rows(1, 784, 5) });

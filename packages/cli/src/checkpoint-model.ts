@@ -87,23 +87,34 @@ function consentedModel(job: Job, dir: string, consent: ModuleConsent): Job["mod
   );
 }
 
-/** Rebuilds the model a checkpoint was trained with (from its stored job) and loads the weights. */
-export async function modelFromCheckpoint(dir: string, consent: ModuleConsent = {}): Promise<CheckpointModel> {
-  const contents = readVerifiedCheckpoint(dir);
-  const { state } = contents;
-  if (!state.config) throw new CliError(`${dir}: the checkpoint has no job config (state.json "config"); was it written by chainrule train?`);
-  const job = parseJob(state.config, join(dir, "state.json config"));
-  const extra = (state.extra ?? {}) as { modelContext?: ModelContext; loss?: string; classification?: boolean; classNames?: string[] };
+/** What a checkpoint's state.json says about its model: enough to rebuild it without the weights. */
+export type ModelRecipe = Pick<CheckpointContents["state"], "config" | "extra" | "step">;
+
+/**
+ * Rebuilds the model a checkpoint was trained with from its stored job, freshly initialised:
+ * the caller loads or binds the weights.
+ */
+export async function modelFromRecipe(dir: string, recipe: ModelRecipe, consent: ModuleConsent = {}): Promise<Omit<CheckpointModel, "contents">> {
+  if (!recipe.config) throw new CliError(`${dir}: the checkpoint has no job config (state.json "config"); was it written by chainrule train?`);
+  const job = parseJob(recipe.config, join(dir, "state.json config"));
+  const extra = (recipe.extra ?? {}) as { modelContext?: ModelContext; loss?: string; classification?: boolean; classNames?: string[] };
   if (!extra.modelContext) throw new CliError(`${dir}: state.json lacks extra.modelContext (input shape and outputs)`);
   const model = await buildJobModel({ model: consentedModel(job, dir, consent), ctx: extra.modelContext, adapt: adaptationOf(job) });
-  const mismatch = describeMismatch(contents.tensors, model);
-  if (mismatch) throw new CheckpointError(`checkpoint ${dir} does not match its model: ${mismatch}`);
-  model.loadStateDict(contents.tensors);
   model.eval();
   return {
     job, ctx: extra.modelContext, model, loss: extra.loss ?? defaultLoss(job, extra.classification ?? true),
-    classification: extra.classification ?? true, classNames: extra.classNames, contents,
+    classification: extra.classification ?? true, classNames: extra.classNames,
   };
+}
+
+/** Rebuilds the model a checkpoint was trained with (from its stored job) and loads the weights. */
+export async function modelFromCheckpoint(dir: string, consent: ModuleConsent = {}): Promise<CheckpointModel> {
+  const contents = readVerifiedCheckpoint(dir);
+  const built = await modelFromRecipe(dir, contents.state, consent);
+  const mismatch = describeMismatch(contents.tensors, built.model);
+  if (mismatch) throw new CheckpointError(`checkpoint ${dir} does not match its model: ${mismatch}`);
+  built.model.loadStateDict(contents.tensors);
+  return { ...built, contents };
 }
 
 /** The module consent flags of a parsed command line. */

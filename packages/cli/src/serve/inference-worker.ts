@@ -1,5 +1,6 @@
 /**
- * One inference worker thread (comlink): loads a checkpoint once, then answers
+ * One inference worker thread (comlink): loads a checkpoint (or attaches to the weights another
+ * worker loaded into shared memory), then answers
  * typed calls from the server's pool — a batch of rows through the model, or text
  * sampled from a GPT, streamed back token by token.
  */
@@ -7,49 +8,76 @@ import { parentPort } from "node:worker_threads";
 import * as Comlink from "comlink";
 import { nodeEndpoint } from "./comlink-endpoint.js";
 import { BpeTokenizer, CharTokenizer, GPT, Generator, Tensor, nn, noGrad, sampleToken, softmax, tokenizerFromJSON, type TextTokenizer, type TextTokenizerJSON } from "@chainrule/core";
-import { type CheckpointModel, type ModuleConsent, describeModel, modelFromCheckpoint } from "../checkpoint-model.js";
+import { type CheckpointModel, type ModelRecipe, type ModuleConsent, describeModel, modelFromCheckpoint, modelFromRecipe } from "../checkpoint-model.js";
+import { type SharedWeights, bindSharedWeights, shareWeights } from "./shared-weights.js";
 import { UsageError } from "../errors.js";
 import type { GenerateParams, ModelInfo } from "./protocol.js";
 
-let loaded: { cm: CheckpointModel; tokenizer?: TextTokenizer } | null = null;
+/** The served model, its description, and for a GPT its tokenizer. */
+interface Served {
+  cm: Omit<CheckpointModel, "contents">;
+  tokenizer?: TextTokenizer;
+}
 
-function model(): { cm: CheckpointModel; tokenizer?: TextTokenizer } {
+let loaded: Served | null = null;
+
+function model(): Served {
   if (!loaded) throw new Error("inference worker: load() was not called");
   return loaded;
 }
 
+/** comlink passes an error's name and message: name a usage error so the command exits 2. */
+function named(e: Error): never {
+  if (e instanceof UsageError) e.name = "UsageError";
+  throw e;
+}
+
+/** Merges LoRA adapters, keeps the model for the calls to come and describes it. */
+function serveModel(checkpoint: string, cm: Omit<CheckpointModel, "contents">, recipe: ModelRecipe): ModelInfo {
+  nn.mergeLora(cm.model);
+  cm.model.eval();
+  const tj = (recipe.extra as { tokenizer?: TextTokenizerJSON } | undefined)?.tokenizer;
+  const tokenizer = cm.model instanceof GPT && tj ? tokenizerFromJSON(tj) : undefined;
+  loaded = { cm, tokenizer };
+  const gpt = cm.job.model.type === "gpt" && cm.model instanceof GPT ? cm.model : undefined;
+  return {
+    type: cm.job.model.type,
+    description: describeModel(cm.job, cm.ctx, cm.model),
+    parameters: cm.model.numParameters(),
+    checkpoint,
+    step: recipe.step,
+    inputShape: cm.ctx.inputShape,
+    task: gpt ? "text" : cm.classification ? "classification" : "regression",
+    outputs: cm.ctx.outputSize,
+    classes: !gpt && cm.classification ? cm.ctx.outputSize : undefined,
+    classNames: cm.classNames,
+    vocabSize: tokenizer?.vocabSize,
+    // A character vocabulary, for the prompt check; byte-level BPE encodes any text.
+    vocab: tokenizer instanceof CharTokenizer ? [...tokenizer.vocab] : undefined,
+    tokenizer: tokenizer instanceof BpeTokenizer ? "bpe" : tokenizer ? "char" : undefined,
+    blockSize: gpt?.config.blockSize,
+    sample: gpt ? { ...cm.job.sample } : undefined,
+  };
+}
+
 export const inferenceApi = {
-  /** Rebuilds the checkpoint's model (LoRA adapters merged) and describes it. */
-  async load(checkpoint: string, consent: ModuleConsent): Promise<ModelInfo> {
-    const cm = await modelFromCheckpoint(checkpoint, consent).catch((e: Error) => {
-      // comlink passes an error's name and message: name a usage error so the command exits 2.
-      if (e instanceof UsageError) e.name = "UsageError";
-      throw e;
-    });
-    nn.mergeLora(cm.model);
-    cm.model.eval();
-    const tj = (cm.contents.state.extra as { tokenizer?: TextTokenizerJSON } | undefined)?.tokenizer;
-    const tokenizer = cm.model instanceof GPT && tj ? tokenizerFromJSON(tj) : undefined;
-    loaded = { cm, tokenizer };
-    const gpt = cm.job.model.type === "gpt" && cm.model instanceof GPT ? cm.model : undefined;
-    return {
-      type: cm.job.model.type,
-      description: describeModel(cm.job, cm.ctx, cm.model),
-      parameters: cm.model.numParameters(),
-      checkpoint,
-      step: cm.contents.state.step,
-      inputShape: cm.ctx.inputShape,
-      task: gpt ? "text" : cm.classification ? "classification" : "regression",
-      outputs: cm.ctx.outputSize,
-      classes: !gpt && cm.classification ? cm.ctx.outputSize : undefined,
-      classNames: cm.classNames,
-      vocabSize: tokenizer?.vocabSize,
-      // A character vocabulary, for the prompt check; byte-level BPE encodes any text.
-      vocab: tokenizer instanceof CharTokenizer ? [...tokenizer.vocab] : undefined,
-      tokenizer: tokenizer instanceof BpeTokenizer ? "bpe" : tokenizer ? "char" : undefined,
-      blockSize: gpt?.config.blockSize,
-      sample: gpt ? { ...cm.job.sample } : undefined,
-    };
+  /**
+   * Reads the checkpoint, rebuilds its model (LoRA adapters merged) and describes it; its weights
+   * move to shared memory, returned with the recipe for the other workers' `attach`.
+   */
+  async load(checkpoint: string, consent: ModuleConsent): Promise<{ info: ModelInfo; recipe: ModelRecipe; shared: SharedWeights }> {
+    const { contents, ...cm } = await modelFromCheckpoint(checkpoint, consent).catch(named);
+    const recipe: ModelRecipe = { config: contents.state.config, extra: contents.state.extra, step: contents.state.step };
+    const info = serveModel(checkpoint, cm, recipe);
+    return { info, recipe, shared: shareWeights(cm.model) };
+  },
+
+  /** Rebuilds the model `load` read elsewhere and runs it over the weights it shared (no copy). */
+  async attach(checkpoint: string, consent: ModuleConsent, recipe: ModelRecipe, shared: SharedWeights): Promise<ModelInfo> {
+    const cm = await modelFromRecipe(checkpoint, recipe, consent).catch(named);
+    const info = serveModel(checkpoint, cm, recipe);
+    bindSharedWeights(cm.model, shared);
+    return info;
   },
 
   /**

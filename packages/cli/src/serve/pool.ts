@@ -1,6 +1,8 @@
 /**
- * A pool of inference worker threads, each holding its own copy of the model and
- * answering calls through comlink. Predict batches lease an idle worker (waiting in
+ * A pool of inference worker threads answering calls through comlink. The first worker reads
+ * the checkpoint and moves the weights to shared memory; the others (and any started later in
+ * place of one that failed) build the model over those same bytes, so the weights are held once
+ * whatever the number of workers. Predict batches lease an idle worker (waiting in
  * arrival order, up to their deadline), run on it alone and give it back. Generations
  * share workers instead: each goes to the worker holding the fewest, whose generations
  * then advance token by token in turn. A worker that dies (or overruns a call's deadline
@@ -11,7 +13,8 @@ import * as Comlink from "comlink";
 import { nodeEndpoint } from "./comlink-endpoint.js";
 import type { InferenceApi } from "./inference-worker.js";
 import type { ModelInfo } from "./protocol.js";
-import type { ModuleConsent } from "../checkpoint-model.js";
+import type { ModelRecipe, ModuleConsent } from "../checkpoint-model.js";
+import type { SharedWeights } from "./shared-weights.js";
 import { HttpError, unavailable } from "./errors.js";
 
 const ENTRY = new URL("./worker-entry.mjs", import.meta.url);
@@ -55,21 +58,33 @@ export class InferencePool {
   private nextId = 0;
   private closed = false;
   private restartDelay = RESTART_MIN_MS;
+  /** The model as the first worker loaded it: the others attach to its weights. */
+  private shared: { recipe: ModelRecipe; weights: SharedWeights } | null = null;
 
   private constructor(private readonly checkpoint: string, private readonly consent: ModuleConsent, private readonly log: (line: string) => void) {}
 
-  /** Starts `size` workers and loads the checkpoint in each; rejects with the first load error (no worker is left running). */
+  /**
+   * Starts `size` workers: the first loads the checkpoint, then the others attach to its shared
+   * weights; rejects with the first error (no worker is left running).
+   */
   static async start(checkpoint: string, consent: ModuleConsent, size: number, log: (line: string) => void): Promise<{ pool: InferencePool; info: ModelInfo }> {
     const pool = new InferencePool(checkpoint, consent, log);
-    const started = await Promise.allSettled(Array.from({ length: size }, () => pool.spawn()));
+    let first: { slot: Slot; info: ModelInfo };
+    try {
+      first = await pool.spawn();
+    } catch (e) {
+      await pool.close();
+      throw e;
+    }
+    const started = await Promise.allSettled(Array.from({ length: size - 1 }, () => pool.spawn()));
     const failed = started.find((r) => r.status === "rejected");
     if (failed) {
       await pool.close();
       throw (failed as PromiseRejectedResult).reason;
     }
-    const [first] = started as PromiseFulfilledResult<{ slot: Slot; info: ModelInfo }>[];
+    pool.giveBack(first.slot);
     for (const r of started as PromiseFulfilledResult<{ slot: Slot; info: ModelInfo }>[]) pool.giveBack(r.value.slot);
-    return { pool, info: first.value.info };
+    return { pool, info: first.info };
   }
 
   /** Workers running (loaded or loading). */
@@ -193,7 +208,7 @@ export class InferencePool {
       timer = setTimeout(() => reject(new Error(`inference worker ${id}: the model did not load within ${LOAD_TIMEOUT_MS / 1000} s`)), LOAD_TIMEOUT_MS);
     });
     try {
-      const info = await Promise.race([api.load(this.checkpoint, this.consent), slot.exited, tooSlow]);
+      const info = await Promise.race([this.loadOn(api), slot.exited, tooSlow]);
       slot.ready = true;
       return { slot, info };
     } catch (e) {
@@ -202,6 +217,14 @@ export class InferencePool {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** The first worker loads the checkpoint and shares its weights; the others attach to them. */
+  private async loadOn(api: Comlink.Remote<InferenceApi>): Promise<ModelInfo> {
+    if (this.shared) return api.attach(this.checkpoint, this.consent, this.shared.recipe, this.shared.weights);
+    const { info, recipe, shared } = await api.load(this.checkpoint, this.consent);
+    this.shared = { recipe, weights: shared };
+    return info;
   }
 
   private onExit(slot: Slot, code: number): void {
