@@ -7,9 +7,8 @@ import { describe, expect, it, beforeAll } from "vitest";
 import { spawn } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { encodeIdx } from "@chainrule/core";
+import { encodeIdx, writeChecksums } from "@chainrule/core";
 import { DivergenceMonitor } from "../packages/cli/src/divergence.js";
-import { writeChecksums } from "../packages/cli/src/checkpoint-files.js";
 import { MAIN, REPO, type Result, cli, expectOneLineError, latestCheckpoint, tempDir, writeJobIn } from "./cli-helpers.ts";
 
 const TMP = tempDir("chainrule-reliability-");
@@ -217,6 +216,26 @@ describe("divergence", () => {
     expect(() => new DivergenceMonitor(false).check(NaN, 3, 1)).toThrow(/diverged: the loss became NaN at step 3/);
     const off = new DivergenceMonitor(false);
     for (let s = 1; s < 50; s++) off.check(s === 1 ? 1 : 1e30, s, 1); // opted out: trains on
+  });
+
+  it("the history saved with a checkpoint restores the monitor: it stops at the step an uninterrupted one does", () => {
+    const rule = { factor: 10, steps: 3 };
+    // A level of 1 for 40 steps, then a climb: 8 for 20 steps (below 10 × 1), then 15.
+    const losses = [...Array<number>(40).fill(1), ...Array<number>(20).fill(8), 15, 15, 15];
+    const whole = new DivergenceMonitor(rule);
+    const tripsAt = (m: DivergenceMonitor, from: number) => {
+      for (let s = from; s <= losses.length; s++) {
+        try { m.check(losses[s - 1], s, 1); } catch { return s; }
+      }
+      return null;
+    };
+    expect(new DivergenceMonitor(rule).state()).toEqual({ recent: [], best: null, streak: 0 }); // no step yet: JSON-safe
+    for (let s = 1; s <= 40; s++) whole.check(losses[s - 1], s, 1);
+    const saved = JSON.parse(JSON.stringify(whole.state())); // as in state.json
+    expect(tripsAt(whole, 41)).toBe(63);
+    expect(tripsAt(new DivergenceMonitor(rule, saved), 41)).toBe(63);
+    // A fresh history would take the climb's 8 as the level reached and miss the divergence.
+    expect(tripsAt(new DivergenceMonitor(rule), 41)).toBeNull();
   });
 });
 

@@ -16,13 +16,34 @@ export interface DivergenceRule {
   steps: number;
 }
 
+/** A monitor's history, saved in each checkpoint (state.json extra.divergence). */
+export interface DivergenceState {
+  /** The last WINDOW losses in the running median, oldest first. */
+  recent: number[];
+  /** The lowest running median so far; null before the first step. */
+  best: number | null;
+  /** Steps in a row above factor × best. */
+  streak: number;
+}
+
 export class DivergenceMonitor {
   private readonly recent: number[] = [];
   /** The lowest running median so far: the loss level the run had reached. */
   private best = Infinity;
   private streak = 0;
 
-  constructor(private readonly rule: DivergenceRule | false) {}
+  /** `saved`: the history at a checkpoint the run continues from (absent in checkpoints of older chainrule versions: a fresh history). */
+  constructor(private readonly rule: DivergenceRule | false, saved?: DivergenceState) {
+    if (!saved || !Array.isArray(saved.recent)) return;
+    this.recent.push(...saved.recent.slice(-WINDOW));
+    this.best = saved.best ?? Infinity;
+    this.streak = saved.streak ?? 0;
+  }
+
+  /** The history so far, to save with a checkpoint. */
+  state(): DivergenceState {
+    return { recent: [...this.recent], best: Number.isFinite(this.best) ? this.best : null, streak: this.streak };
+  }
 
   /** Counts step `step`'s loss; throws a one-line CliError when the run has diverged. */
   check(loss: number, step: number, epoch: number): void {

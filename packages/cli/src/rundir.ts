@@ -15,7 +15,6 @@ import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import { MODEL_FILE, STATE_FILE, fsyncDirSync, writeFileAtomicSync } from "@chainrule/core";
 import { CliError } from "./errors.js";
-import { CHECKSUMS_FILE, writeChecksums } from "./checkpoint-files.js";
 
 export const JOB_FILE = "job.json";
 export const METRICS_FILE = "metrics.jsonl";
@@ -105,14 +104,13 @@ export function commitBestCheckpoint(runDir: string, step: number, write: (dir: 
 }
 
 /**
- * Hard-links a finished checkpoint's files (but SHA256SUMS, which commitDirectory writes) into
- * `dir`: the best checkpoint and the step checkpoint of one step share their bytes. Files of a
- * checkpoint are never modified in place, so sharing them is safe; a file system without hard
+ * Hard-links a finished checkpoint's files (SHA256SUMS included) into `dir`: the best checkpoint
+ * and the step checkpoint of one step share their bytes. Files of a checkpoint are never modified
+ * in place (a save replaces them by rename), so sharing them is safe; a file system without hard
  * links gets copies.
  */
 export function linkCheckpointFiles(from: string, dir: string): void {
   for (const name of readdirSync(from)) {
-    if (name === CHECKSUMS_FILE) continue;
     try {
       linkSync(join(from, name), join(dir, name));
     } catch {
@@ -121,7 +119,7 @@ export function linkCheckpointFiles(from: string, dir: string): void {
   }
 }
 
-/** Fills checkpoints/.tmp-NAME-XXXX with `write`, adds SHA256SUMS, and renames it to checkpoints/NAME. */
+/** Fills checkpoints/.tmp-NAME-XXXX with `write` (a whole checkpoint, SHA256SUMS included: saveCheckpoint's) and renames it to checkpoints/NAME. */
 function commitDirectory(runDir: string, name: string, write: (dir: string) => void): string {
   const root = join(runDir, CHECKPOINTS);
   mkdirSync(root, { recursive: true });
@@ -130,7 +128,6 @@ function commitDirectory(runDir: string, name: string, write: (dir: string) => v
   mkdirSync(tmp);
   try {
     write(tmp);
-    writeChecksums(tmp);
     fsyncDirSync(tmp);
     if (existsSync(final)) rmSync(final, { recursive: true, force: true }); // same step written again (e.g. interrupt right after an epoch end)
     renameSync(tmp, final);

@@ -5,13 +5,13 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { Generator, GPT, STATE_FILE, getRngState, nn, saveCheckpoint, saveSafetensors } from "@chainrule/core";
+import { Generator, GPT, STATE_FILE, encodeSafetensors, getRngState, nn, readCheckpoint, saveCheckpoint } from "@chainrule/core";
+import { unpackNumbers } from "@chainrule/core/internal";
 import { type DataParallel, ParallelStepError, type StepOutcome } from "@chainrule/parallel";
 import { generateText } from "./commands/generate.js";
 import { describeModel } from "./checkpoint-model.js";
 import type { loadJobData } from "./data.js";
 import { describeEngine, loadOptimizerState, optimizerState } from "./engine.js";
-import { readVerifiedCheckpoint } from "./checkpoint-files.js";
 import { CliError, UsageError } from "./errors.js";
 import type { Job } from "./job/schema.js";
 import { Progress, fmtDuration, fmtInt, fmtPerplexity } from "./progress.js";
@@ -19,7 +19,7 @@ import { type RegressionMetrics, regressionMetrics } from "./regression-metrics.
 import { CHECKPOINTS, MetricsLog, bestDirName, commitBestCheckpoint, commitCheckpoint, linkCheckpointFiles, writeJson } from "./rundir.js";
 import { type MetricTracker, type TrackerState, describeMetric, jobTrackers } from "./monitors.js";
 import { makeSchedule } from "./schedule.js";
-import { DivergenceMonitor, nonFiniteParameter } from "./divergence.js";
+import { DivergenceMonitor, type DivergenceState, nonFiniteParameter } from "./divergence.js";
 import { type CsvColumns, trainingCsvColumns } from "./csv-columns.js";
 
 /** The LoRA adapters alone, next to model.safetensors in a fine-tuning run's checkpoints. */
@@ -180,7 +180,7 @@ class Run {
   /** The epoch in progress: when it started and the rows it trained in this process. */
   private epochStart = 0;
   private epochRows = 0;
-  private readonly divergence: DivergenceMonitor;
+  private divergence: DivergenceMonitor;
   /** Restarts after failed workers so far (job.maxRestarts at most). */
   private restarts = 0;
   /** Wall ms of recent steps (what "overdue" and the interrupt's grace period are measured against). */
@@ -193,7 +193,6 @@ class Run {
   private writtenAt: { step: number; dir: string } | null = null;
 
   constructor(private readonly a: LoopArgs) {
-    this.divergence = new DivergenceMonitor(a.job.divergence);
     this.pos = { ...a.pos };
     this.perEpoch = Math.ceil(a.data.train.length / a.job.batchSize);
     this.totalSteps = this.perEpoch * a.job.epochs;
@@ -208,7 +207,8 @@ class Run {
     this.lastCheckpointStep = a.resumedFrom ? this.pos.step : -1;
     this.csvColumns = a.job.data.type === "csv" ? trainingCsvColumns(a.job.data) : undefined;
     this.checkWatchedMetrics();
-    const saved = a.resumedFrom ? savedMonitors(a.resumedFrom) : {};
+    const { monitors: saved, divergence } = a.resumedFrom ? savedLoopState(a.resumedFrom) : { monitors: {} };
+    this.divergence = new DivergenceMonitor(a.job.divergence, divergence);
     this.trackers = jobTrackers(a.job, saved);
     for (const [key, t, before] of [["checkpoint.keepBest", this.trackers.keepBest, saved.keepBest], ["earlyStopping", this.trackers.earlyStopping, saved.earlyStopping]] as const) {
       if (t && before && t.state.best === null) process.stdout.write(`${key}: the run watched ${before.metric} (${before.mode}) until now; it starts afresh with ${t.state.metric} (${t.state.mode})\n`);
@@ -379,11 +379,16 @@ class Run {
 
   /** Loads a checkpoint of this run back into the engine: parameters, buffers, optimizer state, position. */
   private restoreCheckpoint(dir: string): void {
-    const { engine, job } = this.a, ck = readVerifiedCheckpoint(dir);
+    const { engine, job } = this.a, ck = readCheckpoint(dir);
     engine.model.loadStateDict(ck.tensors);
     loadOptimizerState(engine, ck.state.optimizer, job);
-    Object.assign(this.pos, (ck.state.extra as { position: Position }).position);
-    this.trackers = jobTrackers(job, (ck.state.extra as { monitors?: { keepBest?: TrackerState; earlyStopping?: TrackerState } }).monitors ?? {});
+    const extra = ck.state.extra as { position: Position; monitors?: { keepBest?: TrackerState; earlyStopping?: TrackerState }; divergence?: DivergenceState };
+    Object.assign(this.pos, extra.position);
+    this.trackers = jobTrackers(job, extra.monitors ?? {});
+    // The loss history of the restored step, not the one that ran past it: the rolled-back steps'
+    // losses must not count twice. Restored rather than reset, so the run stops where one that
+    // never failed would (a reset would forget the loss level reached, missing a divergence under way).
+    this.divergence = new DivergenceMonitor(job.divergence, extra.divergence);
     this.metrics?.truncateAfter(this.pos.step);
   }
 
@@ -510,17 +515,19 @@ class Run {
       ...(job.init ? { init: job.init.checkpoint } : {}),
       position: { ...pos, wall: this.wall() },
       ...(monitors.keepBest || monitors.earlyStopping ? { monitors } : {}),
+      divergence: this.divergence.state(),
     };
+    // The adapters alone (a few KB): `chainrule generate BASE --adapters FILE` applies them to the base checkpoint.
+    let files: Record<string, Uint8Array> | undefined;
+    if (this.adapters) {
+      const t = Object.fromEntries(Object.entries(nn.loraStateDict(engine.model)).map(([k, v]) => [k, { data: v.data, shape: v.shape }]));
+      files = { [ADAPTERS_FILE]: encodeSafetensors(t, { format: "pt", chainrule_lora: JSON.stringify(job.lora), base: job.init?.checkpoint ?? "" }) };
+    }
     saveCheckpoint(dir, {
       model: engine.model,
       optimizer: { stateDict: () => optimizerState(engine), loadStateDict: () => {} },
-      step: pos.step, epoch: pos.epoch, rng: getRngState(), config: job, extra,
+      step: pos.step, epoch: pos.epoch, rng: getRngState(), config: job, extra, files,
     });
-    // The adapters alone (a few KB): `chainrule generate BASE --adapters FILE` applies them to the base checkpoint.
-    if (this.adapters) {
-      const t = Object.fromEntries(Object.entries(nn.loraStateDict(engine.model)).map(([k, v]) => [k, { data: v.data, shape: v.shape }]));
-      saveSafetensors(join(dir, ADAPTERS_FILE), t, { format: "pt", chainrule_lora: JSON.stringify(job.lora), base: job.init?.checkpoint ?? "" });
-    }
   }
 
   reportAbort(signal: NodeJS.Signals, error: string): void {
@@ -580,8 +587,8 @@ function regressionText(m: RegressionMetrics): string {
   return `MSE ${m.mse.toPrecision(5)} · MAE ${m.mae.toPrecision(5)} · R² ${Number.isFinite(m.r2) ? m.r2.toFixed(4) : "n/a"}`;
 }
 
-/** The watched figures' state saved in a checkpoint (state.json extra.monitors; its checksums were verified when the run resumed). */
-function savedMonitors(dir: string): { keepBest?: TrackerState; earlyStopping?: TrackerState } {
-  const state = JSON.parse(readFileSync(join(dir, STATE_FILE), "utf8")) as { extra?: { monitors?: { keepBest?: TrackerState; earlyStopping?: TrackerState } } };
-  return state.extra?.monitors ?? {};
+/** The watched figures' state and the loss history saved in a checkpoint (state.json extra; its checksums were verified when the run resumed). */
+function savedLoopState(dir: string): { monitors: { keepBest?: TrackerState; earlyStopping?: TrackerState }; divergence?: DivergenceState } {
+  const state = unpackNumbers(JSON.parse(readFileSync(join(dir, STATE_FILE), "utf8"))) as { extra?: { monitors?: { keepBest?: TrackerState; earlyStopping?: TrackerState }; divergence?: DivergenceState } };
+  return { monitors: state.extra?.monitors ?? {}, divergence: state.extra?.divergence };
 }

@@ -11,7 +11,6 @@ import { BpeTokenizer, CharTokenizer, GPT, generate, loadSafetensors, nn, saveCh
 import { CliError, UsageError } from "../errors.js";
 import { MODULE_FLAGS, MODULE_FLAGS_HELP, modelFromCheckpoint, moduleConsent } from "../checkpoint-model.js";
 import { resolveCheckpoint } from "../rundir.js";
-import { writeChecksums } from "../checkpoint-files.js";
 import { JobSchema, type Job } from "../job/schema.js";
 import { parseFlags } from "../flags.js";
 
@@ -135,7 +134,6 @@ export async function generateCommand(argv: string[]): Promise<number> {
       model, step: cm.contents.state.step, epoch: cm.contents.state.epoch, rng: null, config: job,
       extra: { ...(cm.contents.state.extra ?? {}), position: undefined, mergedFrom: dir },
     });
-    writeChecksums(values["save-merged"]);
     notes.push(`merged model written to ${values["save-merged"]}`);
   }
   if (notes.length) process.stderr.write(`${notes.join("; ")}\n`);

@@ -11,7 +11,6 @@ import { BpeTokenizer, GPT, gpt2StateDict, loadSafetensors, saveCheckpoint } fro
 import { CliError, UsageError } from "../errors.js";
 import { parseFlags } from "../flags.js";
 import { fmtInt } from "../progress.js";
-import { writeCheckpointDir } from "../checkpoint-files.js";
 import { JobSchema } from "../job/schema.js";
 
 export const IMPORT_WEIGHTS_HELP = `usage: chainrule import-weights FILE --arch gpt2 --out CHECKPOINT [options]
@@ -86,10 +85,10 @@ export async function importWeightsCommand(argv: string[]): Promise<number> {
     name: basename(out), model: { type: "gpt", ...modelFields }, data: { type: "text", blockSize: Math.min(64, config.blockSize) },
     sample: { tokens: 50, prompt: "", temperature: 0.8 },
   });
-  writeCheckpointDir(out, (dir) => saveCheckpoint(dir, {
+  saveCheckpoint(out, {
     model, step: 0, epoch: 0, rng: null, config: job,
     extra: { modelContext: { inputShape: [config.blockSize], outputSize: vocabSize }, classification: true, tokenizer: tokenizer.toJSON(), importedFrom: file },
-  }));
+  });
   const { nLayer, nEmbd, blockSize } = config;
   process.stdout.write(`imported GPT-2 (${nLayer} layers × ${nHead} heads × ${nEmbd} wide, context ${blockSize}, vocab ${vocabSize}; ${fmtInt(model.numParameters())} parameters) from ${file}\n`);
   process.stdout.write(`tokenizer: byte-level BPE, ${tokenizer.merges.length} merges, from ${vocabFile} and ${mergesFile}\n`);

@@ -12,7 +12,6 @@ import { parseFlags } from "../flags.js";
 import { fmtInt } from "../progress.js";
 import { deployModel } from "../deploy-model.js";
 import { MODULE_FLAGS, MODULE_FLAGS_HELP, moduleConsent } from "../checkpoint-model.js";
-import { writeCheckpointDir } from "../checkpoint-files.js";
 
 export const QUANTIZE_HELP = `usage: chainrule quantize RUN_OR_CHECKPOINT --out DIR [--scheme int8]
 
@@ -47,11 +46,11 @@ export async function quantizeCommand(argv: string[]): Promise<number> {
   const int8 = nn.int8WeightNames(dm.model).size;
   if (int8 === 0) throw new UsageError(`${dm.dir}: the model has no Linear or Conv2d layer to quantize`);
 
-  writeCheckpointDir(out, (dir) => saveCheckpoint(dir, {
+  saveCheckpoint(out, {
     model: dm.model, weights, metadata: { chainrule_quantization: QUANTIZATION },
     step: dm.contents.state.step, epoch: dm.contents.state.epoch, rng: null, config: dm.job,
     extra: { ...(dm.contents.state.extra ?? {}), position: undefined, quantizedFrom: dm.dir },
-  }));
+  });
 
   const before = statSync(join(dm.dir, MODEL_FILE)).size, after = statSync(join(out, MODEL_FILE)).size;
   if (dm.merged.length) process.stdout.write(`merged LoRA adapters into ${dm.merged.length} layers\n`);

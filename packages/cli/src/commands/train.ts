@@ -5,7 +5,7 @@
  */
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { describeMismatch, setRngState, CheckpointError, tokenizerFromJSON, type TextTokenizer, type TextTokenizerJSON, type nn } from "@chainrule/core";
+import { describeMismatch, readCheckpoint, setRngState, CheckpointError, tokenizerFromJSON, type TextTokenizer, type TextTokenizerJSON, type nn } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { type Job, defaultLoss } from "../job/schema.js";
 import { parseJob } from "../job/parse.js";
@@ -13,7 +13,7 @@ import { firstDifference, rawJob, readRunJob } from "../job/load.js";
 import { autoWorkersNote, coresPerProcess, probeModel, resolveWorkers } from "../workers.js";
 import { loadJobData } from "../data.js";
 import { JOB_FILE, createRunDir, defaultRunDir, listCheckpoints, removeStaleTemporaries, resolveCheckpoint, runDirExists, writeJson } from "../rundir.js";
-import { type IntactCheckpoint, newestIntactCheckpoint, readVerifiedCheckpoint } from "../checkpoint-files.js";
+import { type IntactCheckpoint, newestIntactCheckpoint } from "../checkpoint-files.js";
 import { RunLock } from "../run-lock.js";
 import { watchLauncher } from "../launcher-watch.js";
 import { applyBackend } from "../backend.js";
@@ -136,7 +136,7 @@ async function train(argvWithDashboard: string[], lock: { held: RunLock | null }
   // Text: the tokenizer of the checkpoint we continue (resume) or start from (init) decides the ids.
   let tokenizer: TextTokenizer | undefined;
   const initDir = job.init && !resumeFrom ? resolveCheckpoint(job.init.checkpoint) : null;
-  const init = initDir ? readVerifiedCheckpoint(initDir) : null;
+  const init = initDir ? readCheckpoint(initDir) : null;
   if (job.data.type === "text") {
     const fromCk = intact ? intact.contents : init;
     const tj = (fromCk?.state.extra as { tokenizer?: unknown } | undefined)?.tokenizer;
@@ -217,7 +217,7 @@ async function train(argvWithDashboard: string[], lock: { held: RunLock | null }
  * tensors the checkpoint lacks are expected (they start at B = 0); any other
  * missing or unexpected key is reported, and refused when `strict`.
  */
-function loadInit(model: nn.Module, ck: ReturnType<typeof readVerifiedCheckpoint>, dir: string, strict: boolean): string {
+function loadInit(model: nn.Module, ck: ReturnType<typeof readCheckpoint>, dir: string, strict: boolean): string {
   const own = model.stateDict();
   const isAdapter = (k: string) => /\.lora_[AB]$/.test(k);
   const missing = Object.keys(own).filter((k) => !(k in ck.tensors) && !isAdapter(k));

@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { readVerifiedCheckpoint } from "../checkpoint-files.js";
+import { readCheckpoint } from "@chainrule/core";
 import { CliError, UsageError } from "../errors.js";
 import { JOB_FILE, resolveCheckpoint } from "../rundir.js";
 import { BUILTIN_JOBS, DEFAULT_JOB } from "./builtin.js";
@@ -158,7 +158,7 @@ function inheritModel(raw: Record<string, unknown>): void {
     const dir = resolveCheckpoint(init.checkpoint);
     let config: unknown;
     try {
-      config = readVerifiedCheckpoint(dir).state.config;
+      config = readCheckpoint(dir).state.config;
     } catch (e) {
       throw new CliError(`init.checkpoint: ${(e as Error).message}`);
     }

@@ -4,7 +4,7 @@
  * rename itself is durable. A crash or kill at any moment leaves either the old
  * file or the new one, never a mix.
  */
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, unlinkSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { randomBytes } from "node:crypto";
 
@@ -45,4 +45,24 @@ export function writeFileAtomicSync(path: string, data: Uint8Array | string, opt
     throw e;
   }
   fsyncDirSync(dir);
+}
+
+/**
+ * Creates the directory `dir` whole or not at all: `fill` writes its files into a temporary
+ * sibling (.NAME.PID.XXXX.tmp), which is then fsynced and renamed into place. A failure removes
+ * the temporary; a crash leaves at most the temporary, never a partial `dir`.
+ */
+export function writeDirAtomicSync(dir: string, fill: (tmp: string) => void): void {
+  const parent = dirname(dir);
+  const tmp = join(parent, `.${basename(dir)}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`);
+  mkdirSync(tmp);
+  try {
+    fill(tmp);
+    fsyncDirSync(tmp);
+    renameSync(tmp, dir);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  fsyncDirSync(parent);
 }

@@ -2,19 +2,23 @@
  * Checkpoints: a directory holding
  *   model.safetensors — the weights (parameters and buffers by name, float32)
  *   state.json        — optimizer state, step, epoch, RNG state, job config, extras
- * Each file is written atomically; both carry the same checkpoint id, so a pair
+ *   SHA256SUMS        — the SHA-256 of each file (checksums.ts), verified on read
+ * A new directory appears whole or not at all (written beside it, then renamed); into an
+ * existing one each file is written atomically and SHA256SUMS last, so an interrupted save
+ * fails verification instead of loading. Both files carry the same checkpoint id, so a pair
  * from different saves is detected on load instead of silently mixed.
  * Large numeric arrays in state.json (optimizer moments) are stored as base64
  * float32 ({"$f32": "..."}): exact and compact.
  */
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { ArgumentError, ChainruleError, fmtShape } from "../errors.js";
 import type { Module } from "../nn/module.js";
 import { dequantizeStateDict } from "../nn/quantize.js";
 import { getRngState, setRngState } from "../tensor/random.js";
-import { writeFileAtomicSync } from "./atomic.js";
+import { writeDirAtomicSync, writeFileAtomicSync } from "./atomic.js";
+import { CHECKSUMS_FILE, checksumMismatch, writeChecksums } from "./checksums.js";
 import { SafetensorsError, loadSafetensors, saveSafetensors, type LoadedTensor, type TensorLike } from "./safetensors.js";
 
 /** A missing, truncated, corrupted or mismatched checkpoint. One line naming the file and the problem. */
@@ -59,6 +63,8 @@ export interface SaveCheckpointOptions {
   weights?: Record<string, TensorLike>;
   /** More model.safetensors metadata (string values). */
   metadata?: Record<string, string>;
+  /** More files of the checkpoint, by file name (e.g. LoRA adapters); written atomically and listed in SHA256SUMS too. */
+  files?: Record<string, Uint8Array | string>;
 }
 
 const F32_MIN_LEN = 32;
@@ -98,9 +104,26 @@ export function unpackNumbers(v: unknown): unknown {
   return v;
 }
 
-/** Saves model weights and training state into `dir` (created if needed). Returns the state written. */
+/**
+ * Saves model weights and training state into `dir`: a new directory (parents created as needed)
+ * appears complete or not at all; into an existing one each file is replaced atomically and
+ * SHA256SUMS written last. Returns the state written.
+ */
 export function saveCheckpoint(dir: string, opts: SaveCheckpointOptions): CheckpointState {
-  mkdirSync(dir, { recursive: true });
+  for (const name of Object.keys(opts.files ?? {})) {
+    if ([MODEL_FILE, STATE_FILE, CHECKSUMS_FILE].includes(name) || !/^[^/\\.][^/\\]*$/.test(name)) {
+      throw new ArgumentError(`saveCheckpoint: files: '${name}' is not a file name the checkpoint may use (a plain name, not ${MODEL_FILE}, ${STATE_FILE} or ${CHECKSUMS_FILE})`);
+    }
+  }
+  if (existsSync(dir)) return writeCheckpointFiles(dir, opts);
+  mkdirSync(dirname(dir), { recursive: true });
+  let state: CheckpointState | undefined;
+  writeDirAtomicSync(dir, (tmp) => (state = writeCheckpointFiles(tmp, opts)));
+  return state!;
+}
+
+/** Writes the checkpoint's files into the existing directory `dir`, each atomically, SHA256SUMS last. */
+function writeCheckpointFiles(dir: string, opts: SaveCheckpointOptions): CheckpointState {
   const id = randomBytes(8).toString("hex");
   const step = opts.step ?? 0;
   const epoch = opts.epoch ?? 0;
@@ -121,6 +144,9 @@ export function saveCheckpoint(dir: string, opts: SaveCheckpointOptions): Checkp
     savedAt: new Date().toISOString(),
   };
   writeFileAtomicSync(join(dir, STATE_FILE), JSON.stringify(packNumbers(state)) + "\n");
+  const more = Object.entries(opts.files ?? {});
+  for (const [name, data] of more) writeFileAtomicSync(join(dir, name), data);
+  writeChecksums(dir, [MODEL_FILE, STATE_FILE, ...more.map(([name]) => name)]);
   return state;
 }
 
@@ -131,8 +157,10 @@ export interface CheckpointContents {
 }
 
 /**
- * Reads and validates a checkpoint directory without touching any model. The weights of a
- * quantized checkpoint (int8 with per-channel scales, nn/quantize.ts) read as their float32 values.
+ * Reads and validates a checkpoint directory without touching any model: its files parse, come
+ * from one save, and match SHA256SUMS where there is one (checkpoints written before chainrule
+ * wrote checksums have none and still read). The weights of a quantized checkpoint (int8 with
+ * per-channel scales, nn/quantize.ts) read as their float32 values.
  */
 export function readCheckpoint(dir: string): CheckpointContents {
   const modelPath = join(dir, MODEL_FILE);
@@ -171,6 +199,9 @@ export function readCheckpoint(dir: string): CheckpointContents {
   if (metadata.chainrule_checkpoint_id !== undefined && metadata.chainrule_checkpoint_id !== state.id) {
     throw new CheckpointError(`${dir}: ${MODEL_FILE} (id ${metadata.chainrule_checkpoint_id}) and ${STATE_FILE} (id ${state.id}) come from different saves`);
   }
+  // After parsing: a truncated file is named as such; a flip that still parses is caught here.
+  const mismatch = checksumMismatch(dir);
+  if (mismatch) throw new CheckpointError(mismatch);
   return { tensors, metadata, state };
 }
 
