@@ -21,6 +21,6 @@ loss.backward();
 opt.step();
 console.log(`loss ${loss.item().toFixed(4)}`);
 
-saveCheckpoint("ckpt", { model, optimizer: opt, step: 1 });  // model.safetensors + state.json, atomic
-loadCheckpoint("ckpt", { model, optimizer: opt });           // one-line error if keys/shapes differ
+saveCheckpoint("ckpt", { model, optimizer: opt, step: 1 });  // model.safetensors + state.json + SHA256SUMS, atomic
+loadCheckpoint("ckpt", { model, optimizer: opt });           // verified; one-line error if a checksum or keys/shapes differ
 noGrad(() => model.forward(batch));                          // inference without a graph
