@@ -7,7 +7,7 @@
  *   params  P floats        — the only copy of the parameters; every replica's Parameter.data is a view
  *   grad    P floats        — the mean gradient (reduce output); the main replica's .grad views it
  *   slots   world × P       — slot r: rank r's shard gradient (mean over its counted targets)
- *   opt     k × P           — optimizer state (Adam: expAvg, expAvgSq; SGD+momentum: one buffer),
+ *   opt     k × P           — optimizer state (optimizerStateBuffers: Adam expAvg, expAvgSq; SGD+momentum one buffer; ...),
  *                             chunk r touched only by rank r (ZeRO-1)
  *   weights world × world   — float64 reduce weights, row r written by rank r (SIMD reduce input)
  *
@@ -235,7 +235,24 @@ function resolveHyper(o: OptimizerSpec): OptimizerHyper {
     if (!(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1)) throw new ParallelError(`DataParallel: betas must be in [0, 1), got [${beta1}, ${beta2}]`);
     return { type: o.type, lr, beta1, beta2, eps: o.eps ?? 1e-8, weightDecay: o.weightDecay ?? (o.type === "adamw" ? 0.01 : 0), decoupled: o.type === "adamw" };
   }
-  throw new ParallelError(`DataParallel: unknown optimizer type '${(o as { type: string }).type}' (expected sgd, adam or adamw)`);
+  if (o.type === "rmsprop") {
+    const h = { type: "rmsprop" as const, lr: o.lr ?? 1e-2, alpha: o.alpha ?? 0.99, eps: o.eps ?? 1e-8, weightDecay: o.weightDecay ?? 0, momentum: o.momentum ?? 0, centered: o.centered ?? false };
+    if (!(h.alpha >= 0 && h.alpha <= 1)) throw new ParallelError(`DataParallel: rmsprop alpha must be in [0, 1], got ${h.alpha}`);
+    checkNonNegative("rmsprop", { eps: h.eps, weightDecay: h.weightDecay, momentum: h.momentum });
+    return h;
+  }
+  if (o.type === "adagrad") {
+    const h = { type: "adagrad" as const, lr: o.lr ?? 1e-2, lrDecay: o.lrDecay ?? 0, weightDecay: o.weightDecay ?? 0, initialAccumulatorValue: o.initialAccumulatorValue ?? 0, eps: o.eps ?? 1e-10 };
+    checkNonNegative("adagrad", { lrDecay: h.lrDecay, weightDecay: h.weightDecay, initialAccumulatorValue: h.initialAccumulatorValue, eps: h.eps });
+    return h;
+  }
+  throw new ParallelError(`DataParallel: unknown optimizer type '${(o as { type: string }).type}' (expected sgd, adam, adamw, rmsprop or adagrad)`);
+}
+
+function checkNonNegative(optimizer: string, values: Record<string, number>): void {
+  for (const [k, v] of Object.entries(values)) {
+    if (!(typeof v === "number" && Number.isFinite(v) && v >= 0)) throw new ParallelError(`DataParallel: ${optimizer} ${k} must be a finite number ≥ 0, got ${v}`);
+  }
 }
 
 function augmentDefaults(a: AugmentSpec): { crop: number; flip: number } {
@@ -302,9 +319,18 @@ function lrAt(spec: LrSpec | undefined, step: number): number | undefined {
   return spec.lrAt(step);
 }
 
-/** The optimizer's state buffers, P floats each: Adam's two moments, SGD's momentum (none without). */
-export function optimizerStateBuffers(o: { type: "sgd" | "adam" | "adamw"; momentum?: number }): string[] {
-  return o.type === "sgd" ? ((o.momentum ?? 0) > 0 ? ["momentumBuffer"] : []) : ["expAvg", "expAvgSq"];
+/**
+ * The optimizer's state buffers, P floats each, named as core's optimizers name them: Adam's two
+ * moments, SGD's momentum (none without), RMSprop's squared-gradient average (and the gradient
+ * average when centered, the momentum with momentum), Adagrad's squared-gradient sum.
+ */
+export function optimizerStateBuffers(o: { type: OptimizerSpec["type"]; momentum?: number; centered?: boolean }): string[] {
+  switch (o.type) {
+    case "sgd": return (o.momentum ?? 0) > 0 ? ["momentumBuffer"] : [];
+    case "adam": case "adamw": return ["expAvg", "expAvgSq"];
+    case "rmsprop": return ["squareAvg", ...(o.centered ? ["gradAvg"] : []), ...((o.momentum ?? 0) > 0 ? ["momentumBuffer"] : [])];
+    case "adagrad": return ["sum"];
+  }
 }
 
 /**
@@ -473,6 +499,7 @@ export class DataParallel {
       // Copies the seeded init into shared memory; every parameter becomes a view.
       const flat = nn.flattenParameters(m, { dataBuffer: new Float32Array(buf, paramsAt, P), gradBuffer: new Float32Array(buf, gradAt, P), copyValues: true });
       this.optViews = Object.fromEntries(optBuffers.map((n, i) => [n, new Float32Array(optMemory ?? buf, optAt + i * region, P)]));
+      if (this.hyper.type === "adagrad") this.optViews.sum.fill(this.hyper.initialAccumulatorValue); // Adagrad's sum starts there
       this.mainModel = m;
       this.flat = flat;
       // Frozen parameters (requiresGrad false in the built model) are never reduced or updated;

@@ -28,7 +28,7 @@ import { reduceRange, sumOfSquares } from "./reduce.js";
 import { SharedBatchNorm } from "./sync-batch-norm.js";
 import type { OptimizerHyper, StepResult, StepTask, WorkerContext } from "./types.js";
 
-const { adamUpdate, sgdUpdate, scaleInPlace } = optim;
+const { adagradUpdate, adamUpdate, rmspropUpdate, sgdUpdate, scaleInPlace } = optim;
 
 /** Floats per block of the fused reduce + update (6 arrays × 8 KiB stay in L2). */
 const FUSED_BLOCK = 2048;
@@ -523,9 +523,18 @@ export class Replica {
     if (a < to) this.updateRange(h, a, to, step);
   }
 
+  /** The update rule of `h` over [from, to); the state buffers are in optimizerStateBuffers' order. */
   private updateRange(h: OptimizerHyper, from: number, to: number, step: number): void {
-    if (h.type === "sgd") sgdUpdate(this.flat, this.grad, this.opt.length > 0 ? this.opt[0] : null, from, to, h, step === 1);
-    else adamUpdate(this.flat, this.grad, this.opt[0], this.opt[1], from, to, h, step);
+    const [p, g, opt] = [this.flat, this.grad, this.opt];
+    switch (h.type) {
+      case "sgd": return sgdUpdate(p, g, opt.length > 0 ? opt[0] : null, from, to, h, step === 1);
+      case "adam": case "adamw": return adamUpdate(p, g, opt[0], opt[1], from, to, h, step);
+      case "rmsprop": {
+        const gradAvg = h.centered ? opt[1] : null, momentum = h.momentum > 0 ? opt[h.centered ? 2 : 1] : null;
+        return rmspropUpdate(p, g, opt[0], gradAvg, momentum, from, to, h);
+      }
+      case "adagrad": return adagradUpdate(p, g, opt[0], from, to, h, step);
+    }
   }
 }
 

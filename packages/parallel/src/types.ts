@@ -31,7 +31,11 @@ export type LossRef = string | { name: "crossEntropy"; ignoreIndex: number } | {
 
 export type OptimizerSpec =
   | { type: "sgd"; lr: number; momentum?: number; dampening?: number; nesterov?: boolean; weightDecay?: number }
-  | { type: "adam" | "adamw"; lr?: number; betas?: [number, number]; eps?: number; weightDecay?: number };
+  | { type: "adam" | "adamw"; lr?: number; betas?: [number, number]; eps?: number; weightDecay?: number }
+  /** PyTorch's RMSprop; its defaults: lr 1e-2, alpha 0.99, eps 1e-8, weightDecay 0, momentum 0, centered false. */
+  | { type: "rmsprop"; lr?: number; alpha?: number; eps?: number; weightDecay?: number; momentum?: number; centered?: boolean }
+  /** PyTorch's Adagrad; its defaults: lr 1e-2, lrDecay 0, weightDecay 0, initialAccumulatorValue 0, eps 1e-10. */
+  | { type: "adagrad"; lr?: number; lrDecay?: number; weightDecay?: number; initialAccumulatorValue?: number; eps?: number };
 
 export interface DataParallelOptions {
   model: ModelSpec;
@@ -115,7 +119,9 @@ export interface AugmentSpec {
 /** Resolved optimizer hyper-parameters (what rules.ts takes). */
 export type OptimizerHyper =
   | { type: "sgd"; lr: number; momentum: number; dampening: number; nesterov: boolean; weightDecay: number }
-  | { type: "adam" | "adamw"; lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; decoupled: boolean };
+  | { type: "adam" | "adamw"; lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; decoupled: boolean }
+  | { type: "rmsprop"; lr: number; alpha: number; eps: number; weightDecay: number; momentum: number; centered: boolean }
+  | { type: "adagrad"; lr: number; lrDecay: number; weightDecay: number; initialAccumulatorValue: number; eps: number };
 
 // ---- protocol (main → worker tasks, worker → main results) ----
 
@@ -159,7 +165,7 @@ export interface WorkerContext {
   /** Set when the slots (slotsAt is then an offset into it) or the optimizer state (optAt) did not fit the WebAssembly memory. */
   slotMemory: SharedArrayBuffer | null;
   optMemory: SharedArrayBuffer | null;
-  /** Optimizer state, k × numParams floats (sgd momentum: 1; adam: expAvg, expAvgSq). */
+  /** Optimizer state, k × numParams floats (optimizerStateBuffers: sgd momentum 1; adam 2; rmsprop 1 to 3; adagrad 1). */
   optAt: number;
   /** world × world float64: rank r's reduce weights at row r (read by the SIMD reduce). */
   weightsAt: number;
