@@ -25,7 +25,8 @@ export async function createEngine(o: EngineOptions): Promise<DataParallel> {
     loss: o.loss as "crossEntropy",
     optimizer: oc.type === "sgd"
       ? { type: "sgd", lr: oc.lr, momentum: oc.momentum, nesterov: oc.nesterov, weightDecay: oc.weightDecay }
-      : { type: oc.type, lr: oc.lr, betas: oc.betas, eps: oc.eps, weightDecay: oc.weightDecay },
+      : oc.type === "adam" || oc.type === "adamw" ? { type: oc.type, lr: oc.lr, betas: oc.betas, eps: oc.eps, weightDecay: oc.weightDecay }
+      : oc, // rmsprop, adagrad: the job's options are the engine's
     workers: o.workers,
     hosts: o.hosts ? "mpi" : undefined,
     seed: job.seed,
@@ -78,7 +79,7 @@ export function loadOptimizerState(dp: DataParallel, saved: unknown, job: Job): 
 
 function fromOptimizerStateDict(dp: DataParallel, sd: { type: string; step: number; state: Record<string, Record<string, number[]>> }, job: Job): DataParallelState {
   const current = dp.getState(), layout = dp.layout, P = dp.numParameters;
-  const expected = { SGD: "sgd", Adam: "adam", AdamW: "adamw" }[sd.type];
+  const expected = { SGD: "sgd", Adam: "adam", AdamW: "adamw", RMSprop: "rmsprop", Adagrad: "adagrad" }[sd.type];
   if (expected !== job.optimizer.type) throw new CheckpointError(`the state is for optimizer ${sd.type}, the job's is ${job.optimizer.type}`);
   const buffers = Object.fromEntries(optimizerStateBuffers(job.optimizer).map((n) => [n, new Float32Array(P)]));
   // The former trainer numbered the parameters group by group (job.paramGroups: the first pattern a

@@ -135,6 +135,10 @@ export const OptimizerConfig = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("sgd"), lr: z.number().positive().default(0.01), momentum: z.number().min(0).lt(1).default(0), nesterov: z.boolean().default(false), weightDecay: z.number().min(0).default(0) }),
   z.strictObject({ type: z.literal("adam"), lr: z.number().positive().default(1e-3), betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.999]), eps: z.number().positive().default(1e-8), weightDecay: z.number().min(0).default(0) }),
   z.strictObject({ type: z.literal("adamw"), lr: z.number().positive().default(1e-3), betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.999]), eps: z.number().positive().default(1e-8), weightDecay: z.number().min(0).default(0.01) }),
+  /** PyTorch's RMSprop, its option names and defaults. */
+  z.strictObject({ type: z.literal("rmsprop"), lr: z.number().positive().default(1e-2), alpha: z.number().min(0).max(1).default(0.99), eps: z.number().positive().default(1e-8), weightDecay: z.number().min(0).default(0), momentum: z.number().min(0).default(0), centered: z.boolean().default(false) }),
+  /** PyTorch's Adagrad, its option names and defaults. */
+  z.strictObject({ type: z.literal("adagrad"), lr: z.number().positive().default(1e-2), lrDecay: z.number().min(0).default(0), weightDecay: z.number().min(0).default(0), initialAccumulatorValue: z.number().min(0).default(0), eps: z.number().positive().default(1e-10) }),
 ]);
 export type OptimizerConfig = z.infer<typeof OptimizerConfig>;
 
