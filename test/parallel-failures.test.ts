@@ -1,8 +1,12 @@
 /** A worker that throws, dies or hangs during a step: the step rejects in bounded time, names worker, step and cause; no thread survives. */
 import { afterEach, expect, test } from "vitest";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { type Dataset, makeDataset, toShared } from "@chainrule/core";
 import { DataParallel, LayoutMismatchError, ParallelStepError } from "@chainrule/parallel";
 import { MODELS, makeData } from "./fixtures/parallel-data.ts";
+import { CNN_MODELS, batchIndices, imageData } from "./fixtures/cnn-models.ts";
 
 const D = 4, C = 3, N = 12, W = 3; // whole-dataset batches: rank 1 gets rows 4..7
 
@@ -269,6 +273,42 @@ test("with hosts, a failed step ends training: the next step is refused, naming 
     await expect(d.step(poisoned(clean, 1234.5))).rejects.toThrow(/^step 2: worker 0 failed in grad: sentinel 1234\.5/);
     await expect(d.step(clean)).rejects.toThrow(/^DataParallel: step 2 failed with 2 hosts \(step 2: worker 0 failed in grad.*\); the hosts' exchange cannot go on .*resume it from a checkpoint$/);
   } finally {
+    await d.close();
+  }
+});
+
+test.each([1, 2])("a step that fails after rank 0 averaged the batch-norm buffers, before any update, gets them back: retried, it ends bit-identical to a run never failed (workers %i)", async (workers) => {
+  const data = imageData(32), batches = batchIndices(32, 16, 3);
+  // Clipping: a barrier between the reduce and the first update, so rank 0's failure leaves every parameter untouched.
+  const engine = () => new DataParallel({ model: { module: CNN_MODELS, export: "smallCnn" }, loss: "crossEntropy", optimizer: { type: "adam", lr: 1e-2 }, workers, seed: 3, clipGradNorm: 1 });
+  const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+  const reference = engine();
+  let want: { params: Buffer; buffers: Buffer };
+  try {
+    await reference.init();
+    for (const indices of batches) await reference.step({ dataset: data, indices });
+    want = { params: bytes(reference.params.slice()), buffers: bytes(reference.buffers.slice()) };
+  } finally {
+    await reference.close();
+  }
+  process.env.CHAINRULE_PARALLEL_INJECT_FAILURE = "reduce:0:2";
+  process.env.CHAINRULE_PARALLEL_INJECT_ONCE = join(mkdtempSync(join(tmpdir(), "chainrule-inject-")), "thrown");
+  const d = engine();
+  try {
+    await d.init();
+    await d.step({ dataset: data, indices: batches[0] });
+    const afterStep1 = d.buffers.slice();
+    const err = await d.step({ dataset: data, indices: batches[1] }).then(() => null, (e) => e);
+    expect(err).toBeInstanceOf(ParallelStepError);
+    expect(err.message).toMatch(/^step 2: worker 0 failed in reduce: injected failure/);
+    expect(err.paramsModified).toBe(false);
+    expect(bytes(d.buffers).equals(bytes(afterStep1))).toBe(true); // as step 2 found them, not rank 0's average
+    for (const indices of batches.slice(1)) await d.step({ dataset: data, indices });
+    expect(bytes(d.params).equals(want.params)).toBe(true);
+    expect(bytes(d.buffers).equals(want.buffers)).toBe(true);
+  } finally {
+    delete process.env.CHAINRULE_PARALLEL_INJECT_FAILURE;
+    delete process.env.CHAINRULE_PARALLEL_INJECT_ONCE;
     await d.close();
   }
 });

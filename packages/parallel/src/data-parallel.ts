@@ -381,6 +381,8 @@ export class DataParallel {
   private readonly augment: StepTask["augment"] | "fromData" | null;
   /** The canonical model buffers (shared; the main model's buffer tensors view them). */
   private bufs: Float32Array = new Float32Array(0);
+  /** The canonical buffers as the current step found them (copied by rank 0 as it enters the step). */
+  private stepBufs: Float32Array = new Float32Array(0);
   private mainModel: nn.Module | null = null;
   private flat: nn.FlatParameters | null = null;
   private ctx: WorkerContext | null = null;
@@ -462,7 +464,8 @@ export class DataParallel {
       // One shared WebAssembly.Memory: params | grad | slots (world) | optimizer state, each region
       // 64-byte aligned, then the small regions; what does not fit in 4 GiB moves to plain shared memory.
       const region = Math.ceil((P * 4) / 64) * 64, W = this.world, k = optBuffers.length;
-      // Model buffers (batch-norm running statistics): canonical copy + one working copy per rank;
+      // Model buffers (batch-norm running statistics): canonical copy + one working copy per rank +
+      // the canonical copy as the current step found it (restored when a step fails before updating);
       // synchronised batch norm: float64 exchange rows (count, counted weight, C means, C M2s), two parities.
       const named = m.namedBuffers();
       const buffers = named.map(([name, t]) => ({ name, size: t.size }));
@@ -471,7 +474,7 @@ export class DataParallel {
       for (const [, mod] of m.namedModules()) if (mod instanceof nn.BatchNorm2d) maxC = Math.max(maxC, mod.numFeatures);
       const syncBatchNorm = !!this.opts.syncBatchNorm && W > 1 && maxC > 0;
       const bnRow = 2 + 2 * maxC;
-      const smallBytes = 64 + 8 * W * W + 64 + (1 + W) * bregion + (syncBatchNorm ? 8 * 2 * W * bnRow : 0);
+      const smallBytes = 64 + 8 * W * W + 64 + (2 + W) * bregion + (syncBatchNorm ? 8 * 2 * W * bnRow : 0);
       const cap = sharedMemoryCap(), plan = planMemory(P, W, k, smallBytes, cap);
       if (plan === null) {
         throw new ParallelError(
@@ -483,11 +486,12 @@ export class DataParallel {
       const optMemory = plan.optOutside && k > 0 ? new SharedArrayBuffer(k * region) : null;
       const weightsAt = Math.ceil(plan.end / 64) * 64;
       const buffersAt = Math.ceil((weightsAt + 8 * W * W) / 64) * 64, bufSlotsAt = buffersAt + bregion;
-      const bnAt = bufSlotsAt + W * bregion;
+      const bnAt = bufSlotsAt + (W + 1) * bregion;
       const bytes = bnAt + (syncBatchNorm ? 8 * 2 * W * bnRow : 0);
       const memory = sharedMemory(bytes);
       const buf = memory.buffer;
       this.bufs = new Float32Array(buf, buffersAt, B);
+      this.stepBufs = new Float32Array(buf, bufSlotsAt + W * bregion, B);
       let at = 0;
       for (const [, t] of named) {
         // The main replica's buffers become views of the canonical copy (checkpoints read them, loadStateDict writes them).
@@ -930,6 +934,7 @@ export class DataParallel {
     await this.destroyPool();
     const stepTask = phase === "grad";
     if (stepTask) paramsModified = this.anyRankUpdating(step);
+    if (stepTask && !paramsModified) this.restoreStepBuffers(step);
     if ((e as { timeout?: boolean }).timeout) {
       if (stepTask) ranks = this.laggards(ranks);
       return phaseTimedOut(ranks, step, stepTask ? this.stageOf(ranks[0]) : phase, paramsModified, timeoutMs);
@@ -1159,6 +1164,17 @@ export class DataParallel {
     if (!stopped) await this.destroyPool(); // cannot happen between steps; never hang on it
   }
 
+  /**
+   * After step `step` failed before any rank updated a parameter (all threads stopped): puts the
+   * model buffers back as the step found them. Rank 0 may already have averaged the ranks'
+   * running statistics into them; without this a retried step would start from those, and end
+   * with parameters bit-identical to an uninterrupted run's but running statistics that differ.
+   */
+  private restoreStepBuffers(step: number): void {
+    // Rank 0 says it entered this step only after keeping the buffers; before that they are untouched.
+    if (this.stepBufs.length > 0 && Atomics.load(this.views!.control, CONTROL.stepOf(this.world)) === step) this.bufs.set(this.stepBufs);
+  }
+
   /** After step `step` failed: did any rank start updating parameters in it (its stage reached update, or it went on to a later step)? */
   private anyRankUpdating(step: number): boolean {
     const c = this.views!.control, W = this.world;
@@ -1235,6 +1251,7 @@ export class DataParallel {
       }, this.localViewsOf(b.ds));
     } catch (e) {
       const phase = this.stageOf(0);
+      if (phase !== "update") this.restoreStepBuffers(step);
       const err = workerFailed(0, step, phase, phase === "update", e);
       if (this.hosts > 1) this.hostsBroken = { step, message: err.message };
       throw err;

@@ -104,7 +104,8 @@ export class Replica {
     if (i !== undefined) this.countParam(i);
   };
   /**
-   * Test hook: "update:<rank>:<step>" makes that rank throw as it starts updating parameters;
+   * Test hook: "update:<rank>:<step>" makes that rank throw as it starts updating parameters,
+   * "reduce:<rank>:<step>" as it starts reducing (after the gradient barrier, before any update);
    * with CHAINRULE_PARALLEL_INJECT_ONCE=FILE only while FILE does not exist (the throw creates it).
    */
   private readonly injectFailure = process.env.CHAINRULE_PARALLEL_INJECT_FAILURE;
@@ -238,6 +239,8 @@ export class Replica {
 
   private enter(t: StepTask, meet: (label: string) => void): void {
     const c = this.control, { world } = this.ctx;
+    // Before stepOf says this step: the main thread trusts the copy only once it does.
+    if (t.rank === 0) this.keepStepBuffers();
     Atomics.store(c, CONTROL.stepOf(world) + t.rank, t.step);
     Atomics.store(c, CONTROL.STAGE + t.rank, STAGE_GRAD);
     // Rung while the step before still ran: every rank must have updated its chunk before any reads the parameters.
@@ -353,6 +356,7 @@ export class Replica {
   private reduceAndUpdate(t: StepTask, meet: (label: string) => void): { reduceMs: number; optMs: number; gradNorm: number; exposedMs: number } {
     const r = t.rank, x = this.exchange, { world, segments } = this.ctx;
     Atomics.store(this.control, CONTROL.STAGE + r, STAGE_REDUCE);
+    this.injectFailureAt("reduce", r, t.step);
     const t0 = performance.now();
     let total = 0;
     for (let k = 0; k < world; k++) total += x[3 * k];
@@ -435,7 +439,7 @@ export class Replica {
     return this.ctx.buffers.map((b) => base.subarray(at, (at += b.size)));
   }
 
-  /** Rank r's working copy of the buffers (views into its slot; this thread may not have run rank r). */
+  /** Rank r's working copy of the buffers (views into its slot; this thread may not have run rank r); slot `world`: see keepStepBuffers. */
   private bufferSlot(rank: number): Float32Array[] {
     let views = this.bufViews.get(rank);
     if (!views) {
@@ -444,6 +448,18 @@ export class Replica {
       this.bufViews.set(rank, views);
     }
     return views;
+  }
+
+  /**
+   * Rank 0, entering a step: copies the canonical buffers into slot `world`, as the step finds
+   * them. Rank 0 averages the ranks' copies into the canonical ones after the gradient barrier,
+   * before any update; a step that fails in between is retried, and the main thread puts these
+   * back first (DataParallel.restoreStepBuffers).
+   */
+  private keepStepBuffers(): void {
+    if (this.bufTensors.length === 0) return;
+    const kept = this.bufferSlot(this.ctx.world);
+    kept.forEach((v, i) => v.set(this.bufCanon[i]));
   }
 
   /** Binds the model's buffers to the canonical copy (rank -1: evaluation) or to rank r's working copy, copied from the canonical one. */
@@ -501,7 +517,11 @@ export class Replica {
   /** Marks rank r as updating parameters (a failure from here on reports them maybe changed); the test hook throws here. */
   private beginUpdate(r: number, step: number): void {
     Atomics.store(this.control, CONTROL.STAGE + r, STAGE_UPDATE);
-    if (this.injectFailure === `update:${r}:${step}` && !(this.injectOnce && existsSync(this.injectOnce))) {
+    this.injectFailureAt("update", r, step);
+  }
+
+  private injectFailureAt(stage: "reduce" | "update", r: number, step: number): void {
+    if (this.injectFailure === `${stage}:${r}:${step}` && !(this.injectOnce && existsSync(this.injectOnce))) {
       if (this.injectOnce) writeFileSync(this.injectOnce, "");
       throw new Error(`injected failure (CHAINRULE_PARALLEL_INJECT_FAILURE=${this.injectFailure})`);
     }

@@ -184,7 +184,7 @@ export interface WorkerContext {
   buffers: { name: string; size: number }[];
   /** B floats: the buffers every replica evaluates with (and the main thread's model views). */
   buffersAt: number;
-  /** world × B floats: rank r's working copy during a step (averaged into `buffersAt` by rank 0 after the barrier). */
+  /** (world + 1) × B floats: rank r's working copy during a step (averaged into `buffersAt` by rank 0 after the barrier); then the canonical copy as the step found it. */
   bufSlotsAt: number;
   /** Synchronised batch norm: float64 exchange rows (2 parities × world × bnRow) at bnAt. */
   syncBatchNorm: boolean;
