@@ -31,6 +31,3 @@ export function newestIntactCheckpoint(dirs: string[], check: (c: CheckpointCont
   }
   throw new CheckpointError(`no intact checkpoint to resume from: ${skipped.map((s) => s.reason).join("; ")}`);
 }
-
-/** core's readCheckpoint, which verifies SHA256SUMS itself. */
-export const readVerifiedCheckpoint = readCheckpoint;

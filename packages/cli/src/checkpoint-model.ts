@@ -2,9 +2,8 @@
 import { existsSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type CheckpointContents, CheckpointError, describeMismatch, type nn } from "@chainrule/core";
+import { type CheckpointContents, CheckpointError, describeMismatch, readCheckpoint, type nn } from "@chainrule/core";
 import { CliError, UsageError } from "./errors.js";
-import { readVerifiedCheckpoint } from "./checkpoint-files.js";
 import { type Job, defaultLoss } from "./job/schema.js";
 import { parseJob } from "./job/parse.js";
 import { adaptationOf, buildJobModel, type ModelContext } from "./models.js";
@@ -109,7 +108,7 @@ export async function modelFromRecipe(dir: string, recipe: ModelRecipe, consent:
 
 /** Rebuilds the model a checkpoint was trained with (from its stored job) and loads the weights. */
 export async function modelFromCheckpoint(dir: string, consent: ModuleConsent = {}): Promise<CheckpointModel> {
-  const contents = readVerifiedCheckpoint(dir);
+  const contents = readCheckpoint(dir);
   const built = await modelFromRecipe(dir, contents.state, consent);
   const mismatch = describeMismatch(contents.tensors, built.model);
   if (mismatch) throw new CheckpointError(`checkpoint ${dir} does not match its model: ${mismatch}`);
