@@ -92,16 +92,62 @@ describe("keepBest and earlyStopping across --resume", () => {
   }, 120_000);
 });
 
+describe("on a regression's figures (MSE, MAE, R²)", () => {
+  // y = 2x − 1 + noise: a linear model whose held-out errors move from epoch to epoch.
+  const writeData = () => {
+    let seed = 7;
+    const noise = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31 - 0.5) * 0.2;
+    writeFileSync(join(TMP, "line.csv"), "x,y\n" + Array.from({ length: 120 }, (_, i) => { const x = (i % 40) / 20 - 1; return `${x.toFixed(3)},${(2 * x - 1 + noise()).toFixed(4)}`; }).join("\n") + "\n");
+  };
+  const REGRESSION = { model: { type: "linear" }, data: { type: "csv", path: "line.csv", label: "y", task: "regression" }, optimizer: { type: "sgd", lr: 0.3 }, batchSize: 16, workers: 1 };
+
+  it("the direction defaults to lower MSE and MAE, higher R²", () => {
+    const mode = (metric: string) => parseJob({ checkpoint: { keepBest: { metric } } }, "job.json").checkpoint.keepBest!.mode;
+    expect([mode("heldOutMse"), mode("heldOutMae"), mode("heldOutR2")]).toEqual(["min", "min", "max"]);
+    expect(parseJob({ earlyStopping: { metric: "heldOutR2" } }, "job.json").earlyStopping!.mode).toBe("max");
+    expect(() => parseJob({ model: { type: "gpt" }, data: { type: "text" }, earlyStopping: { metric: "heldOutMae" } }, "job.json"))
+      .toThrow("job.json: earlyStopping.metric: a GPT has no heldOutMae, a regression's figure (watch heldOutLoss, the validation loss)");
+  });
+
+  it("keepBest keeps the epoch of the lowest held-out MAE; earlyStopping on R² stops when it no longer rises", async () => {
+    writeData();
+    const run = join(TMP, "best-mae"), early = join(TMP, "early-r2");
+    const [r, e] = await Promise.all([
+      cli(["train", writeJobIn(TMP, "best-mae", { ...REGRESSION, epochs: 5, checkpoint: { keep: 1, keepBest: { metric: "heldOutMae" } } }), "--out", run]),
+      // No epoch raises R² by more than 10 over the first: the run ends after 1 + patience epochs.
+      cli(["train", writeJobIn(TMP, "early-r2", { ...REGRESSION, epochs: 6, earlyStopping: { metric: "heldOutR2", patience: 2, minDelta: 10 } }), "--out", early]),
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const epochs = records(run).filter((x) => x.kind === "epoch");
+    expect(new Set(epochs.map((x) => x.heldOutMae)).size).toBeGreaterThan(1);
+    const best = epochs.reduce((a, x) => (x.heldOutMae < a.heldOutMae ? x : a));
+    expect(checkpointDirs(run)).toContain(`best-step-${step(best.step)}`);
+    expect(r.stdout).toContain(`best checkpoint: ${join(run, "checkpoints", `best-step-${step(best.step)}`)} (held-out MAE ${best.heldOutMae.toFixed(4)}, epoch ${best.epoch})`);
+    expect(JSON.parse(readFileSync(join(run, "summary.json"), "utf8")).bestCheckpoint).toMatchObject({ metric: "heldOutMae", value: best.heldOutMae, epoch: best.epoch });
+
+    expect(e.code, e.stderr).toBe(0);
+    const first = records(early).find((x) => x.kind === "epoch")!;
+    expect(e.stdout).toContain(`early stopping: held-out R² has not increased by more than 10 for 2 epochs (patience 2; best: held-out R² ${first.heldOutR2.toFixed(4)} at epoch 1); stopping after epoch 3 of 6`);
+    expect(records(early).find((x) => x.kind === "earlyStop")).toMatchObject({ metric: "heldOutR2", mode: "max", bestEpoch: 1 });
+  }, 60_000);
+
+  it("a regression figure for a classifier is refused in one line naming the key", async () => {
+    const out = join(TMP, "mae-classifier");
+    const job = writeJobIn(TMP, "mae-classifier", { ...SMALL, epochs: 1, checkpoint: { keepBest: { metric: "heldOutMae" } } });
+    expectOneLineError(await cli(["train", job, "--out", out]), /^chainrule: error: checkpoint\.keepBest\.metric: heldOutMae is measured for a regression \(numeric targets, mseLoss or l1Loss\), not for .* with crossEntropy; watch heldOutLoss, heldOutAccuracy$/, 2);
+  }, 60_000);
+});
+
 describe("bad settings", () => {
   it("heldOutAccuracy for a GPT or for numeric targets is refused in one line", async () => {
     expect(() => parseJob({ model: { type: "gpt" }, data: { type: "text" }, checkpoint: { keepBest: { metric: "heldOutAccuracy" } } }, "job.json"))
       .toThrow("job.json: checkpoint.keepBest.metric: a GPT has no held-out accuracy (watch heldOutLoss, the validation loss)");
     expect(() => parseJob({ earlyStopping: { metric: "accuracy", patience: 0 } }, "job.json"))
-      .toThrow(/earlyStopping\.metric: expected one of "heldOutLoss", "heldOutAccuracy", got "accuracy"; earlyStopping\.patience: expected a number > 0, got 0/);
+      .toThrow(/earlyStopping\.metric: expected one of "heldOutLoss", "heldOutAccuracy", "heldOutMse", "heldOutMae", "heldOutR2", got "accuracy"; earlyStopping\.patience: expected a number > 0, got 0/);
     writeFileSync(join(TMP, "values.csv"), "x,y\n" + Array.from({ length: 40 }, (_, i) => `${i / 40},${(i / 20).toFixed(3)}`).join("\n") + "\n");
     const out = join(TMP, "values-run");
     const job = writeJobIn(TMP, "values", { model: { type: "linear" }, data: { type: "csv", path: "values.csv" }, epochs: 1, workers: 1, earlyStopping: { metric: "heldOutAccuracy" } });
-    expectOneLineError(await cli(["train", job, "--out", out]), /earlyStopping\.metric: heldOutAccuracy is not measured for CSV .*values\.csv \(numeric targets\); watch heldOutLoss/, 2);
+    expectOneLineError(await cli(["train", job, "--out", out]), /earlyStopping\.metric: heldOutAccuracy is measured for class labels, not for CSV .*values\.csv.* with mseLoss; watch heldOutLoss, heldOutMse, heldOutMae, heldOutR2$/, 2);
     expect(() => readdirSync(out)).toThrow(); // the run directory is removed again
   }, 60_000);
 });

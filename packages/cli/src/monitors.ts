@@ -4,9 +4,8 @@
  * Their state travels in each checkpoint (state.json extra.monitors), so a resumed run keeps
  * its best so far and its count of epochs without improvement.
  */
-import type { Job } from "./job/schema.js";
-
-type Metric = "heldOutLoss" | "heldOutAccuracy";
+import type { Job, MonitoredMetric as Metric } from "./job/schema.js";
+import type { RegressionMetrics } from "./regression-metrics.js";
 
 /** What a tracker has seen: saved with each checkpoint. */
 export interface TrackerState {
@@ -38,10 +37,43 @@ export class MetricTracker {
   }
 }
 
-/** How a figure reads in a line: "held-out accuracy 97.30%", "held-out loss 0.0712". */
+/** A figure's name in lines, after "held-out". */
+const METRIC_NAMES: Record<Metric, string> = { heldOutLoss: "loss", heldOutAccuracy: "accuracy", heldOutMse: "MSE", heldOutMae: "MAE", heldOutR2: "R²" };
+
+/** How a figure reads in a line: "held-out accuracy 97.30%", "held-out loss 0.0712", "held-out R² 0.9512". */
 export function describeMetric(metric: Metric, value: number | null, heldOutName = "held-out"): string {
-  if (value === null) return `${heldOutName} ${metric === "heldOutAccuracy" ? "accuracy" : "loss"} (none yet)`;
-  return metric === "heldOutAccuracy" ? `${heldOutName} accuracy ${(value * 100).toFixed(2)}%` : `${heldOutName} loss ${value.toFixed(4)}`;
+  const name = `${heldOutName} ${METRIC_NAMES[metric]}`;
+  if (value === null) return `${name} (none yet)`;
+  return metric === "heldOutAccuracy" ? `${name} ${(value * 100).toFixed(2)}%` : `${name} ${value.toFixed(4)}`;
+}
+
+/** What an epoch's evaluation measured: the loss always, accuracy for classes, MSE/MAE/R² for a regression. */
+export interface EpochFigures {
+  loss: number;
+  accuracy?: number;
+  regression?: RegressionMetrics;
+}
+
+/** The value of `metric` in an epoch's figures (NaN when the evaluation did not measure it: never a best). */
+export function watchedFigure(metric: Metric, f: EpochFigures): number {
+  switch (metric) {
+    case "heldOutLoss": return f.loss;
+    case "heldOutAccuracy": return f.accuracy ?? NaN;
+    case "heldOutMse": return f.regression?.mse ?? NaN;
+    case "heldOutMae": return f.regression?.mae ?? NaN;
+    case "heldOutR2": return f.regression?.r2 ?? NaN;
+  }
+}
+
+/**
+ * Why a job cannot watch `metric` (its task does not measure it), in one line after the key; null
+ * when it can. `measured`: what the run's evaluation produces.
+ */
+export function unmeasuredMetric(metric: Metric, measured: { accuracy: boolean; regression: boolean }, task: string): string | null {
+  const produced: Metric[] = ["heldOutLoss", ...(measured.accuracy ? ["heldOutAccuracy" as const] : []), ...(measured.regression ? ["heldOutMse", "heldOutMae", "heldOutR2"] as const : [])];
+  if (produced.includes(metric)) return null;
+  const needs = metric === "heldOutAccuracy" ? "class labels" : "a regression (numeric targets, mseLoss or l1Loss)";
+  return `${metric} is measured for ${needs}, not for ${task}; watch ${produced.join(", ")}`;
 }
 
 /** The trackers of a job (those it asks for), from a checkpoint's saved states where they match. */

@@ -17,7 +17,7 @@ import type { Job } from "./job/schema.js";
 import { Progress, fmtDuration, fmtInt, fmtPerplexity } from "./progress.js";
 import { type RegressionMetrics, regressionMetrics } from "./regression-metrics.js";
 import { CHECKPOINTS, MetricsLog, bestDirName, commitBestCheckpoint, commitCheckpoint, linkCheckpointFiles, writeJson } from "./rundir.js";
-import { type MetricTracker, type TrackerState, describeMetric, jobTrackers } from "./monitors.js";
+import { type MetricTracker, type TrackerState, describeMetric, jobTrackers, unmeasuredMetric, watchedFigure } from "./monitors.js";
 import { makeSchedule } from "./schedule.js";
 import { DivergenceMonitor, type DivergenceState, nonFiniteParameter } from "./divergence.js";
 import { type CsvColumns, trainingCsvColumns } from "./csv-columns.js";
@@ -215,12 +215,16 @@ class Run {
     }
   }
 
-  /** heldOutAccuracy is measured for class labels (and binary cross-entropy) only: refused before training otherwise. */
+  /**
+   * heldOutAccuracy is measured for class labels (and binary cross-entropy) only, the regression
+   * figures for a regression only: refused before training otherwise.
+   */
   private checkWatchedMetrics(): void {
     const { job, data, loss } = this.a;
     const hasAccuracy = (data.classification && !this.isText) || loss === "binaryCrossEntropyWithLogits";
     for (const [key, m] of [["checkpoint.keepBest.metric", job.checkpoint.keepBest], ["earlyStopping.metric", job.earlyStopping]] as const) {
-      if (m?.metric === "heldOutAccuracy" && !hasAccuracy) throw new UsageError(`${key}: heldOutAccuracy is not measured for ${data.description} (numeric targets); watch heldOutLoss`);
+      const why = m ? unmeasuredMetric(m.metric, { accuracy: hasAccuracy, regression: this.regression }, `${data.description} with ${loss}`) : null;
+      if (why) throw new UsageError(`${key}: ${why}`);
     }
   }
 
@@ -434,7 +438,7 @@ class Run {
       `${regression ? ` · ${regressionText(regression)}` : ""}` +
       `${ev.accuracy !== undefined ? ` · held-out accuracy ${(ev.accuracy * 100).toFixed(2)}%` : ""} · ${this.rate(sps)} · ${fmtDuration(this.wall())}`,
     );
-    const figure = (metric: TrackerState["metric"]) => (metric === "heldOutAccuracy" ? ev.accuracy ?? NaN : ev.loss);
+    const figure = (metric: TrackerState["metric"]) => watchedFigure(metric, { ...ev, regression });
     const { keepBest, earlyStopping } = this.trackers;
     const isBest = keepBest?.observe(figure(keepBest.state.metric), pos.epoch + 1, pos.step) ?? false;
     earlyStopping?.observe(figure(earlyStopping.state.metric), pos.epoch + 1, pos.step);

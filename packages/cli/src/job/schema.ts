@@ -152,13 +152,19 @@ export const ScheduleConfig = z.discriminatedUnion("type", [
 
 export const LOSSES = ["crossEntropy", "mseLoss", "l1Loss", "binaryCrossEntropyWithLogits"] as const;
 
-/** Held-out figures measured after each epoch that a best checkpoint or early stopping can watch. */
-export const MONITORED_METRICS = ["heldOutLoss", "heldOutAccuracy"] as const;
+/**
+ * Held-out figures measured after each epoch that a best checkpoint or early stopping can watch,
+ * named as in metrics.jsonl: the loss, a classifier's accuracy, a regression's MSE, MAE and R².
+ */
+export const MONITORED_METRICS = ["heldOutLoss", "heldOutAccuracy", "heldOutMse", "heldOutMae", "heldOutR2"] as const;
+export type MonitoredMetric = (typeof MONITORED_METRICS)[number];
+/** The figures where higher is better; lower is, for the others. */
+export const HIGHER_IS_BETTER: readonly MonitoredMetric[] = ["heldOutAccuracy", "heldOutR2"];
 
-/** A watched held-out figure, and which way is better: "max" or "min" (default: higher accuracy, lower loss). */
+/** A watched held-out figure, and which way is better: "max" or "min" (default: higher accuracy and R², lower loss and errors). */
 const watched = { metric: z.enum(MONITORED_METRICS).default("heldOutLoss"), mode: z.enum(["min", "max"]).optional() };
-const withMode = <M extends { metric: (typeof MONITORED_METRICS)[number]; mode?: "min" | "max" }>(m: M): M & { mode: "min" | "max" } =>
-  ({ ...m, mode: m.mode ?? (m.metric === "heldOutAccuracy" ? "max" : "min") });
+const withMode = <M extends { metric: MonitoredMetric; mode?: "min" | "max" }>(m: M): M & { mode: "min" | "max" } =>
+  ({ ...m, mode: m.mode ?? (HIGHER_IS_BETTER.includes(m.metric) ? "max" : "min") });
 
 /** Keep the checkpoint with the best held-out figure beside the last `keep` (Lightning's ModelCheckpoint). */
 const KeepBestConfig = z.strictObject(watched).transform(withMode);
@@ -319,7 +325,9 @@ export const JobSchema = z
       ctx.addIssue({ code: "custom", path: ["augment"], message: "image augmentation needs image data (not text)" });
     }
     for (const [path, m] of [[["checkpoint", "keepBest", "metric"], job.checkpoint.keepBest], [["earlyStopping", "metric"], job.earlyStopping]] as const) {
-      if (m?.metric === "heldOutAccuracy" && isGpt) ctx.addIssue({ code: "custom", path: [...path], message: "a GPT has no held-out accuracy (watch heldOutLoss, the validation loss)" });
+      if (!m || m.metric === "heldOutLoss" || !isGpt) continue;
+      const figure = m.metric === "heldOutAccuracy" ? "held-out accuracy" : `${m.metric}, a regression's figure`;
+      ctx.addIssue({ code: "custom", path: [...path], message: `a GPT has no ${figure} (watch heldOutLoss, the validation loss)` });
     }
     if (job.data.type === "idx" && !job.data.dir && !(job.data.trainImages && job.data.trainLabels)) {
       ctx.addIssue({ code: "custom", path: ["data"], message: "idx data needs `dir` or both `trainImages` and `trainLabels`" });
