@@ -108,7 +108,7 @@ export async function modelFromRecipe(dir: string, recipe: ModelRecipe, consent:
 
 /** Rebuilds the model a checkpoint was trained with (from its stored job) and loads the weights. */
 export async function modelFromCheckpoint(dir: string, consent: ModuleConsent = {}): Promise<CheckpointModel> {
-  const contents = readCheckpoint(dir);
+  const contents = readCheckpoint(dir, { optimizerState: false });
   const built = await modelFromRecipe(dir, contents.state, consent);
   const mismatch = describeMismatch(contents.tensors, built.model);
   if (mismatch) throw new CheckpointError(`checkpoint ${dir} does not match its model: ${mismatch}`);

@@ -158,7 +158,7 @@ function inheritModel(raw: Record<string, unknown>): void {
     const dir = resolveCheckpoint(init.checkpoint);
     let config: unknown;
     try {
-      config = readCheckpoint(dir).state.config;
+      config = readCheckpoint(dir, { optimizerState: false }).state.config;
     } catch (e) {
       throw new CliError(`init.checkpoint: ${(e as Error).message}`);
     }

@@ -46,6 +46,19 @@ describe("checkpoints", () => {
     expect(readdirSync(dir)).toEqual(["c"]); // nor a temporary directory beside it
   });
 
+  it("readCheckpoint with optimizerState: false leaves the optimizer's state out and reads the rest the same", () => {
+    const dir = mkdtempSync(join(tmpdir(), "ck-"));
+    const a = mlp();
+    const opt = new optim.Adam(a.parameters(), { lr: 0.01 });
+    trainSteps(a, opt, 2);
+    saveCheckpoint(dir, { model: a, optimizer: opt, step: 2, config: { lr: 0.01 } });
+    const whole = readCheckpoint(dir), lean = readCheckpoint(dir, { optimizerState: false });
+    expect(whole.state.optimizer).toBeDefined();
+    expect(lean.state.optimizer).toBeUndefined();
+    expect({ ...lean.state }).toEqual({ ...whole.state, optimizer: undefined });
+    for (const [k, t] of Object.entries(whole.tensors)) expect(lean.tensors[k].data).toEqual(t.data);
+  });
+
   it("a checkpoint that does not match the model is a one-line error naming keys and shapes", () => {
     const dir = mkdtempSync(join(tmpdir(), "ck-"));
     saveCheckpoint(dir, { model: mlp(8) });

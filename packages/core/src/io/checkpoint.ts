@@ -160,9 +160,11 @@ export interface CheckpointContents {
  * Reads and validates a checkpoint directory without touching any model: its files parse, come
  * from one save, and match SHA256SUMS where there is one (checkpoints written before chainrule
  * wrote checksums have none and still read). The weights of a quantized checkpoint (int8 with
- * per-channel scales, nn/quantize.ts) read as their float32 values.
+ * per-channel scales, nn/quantize.ts) read as their float32 values. With `optimizerState: false`
+ * the optimizer's state is left out (state.optimizer is undefined): a model rebuilt for inference
+ * does not hold Adam's two parameter-sized buffers as decoded numbers.
  */
-export function readCheckpoint(dir: string): CheckpointContents {
+export function readCheckpoint(dir: string, opts: { optimizerState?: boolean } = {}): CheckpointContents {
   const modelPath = join(dir, MODEL_FILE);
   const statePath = join(dir, STATE_FILE);
   if (!existsSync(dir)) throw new CheckpointError(`${dir}: checkpoint not found (no such directory)`);
@@ -185,6 +187,7 @@ export function readCheckpoint(dir: string): CheckpointContents {
   } catch (e) {
     throw new CheckpointError(`corrupted checkpoint: ${statePath}: invalid JSON (${(e as Error).message}; ${text.length} bytes, truncated?)`);
   }
+  if (opts.optimizerState === false && raw && typeof raw === "object") delete (raw as { optimizer?: unknown }).optimizer;
   let state: CheckpointState;
   try {
     state = unpackNumbers(raw) as CheckpointState;
