@@ -1,13 +1,31 @@
 /**
- * Layer norm's affine case (weight and bias, rows of even width) in WebAssembly SIMD. The sums are
- * js/nn.ts's, in float64 (Σx, Σx², and the backward's row and column sums: they match the loops to
- * the last bits of a float64 sum); the forward's output is computed in float32 lanes (within 2e-6 of
- * the loop), the backward's dx in f64x2 lanes operation for operation. Rows are copied into the
- * scratch memory (memory.ts) a chunk at a time.
+ * Layer norm's affine case (weight and bias, rows of even width) in WebAssembly SIMD. The forward's
+ * Σx, Σx² and the backward's weight and bias gradients (column sums) are js/nn.ts's float64 sums
+ * (the column sums bit for bit); the forward's output and the backward's dx are computed in float32
+ * lanes (within 2e-6 of the loops' float64 arithmetic). Rows are copied into the scratch memory
+ * (memory.ts) a chunk at a time.
  */
-import { F64, I32, V128, funcBody, funcType, get, i32const, set, simd, tee } from "./asm.js";
-import { bumpBy, dadd, dmul, dsub, f32load, f32store, f64bytes, fadd, fmul, fsub, lanesSum, ld2, ldv, pairsLoop, promote, splat2, st2, stv, zero } from "./codegen.js";
+import { F64, I32, V128, funcBody, funcType, get, i32const, set, simd, tee, uleb } from "./asm.js";
+import { addTo, bumpBy, dadd, dmul, dsub, f32store, f64bytes, fadd, fmul, fsub, lanesSum, promote, zero } from "./codegen.js";
 import { A0, AB0, AW0, B0, BB0, C0, CHUNK, M0, R0, W0, wasmFamily } from "./memory.js";
+
+/** Byte distances from an x element to the same element of dout and dx, and from a mean to its rstd (memory.ts). */
+const DOUT = 4 * (B0 - A0), DX = 4 * (C0 - A0), RSTD = 4 * (R0 - M0);
+const loadAt = (addr: number[], offset: number) => [...addr, ...simd(0x00, 0, ...uleb(offset))]; // v128.load
+const load2At = (addr: number[], offset: number) => [...addr, ...simd(0x5d, 0, ...uleb(offset))]; // v128.load64_zero: two floats
+const storeAt = (addr: number[], value: number[], offset: number) => [...addr, ...value, ...simd(0x0b, 0, ...uleb(offset))];
+const store2At = (addr: number[], value: number[], offset: number) => [...addr, ...value, ...simd(0x5b, 0, ...uleb(offset), 0)]; // v128.store64_lane 0
+const highHalf = (v: number) => [...get(v), ...get(v), ...simd(0x0d, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15)]; // floats 2, 3 to lanes 0, 1
+const splatF32 = simd(0x13), splatF64 = simd(0x14);
+/** for (j = 0; j < end; j += step) body, with j and end locals. */
+const stepLoop = (j: number, end: number, step: number, body: number[]) => [
+  ...i32const(0), ...set(j),
+  0x02, 0x40, ...get(end), 0x45, 0x0d, 0, 0x03, 0x40,
+  ...body, ...get(j), ...i32const(step), 0x6a, ...tee(j), ...get(end), 0x49, 0x0d, 0, // j += step; continue if j < end
+  0x0b, 0x0b,
+];
+/** body for the last two floats of rows of n floats (local N) when n % 4 == 2. */
+const ifPair = (N: number, body: number[]) => [...get(N), ...i32const(2), 0x71, 0x04, 0x40, ...body, 0x0b];
 
 /**
  * lnForward(X, O, W, Bb, M, R, rows, n, eps): per row of n floats (n even), mean and variance
@@ -23,16 +41,9 @@ function lnForwardFn() {
   const [m, rs, nf, vr] = [11, 12, 13, 14];
   const [x, lo, hi, s0, s1, q0, q1, mh, ml, r4] = [15, 16, 17, 18, 19, 20, 21, 22, 23, 24];
   const at = (base: number) => [...get(base), ...get(j), 0x6a]; // base + j
-  const highHalf = simd(0x0d, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15); // floats 2, 3 to lanes 0, 1
-  const splat4 = (f64: number[]) => [...f64, 0xb6, ...simd(0x13)]; // f32x4.splat(f32.demote(·))
-  /** for (j = 0; j < nq; j += 16) body */
-  const quads = (body: number[]) => [
-    ...i32const(0), ...set(j),
-    0x02, 0x40, ...get(nq), 0x45, 0x0d, 0, 0x03, 0x40,
-    ...body, ...get(j), ...i32const(16), 0x6a, ...tee(j), ...get(nq), 0x49, 0x0d, 0, // j += 16; continue if j < nq
-    0x0b, 0x0b,
-  ];
-  const ifPair = (body: number[]) => [...get(N), ...i32const(2), 0x71, 0x04, 0x40, ...body, 0x0b]; // the last two floats when n % 4 == 2
+  const splat4 = (f64: number[]) => [...f64, 0xb6, ...splatF32]; // f32x4.splat(f32.demote(·))
+  const quads = (body: number[]) => stepLoop(j, nq, 16, body);
+  const pair = (body: number[]) => ifPair(N, body); // the last two floats when n % 4 == 2
   const outQuad = (load: (base: number) => number[]) => [...load(X), ...get(mh), ...fsub, ...get(ml), ...fsub, ...get(r4), ...fmul, ...load(W), ...fmul, ...load(Bb), ...fadd];
   const code = [
     ...get(N), 0xb7, ...set(nf),
@@ -41,11 +52,11 @@ function lnForwardFn() {
     ...get(ROWS), 0x45, 0x0d, 1,
     ...zero, ...set(s0), ...zero, ...set(s1), ...zero, ...set(q0), ...zero, ...set(q1),
     ...quads([
-      ...at(X), ...simd(0x00, 0, 0), ...tee(x), ...promote, ...set(lo), ...get(x), ...get(x), ...highHalf, ...promote, ...set(hi),
+      ...at(X), ...simd(0x00, 0, 0), ...tee(x), ...promote, ...set(lo), ...highHalf(x), ...promote, ...set(hi),
       ...get(s0), ...get(lo), ...dadd, ...set(s0), ...get(s1), ...get(hi), ...dadd, ...set(s1),
       ...get(q0), ...get(lo), ...get(lo), ...dmul, ...dadd, ...set(q0), ...get(q1), ...get(hi), ...get(hi), ...dmul, ...dadd, ...set(q1),
     ]),
-    ...ifPair([...get(X), ...get(nq), 0x6a, ...simd(0x5d, 0, 0), ...promote, ...tee(lo), ...get(s0), ...dadd, ...set(s0), ...get(q0), ...get(lo), ...get(lo), ...dmul, ...dadd, ...set(q0)]),
+    ...pair([...get(X), ...get(nq), 0x6a, ...simd(0x5d, 0, 0), ...promote, ...tee(lo), ...get(s0), ...dadd, ...set(s0), ...get(q0), ...get(lo), ...get(lo), ...dmul, ...dadd, ...set(q0)]),
     ...get(s0), ...get(s1), ...dadd, ...set(s0), ...get(q0), ...get(q1), ...dadd, ...set(q0),
     ...lanesSum(s0), ...get(nf), 0xa3, ...set(m),
     ...lanesSum(q0), ...get(nf), 0xa3, ...get(m), ...get(m), 0xa2, 0xa1, ...set(vr),
@@ -56,7 +67,7 @@ function lnForwardFn() {
     ...get(m), ...get(m), 0xb6, 0xbb, 0xa1, ...set(vr), // the tail, 0 where m is ±∞ (∞ − ∞)
     ...splat4(get(m)), ...set(mh), ...splat4([...get(vr), 0x44, ...f64bytes(0), ...get(vr), ...get(vr), 0x61, 0x1b]), ...set(ml), ...splat4(get(rs)), ...set(r4),
     ...quads([...at(O), ...outQuad((base) => [...at(base), ...simd(0x00, 0, 0)]), ...simd(0x0b, 0, 0)]),
-    ...ifPair([...get(O), ...get(nq), 0x6a, ...outQuad((base) => [...get(base), ...get(nq), 0x6a, ...simd(0x5d, 0, 0)]), ...simd(0x5b, 0, 0, 0)]),
+    ...pair([...get(O), ...get(nq), 0x6a, ...outQuad((base) => [...get(base), ...get(nq), 0x6a, ...simd(0x5d, 0, 0)]), ...simd(0x5b, 0, 0, 0)]),
     ...get(N), ...i32const(2), 0x74, ...tee(j), ...get(X), 0x6a, ...set(X), ...get(O), ...get(j), 0x6a, ...set(O), // next row
     ...get(ROWS), ...i32const(1), 0x6b, ...set(ROWS),
     0x0c, 0, 0x0b, 0x0b, 0x0b,
@@ -65,46 +76,118 @@ function lnForwardFn() {
 }
 
 /**
- * lnBackward(DX, DO, X, W, AW, AB, M, R, rows, n): js/nn.ts lnBackwardAffine. Per row,
- * d = dout·w; Σd and Σd·(x − m); dx = rs·(dout·w − meanD − h·meanDX) with h = (x − m)·rs;
- * the float64 column sums AW += dout·h, AB += dout (n float64 each).
+ * lnBackward(X, W, AW, AB, M, rows, n): js/nn.ts lnBackwardAffine over rows of n floats (n even)
+ * at X, their dout at X + DOUT, dx written at X + DX, means at M and rstd at M + RSTD.
+ * Row by row: Σd and Σd·(x − m) with d = dout·w (float32 lanes over 16 floats at a time, added into
+ * float64 sums), then dx = rs·(dout·w − meanD − h·meanDX), h = (x − m)·rs, in float32 lanes (within
+ * 2e-6 of the loop's float64 arithmetic; float64 throughout took 1.4× as long). Then eight columns at
+ * a time over all rows with their float64 sums in registers (no load and store of AW, AB per row):
+ * AW += dout·h, AB += dout, h in float64 as the loop's and in its order, so the same bits.
  */
 function lnBackwardFn() {
-  const [DX, DO, X, W, AW, AB, M, R, ROWS, N] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
-  const [j, pdx, pdo, px, pw, paw, pab] = [10, 11, 12, 13, 14, 15, 16];
-  const [nf, rs] = [17, 18];
-  const [sd, sdx, m2, rs2, md, mdx, dy, h] = [19, 20, 21, 22, 23, 24, 25, 26];
+  const [X, W, AW, AB, M, ROWS, N] = [0, 1, 2, 3, 4, 5, 6];
+  const [j, nq, row, p, mp, mEnd, stride, n8, end] = [7, 8, 9, 10, 11, 12, 13, 14, 15];
+  const [rs, nf] = [16, 17];
+  const [m4, rs4, md4, mdx4, sd, sdx, s4, sx4, d, xm, m2, rs2, xv, dv, dl] = Array.from({ length: 15 }, (_, i) => 18 + i);
+  const acc = Array.from({ length: 8 }, (_, i) => 33 + i); // the column sums' registers: AW's four, AB's four
+  const [awl, abl] = [acc[0], acc[4]];
+  const quads = (body: number[]) => stepLoop(j, nq, 16, body);
+  const pair = (body: number[]) => ifPair(N, body); // the last two floats when n % 4 == 2
+  const wAt = [...get(W), ...get(j), 0x6a];
+  const rowAt = [...get(row), ...get(j), 0x6a, ...tee(p)];
+  /** The f32x4 d = dout·w and xm = x − m at p (quads: whole vectors; the last pair: two floats). */
+  const dAndXm = (load: (addr: number[], offset: number) => number[]) => [
+    ...load(rowAt, DOUT), ...load(wAt, 0), ...fmul, ...set(d),
+    ...load(get(p), 0), ...get(m4), ...fsub, ...set(xm),
+  ];
+  /** dx = rs·((dout·w − meanD) − (x − m)·rs·meanDX), f32x4 */
+  const dxOf = (load: (addr: number[], offset: number) => number[]) => [
+    ...get(rs4), ...load(get(p), DOUT), ...load(wAt, 0), ...fmul, ...get(md4), ...fsub,
+    ...load(get(p), 0), ...get(m4), ...fsub, ...get(rs4), ...fmul, ...get(mdx4), ...fmul, ...fsub, ...fmul,
+  ];
+  /** acc += dout·h, accB += dout for one row and one f64x2 of columns (`x`, `dout`: the code pushing them as f64x2). */
+  const columnStep = (x: number[], dout: number[], acc: number, accB: number) => [
+    ...get(acc), ...dout, ...tee(dl), ...x, ...get(m2), ...dsub, ...get(rs2), ...dmul, ...dmul, ...dadd, ...set(acc),
+    ...get(accB), ...get(dl), ...dadd, ...set(accB),
+  ];
+  /** Over all rows for the columns at byte offset j: `perRow` with p at the row's element, m2 and rs2 its statistics. */
+  const overRows = (perRow: number[]) => [
+    ...get(X), ...get(j), 0x6a, ...set(p), ...get(M), ...set(mp),
+    0x03, 0x40,
+    ...get(mp), 0x2a, 2, 0, 0xbb, ...splatF64, ...set(m2), ...get(mp), 0x2a, 2, ...uleb(RSTD), 0xbb, ...splatF64, ...set(rs2),
+    ...perRow,
+    ...addTo(p, get(stride)), ...bumpBy(mp, 4), ...get(mp), ...get(mEnd), 0x49, 0x0d, 0,
+    0x0b,
+  ];
+  const accAt = (base: number, offset: number) => [...get(base), ...get(j), ...get(j), 0x6a, 0x6a, ...simd(0x00, 0, offset)]; // base + 2j: the f64 of column j/4
+  const accStore = (base: number, offset: number, v: number) => [...get(base), ...get(j), ...get(j), 0x6a, 0x6a, ...get(v), ...simd(0x0b, 0, offset)];
+  /** The column sums of the k quads of columns from byte offset j, their float64 sums in registers over all rows. */
+  const columnBlock = (k: number) => {
+    const [aw, ab] = [acc.slice(0, 2 * k), acc.slice(4, 4 + 2 * k)];
+    const perQuad = (q: number) => [
+      ...loadAt(get(p), 16 * q), ...set(xv), ...loadAt(get(p), DOUT + 16 * q), ...set(dv),
+      ...columnStep([...get(xv), ...promote], [...get(dv), ...promote], aw[2 * q], ab[2 * q]),
+      ...columnStep([...highHalf(xv), ...promote], [...highHalf(dv), ...promote], aw[2 * q + 1], ab[2 * q + 1]),
+    ];
+    return [
+      ...aw.flatMap((l, i) => [...accAt(AW, 16 * i), ...set(l)]), ...ab.flatMap((l, i) => [...accAt(AB, 16 * i), ...set(l)]),
+      ...overRows(Array.from({ length: k }, (_, q) => perQuad(q)).flat()),
+      ...aw.flatMap((l, i) => accStore(AW, 16 * i, l)), ...ab.flatMap((l, i) => accStore(AB, 16 * i, l)),
+    ];
+  };
   const code = [
     ...get(N), 0xb7, ...set(nf),
-    0x02, 0x40, 0x03, 0x40,
-    ...get(ROWS), 0x45, 0x0d, 1,
-    ...f32load(M), ...splat2, ...set(m2), ...f32load(R), ...tee(rs), ...splat2, ...set(rs2), ...bumpBy(M, 4), ...bumpBy(R, 4),
-    ...zero, ...set(sd), ...zero, ...set(sdx), ...get(DO), ...set(pdo), ...get(X), ...set(px), ...get(W), ...set(pw),
-    ...pairsLoop(j, N, [
-      ...ld2(pdo), ...ld2(pw), ...dmul, ...tee(dy), ...get(sd), ...dadd, ...set(sd),
-      ...get(dy), ...ld2(px), ...get(m2), ...dsub, ...dmul, ...get(sdx), ...dadd, ...set(sdx),
-      ...bumpBy(pdo, 8), ...bumpBy(px, 8), ...bumpBy(pw, 8),
+    ...get(N), ...i32const(-4), 0x71, ...i32const(2), 0x74, ...set(nq), // bytes of the whole quads
+    ...get(N), ...i32const(2), 0x74, ...set(stride),
+    ...get(M), ...get(ROWS), ...i32const(2), 0x74, 0x6a, ...set(mEnd),
+    // rows: the sums, then dx
+    ...get(X), ...set(row), ...get(M), ...set(mp),
+    0x03, 0x40,
+    ...get(mp), 0x2a, 2, 0, ...splatF32, ...set(m4),
+    ...get(mp), 0x2a, 2, ...uleb(RSTD), ...splatF32, ...set(rs4), ...get(mp), 0x2a, 2, ...uleb(RSTD), 0xbb, ...set(rs),
+    ...zero, ...set(sd), ...zero, ...set(sdx), ...i32const(0), ...set(j),
+    0x02, 0x40, ...get(nq), 0x45, 0x0d, 0, 0x03, 0x40, // blocks of up to 4 quads: float32 sums, added into the float64 ones
+    ...get(j), ...i32const(64), 0x6a, ...tee(end), ...get(nq), ...get(end), ...get(nq), 0x49, 0x1b, ...set(end), // end = min(j + 16 floats, nq)
+    ...zero, ...set(s4), ...zero, ...set(sx4),
+    0x03, 0x40,
+    ...dAndXm(loadAt),
+    ...get(s4), ...get(d), ...fadd, ...set(s4),
+    ...get(sx4), ...get(d), ...get(xm), ...fmul, ...fadd, ...set(sx4),
+    ...get(j), ...i32const(16), 0x6a, ...tee(j), ...get(end), 0x49, 0x0d, 0,
+    0x0b,
+    ...get(sd), ...get(s4), ...promote, ...highHalf(s4), ...promote, ...dadd, ...dadd, ...set(sd),
+    ...get(sdx), ...get(sx4), ...promote, ...highHalf(sx4), ...promote, ...dadd, ...dadd, ...set(sdx),
+    ...get(j), ...get(nq), 0x49, 0x0d, 0,
+    0x0b, 0x0b,
+    ...pair([
+      ...get(nq), ...set(j),
+      ...dAndXm(load2At),
+      ...get(sd), ...get(d), ...promote, ...dadd, ...set(sd),
+      ...get(sdx), ...get(d), ...get(xm), ...fmul, ...promote, ...dadd, ...set(sdx),
     ]),
-    ...lanesSum(sd), ...get(nf), 0xa3, ...splat2, ...set(md),
-    ...get(rs), ...lanesSum(sdx), 0xa2, ...get(nf), 0xa3, ...splat2, ...set(mdx),
-    ...get(DX), ...set(pdx), ...get(DO), ...set(pdo), ...get(X), ...set(px), ...get(W), ...set(pw), ...get(AW), ...set(paw), ...get(AB), ...set(pab),
-    ...pairsLoop(j, N, [
-      ...ld2(pdo), ...set(dy),
-      ...ld2(px), ...get(m2), ...dsub, ...get(rs2), ...dmul, ...set(h),
-      ...st2(pdx, [...get(rs2), ...get(dy), ...ld2(pw), ...dmul, ...get(md), ...dsub, ...get(h), ...get(mdx), ...dmul, ...dsub, ...dmul]),
-      ...stv(paw, [...ldv(paw), ...get(dy), ...get(h), ...dmul, ...dadd]),
-      ...stv(pab, [...ldv(pab), ...get(dy), ...dadd]),
-      ...bumpBy(pdx, 8), ...bumpBy(pdo, 8), ...bumpBy(px, 8), ...bumpBy(pw, 8), ...bumpBy(paw, 16), ...bumpBy(pab, 16),
+    ...lanesSum(sd), ...get(nf), 0xa3, 0xb6, ...splatF32, ...set(md4),
+    ...get(rs), ...lanesSum(sdx), 0xa2, ...get(nf), 0xa3, 0xb6, ...splatF32, ...set(mdx4),
+    ...quads(storeAt(rowAt, dxOf(loadAt), DX)),
+    ...pair([...get(nq), ...set(j), ...store2At(rowAt, dxOf(load2At), DX)]),
+    ...addTo(row, get(stride)), ...bumpBy(mp, 4), ...get(mp), ...get(mEnd), 0x49, 0x0d, 0,
+    0x0b,
+    // columns: eight at a time, then four, then the last pair
+    ...get(nq), ...i32const(-32), 0x71, ...set(n8),
+    ...stepLoop(j, n8, 32, columnBlock(2)),
+    ...get(nq), ...i32const(16), 0x71, 0x04, 0x40, ...get(n8), ...set(j), ...columnBlock(1), 0x0b,
+    ...pair([
+      ...get(nq), ...set(j),
+      ...accAt(AW, 0), ...set(awl), ...accAt(AB, 0), ...set(abl),
+      ...overRows(columnStep([...load2At(get(p), 0), ...promote], [...load2At(get(p), DOUT), ...promote], awl, abl)),
+      ...accStore(AW, 0, awl), ...accStore(AB, 0, abl),
     ]),
-    ...get(pdx), ...set(DX), ...get(pdo), ...set(DO), ...get(px), ...set(X),
-    ...get(ROWS), ...i32const(1), 0x6b, ...set(ROWS),
-    0x0c, 0, 0x0b, 0x0b, 0x0b,
+    0x0b,
   ];
-  return { type: funcType([I32, I32, I32, I32, I32, I32, I32, I32, I32, I32]), code: funcBody([[7, I32], [2, F64], [8, V128]], code) };
+  return { type: funcType([I32, I32, I32, I32, I32, I32, I32]), code: funcBody([[9, I32], [2, F64], [23, V128]], code) };
 }
 
 type LnForward = (x: number, o: number, w: number, b: number, m: number, r: number, rows: number, n: number, eps: number) => void;
-type LnBackward = (dx: number, dout: number, x: number, w: number, aw: number, ab: number, m: number, r: number, rows: number, n: number) => void;
+type LnBackward = (x: number, w: number, aw: number, ab: number, m: number, rows: number, n: number) => void;
 const family = wasmFamily<{ lnForward: LnForward; lnBackward: LnBackward }>(() => [[lnForwardFn(), "lnForward"], [lnBackwardFn(), "lnBackward"]]);
 
 /**
@@ -155,7 +238,7 @@ export function simdLayerNormBackward(
     m.set(dout.subarray(r * n, r * n + len), B0);
     m.set(mean.subarray(r, r + c), M0);
     m.set(rstd.subarray(r, r + c), R0);
-    e.lnBackward(4 * C0, 4 * B0, 4 * A0, 4 * W0, 4 * AW0, 4 * AB0, 4 * M0, 4 * R0, c, n);
+    e.lnBackward(4 * A0, 4 * W0, 4 * AW0, 4 * AB0, 4 * M0, c, n); // dout at B0, dx to C0, rstd at R0
     dx.set(m.subarray(C0, C0 + len), r * n);
   }
   accW.set(d.subarray(AW0 / 2, AW0 / 2 + n));
