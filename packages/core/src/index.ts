@@ -23,7 +23,7 @@ export { embedding, where, maskedFill, dropout } from "./ops/indexing.js";
 export { layerNorm } from "./ops/layernorm.js";
 export { conv2d, maxPool2d, avgPool2d, adaptiveAvgPool2d, batchNorm2d, type Conv2dOptions, type Pool2dOptions, type AvgPool2dOptions, type BatchNorm2dOptions, type BatchNormSync, type Size2 } from "./ops/conv.js";
 export {
-  kernels, setKernels, countMacs, jsKernels, selectBackend, useBackend, backendReport, setSimdEnabled, simdEnabled, simdAvailable,
+  kernels, setKernels, countMacs, jsKernels, selectBackend, useBackend, backendReport, setSimdEnabled, simdEnabled, simdAvailable, encodeHalf, decodeHalf, type HalfFormat,
   type Kernels, type UnaryOp, type BinaryOp, type AdamScalars, type SgdScalars, type BackendName, type BackendReport,
 } from "./kernels/index.js";
 export * as nn from "./nn/index.js";

@@ -6,4 +6,5 @@ export { kernels, setKernels, countMacs, type Kernels, type UnaryOp, type Binary
 export { jsKernels } from "./js/index.js";
 export { selectBackend, useBackend, backendReport, type BackendName, type BackendReport } from "./select.js";
 export { setSimdEnabled, simdEnabled } from "./simd/switch.js";
+export { encodeHalf, decodeHalf, type HalfFormat } from "./half.js";
 export { registerMemory as registerSimdMemory, sharedMemory, MAX_SHARED_MEMORY_BYTES, simdAvailable, type SimdKernels, type SharedMemory, type WasmMemory } from "./simd/optim.js";
