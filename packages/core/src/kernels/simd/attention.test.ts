@@ -46,4 +46,27 @@ describe.runIf(on)("WebAssembly SIMD causal softmax (simd/attention.ts)", () => 
     expect(P1[4 * T]).toBe(0);
     expect(simdCausalSoftmax(new Float32Array(36), 0, 1, 6)).toBe(false);
   });
+
+  it("NaN, ±Inf and a fully masked row with the odd value in a whole quad or in the diagonal's quad (T = 16)", () => {
+    const T = 16;
+    const S = Float32Array.from({ length: T * T }, (_, i) => Math.sin(i * 0.7) * 4);
+    S[9 * T + 1] = NaN; // row 9: in a whole quad → NaN row
+    S[10 * T + 9] = NaN; // row 10: in the diagonal's quad → NaN row
+    S[11 * T + 2] = Infinity; // row 11: a whole quad → NaN (Inf − Inf)
+    S[12 * T + 12] = Infinity; // row 12: the diagonal itself
+    for (let j = 0; j <= 7; j++) S[13 * T + j] = -Infinity; // row 13: two whole quads of weight 0
+    for (let j = 0; j <= 14; j++) S[14 * T + j] = -Infinity; // row 14: fully masked → NaN
+    S[7 * T + 8] = NaN; // past the diagonal of row 7: ignored
+    const P1 = S.slice(), P2 = S.slice();
+    expect(simdCausalSoftmax(P1, 0, 1, T)).toBe(true);
+    causalSoftmaxLoop(P2, 0, 1, T, null, P2);
+    closeArr(P1, P2, 3e-7);
+    for (let j = 0; j <= 7; j++) expect(P1[13 * T + j]).toBe(0);
+    expect(P1[7 * T + 8]).toBe(0);
+    const G = Float32Array.from({ length: T * T }, (_, i) => Math.cos(i));
+    const D1 = G.slice(), D2 = G.slice();
+    causalSoftmaxBackward(D1, P2, 0, 1, T, null);
+    causalSoftmaxBackwardLoop(D2, P2, 0, 1, T, null);
+    closeArr(D1, D2, 1e-6);
+  });
 });

@@ -1,82 +1,92 @@
 /**
  * Causal attention's softmax without dropout, forward and backward, in WebAssembly SIMD (f32x4)
  * over each score row's first i + 1 entries (ops/attention.ts, through kernels().causalSoftmax).
- * Lane masks (i32x4.le_s on lane indices) give the causal range; exp as GELU's (gelu.ts), 0 below
- * −87, so −Inf scores give weight 0 and a fully masked row gives NaN, as the loop (js/attention.ts).
- * Rows of T floats (T a multiple of 4) are copied into the scratch memory (memory.ts) a chunk at a time.
+ * Whole quads run unmasked; a lane mask (i32x4.le_s on lane indices) covers the quad holding the
+ * diagonal. exp in base 2 as GELU's (gelu.ts), 0 below 2^−126, so −Inf scores give weight 0 and a
+ * fully masked row gives NaN, as the loop (js/attention.ts). Rows of T floats (T a multiple of 4) are
+ * copied into the scratch memory (memory.ts) a chunk at a time.
  */
-import { F32, I32, V128, funcBody, funcType, get, i32const, set, simd } from "./asm.js";
-import {
-  EXP_TAYLOR, LN2_HI, LN2_LO, addTo, beginConsts, bumpBy, cf, ci, constLocals, decrementLoop, f32bytes, fadd, fmax, fmul, fnearest, fsub,
-  hmax4, horner, hsum4, i32x4splat, iadd, ile, ishl, laneIdx, ld, st, truncSat, vand, vandnot, vbitselect,
-} from "./codegen.js";
+import { F32, I32, V128, funcBody, funcType, get, i32const, set, simd, tee } from "./asm.js";
+import { EXP2_POLY, SHIFTER, addTo, beginConsts, bumpBy, cf, constLocals, decrementLoop, estrin, f32bytes, fadd, fmul, fsub, ishl, laneIdx, ld, st, vand, vandnot, vbitselect, zero } from "./codegen.js";
 import { A0, B0, CHUNK, wasmFamily } from "./memory.js";
 
+const pmax = simd(0xeb), flt = simd(0x43), i32x4splat = simd(0x11), ile = simd(0x3d);
+/** Lanes 2, 3 to 0, 1 and lane 1 to 0 (for the horizontal max and sum). */
+const swapHalves = simd(0x0d, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+const swapPairs = simd(0x0d, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+/** The f32 `op` of a vector's four lanes (op: pmax or fadd; v a scratch local). */
+const horizontal = (v: number, op: number[]) => [
+  ...get(v), ...get(v), ...get(v), ...swapHalves, ...op, ...tee(v), ...get(v), ...get(v), ...swapPairs, ...op, ...simd(0x1f, 0),
+];
+
 /**
- * exp(t) in f32x4 for t ≤ 0 (t in local tl, scratch locals kl, ml): as geluFn's, t clamped
- * to ≥ −87 for the polynomial and the result 0 where t < −87 (−Inf gives 0, NaN gives NaN).
+ * exp(t) in f32x4 for t ≤ 0 (t in local tl; kl, dl and the powers scratch): 2^u, u = t·log2(e), as
+ * gelu.ts's: k = round(u) by the shifter, 2^(u − k) by EXP2_POLY, 2^k in the exponent bits;
+ * 0 where u < −126 (−Inf gives 0), NaN gives NaN.
  */
-function expCode(tl: number, kl: number, ml: number): number[] {
+function expCode(tl: number, kl: number, dl: number, pows: number[]): number[] {
   return [
-    ...get(tl), ...cf(-87), ...simd(0x43), ...set(ml), // f32x4.lt
-    ...get(tl), ...cf(-87), ...fmax, ...set(tl),
-    ...get(tl), ...cf(Math.LOG2E), ...fmul, ...fnearest, ...set(kl),
-    ...get(tl), ...get(kl), ...cf(LN2_HI), ...fmul, ...fsub, ...get(kl), ...cf(LN2_LO), ...fmul, ...fsub, ...set(tl),
-    ...horner(get(tl), EXP_TAYLOR),
-    ...get(kl), ...truncSat, ...ci(127), ...iadd, ...i32const(23), ...ishl, ...fmul,
-    ...get(ml), ...vandnot,
+    ...get(tl), ...cf(Math.LOG2E), ...fmul, ...tee(tl), ...cf(-126), ...flt, ...set(dl), // u < −126: 0
+    ...get(tl), ...cf(-126), ...pmax, ...tee(tl), ...cf(SHIFTER), ...fadd, ...set(kl),
+    ...get(tl), ...get(kl), ...cf(SHIFTER), ...fsub, ...fsub, ...set(tl),
+    ...estrin(get(tl), EXP2_POLY, pows), ...get(kl), ...i32const(23), ...ishl, ...fmul,
+    ...get(dl), ...vandnot,
+  ];
+}
+
+/**
+ * Per row: nq = i/4 + 1 quads hold j ≤ i; the last of them (at `last`) only partly, lanes
+ * `msk`. `full` runs over the nq − 1 whole quads (pointer pp, counter q), `lastQuad` once.
+ */
+function rowQuads(P: number, pp: number, q: number, nq: number, full: number[], lastQuad: number[]): number[] {
+  return [
+    ...get(P), ...set(pp), ...get(nq), ...i32const(1), 0x6b, ...tee(q),
+    0x04, 0x40, 0x03, 0x40, ...full, ...bumpBy(pp, 16), ...decrementLoop(q), 0x0b, 0x0b,
+    ...lastQuad,
   ];
 }
 
 /**
  * softmax(P, rows, T, i0): rows of T floats (T a multiple of 4) at P, row k holding causal row
  * i = i0 + k: its first i + 1 entries ← their softmax (max subtracted, exp, sum, scaled by
- * 1/sum), the rest ← 0.
+ * 1/sum), the rest ← 0. Only the quad holding j = i is masked; the max skips NaN as the loop's
+ * comparison does (a NaN score still makes its row NaN through the sum).
  */
 function causalSoftmaxFn() {
   const [P, ROWS, T, I0] = [0, 1, 2, 3];
   const [q, pp, nq] = [4, 5, 6];
-  const [mx, sum, inv] = [7, 8, 9];
-  const [v, msk, idx, t, k, acc, iv] = [10, 11, 12, 13, 14, 15, 16];
-  beginConsts(17);
-  const lanes = [...get(idx), ...get(iv), ...ile, ...set(msk)]; // msk: lane index ≤ i
+  const [mx] = [7];
+  const [msk, acc, m4, t, k, dead, sc] = [8, 9, 10, 11, 12, 13, 14];
+  const pows = [15, 16, 17];
+  beginConsts(18);
+  const masked = (x: number[]) => [...x, ...get(msk), ...vand];
   const code = [
     0x02, 0x40, 0x03, 0x40,
     ...get(ROWS), 0x45, 0x0d, 1,
-    ...get(I0), ...i32x4splat, ...set(iv),
-    ...get(I0), ...i32const(4), 0x6d, ...i32const(1), 0x6a, ...set(nq), // quads holding j ≤ i: i/4 + 1
-    // max over j ≤ i
-    ...cf(-Infinity), ...set(acc), ...get(P), ...set(pp), ...laneIdx, ...set(idx), ...get(nq), ...set(q),
-    0x03, 0x40,
-    ...lanes,
-    ...ld(pp), ...cf(-Infinity), ...get(msk), ...vbitselect, ...get(acc), ...simd(0xe9), ...set(acc), // f32x4.max (NaN propagates)
-    ...bumpBy(pp, 16), ...get(idx), ...ci(4), ...iadd, ...set(idx),
-    ...decrementLoop(q), 0x0b,
-    ...hmax4(acc), ...set(mx),
-    // m = -Inf (all masked) → 0, like the loop
-    0x43, ...f32bytes(0), ...get(mx), ...get(mx), 0x43, ...f32bytes(-Infinity), 0x5b, 0x1b, ...set(mx),
-    // e = exp(x − m) on j ≤ i, 0 beyond; sum
-    ...simd(0x0c, ...new Array(16).fill(0)), ...set(acc), ...get(P), ...set(pp), ...laneIdx, ...set(idx), ...get(nq), ...set(q),
-    0x03, 0x40,
-    ...lanes,
-    ...ld(pp), ...get(mx), ...simd(0x13), ...fsub, ...set(t),
-    ...st(pp, [...expCode(t, k, v), ...get(msk), ...vand]), // and with the mask: beyond i → +0
-    ...get(acc), ...ld(pp), ...fadd, ...set(acc),
-    ...bumpBy(pp, 16), ...get(idx), ...ci(4), ...iadd, ...set(idx),
-    ...decrementLoop(q), 0x0b,
-    ...hsum4(acc), ...set(sum),
-    0x43, ...f32bytes(1), ...get(sum), 0x95, ...set(inv),
-    ...get(P), ...set(pp), ...laneIdx, ...set(idx), ...get(nq), ...set(q),
-    0x03, 0x40,
-    ...lanes,
-    ...st(pp, [...ld(pp), ...get(inv), ...simd(0x13), ...fmul, ...get(msk), ...vand]), // past i: 0 even when 1/sum is NaN
-    ...bumpBy(pp, 16), ...get(idx), ...ci(4), ...iadd, ...set(idx),
-    ...decrementLoop(q), 0x0b,
+    ...get(I0), ...i32const(2), 0x76, ...i32const(1), 0x6a, ...set(nq),
+    ...laneIdx, ...get(I0), ...i32const(3), 0x71, ...i32x4splat, ...ile, ...set(msk), // lanes ≤ i mod 4 of the last quad
+    // max over j ≤ i (the last quad's lanes past i read as −Inf)
+    ...cf(-Infinity), ...set(acc),
+    ...rowQuads(P, pp, q, nq,
+      [...get(acc), ...ld(pp), ...pmax, ...set(acc)],
+      [...get(acc), ...ld(pp), ...cf(-Infinity), ...get(msk), ...vbitselect, ...pmax, ...set(acc)]),
+    ...horizontal(acc, pmax), ...set(mx),
+    // m = −Inf (all masked) → 0, like the loop
+    0x43, ...f32bytes(0), ...get(mx), ...get(mx), 0x43, ...f32bytes(-Infinity), 0x5b, 0x1b, ...simd(0x13), ...set(m4),
+    // e = exp(x − m) on j ≤ i, 0 past i; their sum
+    ...zero, ...set(acc),
+    ...rowQuads(P, pp, q, nq,
+      [...st(pp, [...ld(pp), ...get(m4), ...fsub, ...set(t), ...expCode(t, k, dead, pows)]), ...get(acc), ...ld(pp), ...fadd, ...set(acc)],
+      [...st(pp, masked([...ld(pp), ...get(m4), ...fsub, ...set(t), ...expCode(t, k, dead, pows)])), ...get(acc), ...ld(pp), ...fadd, ...set(acc)]),
+    ...cf(1), ...horizontal(acc, fadd), ...simd(0x13), ...simd(0xe7), ...set(sc), // 1/sum in every lane
+    ...rowQuads(P, pp, q, nq,
+      st(pp, [...ld(pp), ...get(sc), ...fmul]),
+      st(pp, masked([...ld(pp), ...get(sc), ...fmul]))), // past i: 0 even when 1/sum is NaN
     // zero the quads past i
-    ...get(T), ...i32const(2), 0x76, ...get(nq), 0x6b, ...set(q),
+    ...bumpBy(pp, 16), ...get(T), ...i32const(2), 0x76, ...get(nq), 0x6b, ...set(q),
     0x02, 0x40, ...get(q), 0x45, 0x0d, 0,
     0x03, 0x40,
-    ...st(pp, simd(0x0c, ...new Array(16).fill(0))),
+    ...st(pp, zero),
     ...bumpBy(pp, 16),
     ...decrementLoop(q), 0x0b, 0x0b,
     ...get(pp), ...set(P),
@@ -85,51 +95,45 @@ function causalSoftmaxFn() {
     0x0c, 0, 0x0b, 0x0b, 0x0b,
   ];
   const { init, count } = constLocals();
-  return { type: funcType([I32, I32, I32, I32]), code: funcBody([[3, I32], [3, F32], [7 + count, V128]], [...init, ...code]) };
+  return { type: funcType([I32, I32, I32, I32]), code: funcBody([[3, I32], [1, F32], [10 + count, V128]], [...init, ...code]) };
 }
 
 /**
  * softmaxBack(D, P, rows, T, i0): per row (causal row i = i0 + k), D ← P ⊙ (D − Σ_{j≤i} P·D) on
- * j ≤ i, 0 beyond.
+ * j ≤ i, 0 beyond. P's row at the same offset from P as D's from D.
  */
 function causalSoftmaxBackwardFn() {
   const [D, P, ROWS, T, I0] = [0, 1, 2, 3, 4];
-  const [q, pd, pp, nq] = [5, 6, 7, 8];
-  // local 9: unused
-  const [msk, idx, acc, iv, dv] = [10, 11, 12, 13, 14];
-  beginConsts(15);
-  const lanes = [...get(idx), ...get(iv), ...ile, ...set(msk)];
+  const [q, pd, nq, off] = [5, 6, 7, 8];
+  const [msk, acc, dv] = [9, 10, 11];
+  const pAt = [...get(pd), ...get(off), 0x6a, ...simd(0x00, 0, 0)]; // P's quad at D's
+  const masked = (x: number[]) => [...x, ...get(msk), ...vand];
   const code = [
+    ...get(P), ...get(D), 0x6b, ...set(off),
     0x02, 0x40, 0x03, 0x40,
     ...get(ROWS), 0x45, 0x0d, 1,
-    ...get(I0), ...i32x4splat, ...set(iv),
-    ...get(I0), ...i32const(4), 0x6d, ...i32const(1), 0x6a, ...set(nq),
-    ...simd(0x0c, ...new Array(16).fill(0)), ...set(acc), ...get(D), ...set(pd), ...get(P), ...set(pp), ...laneIdx, ...set(idx), ...get(nq), ...set(q),
-    0x03, 0x40,
-    ...lanes,
-    ...get(acc), ...ld(pp), ...ld(pd), ...fmul, ...get(msk), ...vand, ...fadd, ...set(acc),
-    ...bumpBy(pd, 16), ...bumpBy(pp, 16), ...get(idx), ...ci(4), ...iadd, ...set(idx),
-    ...decrementLoop(q), 0x0b,
-    ...hsum4(acc), ...simd(0x13), ...set(dv),
-    ...get(D), ...set(pd), ...get(P), ...set(pp), ...laneIdx, ...set(idx), ...get(nq), ...set(q),
-    0x03, 0x40,
-    ...lanes,
-    ...st(pd, [...ld(pp), ...ld(pd), ...get(dv), ...fsub, ...fmul, ...get(msk), ...vand]),
-    ...bumpBy(pd, 16), ...bumpBy(pp, 16), ...get(idx), ...ci(4), ...iadd, ...set(idx),
-    ...decrementLoop(q), 0x0b,
-    ...get(T), ...i32const(2), 0x76, ...get(nq), 0x6b, ...set(q),
+    ...get(I0), ...i32const(2), 0x76, ...i32const(1), 0x6a, ...set(nq),
+    ...laneIdx, ...get(I0), ...i32const(3), 0x71, ...i32x4splat, ...ile, ...set(msk),
+    ...zero, ...set(acc),
+    ...rowQuads(D, pd, q, nq,
+      [...get(acc), ...pAt, ...ld(pd), ...fmul, ...fadd, ...set(acc)],
+      [...get(acc), ...masked([...pAt, ...ld(pd), ...fmul]), ...fadd, ...set(acc)]),
+    ...horizontal(acc, fadd), ...simd(0x13), ...set(dv),
+    ...rowQuads(D, pd, q, nq,
+      st(pd, [...pAt, ...ld(pd), ...get(dv), ...fsub, ...fmul]),
+      st(pd, masked([...pAt, ...ld(pd), ...get(dv), ...fsub, ...fmul]))),
+    ...bumpBy(pd, 16), ...get(T), ...i32const(2), 0x76, ...get(nq), 0x6b, ...set(q),
     0x02, 0x40, ...get(q), 0x45, 0x0d, 0,
     0x03, 0x40,
-    ...st(pd, simd(0x0c, ...new Array(16).fill(0))),
-    ...bumpBy(pd, 16), ...bumpBy(pp, 16),
+    ...st(pd, zero),
+    ...bumpBy(pd, 16),
     ...decrementLoop(q), 0x0b, 0x0b,
-    ...get(pd), ...set(D), ...get(pp), ...set(P),
+    ...get(pd), ...set(D),
     ...addTo(I0, i32const(1)),
     ...get(ROWS), ...i32const(1), 0x6b, ...set(ROWS),
     0x0c, 0, 0x0b, 0x0b, 0x0b,
   ];
-  const { init, count } = constLocals();
-  return { type: funcType([I32, I32, I32, I32, I32]), code: funcBody([[4, I32], [1, F32], [5 + count, V128]], [...init, ...code]) };
+  return { type: funcType([I32, I32, I32, I32, I32]), code: funcBody([[4, I32], [3, V128]], code) };
 }
 
 type Softmax = (p: number, rows: number, T: number, i0: number) => void;

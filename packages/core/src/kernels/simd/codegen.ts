@@ -116,6 +116,12 @@ export function horner(y: number[], c: number[]): number[] {
   return code;
 }
 
-/** exp(r) on |r| ≤ ln2/2 by its degree-7 Taylor polynomial; 2^k is built in the exponent bits. */
-export const EXP_TAYLOR = [1, 1, 1 / 2, 1 / 6, 1 / 24, 1 / 120, 1 / 720, 1 / 5040];
-export const LN2_HI = 0.693359375, LN2_LO = -2.12194440e-4; // Cephes' split: k·LN2_HI is exact for |k| < 2^15
+/**
+ * 2^f on [−1/2, 1/2], degree 6, fitted by iteratively reweighted least squares on the relative
+ * error (float64): 2.0e-9 relative. With SHIFTER, 2^u = 2^k·2^(u − k): u + SHIFTER rounds u to the
+ * integer k and leaves k + 127 in the low mantissa bits, which a shift by 23 makes 2^k's exponent
+ * (gelu.ts, attention.ts).
+ */
+export const EXP2_POLY = [1, 0.693147202832453, 0.240226479148886, 0.055503325229126446, 0.009618437399157718, 0.0013398853415337387, 0.00015353297039528464];
+/** 1.5·2^23 + 127. */
+export const SHIFTER = 12582912 + 127;

@@ -10,7 +10,7 @@
  * ~2e-7 of the exact GELU (gelu.test.ts).
  */
 import { I32, V128, funcBody, funcType, get, i32const, set, simd } from "./asm.js";
-import { addTo, beginConsts, cf, constLocals, decrementLoop, estrin, fadd, fge, fgt, fmax, fmul, fsub, ishl, ld, st, vand, vandnot, zero } from "./codegen.js";
+import { EXP2_POLY, SHIFTER, addTo, beginConsts, cf, constLocals, decrementLoop, estrin, fadd, fge, fgt, fmax, fmul, fsub, ishl, ld, st, vand, vandnot, zero } from "./codegen.js";
 import { A0, B0, CHUNK, wasmFamily } from "./memory.js";
 
 /**
@@ -21,10 +21,6 @@ import { A0, B0, CHUNK, wasmFamily } from "./memory.js";
  */
 const PHI_S = 0.35;
 const PHI_R = [0.13964756278174195, 0.13945655413679792, 0.12248680502199828, 0.09590501168420518, -0.002073827844082901, 0.13055373778137486, -0.23204911061243041, 0.13307706081651346, -0.027003804476211785];
-/** 2^f on [−1/2, 1/2], degree 6, fitted the same way: 2.0e-9 relative. */
-const EXP2_POLY = [1, 0.693147202832453, 0.240226479148886, 0.055503325229126446, 0.009618437399157718, 0.0013398853415337387, 0.00015353297039528464];
-/** 1.5·2^23 + 127: t + SHIFTER rounds t to an integer k and leaves k + 127 in the low mantissa bits. */
-const SHIFTER = 12582912 + 127;
 const SQRT_2PI = Math.sqrt(2 * Math.PI);
 /** Quads per loop iteration (8 floats): more work in flight between the loop's branches. */
 const UNROLL = 2;
