@@ -33,22 +33,33 @@ function mpirun(hosts: number, args: string[], onSpawn?: (p: ChildProcess) => vo
   });
 }
 
-/** Runs the library fixture (10 Adam steps) on `hosts` processes × `workers` threads; returns host 0's parameters and buffers. */
-async function train(hosts: number, workers: number, kind: "mlp" | "cnn" | "lora", net?: SimulatedHosts, batch = 12, bucketMiB = 1): Promise<Float32Array> {
+/**
+ * Runs the library fixture (10 Adam steps) on `hosts` processes × `workers` threads; returns host 0's
+ * parameters and buffers (host h's: `${out}.h`, see trainAll).
+ */
+async function train(hosts: number, workers: number, kind: "mlp" | "cnn" | "lora", net?: SimulatedHosts, batch = 12, bucketMiB = 1, compression?: string): Promise<Float32Array> {
+  return (await trainAll(hosts, workers, kind, net, batch, bucketMiB, compression))[0];
+}
+
+/** As train, every host's parameters and buffers. */
+async function trainAll(hosts: number, workers: number, kind: "mlp" | "cnn" | "lora", net?: SimulatedHosts, batch = 12, bucketMiB = 1, compression?: string): Promise<Float32Array[]> {
   const out = join(TMP, `${kind}-${hosts}x${workers}-${Math.random().toString(36).slice(2)}.bin`);
+  const args = [TRAIN, String(workers), out, kind, String(batch), String(bucketMiB), ...(compression ? [compression] : [])];
   const r = hosts === 1
     ? await new Promise<Result>((resolve) => {
-      const c = spawn(process.execPath, ["--import", "tsx", TRAIN, String(workers), out, kind, String(batch), String(bucketMiB)], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+      const c = spawn(process.execPath, ["--import", "tsx", ...args], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
       let stdout = "", stderr = "";
       c.stdout.on("data", (d) => (stdout += d));
       c.stderr.on("data", (d) => (stderr += d));
       c.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
     })
-    : await mpirun(hosts, [TRAIN, String(workers), out, kind, String(batch), String(bucketMiB)], undefined, net);
+    : await mpirun(hosts, args, undefined, net);
   expect(r.code, r.stdout + r.stderr).toBe(0);
   expect(r.stdout).toContain(`hosts ${hosts} workers ${workers}`);
-  const b = readFileSync(out);
-  return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+  return Array.from({ length: hosts }, (_, h) => {
+    const b = readFileSync(h === 0 ? out : `${out}.${h}`);
+    return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+  });
 }
 
 function maxDiff(a: Float32Array, b: Float32Array): number {
@@ -78,6 +89,21 @@ describe("DataParallel across hosts (hosts: \"mpi\")", () => {
   it("3 hosts reduce-scatter each bucket: 3 hosts × 1 worker equal 1 host × 3 workers bit for bit", async () => {
     expect(maxDiff(await train(3, 1, "mlp", undefined, 12, 1e-5), await train(1, 3, "mlp"))).toBe(0);
   }, 120_000);
+
+  it("gradientCompression: bf16 and fp16 on 2 hosts (all-gather), bf16 on 3 (reduce-scatter): every host ends with the same bits, near float32 training; \"none\" is float32, bit for bit", async () => {
+    const float32 = await train(2, 1, "mlp");
+    expect(maxDiff(await train(2, 1, "mlp", undefined, 12, 1, "none"), float32)).toBe(0);
+    const runs = [[2, "bf16", 1], [2, "fp16", 1], [3, "bf16", 1e-5]] as const;
+    for (const [hosts, format, bucketMiB] of runs) {
+      const all = await trainAll(hosts, 1, "mlp", undefined, 12, bucketMiB, format);
+      for (let h = 1; h < hosts; h++) expect(maxDiff(all[h], all[0]), `${format}, ${hosts} hosts: host ${h}`).toBe(0);
+      // 10 Adam steps of lr 0.01 move a parameter by at most about 0.1; with the gradient rounded
+      // to 8 (bf16) or 11 (fp16) significant bits the run stays within 16 times that precision of it.
+      const d = maxDiff(all[0], hosts === 2 ? float32 : await train(1, 3, "mlp"));
+      expect(d, `${format}, ${hosts} hosts`).toBeGreaterThan(0);
+      expect(d, `${format}, ${hosts} hosts`).toBeLessThan(0.1 * 16 * (format === "bf16" ? 2 ** -8 : 2 ** -11));
+    }
+  }, 180_000);
 
   it("per-worker batch norm: 2 hosts × 1 worker equals 1 host × 2 workers bit for bit, running statistics included", async () => {
     expect(maxDiff(await train(2, 1, "cnn"), await train(1, 2, "cnn"))).toBe(0);

@@ -446,6 +446,8 @@ export class DataParallel {
       if (this.comm.size > 1 && opts.syncBatchNorm) throw new ParallelError("DataParallel: syncBatchNorm works within one host; with several hosts each worker's batch norm uses its own shard");
     }
     if (opts.bucketMiB !== undefined && !(opts.bucketMiB > 0)) throw new ParallelError(`DataParallel: bucketMiB must be > 0, got ${opts.bucketMiB}`);
+    const gc = opts.gradientCompression;
+    if (gc !== undefined && gc !== "none" && gc !== "bf16" && gc !== "fp16") throw new ParallelError(`DataParallel: gradientCompression must be "none", "bf16" or "fp16", got ${JSON.stringify(gc)}`);
     normalizeLoss(opts.loss); // validates the name early
   }
 
@@ -523,6 +525,7 @@ export class DataParallel {
         buffers, buffersAt, bufSlotsAt, syncBatchNorm, bnAt, bnRow, reuseActivations: this.opts.reuseActivations ?? true,
         hosts: this.hosts, hostRank: this.hostRank,
         buckets: this.hosts > 1 ? gradientBuckets(flat.layout, trainable, Math.max(1, Math.round(((this.opts.bucketMiB ?? 1) * 2 ** 20) / 4))) : [],
+        gradientCompression: this.opts.gradientCompression ?? "none",
         hostSync: new SharedArrayBuffer(0), hostTotals: new SharedArrayBuffer(8 * HOST_TOTALS.size), hostError: new SharedArrayBuffer(512),
       };
       this.ctx.hostSync = new SharedArrayBuffer(4 * HOSTX.size(this.ctx.buckets.length));

@@ -8,17 +8,21 @@
  * host order (float64, rounded once): every host ends with the same bits, whatever MPI's own
  * reduction order. With 2 hosts a bucket is one MPI_Allgather; with more, a reduce-scatter
  * (MPI_Alltoall, each host sums one part) then an MPI_Allgather of the summed parts, which puts
- * 2·(H−1)/H of the bucket on the wire per host instead of H−1 times it. Then the loss totals and
- * the averaged batch-norm buffers, and DONE, which the ranks wait for before their update.
+ * 2·(H−1)/H of the bucket on the wire per host instead of H−1 times it. With gradientCompression
+ * each of these collectives carries 16-bit floats (core's encodeHalf): the sender rounds, and every
+ * host — the sender too — sums the decoded values, so the bits still agree. Then the loss totals
+ * and the averaged batch-norm buffers (float32 always), and DONE, which the ranks wait for before
+ * their update.
  *
  * With MPI it runs on a thread of its own (exchange-thread.ts), the only one calling MPI during
  * training (MPI_THREAD_SERIALIZED), so buckets cross the network while the ranks still compute.
  * With a communicator object (one worker), the replica runs it after its backward.
  */
+import { decodeHalf, encodeHalf } from "@chainrule/core";
 import { CONTROL, type GradientBucket, HOSTX, HOST_TOTALS, gradientSlots, waitBoundMs } from "./layout.js";
 import type { Communicator } from "./mpi.js";
 import { combineHosts, reduceRange } from "./reduce.js";
-import type { WorkerContext } from "./types.js";
+import type { GradientCompression, WorkerContext } from "./types.js";
 
 /** The shared words and where a waiting thread reads the exchange's failure. */
 export interface HostSyncViews { sync: Int32Array; totals: Float64Array; error: Uint8Array }
@@ -52,6 +56,7 @@ export class HostExchange {
   private readonly full: number[];
   private readonly sizes: number[];
   private readonly rankWeights: Float64Array;
+  private readonly compression: GradientCompression;
   private hostWeights: number[] = [];
   private bufferWeights: number[] = [];
   private allCounted = 0;
@@ -61,6 +66,8 @@ export class HostExchange {
   private part = new Float32Array(0);
   private mine = new Float32Array(0);
   private buffers = new Float32Array(0);
+  private halvesOut = new Uint16Array(0);
+  private halvesIn = new Uint16Array(0);
 
   constructor(private readonly ctx: WorkerContext, private readonly comm: Communicator) {
     const buf = ctx.memory.buffer, P = ctx.numParams;
@@ -72,6 +79,7 @@ export class HostExchange {
     this.full = ctx.buckets.map((b) => b.params.length * ctx.world);
     this.sizes = ctx.buckets.map((b) => piecesLength(b.pieces));
     this.rankWeights = new Float64Array(ctx.world);
+    this.compression = ctx.gradientCompression;
   }
 
   /** Waits (in slices, until told to quit) for the ranks to enter a step. False: quit. */
@@ -149,7 +157,7 @@ export class HostExchange {
     const H = this.comm.size, w = this.hostWeights;
     if (H <= 2 || !this.comm.alltoall) {
       const all = this.scratch("gathered", H * n);
-      this.comm.allgather(send, all);
+      this.allgather(send, all);
       for (let i = 0, at = 0; i < pieces.length; i += 2) {
         const len = pieces[i + 1] - pieces[i];
         combineHosts(g, pieces[i], all, n, at, len, w);
@@ -162,15 +170,35 @@ export class HostExchange {
     padded.set(send);
     padded.fill(0, n);
     const parts = this.scratch("gathered", H * m);
-    this.comm.alltoall(padded, parts);
+    this.alltoall(padded, parts);
     const mine = this.scratch("mine", m);
     combineHosts(mine, 0, parts, m, 0, m, w);
-    this.comm.allgather(mine, padded);
+    this.allgather(mine, padded);
     for (let i = 0, at = 0; i < pieces.length; i += 2) {
       const len = pieces[i + 1] - pieces[i];
       g.set(padded.subarray(at, at + len), pieces[i]);
       at += len;
     }
+  }
+
+  /** MPI_Allgather of gradient values: float32 as they are, or rounded to 16 bits and decoded (every host's, this one's included). */
+  private allgather(send: Float32Array, recv: Float32Array): void {
+    const format = this.compression;
+    if (format === "none") return this.comm.allgather(send, recv);
+    const out = this.halves("halvesOut", send.length), back = this.halves("halvesIn", recv.length);
+    encodeHalf(format, out, send);
+    this.comm.allgather(out, back);
+    decodeHalf(format, recv, back);
+  }
+
+  /** MPI_Alltoall of gradient values, as allgather sends them. */
+  private alltoall(send: Float32Array, recv: Float32Array): void {
+    const format = this.compression;
+    if (format === "none") return this.comm.alltoall!(send, recv);
+    const out = this.halves("halvesOut", send.length), back = this.halves("halvesIn", recv.length);
+    encodeHalf(format, out, send);
+    this.comm.alltoall!(out, back);
+    decodeHalf(format, recv, back);
   }
 
   /** After the gradient: the loss totals and the batch-norm buffers (active ranks' weights). */
@@ -195,6 +223,11 @@ export class HostExchange {
 
   private scratch(name: "pack" | "gathered" | "part" | "mine" | "buffers", n: number): Float32Array {
     if (this[name].length < n) this[name] = new Float32Array(n);
+    return this[name].subarray(0, n);
+  }
+
+  private halves(name: "halvesOut" | "halvesIn", n: number): Uint16Array {
+    if (this[name].length < n) this[name] = new Uint16Array(n);
     return this[name].subarray(0, n);
   }
 }

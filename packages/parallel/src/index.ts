@@ -8,5 +8,5 @@ export { ParallelError, ParallelStepError, LayoutMismatchError, type Phase } fro
 export { mlp, MODELS, type MlpOptions } from "./models.js";
 export { buildModel, instantiate, importExport, moduleHref } from "./spec.js";
 export { type Communicator, mpiWorld, mpiLibrary, underMpirun, abortMpi, finalizeMpi } from "./mpi.js";
-export type { DataParallelOptions, ModelSpec, LossSpec, OptimizerSpec, OptimizerHyper, ParamGroupSpec } from "./types.js";
+export type { DataParallelOptions, GradientCompression, ModelSpec, LossSpec, OptimizerSpec, OptimizerHyper, ParamGroupSpec } from "./types.js";
 export { simdAvailable } from "@chainrule/core";

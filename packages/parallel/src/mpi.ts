@@ -17,14 +17,17 @@ export interface Communicator {
   /** This process's rank (host index) and the number of processes. */
   readonly rank: number;
   readonly size: number;
-  /** Every process's `send` (the same length everywhere), concatenated in rank order into `recv`. */
-  allgather(send: Float32Array | Float64Array, recv: Float32Array | Float64Array): void;
+  /**
+   * Every process's `send` (the same length everywhere), concatenated in rank order into `recv`
+   * (of the same type). Uint16Array: 16-bit floats (gradientCompression), sent as they are.
+   */
+  allgather(send: Float32Array | Float64Array | Uint16Array, recv: Float32Array | Float64Array | Uint16Array): void;
   /**
    * Optional: `send` in `size` equal parts, part h to process h; `recv` gets every process's part
    * for this one, in rank order. With it, more than 2 hosts reduce-scatter each bucket instead of
    * gathering it whole (2·(H−1)/H of the gradient on the wire per host instead of H−1 times it).
    */
-  alltoall?(send: Float32Array, recv: Float32Array): void;
+  alltoall?(send: Float32Array | Uint16Array, recv: Float32Array | Uint16Array): void;
 }
 
 /** Open MPI's soname (Debian's libopenmpi3); CHAINRULE_MPI_LIB replaces it. */
@@ -36,6 +39,7 @@ interface MpiBinding {
   commWorld: unknown;
   float: unknown;
   double: unknown;
+  uint16: unknown;
   Init_thread: (argc: null, argv: null, required: number, provided: number[]) => number;
   Initialized: (flag: number[]) => number;
   Finalized: (flag: number[]) => number;
@@ -75,6 +79,7 @@ function bind(): MpiBinding {
     commWorld: handle("ompi_mpi_comm_world"),
     float: handle("ompi_mpi_float"),
     double: handle("ompi_mpi_double"),
+    uint16: handle("ompi_mpi_uint16_t"),
     Init_thread: f("int MPI_Init_thread(void *argc, void *argv, int required, _Out_ int *provided)"),
     Initialized: f("int MPI_Initialized(_Out_ int *flag)"),
     Finalized: f("int MPI_Finalized(_Out_ int *flag)"),
@@ -126,22 +131,28 @@ class MpiWorld implements Communicator {
 
   constructor(private readonly b: MpiBinding, readonly rank: number, readonly size: number) {}
 
-  allgather(send: Float32Array | Float64Array, recv: Float32Array | Float64Array): void {
-    if (recv.length !== send.length * this.size || (send instanceof Float32Array) !== (recv instanceof Float32Array)) {
+  allgather(send: Float32Array | Float64Array | Uint16Array, recv: Float32Array | Float64Array | Uint16Array): void {
+    if (recv.length !== send.length * this.size || send.constructor !== recv.constructor) {
       throw new ParallelError(`MPI: allgather of ${send.length} values into ${recv.length} (${this.size} hosts)`);
     }
-    const type = send instanceof Float32Array ? this.b.float : this.b.double;
+    const type = this.typeOf(send);
     this.operands = [send, recv];
     check("MPI_Iallgather", this.b.Iallgather(send, send.length, type, recv, send.length, type, this.b.commWorld, this.request));
     this.complete("MPI_Iallgather");
   }
 
-  alltoall(send: Float32Array, recv: Float32Array): void {
-    if (send.length % this.size !== 0 || recv.length !== send.length) throw new ParallelError(`MPI: alltoall of ${send.length} values into ${recv.length} (${this.size} hosts)`);
-    const n = send.length / this.size;
+  alltoall(send: Float32Array | Uint16Array, recv: Float32Array | Uint16Array): void {
+    if (send.length % this.size !== 0 || recv.length !== send.length || send.constructor !== recv.constructor) {
+      throw new ParallelError(`MPI: alltoall of ${send.length} values into ${recv.length} (${this.size} hosts)`);
+    }
+    const n = send.length / this.size, type = this.typeOf(send);
     this.operands = [send, recv];
-    check("MPI_Ialltoall", this.b.Ialltoall(send, n, this.b.float, recv, n, this.b.float, this.b.commWorld, this.request));
+    check("MPI_Ialltoall", this.b.Ialltoall(send, n, type, recv, n, type, this.b.commWorld, this.request));
     this.complete("MPI_Ialltoall");
+  }
+
+  private typeOf(a: Float32Array | Float64Array | Uint16Array): unknown {
+    return a instanceof Float32Array ? this.b.float : a instanceof Float64Array ? this.b.double : this.b.uint16;
   }
 
   /** Tests the pending request until it completes: at once 64 times, then every 50 µs. */

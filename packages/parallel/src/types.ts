@@ -90,6 +90,16 @@ export interface DataParallelOptions {
    */
   bucketMiB?: number;
   /**
+   * With hosts: what the gradient crosses the network as. "bf16" or "fp16" round each host's
+   * gradient to 16-bit floats before sending (half the bytes; core's encodeHalf, round to nearest
+   * even, as PyTorch DDP's bf16_compress_hook / fp16_compress_hook), and every host sums the same
+   * decoded values in host order, its own included, so all still end each step with the same bits.
+   * bfloat16 keeps float32's range with 8 significant bits; float16 keeps 11 but overflows beyond
+   * ±65504 (that gradient becomes non-finite, as a float32 overflow would). Within a host the
+   * reduce stays float32. Default "none": float32.
+   */
+  gradientCompression?: GradientCompression;
+  /**
    * Per-group learning rates (fine-tuning): a parameter takes the lr of the first group whose
    * `match` its name matches (`namedParameters()` names, e.g. "lm_head.weight"); the others take
    * optimizer.lr. A group's lr follows a schedule as PyTorch's groups do: each step it is
@@ -97,6 +107,9 @@ export interface DataParallelOptions {
    */
   paramGroups?: ParamGroupSpec[];
 }
+
+/** DataParallelOptions.gradientCompression: float32, or a 16-bit float format. */
+export type GradientCompression = "none" | "bf16" | "fp16";
 
 /** One group of DataParallelOptions.paramGroups. */
 export interface ParamGroupSpec {
@@ -195,6 +208,8 @@ export interface WorkerContext {
   hostRank: number;
   /** With hosts: the buckets the gradient crosses the network in, and the exchange's shared words (HOSTX, HOST_TOTALS in layout.ts) and failure message. */
   buckets: GradientBucket[];
+  /** With hosts: the format the gradient crosses the network in (DataParallelOptions.gradientCompression). */
+  gradientCompression: GradientCompression;
   hostSync: SharedArrayBuffer;
   hostTotals: SharedArrayBuffer;
   hostError: SharedArrayBuffer;
