@@ -3,7 +3,7 @@
  * DataParallel (hosts: "mpi" under mpirun); host 0 prints one JSON line: samples/s, ms per step,
  * ms of forward/backward, of the exchange with the other hosts (its work, and the part rank 0
  * waited for after backward), and the gradient size.
- *   tsx bench/_multihost-run.ts mlp|gpt|gpt124m WORKERS STEPS WARMUP [BUCKET_MIB]
+ *   tsx bench/_multihost-run.ts mlp|gpt|gpt124m WORKERS STEPS WARMUP [BUCKET_MIB] [none|bf16|fp16]
  * `link` instead times MPI all-gathers of 4 KB to 4 MB per host between the hosts (the scaling
  * model's latency and bandwidth): tsx bench/_multihost-run.ts link
  */
@@ -11,7 +11,7 @@ import { Generator, makeDataset, toShared } from "../packages/core/src/index.js"
 import { DataParallel, mpiWorld } from "../packages/parallel/src/index.js";
 import { CATALOGUE_MODULE } from "../packages/cli/src/models.js";
 
-const [kind, workersArg, stepsArg, warmupArg, bucketArg] = process.argv.slice(2);
+const [kind, workersArg, stepsArg, warmupArg, bucketArg, compressionArg] = process.argv.slice(2);
 if (kind === "link") {
   const comm = mpiWorld(), points: { mb: number; ms: number }[] = [];
   for (const floats of [1024, 16_384, 262_144, 1_048_576]) {
@@ -43,6 +43,7 @@ const dp = new DataParallel({
   loss: "crossEntropy",
   optimizer: gpt ? { type: "adamw", lr: 3e-3, weightDecay: 0.01 } : { type: "adam", lr: 1e-3 },
   workers, seed: 0, hosts: process.env.OMPI_COMM_WORLD_SIZE ? "mpi" : undefined, bucketMiB: bucketArg ? Number(bucketArg) : undefined,
+  gradientCompression: (compressionArg ?? "none") as "none" | "bf16" | "fp16",
 });
 await dp.init();
 const perm = new Generator(2).permutation(rows);
@@ -60,7 +61,7 @@ const ms = (performance.now() - t0) / steps;
 if (dp.hostRank === 0) {
   const rssMB = process.memoryUsage().rss / 2 ** 20;
   console.log(JSON.stringify({
-    kind, hosts: dp.hosts, workers, samplesPerSec: (batch * 1000) / ms, stepMs: ms, computeMs: compute / steps,
+    kind, hosts: dp.hosts, workers, compression: compressionArg ?? "none", samplesPerSec: (batch * 1000) / ms, stepMs: ms, computeMs: compute / steps,
     hostsMs: hosts / steps, exposedMs: exposed / steps, gradientMB: (dp.numParameters * 4) / 2 ** 20, parameters: dp.numParameters, rssMB,
   }));
 }

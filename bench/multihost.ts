@@ -2,7 +2,8 @@
  * Training across hosts against training on one: the default MLP job's model and the gpt job's
  * model (and, with --models gpt124m, GPT-2 small's shape), 2 hosts × 1 worker (two network
  * namespaces joined by a veth pair, the link limited with tc to each bandwidth) against 1 host ×
- * 2 workers (the same two cores, so the difference is the network path). Per configuration:
+ * 2 workers (the same two cores, so the difference is the network path); with --compression, the
+ * 2-host runs once per gradientCompression listed, alternating in each round. Per configuration:
  * samples/s, ms per step, ms of forward/backward, ms of the exchange's work and of it the part
  * not hidden behind backward. PyTorch DDP over gloo runs the MLP beside it (bench/torch_ddp_hosts.py,
  * 2 processes on one host against one per namespace). Ratios are medians of per-round ratios
@@ -10,7 +11,8 @@
  * 4, 16 and 64 hosts on a 10 Gbit/s network. Needs root, iproute2 (ip, tc), Open MPI, and for DDP
  * /usr/bin/python3 with PyTorch.
  *
- *   tsx bench/multihost.ts [--steps 100] [--warmup 30] [--rounds 3] [--rates 1gbit,10gbit] [--models mlp,gpt] [--bucket-mib 1] [--no-ddp]
+ *   tsx bench/multihost.ts [--steps 100] [--warmup 30] [--rounds 3] [--rates 1gbit,10gbit] [--models mlp,gpt] [--bucket-mib 1]
+ *                          [--compression none,bf16,fp16] [--no-ddp]
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
@@ -87,6 +89,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   const rates = (flag(args, "rates", "1gbit,10gbit") ?? "").split(",");
   const models = (flag(args, "models", "mlp,gpt") ?? "").split(",");
   const bucketMiB = flag(args, "bucket-mib", "1")!;
+  const compressions = (flag(args, "compression", "none") ?? "none").split(",");
   const missing = process.getuid?.() !== 0 ? "root (network namespaces)" : spawnSync("mpirun", ["--version"]).status !== 0 ? "Open MPI's mpirun" : spawnSync("tc", ["-V"]).status !== 0 ? "tc (iproute2)" : null;
   if (missing) {
     console.log(`multihost: skipped, needs ${missing}`);
@@ -97,7 +100,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   let net: SimulatedHosts | null = null;
   const rows: Record<string, string | number>[] = [];
   const links: Record<string, { mb: number; ms: number }[]> = {};
-  const results: { rate: string; model: string; ratio: number; hiddenShare: number; one: Measure[]; two: Measure[]; ddpRatio?: number; ddpOne?: Measure[]; ddpTwo?: Measure[] }[] = [];
+  const results: { rate: string; model: string; compression: string; ratio: number; hiddenShare: number; one: Measure[]; two: Measure[]; ddpRatio?: number; ddpOne?: Measure[]; ddpTwo?: Measure[] }[] = [];
   try {
     net = simulateHosts(mkdtempSync(join(tmpdir(), "chainrule-multihost-")));
     const n = net;
@@ -106,44 +109,52 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
       const lk = measure(["ip", "netns", "exec", n.names[0], "mpirun", "--allow-run-as-root", "-np", "2", ...n.mpirunArgs, ...node, "link"], `all-gathers at ${rate}`) as unknown as { points: { mb: number; ms: number }[] };
       links[rate] = lk.points;
       for (const kind of models) {
-        const one: Measure[] = [], two: Measure[] = [], ddpOne: Measure[] = [], ddpTwo: Measure[] = [];
+        const one: Measure[] = [], ddpOne: Measure[] = [], ddpTwo: Measure[] = [];
+        const two: Record<string, Measure[]> = Object.fromEntries(compressions.map((c) => [c, []]));
         const s = kind === "gpt124m" ? Math.min(steps, 3) : steps, w = kind === "gpt124m" ? Math.min(warmup, 1) : warmup;
         for (let i = 0; i < rounds; i++) {
           one.push(measure([...node, kind, "2", String(s), String(w), bucketMiB], `${kind} 1 host × 2 workers`));
-          two.push(measure(["ip", "netns", "exec", n.names[0], "mpirun", "--allow-run-as-root", "-np", "2", ...n.mpirunArgs, ...node, kind, "1", String(s), String(w), bucketMiB], `${kind} 2 hosts × 1 worker at ${rate}`));
+          // The compressions alternate: reversed every other round.
+          for (const c of i % 2 === 0 ? compressions : [...compressions].reverse()) {
+            two[c].push(measure(["ip", "netns", "exec", n.names[0], "mpirun", "--allow-run-as-root", "-np", "2", ...n.mpirunArgs, ...node, kind, "1", String(s), String(w), bucketMiB, c], `${kind} 2 hosts × 1 worker at ${rate} (${c})`));
+          }
           if (withDdp && kind === "mlp") {
             ddpOne.push(await ddp([n.names[0], n.names[0]], "127.0.0.1", ["lo", "lo"], 64, steps, warmup, "DDP 1 host × 2"));
             ddpTwo.push(await ddp([n.names[0], n.names[1]], n.addresses[0], n.links, 64, steps, warmup, `DDP 2 hosts × 1 at ${rate}`));
           }
         }
-        const ratio = median(two.map((t, i) => t.samplesPerSec / one[i].samplesPerSec));
         const m = (xs: Measure[], k: keyof Measure) => median(xs.map((x) => (x[k] as number | undefined) ?? 0));
-        // What backward hid of the exchange's work; rank 0's wait also holds the other host's lag, so it can exceed the work (0% hidden then).
-        const hiddenShare = median(two.map((t) => (t.hostsMs! > 0 ? Math.max(0, 1 - t.exposedMs! / t.hostsMs!) : 0)));
-        for (const [label, xs] of [["1 host × 2 workers", one], ["2 hosts × 1 worker", two]] as const) {
-          const twoHosts = label.startsWith("2");
+        rows.push({ link: rate, model: kind, config: "1 host × 2 workers", "samples/s": Math.round(m(one, "samplesPerSec")), "ms/step": m(one, "stepMs").toFixed(2), "fwd+bwd ms": m(one, "computeMs").toFixed(2),
+          "exchange ms": "", "not hidden ms": "", "hidden": "", "x 1 host": "", "RSS MB": Math.round(m(one, "rssMB")) });
+        for (const c of compressions) {
+          const xs = two[c];
+          const ratio = median(xs.map((t, i) => t.samplesPerSec / one[i].samplesPerSec));
+          // What backward hid of the exchange's work; rank 0's wait also holds the other host's lag, so it can exceed the work (0% hidden then).
+          const hiddenShare = median(xs.map((t) => (t.hostsMs! > 0 ? Math.max(0, 1 - t.exposedMs! / t.hostsMs!) : 0)));
           rows.push({
-            link: rate, model: kind, config: label, "samples/s": Math.round(m(xs, "samplesPerSec")), "ms/step": m(xs, "stepMs").toFixed(2),
-            "fwd+bwd ms": m(xs, "computeMs").toFixed(2), "exchange ms": twoHosts ? m(xs, "hostsMs").toFixed(2) : "", "not hidden ms": twoHosts ? m(xs, "exposedMs").toFixed(2) : "",
-            "hidden": twoHosts ? `${Math.round(hiddenShare * 100)}%` : "", "x 1 host": twoHosts ? ratio.toFixed(2) : "", "RSS MB": Math.round(m(xs, "rssMB")),
+            link: rate, model: kind, config: `2 hosts × 1 worker${c === "none" ? "" : `, ${c}`}`, "samples/s": Math.round(m(xs, "samplesPerSec")), "ms/step": m(xs, "stepMs").toFixed(2),
+            "fwd+bwd ms": m(xs, "computeMs").toFixed(2), "exchange ms": m(xs, "hostsMs").toFixed(2), "not hidden ms": m(xs, "exposedMs").toFixed(2),
+            "hidden": `${Math.round(hiddenShare * 100)}%`, "x 1 host": ratio.toFixed(2), "RSS MB": Math.round(m(xs, "rssMB")),
           });
+          results.push({ rate, model: kind, compression: c, ratio, hiddenShare, one, two: xs });
         }
         let ddpRatio: number | undefined;
         if (ddpOne.length > 0) {
           ddpRatio = median(ddpTwo.map((t, i) => t.samplesPerSec / ddpOne[i].samplesPerSec));
           rows.push({ link: rate, model: kind, config: "PyTorch DDP gloo 1 host × 2", "samples/s": Math.round(m(ddpOne, "samplesPerSec")), "ms/step": m(ddpOne, "stepMs").toFixed(2) });
           rows.push({ link: rate, model: kind, config: "PyTorch DDP gloo 2 hosts × 1", "samples/s": Math.round(m(ddpTwo, "samplesPerSec")), "ms/step": m(ddpTwo, "stepMs").toFixed(2), "x 1 host": ddpRatio.toFixed(2) });
+          Object.assign(results[results.length - compressions.length], { ddpRatio, ddpOne, ddpTwo });
         }
-        results.push({ rate, model: kind, ratio, hiddenShare, one, two, ddpRatio, ddpOne, ddpTwo });
       }
     }
   } finally {
     removeHosts(net);
   }
   table(rows);
-  const predictions = scalingModel(results, links, Number(bucketMiB));
+  // The scaling model fits float32 exchanges (the first compression listed, "none" by default).
+  const predictions = compressions[0] === "none" ? scalingModel(results.filter((r) => r.compression === "none"), links, Number(bucketMiB)) : {};
   console.log(`load average ${loadavg().map((l) => l.toFixed(1)).join(" ")}; bucket ${bucketMiB} MiB`);
-  return { steps, warmup, rounds, bucketMiB: Number(bucketMiB), links, results, predictions };
+  return { steps, warmup, rounds, bucketMiB: Number(bucketMiB), compressions, links, results, predictions };
 }
 
 /** Fits the link at 10 Gbit/s (or the fastest rate measured) and prints predicted efficiencies; returns them. */

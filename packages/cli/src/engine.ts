@@ -32,6 +32,7 @@ export async function createEngine(o: EngineOptions): Promise<DataParallel> {
     seed: job.seed,
     clipGradNorm: job.clipGradNorm,
     bucketMiB: job.bucketMiB,
+    gradientCompression: job.gradientCompression,
     timeoutMs: job.stepTimeout === "auto" ? "auto" : job.stepTimeout * 1000,
     syncBatchNorm: job.syncBatchNorm,
     reuseActivations: job.reuseActivations,
@@ -45,7 +46,7 @@ export async function createEngine(o: EngineOptions): Promise<DataParallel> {
 /** The engine line's description: threads, augmentation, batch-norm mode. */
 export function describeEngine(job: Job, workers: number, hosts = 1): string {
   const parts = [workers === 1 ? "1 worker (this thread)" : `${workers} worker threads`];
-  if (hosts > 1) parts.unshift(`${hosts} hosts (MPI)`);
+  if (hosts > 1) parts.unshift(`${hosts} hosts (MPI${job.gradientCompression !== "none" ? `, gradient sent as ${job.gradientCompression}` : ""})`);
   const a = job.augment;
   if (a && (a.crop > 0 || a.flip)) parts.push(`augment ${[a.crop > 0 ? `crop ${a.crop}` : "", a.flip ? "flip" : ""].filter(Boolean).join(" + ")}`);
   if (job.model.type === "cnn" && job.model.batchNorm && workers > 1) parts.push(job.syncBatchNorm ? "synchronised batch norm" : "per-worker batch norm");

@@ -107,7 +107,7 @@ async function train(argvWithDashboard: string[], lock: { held: RunLock | null }
     const savedJob = parseJob(saved, join(runDir, JOB_FILE));
     // Without JOB, the run's own job is the base; flags apply on top.
     const candidate = jobPath ? parseJob(raw, source) : parseJob({ ...(await rawJob(join(runDir, JOB_FILE), flags, values.set ?? [])).raw }, `${join(runDir, JOB_FILE)} ${source.replace(/^default job ?/, "")}`.trim());
-    const diff = firstDifference(savedJob, candidate, "", new Set(["epochs", "workers", "backend", "checkpoint", "log", "name", "sample", "divergence", "stepTimeout", "bucketMiB", "maxRestarts", "earlyStopping"]));
+    const diff = firstDifference(savedJob, candidate, "", new Set(["epochs", "workers", "backend", "checkpoint", "log", "name", "sample", "divergence", "stepTimeout", "bucketMiB", "gradientCompression", "maxRestarts", "earlyStopping"]));
     if (diff) throw new UsageError(`--resume: the job differs from ${join(runDir, JOB_FILE)} at ${diff}; a resumed run keeps its model, data, optimizer, batch size and seed`);
     job = candidate;
     if (lead) lockRunDir(runDir, lock);

@@ -209,6 +209,11 @@ export const JobSchema = z
     stepTimeout: z.union([z.literal("auto"), z.number().positive()]).default("auto"),
     /** Under mpirun: the gradient crosses the network between hosts in buckets of this many MiB, each sent while backward goes on. */
     bucketMiB: z.number().positive().default(1),
+    /**
+     * Under mpirun: what the gradient crosses the network between hosts as: float32 ("none"), or
+     * rounded to bfloat16 / float16 (half the bytes; every host still ends each step with the same bits).
+     */
+    gradientCompression: z.enum(["none", "bf16", "fp16"]).default("none"),
     /** Image augmentation of the training rows (each worker augments its own shard, seeded by (seed, step, row position)). */
     augment: z
       .strictObject({
