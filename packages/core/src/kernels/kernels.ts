@@ -119,6 +119,16 @@ export interface Kernels {
   /** In place at dP[0..] (probabilities at P[pb..]): dP ← P ⊙ (dP·mask − Σ_j P·dP·mask) on j ≤ i, zeros after. */
   causalSoftmaxBackward(dP: Float32Array, P: Float32Array, pb: number, H: number, T: number, mask: Float32Array | null): void;
 
+  // Causal self-attention of one sequence without dropout, all H heads (ops/attention.ts): q, k, v read
+  // in place from qkv[base..], rows of 3C = 3·H·hs floats [q | k | v], head h at columns h·hs of each.
+  /**
+   * Per head: P_h ← the causal softmax of scale · q_h k_hᵀ (T, T) at P[pb + h·T·T ..], zeros above the
+   * diagonal; y_h ← P_h v_h written at y[yb ..], columns h·hs (leading dimension C).
+   */
+  causalAttentionForward(qkv: Float32Array, base: number, P: Float32Array, pb: number, y: Float32Array, yb: number, H: number, T: number, hs: number, scale: number): void;
+  /** Its backward from dy[yb ..] (T, C) and the saved P: dqkv[base ..] ← [dq | dk | dv] (written, not added). */
+  causalAttentionBackward(dqkv: Float32Array, dy: Float32Array, yb: number, qkv: Float32Array, base: number, P: Float32Array, pb: number, H: number, T: number, hs: number, scale: number): void;
+
   // Optimizer passes over [from, to) of flat arrays (optim/rules.ts computes the scalars).
   /** PyTorch's SGD step; buf (the momentum buffer) may be null when momentum is 0. */
   sgdUpdate(p: Float32Array, g: Float32Array, buf: Float32Array | null, from: number, to: number, s: SgdScalars): void;
@@ -203,8 +213,9 @@ export function setKernelResolver(fn: () => Kernels): void {
 
 /**
  * Multiply-adds of the GEMMs `fn` runs (gemm and gemmStridedBatched: M·N·K each; the linear,
- * convolution and attention ops all reach them), counted by wrapping the active backend for the
- * call. For sizing work, e.g. how many rows a worker needs before its shard outweighs a step's
+ * convolution and attention ops all reach them; causalAttentionForward / Backward count their
+ * GEMMs by shape), counted by wrapping the active backend for the call. For sizing work, e.g. how
+ * many rows a worker needs before its shard outweighs a step's
  * fixed costs: `countMacs(() => noGrad(() => model.forward(oneRow)))`.
  */
 export function countMacs(fn: () => void): number {
@@ -218,6 +229,14 @@ export function countMacs(fn: () => void): number {
     gemmStridedBatched(...a: Parameters<Kernels["gemmStridedBatched"]>) {
       macs += a[2] * a[3] * a[4] * a[19];
       k.gemmStridedBatched(...a);
+    },
+    causalAttentionForward(...a: Parameters<Kernels["causalAttentionForward"]>) {
+      macs += 2 * a[6] * a[7] * a[7] * a[8]; // two T·T·hs GEMMs per head
+      k.causalAttentionForward(...a);
+    },
+    causalAttentionBackward(...a: Parameters<Kernels["causalAttentionBackward"]>) {
+      macs += 4 * a[7] * a[8] * a[8] * a[9]; // four per head
+      k.causalAttentionBackward(...a);
     },
   });
   setKernels(counting);

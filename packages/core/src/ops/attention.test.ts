@@ -1,6 +1,9 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { ArgumentError, Generator, ShapeError, Tensor, causalAttention, matmul, maskedFill, mul, permute, reshape, slice, softmax, transpose, useBackend } from "../index.js";
 import { assertClose, gradcheck } from "../testing/index.js";
+import { setSimdEnabled, simdEnabled } from "../kernels/simd/switch.js";
+
+const simdOn = simdEnabled();
 
 function randT(shape: number[], seed: number, requiresGrad = true, scale = 1): Tensor {
   const gen = new Generator(seed);
@@ -76,6 +79,26 @@ for (const backend of ["js", "blas"] as const) {
       ya.backward(g);
       yb.backward(g);
       assertClose(a.grad!, b.grad!, { atol: 1e-6, rtol: 1e-5 });
+    });
+
+    maybe("head by head through the score block (T a multiple of 4) or the loops: forward and gradient as with SIMD off, T = 1 and tails", () => {
+      useBackend(backend);
+      for (const [B, T, H, hs] of [[2, 4, 2, 4], [2, 64, 4, 8], [1, 68, 2, 6], [2, 1, 3, 2], [1, 9, 2, 4]]) {
+        const run = (simd: boolean) => {
+          setSimdEnabled(simd);
+          try {
+            const x = randT([B, T, 3 * H * hs], T + H, true, 2);
+            const y = causalAttention(x, H);
+            y.backward(randT([B, T, H * hs], 7, false));
+            return [y.data.slice(), x.grad!.data.slice()];
+          } finally {
+            setSimdEnabled(simdOn);
+          }
+        };
+        const [y1, g1] = run(true), [y2, g2] = run(false);
+        assertClose(new Tensor(y1, [y1.length]), Array.from(y2), { atol: 1e-6, rtol: 1e-5 });
+        assertClose(new Tensor(g1, [g1.length]), Array.from(g2), { atol: 1e-5, rtol: 1e-5 });
+      }
     });
 
     maybe("gradcheck (central differences)", () => {

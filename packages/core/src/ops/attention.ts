@@ -58,11 +58,16 @@ export function causalAttention(qkv: Tensor, nHead: number, opts: CausalAttentio
   for (let b = 0; b < B; b++) {
     const base = b * T * C3;
     const pb = b * H * TT;
-    // scores (H, T, T) = scale · q kᵀ, one GEMM per head over the packed layout.
-    k.gemmStridedBatched(false, true, T, T, hs, scale, x, base, C3, hs, x, base + C, C3, hs, 0, P, pb, T, TT, H);
-    k.causalSoftmax(P, pb, H, T, mask, Pd);
-    // y[b, :, h] (T, hs) = Pd (T, T) · v (T, hs), written straight into merged-head layout.
-    k.gemmStridedBatched(false, false, T, hs, T, 1, Pd, pb, T, TT, x, base + 2 * C, C3, hs, 0, y, b * T * C, C, hs, H);
+    if (mask === null) {
+      // the three steps below head by head, the scores kept where the softmax runs (kernels.ts)
+      k.causalAttentionForward(x, base, P, pb, y, b * T * C, H, T, hs, scale);
+    } else {
+      // scores (H, T, T) = scale · q kᵀ, one GEMM per head over the packed layout.
+      k.gemmStridedBatched(false, true, T, T, hs, scale, x, base, C3, hs, x, base + C, C3, hs, 0, P, pb, T, TT, H);
+      k.causalSoftmax(P, pb, H, T, mask, Pd);
+      // y[b, :, h] (T, hs) = Pd (T, T) · v (T, hs), written straight into merged-head layout.
+      k.gemmStridedBatched(false, false, T, hs, T, 1, Pd, pb, T, TT, x, base + 2 * C, C3, hs, 0, y, b * T * C, C, hs, H);
+    }
   }
 
   const needGrad = isGradEnabled() && qkv.requiresGrad;
@@ -72,21 +77,25 @@ export function causalAttention(qkv: Tensor, nHead: number, opts: CausalAttentio
   }
   return result("causalAttention", y, [B, T, C], [qkv], (dy) => {
     const dqkv = gradBuffer(qkv.size); // every element written below (three GEMMs with beta = 0)
-    const dP = gradBuffer(H * TT); // one batch element at a time; scratch, handed back at the end
-    for (let b = 0; b < B; b++) {
-      const base = b * T * C3;
-      const pb = b * H * TT;
-      const yb = b * T * C;
-      // dPd = dy · vᵀ ; dv = Pdᵀ · dy
-      k.gemmStridedBatched(false, true, T, T, hs, 1, dy, yb, C, hs, x, base + 2 * C, C3, hs, 0, dP, 0, T, TT, H);
-      k.gemmStridedBatched(true, false, T, hs, T, 1, Pd, pb, T, TT, dy, yb, C, hs, 0, dqkv, base + 2 * C, C3, hs, H);
-      // Through dropout and the causal softmax: dS = P ⊙ (dP − Σ_j P·dP), zero above the diagonal.
-      k.causalSoftmaxBackward(dP, P, pb, H, T, mask);
-      // dq = scale · dS · k ; dk = scale · dSᵀ · q
-      k.gemmStridedBatched(false, false, T, hs, T, scale, dP, 0, T, TT, x, base + C, C3, hs, 0, dqkv, base, C3, hs, H);
-      k.gemmStridedBatched(true, false, T, hs, T, scale, dP, 0, T, TT, x, base, C3, hs, 0, dqkv, base + C, C3, hs, H);
+    if (mask === null) {
+      for (let b = 0; b < B; b++) k.causalAttentionBackward(dqkv, dy, b * T * C, x, b * T * C3, P, b * H * TT, H, T, hs, scale);
+    } else {
+      const dP = gradBuffer(H * TT); // one batch element at a time; scratch, handed back at the end
+      for (let b = 0; b < B; b++) {
+        const base = b * T * C3;
+        const pb = b * H * TT;
+        const yb = b * T * C;
+        // dPd = dy · vᵀ ; dv = Pdᵀ · dy
+        k.gemmStridedBatched(false, true, T, T, hs, 1, dy, yb, C, hs, x, base + 2 * C, C3, hs, 0, dP, 0, T, TT, H);
+        k.gemmStridedBatched(true, false, T, hs, T, 1, Pd, pb, T, TT, dy, yb, C, hs, 0, dqkv, base + 2 * C, C3, hs, H);
+        // Through dropout and the causal softmax: dS = P ⊙ (dP − Σ_j P·dP), zero above the diagonal.
+        k.causalSoftmaxBackward(dP, P, pb, H, T, mask);
+        // dq = scale · dS · k ; dk = scale · dSᵀ · q
+        k.gemmStridedBatched(false, false, T, hs, T, scale, dP, 0, T, TT, x, base + C, C3, hs, 0, dqkv, base, C3, hs, H);
+        k.gemmStridedBatched(true, false, T, hs, T, scale, dP, 0, T, TT, x, base, C3, hs, 0, dqkv, base + C, C3, hs, H);
+      }
+      releaseGradBuffer(dP);
     }
-    releaseGradBuffer(dP);
     if (graphFreedAfterBackward()) {
       releaseGradBuffer(P);
       if (mask !== null) { releaseGradBuffer(mask); releaseGradBuffer(Pd); }

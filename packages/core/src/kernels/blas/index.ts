@@ -7,6 +7,7 @@
 import type { Kernels } from "../kernels.js";
 import { jsKernels } from "../js/index.js";
 import { jsGemm } from "../js/gemm.js";
+import { causalAttentionBackwardVia, causalAttentionForwardVia } from "../js/attention.js";
 import { type BlasLibrary, CblasNoTrans, CblasRowMajor, CblasTrans, type Sgemm, type Sgemv } from "./loader.js";
 
 export { loadBlas, blasCandidates, coreTypeAdvice, cpuFlags, type BlasLibrary, type BlasLoadResult } from "./loader.js";
@@ -74,5 +75,7 @@ export function makeBlasKernels(lib: BlasLibrary): Kernels {
         gemm(transA, transB, M, N, K, alpha, A, aOff + p * strideA, lda, B, bOff + p * strideB, ldb, beta, C, cOff + p * strideC, ldc);
       }
     },
+    causalAttentionForward: causalAttentionForwardVia(gemm),
+    causalAttentionBackward: causalAttentionBackwardVia(gemm),
   };
 }

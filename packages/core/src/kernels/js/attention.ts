@@ -3,8 +3,9 @@
  * dropout mask (ops/attention.ts). Without dropout and with T a multiple of 4 the rows run in
  * WebAssembly SIMD (simd/attention.ts); the loops below are the reference.
  */
+import type { Kernels } from "../kernels.js";
 import { expNonPositive } from "./nn.js";
-import { simdCausalSoftmax, simdCausalSoftmaxBackward } from "../simd/attention.js";
+import { simdCausalSoftmax, simdCausalSoftmaxBackward, simdScoreBlocks } from "../simd/attention.js";
 
 // The per-row loops live in plain top-level functions rather than in causalAttention and its
 // backward closure (ops/attention.ts): those run a few times per step, so V8 would execute their
@@ -64,4 +65,69 @@ export function causalSoftmaxBackwardLoop(dP: Float32Array, P: Float32Array, pb:
       dP.fill(0, row + i + 1, row + T);
     }
   }
+}
+
+/** Scratch for H heads' scores gradient where no score blocks are available (kept between calls). */
+let headScratch = new Float32Array(0);
+function headsBuffer(len: number): Float32Array {
+  if (headScratch.length < len) headScratch = new Float32Array(len);
+  return headScratch;
+}
+
+/**
+ * Kernels.causalAttentionForward over the backend's `gemm`: the scores GEMM of every head, the causal
+ * softmax, the P·v GEMM of every head. With SIMD the scores go straight into score blocks in the
+ * scratch memory (simd/attention.ts) where the softmax runs in place and the P·v GEMMs read them;
+ * P is copied out once, for the backward. Otherwise the same steps over P itself.
+ */
+export function causalAttentionForwardVia(gemm: Kernels["gemm"]): Kernels["causalAttentionForward"] {
+  return function causalAttentionForward(qkv, base, P, pb, y, yb, H, T, hs, scale) {
+    const C = H * hs, C3 = 3 * C, TT = T * T;
+    const blocks = simdScoreBlocks(H, T);
+    const S = blocks ? blocks.f32 : P, at = blocks ? blocks.at : pb;
+    for (let h = 0; h < H; h++) {
+      const q = base + h * hs;
+      gemm(false, true, T, T, hs, scale, qkv, q, C3, qkv, q + C, C3, 0, S, at + h * TT, T); // scores (T, T) = scale · q kᵀ
+    }
+    if (blocks) {
+      blocks.softmax();
+      P.set(S.subarray(at, at + H * TT), pb);
+    } else {
+      causalSoftmaxLoop(P, pb, H, T, null, P);
+    }
+    for (let h = 0; h < H; h++) {
+      gemm(false, false, T, hs, T, 1, S, at + h * TT, T, qkv, base + 2 * C + h * hs, C3, 0, y, yb + h * hs, C); // y_h (T, hs) = P v
+    }
+  };
+}
+
+/**
+ * Kernels.causalAttentionBackward over the backend's `gemm`: for every head dP = dy·vᵀ (into the
+ * score blocks with SIMD, else a scratch) and dv = Pᵀ·dy; dS = P ⊙ (dP − Σ P·dP) in place; then
+ * dq = scale·dS·k and dk = scale·dSᵀ·q.
+ */
+export function causalAttentionBackwardVia(gemm: Kernels["gemm"]): Kernels["causalAttentionBackward"] {
+  return function causalAttentionBackward(dqkv, dy, yb, qkv, base, P, pb, H, T, hs, scale) {
+    const C = H * hs, C3 = 3 * C, TT = T * T;
+    const blocks = simdScoreBlocks(H, T);
+    const D = blocks ? blocks.f32 : headsBuffer(H * TT), at = blocks ? blocks.at : 0;
+    for (let h = 0; h < H; h++) {
+      const o = h * hs;
+      gemm(false, true, T, T, hs, 1, dy, yb + o, C, qkv, base + 2 * C + o, C3, 0, D, at + h * TT, T); // dP = dy vᵀ
+    }
+    for (let h = 0; h < H; h++) {
+      const o = h * hs;
+      gemm(true, false, T, hs, T, 1, P, pb + h * TT, T, dy, yb + o, C, 0, dqkv, base + 2 * C + o, C3); // dv = Pᵀ dy
+    }
+    if (blocks) blocks.softmaxBackward(P, pb);
+    else causalSoftmaxBackwardLoop(D, P, pb, H, T, null);
+    for (let h = 0; h < H; h++) {
+      const o = h * hs;
+      gemm(false, false, T, hs, T, scale, D, at + h * TT, T, qkv, base + C + o, C3, 0, dqkv, base + o, C3); // dq = scale · dS k
+    }
+    for (let h = 0; h < H; h++) {
+      const o = h * hs;
+      gemm(true, false, T, hs, T, scale, D, at + h * TT, T, qkv, base + o, C3, 0, dqkv, base + C + o, C3); // dk = scale · dSᵀ q
+    }
+  };
 }

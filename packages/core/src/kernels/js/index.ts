@@ -5,7 +5,7 @@ import { maxAxis, sumAxis } from "./reduce.js";
 import { crossEntropy, layerNorm, layerNormBackward, logSoftmax, logSoftmaxBackward, softmax, softmaxBackward } from "./nn.js";
 import * as conv from "./conv.js";
 import { geluInPlace, geluInPlaceWithGrad } from "./gelu.js";
-import { causalSoftmax, causalSoftmaxBackward } from "./attention.js";
+import { causalAttentionBackwardVia, causalAttentionForwardVia, causalSoftmax, causalSoftmaxBackward } from "./attention.js";
 import { adamUpdate, scaleInPlace, sgdUpdate, sumOfSquares } from "./optim.js";
 import { arenaMemory } from "../simd/optim.js";
 
@@ -60,6 +60,8 @@ export const jsKernels: Kernels = {
   geluInPlaceWithGrad,
   causalSoftmax,
   causalSoftmaxBackward,
+  causalAttentionForward: causalAttentionForwardVia(jsGemm),
+  causalAttentionBackward: causalAttentionBackwardVia(jsGemm),
   sgdUpdate,
   adamUpdate,
   sumOfSquares,

@@ -8,7 +8,7 @@
  */
 import { F32, I32, V128, funcBody, funcType, get, i32const, set, simd, tee } from "./asm.js";
 import { EXP2_POLY, SHIFTER, addTo, beginConsts, bumpBy, cf, constLocals, decrementLoop, estrin, f32bytes, fadd, fmul, fsub, ishl, laneIdx, ld, st, vand, vandnot, vbitselect, zero } from "./codegen.js";
-import { A0, B0, CHUNK, wasmFamily } from "./memory.js";
+import { A0, B0, BIG0, CHUNK, after, bigScratch, wasmFamily } from "./memory.js";
 
 const pmax = simd(0xeb), flt = simd(0x43), i32x4splat = simd(0x11), ile = simd(0x3d);
 /** Lanes 2, 3 to 0, 1 and lane 1 to 0 (for the horizontal max and sum). */
@@ -34,6 +34,9 @@ function expCode(tl: number, kl: number, dl: number, pows: number[]): number[] {
   ];
 }
 
+/** i ← i + 1, back to 0 at T: rows of several heads' blocks in one call. */
+const nextRow = (I0: number, T: number) => [...get(I0), ...i32const(1), 0x6a, ...tee(I0), ...get(T), 0x46, 0x04, 0x40, ...i32const(0), ...set(I0), 0x0b];
+
 /**
  * Per row: nq = i/4 + 1 quads hold j ≤ i; the last of them (at `last`) only partly, lanes
  * `msk`. `full` runs over the nq − 1 whole quads (pointer pp, counter q), `lastQuad` once.
@@ -48,7 +51,7 @@ function rowQuads(P: number, pp: number, q: number, nq: number, full: number[], 
 
 /**
  * softmax(P, rows, T, i0): rows of T floats (T a multiple of 4) at P, row k holding causal row
- * i = i0 + k: its first i + 1 entries ← their softmax (max subtracted, exp, sum, scaled by
+ * i = (i0 + k) mod T: its first i + 1 entries ← their softmax (max subtracted, exp, sum, scaled by
  * 1/sum), the rest ← 0. Only the quad holding j = i is masked; the max skips NaN as the loop's
  * comparison does (a NaN score still makes its row NaN through the sum).
  */
@@ -90,7 +93,7 @@ function causalSoftmaxFn() {
     ...bumpBy(pp, 16),
     ...decrementLoop(q), 0x0b, 0x0b,
     ...get(pp), ...set(P),
-    ...addTo(I0, i32const(1)),
+    ...nextRow(I0, T),
     ...get(ROWS), ...i32const(1), 0x6b, ...set(ROWS),
     0x0c, 0, 0x0b, 0x0b, 0x0b,
   ];
@@ -99,7 +102,7 @@ function causalSoftmaxFn() {
 }
 
 /**
- * softmaxBack(D, P, rows, T, i0): per row (causal row i = i0 + k), D ← P ⊙ (D − Σ_{j≤i} P·D) on
+ * softmaxBack(D, P, rows, T, i0): per row (causal row i = (i0 + k) mod T), D ← P ⊙ (D − Σ_{j≤i} P·D) on
  * j ≤ i, 0 beyond. P's row at the same offset from P as D's from D.
  */
 function causalSoftmaxBackwardFn() {
@@ -129,7 +132,7 @@ function causalSoftmaxBackwardFn() {
     ...bumpBy(pd, 16),
     ...decrementLoop(q), 0x0b, 0x0b,
     ...get(pd), ...set(D),
-    ...addTo(I0, i32const(1)),
+    ...nextRow(I0, T),
     ...get(ROWS), ...i32const(1), 0x6b, ...set(ROWS),
     0x0c, 0, 0x0b, 0x0b, 0x0b,
   ];
@@ -178,4 +181,41 @@ export function simdCausalSoftmaxBackward(dP: Float32Array, P: Float32Array, pb:
     }
   }
   return true;
+}
+
+/**
+ * H heads' T×T score blocks, one after another in the scratch memory, where GEMMs write the scores
+ * (or their gradient) through `f32` from `at` and the causal softmax (or its backward) runs in
+ * place: no copy in or out of the blocks (kernels().causalAttentionForward / Backward, js/attention.ts).
+ */
+export interface ScoreBlocks {
+  /** The scratch memory's floats; head h's block is f32[at + h·T·T ..][0 .. T·T). */
+  f32: Float32Array;
+  at: number;
+  /** Every block's row i ← softmax of its first i + 1 entries, zeros after. */
+  softmax(): void;
+  /** With the heads' probabilities at P[pb ..] (copied in): dS ← P ⊙ (dP − Σ_j P·dP) on j ≤ i, zeros after. */
+  softmaxBackward(P: Float32Array, pb: number): void;
+}
+
+/**
+ * The score blocks of H heads of sequences of T (a multiple of 4), in the growable part of the
+ * scratch memory (memory.ts BIG0: the scores, then a copy of P for the backward); null where SIMD
+ * is off or T does not fit. Read `f32` after this call: growing the memory replaces it.
+ */
+export function simdScoreBlocks(H: number, T: number): ScoreBlocks | null {
+  if ((T & 3) !== 0 || T === 0) return null;
+  const k = family();
+  const len = H * T * T, pAt = after(BIG0 + len);
+  if (k === null || !bigScratch(k.mem, pAt + len - BIG0)) return null;
+  const e = k.fn, mem = k.mem;
+  return {
+    f32: mem.f32,
+    at: BIG0,
+    softmax: () => e.softmax(4 * BIG0, H * T, T, 0),
+    softmaxBackward(P, pb) {
+      mem.f32.set(P.subarray(pb, pb + len), pAt);
+      e.softmaxBack(4 * BIG0, 4 * pAt, H * T, T, 0);
+    },
+  };
 }

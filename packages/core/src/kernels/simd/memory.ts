@@ -21,7 +21,7 @@
  * | PSUM0 | POOL_IN/2 (float64, one per plane) | the 2×2 pool + ReLU backward's per-plane gradient sums |
  * | BX0, BY0, BO0 | POOL_IN each | batch norm's x, dy, out; the max pool's argmax (BO0); its backward scatter (BX0, BY0, BO0) |
  * | BNP0 | BN_ARRAYS·BN_MAXC (float64) | batch norm's per-channel arrays (`BN`) |
- * | BIG0 … | grows up to BIG_MAX | whole tensors: the padded copies and im2col (conv.ts), the 2×2 pool + ReLU (pool.ts) |
+ * | BIG0 … | grows up to BIG_MAX | whole tensors: the padded copies and im2col (conv.ts), the 2×2 pool + ReLU (pool.ts); attention's score blocks (attention.ts) |
  *
  * The operand regions do not start at multiples of 4 KiB: a Float32Array of the size these kernels
  * get is page-aligned, and copying out of a region at the same address modulo 4096 runs ~5× slower
