@@ -59,10 +59,15 @@ function causalSoftmaxFn() {
   const [P, ROWS, T, I0] = [0, 1, 2, 3];
   const [q, pp, nq] = [4, 5, 6];
   const [mx] = [7];
-  const [msk, acc, m4, t, k, dead, sc] = [8, 9, 10, 11, 12, 13, 14];
-  const pows = [15, 16, 17];
-  beginConsts(18);
+  const [msk, acc, m4, sc] = [8, 9, 10, 11];
+  const quadA = [12, 13, 14, 15, 16, 17, 18], quadB = [19, 20, 21, 22, 23, 24, 25]; // t, k, dead, e and three powers each
+  beginConsts(26);
   const masked = (x: number[]) => [...x, ...get(msk), ...vand];
+  /** P[pp + offset] ← exp(P − m) (with the diagonal's mask when `last`), added into acc. */
+  const expQuad = (offset: number, [t, k, dead, e, ...pows]: number[], last = false) => {
+    const value = [...ld(pp, offset), ...get(m4), ...fsub, ...set(t), ...expCode(t, k, dead, pows)];
+    return [...(last ? masked(value) : value), ...set(e), ...st(pp, get(e), offset), ...get(acc), ...get(e), ...fadd, ...set(acc)];
+  };
   const code = [
     0x02, 0x40, 0x03, 0x40,
     ...get(ROWS), 0x45, 0x0d, 1,
@@ -76,11 +81,16 @@ function causalSoftmaxFn() {
     ...horizontal(acc, pmax), ...set(mx),
     // m = −Inf (all masked) → 0, like the loop
     0x43, ...f32bytes(0), ...get(mx), ...get(mx), 0x43, ...f32bytes(-Infinity), 0x5b, 0x1b, ...simd(0x13), ...set(m4),
-    // e = exp(x − m) on j ≤ i, 0 past i; their sum
-    ...zero, ...set(acc),
-    ...rowQuads(P, pp, q, nq,
-      [...st(pp, [...ld(pp), ...get(m4), ...fsub, ...set(t), ...expCode(t, k, dead, pows)]), ...get(acc), ...ld(pp), ...fadd, ...set(acc)],
-      [...st(pp, masked([...ld(pp), ...get(m4), ...fsub, ...set(t), ...expCode(t, k, dead, pows)])), ...get(acc), ...ld(pp), ...fadd, ...set(acc)]),
+    // e = exp(x − m) on j ≤ i, 0 past i; their sum. Two whole quads an iteration (independent work
+    // for the CPU to overlap), then the one left, then the diagonal's quad.
+    ...zero, ...set(acc), ...get(P), ...set(pp), ...get(nq), ...i32const(1), 0x6b, ...set(q),
+    0x02, 0x40, 0x03, 0x40,
+    ...get(q), ...i32const(2), 0x48, 0x0d, 1, // q < 2: out
+    ...expQuad(0, quadA), ...expQuad(16, quadB),
+    ...bumpBy(pp, 32), ...get(q), ...i32const(2), 0x6b, ...set(q),
+    0x0c, 0, 0x0b, 0x0b,
+    ...get(q), 0x04, 0x40, ...expQuad(0, quadA), ...bumpBy(pp, 16), 0x0b,
+    ...expQuad(0, quadA, true),
     ...cf(1), ...horizontal(acc, fadd), ...simd(0x13), ...simd(0xe7), ...set(sc), // 1/sum in every lane
     ...rowQuads(P, pp, q, nq,
       st(pp, [...ld(pp), ...get(sc), ...fmul]),
@@ -98,7 +108,7 @@ function causalSoftmaxFn() {
     0x0c, 0, 0x0b, 0x0b, 0x0b,
   ];
   const { init, count } = constLocals();
-  return { type: funcType([I32, I32, I32, I32]), code: funcBody([[3, I32], [1, F32], [10 + count, V128]], [...init, ...code]) };
+  return { type: funcType([I32, I32, I32, I32]), code: funcBody([[3, I32], [1, F32], [18 + count, V128]], [...init, ...code]) };
 }
 
 /**
