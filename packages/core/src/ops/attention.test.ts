@@ -81,9 +81,9 @@ for (const backend of ["js", "blas"] as const) {
       assertClose(a.grad!, b.grad!, { atol: 1e-6, rtol: 1e-5 });
     });
 
-    maybe("head by head through the score block (T a multiple of 4) or the loops: forward and gradient as with SIMD off, T = 1 and tails", () => {
+    maybe("through the score blocks (T a multiple of 4), the chunked softmax (blocks over their limit) or the loops: forward and gradient as with SIMD off, T = 1 and tails", () => {
       useBackend(backend);
-      for (const [B, T, H, hs] of [[2, 4, 2, 4], [2, 64, 4, 8], [1, 68, 2, 6], [2, 1, 3, 2], [1, 9, 2, 4]]) {
+      for (const [B, T, H, hs] of [[2, 4, 2, 4], [2, 64, 4, 8], [1, 68, 2, 6], [2, 1, 3, 2], [1, 9, 2, 4], [1, 1028, 1, 2]]) {
         const run = (simd: boolean) => {
           setSimdEnabled(simd);
           try {

@@ -78,7 +78,8 @@ function headsBuffer(len: number): Float32Array {
  * Kernels.causalAttentionForward over the backend's `gemm`: the scores GEMM of every head, the causal
  * softmax, the P·v GEMM of every head. With SIMD the scores go straight into score blocks in the
  * scratch memory (simd/attention.ts) where the softmax runs in place and the P·v GEMMs read them;
- * P is copied out once, for the backward. Otherwise the same steps over P itself.
+ * P is copied out once, for the backward. Otherwise (no SIMD, T not a multiple of 4, or blocks over
+ * simd/attention.ts's limit) the same steps over P itself.
  */
 export function causalAttentionForwardVia(gemm: Kernels["gemm"]): Kernels["causalAttentionForward"] {
   return function causalAttentionForward(qkv, base, P, pb, y, yb, H, T, hs, scale) {
@@ -93,7 +94,7 @@ export function causalAttentionForwardVia(gemm: Kernels["gemm"]): Kernels["causa
       blocks.softmax();
       P.set(S.subarray(at, at + H * TT), pb);
     } else {
-      causalSoftmaxLoop(P, pb, H, T, null, P);
+      causalSoftmax(P, pb, H, T, null, P);
     }
     for (let h = 0; h < H; h++) {
       gemm(false, false, T, hs, T, 1, S, at + h * TT, T, qkv, base + 2 * C + h * hs, C3, 0, y, yb + h * hs, C); // y_h (T, hs) = P v
@@ -120,7 +121,7 @@ export function causalAttentionBackwardVia(gemm: Kernels["gemm"]): Kernels["caus
       gemm(true, false, T, hs, T, 1, P, pb + h * TT, T, dy, yb + o, C, 0, dqkv, base + 2 * C + o, C3); // dv = Pᵀ dy
     }
     if (blocks) blocks.softmaxBackward(P, pb);
-    else causalSoftmaxBackwardLoop(D, P, pb, H, T, null);
+    else causalSoftmaxBackward(D, P, pb, H, T, null);
     for (let h = 0; h < H; h++) {
       const o = h * hs;
       gemm(false, false, T, hs, T, scale, D, at + h * TT, T, qkv, base + C + o, C3, 0, dqkv, base + o, C3); // dq = scale · dS k

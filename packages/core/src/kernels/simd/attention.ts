@@ -193,6 +193,9 @@ export function simdCausalSoftmaxBackward(dP: Float32Array, P: Float32Array, pb:
   return true;
 }
 
+/** Floats of score blocks at most (4 MiB; twice that with P's copy): H·T² up to T 512 with 4 heads, 256 with 16. */
+const MAX_BLOCKS = 1 << 20;
+
 /**
  * H heads' T×T score blocks, one after another in the scratch memory, where GEMMs write the scores
  * (or their gradient) through `f32` from `at` and the causal softmax (or its backward) runs in
@@ -211,12 +214,14 @@ export interface ScoreBlocks {
 /**
  * The score blocks of H heads of sequences of T (a multiple of 4), in the growable part of the
  * scratch memory (memory.ts BIG0: the scores, then a copy of P for the backward); null where SIMD
- * is off or T does not fit. Read `f32` after this call: growing the memory replaces it.
+ * is off, T does not fit or the blocks would pass MAX_BLOCKS (callers then run the chunked kernels
+ * above over P). Read `f32` after this call: growing the memory replaces it.
  */
 export function simdScoreBlocks(H: number, T: number): ScoreBlocks | null {
-  if ((T & 3) !== 0 || T === 0) return null;
+  const len = H * T * T;
+  if ((T & 3) !== 0 || T === 0 || len > MAX_BLOCKS) return null;
   const k = family();
-  const len = H * T * T, pAt = after(BIG0 + len);
+  const pAt = after(BIG0 + len);
   if (k === null || !bigScratch(k.mem, pAt + len - BIG0)) return null;
   const e = k.fn, mem = k.mem;
   return {
