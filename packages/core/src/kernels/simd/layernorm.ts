@@ -88,8 +88,8 @@ function lnBackwardFn() {
   const [X, W, AW, AB, M, ROWS, N] = [0, 1, 2, 3, 4, 5, 6];
   const [j, nq, row, p, mp, mEnd, stride, n8, end] = [7, 8, 9, 10, 11, 12, 13, 14, 15];
   const [rs, nf] = [16, 17];
-  const [m4, rs4, md4, mdx4, sd, sdx, s4, sx4, d, xm, m2, rs2, xv, dv, dl] = Array.from({ length: 15 }, (_, i) => 18 + i);
-  const acc = Array.from({ length: 8 }, (_, i) => 33 + i); // the column sums' registers: AW's four, AB's four
+  const [m4, rs4, md4, mdx4, sd, sdx, s4, sx4, d, xm, m2, rs2, dl] = Array.from({ length: 13 }, (_, i) => 18 + i);
+  const acc = Array.from({ length: 8 }, (_, i) => 31 + i); // the column sums' registers: AW's four, AB's four
   const [awl, abl] = [acc[0], acc[4]];
   const quads = (body: number[]) => stepLoop(j, nq, 16, body);
   const pair = (body: number[]) => ifPair(N, body); // the last two floats when n % 4 == 2
@@ -124,10 +124,10 @@ function lnBackwardFn() {
   /** The column sums of the k quads of columns from byte offset j, their float64 sums in registers over all rows. */
   const columnBlock = (k: number) => {
     const [aw, ab] = [acc.slice(0, 2 * k), acc.slice(4, 4 + 2 * k)];
+    const pairAt = (offset: number) => [...load2At(get(p), offset), ...promote]; // two floats as f64x2, no shuffle
     const perQuad = (q: number) => [
-      ...loadAt(get(p), 16 * q), ...set(xv), ...loadAt(get(p), DOUT + 16 * q), ...set(dv),
-      ...columnStep([...get(xv), ...promote], [...get(dv), ...promote], aw[2 * q], ab[2 * q]),
-      ...columnStep([...highHalf(xv), ...promote], [...highHalf(dv), ...promote], aw[2 * q + 1], ab[2 * q + 1]),
+      ...columnStep(pairAt(16 * q), pairAt(DOUT + 16 * q), aw[2 * q], ab[2 * q]),
+      ...columnStep(pairAt(16 * q + 8), pairAt(DOUT + 16 * q + 8), aw[2 * q + 1], ab[2 * q + 1]),
     ];
     return [
       ...aw.flatMap((l, i) => [...accAt(AW, 16 * i), ...set(l)]), ...ab.flatMap((l, i) => [...accAt(AB, 16 * i), ...set(l)]),
@@ -183,7 +183,7 @@ function lnBackwardFn() {
     ]),
     0x0b,
   ];
-  return { type: funcType([I32, I32, I32, I32, I32, I32, I32]), code: funcBody([[9, I32], [2, F64], [23, V128]], code) };
+  return { type: funcType([I32, I32, I32, I32, I32, I32, I32]), code: funcBody([[9, I32], [2, F64], [21, V128]], code) };
 }
 
 type LnForward = (x: number, o: number, w: number, b: number, m: number, r: number, rows: number, n: number, eps: number) => void;
