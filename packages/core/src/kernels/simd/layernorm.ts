@@ -39,7 +39,7 @@ function lnForwardFn() {
   const [X, O, W, Bb, M, R, ROWS, N, EPS] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
   const [j, nq] = [9, 10];
   const [m, rs, nf, vr] = [11, 12, 13, 14];
-  const [x, lo, hi, s0, s1, q0, q1, mh, ml, r4] = [15, 16, 17, 18, 19, 20, 21, 22, 23, 24];
+  const [lo, hi, s0, s1, q0, q1, mh, ml, r4] = [15, 16, 17, 18, 19, 20, 21, 22, 23];
   const at = (base: number) => [...get(base), ...get(j), 0x6a]; // base + j
   const splat4 = (f64: number[]) => [...f64, 0xb6, ...splatF32]; // f32x4.splat(f32.demote(·))
   const quads = (body: number[]) => stepLoop(j, nq, 16, body);
@@ -52,7 +52,7 @@ function lnForwardFn() {
     ...get(ROWS), 0x45, 0x0d, 1,
     ...zero, ...set(s0), ...zero, ...set(s1), ...zero, ...set(q0), ...zero, ...set(q1),
     ...quads([
-      ...at(X), ...simd(0x00, 0, 0), ...tee(x), ...promote, ...set(lo), ...highHalf(x), ...promote, ...set(hi),
+      ...load2At(at(X), 0), ...promote, ...set(lo), ...load2At(at(X), 8), ...promote, ...set(hi), // each pair as f64x2, no shuffle
       ...get(s0), ...get(lo), ...dadd, ...set(s0), ...get(s1), ...get(hi), ...dadd, ...set(s1),
       ...get(q0), ...get(lo), ...get(lo), ...dmul, ...dadd, ...set(q0), ...get(q1), ...get(hi), ...get(hi), ...dmul, ...dadd, ...set(q1),
     ]),
@@ -72,7 +72,7 @@ function lnForwardFn() {
     ...get(ROWS), ...i32const(1), 0x6b, ...set(ROWS),
     0x0c, 0, 0x0b, 0x0b, 0x0b,
   ];
-  return { type: funcType([I32, I32, I32, I32, I32, I32, I32, I32, F64]), code: funcBody([[2, I32], [4, F64], [10, V128]], code) };
+  return { type: funcType([I32, I32, I32, I32, I32, I32, I32, I32, F64]), code: funcBody([[2, I32], [4, F64], [9, V128]], code) };
 }
 
 /**
