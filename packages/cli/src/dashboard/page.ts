@@ -4,6 +4,7 @@
  * specifications as inline JSON, and the script that streams rows into them. Nothing is
  * fetched from outside this server: Vega's browser build is served from node_modules.
  */
+import type * as vega from "vega";
 import type { RunMeta } from "../metric-rows.js";
 import { type ChartRun, panelSpecs, toVega } from "../plot.js";
 import { CLIENT_SCRIPT } from "./client-script.js";
@@ -26,11 +27,18 @@ function pageTitle(runs: PageRun[]): string {
   return runs.length === 1 ? runs[0].id : runs.length === 0 ? "waiting for runs" : `${runs.length} runs`;
 }
 
+/** What the page's script draws from (pageConfig). */
+export interface PageConfig {
+  title: string;
+  runs: { id: string; dir: string; index: number; throughputUnit: string }[];
+  specs: Record<"loss" | "lossLog" | "accuracy" | "throughput" | "lr", vega.Spec> | null;
+}
+
 /**
  * What the page's script draws from: the runs (in legend order) and each panel's Vega
  * specification for them (null while there is no run). Sent again whenever a run is added.
  */
-export function pageConfig(runs: PageRun[], smoothing: number) {
+export function pageConfig(runs: PageRun[], smoothing: number): PageConfig {
   const chartRuns: ChartRun[] = runs.map((r) => ({ id: r.id, meta: r.meta }));
   const linear = runs.length > 0 ? panelSpecs(chartRuns, { smoothing, logLoss: false }) : null;
   const log = runs.length > 0 ? panelSpecs(chartRuns, { smoothing, logLoss: true }) : null;
