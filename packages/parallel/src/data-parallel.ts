@@ -29,7 +29,7 @@ import { MAX_SHARED_MEMORY_BYTES, sharedMemory } from "@chainrule/core/internal"
 import { Piscina } from "piscina";
 import { type Phase, LayoutMismatchError, ParallelError, ParallelStepError, phaseTimedOut, stepAborted, workerFailed } from "./errors.js";
 import {
-  BELL, CONTROL, type DatasetViews, HOSTX, HOST_TOTALS, STAGE_GRAD, planMemory, STAGE_UPDATE, STEP_DESC, STEP_RESULT, datasetRef, gradientBuckets, localViews, mixSeed,
+  BELL, CONTROL, type DatasetViews, HOSTX, HOST_TOTALS, STAGE_GRAD, planMemory, STAGE_UPDATE, STEP_DESC, STEP_RESULT, datasetRef, gradientBuckets, hostCombineRegion, localViews, mixSeed,
   shardOffsets, trainableChunks, trainableRanges,
 } from "./layout.js";
 import { type Communicator, mpiWorld } from "./mpi.js";
@@ -477,7 +477,14 @@ export class DataParallel {
       const syncBatchNorm = !!this.opts.syncBatchNorm && W > 1 && maxC > 0;
       const bnRow = 2 + 2 * maxC;
       const smallBytes = 64 + 8 * W * W + 64 + (2 + W) * bregion + (syncBatchNorm ? 8 * 2 * W * bnRow : 0);
-      const cap = sharedMemoryCap(), plan = planMemory(P, W, k, smallBytes, cap);
+      // With hosts, the combine's operands go last, where its SIMD kernel reaches them, when they fit.
+      const trainable = m.namedParameters().map(([, p]) => p.requiresGrad);
+      const buckets = this.hosts > 1 ? gradientBuckets(nn.paramLayout(m), trainable, Math.max(1, Math.round(((this.opts.bucketMiB ?? 1) * 2 ** 20) / 4))) : [];
+      const combineBytes = this.hosts > 1 ? hostCombineRegion(0, this.hosts, buckets).end + 64 : 0;
+      const cap = sharedMemoryCap();
+      let plan = planMemory(P, W, k, smallBytes + combineBytes, cap);
+      const combineInside = plan !== null && combineBytes > 0;
+      plan ??= planMemory(P, W, k, smallBytes, cap);
       if (plan === null) {
         throw new ParallelError(
           `DataParallel: ${P.toLocaleString("en-US")} parameters need ${fmtBytes(2 * region + smallBytes)} of shared WebAssembly memory ` +
@@ -489,7 +496,8 @@ export class DataParallel {
       const weightsAt = Math.ceil(plan.end / 64) * 64;
       const buffersAt = Math.ceil((weightsAt + 8 * W * W) / 64) * 64, bufSlotsAt = buffersAt + bregion;
       const bnAt = bufSlotsAt + (W + 1) * bregion;
-      const bytes = bnAt + (syncBatchNorm ? 8 * 2 * W * bnRow : 0);
+      const combine = combineInside ? hostCombineRegion(bnAt + (syncBatchNorm ? 8 * 2 * W * bnRow : 0), this.hosts, buckets) : null;
+      const bytes = combine?.end ?? bnAt + (syncBatchNorm ? 8 * 2 * W * bnRow : 0);
       const memory = sharedMemory(bytes);
       const buf = memory.buffer;
       this.bufs = new Float32Array(buf, buffersAt, B);
@@ -510,7 +518,6 @@ export class DataParallel {
       this.flat = flat;
       // Frozen parameters (requiresGrad false in the built model) are never reduced or updated;
       // chunks are balanced over the trainable floats.
-      const trainable = m.namedParameters().map(([, p]) => p.requiresGrad);
       const { chunks, segments } = trainableChunks(P, trainableRanges(flat.layout, trainable), this.world);
       const lrRanges = groupLrRanges(this.opts.paramGroups ?? [], m.namedParameters().map(([name]) => name), flat.layout, this.hyper.lr);
       this.ctx = {
@@ -524,8 +531,7 @@ export class DataParallel {
         stepResults: new SharedArrayBuffer(8 * 2 * STEP_RESULT.size * this.world),
         buffers, buffersAt, bufSlotsAt, syncBatchNorm, bnAt, bnRow, reuseActivations: this.opts.reuseActivations ?? true,
         hosts: this.hosts, hostRank: this.hostRank,
-        buckets: this.hosts > 1 ? gradientBuckets(flat.layout, trainable, Math.max(1, Math.round(((this.opts.bucketMiB ?? 1) * 2 ** 20) / 4))) : [],
-        gradientCompression: this.opts.gradientCompression ?? "none",
+        buckets, gradientCompression: this.opts.gradientCompression ?? "none", hostCombine: combine,
         hostSync: new SharedArrayBuffer(0), hostTotals: new SharedArrayBuffer(8 * HOST_TOTALS.size), hostError: new SharedArrayBuffer(512),
       };
       this.ctx.hostSync = new SharedArrayBuffer(4 * HOSTX.size(this.ctx.buckets.length));

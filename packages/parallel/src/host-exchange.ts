@@ -10,7 +10,9 @@
  * (MPI_Alltoall, each host sums one part) then an MPI_Allgather of the summed parts, which puts
  * 2·(H−1)/H of the bucket on the wire per host instead of H−1 times it. With gradientCompression
  * each of these collectives carries 16-bit floats (core's encodeHalf): the sender rounds, and every
- * host — the sender too — sums the decoded values, so the bits still agree. Then the loss totals
+ * host — the sender too — sums the decoded values, so the bits still agree. The collective delivers
+ * into the WebAssembly memory that holds the gradient (layout.ts hostCombineRegion), where core's
+ * SIMD kernel combines in place (reduce.ts combineHosts). Then the loss totals
  * and the averaged batch-norm buffers (float32 always), and DONE, which the ranks wait for before
  * their update.
  *
@@ -19,9 +21,10 @@
  * With a communicator object (one worker), the replica runs it after its backward.
  */
 import { decodeHalf, encodeHalf } from "@chainrule/core";
+import { registerSimdMemory } from "@chainrule/core/internal";
 import { CONTROL, type GradientBucket, HOSTX, HOST_TOTALS, gradientSlots, waitBoundMs } from "./layout.js";
 import type { Communicator } from "./mpi.js";
-import { combineHosts, reduceRange } from "./reduce.js";
+import { type CombineKernels, combineHosts, reduceRange } from "./reduce.js";
 import type { GradientCompression, WorkerContext } from "./types.js";
 
 /** The shared words and where a waiting thread reads the exchange's failure. */
@@ -68,6 +71,9 @@ export class HostExchange {
   private buffers = new Float32Array(0);
   private halvesOut = new Uint16Array(0);
   private halvesIn = new Uint16Array(0);
+  /** The combine's SIMD kernels, and where its operands lie in the WebAssembly memory (null: plain arrays and the loops). */
+  private readonly combine: CombineKernels | null = null;
+  private readonly inMemory: { gathered: Float32Array; mine: Float32Array } | null = null;
 
   constructor(private readonly ctx: WorkerContext, private readonly comm: Communicator) {
     const buf = ctx.memory.buffer, P = ctx.numParams;
@@ -80,6 +86,11 @@ export class HostExchange {
     this.sizes = ctx.buckets.map((b) => piecesLength(b.pieces));
     this.rankWeights = new Float64Array(ctx.world);
     this.compression = ctx.gradientCompression;
+    const region = ctx.hostCombine, kernels = region && comm.size === ctx.hosts ? registerSimdMemory(ctx.memory) : null;
+    if (region && kernels) {
+      this.combine = { kernels, weights: new Float64Array(buf, region.weightsAt, ctx.hosts) };
+      this.inMemory = { gathered: new Float32Array(buf, region.gatheredAt, region.gatheredFloats), mine: new Float32Array(buf, region.mineAt, region.mineFloats) };
+    }
   }
 
   /** Waits (in slices, until told to quit) for the ranks to enter a step. False: quit. */
@@ -160,7 +171,7 @@ export class HostExchange {
       this.allgather(send, all);
       for (let i = 0, at = 0; i < pieces.length; i += 2) {
         const len = pieces[i + 1] - pieces[i];
-        combineHosts(g, pieces[i], all, n, at, len, w);
+        combineHosts(g, pieces[i], all, n, at, len, w, this.combine);
         at += len;
       }
       return;
@@ -172,7 +183,7 @@ export class HostExchange {
     const parts = this.scratch("gathered", H * m);
     this.alltoall(padded, parts);
     const mine = this.scratch("mine", m);
-    combineHosts(mine, 0, parts, m, 0, m, w);
+    combineHosts(mine, 0, parts, m, 0, m, w, this.combine);
     this.allgather(mine, padded);
     for (let i = 0, at = 0; i < pieces.length; i += 2) {
       const len = pieces[i + 1] - pieces[i];
@@ -222,6 +233,8 @@ export class HostExchange {
   }
 
   private scratch(name: "pack" | "gathered" | "part" | "mine" | "buffers", n: number): Float32Array {
+    const inside = (name === "gathered" || name === "mine") && this.inMemory?.[name];
+    if (inside && inside.length >= n) return inside.subarray(0, n);
     if (this[name].length < n) this[name] = new Float32Array(n);
     return this[name].subarray(0, n);
   }

@@ -134,6 +134,28 @@ export function gradientBuckets(layout: readonly { offset: number; size: number 
 }
 
 /**
+ * Where the combine of the hosts' gradients finds its operands in the WebAssembly memory, so its
+ * SIMD kernel runs in place (host-exchange.ts): the hosts' copies of a bucket as the collective
+ * delivers them (`gathered`, hosts × the largest bucket), this host's summed part of a
+ * reduce-scatter (`mine`), and the hosts' weights (float64). Byte offsets from `at` (64-byte aligned).
+ */
+export interface HostCombineRegion { gatheredAt: number; gatheredFloats: number; mineAt: number; mineFloats: number; weightsAt: number; end: number }
+
+export function hostCombineRegion(at: number, hosts: number, buckets: readonly GradientBucket[]): HostCombineRegion {
+  let largest = 0;
+  for (const b of buckets) {
+    let n = 0;
+    for (let i = 0; i < b.pieces.length; i += 2) n += b.pieces[i + 1] - b.pieces[i];
+    largest = Math.max(largest, n);
+  }
+  const align = (bytes: number) => Math.ceil(bytes / 64) * 64;
+  const gatheredAt = align(at), gatheredFloats = hosts * largest;
+  const mineAt = align(gatheredAt + 4 * gatheredFloats), mineFloats = Math.ceil(largest / hosts);
+  const weightsAt = align(mineAt + 4 * mineFloats);
+  return { gatheredAt, gatheredFloats, mineAt, mineFloats, weightsAt, end: weightsAt + 8 * hosts };
+}
+
+/**
  * Int32 words of the exchange between hosts (hostSync, see host-exchange.ts). Each is a count the
  * exchange waits for and takes off again, so it starts from 0 at every step: ranks that entered
  * the step (their counted targets are in the exchange), parameters whose gradient is final per

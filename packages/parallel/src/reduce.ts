@@ -2,6 +2,7 @@
  * The sums of data-parallel training, in a fixed order so that a run repeats bit for bit:
  * ranks' gradient slots in rank order (within a host), hosts' gradients in host order.
  */
+import type { SimdKernels } from "@chainrule/core/internal";
 
 let scratch64 = new Float64Array(1024);
 
@@ -46,14 +47,30 @@ export function sumOfSquares(g: Float32Array, from: number, to: number): number 
   return ss;
 }
 
+/** The SIMD combine's operands: core's kernels bound to the memory that holds them, and H float64 there for the weights. */
+export interface CombineKernels { kernels: SimdKernels; weights: Float64Array }
+
 /**
  * out[outAt + i] = Σ_h w[h] · all[h·stride + allAt + i] for i in [0, n): the hosts' values in host
  * order, accumulated in float64 and rounded once — the same bits whichever host computes it.
+ * With `simd`, and `out` and `all` in the memory its kernels are bound to, the kernels run in place
+ * (two floats per instruction), to the bits of the loops below.
  */
-export function combineHosts(out: Float32Array, outAt: number, all: Float32Array, stride: number, allAt: number, n: number, w: readonly number[]): void {
+export function combineHosts(out: Float32Array, outAt: number, all: Float32Array, stride: number, allAt: number, n: number, w: readonly number[], simd?: CombineKernels | null): void {
   const H = w.length;
+  if (simd && out.buffer === simd.weights.buffer && all.buffer === simd.weights.buffer && simd.weights.length >= H && n >= 2) {
+    const pairs = n >> 1, o = out.byteOffset + 4 * outAt, a = all.byteOffset + 4 * allAt;
+    if (H === 2) simd.kernels.reduce2(o, a, a + 4 * stride, pairs, w[0], w[1]);
+    else {
+      for (let h = 0; h < H; h++) simd.weights[h] = w[h];
+      simd.kernels.combineK(o, a, pairs, H, 4 * stride, simd.weights.byteOffset);
+    }
+    if (2 * pairs < n) combineHosts(out, outAt + 2 * pairs, all, stride, allAt + 2 * pairs, n - 2 * pairs, w);
+    return;
+  }
   if (H === 2) {
-    // The common case, unrolled (0 + w0·a is exact, so this is the loop below, bit for bit).
+    // The common case, unrolled: w0·a + w1·b, as reduceRange's two slots (1 host × 2 workers). The
+    // loop below computes (0 + w0·a) + w1·b: the same bits except that it turns −0 + −0 into +0.
     const w0 = w[0], w1 = w[1], b = stride + allAt;
     for (let i = 0; i < n; i++) out[outAt + i] = w0 * all[allAt + i] + w1 * all[b + i];
     return;

@@ -1,7 +1,7 @@
 /** Configuration types and the typed task protocol between the main thread and pool workers. */
 import type { nn } from "@chainrule/core";
 import type { Communicator } from "./mpi.js";
-import type { GradientBucket } from "./layout.js";
+import type { GradientBucket, HostCombineRegion } from "./layout.js";
 import type { SharedMemory } from "@chainrule/core/internal";
 
 /** A model described by where to build it, so every worker builds the identical one. */
@@ -210,6 +210,8 @@ export interface WorkerContext {
   buckets: GradientBucket[];
   /** With hosts: the format the gradient crosses the network in (DataParallelOptions.gradientCompression). */
   gradientCompression: GradientCompression;
+  /** With hosts: the combine's operands in the WebAssembly memory (layout.ts hostCombineRegion); null where they did not fit. */
+  hostCombine: HostCombineRegion | null;
   hostSync: SharedArrayBuffer;
   hostTotals: SharedArrayBuffer;
   hostError: SharedArrayBuffer;

@@ -26,6 +26,8 @@ export interface SimdKernels {
   reduce2(gAt: number, s0At: number, s1At: number, pairs: number, w0: number, w1: number): void;
   /** g = Σ_k w_k·s_k (k in slot order, float64 from 0, w_k = 0 skipped); weights: K float64 at wAt. */
   reduceK(gAt: number, s0At: number, pairs: number, K: number, stride: number, wAt: number): void;
+  /** The same sum with every weight applied, w_k = 0 too (the parallel package's combine of hosts' gradients). */
+  combineK(gAt: number, s0At: number, pairs: number, K: number, stride: number, wAt: number): void;
   /** Adam without weight decay (js/optim.ts's fast path), float32 arithmetic over `quads` groups of four floats. */
   adam(pAt: number, gAt: number, mAt: number, vAt: number, quads: number, beta1: number, beta2: number, b1c: number, b2c: number, stepSize: number, invSqrtBc2: number, eps: number): void;
   /** Adam / AdamW with weight decay (js/optim.ts's general path). */
@@ -140,9 +142,10 @@ function adamBody(wd: boolean) {
 /**
  * reduceK(g, s0, pairs, K, stride, w): g = Σ_k w_k·s_k over K slots `stride` bytes apart,
  * accumulated in float64 from 0 in slot order, skipping w_k = 0 (rules as reduceRange's
- * ≥ 3-slot path); weights are K float64 at byte address w.
+ * ≥ 3-slot path); weights are K float64 at byte address w. With `skipZero` false (combineK) every
+ * term is added, as combineHosts's loop does (0·NaN and 0·Inf are NaN there).
  */
-function reduceKFn() {
+function reduceKFn(skipZero: boolean) {
   const [G, S0, PAIRS, K, STRIDE, W, k, sp, wp, wk, acc] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
   const type = [0x60, ...vec([I32, I32, I32, I32, I32, I32].map((t) => [t])), 0];
   const locals = vec([[3, I32], [1, F64], [1, V128]]);
@@ -155,10 +158,9 @@ function reduceKFn() {
     0x02, 0x40, 0x03, 0x40, // block, loop (slots)
     ...get(k), 0x45, 0x0d, 1,
     ...get(wp), 0x2b, 3, 0, ...set(wk), // wk = f64.load(wp)
-    ...get(wk), 0x44, 0, 0, 0, 0, 0, 0, 0, 0, 0x62, // wk != 0
-    0x04, 0x40, // if
+    ...(skipZero ? [...get(wk), 0x44, 0, 0, 0, 0, 0, 0, 0, 0, 0x62, 0x04, 0x40] : []), // if (wk != 0)
     ...get(acc), ...get(wk), ...splat, ...ld(sp), ...mul, ...add, ...set(acc),
-    0x0b,
+    ...(skipZero ? [0x0b] : []),
     ...addTo(sp, get(STRIDE)), ...addTo(wp, [0x41, 8]), ...get(k), 0x41, 1, 0x6b, ...set(k),
     0x0c, 0, 0x0b, 0x0b, // br slots, end loop, end block
     ...store64(G, [...get(acc), ...demote]),
@@ -182,9 +184,10 @@ function buildModule(shared: boolean): Uint8Array {
     ]),
     kernel(4, 7, 4, adamBody(false), 4),
     kernel(4, 9, 4, adamBody(true), 4),
-    reduceKFn(),
+    reduceKFn(true),
+    reduceKFn(false),
   ];
-  const names = ["reduce1", "reduce2", "adam", "adamWd", "reduceK"];
+  const names = ["reduce1", "reduce2", "adam", "adamWd", "reduceK", "combineK"];
   return moduleBytes(fns, names, shared);
 }
 
