@@ -3,19 +3,22 @@
  * of N floats from H hosts: the JavaScript loop, the SIMD kernel in place on the WebAssembly memory
  * that holds the operands (what the exchange runs), and the same kernel fed by copying each host's
  * values into that memory in chunks of 4,096 floats (what the exchange would do with plain receive
- * buffers). The three alternate in each round; medians. Every variant's bits are checked against the loop first.
+ * buffers). With 16-bit gradients (gradientCompression bf16): core's decodeHalf then the loop, decodeHalf
+ * then the SIMD combine in place, and the fused pass (combineHostHalves: widen, weigh and sum at
+ * once). The variants alternate in each round; medians. Every variant's bits are checked against the loop first.
  *
  *   tsx bench/combine-hosts.ts [--floats 524288] [--hosts 2,3] [--rounds 41]
  */
 import { loadavg } from "node:os";
 import { registerSimdMemory, sharedMemory } from "../packages/core/src/internal.js";
-import { type CombineKernels, combineHosts } from "../packages/parallel/src/reduce.js";
+import { decodeHalf, encodeHalf } from "../packages/core/src/index.js";
+import { type CombineKernels, combineHostHalves, combineHosts } from "../packages/parallel/src/reduce.js";
 import { flag, median, numList, runIfMain, table } from "./_util.js";
 
 const CHUNK = 4096;
 
 function measure(n: number, H: number, rounds: number): Record<string, string | number> {
-  const outAt = 0, allAt = 4 * n, chunkAt = allAt + 4 * H * n, wAt = chunkAt + 4 * H * CHUNK;
+  const outAt = 0, allAt = 4 * n, chunkAt = allAt + 4 * H * n, halvesAt = chunkAt + 4 * H * CHUNK, wAt = halvesAt + 2 * H * n;
   const mem = sharedMemory(wAt + 8 * H);
   const kernels = registerSimdMemory(mem);
   if (kernels === null) throw new Error("WebAssembly SIMD is off or missing");
@@ -23,6 +26,10 @@ function measure(n: number, H: number, rounds: number): Record<string, string | 
   const out = new Float32Array(mem.buffer, outAt, n), allInside = new Float32Array(mem.buffer, allAt, H * n);
   const chunk = new Float32Array(mem.buffer, chunkAt, H * CHUNK), all = new Float32Array(H * n);
   for (let i = 0; i < all.length; i++) all[i] = Math.sin(i) * 1e-3;
+  const halves = new Uint16Array(mem.buffer, halvesAt, H * n), plainHalves = new Uint16Array(H * n);
+  encodeHalf("bf16", plainHalves, all);
+  halves.set(plainHalves);
+  decodeHalf("bf16", all, plainHalves); // every variant sums the same values
   allInside.set(all);
   const w = Array.from({ length: H }, (_, h) => (h + 1) / ((H * (H + 1)) / 2));
   const variants: [string, () => void][] = [
@@ -35,6 +42,15 @@ function measure(n: number, H: number, rounds: number): Record<string, string | 
         combineHosts(out, a, chunk, CHUNK, 0, m, w, simd);
       }
     }],
+    ["bf16: decode, loop", () => {
+      decodeHalf("bf16", all, plainHalves);
+      combineHosts(out, 0, all, n, 0, n, w);
+    }],
+    ["bf16: decode, SIMD in place", () => {
+      decodeHalf("bf16", allInside, plainHalves);
+      combineHosts(out, 0, allInside, n, 0, n, w, simd);
+    }],
+    ["bf16: fused SIMD", () => combineHostHalves("bf16", out, 0, halves, n, 0, n, w, simd)],
   ];
   const want = new Float32Array(n);
   variants[0][1]();

@@ -24,7 +24,7 @@ import { decodeHalf, encodeHalf } from "@chainrule/core";
 import { registerSimdMemory } from "@chainrule/core/internal";
 import { CONTROL, type GradientBucket, HOSTX, HOST_TOTALS, gradientSlots, waitBoundMs } from "./layout.js";
 import type { Communicator } from "./mpi.js";
-import { type CombineKernels, combineHosts, reduceRange } from "./reduce.js";
+import { type CombineKernels, combineHostHalves, combineHosts, reduceRange } from "./reduce.js";
 import type { GradientCompression, WorkerContext } from "./types.js";
 
 /** The shared words and where a waiting thread reads the exchange's failure. */
@@ -165,8 +165,19 @@ export class HostExchange {
       send = this.scratch("pack", n);
       for (let i = 0, at = 0; i < pieces.length; i += 2) { send.set(g.subarray(pieces[i], pieces[i + 1]), at); at += pieces[i + 1] - pieces[i]; }
     }
-    const H = this.comm.size, w = this.hostWeights;
+    const H = this.comm.size, w = this.hostWeights, format = this.compression;
     if (H <= 2 || !this.comm.alltoall) {
+      if (format !== "none") {
+        // Every host's halves are widened, weighed and summed in one pass.
+        const halves = this.received(H * n);
+        this.allgatherHalves(send, halves);
+        for (let i = 0, at = 0; i < pieces.length; i += 2) {
+          const len = pieces[i + 1] - pieces[i];
+          combineHostHalves(format, g, pieces[i], halves, n, at, len, w, this.combine);
+          at += len;
+        }
+        return;
+      }
       const all = this.scratch("gathered", H * n);
       this.allgather(send, all);
       for (let i = 0, at = 0; i < pieces.length; i += 2) {
@@ -180,10 +191,18 @@ export class HostExchange {
     const m = Math.ceil(n / H), padded = this.scratch("part", H * m);
     padded.set(send);
     padded.fill(0, n);
-    const parts = this.scratch("gathered", H * m);
-    this.alltoall(padded, parts);
     const mine = this.scratch("mine", m);
-    combineHosts(mine, 0, parts, m, 0, m, w, this.combine);
+    if (format !== "none") {
+      const parts = this.received(H * m);
+      const out = this.halves("halvesOut", padded.length);
+      encodeHalf(format, out, padded);
+      this.comm.alltoall!(out, parts);
+      combineHostHalves(format, mine, 0, parts, m, 0, m, w, this.combine);
+    } else {
+      const parts = this.scratch("gathered", H * m);
+      this.comm.alltoall!(padded, parts);
+      combineHosts(mine, 0, parts, m, 0, m, w, this.combine);
+    }
     this.allgather(mine, padded);
     for (let i = 0, at = 0; i < pieces.length; i += 2) {
       const len = pieces[i + 1] - pieces[i];
@@ -196,20 +215,23 @@ export class HostExchange {
   private allgather(send: Float32Array, recv: Float32Array): void {
     const format = this.compression;
     if (format === "none") return this.comm.allgather(send, recv);
-    const out = this.halves("halvesOut", send.length), back = this.halves("halvesIn", recv.length);
-    encodeHalf(format, out, send);
-    this.comm.allgather(out, back);
+    const back = this.halves("halvesIn", recv.length);
+    this.allgatherHalves(send, back);
     decodeHalf(format, recv, back);
   }
 
-  /** MPI_Alltoall of gradient values, as allgather sends them. */
-  private alltoall(send: Float32Array, recv: Float32Array): void {
-    const format = this.compression;
-    if (format === "none") return this.comm.alltoall!(send, recv);
-    const out = this.halves("halvesOut", send.length), back = this.halves("halvesIn", recv.length);
-    encodeHalf(format, out, send);
-    this.comm.alltoall!(out, back);
-    decodeHalf(format, recv, back);
+  /** MPI_Allgather of gradient values rounded to 16 bits (gradientCompression), left as halves. */
+  private allgatherHalves(send: Float32Array, recv: Uint16Array): void {
+    const out = this.halves("halvesOut", send.length);
+    encodeHalf(this.compression as "bf16" | "fp16", out, send);
+    this.comm.allgather(out, recv);
+  }
+
+  /** Where a collective delivers `n` halves to combine: the WebAssembly memory's region when they fit, else a plain array. */
+  private received(n: number): Uint16Array {
+    const g = this.inMemory?.gathered;
+    if (g && 2 * g.length >= n) return new Uint16Array(g.buffer, g.byteOffset, n);
+    return this.halves("halvesIn", n);
   }
 
   /** After the gradient: the loss totals and the batch-norm buffers (active ranks' weights). */

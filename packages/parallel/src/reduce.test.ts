@@ -1,7 +1,7 @@
-import { setSimdEnabled } from "@chainrule/core";
+import { decodeHalf, setSimdEnabled } from "@chainrule/core";
 import { registerSimdMemory, sharedMemory } from "@chainrule/core/internal";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
-import { type CombineKernels, combineHosts } from "./reduce.js";
+import { type CombineKernels, combineHostHalves, combineHosts } from "./reduce.js";
 
 /** Deterministic values in (−1, 1), with NaN, ±Inf, ±0, a subnormal and float32's largest finite value sprinkled in. */
 function values(n: number, seed: number): Float32Array {
@@ -15,7 +15,11 @@ function values(n: number, seed: number): Float32Array {
   return out;
 }
 
-const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+/**
+ * The bits of each value; a NaN as "NaN": which operand's payload a sum of two NaNs keeps is the
+ * JIT's choice in JavaScript (it may swap an addition's operands), so only NaN-ness is compared.
+ */
+const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length), (b, i) => (Number.isNaN(a[i]) ? "NaN" : b));
 
 describe("combineHosts: the SIMD kernel in place against the loop", () => {
   // The SIMD kernel is compared with the loop, so it is turned on even under CHAINRULE_SIMD=0.
@@ -77,4 +81,48 @@ describe("combineHosts: the SIMD kernel in place against the loop", () => {
     setSimdEnabled(false);
     expect(registerSimdMemory(sharedMemory(4096))).toBeNull();
   });
+});
+
+describe("combineHostHalves: 16-bit values widened and combined in one SIMD pass, against decode + loop", () => {
+  beforeEach(() => setSimdEnabled(true));
+  afterAll(() => setSimdEnabled(process.env.CHAINRULE_SIMD !== "0"));
+
+  /** Every 16-bit pattern appears (NaNs, ±Inf, ±0, subnormals), shuffled by a seed. */
+  function halvesOf(n: number, seed: number): Uint16Array {
+    const out = new Uint16Array(n);
+    let s = seed;
+    for (let i = 0; i < n; i++) {
+      s = (s * 1103515245 + 12345) % 2147483648;
+      out[i] = i < 65536 ? (i * 40503 + seed) & 0xffff : s & 0xffff;
+    }
+    return out;
+  }
+
+  for (const format of ["bf16", "fp16"] as const) {
+    for (const [H, w] of [[2, [0.375, 0.625]], [3, [0.2, 0.3, 0.5]], [5, [0.1, 0.35, 0, 0.3, 0.25]]] as const) {
+      it(`${format}, ${H} hosts: the same bits for every length 0–19 and 65,539, at unaligned offsets`, () => {
+        const maxN = 65539, stride = maxN + 5, allAt = 3, outAt = 1;
+        const mem = sharedMemory(4 * (outAt + maxN) + 2 * (allAt + H * stride) + 8 * H + 256), kernels = registerSimdMemory(mem)!;
+        const out = new Float32Array(mem.buffer, 4, outAt + maxN);
+        const halves = new Uint16Array(mem.buffer, 2 + 4 * (2 + outAt + maxN), allAt + H * stride);
+        const wAt = Math.ceil((halves.byteOffset + 2 * halves.length) / 8) * 8;
+        const simd: CombineKernels = { kernels, weights: new Float64Array(mem.buffer, wAt, H) };
+        const plainOut = new Float32Array(out.length);
+        for (const n of [...Array.from({ length: 20 }, (_, i) => i), maxN]) {
+          halves.set(halvesOf(halves.length, n + H));
+          out.fill(42);
+          plainOut.fill(42);
+          combineHostHalves(format, out, outAt, halves, stride, allAt, n, w, simd);
+          combineHostHalves(format, plainOut, outAt, halves.slice(), stride, allAt, n, w);
+          expect(bits(out), `n = ${n}`).toEqual(bits(plainOut));
+        }
+        // The plain path is decodeHalf then the loop.
+        const n = 9, wide = new Float32Array(H * n);
+        for (let h = 0; h < H; h++) decodeHalf(format, wide.subarray(h * n, (h + 1) * n), halves.subarray(h * stride + allAt, h * stride + allAt + n));
+        combineHosts(plainOut, 0, wide, n, 0, n, w);
+        combineHostHalves(format, out, 0, halves, stride, allAt, n, w, simd);
+        expect(bits(out.subarray(0, n))).toEqual(bits(plainOut.subarray(0, n)));
+      });
+    }
+  }
 });

@@ -2,6 +2,7 @@
  * The sums of data-parallel training, in a fixed order so that a run repeats bit for bit:
  * ranks' gradient slots in rank order (within a host), hosts' gradients in host order.
  */
+import { type HalfFormat, decodeHalf } from "@chainrule/core";
 import type { SimdKernels } from "@chainrule/core/internal";
 
 let scratch64 = new Float64Array(1024);
@@ -54,7 +55,8 @@ export interface CombineKernels { kernels: SimdKernels; weights: Float64Array }
  * out[outAt + i] = Σ_h w[h] · all[h·stride + allAt + i] for i in [0, n): the hosts' values in host
  * order, accumulated in float64 and rounded once — the same bits whichever host computes it.
  * With `simd`, and `out` and `all` in the memory its kernels are bound to, the kernels run in place
- * (two floats per instruction), to the bits of the loops below.
+ * (two floats per instruction), to the bits of the loops below (a NaN stays NaN, but which of two
+ * NaNs' payloads a sum keeps is not fixed: JavaScript's JIT may swap an addition's operands).
  */
 export function combineHosts(out: Float32Array, outAt: number, all: Float32Array, stride: number, allAt: number, n: number, w: readonly number[], simd?: CombineKernels | null): void {
   const H = w.length;
@@ -86,4 +88,27 @@ export function combineHosts(out: Float32Array, outAt: number, all: Float32Array
     }
     for (let i = 0; i < m; i++) out[outAt + a + i] = acc[i];
   }
+}
+
+let decoded = new Float32Array(1024);
+
+/**
+ * combineHosts over the hosts' values sent as 16-bit floats (`format`, gradientCompression):
+ * halves[h·stride + allAt + i] widened exactly, then combined — the bits of decoding them with
+ * core's decodeHalf and combining. With `simd` and the operands in its memory, one fused pass
+ * (widen, weigh and sum four values at a time); else decoded into a scratch array first.
+ */
+export function combineHostHalves(format: HalfFormat, out: Float32Array, outAt: number, halves: Uint16Array, stride: number, allAt: number, n: number, w: readonly number[], simd?: CombineKernels | null): void {
+  const H = w.length;
+  if (simd && out.buffer === simd.weights.buffer && halves.buffer === simd.weights.buffer && simd.weights.length >= H && n >= 4) {
+    const quads = n >> 2, k = simd.kernels;
+    for (let h = 0; h < H; h++) simd.weights[h] = w[h];
+    const fused = format === "bf16" ? k.combineBf16 : k.combineFp16;
+    fused(out.byteOffset + 4 * outAt, halves.byteOffset + 2 * allAt, quads, H, 2 * stride, simd.weights.byteOffset, H === 2 ? 0 : 1);
+    if (4 * quads < n) combineHostHalves(format, out, outAt + 4 * quads, halves, stride, allAt + 4 * quads, n - 4 * quads, w);
+    return;
+  }
+  if (decoded.length < H * n) decoded = new Float32Array(H * n);
+  for (let h = 0; h < H; h++) decodeHalf(format, decoded.subarray(h * n, (h + 1) * n), halves.subarray(h * stride + allAt, h * stride + allAt + n));
+  combineHosts(out, outAt, decoded, n, 0, n, w);
 }

@@ -51,7 +51,7 @@ function fp16Of(x: number, t: number): number[] {
 }
 
 /** float32 bits of the float16 bits in the low halves of local w's lanes (js/half.ts fp16ToBits); w becomes 2·(h << 16). */
-function fp16To(w: number): number[] {
+export function fp16To(w: number): number[] {
   return [
     ...get(w), ...shl(16), ...set(w),
     ...get(w), ...ci(0x80000000 | 0), ...vand, // sign

@@ -9,7 +9,8 @@
  * Adam runs in f32x4 lanes in float32 arithmetic, operation for operation as js/optim.ts's loop
  * (which rounds every operation with Math.fround), so the results are bit-identical to the loop.
  * The reduce runs in f64x2 lanes (two floats per instruction, promoted on load and rounded once on
- * store exactly as a Float32Array store rounds), bit-identical to the parallel package's loops.
+ * store exactly as a Float32Array store rounds), bit-identical to the parallel package's loops; so
+ * does the combine of hosts' 16-bit gradients, fused with their widening (combine.ts).
  *
  * The module is assembled here from bytes (asm.ts, no toolchain). Where SIMD is missing, or with
  * the switch off (switch.ts: CHAINRULE_SIMD=0), `loadKernels` returns null and the loops run.
@@ -17,6 +18,7 @@
 
 import { F32, F64, I32, V128, WA, get, moduleBytes, set, simd, uleb, vec } from "./asm.js";
 import { ArgumentError } from "../../errors.js";
+import { combineHalvesFn } from "./combine.js";
 import { simdEnabled } from "./switch.js";
 
 export interface SimdKernels {
@@ -28,6 +30,9 @@ export interface SimdKernels {
   reduceK(gAt: number, s0At: number, pairs: number, K: number, stride: number, wAt: number): void;
   /** The same sum with every weight applied, w_k = 0 too (the parallel package's combine of hosts' gradients). */
   combineK(gAt: number, s0At: number, pairs: number, K: number, stride: number, wAt: number): void;
+  /** out = Σ_k w_k · (16-bit floats at h0At + k·stride, widened) over four values a quad, fused (combine.ts); fromZero 1: from +0. */
+  combineBf16(outAt: number, h0At: number, quads: number, K: number, stride: number, wAt: number, fromZero: number): void;
+  combineFp16(outAt: number, h0At: number, quads: number, K: number, stride: number, wAt: number, fromZero: number): void;
   /** Adam without weight decay (js/optim.ts's fast path), float32 arithmetic over `quads` groups of four floats. */
   adam(pAt: number, gAt: number, mAt: number, vAt: number, quads: number, beta1: number, beta2: number, b1c: number, b2c: number, stepSize: number, invSqrtBc2: number, eps: number): void;
   /** Adam / AdamW with weight decay (js/optim.ts's general path). */
@@ -186,8 +191,10 @@ function buildModule(shared: boolean): Uint8Array {
     kernel(4, 9, 4, adamBody(true), 4),
     reduceKFn(true),
     reduceKFn(false),
+    combineHalvesFn("bf16"),
+    combineHalvesFn("fp16"),
   ];
-  const names = ["reduce1", "reduce2", "adam", "adamWd", "reduceK", "combineK"];
+  const names = ["reduce1", "reduce2", "adam", "adamWd", "reduceK", "combineK", "combineBf16", "combineFp16"];
   return moduleBytes(fns, names, shared);
 }
 
