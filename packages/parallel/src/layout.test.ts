@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { gradientBuckets, planMemory } from "./layout.js";
+import { gradientBuckets, hostCombineRegion, planMemory } from "./layout.js";
 
 // Four parameters laid out one after another: sizes 10, 4, 20, 6.
 const layout = [{ offset: 0, size: 10 }, { offset: 10, size: 4 }, { offset: 14, size: 20 }, { offset: 34, size: 6 }];
@@ -36,5 +36,14 @@ describe("planMemory", () => {
     expect(planMemory(P, 3, 2, 100, 4 * R)).toEqual({ paramsAt: 0, gradAt: R, slotsAt: 0, optAt: 0, end: 2 * R, slotsOutside: true, optOutside: true });
     expect(planMemory(P, 1, 2, 100, 4 * R)).toEqual({ paramsAt: 0, gradAt: R, slotsAt: R, optAt: 0, end: 2 * R, slotsOutside: false, optOutside: true });
     expect(planMemory(P, 3, 2, 100, 2 * R)).toBeNull();
+  });
+});
+
+describe("hostCombineRegion", () => {
+  it("holds every host's copy of the largest bucket, this host's part of it and the weights, each 64-byte aligned", () => {
+    const buckets = gradientBuckets(layout, [true, false, true, true], 24); // [34, 40], [14, 34], [0, 10]: largest 20
+    const r = hostCombineRegion(100, 3, buckets);
+    expect(r).toEqual({ gatheredAt: 128, gatheredFloats: 60, mineAt: 384, mineFloats: 7, weightsAt: 448, end: 472 });
+    expect(hostCombineRegion(0, 2, [{ params: [3, 0], pieces: [34, 40, 0, 10] }]).gatheredFloats).toBe(32); // pieces summed
   });
 });
