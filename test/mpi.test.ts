@@ -191,6 +191,12 @@ describe("chainrule train under mpirun", () => {
     expectOneLineError(await cli(["train", job, "--set", "gradientCompression=fp8"]), /gradientCompression: expected one of "none", "bf16", "fp16", got "fp8"/, 2);
   }, 180_000);
 
+  it("a run that diverges with fp16 across hosts says that fp16's range is the likely cause and names bf16", async () => {
+    const r = await mpirun(2, [MAIN, "train", job, "--out", join(TMP, "fp16-diverged"), "--lr", "1e9", "--set", "gradientCompression=fp16"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/diverged: .*the gradient crosses hosts as fp16, which overflows beyond ±65504 before clipGradNorm applies: set gradientCompression to bf16/);
+  }, 180_000);
+
   it("SIGTERM to one host: every host stops after the same step, host 0 writes that step's checkpoint", async () => {
     const long = writeJobIn(TMP, "stop", { ...LONG, checkpoint: { everySteps: 1000, keep: 2 }, log: { everySteps: 1 } });
     const run = join(TMP, "stopped");

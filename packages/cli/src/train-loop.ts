@@ -95,7 +95,7 @@ export async function runLoop(a: LoopArgs): Promise<number> {
       return interrupts.aborted === "SIGINT" ? 130 : 143;
     }
     interrupts.remove();
-    throw e;
+    throw withFp16Advice(e, job, engine.hosts);
   } finally {
     run.progress.stopBar();
   }
@@ -109,6 +109,15 @@ export async function runLoop(a: LoopArgs): Promise<number> {
   interrupts.remove();
   run.reportEnd(path, engine);
   return 0;
+}
+
+/**
+ * A run that diverged while its gradient crossed hosts as fp16: the likeliest cause is fp16's
+ * range (±65504), which clipGradNorm cannot help (it clips after the exchange), so say so.
+ */
+function withFp16Advice(e: unknown, job: Job, hosts: number): unknown {
+  if (!(e instanceof CliError) || !e.message.startsWith("diverged:") || job.gradientCompression !== "fp16" || hosts < 2) return e;
+  return new CliError(`${e.message}; the gradient crosses hosts as fp16, which overflows beyond ±65504 before clipGradNorm applies: set gradientCompression to bf16 (float32's range)`);
 }
 
 /**
