@@ -8,11 +8,12 @@
  * not hidden behind backward. PyTorch DDP over gloo runs the MLP beside it (bench/torch_ddp_hosts.py,
  * 2 processes on one host against one per namespace). Ratios are medians of per-round ratios
  * (rounds alternate). Then a scaling model fitted to the measurements predicts the efficiency at
- * 4, 16 and 64 hosts on a 10 Gbit/s network. Needs root, iproute2 (ip, tc), Open MPI, and for DDP
- * /usr/bin/python3 with PyTorch.
+ * 4, 16 and 64 hosts on a 10 Gbit/s network. With --host-workers W: 2 hosts × W workers against
+ * 1 host × 2W workers (the exchange thread then reduces each bucket over the host's W slots first).
+ * Needs root, iproute2 (ip, tc), Open MPI, and for DDP /usr/bin/python3 with PyTorch.
  *
  *   tsx bench/multihost.ts [--steps 100] [--warmup 30] [--rounds 3] [--rates 1gbit,10gbit] [--models mlp,gpt] [--bucket-mib 1]
- *                          [--compression none,bf16,fp16] [--no-ddp]
+ *                          [--compression none,bf16,fp16] [--host-workers 1] [--no-ddp]
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
@@ -90,6 +91,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   const models = (flag(args, "models", "mlp,gpt") ?? "").split(",");
   const bucketMiB = flag(args, "bucket-mib", "1")!;
   const compressions = (flag(args, "compression", "none") ?? "none").split(",");
+  const hw = Number(flag(args, "host-workers", "1"));
   const missing = process.getuid?.() !== 0 ? "root (network namespaces)" : spawnSync("mpirun", ["--version"]).status !== 0 ? "Open MPI's mpirun" : spawnSync("tc", ["-V"]).status !== 0 ? "tc (iproute2)" : null;
   if (missing) {
     console.log(`multihost: skipped, needs ${missing}`);
@@ -113,18 +115,18 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
         const two: Record<string, Measure[]> = Object.fromEntries(compressions.map((c) => [c, []]));
         const s = kind === "gpt124m" ? Math.min(steps, 3) : steps, w = kind === "gpt124m" ? Math.min(warmup, 1) : warmup;
         for (let i = 0; i < rounds; i++) {
-          one.push(measure([...node, kind, "2", String(s), String(w), bucketMiB], `${kind} 1 host × 2 workers`));
+          one.push(measure([...node, kind, String(2 * hw), String(s), String(w), bucketMiB], `${kind} 1 host × ${2 * hw} workers`));
           // The compressions alternate: reversed every other round.
           for (const c of i % 2 === 0 ? compressions : [...compressions].reverse()) {
-            two[c].push(measure(["ip", "netns", "exec", n.names[0], "mpirun", "--allow-run-as-root", "-np", "2", ...n.mpirunArgs, ...node, kind, "1", String(s), String(w), bucketMiB, c], `${kind} 2 hosts × 1 worker at ${rate} (${c})`));
+            two[c].push(measure(["ip", "netns", "exec", n.names[0], "mpirun", "--allow-run-as-root", "-np", "2", ...n.mpirunArgs, ...node, kind, String(hw), String(s), String(w), bucketMiB, c], `${kind} 2 hosts × ${hw} at ${rate} (${c})`));
           }
-          if (withDdp && kind === "mlp") {
+          if (withDdp && kind === "mlp" && hw === 1) { // DDP runs one process per host
             ddpOne.push(await ddp([n.names[0], n.names[0]], "127.0.0.1", ["lo", "lo"], 64, steps, warmup, "DDP 1 host × 2"));
             ddpTwo.push(await ddp([n.names[0], n.names[1]], n.addresses[0], n.links, 64, steps, warmup, `DDP 2 hosts × 1 at ${rate}`));
           }
         }
         const m = (xs: Measure[], k: keyof Measure) => median(xs.map((x) => (x[k] as number | undefined) ?? 0));
-        rows.push({ link: rate, model: kind, config: "1 host × 2 workers", "samples/s": Math.round(m(one, "samplesPerSec")), "ms/step": m(one, "stepMs").toFixed(2), "fwd+bwd ms": m(one, "computeMs").toFixed(2),
+        rows.push({ link: rate, model: kind, config: `1 host × ${2 * hw} workers`, "samples/s": Math.round(m(one, "samplesPerSec")), "ms/step": m(one, "stepMs").toFixed(2), "fwd+bwd ms": m(one, "computeMs").toFixed(2),
           "exchange ms": "", "not hidden ms": "", "hidden": "", "x 1 host": "", "RSS MB": Math.round(m(one, "rssMB")) });
         for (const c of compressions) {
           const xs = two[c];
@@ -132,7 +134,7 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
           // What backward hid of the exchange's work; rank 0's wait also holds the other host's lag, so it can exceed the work (0% hidden then).
           const hiddenShare = median(xs.map((t) => (t.hostsMs! > 0 ? Math.max(0, 1 - t.exposedMs! / t.hostsMs!) : 0)));
           rows.push({
-            link: rate, model: kind, config: `2 hosts × 1 worker${c === "none" ? "" : `, ${c}`}`, "samples/s": Math.round(m(xs, "samplesPerSec")), "ms/step": m(xs, "stepMs").toFixed(2),
+            link: rate, model: kind, config: `2 hosts × ${hw} worker${hw > 1 ? "s" : ""}${c === "none" ? "" : `, ${c}`}`, "samples/s": Math.round(m(xs, "samplesPerSec")), "ms/step": m(xs, "stepMs").toFixed(2),
             "fwd+bwd ms": m(xs, "computeMs").toFixed(2), "exchange ms": m(xs, "hostsMs").toFixed(2), "not hidden ms": m(xs, "exposedMs").toFixed(2),
             "hidden": `${Math.round(hiddenShare * 100)}%`, "x 1 host": ratio.toFixed(2), "RSS MB": Math.round(m(xs, "rssMB")),
           });

@@ -17,12 +17,12 @@ const TRAIN = join(REPO, "test/fixtures/mpi-train.ts");
  * `mpirun -np <hosts> node --import tsx <args>` on this machine over TCP, or — with `net` — on the
  * two network namespaces of simulated hosts (mpirun runs in the first; see "two simulated hosts").
  */
-function mpirun(hosts: number, args: string[], onSpawn?: (p: ChildProcess) => void, net?: SimulatedHosts): Promise<Result> {
+function mpirun(hosts: number, args: string[], onSpawn?: (p: ChildProcess) => void, net?: SimulatedHosts, env: Record<string, string> = {}): Promise<Result> {
   const mpi = ["--allow-run-as-root", "-np", String(hosts), ...(net ? net.mpirunArgs : ["--oversubscribe", "--mca", "btl", "tcp,self"])];
   const [cmd, ...pre] = net ? ["ip", "netns", "exec", net.names[0], "mpirun"] : ["mpirun"];
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, [...pre, ...mpi, process.execPath, "--import", "tsx", ...args], {
-      cwd: REPO, env: { ...process.env, CHAINRULE_PLAIN: "1" }, stdio: ["ignore", "pipe", "pipe"],
+      cwd: REPO, env: { ...process.env, CHAINRULE_PLAIN: "1", ...env }, stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "", stderr = "";
     child.stdout.on("data", (d) => (stdout += d));
@@ -41,21 +41,23 @@ async function train(hosts: number, workers: number, kind: "mlp" | "cnn" | "lora
   return (await trainAll(hosts, workers, kind, net, batch, bucketMiB, compression))[0];
 }
 
-/** As train, every host's parameters and buffers. */
-async function trainAll(hosts: number, workers: number, kind: "mlp" | "cnn" | "lora", net?: SimulatedHosts, batch = 12, bucketMiB = 1, compression?: string): Promise<Float32Array[]> {
+/** As train, every host's parameters and buffers; `simd` true or false runs every process with core's SIMD kernels on or off (CHAINRULE_SIMD). */
+async function trainAll(hosts: number, workers: number, kind: "mlp" | "cnn" | "lora", net?: SimulatedHosts, batch = 12, bucketMiB = 1, compression?: string, simd?: boolean): Promise<Float32Array[]> {
+  const env: Record<string, string> = simd === undefined ? {} : { CHAINRULE_SIMD: simd ? "1" : "0" };
   const out = join(TMP, `${kind}-${hosts}x${workers}-${Math.random().toString(36).slice(2)}.bin`);
   const args = [TRAIN, String(workers), out, kind, String(batch), String(bucketMiB), ...(compression ? [compression] : [])];
   const r = hosts === 1
     ? await new Promise<Result>((resolve) => {
-      const c = spawn(process.execPath, ["--import", "tsx", ...args], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+      const c = spawn(process.execPath, ["--import", "tsx", ...args], { cwd: REPO, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
       let stdout = "", stderr = "";
       c.stdout.on("data", (d) => (stdout += d));
       c.stderr.on("data", (d) => (stderr += d));
       c.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
     })
-    : await mpirun(hosts, args, undefined, net);
+    : await mpirun(hosts, args, undefined, net, env);
   expect(r.code, r.stdout + r.stderr).toBe(0);
   expect(r.stdout).toContain(`hosts ${hosts} workers ${workers}`);
+  if (simd !== undefined) expect(r.stdout).toContain(`simd ${simd ? "on" : "off"}`);
   return Array.from({ length: hosts }, (_, h) => {
     const b = readFileSync(h === 0 ? out : `${out}.${h}`);
     return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
@@ -108,6 +110,15 @@ describe("DataParallel across hosts (hosts: \"mpi\")", () => {
   it("per-worker batch norm: 2 hosts × 1 worker equals 1 host × 2 workers bit for bit, running statistics included", async () => {
     expect(maxDiff(await train(2, 1, "cnn"), await train(1, 2, "cnn"))).toBe(0);
   }, 120_000);
+
+  it("the host's reduce in WebAssembly SIMD: 2 hosts × 2 and × 3 workers equal the loops (CHAINRULE_SIMD=0) bit for bit, every host", async () => {
+    // Batch 7: the ranks' shards differ in size (2 and 1 rows), so their weights within a host differ.
+    for (const [workers, kind] of [[2, "mlp"], [3, "cnn"]] as const) {
+      const simd = await trainAll(2, workers, kind, undefined, 7, 1, undefined, true), loops = await trainAll(2, workers, kind, undefined, 7, 1, undefined, false);
+      for (let h = 0; h < 2; h++) expect(maxDiff(simd[h], loops[h]), `2 × ${workers} ${kind}: host ${h}`).toBe(0);
+      expect(maxDiff(simd[1], simd[0])).toBe(0);
+    }
+  }, 180_000);
 
   it("a host without rows in a batch: 2 × 2 at batch 2 equals 1 × 4, and 2 × 1 at batch 1 equals 1 × 2, bit for bit", async () => {
     const twoByTwo = await train(2, 2, "cnn", undefined, 2);

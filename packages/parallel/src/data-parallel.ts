@@ -476,7 +476,7 @@ export class DataParallel {
       for (const [, mod] of m.namedModules()) if (mod instanceof nn.BatchNorm2d) maxC = Math.max(maxC, mod.numFeatures);
       const syncBatchNorm = !!this.opts.syncBatchNorm && W > 1 && maxC > 0;
       const bnRow = 2 + 2 * maxC;
-      const smallBytes = 64 + 8 * W * W + 64 + (2 + W) * bregion + (syncBatchNorm ? 8 * 2 * W * bnRow : 0);
+      const smallBytes = 64 + 8 * (W + 1) * W + 64 + (2 + W) * bregion + (syncBatchNorm ? 8 * 2 * W * bnRow : 0);
       // With hosts, the combine's operands go last, where its SIMD kernel reaches them, when they fit.
       const trainable = m.namedParameters().map(([, p]) => p.requiresGrad);
       const buckets = this.hosts > 1 ? gradientBuckets(nn.paramLayout(m), trainable, Math.max(1, Math.round(((this.opts.bucketMiB ?? 1) * 2 ** 20) / 4))) : [];
@@ -494,7 +494,7 @@ export class DataParallel {
       const slotMemory = plan.slotsOutside ? new SharedArrayBuffer(W * region) : null;
       const optMemory = plan.optOutside && k > 0 ? new SharedArrayBuffer(k * region) : null;
       const weightsAt = Math.ceil(plan.end / 64) * 64;
-      const buffersAt = Math.ceil((weightsAt + 8 * W * W) / 64) * 64, bufSlotsAt = buffersAt + bregion;
+      const buffersAt = Math.ceil((weightsAt + 8 * (W + 1) * W) / 64) * 64, bufSlotsAt = buffersAt + bregion;
       const bnAt = bufSlotsAt + (W + 1) * bregion;
       const combine = combineInside ? hostCombineRegion(bnAt + (syncBatchNorm ? 8 * 2 * W * bnRow : 0), this.hosts, buckets) : null;
       const bytes = combine?.end ?? bnAt + (syncBatchNorm ? 8 * 2 * W * bnRow : 0);

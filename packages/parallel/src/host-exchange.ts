@@ -4,7 +4,8 @@
  * As each of this host's ranks finishes a parameter's gradient (core's leaf-gradient hook), it
  * counts the parameter into its bucket's READY word (layout.ts). When every rank has counted
  * every parameter of the next bucket, the exchange reduces that bucket over the ranks' slots
- * (rank order) into the host's mean gradient, sends it to the other hosts and combines theirs in
+ * (rank order, in WebAssembly SIMD in place where the slots lie in the WebAssembly memory) into
+ * the host's mean gradient, sends it to the other hosts and combines theirs in
  * host order (float64, rounded once): every host ends with the same bits, whatever MPI's own
  * reduction order. With 2 hosts a bucket is one MPI_Allgather; with more, a reduce-scatter
  * (MPI_Alltoall, each host sums one part) then an MPI_Allgather of the summed parts, which puts
@@ -21,7 +22,7 @@
  * With a communicator object (one worker), the replica runs it after its backward.
  */
 import { decodeHalf, encodeHalf } from "@chainrule/core";
-import { registerSimdMemory } from "@chainrule/core/internal";
+import { type SimdKernels, registerSimdMemory } from "@chainrule/core/internal";
 import { CONTROL, type GradientBucket, HOSTX, HOST_TOTALS, gradientSlots, waitBoundMs } from "./layout.js";
 import type { Communicator } from "./mpi.js";
 import { type CombineKernels, combineHostHalves, combineHosts, reduceRange } from "./reduce.js";
@@ -71,6 +72,8 @@ export class HostExchange {
   private buffers = new Float32Array(0);
   private halvesOut = new Uint16Array(0);
   private halvesIn = new Uint16Array(0);
+  /** Core's SIMD kernels bound to the WebAssembly memory, for the reduce over the slots (null: SIMD off or missing). */
+  private readonly reduceKernels: SimdKernels | null;
   /** The combine's SIMD kernels, and where its operands lie in the WebAssembly memory (null: plain arrays and the loops). */
   private readonly combine: CombineKernels | null = null;
   private readonly inMemory: { gathered: Float32Array; mine: Float32Array } | null = null;
@@ -84,10 +87,12 @@ export class HostExchange {
     this.control = new Int32Array(ctx.control);
     this.full = ctx.buckets.map((b) => b.params.length * ctx.world);
     this.sizes = ctx.buckets.map((b) => piecesLength(b.pieces));
-    this.rankWeights = new Float64Array(ctx.world);
+    // The last row of the reduce weights, where the SIMD reduce over 3 or more slots reads them.
+    this.rankWeights = new Float64Array(buf, ctx.weightsAt + 8 * ctx.world * ctx.world, ctx.world);
     this.compression = ctx.gradientCompression;
-    const region = ctx.hostCombine, kernels = region && comm.size === ctx.hosts ? registerSimdMemory(ctx.memory) : null;
-    if (region && kernels) {
+    const region = ctx.hostCombine, kernels = registerSimdMemory(ctx.memory);
+    this.reduceKernels = kernels;
+    if (region && kernels && comm.size === ctx.hosts) {
       this.combine = { kernels, weights: new Float64Array(buf, region.weightsAt, ctx.hosts) };
       this.inMemory = { gathered: new Float32Array(buf, region.gatheredAt, region.gatheredFloats), mine: new Float32Array(buf, region.mineAt, region.mineFloats) };
     }
@@ -157,7 +162,7 @@ export class HostExchange {
   /** One bucket: this host's ranks reduced into the mean gradient, then combined with the other hosts'. */
   private bucket(bucket: GradientBucket, n: number): void {
     const { pieces } = bucket, g = this.grad;
-    if (this.slots[0] !== g) for (let i = 0; i < pieces.length; i += 2) reduceRange(g, this.slots, this.rankWeights, pieces[i], pieces[i + 1], false);
+    if (this.slots[0] !== g) for (let i = 0; i < pieces.length; i += 2) reduceRange(g, this.slots, this.rankWeights, pieces[i], pieces[i + 1], false, this.reduceKernels);
     // One piece is sent in place; several are packed.
     let send: Float32Array;
     if (pieces.length === 2) send = g.subarray(pieces[0], pieces[1]);

@@ -1,7 +1,7 @@
 import { decodeHalf, setSimdEnabled } from "@chainrule/core";
 import { registerSimdMemory, sharedMemory } from "@chainrule/core/internal";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
-import { type CombineKernels, combineHostHalves, combineHosts } from "./reduce.js";
+import { type CombineKernels, combineHostHalves, combineHosts, reduceRange } from "./reduce.js";
 
 /** Deterministic values in (−1, 1), with NaN, ±Inf, ±0, a subnormal and float32's largest finite value sprinkled in. */
 function values(n: number, seed: number): Float32Array {
@@ -20,6 +20,70 @@ function values(n: number, seed: number): Float32Array {
  * JIT's choice in JavaScript (it may swap an addition's operands), so only NaN-ness is compared.
  */
 const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length), (b, i) => (Number.isNaN(a[i]) ? "NaN" : b));
+
+describe("reduceRange: the SIMD kernels in place against the loop", () => {
+  // The SIMD kernels are compared with the loop, so they are turned on even under CHAINRULE_SIMD=0.
+  beforeEach(() => setSimdEnabled(true));
+  afterAll(() => setSimdEnabled(process.env.CHAINRULE_SIMD !== "0"));
+
+  const weights: Record<number, number[]> = {
+    2: [0.375, 0.625], // reduce2
+    3: [0.2, 0.3, 0.5], // reduceK
+    4: [0.25, 0, 0.5, 0.25], // a rank without rows: weight 0, skipped (its NaN does not spread)
+  };
+
+  for (const W of [2, 3, 4]) {
+    it(`${W} slots: the same bits for every range of length 0–19 and 1001, at unaligned offsets, with NaN, ±Inf and ±0; Σ grad² alike`, () => {
+      const P = 1013, stride = P + 3; // slots stride floats apart, as a memory layout spaces them
+      const mem = sharedMemory(4 * (1 + P + W * stride) + 8 * W + 256), kernels = registerSimdMemory(mem)!;
+      expect(kernels).not.toBeNull();
+      const g = new Float32Array(mem.buffer, 4, P); // float 1: an odd address
+      const slotsAt = 4 * (2 + P), slots = Array.from({ length: W }, (_, k) => new Float32Array(mem.buffer, slotsAt + 4 * k * stride, P));
+      const w = new Float64Array(mem.buffer, Math.ceil((slotsAt + 4 * W * stride) / 8) * 8, W);
+      w.set(weights[W]);
+      const plainSlots = slots.map((s) => new Float32Array(P)), plainG = new Float32Array(P), plainW = Float64Array.from(w);
+      for (const n of [...Array.from({ length: 20 }, (_, i) => i), 1001]) {
+        const from = 5 + (n % 3);
+        slots.forEach((s, k) => { s.set(values(P, 11 * n + k)); plainSlots[k].set(s); });
+        g.fill(42);
+        plainG.fill(42);
+        const ss = reduceRange(g, slots, w, from, from + n, true, kernels);
+        const plainSs = reduceRange(plainG, plainSlots, plainW, from, from + n, true);
+        expect(bits(g), `n = ${n}`).toEqual(bits(plainG));
+        expect(Object.is(ss, plainSs) || (Number.isNaN(ss) && Number.isNaN(plainSs)), `n = ${n}: Σ grad²`).toBe(true);
+      }
+      // The kernels wrote the range: the loop's float64 sum rounded once, at one element written out.
+      slots.forEach((s, k) => s.fill(1 + k / 3));
+      g.fill(0);
+      reduceRange(g, slots, w, 0, 8, false, kernels);
+      let want = 0;
+      for (let k = 0; k < W; k++) if (w[k] !== 0) want += w[k] * slots[k][3];
+      expect(g[3]).toBe(Math.fround(want));
+    });
+  }
+
+  it("runs the loop where the slots are not evenly spaced in the kernels' memory, or the weights of 3 slots lie elsewhere", () => {
+    const mem = sharedMemory(4096), kernels = registerSimdMemory(mem)!;
+    const g = new Float32Array(mem.buffer, 0, 4), at = (floats: number) => new Float32Array(mem.buffer, 4 * floats, 4);
+    const calls: string[] = [];
+    const spy = { ...kernels, reduce2: (...a: Parameters<typeof kernels.reduce2>) => { calls.push("reduce2"); kernels.reduce2(...a); },
+      reduceK: (...a: Parameters<typeof kernels.reduceK>) => { calls.push("reduceK"); kernels.reduceK(...a); } };
+    const fill = (slots: Float32Array[]) => slots.forEach((s, k) => s.set([k + 1, 2 * (k + 1), 3 * (k + 1), 4 * (k + 1)]));
+    const even = [at(16), at(32), at(48)], uneven = [at(16), at(32), at(64)];
+    fill(even);
+    reduceRange(g, even, new Float64Array(mem.buffer, 512, 3).fill(0.5), 0, 4, false, spy);
+    expect(Array.from(g)).toEqual([3, 6, 9, 12]);
+    reduceRange(g, even.slice(0, 2), Float64Array.of(0.5, 0.5), 0, 4, false, spy); // two slots: weights as arguments
+    expect(Array.from(g)).toEqual([1.5, 3, 4.5, 6]);
+    expect(calls).toEqual(["reduceK", "reduce2"]);
+    fill(uneven);
+    reduceRange(g, uneven, new Float64Array(mem.buffer, 512, 3).fill(0.5), 0, 4, false, spy);
+    reduceRange(g, even, Float64Array.of(0.5, 0.5, 0.5), 0, 4, false, spy);
+    reduceRange(g, [new Float32Array(4).fill(2), even[1]], Float64Array.of(0.5, 0.5), 0, 4, false, spy);
+    expect(Array.from(g)).toEqual([2, 3, 4, 5]);
+    expect(calls).toEqual(["reduceK", "reduce2"]);
+  });
+});
 
 describe("combineHosts: the SIMD kernel in place against the loop", () => {
   // The SIMD kernel is compared with the loop, so it is turned on even under CHAINRULE_SIMD=0.

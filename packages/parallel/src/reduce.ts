@@ -16,9 +16,19 @@ function acc64(n: number): Float64Array {
 /**
  * grad = Σ_k w_k · slot_k over [from, to), in fixed rank order. Returns Σ grad² when `norm`.
  * (The slots are not zeroed: the next step's backward overwrites them.)
+ * With `simd` (core's kernels bound to the WebAssembly memory over g's buffer), two or more slots
+ * evenly spaced in that memory and — for three or more — the weights there too, the kernels run
+ * in place (reduce2 / reduceK, two floats per instruction), to the bits of the loops below.
  */
-export function reduceRange(g: Float32Array, slots: Float32Array[], w: Float64Array, from: number, to: number, norm: boolean): number {
+export function reduceRange(g: Float32Array, slots: Float32Array[], w: Float64Array, from: number, to: number, norm: boolean, simd?: SimdKernels | null): number {
   const W = slots.length;
+  if (simd && to - from >= 2 && slotsInPlace(g, slots, w)) {
+    const pairs = (to - from) >> 1, o = 4 * from, gAt = g.byteOffset + o, s0At = slots[0].byteOffset + o;
+    if (W === 2) simd.reduce2(gAt, s0At, slots[1].byteOffset + o, pairs, w[0], w[1]);
+    else simd.reduceK(gAt, s0At, pairs, W, slots[1].byteOffset - slots[0].byteOffset, w.byteOffset);
+    if (from + 2 * pairs < to) reduceRange(g, slots, w, from + 2 * pairs, to, false);
+    return norm ? sumOfSquares(g, from, to) : 0;
+  }
   if (W === 1) {
     const s0 = slots[0], w0 = w[0];
     if (w0 === 1) g.set(s0.subarray(from, to), from);
@@ -40,6 +50,15 @@ export function reduceRange(g: Float32Array, slots: Float32Array[], w: Float64Ar
     }
   }
   return norm ? sumOfSquares(g, from, to) : 0;
+}
+
+/** Whether the SIMD reduce reaches its operands: every slot in g's buffer, `stride` bytes apart, and the weights there for reduceK. */
+function slotsInPlace(g: Float32Array, slots: Float32Array[], w: Float64Array): boolean {
+  const W = slots.length, buf = g.buffer;
+  if (W < 2 || (W > 2 && w.buffer !== buf)) return false;
+  const s0 = slots[0].byteOffset, stride = slots[1].byteOffset - s0;
+  for (let k = 0; k < W; k++) if (slots[k].buffer !== buf || slots[k].byteOffset !== s0 + k * stride) return false;
+  return true;
 }
 
 export function sumOfSquares(g: Float32Array, from: number, to: number): number {

@@ -180,7 +180,7 @@ export interface WorkerContext {
   optMemory: SharedArrayBuffer | null;
   /** Optimizer state, k × numParams floats (optimizerStateBuffers: sgd momentum 1; adam 2; rmsprop 1 to 3; adagrad 1). */
   optAt: number;
-  /** world × world float64: rank r's reduce weights at row r (read by the SIMD reduce). */
+  /** (world + 1) × world float64: rank r's reduce weights at row r, the exchange thread's at row world (read by the SIMD reduce). */
   weightsAt: number;
   optBuffers: string[];
   /** Int32 control words (see CONTROL in layout.ts): init barrier, step barrier, per-rank arrival and stage. */
