@@ -88,6 +88,19 @@ export function table(rows: Record<string, string | number>[]): void {
   for (const r of rows) console.log(cols.map((c, i) => cell(r[c] ?? "").padStart(w[i])).join("  "));
 }
 
+/** Runs every variant once a round, in order, for `rounds` rounds; returns each one's median ms. */
+export function alternatingMedians(variants: [string, () => void][], rounds: number): number[] {
+  const ms: number[][] = variants.map(() => []);
+  for (let r = 0; r < rounds; r++) {
+    variants.forEach(([, run], v) => {
+      const t = performance.now();
+      run();
+      ms[v].push(performance.now() - t);
+    });
+  }
+  return ms.map(median);
+}
+
 /** Wall-clock ms and process CPU µs (user + system, all threads) for `steps` calls of `t.step()`. */
 export function timeSteps(t: { step(): unknown }, steps: number): { wallMs: number; cpuUs: number } {
   const c0 = process.cpuUsage();

@@ -13,7 +13,7 @@ import { loadavg } from "node:os";
 import { registerSimdMemory, sharedMemory } from "../packages/core/src/internal.js";
 import { decodeHalf, encodeHalf } from "../packages/core/src/index.js";
 import { type CombineKernels, combineHostHalves, combineHosts } from "../packages/parallel/src/reduce.js";
-import { flag, median, numList, runIfMain, table } from "./_util.js";
+import { alternatingMedians, flag, numList, runIfMain, table } from "./_util.js";
 
 const CHUNK = 4096;
 
@@ -60,16 +60,9 @@ function measure(n: number, H: number, rounds: number): Record<string, string | 
     run();
     for (let i = 0; i < n; i++) if (!Object.is(out[i], want[i])) throw new Error(`${name}: element ${i} differs from the loop`);
   }
-  const ms: number[][] = variants.map(() => []);
-  for (let r = 0; r < rounds; r++) {
-    variants.forEach(([, run], v) => {
-      const t = performance.now();
-      run();
-      ms[v].push(performance.now() - t);
-    });
-  }
+  const medians = alternatingMedians(variants, rounds);
   const row: Record<string, string | number> = { hosts: H, floats: n };
-  variants.forEach(([name], v) => (row[`${name} ms`] = median(ms[v]).toFixed(3)));
+  variants.forEach(([name], v) => (row[`${name} ms`] = medians[v].toFixed(3)));
   return row;
 }
 

@@ -10,7 +10,7 @@
 import { loadavg } from "node:os";
 import { registerSimdMemory, sharedMemory } from "../packages/core/src/internal.js";
 import { reduceRange } from "../packages/parallel/src/reduce.js";
-import { flag, median, numList, runIfMain, table } from "./_util.js";
+import { alternatingMedians, flag, numList, runIfMain, table } from "./_util.js";
 
 function measure(n: number, W: number, rounds: number): Record<string, string | number> {
   const region = Math.ceil((4 * n) / 64) * 64, slotsAt = region, wAt = slotsAt + W * region;
@@ -31,16 +31,9 @@ function measure(n: number, W: number, rounds: number): Record<string, string | 
   g.fill(0);
   variants[1][1]();
   for (let i = 0; i < n; i++) if (!Object.is(g[i], want[i])) throw new Error(`SIMD: element ${i} differs from the loop`);
-  const ms: number[][] = variants.map(() => []);
-  for (let r = 0; r < rounds; r++) {
-    variants.forEach(([, run], v) => {
-      const t = performance.now();
-      run();
-      ms[v].push(performance.now() - t);
-    });
-  }
+  const medians = alternatingMedians(variants, rounds);
   const row: Record<string, string | number> = { slots: W, floats: n };
-  variants.forEach(([name], v) => (row[`${name} ms`] = median(ms[v]).toFixed(3)));
+  variants.forEach(([name], v) => (row[`${name} ms`] = medians[v].toFixed(3)));
   return row;
 }
 
