@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadSafetensors } from "@chainrule/core";
+import { parseJob } from "../packages/cli/src/job/parse.js";
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
 export const MAIN = join(REPO, "packages/cli/src/main.ts");
@@ -72,4 +73,14 @@ export function expectOneLineError(r: Pick<Result, "code" | "stdout" | "stderr">
   expect(lines.length, r.stderr).toBe(1);
   expect(lines[0]).toMatch(/^chainrule: error: /);
   expect(lines[0]).toMatch(re);
+}
+
+/** The one-line message parseJob throws for `raw`, or "no error". */
+export function jobParseError(raw: unknown): string {
+  try {
+    parseJob(raw, "job.json");
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return "no error";
 }

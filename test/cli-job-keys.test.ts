@@ -1,16 +1,6 @@
 /** A misspelled job key is named with the key it was probably meant to be, in the job file and in --set. */
 import { describe, expect, it } from "vitest";
-import { parseJob } from "../packages/cli/src/job/parse.js";
-import { cli, expectOneLineError } from "./cli-helpers.ts";
-
-const error = (raw: unknown) => {
-  try {
-    parseJob(raw, "job.json");
-  } catch (e) {
-    return (e as Error).message;
-  }
-  return "no error";
-};
+import { cli, expectOneLineError, jobParseError as error } from "./cli-helpers.ts";
 
 describe("did you mean, for job keys", () => {
   it("suggests the closest key of the same section (the branch the section's type picks)", () => {

@@ -7,19 +7,10 @@ import { afterAll, describe, expect, it } from "vitest";
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { parseJob } from "../packages/cli/src/job/parse.js";
-import { checkpointTensors, cli, latestCheckpoint, tempDir, writeJobIn } from "./cli-helpers.ts";
+import { checkpointTensors, cli, latestCheckpoint, tempDir, writeJobIn, jobParseError as parseError } from "./cli-helpers.ts";
 
 const TMP = tempDir("chainrule-optimizers-");
 afterAll(() => rmSync(TMP, { recursive: true, force: true }));
-
-const parseError = (raw: unknown) => {
-  try {
-    parseJob(raw, "job.json");
-  } catch (e) {
-    return (e as Error).message;
-  }
-  return "no error";
-};
 
 describe("optimizer.type rmsprop and adagrad in a job", () => {
   it("take PyTorch's defaults and option names; bad values are named", () => {

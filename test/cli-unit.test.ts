@@ -7,17 +7,9 @@ import { DEFAULT_JOB } from "../packages/cli/src/job/builtin.js";
 import { parseJob } from "../packages/cli/src/job/parse.js";
 import { autoWorkers, resolveWorkers } from "../packages/cli/src/workers.js";
 import { rawJob } from "../packages/cli/src/job/load.js";
+import { jobParseError as err } from "./cli-helpers.ts";
 import { maxWorkersFor } from "@chainrule/parallel";
 import { commitCheckpoint, createRunDir, defaultRunDir, listCheckpoints, resolveCheckpoint } from "../packages/cli/src/rundir.js";
-
-const err = (raw: unknown) => {
-  try {
-    parseJob(raw, "job.json");
-  } catch (e) {
-    return (e as Error).message;
-  }
-  return "no error";
-};
 
 describe("job schema", () => {
   it("fills defaults and accepts the default job", () => {

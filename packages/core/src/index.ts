@@ -34,7 +34,7 @@ export { writeFileAtomicSync, writeDirAtomicSync, fsyncDirSync } from "./io/atom
 export { CHECKSUMS_FILE, writeChecksums, checksumMismatch } from "./io/checksums.js";
 export { saveCheckpoint, loadCheckpoint, readCheckpoint, describeMismatch, CheckpointError, MODEL_FILE, STATE_FILE, type CheckpointState, type CheckpointContents, type SaveCheckpointOptions, type LoadCheckpointOptions, type StatefulOptimizer } from "./io/checkpoint.js";
 export { causalAttention, type CausalAttentionOptions } from "./ops/attention.js";
-export { GPT, GPTTransformer, Block, MLP, GPT_DEFAULTS, gptConfig, generate, sampleToken, estimateLoss, tokenBatch, type GPTConfig, type GenerateOptions, type TokenBatch } from "./models/gpt.js";
+export { GPT, GPTTransformer, Block, MLP, GPT_DEFAULTS, gptConfig, generate, nextTokenLogits, sampleToken, estimateLoss, tokenBatch, type GPTConfig, type GenerateOptions, type TokenBatch } from "./models/gpt.js";
 export { KVCache, attendCached, type LayerKV } from "./models/kv-cache.js";
 export { LlamaAttention, LlamaBlock, LlamaRMSNorm, SwiGLU } from "./models/llama.js";
 export { gpt2StateDict, type Gpt2Config, type Gpt2Options, type NamedArrays } from "./models/gpt2-weights.js";

@@ -7,7 +7,7 @@
 import { parentPort } from "node:worker_threads";
 import * as Comlink from "comlink";
 import { nodeEndpoint } from "./comlink-endpoint.js";
-import { BpeTokenizer, CharTokenizer, GPT, Generator, Tensor, nn, noGrad, sampleToken, softmax, tokenizerFromJSON, type TextTokenizer, type TextTokenizerJSON } from "@chainrule/core";
+import { BpeTokenizer, CharTokenizer, GPT, Generator, Tensor, nn, nextTokenLogits, noGrad, sampleToken, softmax, tokenizerFromJSON, type TextTokenizer, type TextTokenizerJSON } from "@chainrule/core";
 import { type CheckpointModel, type ModelRecipe, type ModuleConsent, describeModel, modelFromCheckpoint, modelFromRecipe } from "../checkpoint-model.js";
 import { type SharedWeights, bindSharedWeights, shareWeights } from "./shared-weights.js";
 import { UsageError } from "../errors.js";
@@ -106,7 +106,7 @@ export const inferenceApi = {
     const { cm, tokenizer } = model();
     const gpt = cm.model;
     if (!(gpt instanceof GPT) || !tokenizer) throw new Error("inference worker: not a GPT text model");
-    const V = gpt.config.vocabSize, blockSize = gpt.config.blockSize;
+    const V = gpt.config.vocabSize;
     const topK = p.topK === undefined ? V : Math.min(p.topK, V);
     const context = p.prompt.length > 0 ? Array.from(tokenizer.encode(p.prompt)) : [0]; // an empty prompt starts from token 0
     const sampler = new Generator(p.seed);
@@ -125,21 +125,7 @@ export const inferenceApi = {
           cancelled = true;
           break;
         }
-        const next = noGrad(() => {
-          let logits: Float32Array, rows: number;
-          if (context.length <= blockSize) {
-            const fresh = context.slice(cache.length); // the prompt, then the last sampled token
-            logits = gpt.forwardCached(fresh, cache).data; // (1, fresh, V)
-            rows = fresh.length;
-          } else {
-            // Past blockSize the window moves and nothing cached stays valid: run the whole window.
-            const window = Int32Array.from(context.slice(-blockSize));
-            logits = gpt.forward(window, [1, window.length]).data; // (1, T, V)
-            rows = window.length;
-          }
-          const last = (rows - 1) * V;
-          return sampleToken(logits.subarray(last, last + V), p.temperature, topK, sampler, probs);
-        });
+        const next = noGrad(() => sampleToken(nextTokenLogits(gpt, context, cache), p.temperature, topK, sampler, probs));
         context.push(next);
         const ch = decoder.push(next);
         tokens++;

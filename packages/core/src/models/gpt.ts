@@ -346,7 +346,7 @@ export interface GenerateOptions {
 export function generate(model: GPT, prompt: ArrayLike<number>, opts: GenerateOptions): number[] {
   const { maxNewTokens } = opts;
   const temperature = opts.temperature ?? 1;
-  const V = model.config.vocabSize, blockSize = model.config.blockSize;
+  const V = model.config.vocabSize;
   const topK = opts.topK === undefined ? V : Math.min(opts.topK, V);
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new ArgumentError(`generate: maxNewTokens must be a non-negative integer, got ${maxNewTokens}`);
   if (!(temperature >= 0) || !Number.isFinite(temperature)) throw new ArgumentError(`generate: temperature must be a finite number ≥ 0, got ${temperature}`);
@@ -365,18 +365,7 @@ export function generate(model: GPT, prompt: ArrayLike<number>, opts: GenerateOp
   try {
     noGrad(() => {
       for (let n = 0; n < maxNewTokens; n++) {
-        let logits: Float32Array, rows: number;
-        if (cache && ctx.length <= blockSize) {
-          const fresh = ctx.slice(cache.length); // the prompt, then the last sampled token
-          logits = model.forwardCached(fresh, cache, scratch).data; // (1, fresh, V)
-          rows = fresh.length;
-        } else {
-          const window = Int32Array.from(ctx.slice(-blockSize));
-          logits = model.forward(window, [1, window.length]).data; // (1, T, V)
-          rows = window.length;
-        }
-        const last = (rows - 1) * V;
-        const next = sampleToken(logits.subarray(last, last + V), temperature, topK, gen, probs);
+        const next = sampleToken(nextTokenLogits(model, ctx, cache, scratch), temperature, topK, gen, probs);
         ctx.push(next);
         out.push(next);
         opts.onToken?.(next, n);
@@ -386,6 +375,27 @@ export function generate(model: GPT, prompt: ArrayLike<number>, opts: GenerateOp
     model.train(wasTraining);
   }
   return out;
+}
+
+/**
+ * The logits (V) of the token after `context`, without a graph: with `cache`, the tokens the
+ * cache does not hold yet run through forwardCached while the context fits blockSize; past it
+ * (or without a cache) the last blockSize tokens run whole, as the window moves and nothing
+ * cached stays valid.
+ */
+export function nextTokenLogits(model: GPT, context: readonly number[], cache: KVCache | null, scratch: AttendScratch = newAttendScratch()): Float32Array {
+  const V = model.config.vocabSize, blockSize = model.config.blockSize;
+  let logits: Float32Array, rows: number;
+  if (cache && context.length <= blockSize) {
+    const fresh = context.slice(cache.length); // the prompt, then the last sampled token
+    logits = model.forwardCached(fresh, cache, scratch).data; // (1, fresh, V)
+    rows = fresh.length;
+  } else {
+    const window = Int32Array.from(context.slice(-blockSize));
+    logits = model.forward(window, [1, window.length]).data; // (1, T, V)
+    rows = window.length;
+  }
+  return logits.subarray((rows - 1) * V, rows * V);
 }
 
 /** One draw from softmax(logits / temperature) restricted to the top k; greedy when temperature is 0 or k is 1. */
